@@ -1,0 +1,36 @@
+"""The ``workbench`` command line: one command per stage, each a thin wrapper over a Python API.
+
+Stages: ``cache`` (activations to disk), ``train`` (SAEs, MFR ensembles), ``analyze``
+(features, geometry, evaluation, circuits), ``bench`` (benchmarks), ``app`` (Streamlit),
+``demo`` (everything on the embedded default). Sub-commands live in ``app/commands/``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from app.commands import cache as cache_commands
+from app.commands import demo as demo_commands
+
+app = typer.Typer(
+    name="workbench",
+    help="Mechanistic-interpretability workbench: cache activations, train SAEs (MFR), analyse, explore.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+analyze_app = typer.Typer(help="Analyses over caches and SAEs: features, geometry, eval, circuits.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks against the peer libraries, JSON out.", no_args_is_help=True)
+
+cache_commands.register(app)
+demo_commands.register(app)
+app.add_typer(analyze_app, name="analyze")
+app.add_typer(bench_app, name="bench")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""``workbench cache``: run a model over a text spec and store activations at hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from app.commands.errors import split_csv, user_errors
+
+
+def cache(
+    model: str = typer.Option("demo", help="'demo', a TransformerLens name, or a local HF checkpoint directory."),
+    data: str = typer.Option("demo", help="'demo', a .txt/.jsonl/.parquet file or folder, or a HF dataset name."),
+    hooks: str = typer.Option("blocks.0.hook_resid_post", help="Comma-separated TransformerLens hook names."),
+    tokens: int = typer.Option(200_000, help="Number of tokens to cache (rounded up to whole windows)."),
+    context_size: int = typer.Option(128, help="Tokens per window, BOS included."),
+    batch_size: int = typer.Option(32, help="Windows per forward pass."),
+    shard_tokens: int = typer.Option(65_536, help="Tokens per shard file."),
+    dtype: str = typer.Option("float32", help="Storage dtype: float32, float16 or bfloat16."),
+    seed: int = typer.Option(0, help="Seed of the document order."),
+    cache_id: str = typer.Option(None, help="Folder name; default: model name + config hash."),
+    root: Path = typer.Option(Path("cached_activations"), help="Where caches live."),
+    device: str = typer.Option("auto", help="cpu, cuda, or auto."),
+) -> None:
+    """Cache activations (resumable: rerun the same command after an interruption)."""
+    from interp.cache.writer import CacheConfig, build_cache
+
+    with user_errors():
+        config = CacheConfig(model=model, data=data, hooks=split_csv(hooks), n_tokens=tokens,
+                             context_size=context_size, batch_size=batch_size, shard_tokens=shard_tokens,
+                             dtype=dtype, seed=seed)
+        directory = build_cache(config, root=root, cache_id=cache_id, device=device)
+    typer.echo(f"cache complete: {directory}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cache")(cache)

@@ -1,0 +1,55 @@
+"""``workbench demo``: every stage end to end on the embedded default (bundled model and corpus).
+
+Each stage is a function ``step(workspace) -> str`` (a one-line summary of what it wrote); the
+stages run in order, with their wall time, and the demo ends by saying where the results are.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+
+from app.commands.errors import user_errors
+
+DEMO_HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
+DEMO_CACHE_ID = "demo"
+
+
+def cache_step(workspace: Path, tokens: int) -> str:
+    from interp.cache.writer import CacheConfig, build_cache
+
+    config = CacheConfig(model="demo", data="demo", hooks=DEMO_HOOKS, n_tokens=tokens, context_size=128)
+    directory = build_cache(config, root=workspace / "cached_activations", cache_id=DEMO_CACHE_ID, device="cpu")
+    return f"activation cache: {directory}"
+
+
+def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
+    """The demo's stages, in order (later stages read what earlier ones wrote)."""
+    return [
+        ("cache activations", lambda workspace: cache_step(workspace, tokens)),
+    ]
+
+
+def demo(
+    workspace: Path = typer.Option(Path("."), help="Workspace root: caches, runs and analyses go below it."),
+    tokens: int = typer.Option(262_144, help="Tokens to cache from the bundled corpus."),
+) -> None:
+    """Run every stage on the bundled demo model and corpus (a few minutes on 2 CPU cores)."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    with user_errors():
+        for name, step in demo_steps(tokens):
+            typer.secho(f"== {name}", bold=True)
+            start = time.perf_counter()
+            summaries.append(step(workspace))
+            typer.echo(f"   {summaries[-1]} ({time.perf_counter() - start:.0f}s)")
+    typer.secho("\nDemo complete. Results:", fg=typer.colors.GREEN, bold=True)
+    for summary in summaries:
+        typer.echo(f"  - {summary}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)

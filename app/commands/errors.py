@@ -1,0 +1,30 @@
+"""Turn the workbench's own error types into a one-line message and exit code 2, not a traceback."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+
+from interp.cache.format import CacheError
+from interp.data import DataSpecError
+from interp.dictionary import DictionaryError
+from interp.models import ModelSpecError
+
+USER_ERRORS: tuple[type[BaseException], ...] = (CacheError, DataSpecError, DictionaryError, ModelSpecError,
+                                                FileNotFoundError, ValueError)
+
+
+@contextlib.contextmanager
+def user_errors(*extra: type[BaseException]) -> Iterator[None]:
+    """Report expected failures (bad specs, broken caches, bad configs) as ``error: ...``."""
+    try:
+        yield
+    except USER_ERRORS + extra as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from error
+
+
+def split_csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())

@@ -1,0 +1,126 @@
+"""On-disk primitives of the activation cache: atomic writes, checksums, memory-mapped shards.
+
+A shard is a safetensors file. Writers put it under a temporary name, fsync it and rename it,
+so a reader never sees half a file; readers memory-map the data region after checking the
+header and the file size, so a truncated or corrupted shard fails with the file's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save
+
+MANIFEST = "manifest.json"
+TOKENS_DIR = "tokens"
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+SAFETENSORS_DTYPES = {
+    "F32": (np.float32, None),
+    "F16": (np.float16, None),
+    "BF16": (np.uint16, torch.bfloat16),
+    "I64": (np.int64, None),
+    "I32": (np.int32, None),
+}
+
+
+class CacheError(RuntimeError):
+    """A cache that is missing, incomplete, corrupted or inconsistent; the message names the file."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to ``path.tmp``, fsync, rename over ``path``: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def atomic_write_json(path: Path, payload: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> str:
+    """Atomically write a safetensors shard; returns its sha256."""
+    data = save({name: tensor.contiguous() for name, tensor in tensors.items()})
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_header(path: Path) -> tuple[dict, int]:
+    """Parse a safetensors header; returns (header, data_offset). Checks the file size."""
+    if not path.exists():
+        raise CacheError(f"shard {path} is missing")
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise CacheError(f"shard {path} is truncated ({size} bytes)")
+        (header_length,) = struct.unpack("<Q", prefix)
+        if header_length > size - 8:
+            raise CacheError(f"shard {path} is truncated or not a safetensors file")
+        try:
+            header = json.loads(handle.read(header_length))
+        except json.JSONDecodeError as error:
+            raise CacheError(f"shard {path} has a corrupted header ({error})") from error
+    data_offset = 8 + header_length
+    data_end = max((info["data_offsets"][1] for name, info in header.items() if name != "__metadata__"), default=0)
+    if size != data_offset + data_end:
+        raise CacheError(f"shard {path} is truncated: {size} bytes, header expects {data_offset + data_end}")
+    return header, data_offset
+
+
+def memmap_tensor(path: Path, name: str) -> torch.Tensor:
+    """A read-only memory-mapped view of one tensor of a safetensors file."""
+    header, data_offset = read_header(path)
+    if name not in header:
+        raise CacheError(f"shard {path} holds no tensor '{name}' (has {sorted(k for k in header if k != '__metadata__')})")
+    info = header[name]
+    if info["dtype"] not in SAFETENSORS_DTYPES:
+        raise CacheError(f"shard {path}: unsupported dtype {info['dtype']}")
+    numpy_dtype, view_dtype = SAFETENSORS_DTYPES[info["dtype"]]
+    start, end = info["data_offsets"]
+    shape = tuple(info["shape"])
+    count = int(np.prod(shape)) if shape else 1
+    if (end - start) != count * np.dtype(numpy_dtype).itemsize:
+        raise CacheError(f"shard {path}: tensor '{name}' size does not match its shape {shape}")
+    array = np.memmap(path, dtype=numpy_dtype, mode="r", offset=data_offset + start, shape=shape)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only memmap: torch warns it is not writable
+        tensor = torch.from_numpy(array)
+    return tensor.view(view_dtype) if view_dtype is not None else tensor
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.safetensors"

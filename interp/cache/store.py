@@ -1,0 +1,221 @@
+"""Read activation caches: verified, memory-mapped shards and shuffled training batches.
+
+``ActivationCache`` opens a cache directory and checks it (status, hooks, shard files, sizes,
+dtypes, sha256). ``ActivationStore`` streams shuffled ``[batch, d]`` batches through a bounded
+shuffle buffer, from cache shards or live from a model with no disk; its position is a single
+integer, so a training run can checkpoint it and resume exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.cache.format import MANIFEST, STORAGE_DTYPES, TOKENS_DIR, CacheError, memmap_tensor, sha256_file
+
+
+class ActivationCache:
+    """A complete activation cache on disk; every shard is verified before it is used."""
+
+    def __init__(self, directory: Path | str, verify: bool = True, allow_incomplete: bool = False):
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.exists():
+            raise CacheError(f"no cache at {self.directory}: {manifest_path} is missing (run `workbench cache` first)")
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as error:
+            raise CacheError(f"{manifest_path} is not valid JSON ({error})") from error
+        if self.manifest.get("status") != "complete" and not allow_incomplete:
+            raise CacheError(
+                f"cache {self.directory} is incomplete (status '{self.manifest.get('status')}'); "
+                "rerun the same `workbench cache` command to resume it"
+            )
+        if not self.manifest.get("shards"):
+            raise CacheError(f"cache {self.directory} holds no shards")
+        self.verify = verify
+        self._verified: set[str] = set()
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.manifest["hooks"])
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.manifest["n_tokens"])
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.manifest["shards"])
+
+    @property
+    def config(self) -> dict:
+        return self.manifest["config"]
+
+    def d(self, hook: str) -> int:
+        return int(self._hook_info(hook)["d"])
+
+    def _hook_info(self, hook: str) -> dict:
+        if hook not in self.manifest["hooks"]:
+            raise CacheError(f"cache {self.directory} has no hook '{hook}'; it holds {self.hooks}")
+        return self.manifest["hooks"][hook]
+
+    def _open(self, entry: dict, key: str, tensor: str) -> Tensor:
+        relative = entry["files"][key]["path"]
+        path = self.directory / relative
+        if self.verify and relative not in self._verified:
+            if not path.exists():
+                raise CacheError(f"shard {path} is missing")
+            digest = sha256_file(path)
+            if digest != entry["files"][key]["sha256"]:
+                raise CacheError(f"shard {path} fails its checksum (corrupted or modified); recreate the cache")
+            self._verified.add(relative)
+        return memmap_tensor(path, tensor)
+
+    def activations(self, hook: str, shard: int) -> Float[Tensor, "tokens d"]:
+        """One shard's activations at a hook, memory-mapped, shape and dtype checked."""
+        info = self._hook_info(hook)
+        entry = self.manifest["shards"][shard]
+        tensor = self._open(entry, hook, "activations")
+        expected = (entry["n_tokens"], info["d"])
+        if tuple(tensor.shape) != expected or tensor.dtype != STORAGE_DTYPES[info["dtype"]]:
+            raise CacheError(
+                f"shard {self.directory / entry['files'][hook]['path']} has shape {tuple(tensor.shape)} "
+                f"{tensor.dtype}, the manifest says {expected} {info['dtype']}"
+            )
+        return tensor
+
+    def tokens(self, shard: int) -> dict[str, Tensor]:
+        """One shard's ``token_ids``, ``sequence`` and ``position`` (each ``[tokens]``)."""
+        entry = self.manifest["shards"][shard]
+        return {name: self._open(entry, TOKENS_DIR, name) for name in ("token_ids", "sequence", "position")}
+
+    def read_all(self, hook: str, dtype: torch.dtype = torch.float32) -> Float[Tensor, "tokens d"]:
+        """Every activation of a hook in memory (small caches, tests, notebooks)."""
+        return torch.cat([self.activations(hook, i).to(dtype) for i in range(self.n_shards)])
+
+
+def _cache_chunks(cache: ActivationCache, hook: str, order: list[int], exclude_bos: bool) -> Iterator[Tensor]:
+    for shard in order:
+        activations = cache.activations(hook, shard)
+        if exclude_bos:
+            keep = cache.tokens(shard)["position"] != 0
+            activations = activations[keep]
+        yield activations.to(torch.float32)
+
+
+def _live_chunks(model, hook: str, data: str, context_size: int, batch_size: int, seed: int,
+                 exclude_bos: bool) -> Iterator[Tensor]:
+    from interp.cache.writer import stop_layer_for
+    from interp.data import batched_windows, token_windows
+
+    stop = stop_layer_for((hook,), model.cfg.n_layers)
+    windows = token_windows(data, model.tokenizer, context_size, seed=seed)
+    for batch in batched_windows(windows, batch_size):
+        with torch.no_grad():
+            _, cache = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook, stop_at_layer=stop)
+        activations = cache[hook][:, 1:] if exclude_bos else cache[hook]
+        yield activations.reshape(-1, activations[0, 0].numel()).float().cpu()
+
+
+class ActivationStore:
+    """Shuffled ``[batch, d]`` batches through a bounded shuffle buffer, endlessly (epochs).
+
+    ``position`` counts batches yielded; a store rebuilt with the same arguments and
+    ``start_batch=position`` continues with exactly the batches an uninterrupted one would give.
+    """
+
+    def __init__(self, chunk_source, d_in: int, batch_size: int = 4096, buffer_tokens: int = 262_144,
+                 seed: int = 0, start_batch: int = 0, max_epochs: int | None = None):
+        if buffer_tokens < 2 * batch_size:
+            raise ValueError(f"buffer_tokens ({buffer_tokens}) must be at least twice batch_size ({batch_size})")
+        self._chunk_source = chunk_source  # callable(epoch) -> iterator of [n, d] chunks
+        self.d_in = d_in
+        self.batch_size = batch_size
+        self.buffer_tokens = buffer_tokens
+        self.seed = seed
+        self.max_epochs = max_epochs
+        self.position = 0
+        self._iterator = self._batches()
+        for _ in range(start_batch):
+            next(self._iterator)
+        self.position = start_batch
+
+    @classmethod
+    def from_cache(cls, cache: ActivationCache | Path | str, hook: str, batch_size: int = 4096,
+                   buffer_tokens: int = 262_144, seed: int = 0, exclude_bos: bool = True,
+                   start_batch: int = 0, max_epochs: int | None = None) -> ActivationStore:
+        cache = cache if isinstance(cache, ActivationCache) else ActivationCache(cache)
+        d_in = cache.d(hook)
+
+        def source(epoch: int) -> Iterator[Tensor]:
+            order = torch.randperm(cache.n_shards, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+            return _cache_chunks(cache, hook, order, exclude_bos)
+
+        return cls(source, d_in, batch_size, buffer_tokens, seed, start_batch, max_epochs)
+
+    @classmethod
+    def from_model(cls, model, hook: str, data: str = "demo", context_size: int = 128, batch_size: int = 4096,
+                   buffer_tokens: int = 262_144, seed: int = 0, exclude_bos: bool = True,
+                   model_batch_size: int = 32, start_batch: int = 0,
+                   max_epochs: int | None = None) -> ActivationStore:
+        """Live activations from the model: same interface, no disk."""
+        from interp.models import check_hooks
+
+        check_hooks(model, [hook])
+        with torch.no_grad():
+            _, cache = model.run_with_cache(torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device),
+                                            names_filter=hook)
+        d_in = cache[hook][0, 0].numel()
+
+        def source(epoch: int) -> Iterator[Tensor]:
+            return _live_chunks(model, hook, data, context_size, model_batch_size, seed + epoch, exclude_bos)
+
+        return cls(source, d_in, batch_size, buffer_tokens, seed, start_batch, max_epochs)
+
+    def _batches(self) -> Iterator[Tensor]:
+        generator = torch.Generator().manual_seed(self.seed)
+        buffer = torch.empty((self.buffer_tokens, self.d_in))
+        epoch = 0
+        while self.max_epochs is None or epoch < self.max_epochs:
+            filled = 0
+            yielded_any = False
+            for chunk in self._chunk_source(epoch):
+                offset = 0
+                while offset < chunk.shape[0]:
+                    take = min(self.buffer_tokens - filled, chunk.shape[0] - offset)
+                    buffer[filled:filled + take] = chunk[offset:offset + take]
+                    filled += take
+                    offset += take
+                    if filled == self.buffer_tokens:
+                        buffer = buffer[torch.randperm(filled, generator=generator)]
+                        half = (filled // 2 // self.batch_size) * self.batch_size
+                        for start in range(0, half, self.batch_size):
+                            yielded_any = True
+                            yield buffer[start:start + self.batch_size].clone()
+                        buffer[:filled - half] = buffer[half:filled].clone()
+                        filled -= half
+            if filled:
+                rest = buffer[:filled][torch.randperm(filled, generator=generator)]
+                for start in range(0, filled - self.batch_size + 1, self.batch_size):
+                    yielded_any = True
+                    yield rest[start:start + self.batch_size].clone()
+            if not yielded_any:
+                raise CacheError(f"the data holds fewer than {self.batch_size} activations: no batch to yield")
+            epoch += 1
+
+    def __iter__(self) -> ActivationStore:
+        return self
+
+    def __next__(self) -> Float[Tensor, "batch d"]:
+        batch = next(self._iterator)
+        self.position += 1
+        return batch
+
+    def next_batch(self) -> Float[Tensor, "batch d"]:
+        return next(self)

@@ -1,0 +1,281 @@
+"""Write a sharded, resumable activation cache (format: DESIGN.md, "On-disk formats").
+
+Each shard covers a fixed run of whole token windows, so the windows of shard ``i`` are known
+before it is computed: a killed run re-reads its manifest, skips the windows of the shards it
+already has and continues, giving the same bytes as an uninterrupted run. The forward pass stops
+after the last layer a hook needs, and a background thread writes (and fsyncs) the previous
+shard while the model computes the next.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from interp.cache.format import (
+    MANIFEST,
+    STORAGE_DTYPES,
+    TOKENS_DIR,
+    CacheError,
+    atomic_write_json,
+    shard_name,
+    write_shard,
+)
+from interp.data import batched_windows, token_windows
+from interp.models import check_hooks, model_fingerprint
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """What a cache holds; its hash names the cache and guards resumes."""
+
+    model: str = "demo"
+    data: str = "demo"
+    hooks: tuple[str, ...] = ("blocks.0.hook_resid_post",)
+    n_tokens: int = 200_000
+    context_size: int = 128
+    batch_size: int = 32
+    shard_tokens: int = 65_536
+    dtype: str = "float32"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in STORAGE_DTYPES:
+            raise ValueError(f"unknown storage dtype '{self.dtype}'; use one of {sorted(STORAGE_DTYPES)}")
+        if not self.hooks:
+            raise ValueError("give at least one hook name")
+        if self.n_tokens <= 0 or self.context_size < 2 or self.batch_size <= 0:
+            raise ValueError("n_tokens and batch_size must be positive and context_size >= 2")
+
+    @property
+    def windows_per_shard(self) -> int:
+        return max(1, self.shard_tokens // self.context_size)
+
+    @property
+    def n_windows(self) -> int:
+        return math.ceil(self.n_tokens / self.context_size)
+
+    @property
+    def n_shards(self) -> int:
+        return math.ceil(self.n_windows / self.windows_per_shard)
+
+    def config_hash(self) -> str:
+        payload = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(payload).hexdigest()[:12]
+
+    def default_cache_id(self) -> str:
+        model = Path(self.model).name or self.model
+        return f"{model}-{self.config_hash()}"
+
+
+def stop_layer_for(hooks: tuple[str, ...], n_layers: int) -> int | None:
+    """The ``stop_at_layer`` that still runs every block a hook needs (None = whole model)."""
+    needed = -1
+    for hook in hooks:
+        if hook.startswith("blocks."):
+            needed = max(needed, int(hook.split(".")[1]))
+        elif hook in ("hook_embed", "hook_pos_embed", "hook_tokens"):
+            continue
+        else:
+            return None
+    return None if needed + 1 >= n_layers else needed + 1
+
+
+def hook_width(shape: tuple[int, ...]) -> int:
+    """Flattened width of one position's activation (``hook_z`` heads are concatenated)."""
+    return math.prod(shape[2:])
+
+
+@dataclass
+class _Shard:
+    index: int
+    activations: dict[str, torch.Tensor]
+    token_ids: torch.Tensor
+    sequence: torch.Tensor
+    position: torch.Tensor
+    n_tokens: int = field(default=0)
+
+
+def _library_versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    versions = {}
+    for package in ("torch", "transformer-lens", "safetensors", "interp-workbench"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+class CacheWriter:
+    """Runs the model over the data and writes shards; ``run()`` resumes when the cache exists."""
+
+    def __init__(self, config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
+                 device: str | None = None, model=None):
+        from interp.models import load_model
+
+        self.config = config
+        self.directory = Path(root) / (cache_id or config.default_cache_id())
+        self.model = model if model is not None else load_model(config.model, device=device)
+        check_hooks(self.model, list(config.hooks))
+        self.storage_dtype = STORAGE_DTYPES[config.dtype]
+        self.stop_at_layer = stop_layer_for(config.hooks, self.model.cfg.n_layers)
+        self.widths = self._probe_widths()
+
+    def _probe_widths(self) -> dict[str, int]:
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def record(activation, hook):
+            shapes[hook.name] = tuple(activation.shape)
+
+        probe = torch.zeros((1, 2), dtype=torch.long, device=self.model.cfg.device)
+        with torch.no_grad(), self.model.hooks(fwd_hooks=[(name, record) for name in self.config.hooks]):
+            self.model(probe, stop_at_layer=self.stop_at_layer)
+        return {name: hook_width(shapes[name]) for name in self.config.hooks}
+
+    # -- manifest -------------------------------------------------------------------------------
+    def _fresh_manifest(self) -> dict:
+        return {
+            "format_version": FORMAT_VERSION,
+            "status": "running",
+            "config": asdict(self.config),
+            "config_hash": self.config.config_hash(),
+            "model_fingerprint": model_fingerprint(self.model),
+            "d_model": self.model.cfg.d_model,
+            "hooks": {name: {"d": width, "dtype": self.config.dtype} for name, width in self.widths.items()},
+            "shards": [],
+            "n_tokens": 0,
+            "versions": _library_versions(),
+        }
+
+    def _load_or_create_manifest(self) -> dict:
+        path = self.directory / MANIFEST
+        if not path.exists():
+            return self._fresh_manifest()
+        manifest = json.loads(path.read_text())
+        if manifest.get("config_hash") != self.config.config_hash():
+            raise CacheError(
+                f"{path} was written with a different configuration ({manifest.get('config')}); "
+                "use another --cache-id, or delete that folder to start over"
+            )
+        if manifest.get("model_fingerprint") != model_fingerprint(self.model):
+            raise CacheError(f"{path} was written by different model weights; use another --cache-id")
+        return manifest
+
+    # -- compute --------------------------------------------------------------------------------
+    def _windows(self, skip: int) -> Iterator[torch.Tensor]:
+        windows = token_windows(self.config.data, self.model.tokenizer, self.config.context_size,
+                                seed=self.config.seed, max_windows=self.config.n_windows)
+        for index, window in enumerate(windows):
+            if index >= skip:
+                yield window
+
+    def _compute_shard(self, index: int, windows: list[torch.Tensor]) -> _Shard:
+        ctx = self.config.context_size
+        n_tokens = len(windows) * ctx
+        shard = _Shard(
+            index=index,
+            activations={name: torch.empty((n_tokens, width), dtype=self.storage_dtype)
+                         for name, width in self.widths.items()},
+            token_ids=torch.stack(windows).flatten(),
+            sequence=torch.arange(len(windows)).repeat_interleave(ctx) + index * self.config.windows_per_shard,
+            position=torch.arange(ctx).repeat(len(windows)),
+            n_tokens=n_tokens,
+        )
+        cursor = 0
+
+        def capture(activation, hook):
+            flat = activation.detach().reshape(-1, self.widths[hook.name])
+            shard.activations[hook.name][cursor:cursor + flat.shape[0]].copy_(flat)
+
+        hooks = [(name, capture) for name in self.config.hooks]
+        device = self.model.cfg.device
+        with torch.no_grad(), self.model.hooks(fwd_hooks=hooks):
+            for batch in batched_windows(windows, self.config.batch_size):
+                self.model(batch.to(device), stop_at_layer=self.stop_at_layer)
+                cursor += batch.numel()
+        return shard
+
+    def _write_shard(self, shard: _Shard, manifest: dict) -> None:
+        files = {}
+        for name, activations in shard.activations.items():
+            relative = f"{name}/{shard_name(shard.index)}"
+            files[name] = {"path": relative, "sha256": write_shard(self.directory / relative, {"activations": activations})}
+        relative = f"{TOKENS_DIR}/{shard_name(shard.index)}"
+        token_tensors = {"token_ids": shard.token_ids, "sequence": shard.sequence, "position": shard.position}
+        files[TOKENS_DIR] = {"path": relative, "sha256": write_shard(self.directory / relative, token_tensors)}
+        manifest["shards"].append({"index": shard.index, "n_tokens": shard.n_tokens, "files": files})
+        manifest["n_tokens"] += shard.n_tokens
+        atomic_write_json(self.directory / MANIFEST, manifest)
+
+    def run(self, progress: bool = True, on_shard: Callable[[int], None] | None = None) -> Path:
+        """Compute every missing shard; returns the cache directory. Safe to call again after a kill."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        manifest = self._load_or_create_manifest()
+        if manifest["status"] == "complete":
+            return self.directory
+        done = len(manifest["shards"])
+        atomic_write_json(self.directory / MANIFEST, manifest)
+        windows = self._windows(skip=done * self.config.windows_per_shard)
+        pending: queue.Queue = queue.Queue(maxsize=1)
+        failure: list[BaseException] = []
+
+        def write_loop() -> None:
+            while (shard := pending.get()) is not None:
+                try:
+                    if not failure:
+                        self._write_shard(shard, manifest)
+                        if on_shard is not None:
+                            on_shard(shard.index)
+                except BaseException as error:  # surfaced in the main thread
+                    failure.append(error)
+
+        writer = threading.Thread(target=write_loop, name="cache-writer", daemon=True)
+        writer.start()
+        total = self.config.n_windows * self.config.context_size
+        bar = tqdm(total=total, initial=manifest["n_tokens"], unit="tok", unit_scale=True,
+                   desc=f"cache {self.directory.name}", disable=not progress)
+        start, computed = time.perf_counter(), 0
+        try:
+            for index in range(done, self.config.n_shards):
+                chunk = [w for _, w in zip(range(self.config.windows_per_shard), windows)]
+                if not chunk:
+                    manifest["exhausted_data"] = True
+                    break
+                shard = self._compute_shard(index, chunk)
+                if failure:
+                    break
+                pending.put(shard)
+                computed += shard.n_tokens
+                bar.update(shard.n_tokens)
+                bar.set_postfix(tok_per_s=f"{computed / (time.perf_counter() - start):,.0f}")
+        finally:
+            pending.put(None)
+            writer.join()
+            bar.close()
+        if failure:
+            raise failure[0]
+        if manifest["n_tokens"] == 0:
+            raise CacheError(f"data '{self.config.data}' yielded no full window of {self.config.context_size} tokens")
+        manifest["status"] = "complete"
+        atomic_write_json(self.directory / MANIFEST, manifest)
+        return self.directory
+
+
+def build_cache(config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
+                device: str | None = None, progress: bool = True, model=None) -> Path:
+    """Create or resume the cache described by ``config``; returns its directory."""
+    return CacheWriter(config, root=root, cache_id=cache_id, device=device, model=model).run(progress=progress)

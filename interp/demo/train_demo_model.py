@@ -1,0 +1,157 @@
+"""Reproduce the bundled demo model: a BPE tokenizer and a 2-layer transformer on Shakespeare.
+
+Run ``python -m interp.demo.train_demo_model`` (about 12 minutes on 2 CPU cores). A quarter of
+every batch is a random token sequence repeated twice, so the model learns a previous-token
+head in layer 0 and an induction head in layer 1: the known circuit the circuit tools must find.
+The heads are detected after training and recorded in ``weights/circuit.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from interp.data import DEMO_CORPUS, iter_texts, pack_token_stream
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+SPECIAL_TOKENS = ["<|bos|>", "<|endoftext|>", "<|pad|>"]
+
+MODEL_CONFIG = dict(
+    n_layers=2,
+    d_model=128,
+    n_heads=4,
+    d_head=32,
+    d_mlp=512,
+    d_vocab=4096,
+    n_ctx=128,
+    act_fn="gelu",
+    normalization_type="LN",
+    positional_embedding_type="standard",
+    model_name="workbench-demo-2l",
+    tokenizer_name=None,
+    default_prepend_bos=True,
+)
+
+
+def build_tokenizer(vocab_size: int, out_path: Path):
+    """Train a byte-level BPE tokenizer on the bundled corpus with the `tokenizers` library."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(iter_texts("demo"), trainer=trainer)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out_path))
+    return tokenizer
+
+
+def corpus_windows(tokenizer, context_size: int) -> torch.Tensor:
+    """All corpus windows (the corpus is small: ~1.3M tokens) as ``[n, ctx]``."""
+    bos = tokenizer.token_to_id("<|bos|>")
+    token_lists = (tokenizer.encode(text).ids for text in iter_texts("demo"))
+    return torch.stack(list(pack_token_stream(token_lists, context_size, bos)))
+
+
+def repeated_random_batch(
+    n: int, context_size: int, vocab: int, bos: int, n_special: int, generator: torch.Generator
+) -> torch.Tensor:
+    """``[n, ctx]`` rows of BOS + a random span + the same span again (induction data)."""
+    half = (context_size - 1) // 2
+    span = torch.randint(n_special, vocab, (n, half), generator=generator)
+    rows = torch.cat([torch.full((n, 1), bos), span, span], dim=1)
+    if rows.shape[1] < context_size:
+        pad = torch.randint(n_special, vocab, (n, context_size - rows.shape[1]), generator=generator)
+        rows = torch.cat([rows, pad], dim=1)
+    return rows
+
+
+def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction: float) -> None:
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(MODEL_CONFIG["d_vocab"], WEIGHTS_DIR / "tokenizer.json")
+    windows = corpus_windows(tokenizer, MODEL_CONFIG["n_ctx"])
+    bos = tokenizer.token_to_id("<|bos|>")
+    print(f"corpus: {windows.shape[0]} windows of {MODEL_CONFIG['n_ctx']} tokens")
+
+    cfg = HookedTransformerConfig(**MODEL_CONFIG, seed=seed, device="cpu")
+    model = HookedTransformer(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    generator = torch.Generator().manual_seed(seed)
+    n_induction = int(batch_size * induction_fraction)
+    start = time.time()
+    bar = tqdm(range(steps), desc="demo model", unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup=100)
+        rows = torch.randint(0, windows.shape[0], (batch_size - n_induction,), generator=generator)
+        induction = repeated_random_batch(
+            n_induction, cfg.n_ctx, cfg.d_vocab, bos, len(SPECIAL_TOKENS), generator
+        )
+        tokens = torch.cat([windows[rows], induction])
+        loss = model(tokens, return_type="loss")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    print(f"trained {steps} steps in {time.time() - start:.0f}s")
+    save_model(model)
+
+
+def save_model(model) -> None:
+    from interp.attention import head_scores_on_repeated_tokens
+
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(WEIGHTS_DIR / "model.safetensors"))
+    (WEIGHTS_DIR / "config.json").write_text(json.dumps(MODEL_CONFIG, indent=2) + "\n")
+    scores = head_scores_on_repeated_tokens(model, seed=1)
+    prev = scores["previous_token"][0]
+    induction = scores["induction"][1]
+    circuit = {
+        "previous_token_head": [0, int(prev.argmax())],
+        "induction_head": [1, int(induction.argmax())],
+        "previous_token_scores_layer0": [round(float(v), 4) for v in prev],
+        "induction_scores_layer1": [round(float(v), 4) for v in induction],
+    }
+    (WEIGHTS_DIR / "circuit.json").write_text(json.dumps(circuit, indent=2) + "\n")
+    print(json.dumps(circuit))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--induction-fraction", type=float, default=0.25)
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
+
+
+if __name__ == "__main__":
+    main()

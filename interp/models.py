@@ -1,0 +1,172 @@
+"""Model loading: ``load_model(spec)`` returns a ``HookedTransformer`` for any model spec.
+
+A model spec is ``demo`` (the bundled 2-layer model), a local directory holding a Hugging Face
+checkpoint (``config.json`` + weights + tokenizer), or a TransformerLens pretrained name, which
+works offline when the local Hugging Face cache already holds it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelSpecError(ValueError):
+    """A model spec that cannot be loaded, with what to do about it."""
+
+
+def resolve_device(device: str | None = None) -> str:
+    """``auto``/None picks CUDA when present, else CPU."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelSpecError(f"unknown dtype '{dtype}'; use one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def demo_tokenizer():
+    """The bundled BPE tokenizer as a Hugging Face fast tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(DEMO_WEIGHTS / "tokenizer.json"),
+        bos_token="<|bos|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|pad|>",
+    )
+
+
+def demo_circuit() -> dict:
+    """The demo model's detected previous-token and induction heads (``circuit.json``)."""
+    return json.loads((DEMO_WEIGHTS / "circuit.json").read_text())
+
+
+def _load_demo(device: str, dtype: torch.dtype):
+    from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    config_path = DEMO_WEIGHTS / "config.json"
+    weights_path = DEMO_WEIGHTS / "model.safetensors"
+    if not weights_path.exists():
+        raise ModelSpecError(
+            f"demo weights missing at {weights_path}; rebuild them with "
+            "`python -m interp.demo.train_demo_model`"
+        )
+    cfg = HookedTransformerConfig(**json.loads(config_path.read_text()), device=device, dtype=dtype)
+    model = HookedTransformer(cfg, tokenizer=demo_tokenizer(), move_to_device=False)
+    model.load_state_dict(load_file(str(weights_path)))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln: bool):
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").exists():
+        raise ModelSpecError(
+            f"{path} is a directory but holds no config.json; point at a Hugging Face checkpoint "
+            "saved with `save_pretrained` (config.json, weights and tokenizer files)"
+        )
+    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ModelSpecError(f"{path} holds no tokenizer files ({error}); save the tokenizer there too") from error
+    cfg = loading.get_pretrained_model_config(
+        str(path), hf_cfg=hf_model.config.to_dict(), fold_ln=fold_ln, device=device, dtype=dtype
+    )
+    state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False)
+    model.load_and_process_state_dict(
+        state_dict, fold_ln=fold_ln, center_writing_weights=fold_ln, center_unembed=fold_ln
+    )
+    return model.to(device).eval()
+
+
+def _load_pretrained_name(name: str, device: str, dtype: torch.dtype, fold_ln: bool):
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+
+    try:
+        loading.get_official_model_name(name)
+    except ValueError as error:
+        raise ModelSpecError(
+            f"unknown model spec '{name}': not 'demo', not an existing directory, and not a "
+            "TransformerLens pretrained name (e.g. 'gpt2'). Pass 'demo', a TransformerLens name, "
+            "or a local directory with a Hugging Face checkpoint"
+        ) from error
+    try:
+        return HookedTransformer.from_pretrained(
+            name, device=device, dtype=dtype, fold_ln=fold_ln,
+            center_writing_weights=fold_ln, center_unembed=fold_ln,
+        ).eval()
+    except OSError as error:
+        raise ModelSpecError(
+            f"the weights of '{name}' are not in the local Hugging Face cache and cannot be "
+            f"downloaded here ({error}). Save the checkpoint on a machine with access "
+            "(`AutoModelForCausalLM.from_pretrained(name).save_pretrained(DIR)` plus the tokenizer) "
+            "and pass DIR as the model spec"
+        ) from error
+
+
+def load_model(
+    spec: str = "demo",
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    fold_ln: bool = False,
+):
+    """Load a model spec as a ``HookedTransformer`` (eval mode) with its tokenizer.
+
+    ``fold_ln`` folds layer-norm weights into the next linear layers (TransformerLens' usual
+    processing); caches default to the unprocessed model so activations match the original.
+    """
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    if spec == "demo":
+        return _load_demo(device, torch_dtype)
+    path = Path(spec)
+    if path.is_dir():
+        return _load_local_checkpoint(path, device, torch_dtype, fold_ln)
+    if path.suffix or "/" in spec and path.parent.exists():
+        raise ModelSpecError(f"model checkpoint directory '{spec}' does not exist")
+    return _load_pretrained_name(spec, device, torch_dtype, fold_ln)
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of the model's config and first weights: detects a changed model on resume."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(model.cfg.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in list(model.state_dict().items())[:4]:
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().flatten()[:256].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def hook_names(model) -> list[str]:
+    """Every hook name the model exposes (the shared vocabulary of caches, SAEs and analyses)."""
+    return sorted(model.hook_dict)
+
+
+def check_hooks(model, hooks: list[str]) -> None:
+    """Raise a clear error naming unknown hooks and listing the valid ones."""
+    valid = set(model.hook_dict)
+    unknown = [hook for hook in hooks if hook not in valid]
+    if unknown:
+        raise ModelSpecError(
+            f"unknown hook name(s) {unknown}; valid hooks for this model: {', '.join(hook_names(model))}"
+        )
