@@ -1,0 +1,390 @@
+"""Feature dashboard data: one streaming pass of a dictionary over ordered tokens, bounded memory.
+
+``feature_dashboards`` encodes chunks of whole sequences (from a cache or a live model) and keeps,
+per feature: firing count, activation sum and max, a log-spaced activation histogram, the top-k
+activating tokens with their context (token ids and this feature's activation on each context
+token), and a uniform random sample of firing tokens (random-key top-k) from which examples are
+drawn per activation quantile band, plus optional sparse co-occurrence counts. State is
+``O(k * d_sae * context)`` whatever the number of tokens. ``dashboard_tables`` turns the result,
+the logit effects (``W_dec @ W_U``) and the decoder neighbours into the Parquet tables of
+``interp/ANALYSES.md``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from jaxtyping import Float, Int
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from interp.dictionary import Dictionary, DictionaryError, check_fits
+
+
+@dataclass
+class TokenChunk:
+    """Activations of whole sequences with their token ids and (sequence, position)."""
+
+    activations: Float[Tensor, "tokens d_in"]
+    token_ids: Int[Tensor, "tokens"]
+    sequence: Int[Tensor, "tokens"]
+    position: Int[Tensor, "tokens"]
+
+
+def cache_chunks(cache, hook: str, max_rows: int = 4096) -> Iterator[TokenChunk]:
+    """The cache's tokens in order, in chunks of whole sequences of at most ``max_rows`` (or one sequence)."""
+    if cache.n_tokens == 0:
+        raise DictionaryError(f"cache {cache.directory} holds no tokens; build it with `workbench cache`")
+    for shard in range(cache.n_shards):
+        acts, tokens = cache.activations(hook, shard), cache.tokens(shard)
+        sequence = tokens["sequence"].long()
+        bounds = torch.nonzero(torch.diff(sequence)).flatten().add(1).tolist() + [len(sequence)]
+        begin = end = 0
+        for bound in bounds:
+            if bound - begin > max_rows and end > begin:
+                yield _chunk(acts, tokens, sequence, begin, end)
+                begin = end
+            end = bound
+        if end > begin:
+            yield _chunk(acts, tokens, sequence, begin, end)
+
+
+def _chunk(acts, tokens, sequence, begin: int, end: int) -> TokenChunk:
+    return TokenChunk(acts[begin:end].float(), tokens["token_ids"][begin:end].long(), sequence[begin:end],
+                      tokens["position"][begin:end].long())
+
+
+def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, n_tokens: int = 65_536,
+                 batch_size: int = 16) -> Iterator[TokenChunk]:
+    """A live token stream: run the model on windows from ``data`` and yield each batch's activations."""
+    from interp.data import batched_windows, token_windows
+    from interp.models import check_hooks
+
+    check_hooks(model, [hook])
+    n_windows = max(1, n_tokens // context_size)
+    windows = token_windows(data, model.tokenizer, context_size, max_windows=n_windows)
+    for index, batch in enumerate(batched_windows(windows, batch_size)):
+        with torch.no_grad():
+            _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook)
+        b, ctx = batch.shape
+        yield TokenChunk(acts[hook].reshape(b * ctx, -1).float().cpu(), batch.reshape(-1),
+                         (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    """How much each feature's dashboard keeps."""
+
+    n_top: int = 20  # top activating examples per feature
+    n_bands: int = 4  # activation quantile bands
+    n_per_band: int = 4  # examples sampled per band
+    left: int = 8  # context tokens before the activating token
+    right: int = 3  # and after it
+    n_logits: int = 10  # top positive / negative logit effects
+    n_bins: int = 40  # histogram bins over log10(activation)
+    log10_range: tuple[float, float] = (-3.0, 3.0)
+    exclude_bos: bool = True  # BOS activations are outliers that would fill every top-k
+    cooccurrence: str | None = "sequence"  # count co-firing per "token", per "sequence", or not at all
+    seed: int = 0
+
+
+@dataclass
+class Examples:
+    """``k`` kept tokens per feature: key, activation and context (``[k, ctx, d_sae]``)."""
+
+    key: Tensor
+    value: Tensor
+    sequence: Tensor
+    position: Tensor
+    context_ids: Tensor
+    context_acts: Tensor
+
+    @classmethod
+    def empty(cls, k: int, ctx: int, d_sae: int, device) -> Examples:
+        full = lambda *shape, v, dt: torch.full(shape, v, dtype=dt, device=device)  # noqa: E731
+        return cls(full(k, d_sae, v=-torch.inf, dt=torch.float32), full(k, d_sae, v=0.0, dt=torch.float32),
+                   full(k, d_sae, v=-1, dt=torch.long), full(k, d_sae, v=-1, dt=torch.long),
+                   full(k, ctx, d_sae, v=-1, dt=torch.long), full(k, ctx, d_sae, v=0.0, dt=torch.float32))
+
+    def merge(self, key: Float[Tensor, "n d_sae"], f: Float[Tensor, "n d_sae"], chunk: TokenChunk,
+              left: int, right: int) -> None:
+        """Keep the ``k`` largest keys among the kept ones and this chunk's."""
+        k = self.key.shape[0]
+        cand_key, rows = key.topk(min(k, key.shape[0]), dim=0)
+        offsets = torch.arange(-left, right + 1, device=f.device)
+        ctx_rows = rows[:, None, :] + offsets[None, :, None]  # [k', ctx, d_sae]
+        inside = (ctx_rows >= 0) & (ctx_rows < f.shape[0])
+        ctx_rows = ctx_rows.clamp(0, f.shape[0] - 1)
+        same = inside & (chunk.sequence[ctx_rows] == chunk.sequence[rows][:, None, :])
+        flat = ctx_rows.reshape(-1, f.shape[1])
+        ctx_acts = torch.where(same, f.gather(0, flat).reshape(ctx_rows.shape), 0.0)
+        ctx_ids = torch.where(same, chunk.token_ids[ctx_rows], -1)
+        all_key = torch.cat([self.key, cand_key])
+        keep = all_key.topk(k, dim=0).indices  # [k, d_sae]
+        pick = lambda old, new: torch.cat([old, new]).gather(0, keep)  # noqa: E731
+        pick_ctx = lambda old, new: torch.cat([old, new]).gather(  # noqa: E731
+            0, keep[:, None, :].expand(-1, old.shape[1], -1))
+        self.key = all_key.gather(0, keep)
+        self.value = pick(self.value, f.gather(0, rows))
+        self.sequence = pick(self.sequence, chunk.sequence[rows])
+        self.position = pick(self.position, chunk.position[rows])
+        self.context_ids = pick_ctx(self.context_ids, ctx_ids)
+        self.context_acts = pick_ctx(self.context_acts, ctx_acts)
+
+
+@dataclass
+class DashboardData:
+    """What the streaming pass keeps (all tensors on CPU at the end)."""
+
+    config: DashboardConfig
+    n_tokens: int
+    fires: Int[Tensor, "d_sae"]
+    act_sum: Float[Tensor, "d_sae"]
+    act_max: Float[Tensor, "d_sae"]
+    histogram: Int[Tensor, "d_sae n_bins"]
+    top: Examples
+    sample: Examples
+    cooccurrence: sp.csr_matrix | None = None
+    n_blocks: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+def _block_fires(fired: Tensor, chunk: TokenChunk, unit: str) -> Tensor:
+    if unit == "token":
+        return fired
+    _, block = torch.unique_consecutive(chunk.sequence, return_inverse=True)
+    per_block = torch.zeros(int(block.max()) + 1, fired.shape[1], device=fired.device)
+    return per_block.index_add_(0, block.to(fired.device), fired.float()) > 0
+
+
+def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
+                       config: DashboardConfig = DashboardConfig(), where: str = "the activations") -> DashboardData:
+    """Stream ``chunks`` (whole sequences, in order) through ``dictionary``; keep per-feature statistics."""
+    if config.cooccurrence not in (None, "token", "sequence"):
+        raise ValueError(f"cooccurrence must be 'token', 'sequence' or None, not {config.cooccurrence!r}")
+    device = dictionary.W_dec.device
+    d_sae, ctx = dictionary.d_sae, config.left + config.right + 1
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    fires = torch.zeros(d_sae, dtype=torch.long, device=device)
+    act_sum = torch.zeros(d_sae, dtype=torch.float64, device=device)
+    act_max = torch.zeros(d_sae, device=device)
+    histogram = torch.zeros(d_sae * config.n_bins, dtype=torch.long, device=device)
+    lo, hi = config.log10_range
+    top = Examples.empty(config.n_top, ctx, d_sae, device)
+    sample = Examples.empty(config.n_bands * config.n_per_band, ctx, d_sae, device)
+    cooc, n_tokens, n_blocks = None, 0, 0
+    for chunk in chunks:
+        check_fits(dictionary, chunk.activations.shape[-1], where)
+        chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
+                                                    chunk.position)))
+        with torch.no_grad():
+            f = dictionary.encode(chunk.activations.to(dictionary.W_dec.dtype)).float()
+        if config.exclude_bos:
+            f = f * (chunk.position != 0)[:, None]
+        n_tokens += int((chunk.position != 0).sum()) if config.exclude_bos else f.shape[0]
+        fired = f > 0
+        fires += fired.sum(0)
+        act_sum += f.sum(0, dtype=torch.float64)
+        act_max = torch.maximum(act_max, f.max(0).values)
+        rows, feats = fired.nonzero(as_tuple=True)
+        bins = ((f[rows, feats].log10() - lo) / (hi - lo) * config.n_bins).long().clamp(0, config.n_bins - 1)
+        histogram += torch.bincount(feats * config.n_bins + bins, minlength=histogram.numel())
+        top.merge(torch.where(fired, f, -torch.inf), f, chunk, config.left, config.right)
+        noise = torch.rand(f.shape, generator=generator, device=device)
+        sample.merge(torch.where(fired, noise, -torch.inf), f, chunk, config.left, config.right)
+        if config.cooccurrence:
+            blocks = _block_fires(fired, chunk, config.cooccurrence).cpu()
+            n_blocks += blocks.shape[0]
+            r, c = blocks.nonzero(as_tuple=True)
+            b = sp.csr_matrix((np.ones(len(r), np.float32), (r.numpy(), c.numpy())), shape=(blocks.shape[0], d_sae))
+            counts = (b.T @ b).tocsr()
+            cooc = counts if cooc is None else cooc + counts
+    if n_tokens == 0:
+        raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
+    cpu = lambda e: Examples(*(t.cpu() for t in vars(e).values()))  # noqa: E731
+    return DashboardData(config, n_tokens, fires.cpu(), act_sum.float().cpu(), act_max.cpu(),
+                         histogram.reshape(d_sae, config.n_bins).cpu(), cpu(top), cpu(sample), cooc, n_blocks)
+
+
+def logit_effects(W_dec: Float[Tensor, "d_sae d_in"], W_U: Float[Tensor, "d_in d_vocab"], k: int = 10,
+                  batch: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Top ``k`` positive and negative entries of each row of ``W_dec @ W_U`` (values, token ids)."""
+    if W_dec.shape[1] != W_U.shape[0]:
+        raise DictionaryError(f"W_dec has d_in={W_dec.shape[1]} but W_U has d_model={W_U.shape[0]}; "
+                              "the dictionary must sit in the residual stream of this model")
+    out = [[], [], [], []]
+    with torch.no_grad():
+        for start in range(0, W_dec.shape[0], batch):
+            logits = W_dec[start:start + batch].float() @ W_U.float().to(W_dec.device)
+            pos, neg = logits.topk(k, dim=1), (-logits).topk(k, dim=1)
+            for slot, t in enumerate((pos.values, pos.indices, -neg.values, neg.indices)):
+                out[slot].append(t.cpu())
+    return tuple(torch.cat(o) for o in out)
+
+
+def unit_rows(W: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+    return W.float() / W.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int = 2048) -> tuple[Tensor, Tensor]:
+    """Each feature's ``k`` nearest other features by decoder cosine (cosines, ids)."""
+    unit = unit_rows(W_dec.detach())
+    k = min(k, unit.shape[0] - 1)
+    values, ids = [], []
+    for start in range(0, unit.shape[0], batch):
+        cos = unit[start:start + batch] @ unit.T
+        cos[torch.arange(cos.shape[0]), torch.arange(start, start + cos.shape[0])] = -torch.inf
+        top = cos.topk(k, dim=1)
+        values.append(top.values.cpu())
+        ids.append(top.indices.cpu())
+    return torch.cat(values), torch.cat(ids)
+
+
+def match_features(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"]) -> tuple[np.ndarray, np.ndarray]:
+    """One-to-one matching of A's features to B's maximising decoder cosine (Hungarian); -1 if unmatched."""
+    cos = (unit_rows(W_a.detach()) @ unit_rows(W_b.detach()).T).cpu().numpy()
+    rows, cols = linear_sum_assignment(cos, maximize=True)
+    match = np.full(cos.shape[0], -1)
+    match[rows] = cols
+    score = np.where(match >= 0, cos[np.arange(cos.shape[0]), match.clip(0)], np.nan)
+    return match, score
+
+
+def auto_labels(top_ids: Int[Tensor, "k d_sae"], top_values: Float[Tensor, "k d_sae"], decode,
+                n_tokens: int = 3) -> list[str]:
+    """A short label per feature: its top activating tokens, weighted by activation."""
+    ids, values = top_ids.T.tolist(), top_values.T.tolist()
+    labels = []
+    for row_ids, row_values in zip(ids, values):
+        weight = Counter()
+        for token, value in zip(row_ids, row_values):
+            if token >= 0 and value > 0:
+                weight[token] += value
+        words = [decode(t).strip() or repr(decode(t)) for t, _ in weight.most_common(n_tokens)]
+        labels.append(" · ".join(words) if words else "(dead)")
+    return labels
+
+
+def check_feature(feature: int, d_sae: int) -> None:
+    if not 0 <= feature < d_sae:
+        raise DictionaryError(f"feature {feature} is out of range: this dictionary has features 0..{d_sae - 1}")
+
+
+def _example_rows(ex: Examples, kind: str, order: Tensor, band: Tensor, center: int, decode) -> pd.DataFrame:
+    """Long table of kept examples (one row per feature and example), empty slots dropped."""
+    keep = ex.key.gather(0, order) > -torch.inf
+    rank, feat = keep.nonzero(as_tuple=True)
+    idx = order[rank, feat]
+    ctx_ids, ctx_acts = ex.context_ids[idx, :, feat].tolist(), ex.context_acts[idx, :, feat].tolist()
+    vocab = {t: decode(t) for t in set(sum(ctx_ids, [])) if t >= 0}
+    return pd.DataFrame({
+        "feature": feat.numpy(), "kind": kind, "rank": rank.numpy(), "band": band[rank, feat].numpy(),
+        "activation": ex.value[idx, feat].numpy(), "sequence": ex.sequence[idx, feat].numpy(),
+        "position": ex.position[idx, feat].numpy(), "token_id": ex.context_ids[idx, center, feat].numpy(),
+        "token": [vocab.get(row[center], "") for row in ctx_ids],
+        "context_ids": [[t for t in row if t >= 0] for row in ctx_ids],
+        "context_tokens": [[vocab[t] for t in row if t >= 0] for row in ctx_ids],
+        "context_acts": [[a for t, a in zip(ti, row) if t >= 0] for ti, row in zip(ctx_ids, ctx_acts)],
+        "center": [sum(1 for t in row[:center] if t >= 0) for row in ctx_ids],
+    })
+
+
+def quantile_order(sample: Examples, n_bands: int) -> tuple[Tensor, Tensor]:
+    """Sort each feature's random sample by activation and give each kept example its quantile band."""
+    valid = sample.key > -torch.inf
+    order = torch.where(valid, sample.value, -torch.inf).argsort(dim=0)
+    size, count = valid.shape[0], valid.sum(0, keepdim=True)
+    j = torch.arange(size)[:, None] - (size - count)
+    return order, (j.clamp_min(0) * n_bands // count.clamp_min(1))
+
+
+def dashboard_tables(data: DashboardData, W_dec: Float[Tensor, "d_sae d_in"], decode,
+                     W_U: Float[Tensor, "d_in d_vocab"] | None = None, n_neighbours: int = 10,
+                     n_cooccurring: int = 10) -> dict[str, pd.DataFrame]:
+    """The dashboard's Parquet tables (see ``interp/ANALYSES.md``) from one streaming pass."""
+    cfg = data.config
+    d_sae = data.fires.shape[0]
+    features = np.arange(d_sae)
+    fires = data.fires.numpy()
+    top_order = torch.arange(cfg.n_top)[:, None].expand(-1, d_sae)
+    top = _example_rows(data.top, "top", top_order, torch.zeros_like(top_order), cfg.left, decode)
+    order, band = quantile_order(data.sample, cfg.n_bands)
+    quantile = _example_rows(data.sample, "quantile", order, band, cfg.left, decode)
+    center_ids = data.top.context_ids[:, cfg.left, :]
+    table = pd.DataFrame({
+        "feature": features, "label": auto_labels(center_ids, data.top.value, decode),
+        "n_fires": fires, "frequency": fires / data.n_tokens, "log10_frequency": np.log10(np.maximum(fires, 1e-9) / data.n_tokens),
+        "mean_activation": (data.act_sum / data.fires.clamp_min(1)).numpy(), "max_activation": data.act_max.numpy(),
+        "top_token_ids": center_ids.T.tolist(),
+    })
+    edges = np.logspace(*cfg.log10_range, cfg.n_bins + 1)
+    hist = data.histogram.numpy()
+    f, b = np.nonzero(hist)
+    tables = {
+        "features": table, "examples": pd.concat([top, quantile], ignore_index=True),
+        "histograms": pd.DataFrame({"feature": f, "bin": b, "bin_left": edges[b], "bin_right": edges[b + 1],
+                                    "count": hist[f, b]}),
+    }
+    cos, ids = nearest_features(W_dec, n_neighbours)
+    k = cos.shape[1]
+    tables["neighbours"] = pd.DataFrame({"feature": np.repeat(features, k), "rank": np.tile(np.arange(k), d_sae),
+                                         "other": ids.flatten().numpy(), "cosine": cos.flatten().numpy()})
+    if W_U is not None:
+        pv, pi, nv, ni = logit_effects(W_dec, W_U, cfg.n_logits)
+        rows = []
+        for sign, values, ids in (("positive", pv, pi), ("negative", nv, ni)):
+            k = values.shape[1]
+            vocab = {t: decode(t) for t in torch.unique(ids).tolist()}
+            rows.append(pd.DataFrame({"feature": np.repeat(features, k), "sign": sign,
+                                      "rank": np.tile(np.arange(k), d_sae), "token_id": ids.flatten().numpy(),
+                                      "token": [vocab[t] for t in ids.flatten().tolist()],
+                                      "logit": values.flatten().numpy()}))
+        tables["logits"] = pd.concat(rows, ignore_index=True)
+        positive = tables["logits"].query("sign == 'positive'").groupby("feature")["token"].apply(list)
+        table["top_logit_tokens"] = positive.reindex(features).tolist()
+    if data.cooccurrence is not None:
+        tables["cooccurrence"] = cooccurrence_table(data.cooccurrence, data.cooccurrence.diagonal(),
+                                                    data.n_blocks, n_cooccurring)
+    return tables
+
+
+def cooccurrence_table(counts: sp.csr_matrix, n_fires: np.ndarray, n_blocks: int, k: int) -> pd.DataFrame:
+    """Each feature's ``k`` most co-occurring others, with count, Jaccard and phi."""
+    counts = counts.tocoo()
+    off = counts.row != counts.col
+    r, c, n11 = counts.row[off], counts.col[off], counts.data[off].astype(np.float64)
+    n1, m1 = n_fires[r].astype(np.float64), n_fires[c].astype(np.float64)
+    jaccard = n11 / np.maximum(n1 + m1 - n11, 1)
+    phi = (n11 * n_blocks - n1 * m1) / np.sqrt(np.maximum(n1 * (n_blocks - n1) * m1 * (n_blocks - m1), 1e-12))
+    frame = pd.DataFrame({"feature": r, "other": c, "count": n11.astype(np.int64), "jaccard": jaccard, "phi": phi})
+    frame = frame.sort_values(["feature", "count", "other"], ascending=[True, False, True])
+    frame["rank"] = frame.groupby("feature").cumcount()
+    return frame[frame["rank"] < k].reset_index(drop=True)
+
+
+def matched_features_table(W_decs: list[Tensor]) -> pd.DataFrame:
+    """For each member of an ensemble, each feature's Hungarian match in every other member."""
+    frames = []
+    for a, W_a in enumerate(W_decs):
+        for b, W_b in enumerate(W_decs):
+            if a != b:
+                match, score = match_features(W_a, W_b)
+                frames.append(pd.DataFrame({"member": a, "feature": np.arange(len(match)), "other_member": b,
+                                            "other_feature": match, "cosine": score}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def write_tables(tables: dict[str, pd.DataFrame], folder: Path | str) -> Path:
+    """Store each table as ``<folder>/<name>.parquet``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in tables.items():
+        frame.to_parquet(folder / f"{name}.parquet", index=False)
+    return folder

@@ -1,0 +1,182 @@
+"""Feature dashboards on synthetic data with features planted on known tokens."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+
+from interp.dictionary import DictionaryError, as_dictionary
+from interp.features import (
+    DashboardConfig,
+    TokenChunk,
+    dashboard_tables,
+    feature_dashboards,
+    match_features,
+    matched_features_table,
+    nearest_features,
+    write_tables,
+)
+
+D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
+TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
+PROMOTED = {f: 40 + f for f in range(D_SAE)}  # and its decoder promotes token 40 + f
+
+
+class PlantedDictionary:
+    """ReLU dictionary whose features are the first ``D_SAE`` basis directions."""
+
+    def __init__(self, W_dec: torch.Tensor):
+        self._W_dec = W_dec
+        self.d_sae, self.d_in = W_dec.shape
+
+    @property
+    def W_dec(self):
+        return self._W_dec
+
+    def encode(self, x):
+        return torch.relu(x @ self._W_dec.T - 0.5)
+
+    def decode(self, f):
+        return f @ self._W_dec
+
+
+def planted_stream(n_seq: int = 40, seed: int = 0, chunk_seqs: int = 3):
+    """Random tokens; a trigger token adds its feature's direction with a random strength in [1, 3]."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, VOCAB, (n_seq, SEQ), generator=g)
+    tokens[:, 0] = 0  # BOS
+    acts = 0.05 * torch.randn(n_seq, SEQ, D_IN, generator=g)
+    strength = 1 + 2 * torch.rand(n_seq, SEQ, generator=g)
+    for f, token in TRIGGER.items():
+        acts[..., f] += (tokens == token) * strength
+    acts[:, 0] += 10.0  # a huge BOS activation the dashboards must ignore
+    chunks = []
+    for start in range(0, n_seq, chunk_seqs):
+        t = tokens[start:start + chunk_seqs]
+        b = t.shape[0]
+        chunks.append(TokenChunk(acts[start:start + chunk_seqs].reshape(b * SEQ, D_IN), t.reshape(-1),
+                                 torch.arange(start, start + b).repeat_interleave(SEQ), torch.arange(SEQ).repeat(b)))
+    return chunks
+
+
+def planted_unembed(seed: int = 1) -> torch.Tensor:
+    W_U = 0.1 * torch.randn(D_IN, VOCAB, generator=torch.Generator().manual_seed(seed))
+    for f, token in PROMOTED.items():
+        W_U[f, token] += 3.0
+        W_U[f, token + 10] -= 3.0  # and demotes token 50 + f
+    return W_U
+
+
+def decode(token: int) -> str:
+    return f"t{token}"
+
+
+@pytest.fixture(scope="module")
+def planted():
+    dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
+    config = DashboardConfig(n_top=5, n_bands=2, n_per_band=3, left=3, right=2, n_logits=3)
+    data = feature_dashboards(dictionary, planted_stream(), config)
+    return dictionary, data, dashboard_tables(data, dictionary.W_dec, decode, W_U=planted_unembed())
+
+
+def test_top_contexts_show_the_planted_token(planted):
+    _, data, tables = planted
+    top = tables["examples"].query("kind == 'top'")
+    assert len(top) == D_SAE * 5
+    for f, token in TRIGGER.items():
+        rows = top[top.feature == f]
+        assert (rows.token_id == token).all()
+        assert all(ids[c] == token and acts[c] == max(acts)
+                   for ids, acts, c in zip(rows.context_ids, rows.context_acts, rows.center))
+        assert tables["features"].label[f].split(" · ")[0] == f"t{token}"
+
+
+def test_logit_effects_show_the_promoted_and_demoted_tokens(planted):
+    _, _, tables = planted
+    logits = tables["logits"]
+    for f, token in PROMOTED.items():
+        best = logits.query("feature == @f and rank == 0").set_index("sign").token_id
+        assert best["positive"] == token and best["negative"] == token + 10
+        assert tables["features"].top_logit_tokens[f][0] == f"t{token}"
+
+
+def test_streaming_matches_a_whole_pass(planted):
+    dictionary, data, tables = planted
+    chunks = planted_stream()
+    x = torch.cat([c.activations for c in chunks])
+    position = torch.cat([c.position for c in chunks])
+    f = dictionary.encode(x) * (position != 0)[:, None]
+    assert data.n_tokens == int((position != 0).sum())
+    assert torch.equal(data.fires, (f > 0).sum(0))
+    assert torch.allclose(data.act_max, f.max(0).values)
+    assert torch.allclose(data.top.value, f.topk(5, dim=0).values)
+    assert torch.equal(data.histogram.sum(1), data.fires)  # every firing lands in one bin
+    freq = tables["features"].frequency.to_numpy()
+    assert np.allclose(freq, ((f > 0).float().mean(0) * len(f) / data.n_tokens).numpy())
+
+
+def test_quantile_examples_are_firing_tokens_ordered_by_band(planted):
+    _, _, tables = planted
+    sampled = tables["examples"].query("kind == 'quantile'")
+    assert (sampled.activation > 0).all()
+    for f, token in TRIGGER.items():
+        rows = sampled[sampled.feature == f].sort_values("activation")
+        assert (rows.token_id == token).all()
+        assert rows.band.is_monotonic_increasing and set(rows.band) == {0, 1}
+
+
+def test_sequence_cooccurrence_counts_blocks(planted):
+    _, data, tables = planted
+    tokens = torch.cat([c.token_ids for c in planted_stream()]).reshape(-1, SEQ)[:, 1:]
+    has = torch.stack([(tokens == TRIGGER[f]).any(1) for f in range(D_SAE)], 1)
+    expected = (has[:, 0] & has[:, 1]).sum()
+    row = tables["cooccurrence"].query("feature == 0 and other == 1")
+    assert data.n_blocks == tokens.shape[0]
+    assert int(row["count"].iloc[0]) == int(expected)
+
+
+def test_saelens_sae_gives_the_same_dashboards(planted):
+    from sae_lens import StandardSAE, StandardSAEConfig
+
+    dictionary, data, _ = planted
+    sae = StandardSAE(StandardSAEConfig(d_in=D_IN, d_sae=D_SAE, apply_b_dec_to_input=False))
+    with torch.no_grad():
+        sae.W_enc.copy_(dictionary.W_dec.T)
+        sae.W_dec.copy_(dictionary.W_dec)
+        sae.b_enc.fill_(-0.5)
+        sae.b_dec.zero_()
+    config = DashboardConfig(n_top=5, n_bands=2, n_per_band=3, left=3, right=2)
+    other = feature_dashboards(as_dictionary(sae), planted_stream(), config)
+    assert torch.equal(other.fires, data.fires)
+    assert torch.allclose(other.top.value, data.top.value)
+
+
+def test_written_tables_answer_duckdb(planted, tmp_path):
+    _, _, tables = planted
+    write_tables(tables, tmp_path)
+    n = duckdb.connect().execute(f"select count(*) from '{tmp_path / 'features.parquet'}'").fetchall()[0][0]
+    assert n == D_SAE
+
+
+def test_nearest_and_matched_features_recover_a_permutation():
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(20, 8, generator=g)
+    perm = torch.randperm(20, generator=g)
+    W_b = W[perm] + 0.01 * torch.randn(20, 8, generator=g)
+    match, score = match_features(W_b, W)
+    assert np.array_equal(match, perm.numpy()) and score.min() > 0.99
+    W_near = torch.cat([W, W[:1] * 2 + 1e-3])  # feature 20 points along feature 0
+    _, ids = nearest_features(W_near, 1)
+    assert ids[0, 0] == 20 and ids[20, 0] == 0
+    table = matched_features_table([W, W_b])
+    assert set(table.member) == {0, 1} and (table.query("member == 1").other_feature.to_numpy() == perm.numpy()).all()
+
+
+def test_bad_input_raises_clear_errors():
+    dictionary = PlantedDictionary(torch.eye(8)[:D_SAE].contiguous())
+    with pytest.raises(DictionaryError, match="d_in=8"):
+        feature_dashboards(dictionary, planted_stream())
+    with pytest.raises(DictionaryError, match="no tokens"):
+        feature_dashboards(dictionary, [])
