@@ -1,0 +1,160 @@
+"""Ensembles of K sparse autoencoders stored as stacked parameters ``[K, ...]``.
+
+Every architecture subclasses ``EnsembleSAE`` and only defines how pre-activations become codes
+(``activate``) and its sparsity term; encode/decode are one batched matmul (``baddbmm``) over all
+members, so K SAEs cost about K times one SAE with no Python loop over members.
+Forward follows SAELens: ``pre = (x - b_dec) @ W_enc + b_enc``, ``x_hat = f @ W_dec + b_dec``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class SAEShape:
+    """Sizes and per-architecture knobs of an ensemble (saved inside the run's config)."""
+
+    d_in: int
+    d_sae: int
+    n_members: int = 1
+    k: int = 32  # TopK / BatchTopK: active latents per token (member i gets k*(i+1) with k_schedule="multiply")
+    k_schedule: str = "constant"  # "constant" | "multiply" (the MFR paper's k_i = k_base * (i + 1))
+    aux_k_coefficient: float = 1.0  # AuxK dead-latent loss (TopK / BatchTopK); 0 turns it off
+    jumprelu_init_threshold: float = 0.01
+    jumprelu_bandwidth: float = 0.05
+
+    def __post_init__(self) -> None:
+        if min(self.d_in, self.d_sae, self.n_members, self.k) <= 0:
+            raise ValueError(f"d_in, d_sae, n_members and k must be positive, got {self}")
+        if self.k_schedule not in ("constant", "multiply"):
+            raise ValueError(f"unknown k_schedule '{self.k_schedule}'; use 'constant' or 'multiply'")
+        if max(self.member_k) > self.d_sae:
+            raise ValueError(f"k={max(self.member_k)} exceeds d_sae={self.d_sae}; lower k or widen the SAE")
+
+    @property
+    def member_k(self) -> list[int]:
+        factor = [i + 1 for i in range(self.n_members)] if self.k_schedule == "multiply" else [1] * self.n_members
+        return [self.k * f for f in factor]
+
+
+@dataclass
+class LossParts:
+    """Per-member loss terms ``[K]`` and the codes they came from."""
+
+    mse: Float[Tensor, " K"]
+    sparsity: Float[Tensor, " K"]
+    aux: Float[Tensor, " K"]
+    x_hat: Float[Tensor, "K batch d_in"]
+    f: Float[Tensor, "K batch d_sae"]
+
+    @property
+    def total(self) -> Tensor:
+        """Sum over members: each member's gradient is that of its own loss (members share no parameters)."""
+        return (self.mse + self.sparsity + self.aux).sum()
+
+
+class EnsembleSAE(nn.Module):
+    """K SAEs with stacked parameters; subclasses define ``activate`` and ``sparsity_loss``."""
+
+    architecture: str = ""
+    saelens_architecture: str = ""
+    unit_norm_decoder: bool = False  # renormalise W_dec rows after each step (TopK family)
+    decoder_init_norm: float = 0.1
+
+    def __init__(self, shape: SAEShape, seed: int = 0):
+        super().__init__()
+        self.shape = shape
+        K, d_in, d_sae = shape.n_members, shape.d_in, shape.d_sae
+        generator = torch.Generator().manual_seed(seed)
+        bound = 1.0 / math.sqrt(d_in)  # kaiming-uniform(a=sqrt(5)) bound for a [d_sae, d_in] weight
+        W_dec = (torch.rand(K, d_sae, d_in, generator=generator) * 2 - 1) * bound
+        norm = 1.0 if self.unit_norm_decoder else self.decoder_init_norm
+        W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True) * norm
+        self.W_dec = nn.Parameter(W_dec)
+        self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone())
+        self.b_enc = nn.Parameter(torch.zeros(K, d_sae))
+        self.b_dec = nn.Parameter(torch.zeros(K, d_in))
+        self.register_buffer("k_per_member", torch.tensor(shape.member_k), persistent=False)
+
+    @property
+    def n_members(self) -> int:
+        return self.shape.n_members
+
+    @property
+    def d_in(self) -> int:
+        return self.shape.d_in
+
+    @property
+    def d_sae(self) -> int:
+        return self.shape.d_sae
+
+    def pre_acts(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "K batch d_sae"]:
+        x_in = x.unsqueeze(0) - self.b_dec.unsqueeze(1)
+        return torch.baddbmm(self.b_enc.unsqueeze(1), x_in, self.W_enc)
+
+    def activate(self, pre: Float[Tensor, "K batch d_sae"]) -> Float[Tensor, "K batch d_sae"]:
+        raise NotImplementedError
+
+    def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "K batch d_sae"]:
+        return self.activate(self.pre_acts(x))
+
+    def decode(self, f: Float[Tensor, "K batch d_sae"]) -> Float[Tensor, "K batch d_in"]:
+        return torch.baddbmm(self.b_dec.unsqueeze(1), f, self.W_dec)
+
+    def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "K batch d_in"]:
+        return self.decode(self.encode(x))
+
+    def sparsity_loss(self, f: Tensor, pre: Tensor, coefficient: float) -> Float[Tensor, " K"]:
+        return f.new_zeros(self.n_members)
+
+    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> Float[Tensor, " K"]:
+        return x.new_zeros(self.n_members)
+
+    def loss(self, x: Float[Tensor, "batch d_in"], sparsity_coefficient: float = 0.0,
+             dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
+        """MSE (sum over d_in, mean over tokens, as SAELens; ``"mean"`` also averages d_in as the MFR code)."""
+        pre = self.pre_acts(x)
+        f = self.activate(pre)
+        x_hat = self.decode(f)
+        mse = (x_hat - x.unsqueeze(0)).pow(2).sum(-1).mean(-1)
+        if mse_reduction == "mean":
+            mse = mse / self.d_in
+        return LossParts(mse, self.sparsity_loss(f, pre, sparsity_coefficient), self.aux_loss(x, x_hat, pre, dead),
+                         x_hat, f)
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Project back to the constraint set after an optimiser step (unit decoder rows where needed)."""
+        if self.unit_norm_decoder:
+            self.W_dec.div_(self.W_dec.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+    def member_state(self, i: int, scale: float = 1.0) -> dict[str, Tensor]:
+        """Member ``i``'s SAELens tensors, with input scaling ``x' = scale * x`` folded in."""
+        return {
+            "W_enc": (self.W_enc[i] * scale).detach().contiguous(),
+            "b_enc": self.b_enc[i].detach().clone(),
+            "W_dec": (self.W_dec[i] / scale).detach().contiguous(),
+            "b_dec": (self.b_dec[i] / scale).detach().contiguous(),
+        }
+
+    def saelens_extra_cfg(self, i: int) -> dict:
+        return {}
+
+
+def scatter_topk(pre: Float[Tensor, "K rows n"], k_per_member: Tensor, relu: bool = True) -> Float[Tensor, "K rows n"]:
+    """Keep each row's ``k_i`` largest entries (member i), optionally ReLU them, zero the rest."""
+    k_max = int(k_per_member.max())
+    if k_max == 0:
+        return torch.zeros_like(pre)
+    values, indices = pre.topk(k_max, dim=-1, sorted=True)
+    if int(k_per_member.min()) != k_max:
+        rank = torch.arange(k_max, device=pre.device)
+        values = torch.where(rank < k_per_member.view(-1, 1, 1), values, torch.zeros_like(values))
+    values = values.relu() if relu else torch.where(torch.isfinite(values), values, torch.zeros_like(values))
+    return torch.zeros_like(pre).scatter_(-1, indices, values)

@@ -1,0 +1,72 @@
+"""Final evaluation of a run: ``eval.json`` and one SAELens folder per member (``sae_<i>/``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from sae_training.config import TrainConfig
+from sae_training.data import open_store
+from sae_training.metrics import ce_loss_recovered, evaluate_ensemble, member_mmcs
+from sae_training.saelens_io import save_member
+
+
+def _model_and_data(config: TrainConfig, model) -> tuple[object | None, str | None, str]:
+    """The model spec and text spec behind the activations (from the config or the cache manifest)."""
+    if config.model is not None:
+        return model, config.model, config.data
+    if config.cache is not None:
+        from interp.cache.store import ActivationCache
+
+        manifest = ActivationCache(config.cache, verify=False).config
+        return model, manifest.get("model"), manifest.get("data", config.data)
+    return model, None, config.data
+
+
+def _ce_scores(run, model, data: str, n_batches: int) -> list[dict]:
+    from interp.data import batched_windows, token_windows
+
+    windows = token_windows(data, model.tokenizer, run.config.context_size, seed=12345, max_windows=8 * n_batches)
+    tokens = [batch.to(model.cfg.device) for batch in batched_windows(windows, 8)][:n_batches]
+    results = []
+    for i in range(run.config.n_members):
+        member = run.member(i)
+        scores = [ce_loss_recovered(model, run.config.hook, t, lambda x: member.decode(member.encode(x)))
+                  for t in tokens]
+        results.append({key: sum(s[key] for s in scores) / len(scores) for key in scores[0]})
+    return results
+
+
+def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -> dict:
+    """Evaluate every member on held-out batches, save ``sae_<i>/`` and ``eval.json``; return the dict."""
+    config: TrainConfig = run.config
+    store = open_store(config, seed=config.seed + 104729, activations=activations, model=model)
+    batches = (next(store) for _ in range(max(1, config.eval_batches)))
+    members, density = evaluate_ensemble(run.sae, batches, run.scale)
+    model, model_name, data = _model_and_data(config, model)
+    if config.eval_ce_batches > 0 and model_name is not None and activations is None:
+        try:
+            if model is None:
+                from interp.models import load_model
+
+                model = load_model(model_name, device=config.device)
+            for member, ce in zip(members, _ce_scores(run, model, data, config.eval_ce_batches)):
+                member.update(ce)
+        except Exception as error:  # noqa: BLE001 - recorded in eval.json, never silently dropped
+            for member in members:
+                member["ce_loss_recovered"] = None
+                member["ce_error"] = f"{type(error).__name__}: {error}"
+    for i in range(config.n_members):
+        save_member(run.directory / f"sae_{i}", run.sae, i, scale=run.scale, hook_name=config.hook,
+                    model_name=model_name, context_size=config.context_size, density=density[i])
+    result = {"step": run.step, "tokens": run.step * config.batch_size, "members": members}
+    if config.n_members > 1:
+        matrix = member_mmcs(run.sae.W_dec.detach().cpu())
+        off = matrix[~torch.eye(config.n_members, dtype=torch.bool)]
+        result["mmcs_between_members"] = matrix.tolist()
+        result["mmcs"] = float(off.mean())
+    path = Path(run.directory) / "eval.json"
+    path.write_text(json.dumps(result, indent=2))
+    return result

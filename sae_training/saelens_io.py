@@ -1,0 +1,121 @@
+"""SAELens-format folders: ``cfg.json`` + ``sae_weights.safetensors`` + ``sparsity.safetensors``.
+
+``save_member`` writes member i of an ensemble so that ``sae_lens.SAE.load_from_disk`` opens it
+and gives the same encode/decode; ``check_saelens_folder`` validates a folder before loading it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from interp.dictionary import DictionaryError
+from sae_training.architectures import EnsembleSAE
+
+REQUIRED = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
+            "jumprelu": ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
+
+
+def _atomic_write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def saelens_cfg(sae: EnsembleSAE, i: int, hook_name: str, model_name: str | None, context_size: int) -> dict:
+    import sae_lens
+
+    return {
+        "architecture": sae.saelens_architecture,
+        "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
+        "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+        **sae.saelens_extra_cfg(i),
+        "metadata": {
+            "sae_lens_version": sae_lens.__version__, "sae_lens_training_version": sae_lens.__version__,
+            "model_name": model_name, "hook_name": hook_name, "hook_head_index": None,
+            "context_size": context_size, "prepend_bos": True, "seqpos_slice": [None],
+            "model_from_pretrained_kwargs": {},
+            "trained_with": "interp-workbench sae_training", "ensemble_member": i,
+            "trained_architecture": sae.architecture,
+        },
+    }
+
+
+def save_member(folder: Path | str, sae: EnsembleSAE, i: int, *, scale: float = 1.0, hook_name: str,
+                model_name: str | None = None, context_size: int = 128,
+                density: Float[Tensor, " d_sae"] | None = None) -> Path:
+    """Write member ``i`` (activation scaling folded into the weights) as a SAELens folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {name: t.float().cpu().contiguous() for name, t in sae.member_state(i, scale).items()}
+    save_file(tensors, str(folder / "sae_weights.safetensors.tmp"))
+    os.replace(folder / "sae_weights.safetensors.tmp", folder / "sae_weights.safetensors")
+    if density is not None:
+        sparsity = torch.log10(density.float().cpu().clamp_min(1e-10)).contiguous()
+        save_file({"sparsity": sparsity}, str(folder / "sparsity.safetensors.tmp"))
+        os.replace(folder / "sparsity.safetensors.tmp", folder / "sparsity.safetensors")
+    _atomic_write_json(folder / "cfg.json", saelens_cfg(sae, i, hook_name, model_name, context_size))
+    return folder
+
+
+def check_saelens_folder(folder: Path | str) -> dict:
+    """Validate a SAELens folder (files, tensor names and shapes); return its cfg. Clear error otherwise."""
+    folder = Path(folder)
+    for name in ("cfg.json", "sae_weights.safetensors"):
+        if not (folder / name).exists():
+            raise DictionaryError(f"{folder} is not a SAELens SAE folder: {name} is missing")
+    cfg = json.loads((folder / "cfg.json").read_text())
+    architecture = cfg.get("architecture", "standard")
+    d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
+    if not isinstance(d_in, int) or not isinstance(d_sae, int):
+        raise DictionaryError(f"{folder / 'cfg.json'} lacks integer d_in / d_sae")
+    expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
+                "threshold": (d_sae,)}
+    with safe_open(str(folder / "sae_weights.safetensors"), framework="pt") as handle:
+        present = set(handle.keys())
+        for name in REQUIRED.get(architecture, ("W_enc", "W_dec", "b_dec")):
+            if name not in present:
+                raise DictionaryError(f"{folder / 'sae_weights.safetensors'} has no tensor '{name}' "
+                                      f"(needed by a '{architecture}' SAE); the folder is incomplete, re-export it")
+            shape = tuple(handle.get_slice(name).get_shape())
+            if shape != expected[name]:
+                raise DictionaryError(f"{folder / 'sae_weights.safetensors'}: '{name}' has shape {shape}, "
+                                      f"cfg.json (d_in={d_in}, d_sae={d_sae}) implies {expected[name]}")
+    return cfg
+
+
+def load_saelens(folder: Path | str, device: str = "cpu"):
+    """Validated SAELens folder seen through our ``Dictionary`` protocol (SAELens' own loader)."""
+    from interp.dictionary import load_dictionary
+
+    check_saelens_folder(folder)
+    return load_dictionary(folder, device=device)
+
+
+class MemberDictionary:
+    """Member ``i`` of a trained ensemble as a ``Dictionary`` on raw (unnormalised) activations."""
+
+    def __init__(self, sae: EnsembleSAE, i: int, scale: float = 1.0):
+        self.sae, self.i, self.scale = sae, i, scale
+        self.d_in, self.d_sae = sae.d_in, sae.d_sae
+
+    @property
+    def W_dec(self) -> Float[Tensor, "d_sae d_in"]:
+        return self.sae.W_dec[self.i].detach() / self.scale
+
+    @torch.no_grad()
+    def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+        return self.sae.encode(x * self.scale)[self.i]
+
+    @torch.no_grad()
+    def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
+        stacked = f.new_zeros(self.sae.n_members, *f.shape)
+        stacked[self.i] = f
+        return self.sae.decode(stacked)[self.i] / self.scale

@@ -1,0 +1,263 @@
+"""``train_saes(config)``: train an ensemble of K SAEs (optionally under MFR) and write the run folder.
+
+``runs/<run_id>/``: ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``sae_<i>/`` (SAELens
+format, one per member) and ``eval.json``. A checkpoint holds everything the next step depends on,
+so ``resume=True`` continues exactly: the metric curve equals that of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from sae_training import distributed as dist_utils
+from sae_training.architectures import EnsembleSAE, build_sae
+from sae_training.checkpoint import load_latest, save_checkpoint
+from sae_training.config import ConfigError, TrainConfig, check_same_run
+from sae_training.data import find_bad_shard, geometric_median, input_scale, open_store, take_rows
+from sae_training.evaluate import write_evaluation
+from sae_training.metrics import reconstruction_metrics
+from sae_training.mfr import mfr_penalty, pairwise_matched_cosine
+from sae_training.saelens_io import MemberDictionary
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite data or loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class Run:
+    """A finished (or stopped) run: its folder, config, ensemble and input scale."""
+
+    directory: Path
+    config: TrainConfig
+    sae: EnsembleSAE
+    scale: float
+    step: int
+    evaluation: dict | None = None
+
+    def member(self, i: int) -> MemberDictionary:
+        """Member ``i`` as a ``Dictionary`` on raw activations."""
+        return MemberDictionary(self.sae, i, self.scale)
+
+    def metrics(self) -> list[dict]:
+        return read_metrics(self.directory)
+
+
+def read_metrics(directory: Path | str) -> list[dict]:
+    path = Path(directory) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def lr_factor(step: int, n_steps: int, warmup: int, decay: int) -> float:
+    """Linear warm-up from 1/warmup, constant, linear decay to 0 over the last ``decay`` steps (0-based step)."""
+    factor = 1.0
+    if warmup > 0 and step < warmup:
+        factor = (step + 1) / warmup
+    if decay > 0 and step >= n_steps - decay:
+        factor = min(factor, (n_steps - step) / decay)
+    return factor
+
+
+def sparsity_coefficient(config: TrainConfig, step: int) -> float:
+    warm = config.sparsity_warmup_steps
+    return config.sparsity_coefficient * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
+
+
+def clip_per_member(parameters: list[torch.nn.Parameter], max_norm: float) -> None:
+    """Gradient-norm clipping per member (the paper's SAEs have separate optimisers)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norms = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(factor.view(-1, *([1] * (g.dim() - 1))))
+
+
+def default_run_dir(config: TrainConfig, runs_root: Path | str = "runs") -> Path:
+    tag = f"{config.architecture}-k{config.n_members}" + ("-mfr" if config.mfr_coefficient > 0 else "")
+    return Path(runs_root) / f"{tag}-{config.config_hash()}"
+
+
+def _prepare_dir(config: TrainConfig, run_dir: Path, resume: bool, is_main: bool) -> dict | None:
+    saved_config = run_dir / "config.json"
+    if resume:
+        if not saved_config.exists():
+            raise ConfigError(f"nothing to resume at {run_dir}: config.json is missing")
+        check_same_run(TrainConfig.load(saved_config), config)
+        return load_latest(run_dir / "checkpoints")
+    if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        raise ConfigError(f"{run_dir} already holds a run; pass resume=True (--resume) or choose another run id")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(saved_config)
+        (run_dir / "metrics.jsonl").write_text("")
+    return None
+
+
+def _initialise(config: TrainConfig, sae: EnsembleSAE, stats_store) -> float:
+    """Input scale and ``b_dec`` from a sample that the training stream never sees first."""
+    sample = take_rows(stats_store, min(16_384, max(config.batch_size, 4096)))
+    scale = input_scale(sample) if config.normalize_activations == "expected_average_only_in" else 1.0
+    center = {"geometric_median": lambda s: geometric_median(s), "mean": lambda s: s.mean(0),
+              "zeros": lambda s: torch.zeros(s.shape[1])}[config.b_dec_init](sample * scale)
+    scale_t = dist_utils.broadcast_(torch.tensor([scale], dtype=torch.float64))
+    center = dist_utils.broadcast_(center.float().contiguous())
+    with torch.no_grad():
+        sae.b_dec.copy_(center.to(sae.b_dec.device).expand_as(sae.b_dec))
+    return float(scale_t)
+
+
+def _log_line(config, step, loss, parts, x, dead, penalty, mmcs, lr) -> dict:
+    per = reconstruction_metrics(x, parts.x_hat.detach().float(), parts.f.detach())
+    per["dead_fraction"] = dead.float().mean(-1).cpu()
+    per["aux_loss"] = parts.aux.detach()
+    line = {"step": step, "tokens": step * config.batch_size, "loss": float(loss), "lr": lr,
+            "sparsity_coefficient": sparsity_coefficient(config, step - 1)}
+    line.update({name: float(value.mean()) for name, value in per.items()})
+    if config.n_members > 1:
+        line["mfr_penalty"] = float(penalty)
+        line["mmcs"] = float(mmcs.detach().mean())
+        line["members"] = [{name: float(value[i]) for name, value in per.items()} for i in range(config.n_members)]
+    return line
+
+
+def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume: bool = False,
+               progress: bool = True, stop_at_step: int | None = None, activations: torch.Tensor | None = None,
+               model=None, evaluate: bool = True) -> Run:
+    """Train ``config.n_members`` SAEs together; write the run folder; return the ``Run``.
+
+    ``activations`` (an in-memory ``[rows, d_in]`` tensor) replaces the cache / live model;
+    ``stop_at_step`` stops early after checkpointing (for tests and time-boxed jobs).
+    """
+    if config.cache is None and config.model is None and activations is None:
+        raise ConfigError("no training data: set `cache` or `model` in the config, or pass `activations`")
+    rank, world_size = dist_utils.init_from_env(config.device)
+    is_main = rank == 0
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    state = _prepare_dir(config, run_dir, resume, is_main)
+    dist_utils.barrier()
+    if config.model is not None and model is None and activations is None:
+        from interp.models import load_model
+
+        model = load_model(config.model, device=config.device)
+    device = torch.device(config.device)
+    start = state["step"] if state else 0
+    store = open_store(config, seed=config.seed, start_batch=start, rank=rank, world_size=world_size,
+                       activations=activations, model=model)
+    if config.d_in is not None and config.d_in != store.d_in:
+        raise ConfigError(f"config d_in={config.d_in} but the activations at {config.hook} have width "
+                          f"{store.d_in}; fix --d-in or pick the right hook")
+    torch.manual_seed(config.seed)
+    sae = build_sae(config.architecture, config.shape(store.d_in), seed=config.seed).to(device)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr, betas=config.adam_betas)
+    steps_since_fired = torch.zeros(config.n_members, config.d_sae, dtype=torch.long, device=device)
+    assignments = None
+    if state:
+        sae.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        steps_since_fired.copy_(state["steps_since_fired"])
+        scale = float(state["scale"])
+        torch.set_rng_state(state["rng"])
+        if state.get("assignments") is not None:
+            assignments = [(r, c) for r, c in state["assignments"].to(device)]
+        if is_main:
+            kept = [m for m in read_metrics(run_dir) if m["step"] <= start]
+            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+    else:
+        if resume and is_main:
+            (run_dir / "metrics.jsonl").write_text("")
+        stats = open_store(config, seed=config.seed + 7919, rank=rank, world_size=world_size,
+                           activations=activations, model=model)
+        scale = _initialise(config, sae, stats)
+
+    def checkpoint(step: int) -> None:
+        if not is_main:
+            return
+        save_checkpoint(run_dir / "checkpoints", step, {
+            "step": step, "model": sae.state_dict(), "optimizer": optimizer.state_dict(),
+            "steps_since_fired": steps_since_fired.cpu(), "scale": scale, "rng": torch.get_rng_state(),
+            "data_position": store.position, "config_hash": config.config_hash(),
+            "assignments": None if assignments is None else torch.stack([torch.stack(p) for p in assignments]).cpu(),
+        })
+
+    wandb_run = None
+    if config.wandb_project and is_main:
+        try:
+            import wandb
+        except ImportError as error:
+            raise ConfigError("wandb_project is set but wandb is not installed: `pip install wandb`") from error
+        wandb_run = wandb.init(project=config.wandb_project, config=config.to_dict(), name=run_dir.name)
+    end = min(config.n_steps, stop_at_step) if stop_at_step is not None else config.n_steps
+    use_autocast = config.autocast and device.type == "cuda"
+    bar = tqdm(total=config.n_steps, initial=start, disable=not (progress and is_main), unit="step")
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if is_main else None
+    tic, tic_step = time.perf_counter(), start
+    sae.train()
+    try:
+        for step in range(start, end):
+            x = next(store).to(device, non_blocking=True)
+            if not bool(torch.isfinite(x).all()):
+                raise TrainingError(f"non-finite activations in the batch of step {step + 1} "
+                                    f"(from {find_bad_shard(config)}); the last good checkpoint is kept")
+            lr = config.lr * lr_factor(step, config.n_steps, config.lr_warmup_steps, config.lr_decay_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            dead = steps_since_fired >= config.dead_window
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
+            with autocast:
+                parts = sae.loss(x * scale, sparsity_coefficient(config, step), dead, config.mse_reduction)
+                loss = parts.total
+                penalty, mmcs = loss.new_zeros(()), loss.new_zeros(0)
+                if config.mfr_coefficient > 0:
+                    rematch = assignments is None or step % config.mfr_match_every == 0
+                    penalty, mmcs, assignments = mfr_penalty(sae.W_dec, config.mfr_coefficient, step + 1,
+                                                             config.mfr_warmup_steps,
+                                                             None if rematch else assignments)
+                    loss = loss + penalty
+            if not bool(torch.isfinite(loss)):
+                raise TrainingError(f"the loss became {float(loss)} at step {step + 1} (data position "
+                                    f"{store.position}); lower the lr or check the data. The last good "
+                                    f"checkpoint in {run_dir / 'checkpoints'} is kept")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            dist_utils.average_gradients(sae.parameters())
+            if config.grad_clip > 0:
+                clip_per_member(list(sae.parameters()), config.grad_clip)
+            optimizer.step()
+            sae.after_step()
+            fired = dist_utils.all_reduce_((parts.f.detach() != 0).any(1).to(torch.int32), "max").bool()
+            steps_since_fired = torch.where(fired, 0, steps_since_fired + 1)
+            done = step + 1
+            if is_main and (done % config.log_every == 0 or done == config.n_steps):
+                if config.n_members > 1 and mmcs.numel() == 0:
+                    with torch.no_grad():
+                        mmcs, _ = pairwise_matched_cosine(sae.W_dec.detach())
+                line = _log_line(config, done, loss.detach(), parts, x * scale, dead, penalty.detach(), mmcs, lr)
+                metrics_file.write(json.dumps(line) + "\n")
+                metrics_file.flush()
+                if wandb_run is not None:
+                    wandb_run.log(line, step=done)
+                elapsed = time.perf_counter() - tic
+                bar.set_postfix(loss=f"{line['loss']:.4g}", l0=f"{line['l0']:.1f}",
+                                tok_s=f"{(done - tic_step) * config.batch_size / max(elapsed, 1e-9):.3g}")
+            bar.update(1)
+            if done % config.checkpoint_every == 0 or done == end:
+                checkpoint(done)
+    finally:
+        bar.close()
+        if metrics_file is not None:
+            metrics_file.close()
+        if wandb_run is not None:
+            wandb_run.finish()
+    run = Run(run_dir, config, sae, scale, end)
+    if end == config.n_steps and is_main and evaluate:
+        run.evaluation = write_evaluation(run, activations=activations, model=model)
+    dist_utils.barrier()
+    return run
