@@ -1,0 +1,89 @@
+"""DuckDB queries over an analysis folder's Parquet tables (what the app's pages call).
+
+Each query reads only the Parquet files it needs, with filters pushed down, so pages stay fast on a
+65k-feature SAE. Table names and columns are documented in ``interp/ANALYSES.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from interp.features import check_feature
+
+ORDERABLE = ("feature", "frequency", "max_activation", "mean_activation", "n_fires")
+
+
+def _table(folder: Path | str, name: str) -> str:
+    path = Path(folder) / f"{name}.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run `workbench analyze features` for this SAE first")
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _query(sql: str, params: list | None = None) -> pd.DataFrame:
+    with duckdb.connect() as con:
+        return con.execute(sql, params or []).df()
+
+
+def list_analyses(root: Path | str) -> list[str]:
+    """Analysis ids (``<run_id>/sae_<i>``) under ``root`` that hold a feature table."""
+    root = Path(root)
+    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/features.parquet"))
+
+
+def n_features(folder: Path | str) -> int:
+    return int(_query(f"select count(*) as n from {_table(folder, 'features')}").n[0])
+
+
+def feature_list(folder: Path | str, min_frequency: float = 0.0, max_frequency: float = 1.0,
+                 label_contains: str | None = None, order_by: str = "frequency", descending: bool = True,
+                 limit: int = 100, offset: int = 0) -> pd.DataFrame:
+    """One row per feature (id, label, frequency, activations), filtered and sorted, one page at a time."""
+    if order_by not in ORDERABLE:
+        raise ValueError(f"cannot order by '{order_by}'; use one of {ORDERABLE}")
+    where, params = ["frequency >= ?", "frequency <= ?"], [min_frequency, max_frequency]
+    if label_contains:
+        where.append("label ilike ?")
+        params.append(f"%{label_contains}%")
+    return _query(
+        f"select feature, label, frequency, n_fires, mean_activation, max_activation "
+        f"from {_table(folder, 'features')} where {' and '.join(where)} "
+        f"order by {order_by} {'desc' if descending else 'asc'}, feature limit ? offset ?",
+        params + [limit, offset])
+
+
+def feature_dashboard(folder: Path | str, feature: int) -> dict[str, pd.DataFrame]:
+    """Every stored row about one feature: summary, examples, histogram, logits, neighbours, co-firing, matches."""
+    check_feature(feature, n_features(folder))
+    out = {}
+    for name, order in (("features", "feature"), ("examples", "kind desc, rank"), ("histograms", "bin"),
+                        ("logits", "sign desc, rank"), ("neighbours", "rank"), ("cooccurrence", "rank")):
+        if name == "features" or (Path(folder) / f"{name}.parquet").exists():
+            out[name] = _query(f"select * from {_table(folder, name)} where feature = ? order by {order}", [feature])
+    return out
+
+
+def search_by_token(folder: Path | str, token: str, limit: int = 50) -> pd.DataFrame:
+    """Features whose top examples activate on ``token`` (exact, whitespace-trimmed), most such examples first."""
+    return _query(
+        f"select e.feature, any_value(f.label) as label, count(*) as n_examples, max(e.activation) as max_activation "
+        f"from {_table(folder, 'examples')} e join {_table(folder, 'features')} f using (feature) "
+        f"where e.kind = 'top' and trim(e.token) = trim(?) group by e.feature "
+        f"order by n_examples desc, max_activation desc limit ?", [token, limit])
+
+
+def search_by_logit(folder: Path | str, token: str, limit: int = 50) -> pd.DataFrame:
+    """Features whose decoder most promotes ``token`` through the unembedding, largest logit first."""
+    return _query(
+        f"select l.feature, f.label, l.logit, l.rank from {_table(folder, 'logits')} l "
+        f"join {_table(folder, 'features')} f using (feature) "
+        f"where l.sign = 'positive' and trim(l.token) = trim(?) order by l.logit desc limit ?", [token, limit])
+
+
+def matched_features(folder: Path | str, feature: int) -> pd.DataFrame:
+    """This feature's Hungarian matches in the other members of its ensemble (``matches.parquet``)."""
+    check_feature(feature, n_features(folder))
+    return _query(f"select * from {_table(folder, 'matches')} where feature = ? order by other_member", [feature])

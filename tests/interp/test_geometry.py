@@ -1,0 +1,151 @@
+"""Geometry on planted structure: parallelograms, co-occurrence lobes, eigenvalue power laws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from interp.geometry import (
+    affinities,
+    clustering_entropy,
+    crystal_search,
+    feature_map,
+    geometric_labels,
+    geometry_tables,
+    lda_projection,
+    lobe_agreement,
+    power_law_slope,
+    relation_quality,
+    spectral_labels,
+)
+
+
+def planted_parallelograms(n_random=60, n_bases=5, d=24, distractor=0.0, seed=0):
+    """Random points plus ``n_bases`` squares ``base + a u + b v``; optional per-point 'length' distractor."""
+    rng = np.random.default_rng(seed)
+    u, v = rng.normal(size=d) * 0.8, rng.normal(size=d) * 0.8
+    square = [base + a * u + b * v for base in rng.normal(size=(n_bases, d)) * 2 for a in (0, 1) for b in (0, 1)]
+    points = np.concatenate([np.array(square), rng.normal(size=(n_random, d)) * 2])
+    if distractor:
+        lengths = rng.normal(size=(len(points), 4)) * distractor
+        points = np.concatenate([points, lengths], 1)
+    return points, 4 * n_bases
+
+
+def symbolic(i, n_planted):
+    """Planted point ``i`` as (one-hot square, a, b): exact parallelograms are exact in these symbols."""
+    square, corner = divmod(i, 4)
+    return np.concatenate([np.eye(n_planted // 4)[square], [corner // 2, corner % 2]])
+
+
+def is_planted(row, n_planted):
+    if not all(getattr(row, c) < n_planted for c in "abcd"):
+        return False
+    s = {c: symbolic(getattr(row, c), n_planted) for c in "abcd"}
+    return np.allclose(s["a"] - s["b"], s["c"] - s["d"])
+
+
+def test_planted_parallelograms_are_recovered_first():
+    points, n_planted = planted_parallelograms()
+    found = crystal_search(points, n_neighbours=20, top=10)
+    assert found.parallelogram_error.iloc[0] < 1e-6
+    assert all(is_planted(row, n_planted) for row in found.itertuples())
+    assert (found.trapezoid_cosine > 0.999).all()
+
+
+def test_lda_projection_removes_distractor_dimensions():
+    points, n_planted = planted_parallelograms(distractor=6.0)
+    # training relations: the u-edges (label 0) and v-edges (label 1) of the planted squares
+    pairs = [(s + 2 * a + 1 * 0, s + 2 * a + 1) for s in range(0, n_planted, 4) for a in (0, 1)]
+    pairs += [(s + b, s + 2 + b) for s in range(0, n_planted, 4) for b in (0, 1)]
+    labels = np.array([1] * (len(pairs) // 2) + [0] * (len(pairs) // 2))
+    diffs = np.array([points[j] - points[i] for i, j in pairs])
+    before = relation_quality(diffs, labels)
+    projection = lda_projection(diffs, labels, ridge=1e-3)
+    after = relation_quality(diffs @ projection, labels)
+    assert before < 0.8 and after > 0.99
+    plain = crystal_search(points, n_neighbours=20, top=10)
+    projected = crystal_search(points, projection=projection, n_neighbours=20, top=10)
+    assert sum(is_planted(r, n_planted) for r in plain.itertuples()) < 10
+    assert all(is_planted(r, n_planted) for r in projected.itertuples())
+
+
+def block_counts(fired: np.ndarray):
+    b = sp.csr_matrix(fired.astype(np.float32))
+    return (b.T @ b).tocsr(), fired.shape[0]
+
+
+def test_affinities_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.random(100_000) < 0.5
+    fired = np.stack([a, a, rng.random(100_000) < 0.5], 1)
+    counts, n = block_counts(fired)
+    for kind in ("phi", "jaccard", "dice", "overlap", "smc"):
+        assert affinities(counts, n, kind)[0, 1] == pytest.approx(1.0)
+    assert abs(affinities(counts, n, "phi")[0, 2]) < 0.01
+    with pytest.raises(ValueError, match="unknown affinity"):
+        affinities(counts, n, "cosine")
+
+
+def planted_lobes(seed=0, n_blocks=4000):
+    """Two groups of 50 features, each inside its own 10-dim subspace and co-firing only within its group."""
+    rng = np.random.default_rng(seed)
+    group = np.repeat([0, 1], 50)
+    W = np.zeros((100, 20))
+    W[:50, :10] = rng.normal(size=(50, 10)) + 2.0
+    W[50:, 10:] = rng.normal(size=(50, 10)) + 2.0
+    active_group = rng.integers(0, 2, n_blocks)
+    fired = (rng.random((n_blocks, 100)) < 0.3) & (group[None, :] == active_group[:, None])
+    return W, fired, group
+
+
+def test_planted_lobes_match_geometry_and_random_does_not():
+    W, fired, group = planted_lobes()
+    counts, n = block_counts(fired)
+    lobes = spectral_labels(affinities(counts, n, "phi"), 2)
+    geo = geometric_labels(W, 2)
+    agreement = lobe_agreement(lobes, geo, n_null=50)
+    assert agreement["ami"] > 0.95 and abs(agreement["null_mean"]) < 0.05 and agreement["z"] > 10
+    random_fired = np.random.default_rng(1).random(fired.shape) < 0.15
+    counts, n = block_counts(random_fired)
+    assert abs(lobe_agreement(spectral_labels(affinities(counts, n, "phi"), 2), geo, n_null=10)["ami"]) < 0.05
+
+
+def test_power_law_slope_and_clustering_entropy():
+    rng = np.random.default_rng(0)
+    d = 64
+    scales = np.arange(1, d + 1) ** -0.75  # eigenvalues i^-1.5
+    cloud = rng.normal(size=(20_000, d)) * scales
+    assert power_law_slope(cloud) == pytest.approx(1.5, abs=0.05)
+    assert abs(power_law_slope(rng.normal(size=(20_000, d)))) < 0.1  # finite-sample (Marchenko-Pastur) spread
+    gaussian = clustering_entropy(rng.normal(size=(5000, 8)))
+    centres = rng.normal(size=(10, 8)) * 5
+    clustered = clustering_entropy(centres[rng.integers(0, 10, 5000)] + rng.normal(size=(5000, 8)) * 0.3)
+    assert abs(gaussian) < 0.1 and clustered > gaussian + 0.5
+
+
+def test_geometry_tables_from_planted_lobes():
+    W, fired, group = planted_lobes()
+    counts, n = block_counts(fired)
+    tables = geometry_tables(W, counts, n, n_clusters=2, with_umap=False)
+    assert set(tables) == {"map", "spectrum", "galaxy", "crystals", "lobes"}
+    best = tables["lobes"].query("affinity == 'phi'").ami.iloc[0]
+    assert best > 0.95
+    assert adjusted(tables["map"].cluster.to_numpy(), group) > 0.95
+
+
+def adjusted(a, b):
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    return adjusted_mutual_info_score(a, b)
+
+
+@pytest.mark.slow
+def test_umap_map_separates_planted_groups():
+    W, _, group = planted_lobes()
+    frame = feature_map(W, n_clusters=2, with_umap=True)
+    assert {"umap_x", "umap_y", "pca_x", "pca_y"} <= set(frame.columns)
+    centre = frame.groupby(group)[["umap_x", "umap_y"]].mean().to_numpy()
+    spread = frame.groupby(group)[["umap_x", "umap_y"]].std().to_numpy().max()
+    assert np.linalg.norm(centre[0] - centre[1]) > 3 * spread

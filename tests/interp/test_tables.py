@@ -1,0 +1,52 @@
+"""DuckDB queries over dashboards written from planted synthetic features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.dictionary import DictionaryError
+from interp.features import DashboardConfig, dashboard_tables, feature_dashboards, write_tables
+from interp.tables import feature_dashboard, feature_list, list_analyses, search_by_logit, search_by_token
+from tests.interp.test_features import D_SAE, PROMOTED, TRIGGER, PlantedDictionary, decode, planted_stream, planted_unembed
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyses")
+    dictionary = PlantedDictionary(torch.eye(16)[:D_SAE].contiguous())
+    data = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=5, left=3, right=2))
+    write_tables(dashboard_tables(data, dictionary.W_dec, decode, W_U=planted_unembed()), root / "run" / "sae_0")
+    return root / "run" / "sae_0"
+
+
+def test_feature_list_filters_and_sorts(folder):
+    everything = feature_list(folder, order_by="frequency")
+    assert list(everything.feature) == sorted(range(D_SAE), key=lambda f: (-everything.set_index("feature").frequency[f], f))
+    cut = everything.frequency.median()
+    assert (feature_list(folder, min_frequency=cut).frequency >= cut).all()
+    assert list(feature_list(folder, label_contains="t13").feature) == [3]
+    assert len(feature_list(folder, limit=2, offset=1)) == 2
+
+
+def test_feature_dashboard_returns_only_that_feature(folder):
+    rows = feature_dashboard(folder, 4)
+    assert set(rows) >= {"features", "examples", "histograms", "logits", "neighbours", "cooccurrence"}
+    assert all((frame.feature == 4).all() for frame in rows.values())
+    assert (rows["examples"].query("kind == 'top'").token_id == TRIGGER[4]).all()
+
+
+def test_search_by_token_and_by_logit_find_the_planted_feature(folder):
+    for f in range(D_SAE):
+        assert search_by_token(folder, f"t{TRIGGER[f]}").feature.iloc[0] == f
+        assert search_by_logit(folder, f"t{PROMOTED[f]}").feature.iloc[0] == f
+
+
+def test_bad_queries_raise_clear_errors(folder, tmp_path):
+    with pytest.raises(DictionaryError, match="out of range"):
+        feature_dashboard(folder, D_SAE)
+    with pytest.raises(FileNotFoundError, match="workbench analyze features"):
+        feature_list(tmp_path)
+    with pytest.raises(ValueError, match="cannot order"):
+        feature_list(folder, order_by="label; drop table x")
+    assert list_analyses(folder.parent.parent) == ["run/sae_0"]
