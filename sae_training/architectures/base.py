@@ -34,8 +34,6 @@ class SAEShape:
             raise ValueError(f"d_in, d_sae, n_members and k must be positive, got {self}")
         if self.k_schedule not in ("constant", "multiply"):
             raise ValueError(f"unknown k_schedule '{self.k_schedule}'; use 'constant' or 'multiply'")
-        if max(self.member_k) > self.d_sae:
-            raise ValueError(f"k={max(self.member_k)} exceeds d_sae={self.d_sae}; lower k or widen the SAE")
 
     @property
     def member_k(self) -> list[int]:
@@ -66,9 +64,12 @@ class EnsembleSAE(nn.Module):
     saelens_architecture: str = ""
     unit_norm_decoder: bool = False  # renormalise W_dec rows after each step (TopK family)
     decoder_init_norm: float = 0.1
+    uses_k: bool = False
 
     def __init__(self, shape: SAEShape, seed: int = 0):
         super().__init__()
+        if self.uses_k and max(shape.member_k) > shape.d_sae:
+            raise ValueError(f"k={max(shape.member_k)} exceeds d_sae={shape.d_sae}; lower k or widen the SAE")
         self.shape = shape
         K, d_in, d_sae = shape.n_members, shape.d_in, shape.d_sae
         generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ class BatchTopKSAE(EnsembleSAE):
     architecture = "batchtopk"
     saelens_architecture = "jumprelu"
     unit_norm_decoder = True
+    uses_k = True
 
     def __init__(self, shape: SAEShape, seed: int = 0):
         super().__init__(shape, seed)

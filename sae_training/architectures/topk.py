@@ -33,6 +33,7 @@ class TopKSAE(EnsembleSAE):
     architecture = "topk"
     saelens_architecture = "topk"
     unit_norm_decoder = True
+    uses_k = True
 
     def activate(self, pre: Float[Tensor, "K batch d_sae"]) -> Float[Tensor, "K batch d_sae"]:
         return scatter_topk(pre, self.k_per_member)

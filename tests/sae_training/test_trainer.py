@@ -1,0 +1,106 @@
+"""Trainer: run layout, exact resume, refusals (changed config, NaN, width mismatch), a real cache + CE."""
+
+import json
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from sae_training.config import ConfigError, TrainConfig
+from sae_training.metrics import ce_loss_recovered
+from sae_training.trainer import TrainingError, read_metrics, train_saes
+
+
+def planted(n=6000, d=16, n_features=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    features = torch.nn.functional.normalize(torch.randn(n_features, d, generator=g), dim=-1)
+    codes = torch.rand(n, n_features, generator=g) * (torch.rand(n, n_features, generator=g) < 0.1)
+    return codes @ features, features
+
+
+def small_config(**overrides):
+    base = dict(architecture="topk", d_sae=32, k=4, n_members=2, mfr_coefficient=1.0, mfr_warmup_steps=5,
+                n_tokens=256 * 24, batch_size=256, lr=3e-3, log_every=3, checkpoint_every=6,
+                buffer_tokens=2048, eval_batches=2)
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_run_folder_holds_config_metrics_checkpoints_members_and_eval(tmp_path):
+    x, _ = planted()
+    run = train_saes(small_config(), tmp_path / "run", activations=x, progress=False)
+    metrics = read_metrics(run.directory)
+    assert [m["step"] for m in metrics] == list(range(3, 25, 3))
+    for key in ("step", "tokens", "loss", "mse", "fvu", "l0", "dead_fraction", "mfr_penalty", "mmcs", "members"):
+        assert key in metrics[-1]
+    assert metrics[-1]["fvu"] < metrics[0]["fvu"]
+    assert TrainConfig.load(run.directory / "config.json") == run.config
+    evaluation = json.loads((run.directory / "eval.json").read_text())
+    assert len(evaluation["members"]) == 2 and 0 <= evaluation["mmcs"] <= 1
+    for i in range(2):
+        sae = SAE.load_from_disk(str(run.directory / f"sae_{i}"))
+        assert sae.cfg.metadata.hook_name == run.config.hook
+        with torch.no_grad():
+            torch.testing.assert_close(sae.encode(x[:50]), run.member(i).encode(x[:50]), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk"])
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, architecture):
+    x, _ = planted()
+    config = small_config(architecture=architecture, mfr_match_every=4)
+    full = train_saes(config, tmp_path / "full", activations=x, progress=False, evaluate=False)
+    train_saes(config, tmp_path / "split", activations=x, progress=False, stop_at_step=12, evaluate=False)
+    resumed = train_saes(config, tmp_path / "split", activations=x, progress=False, resume=True, evaluate=False)
+    assert read_metrics(tmp_path / "split") == read_metrics(tmp_path / "full")
+    for name, value in full.sae.state_dict().items():
+        assert torch.equal(value, resumed.sae.state_dict()[name]), name
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path):
+    x, _ = planted()
+    train_saes(small_config(), tmp_path / "r", activations=x, progress=False, stop_at_step=6, evaluate=False)
+    with pytest.raises(ConfigError, match="config changed.*k: 4 -> 8"):
+        train_saes(small_config(k=8), tmp_path / "r", activations=x, progress=False, resume=True)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train_saes(small_config(), tmp_path / "r", activations=x, progress=False)
+
+
+def test_nan_in_activations_stops_with_the_step_and_keeps_the_checkpoint(tmp_path):
+    x, _ = planted()
+    x[100:] = float("nan")  # the stats sample may see clean rows; training batches soon hit NaN
+    with pytest.raises(TrainingError, match="non-finite activations in the batch of step"):
+        train_saes(small_config(normalize_activations="none", b_dec_init="zeros"), tmp_path / "n",
+                   activations=x, progress=False)
+
+
+def test_width_mismatch_and_missing_data_are_refused(tmp_path):
+    x, _ = planted()
+    with pytest.raises(ConfigError, match="d_in=20 but the activations"):
+        train_saes(small_config(d_in=20), tmp_path / "w", activations=x, progress=False)
+    with pytest.raises(ConfigError, match="no training data"):
+        train_saes(small_config(), tmp_path / "w2", progress=False)
+    with pytest.raises(ConfigError, match="MFR needs an ensemble"):
+        small_config(n_members=1)
+
+
+def test_ce_loss_recovered_is_one_for_identity_and_zero_for_zero(tiny_model):
+    tokens = torch.randint(0, 4096, (2, 16))
+    hook = "blocks.0.hook_resid_post"
+    assert ce_loss_recovered(tiny_model, hook, tokens, lambda x: x)["ce_loss_recovered"] == pytest.approx(1.0)
+    zero = ce_loss_recovered(tiny_model, hook, tokens, torch.zeros_like)["ce_loss_recovered"]
+    assert zero == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_training_from_a_cache_writes_ce_loss_recovered(tmp_path, tiny_model):
+    from interp.cache.writer import CacheConfig, build_cache
+
+    cache_config = CacheConfig(model="demo", data="demo", hooks=("blocks.1.hook_resid_post",), n_tokens=4096,
+                               context_size=32, batch_size=16, shard_tokens=1024)
+    cache = build_cache(cache_config, root=tmp_path / "caches", cache_id="tiny", device="cpu", progress=False,
+                        model=tiny_model)
+    config = small_config(cache=str(cache), context_size=32, n_tokens=256 * 6, eval_ce_batches=1)
+    run = train_saes(config, tmp_path / "run", progress=False, model=tiny_model)
+    member = run.evaluation["members"][0]
+    assert member["ce_clean"] != member["ce_zero_ablation"]  # a random model: ablation may even help
+    assert member["ce_loss_recovered"] == pytest.approx(
+        (member["ce_zero_ablation"] - member["ce_sae"]) / (member["ce_zero_ablation"] - member["ce_clean"]))
