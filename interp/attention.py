@@ -1,10 +1,54 @@
-"""Attention basics: patterns and head scores (previous-token, induction, duplicate-token)."""
+"""Attention basics: patterns, head scores, direct logit attribution, logit lens, composition scores.
+
+Everything here reads weights or one cached forward pass; the input checks (``check_tokens``,
+``check_head``) are shared by the other circuit analyses (decomposition, patching, feature circuits).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import einops
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens import FactoredMatrix
+
+
+class CircuitInputError(ValueError):
+    """Input that a circuit analysis cannot use (too long, out of range, unknown hook)."""
+
+
+def check_tokens(model, tokens: Tensor) -> Int[Tensor, "batch pos"]:
+    """Tokens as a ``[batch, pos]`` long tensor that fits the model's context and vocabulary."""
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if tokens.ndim != 2:
+        raise CircuitInputError(f"tokens must be [batch, pos]; got shape {tuple(tokens.shape)}")
+    if tokens.shape[1] > model.cfg.n_ctx:
+        raise CircuitInputError(
+            f"prompt of {tokens.shape[1]} tokens is longer than the model's context of {model.cfg.n_ctx}; "
+            "shorten or split the prompts"
+        )
+    if tokens.numel() and (int(tokens.max()) >= model.cfg.d_vocab or int(tokens.min()) < 0):
+        raise CircuitInputError(f"token ids must lie in [0, {model.cfg.d_vocab}); got {int(tokens.min())}..{int(tokens.max())}")
+    return tokens.long().to(model.cfg.device)
+
+
+def check_head(model, layer: int, head: int) -> None:
+    """Clear error for a (layer, head) the model does not have."""
+    if not 0 <= layer < model.cfg.n_layers:
+        raise CircuitInputError(f"layer {layer} out of range: the model has layers 0..{model.cfg.n_layers - 1}")
+    if not 0 <= head < model.cfg.n_heads:
+        raise CircuitInputError(f"head {head} out of range: the model has heads 0..{model.cfg.n_heads - 1}")
+
+
+def check_hook(model, hook: str) -> None:
+    if hook not in model.hook_dict:
+        close = [name for name in model.hook_dict if name.split(".")[-1] == hook.split(".")[-1]]
+        raise CircuitInputError(f"the model has no hook '{hook}'; hooks of that kind: {close or sorted(model.hook_dict)[:8]}")
 
 
 def repeated_random_tokens(
@@ -23,6 +67,7 @@ def repeated_random_tokens(
 
 def attention_patterns(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch head q k"]:
     """Every layer's attention pattern, stacked."""
+    tokens = check_tokens(model, tokens)
     names = {f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)}
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
@@ -65,3 +110,160 @@ def head_scores_on_repeated_tokens(
         "induction": torch.stack([induction_score(p, half_length) for p in patterns]),
         "duplicate_token": torch.stack([duplicate_token_score(p, half_length) for p in patterns]),
     }
+
+
+def head_scores_frame(scores: dict[str, Float[Tensor, "layer head"]]) -> pd.DataFrame:
+    """One row per head: ``layer, head`` and one column per score."""
+    n_layers, n_heads = next(iter(scores.values())).shape
+    rows = {"layer": [l for l in range(n_layers) for _ in range(n_heads)], "head": list(range(n_heads)) * n_layers}
+    rows.update({name: value.flatten().tolist() for name, value in scores.items()})
+    return pd.DataFrame(rows)
+
+
+# ---- direct logit attribution and logit lens ------------------------------------------------
+
+
+def _final_ln_scale(model, cache) -> Float[Tensor, "batch pos 1"] | float:
+    if model.cfg.normalization_type in ("LN", "LNPre", "RMS", "RMSPre"):
+        return cache["ln_final.hook_scale"]
+    return 1.0
+
+
+def _unembed_directions(model, targets: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    """Residual directions whose dot product with the normalised residual is the target's logit."""
+    directions = model.W_U.T[targets]
+    w = getattr(model.ln_final, "w", None)
+    return directions * w if w is not None else directions
+
+
+def _center(x: Tensor, model) -> Tensor:
+    return x - x.mean(-1, keepdim=True) if model.cfg.normalization_type in ("LN", "LNPre") else x
+
+
+def direct_logit_attribution(
+    model, tokens: Int[Tensor, "batch pos"], targets: Int[Tensor, "batch pos"] | None = None
+) -> Float[Tensor, "layer head batch pos"]:
+    """Each head's direct contribution to the logit of ``targets`` (default: the next token).
+
+    The final layer norm's scale is frozen at its clean value (the usual linearisation), so the
+    heads' terms plus the other components' terms add up to the target logit minus its bias.
+    """
+    tokens = check_tokens(model, tokens)
+    if targets is None:
+        targets = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
+    names = {f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+        results = torch.stack([
+            einops.einsum(cache[f"blocks.{l}.attn.hook_z"], model.blocks[l].attn.W_O, "b p h dh, h dh d -> h b p d")
+            for l in range(model.cfg.n_layers)
+        ])
+        results = _center(results, model) / _final_ln_scale(model, cache)
+        return einops.einsum(results, _unembed_directions(model, targets), "l h b p d, b p d -> l h b p")
+
+
+def dla_frame(dla: Float[Tensor, "layer head batch pos"]) -> pd.DataFrame:
+    """Long table ``layer, head, pos, dla`` (mean over prompts)."""
+    mean = dla.mean(dim=2)
+    n_layers, n_heads, n_pos = mean.shape
+    index = torch.cartesian_prod(torch.arange(n_layers), torch.arange(n_heads), torch.arange(n_pos))
+    return pd.DataFrame({"layer": index[:, 0], "head": index[:, 1], "pos": index[:, 2], "dla": mean.flatten().tolist()})
+
+
+def logit_lens(
+    model, tokens: Int[Tensor, "batch pos"], targets: Int[Tensor, "batch pos"] | None = None
+) -> Float[Tensor, "layer+1 batch pos"]:
+    """Log-probability of the target token read off the residual stream before each layer and at the end."""
+    tokens = check_tokens(model, tokens)
+    if targets is None:
+        targets = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
+    names.append(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+        log_probs = [model.unembed(model.ln_final(cache[name])).log_softmax(-1) for name in names]
+    return torch.stack([lp.gather(-1, targets[..., None])[..., 0] for lp in log_probs])
+
+
+# ---- composition scores ---------------------------------------------------------------------
+
+
+def _ln_in_weight(model, layer: int) -> Tensor:
+    w = getattr(model.blocks[layer].ln1, "w", None)
+    return w if w is not None else torch.ones(model.cfg.d_model, device=model.cfg.device)
+
+
+def folded_qk(model, layer: int) -> FactoredMatrix:
+    """``[head, d_model, d_model]`` QK circuits with the input layer norm's weight folded in."""
+    w = _ln_in_weight(model, layer)[None, :, None]
+    return FactoredMatrix(model.blocks[layer].attn.W_Q * w, (model.blocks[layer].attn.W_K * w).transpose(-1, -2))
+
+
+def folded_ov(model, layer: int) -> FactoredMatrix:
+    """``[head, d_model, d_model]`` OV circuits: LN weight folded on the read side, writes centred."""
+    w = _ln_in_weight(model, layer)[None, :, None]
+    W_O = _center(model.blocks[layer].attn.W_O, model)
+    return FactoredMatrix(model.blocks[layer].attn.W_V * w, W_O)
+
+
+def composition_scores(model) -> dict[str, Float[Tensor, "layer_a head_a layer_b head_b"]]:
+    """Q-, K- and V-composition of every earlier head A into every later head B (Elhage et al.).
+
+    ``score = |M_B-side · W_OV^A|_F / (|M_B-side|_F |W_OV^A|_F)``; pairs with ``layer_b <= layer_a``
+    are 0. Computed on factored matrices, never the dense ``d_model x d_model`` products.
+    """
+    from transformer_lens.utilities import composition_scores as tl_scores
+
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    out = {mode: torch.zeros(n_layers, n_heads, n_layers, n_heads) for mode in "QKV"}
+    with torch.no_grad():
+        for layer_a in range(n_layers - 1):
+            ov_a = folded_ov(model, layer_a)
+            for layer_b in range(layer_a + 1, n_layers):
+                qk_b, ov_b = folded_qk(model, layer_b), folded_ov(model, layer_b)
+                out["Q"][layer_a, :, layer_b] = tl_scores(ov_a, qk_b).cpu()
+                out["K"][layer_a, :, layer_b] = tl_scores(ov_a, qk_b.T).cpu()
+                out["V"][layer_a, :, layer_b] = tl_scores(ov_a, ov_b).cpu()
+    return out
+
+
+def composition_baseline(d_model: int, d_head: int, n_samples: int = 64, seed: int = 0) -> float:
+    """Mean composition score of random Gaussian low-rank circuits: the chance level to compare against."""
+    from transformer_lens.utilities import composition_scores as tl_scores
+
+    g = torch.Generator().manual_seed(seed)
+    draw = lambda *shape: torch.randn(n_samples, *shape, generator=g)  # noqa: E731
+    left = FactoredMatrix(draw(d_model, d_head), draw(d_head, d_model))
+    right = FactoredMatrix(draw(d_model, d_head), draw(d_head, d_model))
+    return float(tl_scores(left, right, broadcast_dims=False).mean())
+
+
+def composition_frame(scores: dict[str, Tensor]) -> pd.DataFrame:
+    """Long table ``layer_a, head_a, layer_b, head_b, q, k, v`` over pairs with layer_b > layer_a."""
+    n_layers, n_heads = scores["K"].shape[:2]
+    rows = []
+    for la in range(n_layers):
+        for lb in range(la + 1, n_layers):
+            for ha in range(n_heads):
+                for hb in range(n_heads):
+                    rows.append({"layer_a": la, "head_a": ha, "layer_b": lb, "head_b": hb,
+                                 **{m.lower(): float(scores[m][la, ha, lb, hb]) for m in "QKV"}})
+    return pd.DataFrame(rows)
+
+
+def write_attention_results(folder: Path | str, **frames: pd.DataFrame) -> list[Path]:
+    """Store each frame as ``<name>.parquet`` in ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, frame in frames.items():
+        paths.append(folder / f"{name}.parquet")
+        frame.to_parquet(paths[-1], index=False)
+    return paths
+
+
+def write_json(path: Path | str, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    return path
