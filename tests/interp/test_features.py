@@ -180,3 +180,50 @@ def test_bad_input_raises_clear_errors():
         feature_dashboards(dictionary, planted_stream())
     with pytest.raises(DictionaryError, match="no tokens"):
         feature_dashboards(dictionary, [])
+
+
+def write_sae(folder, d_in, d_sae, hook, seed):
+    from sae_lens import StandardSAE, StandardSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    torch.manual_seed(seed)
+    sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=SAEMetadata(hook_name=hook)))
+    with torch.no_grad():
+        sae.W_dec.copy_(torch.randn(d_sae, d_in))
+        sae.W_enc.copy_(sae.W_dec.T)
+    sae.save_model(str(folder))
+
+
+@pytest.mark.slow
+def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.commands.analyze import analyze_features
+    from interp.cache.writer import CacheConfig, build_cache
+    from interp.tables import feature_dashboard, matched_features
+
+    hook = "blocks.1.hook_resid_post"
+    cache = build_cache(CacheConfig(model="tiny", hooks=(hook,), n_tokens=2048, context_size=32, shard_tokens=1024),
+                        root=tmp_path / "cached_activations", cache_id="tiny", progress=False, model=tiny_model)
+    run = tmp_path / "runs" / "r1"
+    for i in range(2):
+        write_sae(run / f"sae_{i}", 32, 24, hook, seed=i)
+    (run / "config.json").write_text(json.dumps({"cache": str(cache)}))
+    folders = analyze_features(run, tmp_path / "analyses", model_spec=tiny_model)
+    assert [f.relative_to(tmp_path / "analyses").as_posix() for f in folders] == ["r1/sae_0", "r1/sae_1"]
+    rows = feature_dashboard(folders[0], 3)
+    top = rows["examples"].query("kind == 'top'")
+    assert len(top) > 0 and (top.position > 0).all() and len(rows["logits"]) == 20
+    assert matched_features(folders[0], 3).other_analysis.tolist() == ["r1/sae_1"]
+    runner = CliRunner()
+    result = runner.invoke(app, ["analyze", "geometry", str(run), "--out", str(tmp_path / "analyses"),
+                                 "--clusters", "3", "--no-umap"])
+    assert result.exit_code == 0, result.output
+    assert (folders[1] / "geometry_lobes.parquet").exists() and (folders[1] / "geometry_map.parquet").exists()
+    write_sae(tmp_path / "runs" / "bad" / "sae_0", 16, 8, hook, seed=0)
+    result = runner.invoke(app, ["analyze", "features", str(tmp_path / "runs" / "bad" / "sae_0"),
+                                 "--cache", str(cache), "--out", str(tmp_path / "analyses"), "--no-logits"])
+    assert result.exit_code == 2 and "d_in=16" in result.output

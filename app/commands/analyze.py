@@ -1,0 +1,171 @@
+"""``workbench analyze features|geometry|eval``: dashboards, concept geometry and principled evaluation.
+
+Each SAE folder ``runs/<run_id>/sae_<i>`` gets its analyses in ``analyses/<run_id>/sae_<i>/``
+(tables: ``interp/ANALYSES.md``). Passing a run folder analyses every member and, for an
+ensemble, matches each member's features to the others'.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import typer
+
+from app.commands.errors import user_errors
+
+
+def sae_members(path: Path) -> list[Path]:
+    """An SAE folder itself, or every ``sae_*`` member of a run folder."""
+    if (path / "cfg.json").exists():
+        return [path]
+    members = sorted(p for p in path.glob("sae_*") if (p / "cfg.json").exists())
+    if not members:
+        raise FileNotFoundError(f"{path} is neither a SAELens SAE folder (cfg.json) nor a run with sae_* members")
+    return members
+
+
+def analysis_id(sae_folder: Path) -> str:
+    return f"{sae_folder.resolve().parent.name}/{sae_folder.name}"
+
+
+def run_cache(sae_folder: Path) -> Path:
+    """The cache an SAE was trained on, from its run's ``config.json``."""
+    config = sae_folder.parent / "config.json"
+    if config.exists():
+        cache = json.loads(config.read_text()).get("cache")
+        if cache:
+            return Path(cache)
+    raise FileNotFoundError(f"no cache recorded for {sae_folder} (no 'cache' in {config}); pass --cache")
+
+
+def _decoder(model):
+    tokenizer = getattr(model, "tokenizer", None) if model is not None else None
+    if tokenizer is None:
+        return lambda t: f"<{t}>"
+    return lambda t: tokenizer.decode([t])
+
+
+def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = None, hook: str | None = None,
+                     model_spec=None, config=None, max_rows: int = 4096, device: str = "cpu",
+                     with_logits: bool = True) -> list[Path]:
+    """Dashboards (and ensemble matches) for every SAE under ``sae_path``; returns the analysis folders."""
+    import torch
+
+    from interp.cache.store import ActivationCache
+    from interp.dictionary import load_dictionary
+    from interp.features import (
+        DashboardConfig,
+        cache_chunks,
+        dashboard_tables,
+        feature_dashboards,
+        matched_features_table,
+        write_tables,
+    )
+    from interp.models import load_model
+
+    config = config or DashboardConfig()
+    members = sae_members(sae_path)
+    cache_dir = cache_dir or run_cache(members[0])
+    cache = ActivationCache(cache_dir)
+    model = model_spec if not isinstance(model_spec, (str, type(None))) else (  # a loaded model is used as is
+        load_model(model_spec or cache.config["model"], device=device) if with_logits else None)
+    decode = _decoder(model)
+    folders, decoders = [], []
+    for member in members:
+        dictionary = load_dictionary(member, device=device)
+        site = hook or dictionary.hook_name
+        if site is None:
+            raise ValueError(f"{member}/cfg.json names no hook (metadata.hook_name); pass --hook")
+        where = f"hook '{site}' of cache {cache_dir}"
+        from interp.dictionary import check_fits
+
+        check_fits(dictionary, cache.d(site), where)
+        data = feature_dashboards(dictionary, cache_chunks(cache, site, max_rows), config, where)
+        W_U = None
+        if model is not None and dictionary.d_in == model.cfg.d_model:
+            W_U = model.W_U.detach()
+        tables = dashboard_tables(data, dictionary.W_dec.detach(), decode, W_U=W_U)
+        if data.cooccurrence is not None:
+            coo = data.cooccurrence.tocoo()
+            tables["cooccurrence_counts"] = pd.DataFrame({"feature": coo.row, "other": coo.col,
+                                                          "count": coo.data.astype("int64")})
+        folder = write_tables(tables, out_root / analysis_id(member))
+        (folder / "meta.json").write_text(json.dumps({
+            "sae": str(member), "cache": str(cache_dir), "hook": site, "n_tokens": data.n_tokens,
+            "n_blocks": data.n_blocks, "d_sae": dictionary.d_sae, "d_in": dictionary.d_in,
+            "logits": W_U is not None, "config": {k: v for k, v in vars(config).items()},
+        }, indent=2))
+        folders.append(folder)
+        decoders.append(dictionary.W_dec.detach().to(torch.float32).cpu())
+    if len(members) > 1:
+        matches = matched_features_table(decoders)
+        for member, folder in enumerate(folders):
+            mine = matches[matches.member == member].drop(columns="member")
+            mine.assign(other_analysis=[analysis_id(members[m]) for m in mine.other_member]).to_parquet(
+                folder / "matches.parquet", index=False)
+    return folders
+
+
+def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_features: int = 2000,
+                     with_umap: bool = True, seed: int = 0) -> list[Path]:
+    """Geometry tables for every SAE under ``sae_path``, using co-occurrence counts from its dashboards."""
+    import scipy.sparse as sp
+
+    from interp.dictionary import load_dictionary
+    from interp.features import write_tables
+    from interp.geometry import geometry_tables
+
+    folders = []
+    for member in sae_members(sae_path):
+        dictionary = load_dictionary(member)
+        folder = out_root / analysis_id(member)
+        counts, n_blocks = None, 0
+        if (folder / "cooccurrence_counts.parquet").exists():
+            frame = pd.read_parquet(folder / "cooccurrence_counts.parquet")
+            n_blocks = json.loads((folder / "meta.json").read_text())["n_blocks"]
+            counts = sp.csr_matrix((frame["count"], (frame.feature, frame.other)),
+                                   shape=(dictionary.d_sae, dictionary.d_sae))
+        tables = geometry_tables(dictionary.W_dec.detach().float().cpu().numpy(), counts, n_blocks,
+                                 n_clusters=n_clusters, max_features=max_features, seed=seed, with_umap=with_umap)
+        folders.append(write_tables({f"geometry_{k}": v for k, v in tables.items()}, folder))
+    return folders
+
+
+def features_command(
+    sae: Path = typer.Argument(..., help="An SAE folder (cfg.json) or a run folder with sae_* members."),
+    cache: Path = typer.Option(None, help="Activation cache; default: the one in the run's config.json."),
+    hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
+    out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/sae_<i>/."),
+    model: str = typer.Option(None, help="Model spec for logit effects; default: the cache's model."),
+    n_top: int = typer.Option(20, help="Top activating examples kept per feature."),
+    cooccurrence: str = typer.Option("sequence", help="Co-occurrence unit: token, sequence or none."),
+    no_logits: bool = typer.Option(False, help="Skip logit effects (no model load)."),
+    device: str = typer.Option("cpu", help="Device for encoding (cuda batches on the GPU)."),
+) -> None:
+    """Feature dashboards: statistics, top and quantile examples, histograms, logit effects, labels."""
+    from interp.features import DashboardConfig
+
+    with user_errors():
+        config = DashboardConfig(n_top=n_top, cooccurrence=None if cooccurrence == "none" else cooccurrence)
+        for folder in analyze_features(sae, out, cache, hook, model, config, device=device, with_logits=not no_logits):
+            typer.echo(f"dashboards: {folder}")
+
+
+def geometry_command(
+    sae: Path = typer.Argument(..., help="An SAE folder or a run folder with sae_* members."),
+    out: Path = typer.Option(Path("analyses"), help="Analyses root (run `analyze features` first for lobes)."),
+    clusters: int = typer.Option(5, help="Largest number of clusters for lobes and the map."),
+    max_features: int = typer.Option(2000, help="Features used for lobes and crystals (most frequent first)."),
+    umap: bool = typer.Option(True, help="Also compute UMAP coordinates (slower)."),
+) -> None:
+    """Concept geometry: crystals, lobes (AMI vs geometry), galaxy power law and entropy, 2-D maps."""
+    with user_errors():
+        for folder in analyze_geometry(sae, out, clusters, max_features, umap):
+            typer.echo(f"geometry: {folder}")
+
+
+def register(analyze_app: typer.Typer) -> None:
+    analyze_app.command("features")(features_command)
+    analyze_app.command("geometry")(geometry_command)
