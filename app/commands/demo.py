@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from app.commands.analyze import demo_analysis_step
 from app.commands.errors import user_errors
 
 DEMO_HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
@@ -30,6 +31,7 @@ def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
     """The demo's stages, in order (later stages read what earlier ones wrote)."""
     return [
         ("cache activations", lambda workspace: cache_step(workspace, tokens)),
+        ("feature dashboards and geometry", demo_analysis_step),  # needs runs/demo-mfr from the training step
     ]
 
 
