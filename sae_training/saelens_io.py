@@ -6,6 +6,7 @@ and gives the same encode/decode; ``check_saelens_folder`` validates a folder be
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -30,15 +31,14 @@ def _atomic_write_json(path: Path, payload: dict) -> None:
 
 
 def saelens_cfg(sae: EnsembleSAE, i: int, hook_name: str, model_name: str | None, context_size: int) -> dict:
-    import sae_lens
-
+    version = importlib.metadata.version("sae-lens")  # not `import sae_lens`: that costs seconds
     return {
         "architecture": sae.saelens_architecture,
         "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
         **sae.saelens_extra_cfg(i),
         "metadata": {
-            "sae_lens_version": sae_lens.__version__, "sae_lens_training_version": sae_lens.__version__,
+            "sae_lens_version": version, "sae_lens_training_version": version,
             "model_name": model_name, "hook_name": hook_name, "hook_head_index": None,
             "context_size": context_size, "prepend_bos": True, "seqpos_slice": [None],
             "model_from_pretrained_kwargs": {},

@@ -1,0 +1,83 @@
+"""``workbench train``: train an SAE ensemble (optionally under MFR) from a cache or a live model;
+``workbench bench synthetic``: the planted-feature benchmark, MFR against no MFR, JSON out."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+
+from app.commands.errors import user_errors
+
+
+def parse_tokens(text: str) -> int:
+    """``10M`` -> 10_000_000, ``500k`` -> 500_000, ``2e6`` -> 2_000_000."""
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMbB]?)\s*", text)
+    if not match:
+        raise ValueError(f"cannot read a token count from '{text}'; write e.g. 10M, 500k or 2000000")
+    return int(float(match.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}[match.group(2).lower()])
+
+
+def train(
+    cache: Path = typer.Option(None, help="Activation cache directory (cached_activations/<id>)."),
+    model: str = typer.Option(None, help="Train on live activations of this model spec instead of a cache."),
+    hook: str = typer.Option("blocks.1.hook_resid_post", help="TransformerLens hook name."),
+    arch: str = typer.Option("topk", help="relu | topk | batchtopk | jumprelu"),
+    d_sae: int = typer.Option(4096, "--d-sae"),
+    k: int = typer.Option(32, help="Active latents per token (TopK / BatchTopK)."),
+    k_schedule: str = typer.Option("constant", help="constant | multiply (member i gets k*(i+1), as the MFR code)."),
+    ensemble: int = typer.Option(1, help="Number of SAEs trained together (K)."),
+    mfr: float = typer.Option(0.0, help="MFR coefficient lambda (needs --ensemble >= 2)."),
+    mfr_warmup: int = typer.Option(100, help="MFR cosine warm-up steps."),
+    tokens: str = typer.Option("10M", help="Training tokens, e.g. 10M."),
+    batch_size: int = typer.Option(4096),
+    lr: float = typer.Option(3e-4),
+    sparsity: float = typer.Option(0.0, help="L1 (relu) or L0 (jumprelu) coefficient."),
+    run_id: str = typer.Option(None, help="Run folder name under --runs (default: derived from the config)."),
+    runs: Path = typer.Option(Path("runs"), help="Where runs are written."),
+    resume: bool = typer.Option(False, help="Continue the run in --run-id from its last checkpoint."),
+    checkpoint_every: int = typer.Option(1000),
+    device: str = typer.Option("cpu"),
+    wandb_project: str = typer.Option(None, help="Log to Weights & Biases (needs wandb installed)."),
+) -> None:
+    """Train SAEs; writes runs/<run_id>/ (config.json, metrics.jsonl, checkpoints/, sae_<i>/, eval.json)."""
+    from sae_training.config import TrainConfig
+    from sae_training.trainer import TrainingError, default_run_dir, train_saes
+
+    with user_errors(TrainingError):
+        config = TrainConfig(cache=str(cache) if cache else None, model=model, hook=hook, architecture=arch,
+                             d_sae=d_sae, k=k, k_schedule=k_schedule, n_members=ensemble, mfr_coefficient=mfr,
+                             mfr_warmup_steps=mfr_warmup, n_tokens=parse_tokens(tokens), batch_size=batch_size,
+                             lr=lr, sparsity_coefficient=sparsity, checkpoint_every=checkpoint_every,
+                             device=device, wandb_project=wandb_project)
+        run_dir = runs / run_id if run_id else default_run_dir(config, runs)
+        run = train_saes(config, run_dir, resume=resume)
+        typer.echo(f"run written to {run.directory}")
+        if run.evaluation:
+            for i, member in enumerate(run.evaluation["members"]):
+                typer.echo(f"  sae_{i}: fvu {member['fvu']:.4f}  l0 {member['l0']:.1f}  "
+                           f"dead {member['dead_fraction']:.3f}")
+
+
+def bench_synthetic(
+    seeds: int = typer.Option(3, help="Seeds per setting."),
+    steps: int = typer.Option(300, help="Training steps per run (equal compute with and without MFR)."),
+    mfr: float = typer.Option(3.0, help="MFR coefficient (the paper's synthetic config uses 3)."),
+    out: Path = typer.Option(None, help="Also write the JSON here."),
+) -> None:
+    """Planted features (PAPERS.md §1.5): SAEs with and without MFR, MMCS to truth, recovery, FVU, L0."""
+    from sae_training.synthetic import SyntheticBenchmark, run_benchmark
+
+    with user_errors():
+        result = run_benchmark(SyntheticBenchmark(n_seeds=seeds, steps=steps, mfr_coefficient=mfr))
+        text = json.dumps(result, indent=2)
+        typer.echo(text)
+        if out:
+            out.write_text(text)
+
+
+def register(app: typer.Typer, bench_app: typer.Typer) -> None:
+    app.command("train")(train)
+    bench_app.command("synthetic")(bench_synthetic)
