@@ -1,0 +1,86 @@
+"""Prompt sets: induction pairs, IOI generator on a tiny local GPT-2, real GPT-2 IOI when a checkpoint exists."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.attention import CircuitInputError
+from interp.decomposition import trace_circuit
+from interp.patching import patch_heads, path_patch
+from interp.prompts import induction_prompts, ioi_prompts, single_token_names
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from interp.models import demo_tokenizer, load_model
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    tokenizer = demo_tokenizer()
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, vocab_size=len(tokenizer), n_positions=64, n_ctx=64,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return load_model(str(folder), device="cpu")
+
+
+def test_ioi_prompts_are_counterfactual_pairs(tiny_gpt2):
+    prompts = ioi_prompts(tiny_gpt2, n_prompts=10, seed=1)
+    assert prompts.clean.shape == prompts.corrupt.shape and prompts.clean.shape[0] == 10
+    differs = (prompts.clean != prompts.corrupt).sum(1)
+    assert (differs == 1).all()  # only the repeated subject is swapped for a third name
+    for text, io, s, end, row in zip(prompts.texts, prompts.io, prompts.subject, prompts.end, prompts.clean):
+        io_name, s_name = tiny_gpt2.tokenizer.decode([int(io)]), tiny_gpt2.tokenizer.decode([int(s)])
+        assert text.count(s_name) == 2 and text.count(io_name) == 1
+        assert row[end + 1:].eq(tiny_gpt2.tokenizer.pad_token_id).all()
+    assert prompts.texts[0].index(tiny_gpt2.tokenizer.decode([int(prompts.io[0])])) < prompts.texts[0].index(
+        tiny_gpt2.tokenizer.decode([int(prompts.subject[0])]))  # ABBA first, BABA second
+
+
+def test_ioi_pipeline_runs_on_a_tiny_local_gpt2(tiny_gpt2):
+    prompts = ioi_prompts(tiny_gpt2, n_prompts=6)
+    metric = prompts.metric()
+    heads = patch_heads(tiny_gpt2, prompts.clean, prompts.corrupt, metric)
+    edges = path_patch(tiny_gpt2, prompts.clean, prompts.corrupt, metric, sides=("q",))
+    assert heads.shape == (2, 4) and torch.isfinite(heads).all() and heads.abs().sum() > 0
+    assert edges.shape == (1, 2, 4, 2, 4) and torch.isfinite(edges).all()
+    end_mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
+    end_mask[torch.arange(6), prompts.end] = True
+    graph = trace_circuit(tiny_gpt2, prompts.clean, (1, 0), end_mask, top_k=2, threshold=0.0)
+    assert all(edge["target"] == "L1H0" for edge in graph["edges"])
+
+
+def test_induction_prompts_corrupt_only_the_first_copy(tiny_gpt2):
+    prompts = induction_prompts(tiny_gpt2, n_prompts=4, half_length=10)
+    assert torch.equal(prompts.clean[:, 11:], prompts.corrupt[:, 11:])
+    assert (prompts.clean[:, 1:11] != prompts.corrupt[:, 1:11]).any(1).all()
+    assert torch.equal(prompts.clean[:, 1:11], prompts.clean[:, 11:])
+    with pytest.raises(CircuitInputError, match="exceed the context"):
+        induction_prompts(tiny_gpt2, half_length=40)
+
+
+def test_ioi_names_must_be_single_tokens(tiny_gpt2):
+    assert len(single_token_names(tiny_gpt2.tokenizer)) >= 3
+    with pytest.raises(CircuitInputError, match="single tokens"):
+        ioi_prompts(tiny_gpt2, names=("Xqzwv", "Jjkkq", "Mary"))
+
+
+@pytest.mark.slow
+def test_real_gpt2_ioi_trace_reaches_s_inhibition_heads():
+    """GPT-2 small: tracing name mover 9.9's query at END ranks S-inhibition heads high (PAPERS.md 2.4)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    from interp.models import load_model
+
+    if not isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
+        pytest.skip("no local GPT-2 small checkpoint in the Hugging Face cache")
+    model = load_model("gpt2", device="cpu", fold_ln=True)
+    prompts = ioi_prompts(model, n_prompts=8)
+    mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
+    mask[torch.arange(8), prompts.end] = True
+    graph = trace_circuit(model, prompts.clean, (9, 9), mask, top_k=8, threshold=0.0, max_depth=1)
+    query_sources = {e["source"] for e in graph["edges"] if e["side"] == "query"}
+    assert query_sources & {"L7H3", "L7H9", "L8H6", "L8H10"}
