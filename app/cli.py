@@ -11,6 +11,7 @@ import typer
 
 from app.commands import analyze as analyze_commands
 from app.commands import cache as cache_commands
+from app.commands import circuits as circuits_commands
 from app.commands import demo as demo_commands
 from app.commands import train as train_commands
 from app.commands import train as train_commands
@@ -28,6 +29,7 @@ bench_app = typer.Typer(help="Benchmarks against the peer libraries, JSON out.",
 cache_commands.register(app)
 demo_commands.register(app)
 analyze_commands.register(analyze_app)
+circuits_commands.register(analyze_app)
 train_commands.register(app, bench_app)
 train_commands.register(app, bench_app)
 app.add_typer(analyze_app, name="analyze")

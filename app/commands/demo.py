@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from app.commands.analyze import demo_analysis_step
+from app.commands.circuits import demo_circuits_step
 from app.commands.errors import user_errors
 
 DEMO_HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
@@ -49,6 +50,7 @@ def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
         ("cache activations", lambda workspace: cache_step(workspace, tokens)),
         ("train an MFR pair of SAEs", train_mfr_step),
         ("feature dashboards and geometry", demo_analysis_step),  # needs runs/demo-mfr from the training step
+        ("induction circuit analyses", demo_circuits_step),  # uses runs/demo-mfr/sae_0 when present
     ]
 
 

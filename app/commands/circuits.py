@@ -1,0 +1,182 @@
+"""``workbench analyze circuits``: every circuit analysis on a prompt set, written for the app.
+
+``induction`` runs on repeated random tokens (the demo model's known circuit), ``ioi`` on IOI
+prompts (GPT-2-style models). Files and columns are documented in ``interp/CIRCUITS.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import typer
+
+from app.commands.errors import user_errors
+from interp.attention import CircuitInputError
+
+
+def rank_agreement(methods: dict[str, torch.Tensor]) -> dict:
+    """Spearman correlation of every pair of methods' edge weights, and each method's top edge index."""
+    from interp.patching import agreement
+
+    names = list(methods)
+    pairs = {f"{a}~{b}": agreement(methods[a], methods[b])["spearman"] for i, a in enumerate(names) for b in names[i + 1:]}
+    return {"spearman": pairs, "top_edge": {name: int(values.flatten().argmax()) for name, values in methods.items()}}
+
+
+def _head_pairs(values: torch.Tensor) -> torch.Tensor:
+    """The ``[layer_a, head_a, layer_b, head_b]`` entries with ``layer_b > layer_a``, flattened."""
+    n_layers = values.shape[0]
+    keep = torch.zeros(values.shape, dtype=torch.bool)
+    for la in range(n_layers):
+        keep[la, :, la + 1:] = True
+    return values[keep]
+
+
+def _pair_label(index: int, n_layers: int, n_heads: int) -> str:
+    pairs = [(la, ha, lb, hb) for la in range(n_layers) for ha in range(n_heads)
+             for lb in range(n_layers) for hb in range(n_heads) if lb > la]
+    la, ha, lb, hb = pairs[index]
+    return f"L{la}H{ha}->L{lb}H{hb}"
+
+
+def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
+                     sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction") -> dict:
+    """Run every analysis on one prompt set, write the tables to ``out`` and return the summary."""
+    from interp import attention, decomposition, patching
+    from interp.feature_circuits import feature_circuit, write_feature_circuit
+
+    out.mkdir(parents=True, exist_ok=True)
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    timings, summary = {}, {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])}
+
+    def timed(name, fn):
+        start = time.perf_counter()
+        result = fn()
+        timings[name] = round(time.perf_counter() - start, 3)
+        return result
+
+    scores = timed("head_scores", lambda: attention.head_scores_on_repeated_tokens(model, 16, min(20, (model.cfg.n_ctx - 1) // 2)))
+    composition = timed("composition", lambda: attention.composition_scores(model))
+    dla = timed("dla", lambda: attention.direct_logit_attribution(model, clean))
+    lens = timed("logit_lens", lambda: attention.logit_lens(model, clean))
+    attention.write_attention_results(
+        out, head_scores=attention.head_scores_frame(scores), composition=attention.composition_frame(composition),
+        dla=attention.dla_frame(dla), logit_lens=patching.grid_frame(lens.mean(1), ("layer", "pos"), "log_prob"))
+    prev_head = divmod(int(scores["previous_token"][:-1].flatten().argmax()), H)
+    ind_layer, ind_head = divmod(int(scores["induction"].flatten().argmax()), H)
+    summary["heads"] = {"previous_token": list(prev_head), "induction": [ind_layer, ind_head]}
+    summary["composition_baseline"] = attention.composition_baseline(model.cfg.d_model, model.cfg.d_head)
+
+    edges = timed("svd_edges", lambda: decomposition.trace_head_edges(model, clean, dest_mask))
+    dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
+    start = start_head or (ind_layer, ind_head)
+    graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, top_k=3, threshold=0.05))
+    decomposition.write_decomposition(out, edges, dims, graph)
+    summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
+
+    resid = timed("patch_residual", lambda: patching.patch_residual(model, clean, corrupt, metric))
+    heads = timed("patch_heads", lambda: patching.patch_heads(model, clean, corrupt, metric))
+    paths = timed("path_patch", lambda: patching.path_patch(model, clean, corrupt, metric))
+    atp = timed("attribution_patching", lambda: patching.attribution_patching(model, clean, corrupt, metric))
+    patching.write_patching(
+        out, patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
+        patch_heads=patching.grid_frame(heads, ("layer", "head"), "effect"),
+        path_patch=patching.grid_frame(paths, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
+            side=lambda f: f.side.map(dict(enumerate(patching.SIDES)))),
+        attribution_residual=patching.grid_frame(atp["residual"], ("layer", "pos"), "effect"),
+        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"))
+    summary["attribution_vs_exact"] = {"residual": patching.agreement(resid, atp["residual"]),
+                                       "heads": patching.agreement(heads, atp["heads"])}
+    methods = {"composition_k": _head_pairs(composition["K"]),
+               "svd_key": _head_pairs(decomposition.head_edge_matrix(edges, "key", L, H)),
+               "path_patch_k": _head_pairs(-paths[patching.SIDES.index("k")])}
+    agreement = rank_agreement(methods)
+    agreement["top_edge"] = {name: _pair_label(i, L, H) for name, i in agreement["top_edge"].items()}
+    summary["rank_agreement"] = agreement
+
+    if sae_folder is not None:
+        from interp.dictionary import load_dictionary
+
+        dictionary = load_dictionary(sae_folder)
+        hook = sae_hook or getattr(dictionary, "hook_name", None)
+        if not hook:
+            raise CircuitInputError(f"the SAE at {sae_folder} names no hook; pass --sae-hook")
+        circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, {hook: dictionary}, corrupt,
+                                                                     "ig", steps=10, top_k=12))
+        write_feature_circuit(out, circuit)
+        summary["feature_circuit"] = {"hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"])}
+    summary["timings_s"] = timings
+    attention.write_json(out / "summary.json", summary)
+    return summary
+
+
+def _prepare(model_spec: str, device: str):
+    from interp.models import load_model
+
+    return load_model(model_spec, device=device)
+
+
+def induction_command(
+    model: str = typer.Option("demo", help="Model spec: demo, a TransformerLens name, or a local HF checkpoint directory."),
+    out: Path = typer.Option(Path("analyses/circuits/demo"), help="Folder for the result tables."),
+    n_prompts: int = typer.Option(16, help="Prompts of repeated random tokens."),
+    half_length: int = typer.Option(20, help="Length of the repeated span."),
+    sae: Path = typer.Option(None, help="SAELens SAE folder for the feature circuit (optional)."),
+    sae_hook: str = typer.Option(None, help="Hook the SAE reads; default: its cfg metadata."),
+    device: str = typer.Option("cpu", help="Device."),
+) -> None:
+    """Induction circuit: head scores, composition, SVD tracing, patching (and a feature circuit with --sae)."""
+    from interp.prompts import induction_prompts
+
+    with user_errors(CircuitInputError):
+        loaded = _prepare(model, device)
+        prompts = induction_prompts(loaded, n_prompts, half_length)
+        summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy, out,
+                                   sae_folder=sae, sae_hook=sae_hook)
+        typer.echo(f"circuits: {out} (heads {summary['heads']}, rank agreement {summary['rank_agreement']['spearman']})")
+
+
+def ioi_command(
+    model: str = typer.Option(..., help="Model spec of a GPT-2-style model (TransformerLens name or local HF directory)."),
+    out: Path = typer.Option(Path("analyses/circuits/ioi"), help="Folder for the result tables."),
+    n_prompts: int = typer.Option(16, help="IOI prompts (half ABBA, half BABA)."),
+    start_layer: int = typer.Option(None, help="Head to trace from (layer); default: the top induction head."),
+    start_head: int = typer.Option(None, help="Head to trace from (head index)."),
+    device: str = typer.Option("cpu", help="Device."),
+) -> None:
+    """IOI: the same analyses on IOI prompts with ABC counterfactuals, traced at the END position."""
+    from interp.prompts import ioi_prompts
+
+    with user_errors(CircuitInputError):
+        loaded = _prepare(model, device)
+        prompts = ioi_prompts(loaded, n_prompts)
+        mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
+        mask[torch.arange(n_prompts), prompts.end] = True
+        start = (start_layer, start_head) if start_layer is not None and start_head is not None else None
+        summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), mask, out, start, prompt_set="ioi")
+        pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}).to_parquet(out / "prompts.parquet", index=False)
+        typer.echo(f"circuits: {out} ({summary['timings_s']})")
+
+
+def register(analyze_app: typer.Typer) -> None:
+    circuits_app = typer.Typer(help="Circuit analyses: attention, SVD tracing, patching, feature circuits.", no_args_is_help=True)
+    circuits_app.command("induction")(induction_command)
+    circuits_app.command("ioi")(ioi_command)
+    analyze_app.add_typer(circuits_app, name="circuits")
+
+
+def demo_circuits_step(workspace: Path) -> str:
+    """Demo stage: the induction circuit of the demo model, with a feature circuit when the demo SAE exists."""
+    from interp.models import load_model
+    from interp.prompts import induction_prompts
+
+    model = load_model("demo", device="cpu")
+    prompts = induction_prompts(model, 16, 20)
+    sae = workspace / "runs" / "demo-mfr" / "sae_0"
+    out = workspace / "analyses" / "circuits" / "demo"
+    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy, out,
+                               sae_folder=sae if (sae / "cfg.json").exists() else None, sae_hook="blocks.1.hook_resid_post")
+    return f"circuits: {out} (previous-token {summary['heads']['previous_token']}, induction {summary['heads']['induction']})"
