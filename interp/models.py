@@ -38,15 +38,10 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 
 
 def demo_tokenizer():
-    """The bundled BPE tokenizer as a Hugging Face fast tokenizer."""
-    from transformers import PreTrainedTokenizerFast
+    """The bundled BPE tokenizer as a Hugging Face fast tokenizer (BOS prepended, as TL expects)."""
+    from transformers import AutoTokenizer
 
-    return PreTrainedTokenizerFast(
-        tokenizer_file=str(DEMO_WEIGHTS / "tokenizer.json"),
-        bos_token="<|bos|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|pad|>",
-    )
+    return AutoTokenizer.from_pretrained(str(DEMO_WEIGHTS))
 
 
 def demo_circuit() -> dict:
