@@ -132,7 +132,7 @@ def _final_ln_scale(model, cache) -> Float[Tensor, "batch pos 1"] | float:
 def _unembed_directions(model, targets: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
     """Residual directions whose dot product with the normalised residual is the target's logit."""
     directions = model.W_U.T[targets]
-    w = getattr(model.ln_final, "w", None)
+    w = getattr(getattr(model, "ln_final", None), "w", None)
     return directions * w if w is not None else directions
 
 
@@ -181,7 +181,8 @@ def logit_lens(
     names.append(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-        log_probs = [model.unembed(model.ln_final(cache[name])).log_softmax(-1) for name in names]
+        final_ln = getattr(model, "ln_final", torch.nn.Identity())
+        log_probs = [model.unembed(final_ln(cache[name])).log_softmax(-1) for name in names]
     return torch.stack([lp.gather(-1, targets[..., None])[..., 0] for lp in log_probs])
 
 

@@ -1,0 +1,122 @@
+"""Attention basics on the planted toy (exact answers) and the demo model's known induction circuit."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
+from circuit_toys import planted_induction_model, planted_prompts  # noqa: E402
+
+from interp.attention import (
+    CircuitInputError,
+    attention_patterns,
+    composition_baseline,
+    composition_frame,
+    composition_scores,
+    direct_logit_attribution,
+    head_scores_frame,
+    head_scores_on_repeated_tokens,
+    logit_lens,
+)
+from interp.models import DEMO_WEIGHTS
+
+
+@pytest.fixture(scope="module")
+def planted():
+    model = planted_induction_model()
+    tokens, mask = planted_prompts()
+    return model, tokens, mask
+
+
+def test_planted_heads_score_as_planted(planted):
+    model, tokens, _ = planted
+    patterns = attention_patterns(model, tokens)
+    assert patterns.shape == (2, 16, 2, 11, 11)
+    from interp.attention import induction_score, previous_token_score
+
+    assert previous_token_score(patterns[0])[0] > 0.99
+    assert induction_score(patterns[1][:, :, :, :], 5)[0] > 0.99
+    frame = head_scores_frame({"previous_token": torch.tensor([[0.9, 0.1], [0.2, 0.3]])})
+    assert frame.query("layer == 0 and head == 0").previous_token.item() == pytest.approx(0.9)
+
+
+def test_dla_of_the_only_writer_equals_the_logit(planted):
+    model, tokens, mask = planted
+    dla = direct_logit_attribution(model, tokens)
+    logits = model(tokens)
+    targets = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
+    target_logits = logits.gather(-1, targets[..., None])[..., 0]
+    torch.testing.assert_close(dla[1, 0], target_logits, atol=1e-4, rtol=1e-4)
+    assert dla[0].abs().max() < 1e-5 and dla[1, 1].abs().max() < 1e-5
+
+
+def test_logit_lens_is_uniform_before_the_induction_head(planted):
+    model, tokens, mask = planted
+    lens = logit_lens(model, tokens)
+    assert lens.shape == (3, 16, 11)
+    torch.testing.assert_close(lens[:2], torch.full_like(lens[:2], -math.log(8)))
+    assert lens[2][:, 6:10].mean() > -0.1
+
+
+def test_composition_baseline_and_frame(planted):
+    model, _, _ = planted
+    baseline = composition_baseline(64, 8)
+    assert 0.05 < baseline < 0.3
+    frame = composition_frame(composition_scores(model))
+    assert len(frame) == 4 and set(frame.columns) == {"layer_a", "head_a", "layer_b", "head_b", "q", "k", "v"}
+    assert frame.sort_values("k").iloc[-1][["head_a", "head_b"]].tolist() == [0, 0]
+
+
+def test_prompt_longer_than_context_is_refused(planted):
+    model, _, _ = planted
+    with pytest.raises(CircuitInputError, match="longer than the model's context of 12"):
+        attention_patterns(model, torch.zeros(2, 13, dtype=torch.long))
+
+
+demo_weights = pytest.mark.skipif(not (DEMO_WEIGHTS / "model.safetensors").exists(),
+                                  reason="demo weights not built (python -m interp.demo.train_demo_model)")
+
+
+@demo_weights
+@pytest.mark.slow
+def test_demo_circuit_found_by_scores_composition_svd_and_path_patching(tmp_path):
+    """The three edge methods single out previous-token head -> induction head (K-composition)."""
+    from app.commands.circuits import analyze_circuits
+    from interp.models import demo_circuit, load_model
+    from interp.prompts import induction_prompts
+
+    model = load_model("demo", device="cpu")
+    circuit = demo_circuit()
+    scores = head_scores_on_repeated_tokens(model, 8, 20)
+    prev, ind = tuple(circuit["previous_token_head"]), tuple(circuit["induction_head"])
+    assert int(scores["previous_token"][prev[0]].argmax()) == prev[1]
+    assert int(scores["induction"][ind[0]].argmax()) == ind[1]
+    prompts = induction_prompts(model, 8, 20)
+    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy, tmp_path)
+    edge = f"L{prev[0]}H{prev[1]}->L{ind[0]}H{ind[1]}"
+    assert summary["rank_agreement"]["top_edge"] == {"composition_k": edge, "svd_key": edge, "path_patch_k": edge}
+    assert summary["attribution_vs_exact"]["heads"]["pearson"] > 0.5
+    print(json.dumps({"rank_agreement": summary["rank_agreement"], "attribution_vs_exact": summary["attribution_vs_exact"]}))
+    for name in ("head_scores", "composition", "svd_edges", "patch_residual", "path_patch"):
+        assert (tmp_path / f"{name}.parquet").exists()
+
+
+@demo_weights
+@pytest.mark.slow
+def test_cli_writes_circuit_results(tmp_path):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    result = CliRunner().invoke(app, ["analyze", "circuits", "induction", "--out", str(tmp_path), "--n-prompts", "4",
+                                      "--half-length", "12"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "summary.json").read_text())["prompt_set"] == "induction"
+    bad = CliRunner().invoke(app, ["analyze", "circuits", "induction", "--out", str(tmp_path), "--half-length", "100"])
+    assert bad.exit_code == 2 and "exceed the context" in bad.output
