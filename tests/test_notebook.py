@@ -1,0 +1,25 @@
+"""The circuits notebook executes top to bottom (so it never rots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from interp.models import DEMO_WEIGHTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEMO_WEIGHTS / "model.safetensors").exists(), reason="demo weights not built")
+def test_circuits_notebook_executes():
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(ROOT / "notebooks" / "circuits.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) >= 10
