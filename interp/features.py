@@ -64,6 +64,7 @@ def _chunk(acts, tokens, sequence, begin: int, end: int) -> TokenChunk:
 def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, n_tokens: int = 65_536,
                  batch_size: int = 16) -> Iterator[TokenChunk]:
     """A live token stream: run the model on windows from ``data`` and yield each batch's activations."""
+    from interp.cache.writer import stop_layer_for
     from interp.data import batched_windows, token_windows
     from interp.models import check_hooks
 
@@ -72,7 +73,8 @@ def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, 
     windows = token_windows(data, model.tokenizer, context_size, max_windows=n_windows)
     for index, batch in enumerate(batched_windows(windows, batch_size)):
         with torch.no_grad():
-            _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook)
+            _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook,
+                                           stop_at_layer=stop_layer_for((hook,), model.cfg.n_layers))
         b, ctx = batch.shape
         yield TokenChunk(acts[hook].reshape(b * ctx, -1).float().cpu(), batch.reshape(-1),
                          (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))
@@ -282,17 +284,19 @@ def _example_rows(ex: Examples, kind: str, order: Tensor, band: Tensor, center: 
     keep = ex.key.gather(0, order) > -torch.inf
     rank, feat = keep.nonzero(as_tuple=True)
     idx = order[rank, feat]
-    ctx_ids, ctx_acts = ex.context_ids[idx, :, feat].tolist(), ex.context_acts[idx, :, feat].tolist()
-    vocab = {t: decode(t) for t in set(sum(ctx_ids, [])) if t >= 0}
+    ids_np, acts_np = ex.context_ids[idx, :, feat].numpy(), ex.context_acts[idx, :, feat].numpy()
+    vocab = {t: decode(t) for t in np.unique(ids_np).tolist() if t >= 0}
+    valid = ids_np >= 0
+    ids_list = [row[ok].tolist() for row, ok in zip(ids_np, valid)]
     return pd.DataFrame({
         "feature": feat.numpy(), "kind": kind, "rank": rank.numpy(), "band": band[rank, feat].numpy(),
         "activation": ex.value[idx, feat].numpy(), "sequence": ex.sequence[idx, feat].numpy(),
-        "position": ex.position[idx, feat].numpy(), "token_id": ex.context_ids[idx, center, feat].numpy(),
-        "token": [vocab.get(row[center], "") for row in ctx_ids],
-        "context_ids": [[t for t in row if t >= 0] for row in ctx_ids],
-        "context_tokens": [[vocab[t] for t in row if t >= 0] for row in ctx_ids],
-        "context_acts": [[a for t, a in zip(ti, row) if t >= 0] for ti, row in zip(ctx_ids, ctx_acts)],
-        "center": [sum(1 for t in row[:center] if t >= 0) for row in ctx_ids],
+        "position": ex.position[idx, feat].numpy(), "token_id": ids_np[:, center],
+        "token": [vocab.get(t, "") for t in ids_np[:, center].tolist()],
+        "context_ids": ids_list,
+        "context_tokens": [[vocab[t] for t in row] for row in ids_list],
+        "context_acts": [row[ok].tolist() for row, ok in zip(acts_np, valid)],
+        "center": valid[:, :center].sum(1),
     })
 
 

@@ -149,3 +149,20 @@ def test_umap_map_separates_planted_groups():
     centre = frame.groupby(group)[["umap_x", "umap_y"]].mean().to_numpy()
     spread = frame.groupby(group)[["umap_x", "umap_y"]].std().to_numpy().max()
     assert np.linalg.norm(centre[0] - centre[1]) > 3 * spread
+
+
+def test_geometry_figures_carry_the_fitted_values():
+    from interp.figures.geometry import crystal_figure, feature_map_figure, lobe_agreement_figure, spectrum_figure
+
+    W, fired, _ = planted_lobes()
+    tables = geometry_tables(W, *block_counts(fired), n_clusters=3, with_umap=False)
+    slope = tables["galaxy"].power_law_slope[0]
+    assert spectrum_figure(tables["spectrum"], slope).data[1].name == f"i^-{slope:.2f}"
+    assert len(feature_map_figure(tables["map"], "pca").data[0].x) == len(W)
+    with pytest.raises(ValueError, match="no umap coordinates"):
+        feature_map_figure(tables["map"], "umap")
+    assert {t.name for t in lobe_agreement_figure(tables["lobes"]).data} >= {"phi", "jaccard", "shuffled null"}
+    points, _ = planted_parallelograms()
+    fig = crystal_figure(points, (2, 0, 6, 4))  # two u-edges of the first two planted squares
+    (a0, a1), (c0, c1) = [np.array(list(zip(t.x, t.y))) for t in fig.data[:2]]
+    assert np.allclose(a1 - a0, c1 - c0, atol=1e-6)

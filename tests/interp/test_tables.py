@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +51,18 @@ def test_bad_queries_raise_clear_errors(folder, tmp_path):
     with pytest.raises(ValueError, match="cannot order"):
         feature_list(folder, order_by="label; drop table x")
     assert list_analyses(folder.parent.parent) == ["run/sae_0"]
+
+
+def test_figures_show_the_planted_feature(folder):
+    from interp.figures.features import activation_histogram, example_heatmap, frequency_histogram, logit_bars
+
+    rows = feature_dashboard(folder, 2)
+    bars = logit_bars(rows["logits"])
+    positive = next(t for t in bars.data if t.name == "positive")
+    assert positive.y[int(np.argmax(positive.x))] == repr(f"t{PROMOTED[2]}")
+    top = rows["examples"].query("kind == 'top'")
+    heat = example_heatmap(top).data[0]
+    assert all(heat.text[i][c] == f"t{TRIGGER[2]}" and np.nanargmax(heat.z[i]) == c
+               for i, c in enumerate(top.center))
+    assert sum(activation_histogram(rows["histograms"]).data[0].y) == rows["features"].n_fires[0]
+    assert len(frequency_histogram(feature_list(folder)).data[0].x) == D_SAE

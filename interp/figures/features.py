@@ -1,0 +1,47 @@
+"""Plotly figures for feature dashboards, built from the rows ``interp.tables`` returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+
+def frequency_histogram(features: pd.DataFrame, bins: int = 60) -> go.Figure:
+    """Distribution of log10 firing frequency over features (dead features left out)."""
+    alive = features[features.n_fires > 0]
+    fig = go.Figure(go.Histogram(x=np.log10(alive.frequency), nbinsx=bins))
+    return fig.update_layout(title=f"Feature density ({len(features) - len(alive)} dead)",
+                             xaxis_title="log10 firing frequency", yaxis_title="features")
+
+
+def activation_histogram(histogram: pd.DataFrame) -> go.Figure:
+    """One feature's activation histogram (log-spaced bins)."""
+    centre = np.sqrt(histogram.bin_left * histogram.bin_right)
+    fig = go.Figure(go.Bar(x=centre, y=histogram["count"], width=histogram.bin_right - histogram.bin_left))
+    return fig.update_layout(title="Activation histogram", xaxis_type="log", xaxis_title="activation",
+                             yaxis_title="tokens")
+
+
+def logit_bars(logits: pd.DataFrame) -> go.Figure:
+    """Top promoted (positive) and suppressed (negative) tokens of ``W_dec @ W_U``."""
+    fig = go.Figure()
+    for sign, colour in (("negative", "crimson"), ("positive", "steelblue")):
+        rows = logits[logits.sign == sign].sort_values("logit")
+        fig.add_trace(go.Bar(x=rows.logit, y=[f"{t!r}" for t in rows.token], orientation="h", name=sign,
+                             marker_color=colour))
+    return fig.update_layout(title="Logit effects", xaxis_title="logit", barmode="group")
+
+
+def example_heatmap(examples: pd.DataFrame, max_rows: int = 20) -> go.Figure:
+    """Top examples as rows of context tokens coloured by this feature's activation."""
+    rows = examples.head(max_rows)
+    width = max((len(c) for c in rows.context_tokens), default=0)
+    z = np.full((len(rows), width), np.nan)
+    text = np.full((len(rows), width), "", dtype=object)
+    for i, (tokens, acts) in enumerate(zip(rows.context_tokens, rows.context_acts)):
+        z[i, :len(acts)] = acts
+        text[i, :len(tokens)] = tokens
+    fig = go.Figure(go.Heatmap(z=z, text=text, texttemplate="%{text}", colorscale="Oranges", showscale=True))
+    return fig.update_layout(title="Top activating contexts", yaxis_autorange="reversed",
+                             xaxis_visible=False, yaxis_title="example")

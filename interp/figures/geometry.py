@@ -1,0 +1,55 @@
+"""Plotly figures for concept geometry: feature maps, eigen-spectra, lobe agreement, crystal quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+
+def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Series | None = None) -> go.Figure:
+    """Decoder directions in 2-D (``umap`` or ``pca`` columns of ``geometry_map``), coloured by cluster."""
+    x, y = f"{method}_x", f"{method}_y"
+    if x not in points:
+        raise ValueError(f"the map has no {method} coordinates; rerun `workbench analyze geometry` with it")
+    hover = points.feature.astype(str) if labels is None else points.feature.astype(str) + ": " + labels
+    fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", text=hover,
+                                 marker=dict(color=points.cluster, colorscale="Turbo", size=5)))
+    return fig.update_layout(title=f"Feature map ({method.upper()})", xaxis_title=x, yaxis_title=y)
+
+
+def spectrum_figure(spectrum: pd.DataFrame, slope: float | None = None) -> go.Figure:
+    """Covariance eigenvalues of the decoder cloud on log-log axes, with the fitted power law."""
+    fig = go.Figure(go.Scatter(x=spectrum["rank"], y=spectrum.eigenvalue, mode="markers", name="eigenvalue"))
+    if slope is not None:
+        i = spectrum["rank"].to_numpy()
+        anchor = spectrum.eigenvalue.iloc[len(i) // 4] * (i / i[len(i) // 4]) ** -slope
+        fig.add_trace(go.Scatter(x=i, y=anchor, mode="lines", name=f"i^-{slope:.2f}"))
+    return fig.update_layout(title="Galaxy: eigenvalue spectrum", xaxis_type="log", yaxis_type="log",
+                             xaxis_title="rank", yaxis_title="eigenvalue")
+
+
+def lobe_agreement_figure(lobes: pd.DataFrame) -> go.Figure:
+    """AMI between co-occurrence lobes and geometric clusters per affinity and k, with the null."""
+    fig = go.Figure()
+    for kind, rows in lobes.groupby("affinity"):
+        fig.add_trace(go.Scatter(x=rows.k, y=rows.ami, mode="lines+markers", name=kind))
+    null = lobes.groupby("k").null_mean.mean()
+    fig.add_trace(go.Scatter(x=null.index, y=null.values, mode="lines", name="shuffled null",
+                             line=dict(dash="dot", color="grey")))
+    return fig.update_layout(title="Lobes vs geometry (AMI)", xaxis_title="clusters k", yaxis_title="AMI")
+
+
+def crystal_figure(points: np.ndarray, quadruple: tuple[int, int, int, int]) -> go.Figure:
+    """One parallelogram ``a - b ~ c - d`` drawn in the PCA plane of its four points."""
+    four = np.asarray(points)[list(quadruple)]
+    centred = four - four.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    a, b, c, d = xy
+    fig = go.Figure()
+    for (p, q), name in (((b, a), "a - b"), ((d, c), "c - d")):
+        fig.add_trace(go.Scatter(x=[p[0], q[0]], y=[p[1], q[1]], mode="lines+markers", name=name))
+    fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="text", text=[str(i) for i in quadruple],
+                             textposition="top center", showlegend=False))
+    return fig.update_layout(title="Crystal", xaxis_title="PC1", yaxis_title="PC2")
