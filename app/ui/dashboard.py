@@ -1,0 +1,111 @@
+"""One feature's dashboard, drawn from the stored tables (shared by Features and Compare)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from app.ui import data
+from app.ui.theme import plot
+from app.ui.tokens import highlight
+from app.ui.workspace import UnsafePathError, list_analyses, safe_path
+
+
+def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: str | None = None) -> Path | None:
+    """A select box over the workspace's analyses, or a typed folder (checked to stay inside the workspace)."""
+    options = list_analyses(root)
+    typed = st.text_input(f"{label}: or type a folder inside the workspace", key=f"{key}_typed",
+                          placeholder="analyses/demo-mfr/sae_0")
+    if typed.strip():
+        try:
+            folder = safe_path(root, typed)
+        except UnsafePathError as error:
+            st.error(f"Refused: {error}")
+            return None
+        if not (folder / "features.parquet").exists():
+            st.error(f"`{typed}` holds no feature dashboards (features.parquet). Make them with:")
+            st.code("workbench analyze features runs/<run_id>", language="bash")
+            return None
+        return folder
+    if not options:
+        return None
+    index = options.index(default) if default in options else 0
+    return root / "analyses" / st.selectbox(label, options, index=index, key=key)
+
+
+def summary(row: pd.Series) -> None:
+    cols = st.columns(4)
+    cols[0].metric("frequency", f"{row.frequency:.4%}")
+    cols[1].metric("firings", f"{int(row.n_fires):,}")
+    cols[2].metric("mean activation", f"{row.mean_activation:.3f}")
+    cols[3].metric("max activation", f"{row.max_activation:.3f}")
+
+
+def contexts(examples: pd.DataFrame, kind: str = "top", limit: int = 10) -> None:
+    """Top (or quantile) contexts, tokens coloured by activation relative to the feature's largest."""
+    rows = examples[examples.kind == kind].head(limit)
+    if rows.empty:
+        st.info("This feature never fired in the cached tokens: no contexts to show.")
+        return
+    scale = float(examples.activation.max())
+    html = "".join(
+        f'<div style="display:flex;gap:8px;align-items:baseline"><code style="min-width:4.5em">{r.activation:.3f}'
+        f"</code>{highlight(list(r.context_tokens), list(r.context_acts), scale, int(r.center))}</div>"
+        for r in rows.itertuples())
+    st.html(html)
+
+
+def histogram(hist: pd.DataFrame, feature: int, key: str) -> None:
+    if hist.empty:
+        st.info("No activations above zero: empty histogram.")
+        return
+    centers = (hist.bin_left * hist.bin_right) ** 0.5
+    fig = go.Figure(go.Bar(x=centers, y=hist["count"], width=hist.bin_right - hist.bin_left))
+    fig.update_layout(title=f"Activation histogram of feature {feature}", xaxis_type="log",
+                      xaxis_title="activation", yaxis_title="count", height=280)
+    plot(fig, key=key)
+
+
+def logits(table: pd.DataFrame, key: str) -> None:
+    if table.empty:
+        st.info("No logit effects stored (the analysis ran without the model's unembedding).")
+        return
+    pos, neg = table[table.sign == "positive"], table[table.sign == "negative"]
+    fig = go.Figure([go.Bar(y=[repr(t) for t in pos.token], x=pos.logit, orientation="h", name="promotes"),
+                     go.Bar(y=[repr(t) for t in neg.token], x=neg.logit, orientation="h", name="suppresses")])
+    fig.update_layout(title="Logit effects (decoder direction · W_U)", height=420, barmode="overlay",
+                      yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.15))
+    plot(fig, key=key)
+
+
+def render(folder: Path, feature: int, key: str, compact: bool = False) -> dict[str, pd.DataFrame]:
+    """The dashboard of ``feature`` in ``folder``; returns the tables it showed (tests compare them)."""
+    tables = data.dashboard(folder, feature)
+    row = tables["features"].iloc[0]
+    st.markdown(f"**Feature {feature}**: label *{row.label}*")
+    summary(row)
+    examples = tables.get("examples", pd.DataFrame(columns=["kind", "activation"]))
+    st.markdown("**Top activating contexts**")
+    contexts(examples, "top", 5 if compact else 10)
+    if compact:
+        return tables
+    left, right = st.columns(2)
+    with left:
+        histogram(tables.get("histograms", pd.DataFrame()), feature, key=f"{key}_hist")
+        st.markdown("**Nearest features** (decoder cosine)")
+        st.dataframe(tables.get("neighbours", pd.DataFrame())[["other", "cosine"]] if "neighbours" in tables
+                     else pd.DataFrame(), hide_index=True, width="stretch", key=f"{key}_neighbours")
+    with right:
+        logits(tables.get("logits", pd.DataFrame(columns=["sign"])), key=f"{key}_logits")
+        st.markdown("**Co-occurring features**")
+        if "cooccurrence" in tables:
+            st.dataframe(tables["cooccurrence"][["other", "count", "jaccard", "phi"]], hide_index=True,
+                         width="stretch", key=f"{key}_cooc")
+        else:
+            st.info("No co-occurrence table (analysis ran with `--cooccurrence none`).")
+    with st.expander("Contexts by activation quantile"):
+        contexts(examples, "quantile", 16)
+    return tables

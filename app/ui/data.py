@@ -1,0 +1,112 @@
+"""Cached readers: Parquet through DuckDB (``interp.tables``), JSON and metrics, keyed by file mtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import streamlit as st
+
+from interp import tables
+
+
+def _stamp(path: Path) -> float:
+    """Part of every cache key, so a rewritten file is read again."""
+    return path.stat().st_mtime_ns if path.exists() else 0.0
+
+
+def _stamp_folder(folder: Path) -> float:
+    return max((p.stat().st_mtime_ns for p in folder.glob("*.parquet")), default=0)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _parquet(path: str, stamp: float, where: str = "", params: tuple = (), columns: str = "*",
+             order: str = "") -> pd.DataFrame:
+    sql = f"select {columns} from read_parquet(?)" + (f" where {where}" if where else "") + \
+          (f" order by {order}" if order else "")
+    with duckdb.connect() as con:
+        return con.execute(sql, [path, *params]).df()
+
+
+def parquet(path: Path, where: str = "", params: tuple = (), columns: str = "*", order: str = "") -> pd.DataFrame:
+    """Rows of one Parquet file (filters pushed down by DuckDB); ``where`` is ours, values go in ``params``."""
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return _parquet(str(path), _stamp(path), where, tuple(params), columns, order)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _features(folder: str, stamp: float, min_frequency: float, label: str, order_by: str, limit: int) -> pd.DataFrame:
+    return tables.feature_list(folder, min_frequency=min_frequency, label_contains=label or None,
+                               order_by=order_by, limit=limit)
+
+
+def feature_list(folder: Path, min_frequency: float = 0.0, label: str = "", order_by: str = "frequency",
+                 limit: int = 200) -> pd.DataFrame:
+    return _features(str(folder), _stamp_folder(folder), min_frequency, label, order_by, limit)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _n_features(folder: str, stamp: float) -> int:
+    return tables.n_features(folder)
+
+
+def n_features(folder: Path) -> int:
+    return _n_features(str(folder), _stamp_folder(folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _dashboard(folder: str, stamp: float, feature: int) -> dict[str, pd.DataFrame]:
+    out = tables.feature_dashboard(folder, feature)
+    if (Path(folder) / "matches.parquet").exists():
+        out["matches"] = tables.matched_features(folder, feature)
+    return out
+
+
+def dashboard(folder: Path, feature: int) -> dict[str, pd.DataFrame]:
+    """Every stored table row about one feature (``interp.tables.feature_dashboard``), plus its matches."""
+    return _dashboard(str(folder), _stamp_folder(folder), int(feature))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _search(folder: str, stamp: float, kind: str, token: str) -> pd.DataFrame:
+    return tables.search_by_token(folder, token) if kind == "token" else tables.search_by_logit(folder, token)
+
+
+def search(folder: Path, kind: str, token: str) -> pd.DataFrame:
+    """Features that fire on (``kind='token'``) or promote (``kind='logit'``) a token."""
+    return _search(str(folder), _stamp_folder(folder), kind, token)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _json(path: str, stamp: float) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def read_json(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return _json(str(path), _stamp(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _metrics(path: str, stamp: float) -> pd.DataFrame:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    frame = pd.json_normalize(rows, sep="_") if rows else pd.DataFrame()
+    if "members" in frame:
+        for i in range(max((len(m) for m in frame["members"] if isinstance(m, list)), default=0)):
+            for key in ("fvu", "l0", "dead_fraction", "mse"):
+                frame[f"member{i}_{key}"] = [m[i].get(key) if isinstance(m, list) and len(m) > i else None
+                                             for m in frame["members"]]
+        frame = frame.drop(columns="members")
+    return frame
+
+
+def metrics(run: Path) -> pd.DataFrame:
+    """``metrics.jsonl`` as a frame (one row per logged step; ``member<i>_<metric>`` columns for ensembles)."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return pd.DataFrame()
+    return _metrics(str(path), _stamp(path))

@@ -1,0 +1,110 @@
+"""The workspace the app serves: where it is, what it holds, and refusing paths outside it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_VAR = "WORKBENCH_WORKSPACE"
+
+
+class UnsafePathError(ValueError):
+    """A typed path that leaves the workspace (``..``, an absolute path elsewhere, a symlink out)."""
+
+
+def workspace_root() -> Path:
+    """``--workspace DIR`` after ``--`` on the streamlit command line, else ``$WORKBENCH_WORKSPACE``, else cwd."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--workspace" and i + 1 < len(argv):
+            return Path(argv[i + 1]).resolve()
+        if arg.startswith("--workspace="):
+            return Path(arg.split("=", 1)[1]).resolve()
+    return Path(os.environ.get(ENV_VAR, ".")).resolve()
+
+
+def safe_path(root: Path, typed: str | Path) -> Path:
+    """``typed`` (relative to ``root``) resolved; refused unless it stays inside ``root``."""
+    text = str(typed).strip()
+    if not text:
+        raise UnsafePathError("empty path: type a folder inside the workspace, e.g. analyses/demo-mfr/sae_0")
+    if "\x00" in text:
+        raise UnsafePathError("a path cannot contain NUL bytes")
+    root = root.resolve()
+    resolved = (root / text).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UnsafePathError(f"'{text}' is outside the workspace {root}; type a path inside it "
+                              "(relative, without '..' leaving it)")
+    return resolved
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class Cache:
+    cache_id: str
+    model: str
+    hooks: tuple[str, ...]
+    n_tokens: int
+    status: str
+
+
+@dataclass(frozen=True)
+class Run:
+    run_id: str
+    path: Path
+    architecture: str
+    d_sae: int
+    n_members: int
+    mfr: float
+    members: tuple[dict, ...]  # eval.json members (fvu, l0, dead_fraction, ...); empty until evaluated
+    n_steps_logged: int
+
+
+def list_caches(root: Path) -> list[Cache]:
+    caches = []
+    for manifest in sorted((root / "cached_activations").glob("*/manifest.json")):
+        m = read_json(manifest)
+        caches.append(Cache(manifest.parent.name, str(m["config"]["model"]), tuple(m["hooks"]),
+                            int(m.get("n_tokens", 0)), str(m.get("status", "unknown"))))
+    return caches
+
+
+def list_runs(root: Path) -> list[Run]:
+    runs = []
+    for config_file in sorted((root / "runs").glob("*/config.json")):
+        folder, config = config_file.parent, read_json(config_file)
+        evaluation = read_json(folder / "eval.json") if (folder / "eval.json").exists() else {}
+        metrics = folder / "metrics.jsonl"
+        n_logged = sum(1 for line in metrics.open() if line.strip()) if metrics.exists() else 0
+        runs.append(Run(folder.name, folder, config.get("architecture", "?"), int(config.get("d_sae", 0)),
+                        int(config.get("n_members", 1)), float(config.get("mfr_coefficient", 0.0)),
+                        tuple(evaluation.get("members", [])), n_logged))
+    return runs
+
+
+def list_analyses(root: Path) -> list[str]:
+    """Analysis ids ``<run_id>/sae_<i>`` that hold a feature table."""
+    from interp.tables import list_analyses as tables_list
+
+    return tables_list(root / "analyses") if (root / "analyses").exists() else []
+
+
+def train_command(cache_id: str = "demo") -> str:
+    return (f"workbench train --cache cached_activations/{cache_id} --hook blocks.1.hook_resid_post "
+            "--arch topk --k 16 --d-sae 512 --ensemble 2 --mfr 1.0 --tokens 1M --run-id demo-mfr")
+
+
+COMMANDS = {
+    "cache": ("workbench cache --model demo --data demo --hooks blocks.0.hook_resid_post,blocks.1.hook_resid_post "
+              "--cache-id demo"),
+    "features": "workbench analyze features runs/{run_id}",
+    "geometry": "workbench analyze geometry runs/{run_id}",
+    "circuits": "workbench analyze circuits induction --sae runs/demo-mfr/sae_0",
+    "demo": "workbench demo",
+}
