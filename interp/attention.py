@@ -186,6 +186,23 @@ def logit_lens(
     return torch.stack([lp.gather(-1, targets[..., None])[..., 0] for lp in log_probs])
 
 
+def observable_head_feature(model, observable: Float[Tensor, "vocab"], layer: int, head: int) -> Float[Tensor, "d_model"]:
+    """Observable propagation (Dunefsky & Cohan): the pull-back ``W_V W_O W_U n`` of a logit functional
+    ``n`` through one head's OV circuit, i.e. the input direction whose value the head carries to ``nᵀ logits``
+    (layer norms ignored except for scale)."""
+    check_head(model, layer, head)
+    if observable.shape != (model.cfg.d_vocab,):
+        raise CircuitInputError(f"an observable is a [d_vocab={model.cfg.d_vocab}] vector; got {tuple(observable.shape)}")
+    attn = model.blocks[layer].attn
+    with torch.no_grad():
+        return attn.W_V[head] @ (attn.W_O[head] @ (model.W_U @ observable.to(model.W_U)))
+
+
+def coupling_coefficient(y1: Float[Tensor, "d"], y2: Float[Tensor, "d"]) -> float:
+    """``C(y1 -> y2) = y1·y2 / |y1|²``: expected y2-score of an input whose y1-score is 1."""
+    return float(y1 @ y2 / (y1 @ y1))
+
+
 # ---- composition scores ---------------------------------------------------------------------
 
 

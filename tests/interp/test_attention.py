@@ -19,10 +19,12 @@ from interp.attention import (
     composition_baseline,
     composition_frame,
     composition_scores,
+    coupling_coefficient,
     direct_logit_attribution,
     head_scores_frame,
     head_scores_on_repeated_tokens,
     logit_lens,
+    observable_head_feature,
 )
 from interp.models import DEMO_WEIGHTS
 
@@ -71,6 +73,21 @@ def test_composition_baseline_and_frame(planted):
     frame = composition_frame(composition_scores(model))
     assert len(frame) == 4 and set(frame.columns) == {"layer_a", "head_a", "layer_b", "head_b", "q", "k", "v"}
     assert frame.sort_values("k").iloc[-1][["head_a", "head_b"]].tolist() == [0, 0]
+
+
+def test_observable_feature_is_the_planted_copy_direction(planted):
+    model, _, _ = planted
+    n = torch.zeros(8)
+    n[3] = 1.0
+    y = observable_head_feature(model, n, 1, 0)
+    expected = torch.zeros(40)
+    expected[3] = 10.0  # L1H0 copies token 3 (subspace T) to its logit with gain 10
+    torch.testing.assert_close(y, expected)
+    assert observable_head_feature(model, n, 1, 1).abs().max() == 0  # writes only into J, which W_U ignores
+    assert coupling_coefficient(y, y) == pytest.approx(1.0)
+    assert coupling_coefficient(y, -2 * y) == pytest.approx(-2.0)
+    with pytest.raises(CircuitInputError, match="observable"):
+        observable_head_feature(model, torch.zeros(5), 1, 0)
 
 
 def test_prompt_longer_than_context_is_refused(planted):
