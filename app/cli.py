@@ -10,10 +10,10 @@ from __future__ import annotations
 import typer
 
 from app.commands import analyze as analyze_commands
+from app.commands import app as app_commands
 from app.commands import cache as cache_commands
 from app.commands import circuits as circuits_commands
 from app.commands import demo as demo_commands
-from app.commands import train as train_commands
 from app.commands import train as train_commands
 
 app = typer.Typer(
@@ -28,9 +28,9 @@ bench_app = typer.Typer(help="Benchmarks against the peer libraries, JSON out.",
 
 cache_commands.register(app)
 demo_commands.register(app)
+app_commands.register(app)
 analyze_commands.register(analyze_app)
 circuits_commands.register(analyze_app)
-train_commands.register(app, bench_app)
 train_commands.register(app, bench_app)
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(bench_app, name="bench")

@@ -70,6 +70,9 @@ def demo(
     typer.secho("\nDemo complete. Results:", fg=typer.colors.GREEN, bold=True)
     for summary in summaries:
         typer.echo(f"  - {summary}")
+    from app.commands.app import open_command
+
+    typer.secho(f"\nOpen the app on these results:\n  {open_command(workspace)}", bold=True)
 
 
 def register(app: typer.Typer) -> None:
