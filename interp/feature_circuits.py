@@ -225,6 +225,40 @@ def feature_circuit(
     return {"sites": hooks, "method": method, "nodes": nodes, "edges": edges}
 
 
+def faithfulness(model, tokens, metric: Metric, sites: dict[str, Dictionary], circuit: dict[str, list[int]]) -> float:
+    """``(m(C) - m(∅)) / (m(M) - m(∅))``: keep only the circuit's nodes (feature ids, ``-1`` for the
+    error node) at each site and mean-ablate the rest over prompts and positions; ∅ ablates every node."""
+    tokens = check_tokens(model, tokens)
+    sites = _check_sites(model, sites)
+    clean = site_values(model, tokens, sites)
+    means = _patch_values(model, tokens, "mean", sites)
+
+    def run(keep: dict[str, list[int]]) -> float:
+        overrides = {}
+        for hook, value in clean.items():
+            mask = torch.zeros(value.features.shape[-1], dtype=torch.bool, device=value.features.device)
+            mask[[i for i in keep.get(hook, []) if i >= 0]] = True
+            features = torch.where(mask, value.features, means[hook].features)
+            error = value.error if -1 in keep.get(hook, []) else means[hook].error
+            overrides[hook] = SiteValues(features, error)
+        with torch.no_grad():
+            logits = model.run_with_hooks(tokens, fwd_hooks=[(h, _splice(h, d, {}, overrides[h])) for h, d in sites.items()])
+            return float(metric(logits))
+
+    with torch.no_grad():
+        full = float(metric(model(tokens)))
+    empty = run({})
+    return (run(circuit) - empty) / (full - empty)
+
+
+def circuit_nodes(graph: dict) -> dict[str, list[int]]:
+    """The ``{hook: [feature ids, -1 for error]}`` of a ``feature_circuit`` graph, for ``faithfulness``."""
+    nodes: dict[str, list[int]] = {hook: [] for hook in graph["sites"]}
+    for node in graph["nodes"]:
+        nodes[node["hook"]].append(node["feature"])
+    return nodes
+
+
 def write_feature_circuit(folder: Path | str, graph: dict) -> list[Path]:
     """``feature_circuit.json`` (the graph) and ``feature_nodes.parquet`` (``id, hook, feature, effect``)."""
     import pandas as pd

@@ -46,7 +46,7 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
                      sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction") -> dict:
     """Run every analysis on one prompt set, write the tables to ``out`` and return the summary."""
     from interp import attention, decomposition, patching
-    from interp.feature_circuits import feature_circuit, write_feature_circuit
+    from interp.feature_circuits import circuit_nodes, faithfulness, feature_circuit, write_feature_circuit
 
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -107,7 +107,8 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
         circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, {hook: dictionary}, corrupt,
                                                                      "ig", steps=10, top_k=12))
         write_feature_circuit(out, circuit)
-        summary["feature_circuit"] = {"hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"])}
+        summary["feature_circuit"] = {"hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"]),
+                                      "faithfulness": faithfulness(model, clean, metric, {hook: dictionary}, circuit_nodes(circuit))}
     summary["timings_s"] = timings
     attention.write_json(out / "summary.json", summary)
     return summary

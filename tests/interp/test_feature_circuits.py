@@ -15,7 +15,9 @@ from circuit_toys import random_ln_model  # noqa: E402
 from interp.attention import CircuitInputError
 from interp.dictionary import DictionaryError, as_dictionary
 from interp.feature_circuits import (
+    circuit_nodes,
     edge_attribution,
+    faithfulness,
     feature_circuit,
     feature_effects_by_patching,
     node_attribution,
@@ -147,6 +149,22 @@ def test_feature_circuit_graph_and_files(linear_setup, tmp_path):
     assert any(e["source"].startswith("blocks.0.hook_resid_pre/") and e["target"].startswith(SITE) for e in graph["edges"])
     paths = write_feature_circuit(tmp_path, graph)
     assert all(p.exists() for p in paths)
+
+
+def test_faithfulness_is_the_share_of_the_linear_effect_the_circuit_keeps(linear_setup):
+    """Linear toy, mean ablation: restoring nodes adds up, so faithfulness = Σ_C IE / Σ_all IE."""
+    model, dictionary, tokens = linear_setup
+    metric = lambda logits: logits[:, -1, 5].mean()  # noqa: E731
+    sites = {SITE: dictionary}
+    effects = node_attribution(model, tokens, metric, sites, "mean", "atp")[SITE]
+    per_feature = effects["features"].sum(0)
+    chosen = per_feature.abs().argsort(descending=True)[:5].tolist()
+    total = float(per_feature.sum() + effects["error"].sum())
+    expected = float(per_feature[chosen].sum()) / total
+    assert faithfulness(model, tokens, metric, sites, {SITE: chosen}) == pytest.approx(expected, abs=1e-4)
+    assert faithfulness(model, tokens, metric, sites, {SITE: list(range(32)) + [-1]}) == pytest.approx(1.0, abs=1e-5)
+    graph = feature_circuit(model, tokens, metric, sites, "mean", "atp", top_k=5)
+    assert sorted(circuit_nodes(graph)[SITE]) == sorted(chosen + [-1])
 
 
 def test_bad_inputs_raise_clear_errors(linear_setup):
