@@ -12,10 +12,10 @@ from interp.prompts import induction_prompts, ioi_prompts, single_token_names
 
 
 @pytest.fixture(scope="module")
-def tiny_gpt2(tmp_path_factory):
+def tiny_gpt2_dir(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from interp.models import demo_tokenizer, load_model
+    from interp.models import demo_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     tokenizer = demo_tokenizer()
@@ -24,7 +24,14 @@ def tiny_gpt2(tmp_path_factory):
                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return load_model(str(folder), device="cpu")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2(tiny_gpt2_dir):
+    from interp.models import load_model
+
+    return load_model(str(tiny_gpt2_dir), device="cpu")
 
 
 def test_ioi_prompts_are_counterfactual_pairs(tiny_gpt2):
@@ -51,6 +58,21 @@ def test_ioi_pipeline_runs_on_a_tiny_local_gpt2(tiny_gpt2):
     end_mask[torch.arange(6), prompts.end] = True
     graph = trace_circuit(tiny_gpt2, prompts.clean, (1, 0), end_mask, top_k=2, threshold=0.0)
     assert all(edge["target"] == "L1H0" for edge in graph["edges"])
+
+
+def test_ioi_command_writes_results(tiny_gpt2_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    result = CliRunner().invoke(app, ["analyze", "circuits", "ioi", "--model", str(tiny_gpt2_dir), "--out", str(tmp_path),
+                                      "--n-prompts", "4"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["prompt_set"] == "ioi" and summary["n_prompts"] == 4
+    assert len(__import__("pandas").read_parquet(tmp_path / "path_patch.parquet")) == 3 * 2 * 4 * 2 * 4
 
 
 def test_induction_prompts_corrupt_only_the_first_copy(tiny_gpt2):
