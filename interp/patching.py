@@ -150,6 +150,8 @@ def attribution_patching(model, clean, corrupt, metric: Metric) -> dict[str, Ten
     saved: dict[str, Tensor] = {}
 
     def keep(activation, hook):
+        if not activation.requires_grad:  # frozen weights: make the earliest site a leaf
+            activation = activation.detach().requires_grad_()
         activation.retain_grad()
         saved[hook.name] = activation
         return activation

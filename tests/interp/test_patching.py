@@ -74,6 +74,9 @@ def test_attribution_patching_matches_exact_on_small_edits():
     exact_heads = patch_heads(model, clean, edits, metric)
     resid, heads = agreement(exact_resid, approx["residual"]), agreement(exact_heads, approx["heads"])
     assert resid["pearson"] > 0.99 and heads["pearson"] > 0.99, (resid, heads)
+    model.requires_grad_(False)  # frozen weights give the same estimate
+    frozen = attribution_patching(model, clean, edits, metric)
+    torch.testing.assert_close(frozen["heads"], approx["heads"])
 
 
 def test_logit_diff_metric_and_frames():
