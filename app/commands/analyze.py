@@ -133,6 +133,36 @@ def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_fe
     return folders
 
 
+def analyze_eval(sae_path: Path, out_root: Path, model_spec=None, hook: str | None = None, n_prompts: int = 256,
+                 n_values: int = 8, budget: int = 4, device: str = "cpu") -> Path:
+    """Principled evaluation (induction task) of every SAE under ``sae_path`` against the supervised
+    dictionary; writes ``eval_summary.parquet`` and ``eval_flags.parquet`` under ``<out>/<run_id>/``."""
+    import torch
+
+    from interp.dictionary import load_dictionary
+    from interp.features import write_tables
+    from interp.models import load_model
+    from interp.principled_eval import evaluate_dictionaries, induction_task
+
+    members = sae_members(sae_path)
+    dictionaries = {analysis_id(m): load_dictionary(m, device=device) for m in members}
+    site = hook or next(iter(dictionaries.values())).hook_name
+    if site is None:
+        raise ValueError(f"{members[0]}/cfg.json names no hook (metadata.hook_name); pass --hook")
+    if model_spec is None or isinstance(model_spec, str):
+        if model_spec is None:
+            model_spec = json.loads((run_cache(members[0]) / "manifest.json").read_text())["config"]["model"]
+        model = load_model(model_spec, device=device)
+    else:
+        model = model_spec
+    vocab = model.cfg.d_vocab
+    candidates = torch.arange(min(100, vocab // 4), min(vocab, 100 + 40 * n_values))
+    task = induction_task(candidates, n_prompts, n_values, vocab=vocab)
+    summary, flags = evaluate_dictionaries(model, site, task, dictionaries, budget)
+    folder = out_root / members[0].resolve().parent.name
+    return write_tables({"eval_summary": summary, "eval_flags": flags}, folder)
+
+
 def features_command(
     sae: Path = typer.Argument(..., help="An SAE folder (cfg.json) or a run folder with sae_* members."),
     cache: Path = typer.Option(None, help="Activation cache; default: the one in the run's config.json."),
@@ -166,7 +196,23 @@ def geometry_command(
             typer.echo(f"geometry: {folder}")
 
 
+def eval_command(
+    sae: Path = typer.Argument(..., help="An SAE folder or a run folder with sae_* members (compared side by side)."),
+    out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/eval_*.parquet."),
+    model: str = typer.Option(None, help="Model spec; default: the model of the run's cache."),
+    hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
+    prompts: int = typer.Option(256, help="Induction prompts ([BOS] A B filler... A -> B)."),
+    budget: int = typer.Option(4, help="Latents an SAE edit may change."),
+) -> None:
+    """Principled evaluation: supervised dictionary vs each SAE on sufficiency, necessity, control, F1."""
+    with user_errors():
+        folder = analyze_eval(sae, out, model, hook, prompts, budget=budget)
+        typer.echo(pd.read_parquet(folder / "eval_summary.parquet").to_string(index=False))
+        typer.echo(f"evaluation: {folder}")
+
+
 def register(analyze_app: typer.Typer) -> None:
+    analyze_app.command("eval")(eval_command)
     analyze_app.command("features")(features_command)
     analyze_app.command("geometry")(geometry_command)
 

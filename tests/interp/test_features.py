@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -203,6 +204,8 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
     from app.cli import app
     from app.commands.analyze import analyze_features
     from interp.cache.writer import CacheConfig, build_cache
+    from interp.dictionary import load_dictionary
+    from interp.features import model_chunks
     from interp.tables import feature_dashboard, matched_features
 
     hook = "blocks.1.hook_resid_post"
@@ -223,6 +226,14 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
                                  "--clusters", "3", "--no-umap"])
     assert result.exit_code == 0, result.output
     assert (folders[1] / "geometry_lobes.parquet").exists() and (folders[1] / "geometry_map.parquet").exists()
+    from app.commands.analyze import analyze_eval
+
+    summary = pd.read_parquet(analyze_eval(run, tmp_path / "analyses", model_spec=tiny_model, n_prompts=32)
+                              / "eval_summary.parquet")
+    assert list(summary.dictionary) == ["supervised", "r1/sae_0", "r1/sae_1"]
+    live = feature_dashboards(load_dictionary(run / "sae_0"), model_chunks(tiny_model, hook, n_tokens=256,
+                                                                           context_size=32))
+    assert live.n_tokens == 8 * 31  # BOS excluded
     write_sae(tmp_path / "runs" / "bad" / "sae_0", 16, 8, hook, seed=0)
     result = runner.invoke(app, ["analyze", "features", str(tmp_path / "runs" / "bad" / "sae_0"),
                                  "--cache", str(cache), "--out", str(tmp_path / "analyses"), "--no-logits"])
