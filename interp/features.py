@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +155,6 @@ class DashboardData:
     sample: Examples
     cooccurrence: sp.csr_matrix | None = None
     n_blocks: int = 0
-    extras: dict = field(default_factory=dict)
 
 
 def _block_fires(fired: Tensor, chunk: TokenChunk, unit: str) -> Tensor:

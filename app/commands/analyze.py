@@ -54,7 +54,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     import torch
 
     from interp.cache.store import ActivationCache
-    from interp.dictionary import load_dictionary
+    from interp.dictionary import check_fits, load_dictionary
     from interp.features import (
         DashboardConfig,
         cache_chunks,
@@ -79,8 +79,6 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
         if site is None:
             raise ValueError(f"{member}/cfg.json names no hook (metadata.hook_name); pass --hook")
         where = f"hook '{site}' of cache {cache_dir}"
-        from interp.dictionary import check_fits
-
         check_fits(dictionary, cache.d(site), where)
         data = feature_dashboards(dictionary, cache_chunks(cache, site, max_rows), config, where)
         W_U = None
@@ -133,10 +131,11 @@ def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_fe
     return folders
 
 
-def analyze_eval(sae_path: Path, out_root: Path, model_spec=None, hook: str | None = None, n_prompts: int = 256,
+def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, hook: str | None = None, n_prompts: int = 256,
                  n_values: int = 8, budget: int = 4, device: str = "cpu") -> Path:
-    """Principled evaluation (induction task) of every SAE under ``sae_path`` against the supervised
-    dictionary; writes ``eval_summary.parquet`` and ``eval_flags.parquet`` under ``<out>/<run_id>/``."""
+    """Principled evaluation (induction task) of every SAE under ``sae_paths`` (e.g. an MFR run and a
+    plain one) against the supervised dictionary; writes ``eval_summary.parquet`` and
+    ``eval_flags.parquet`` under ``<out>/<run_id of the first>/``."""
     import torch
 
     from interp.dictionary import load_dictionary
@@ -144,7 +143,8 @@ def analyze_eval(sae_path: Path, out_root: Path, model_spec=None, hook: str | No
     from interp.models import load_model
     from interp.principled_eval import evaluate_dictionaries, induction_task
 
-    members = sae_members(sae_path)
+    paths = [sae_paths] if isinstance(sae_paths, Path) else list(sae_paths)
+    members = [m for path in paths for m in sae_members(path)]
     dictionaries = {analysis_id(m): load_dictionary(m, device=device) for m in members}
     site = hook or next(iter(dictionaries.values())).hook_name
     if site is None:
@@ -197,7 +197,7 @@ def geometry_command(
 
 
 def eval_command(
-    sae: Path = typer.Argument(..., help="An SAE folder or a run folder with sae_* members (compared side by side)."),
+    sae: list[Path] = typer.Argument(..., help="SAE or run folders, compared side by side (e.g. MFR vs not)."),
     out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/eval_*.parquet."),
     model: str = typer.Option(None, help="Model spec; default: the model of the run's cache."),
     hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
