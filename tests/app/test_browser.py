@@ -1,0 +1,104 @@
+"""End to end in headless Chromium: `workbench app` on a free port, every page opened, a feature and a prompt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+PAGES = {"Home": "Activation caches", "Training": "logged steps", "Features": "Top activating contexts",
+         "Geometry": "Galaxy", "Circuits": "Stored prompt set", "Compare": "MMCS"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def server(workspace):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--workspace", str(workspace), "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd=Path(__file__).resolve().parents[2])
+    url = f"http://localhost:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail(f"workbench app did not start: {process.stdout.read().decode()[-2000:]}")
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture()
+def browser(tmp_path):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must have Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+        pytest.skip("chromium / chromedriver not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+                 "--window-size=1280,800", f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_window_size(1280, 800)
+    yield driver
+    driver.quit()
+
+
+def wait_for_text(driver, text: str, timeout: float = 60) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout, 0.5).until(
+        lambda d: text in d.find_element("tag name", "body").text and not d.find_elements(
+            "css selector", '[data-testid="stStatusWidget"]'))
+
+
+@pytest.mark.slow
+def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+
+    shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    for page, text in PAGES.items():
+        browser.get(server + ("/" if page == "Home" else f"/{page}"))
+        wait_for_text(browser, text)
+        assert "Traceback" not in browser.find_element("tag name", "body").text
+        if page == "Features":
+            feature = 7
+            field = browser.find_element("css selector", 'input[type="number"]')
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(str(feature), Keys.ENTER)
+            label = pd.read_parquet(workspace / "analyses/demo-mfr/sae_0/features.parquet").label[feature]
+            wait_for_text(browser, f"Feature {feature}: label {label}")
+        if page == "Circuits":
+            prompt = browser.find_element("css selector", 'input[aria-label="Prompt"]')
+            prompt.send_keys(Keys.CONTROL, "a")
+            prompt.send_keys("one two three one two three")
+            browser.find_element("xpath", '//button[.//p[text()="Show attention"]]').click()
+            demo = (Path(__file__).resolve().parents[2] / "interp/demo/weights/model.safetensors").exists()
+            wait_for_text(browser, "attention (" if demo else "demo weights missing")
+        time.sleep(1.0)  # let plotly finish drawing before the screenshot
+        assert "Traceback" not in browser.find_element("tag name", "body").text
+        browser.save_screenshot(str(shots / f"{page.lower()}.png"))
+        assert (shots / f"{page.lower()}.png").stat().st_size > 10_000
