@@ -91,6 +91,8 @@ def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
             field.send_keys(str(feature), Keys.ENTER)
             label = pd.read_parquet(workspace / "analyses/demo-mfr/sae_0/features.parquet").label[feature]
             wait_for_text(browser, f"Feature {feature}: label {label}")
+            contexts = browser.find_element("xpath", '//p[.//strong[text()="Top activating contexts"]]')
+            browser.execute_script("arguments[0].scrollIntoView()", contexts)  # the dashboard in the screenshot
         if page == "Circuits":
             prompt = browser.find_element("css selector", 'input[aria-label="Prompt"]')
             prompt.send_keys(Keys.CONTROL, "a")
