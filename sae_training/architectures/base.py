@@ -12,8 +12,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+
+from sae_training.architectures.fused_topk import dense_codes, fired_latents
 
 
 @dataclass(frozen=True)
@@ -43,18 +45,34 @@ class SAEShape:
 
 @dataclass
 class LossParts:
-    """Per-member loss terms ``[K]`` and the codes they came from."""
+    """Per-member loss terms ``[K]`` and the codes they came from: dense ``f`` or, for TopK, the
+    top-k ``(values, indices)`` (``f`` is then built only when asked for)."""
 
     mse: Float[Tensor, " K"]
     sparsity: Float[Tensor, " K"]
     aux: Float[Tensor, " K"]
     x_hat: Float[Tensor, "K batch d_in"]
-    f: Float[Tensor, "K batch d_sae"]
+    dense_f: Float[Tensor, "K batch d_sae"] | None = None
+    top_values: Float[Tensor, "K batch k"] | None = None
+    top_indices: Int[Tensor, "K batch k"] | None = None
+    d_sae: int = 0
 
     @property
     def total(self) -> Tensor:
         """Sum over members: each member's gradient is that of its own loss (members share no parameters)."""
         return (self.mse + self.sparsity + self.aux).sum()
+
+    @property
+    def f(self) -> Float[Tensor, "K batch d_sae"]:
+        if self.dense_f is not None:
+            return self.dense_f
+        return dense_codes(self.top_values, self.top_indices, self.d_sae)
+
+    def fired(self) -> Bool[Tensor, "K d_sae"]:
+        """Latents that fired on at least one token of the batch."""
+        if self.dense_f is not None:
+            return (self.dense_f.detach() != 0).any(1)
+        return fired_latents(self.top_values.detach(), self.top_indices, self.d_sae)
 
 
 class EnsembleSAE(nn.Module):
@@ -127,7 +145,7 @@ class EnsembleSAE(nn.Module):
         if mse_reduction == "mean":
             mse = mse / self.d_in
         return LossParts(mse, self.sparsity_loss(f, pre, sparsity_coefficient), self.aux_loss(x, x_hat, pre, dead),
-                         x_hat, f)
+                         x_hat, dense_f=f)
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -18,5 +18,5 @@ class ReLUSAE(EnsembleSAE):
         return pre.relu()
 
     def sparsity_loss(self, f: Tensor, pre: Tensor, coefficient: float) -> Float[Tensor, " K"]:
-        weighted = f * self.W_dec.norm(dim=-1).unsqueeze(1)
-        return coefficient * weighted.sum(-1).mean(-1)
+        norms = self.W_dec.norm(dim=-1)  # [K, d_sae]; batch mean first, so no [K, batch, d_sae] product
+        return coefficient * (f.mean(1) * norms).sum(-1)

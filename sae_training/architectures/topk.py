@@ -1,11 +1,17 @@
-"""TopK SAE (keep the k largest pre-activations per token, then ReLU) with the AuxK dead-latent loss."""
+"""TopK SAE (keep the k largest pre-activations per token, then ReLU) with the AuxK dead-latent loss.
+
+Training uses the sparse path of ``fused_topk`` (no dense ``[K, batch, d_sae]`` codes or decoder matmul);
+``encode``/``decode``/``forward`` stay dense for analyses and tests.
+"""
 
 from __future__ import annotations
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sae_training.architectures.base import EnsembleSAE, scatter_topk
+from sae_training.architectures.base import EnsembleSAE, LossParts, scatter_topk
+from sae_training.architectures.fused_topk import gather_pre_acts, sparse_decode, topk_encode
 
 
 def topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> Float[Tensor, " K"]:
@@ -27,6 +33,27 @@ def topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead:
     return sae.shape.aux_k_coefficient * scale * error
 
 
+def sparse_topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor,
+                         dead: Tensor | None) -> Float[Tensor, " K"]:
+    """``topk_aux_loss`` from detached ``pre``: pick the dead latents' top-k on it, then recompute only those
+    pre-activations with gradient and decode them sparsely (same value and gradients as the dense one)."""
+    zeros = x.new_zeros(sae.n_members)
+    if dead is None or sae.shape.aux_k_coefficient == 0 or not bool(dead.any()):
+        return zeros
+    half = sae.d_in // 2
+    n_dead = dead.sum(-1)
+    k_aux = n_dead.clamp(max=half)
+    k_max = min(half, sae.d_sae)
+    masked = pre.masked_fill(~dead.unsqueeze(1), float("-inf"))
+    top, indices = masked.topk(k_max, dim=-1, sorted=True)
+    keep = torch.isfinite(top) & (torch.arange(k_max, device=x.device) < k_aux.view(-1, 1, 1))
+    values = gather_pre_acts(x, sae.b_dec, sae.W_enc, sae.b_enc, indices) * keep
+    residual = (x.unsqueeze(0) - x_hat).detach()
+    error = (sparse_decode(values, indices, sae.W_dec, sae.b_dec) - residual).pow(2).sum(-1).mean(-1)
+    scale = (n_dead.to(x.dtype) / half).clamp(max=1.0)
+    return sae.shape.aux_k_coefficient * scale * error
+
+
 class TopKSAE(EnsembleSAE):
     """Member i keeps its ``k_i`` largest pre-activations per token (negatives become 0); unit decoder rows."""
 
@@ -38,9 +65,19 @@ class TopKSAE(EnsembleSAE):
     def activate(self, pre: Float[Tensor, "K batch d_sae"]) -> Float[Tensor, "K batch d_sae"]:
         return scatter_topk(pre, self.k_per_member)
 
-    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> Float[Tensor, " K"]:
-        return topk_aux_loss(self, x, x_hat, pre, dead)
+    def loss(self, x: Float[Tensor, "batch d_in"], sparsity_coefficient: float = 0.0,
+             dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
+        """As ``EnsembleSAE.loss`` (dense), computed from the top-k codes only."""
+        x = x.detach()
+        values, indices, pre = topk_encode(x, self.b_dec, self.W_enc, self.b_enc, self.k_per_member,
+                                           self.shape.member_k)
+        x_hat = sparse_decode(values, indices, self.W_dec, self.b_dec)
+        mse = (x_hat - x.unsqueeze(0)).pow(2).sum(-1).mean(-1)
+        if mse_reduction == "mean":
+            mse = mse / self.d_in
+        aux = sparse_topk_aux_loss(self, x, x_hat, pre, dead)
+        return LossParts(mse, mse.new_zeros(self.n_members), aux, x_hat, top_values=values, top_indices=indices,
+                         d_sae=self.d_sae)
 
     def saelens_extra_cfg(self, i: int) -> dict:
         return {"k": int(self.k_per_member[i]), "rescale_acts_by_decoder_norm": False}
-
