@@ -1,7 +1,10 @@
 """Data-parallel helpers over ``torch.distributed`` (gloo on CPU, nccl on GPU), launched by ``torchrun``.
 
 Every rank holds the same ensemble; gradients are averaged across ranks after each backward (what
-DDP does), so N ranks on N slices of a global batch take the same step as one process on all of it.
+DDP does), so N ranks on N slices of a global batch take the same step as one process on all of it
+(tested with 2 gloo ranks in ``tests/sae_training/test_distributed.py``). Not ``DistributedDataParallel``:
+its reducer is armed in ``forward`` while the trainer calls ``sae.loss`` and adds the MFR penalty on
+``W_dec`` outside it; one flat all-reduce after backward is the single-bucket equivalent (no overlap).
 """
 
 from __future__ import annotations

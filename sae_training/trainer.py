@@ -175,8 +175,10 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     else:
         if resume and is_main:
             (run_dir / "metrics.jsonl").write_text("")
-        stats = open_store(config, seed=config.seed + 7919, rank=rank, world_size=world_size,
-                           activations=activations, model=model)
+        # in-memory / live data: every rank sees the same global sample, as one process would
+        by_shard = config.cache is not None
+        stats = open_store(config, seed=config.seed + 7919, rank=rank if by_shard else 0,
+                           world_size=world_size if by_shard else 1, activations=activations, model=model)
         scale = _initialise(config, sae, stats)
 
     def checkpoint(step: int) -> None:
