@@ -115,18 +115,28 @@ class Examples:
                    full(k, d_sae, v=-1, dt=torch.long), full(k, d_sae, v=-1, dt=torch.long),
                    full(k, ctx, d_sae, v=-1, dt=torch.long), full(k, ctx, d_sae, v=0.0, dt=torch.float32))
 
-    def merge(self, key: Float[Tensor, "n d_sae"], f: Float[Tensor, "n d_sae"], chunk: TokenChunk,
-              left: int, right: int) -> None:
-        """Keep the ``k`` largest keys among the kept ones and this chunk's."""
-        k = self.key.shape[0]
-        cand_key, rows = key.topk(min(k, key.shape[0]), dim=0)
+    def merge(self, key: Float[Tensor, "nnz"], rows: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"],
+              f: Float[Tensor, "n d_sae"], chunk: TokenChunk, left: int, right: int) -> None:
+        """Keep the ``k`` largest keys among the kept ones and this chunk's firing entries."""
+        k, d_sae = self.key.shape
+        order = torch.sort(key, descending=True, stable=True).indices  # by key, then by feature (stable)
+        order = order[torch.sort(feats[order], stable=True).indices]
+        counts = torch.bincount(feats[order], minlength=d_sae)
+        rank = torch.arange(len(order), device=f.device) - (torch.cumsum(counts, 0) - counts)[feats[order]]
+        sel, rank = order[rank < k], rank[rank < k]
+        cand_key = torch.full((k, d_sae), -torch.inf, device=f.device)
+        cand_key[rank, feats[sel]] = key[sel]
+        rows_ = torch.zeros((k, d_sae), dtype=torch.long, device=f.device)
+        rows_[rank, feats[sel]] = rows[sel]
+        rows = rows_
         offsets = torch.arange(-left, right + 1, device=f.device)
         ctx_rows = rows[:, None, :] + offsets[None, :, None]  # [k', ctx, d_sae]
         inside = (ctx_rows >= 0) & (ctx_rows < f.shape[0])
         ctx_rows = ctx_rows.clamp(0, f.shape[0] - 1)
         same = inside & (chunk.sequence[ctx_rows] == chunk.sequence[rows][:, None, :])
         flat = ctx_rows.reshape(-1, f.shape[1])
-        ctx_acts = torch.where(same, f.gather(0, flat).reshape(ctx_rows.shape), 0.0)
+        same_acts = same & (chunk.position[ctx_rows] != 0)  # BOS activations are never shown
+        ctx_acts = torch.where(same_acts, f.gather(0, flat).reshape(ctx_rows.shape), 0.0)
         ctx_ids = torch.where(same, chunk.token_ids[ctx_rows], -1)
         all_key = torch.cat([self.key, cand_key])
         keep = all_key.topk(k, dim=0).indices  # [k, d_sae]
@@ -157,12 +167,12 @@ class DashboardData:
     n_blocks: int = 0
 
 
-def _block_fires(fired: Tensor, chunk: TokenChunk, unit: str) -> Tensor:
+def _blocks(rows: Tensor, chunk: TokenChunk, unit: str) -> tuple[Tensor, int]:
+    """Block index of each firing entry (a token, or its sequence) and the chunk's number of blocks."""
     if unit == "token":
-        return fired
+        return rows, len(chunk.sequence)
     _, block = torch.unique_consecutive(chunk.sequence, return_inverse=True)
-    per_block = torch.zeros(int(block.max()) + 1, fired.shape[1], device=fired.device)
-    return per_block.index_add_(0, block.to(fired.device), fired.float()) > 0
+    return block[rows], int(block.max()) + 1
 
 
 def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
@@ -187,24 +197,26 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                                                     chunk.position)))
         with torch.no_grad():
             f = dictionary.encode(chunk.activations.to(dictionary.W_dec.dtype)).float()
+        rows, feats = (f > 0).nonzero(as_tuple=True)
         if config.exclude_bos:
-            f = f * (chunk.position != 0)[:, None]
+            keep = chunk.position[rows] != 0
+            rows, feats = rows[keep], feats[keep]
         n_tokens += int((chunk.position != 0).sum()) if config.exclude_bos else f.shape[0]
-        fired = f > 0
-        fires += fired.sum(0)
-        act_sum += f.sum(0, dtype=torch.float64)
-        act_max = torch.maximum(act_max, f.max(0).values)
-        rows, feats = fired.nonzero(as_tuple=True)
-        bins = ((f[rows, feats].log10() - lo) / (hi - lo) * config.n_bins).long().clamp(0, config.n_bins - 1)
+        vals = f[rows, feats]
+        fires += torch.bincount(feats, minlength=d_sae)
+        act_sum.index_add_(0, feats, vals.double())
+        act_max.scatter_reduce_(0, feats, vals, "amax")
+        bins = ((vals.log10() - lo) / (hi - lo) * config.n_bins).long().clamp(0, config.n_bins - 1)
         histogram += torch.bincount(feats * config.n_bins + bins, minlength=histogram.numel())
-        top.merge(torch.where(fired, f, -torch.inf), f, chunk, config.left, config.right)
-        noise = torch.rand(f.shape, generator=generator, device=device)
-        sample.merge(torch.where(fired, noise, -torch.inf), f, chunk, config.left, config.right)
+        top.merge(vals, rows, feats, f, chunk, config.left, config.right)
+        noise = torch.rand(vals.shape, generator=generator, device=device)
+        sample.merge(noise, rows, feats, f, chunk, config.left, config.right)
         if config.cooccurrence:
-            blocks = _block_fires(fired, chunk, config.cooccurrence).cpu()
-            n_blocks += blocks.shape[0]
-            r, c = blocks.nonzero(as_tuple=True)
-            b = sp.csr_matrix((np.ones(len(r), np.float32), (r.numpy(), c.numpy())), shape=(blocks.shape[0], d_sae))
+            blocks, n = _blocks(rows, chunk, config.cooccurrence)
+            n_blocks += n
+            b = sp.csr_matrix((np.ones(len(blocks), np.float32), (blocks.cpu().numpy(), feats.cpu().numpy())),
+                              shape=(n, d_sae))
+            b.data[:] = 1  # duplicates (several tokens of one block) were summed
             counts = (b.T @ b).tocsr()
             cooc = counts if cooc is None else cooc + counts
     if n_tokens == 0:
