@@ -49,7 +49,7 @@ print(json.dumps({"seconds": time.perf_counter() - start, "n_features": len(data
 """ % HOOK
 
 
-def setup(root: Path, n_features: int, n_tokens: int, context: int, seed: int):
+def setup(root: Path, n_features: int, n_tokens: int, context: int, seed: int, density: float):
     """Random model, SAE and tokens on disk, the same bytes for both sides."""
     from sae_lens import StandardSAE, StandardSAEConfig
     from sae_lens.saes.sae import SAEMetadata
@@ -61,11 +61,13 @@ def setup(root: Path, n_features: int, n_tokens: int, context: int, seed: int):
     save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, str(root / "model.safetensors"))
     sae = StandardSAE(StandardSAEConfig(d_in=MODEL["d_model"], d_sae=n_features,
                                         metadata=SAEMetadata(hook_name=HOOK)))
-    with torch.no_grad():
-        sae.b_enc.fill_(-0.5)  # a sparse code (a few % of features fire per token)
-    sae.save_model(str(root / "sae"))
     tokens = torch.randint(0, MODEL["d_vocab"], (max(1, n_tokens // context), context))
     tokens[:, 0] = 1
+    with torch.no_grad():  # thresholds so that each feature fires on ~`density` of tokens, like a trained SAE
+        _, cache = model.run_with_cache(tokens[:16], names_filter=HOOK, stop_at_layer=2)
+        pre = (cache[HOOK][:, 1:].reshape(-1, MODEL["d_model"]) - sae.b_dec) @ sae.W_enc
+        sae.b_enc.copy_(-torch.quantile(pre, 1 - density, dim=0))
+    sae.save_model(str(root / "sae"))
     save_file({"tokens": tokens}, str(root / "tokens.safetensors"))
     return model, tokens
 
@@ -73,7 +75,7 @@ def setup(root: Path, n_features: int, n_tokens: int, context: int, seed: int):
 def live_chunks(model, tokens, batch: int = 32):
     from interp.features import TokenChunk
 
-    for start in range(0, len(tokens), batch):
+    for start in range(0, len(tokens), batch):  # 32 x 128 = 4096 tokens a chunk
         t = tokens[start:start + batch]
         with torch.no_grad():
             _, cache = model.run_with_cache(t, names_filter=HOOK, stop_at_layer=2)
@@ -119,13 +121,15 @@ def main() -> None:
     parser.add_argument("--peer-python", default="/tmp/saedash_venv/bin/python",
                         help="Python with sae-dashboard installed (a separate venv: it pins transformer-lens<3)")
     parser.add_argument("--peer-feature-batch", type=int, default=1024)
+    parser.add_argument("--density", type=float, default=0.01, help="Fraction of tokens each feature fires on")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model, tokens = setup(root, args.features, args.tokens, args.context, args.seed)
+        model, tokens = setup(root, args.features, args.tokens, args.context, args.seed, args.density)
         mine = ours(root, model, tokens)
-        result = {"features": args.features, "tokens": int(tokens.numel()), "threads": torch.get_num_threads(),
+        result = {"features": args.features, "tokens": int(tokens.numel()), "density": args.density,
+                  "threads": torch.get_num_threads(),
                   "ours_seconds": round(mine["seconds"], 2),
                   "ours_tokens_per_s": round(tokens.numel() / mine["seconds"]),
                   "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
