@@ -73,3 +73,42 @@ def random_ln_model(seed: int = 0, **overrides) -> HookedTransformer:
             elif name.endswith(("ln1.b", "b_Q", "b_K", "b_O", "ln_final.b")):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
     return model.eval()
+
+
+INDUCTION_TOY = dict(n_layers=2, d_model=64, n_ctx=33, d_head=16, n_heads=4, d_vocab=67, attn_only=True,
+                     normalization_type="LN", act_fn="relu")
+INDUCTION_TOY_WEIGHTS = __import__("pathlib").Path(__file__).parent / "data" / "induction_toy.safetensors"
+
+
+def train_induction_toy(steps: int = 3000, seed: int = 0) -> HookedTransformer:
+    """Reproduce ``data/induction_toy.safetensors`` (about 2.5 min on one CPU thread).
+
+    Attention-only 2x4 model trained only on BOS + random prefix + span + span with the span length
+    and prefix varied per batch (so no fixed positional offset solves it); loss on the second copy.
+    It learns a previous-token head in layer 0 and induction in layer 1: a learned, not planted, circuit.
+    """
+    from interp.attention import repeated_random_tokens
+
+    model = HookedTransformer(HookedTransformerConfig(**INDUCTION_TOY, seed=seed))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+    for step in range(steps):
+        g = torch.Generator().manual_seed(step)
+        half = int(torch.randint(6, 17, (1,), generator=g))
+        prefix = int(torch.randint(0, 32 - 2 * half, (1,), generator=g)) if 32 - 2 * half > 0 else 0
+        rep = repeated_random_tokens(64, half, 3, 67, 0, seed=step + 100)
+        tokens = torch.cat([rep[:, :1], torch.randint(3, 67, (64, prefix), generator=g), rep[:, 1:]], 1)
+        start = 1 + prefix + half
+        loss = -model(tokens)[:, start:-1].log_softmax(-1).gather(-1, tokens[:, start + 1:, None]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def induction_toy() -> HookedTransformer:
+    """The trained induction toy from its committed weights."""
+    from safetensors.torch import load_file
+
+    model = HookedTransformer(HookedTransformerConfig(**INDUCTION_TOY, seed=0))
+    model.load_state_dict(load_file(str(INDUCTION_TOY_WEIGHTS)))
+    return model.eval()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from circuit_toys import planted_induction_model, planted_prompts  # noqa: E402
+from circuit_toys import induction_toy, planted_induction_model, planted_prompts  # noqa: E402
 
 from interp.attention import (
     CircuitInputError,
@@ -104,6 +104,24 @@ def test_three_edge_methods_agree_on_the_planted_circuit(planted, tmp_path):
     assert summary["signal_dimensionality"]["L1H0"] == 1.0
     graph = json.loads((tmp_path / "svd_trace.json").read_text())
     assert [(e["source"], e["target"]) for e in graph["edges"]] == [("L0H0", "L1H0")]
+
+
+def test_three_edge_methods_agree_on_a_trained_induction_circuit(tmp_path):
+    """A trained (not hand-set) induction model: composition, SVD tracing and path patching single out
+    the same previous-token head -> induction head edge on the key side."""
+    from app.commands.circuits import analyze_circuits
+    from interp.prompts import induction_prompts
+
+    model = induction_toy()
+    prompts = induction_prompts(model, 12, 16)
+    metric = prompts.metric()
+    assert float(metric(model(prompts.clean))) > float(metric(model(prompts.corrupt))) + 2  # it does induction
+    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, metric, prompts.second_copy, tmp_path)
+    tops = set(summary["rank_agreement"]["top_edge"].values())
+    assert len(tops) == 1, summary["rank_agreement"]
+    sender = tops.pop().split("->")[0]
+    assert sender == "L{}H{}".format(*summary["heads"]["previous_token"])
+    assert min(summary["rank_agreement"]["spearman"].values()) > 0.3, summary["rank_agreement"]
 
 
 def test_prompt_longer_than_context_is_refused(planted):
