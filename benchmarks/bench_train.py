@@ -1,14 +1,25 @@
 """Training throughput: our trainer against SAELens' own ``SAETrainer`` on the same activations and
-config (ReLU-L1 and TopK), and K-member ensembles against K independent runs. Prints JSON with
-ratios against the peer measured in the same run.
+config (ReLU-L1 and TopK), and K-member ensembles against K times one SAE. Runs are interleaved
+(ours and the peer alternate, in alternating order) and repeated; the JSON holds every repeat and the
+medians, because the machine may be shared.
 
-    python benchmarks/bench_train.py --steps 60 --d-in 128 --d-sae 1024 --batch 1024 --k 32
+Timed regions (like for like):
+- ``*_step_seconds``: ours = ``Run.train_seconds`` (per step: fetch the batch from our shuffling store, loss,
+  backward, clipping, Adam, decoder renorm, dead counters); SAELens = the sum of ``SAETrainer._train_step``
+  (loss, backward, clipping, Adam, scheduler, dead counters) plus its batch fetch.
+- ``*_total_seconds``: ours = the whole ``train_saes`` call (run folder, store and stats sample set-up,
+  a final checkpoint; no evaluation); SAELens = ``SAETrainer.fit()`` (its norm estimate, steps, final save).
+Both use no input normalisation and ``b_dec`` at zero (SAELens' defaults), so neither side pays a
+geometric median.
+
+    python benchmarks/bench_train.py --steps 100 --d-in 128 --d-sae 2048 --batch 2048 --k 32 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 
@@ -22,21 +33,22 @@ def activations(n_rows: int, d_in: int, seed: int = 0) -> torch.Tensor:
     return codes @ features
 
 
-def ours(x: torch.Tensor, arch: str, args, n_members: int = 1) -> float:
+def ours(x: torch.Tensor, arch: str, args, n_members: int = 1, steps: int | None = None) -> dict:
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
 
+    steps = steps or args.steps
     config = TrainConfig(architecture=arch, d_sae=args.d_sae, k=args.k, n_members=n_members,
-                         n_tokens=args.steps * args.batch, batch_size=args.batch, sparsity_coefficient=1.0,
+                         n_tokens=steps * args.batch, batch_size=args.batch, sparsity_coefficient=1.0,
                          normalize_activations="none", b_dec_init="zeros", log_every=10**9,
                          checkpoint_every=10**9, buffer_tokens=8 * args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        train_saes(config, f"{tmp}/run", activations=x, progress=False, evaluate=False)
-        return time.perf_counter() - start
+        run = train_saes(config, f"{tmp}/run", activations=x, progress=False, evaluate=False)
+        return {"step_seconds": run.train_seconds, "total_seconds": time.perf_counter() - start}
 
 
-def saelens(x: torch.Tensor, arch: str, args) -> float:
+def saelens(x: torch.Tensor, arch: str, args) -> dict:
     from sae_lens.config import SAETrainerConfig
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
@@ -46,38 +58,82 @@ def saelens(x: torch.Tensor, arch: str, args) -> float:
         sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=x.shape[1], d_sae=args.d_sae, l1_coefficient=1.0))
     else:
         sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=x.shape[1], d_sae=args.d_sae, k=args.k))
-    batches = (x[i * args.batch:(i + 1) * args.batch] for i in range(10**9))
+    timed = {"seconds": 0.0}
+
+    def batches():
+        for i in range(10**9):
+            tic = time.perf_counter()
+            batch = x[(i * args.batch) % (len(x) - args.batch):][:args.batch]
+            timed["seconds"] += time.perf_counter() - tic
+            yield batch
+
     cfg = SAETrainerConfig(total_training_samples=args.steps * args.batch, train_batch_size_samples=args.batch,
                            n_batches_for_norm_estimate=1, lr_end=3e-5)
-    trainer = SAETrainer(cfg, sae, batches)
+    trainer = SAETrainer(cfg, sae, batches())
+    train_step = trainer._train_step
+
+    def timed_step(*a, **kw):
+        tic = time.perf_counter()
+        out = train_step(*a, **kw)
+        timed["seconds"] += time.perf_counter() - tic
+        return out
+
+    trainer._train_step = timed_step
     start = time.perf_counter()
     trainer.fit()
-    return time.perf_counter() - start
+    return {"step_seconds": timed["seconds"], "total_seconds": time.perf_counter() - start}
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--ensemble-steps", type=int, default=None, help="steps of the ensemble runs (default --steps)")
     parser.add_argument("--d-in", type=int, default=128)
-    parser.add_argument("--d-sae", type=int, default=1024)
-    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--d-sae", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=2048)
     parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--archs", default="relu,topk", help="comma-separated: relu, topk")
+    parser.add_argument("--ensembles", default="1,2,4", help="comma-separated K values ('' skips; needs 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads; >1 thrashes on a shared CPU")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     x = activations(max(args.steps * args.batch, 16 * args.batch), args.d_in)
     tokens = args.steps * args.batch
-    result = {"config": vars(args), "vs_saelens": {}, "ensemble": {}}
-    ours(x, "topk", args)  # warm-up: imports and first-call allocations
-    for arch in ("relu", "topk"):
-        peer, mine = saelens(x, arch, args), ours(x, arch, args)
-        result["vs_saelens"][arch] = {"ours_tokens_per_s": tokens / mine, "saelens_tokens_per_s": tokens / peer,
-                                      "speedup": peer / mine}
-    single = ours(x, "topk", args, 1)
-    for n_members in (1, 2, 4):
-        seconds = single if n_members == 1 else ours(x, "topk", args, n_members)
-        result["ensemble"][f"K={n_members}"] = {"seconds": seconds, "independent_runs_seconds": n_members * single,
-                                                "ratio_to_K_times_one": seconds / (n_members * single)}
+    ensemble_steps = args.ensemble_steps or args.steps
+    ours(x, "topk", args, steps=2)  # warm-up: imports and first-call allocations
+    saelens(x[: 4 * args.batch], "topk", argparse.Namespace(**{**vars(args), "steps": 2}))
+    archs = [a for a in args.archs.split(",") if a]
+    ensembles = [int(n) for n in args.ensembles.split(",") if n]
+    raw = {f"{side}_{arch}": [] for side in ("ours", "saelens") for arch in archs}
+    raw.update({f"ensemble_K={n}": [] for n in ensembles})
+    for repeat in range(args.repeats):
+        for arch in archs:
+            order = [("ours", ours), ("saelens", saelens)]
+            for side, fn in order if repeat % 2 == 0 else order[::-1]:
+                raw[f"{side}_{arch}"].append(fn(x, arch, args))
+        for n in ensembles if repeat % 2 == 0 else ensembles[::-1]:
+            raw[f"ensemble_K={n}"].append(ours(x, "topk", args, n, steps=ensemble_steps))
+    result = {"config": vars(args), "timed_regions": __doc__.split("Timed regions (like for like):")[1].split("\n\n")[0],
+              "vs_saelens": {}, "ensemble": {}, "raw": raw}
+    for arch in archs:
+        mine, peer = raw[f"ours_{arch}"], raw[f"saelens_{arch}"]
+        result["vs_saelens"][arch] = {
+            "ours_tokens_per_s": tokens / median_of(mine, "step_seconds"),
+            "saelens_tokens_per_s": tokens / median_of(peer, "step_seconds"),
+            "speedup_steps": median_of(peer, "step_seconds") / median_of(mine, "step_seconds"),
+            "speedup_total": median_of(peer, "total_seconds") / median_of(mine, "total_seconds"),
+            "speedup_steps_per_repeat": [p["step_seconds"] / m["step_seconds"] for m, p in zip(mine, peer)],
+        }
+    single = median_of(raw["ensemble_K=1"], "step_seconds") if ensembles else 0.0
+    for n in ensembles:
+        seconds = median_of(raw[f"ensemble_K={n}"], "step_seconds")
+        result["ensemble"][f"K={n}"] = {"step_seconds": seconds, "K_times_one_seconds": n * single,
+                                        "ratio_to_K_times_one": seconds / (n * single)}
     print(json.dumps(result, indent=2))
 
 

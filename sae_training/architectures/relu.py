@@ -1,11 +1,35 @@
-"""ReLU SAE with an L1 penalty weighted by decoder row norms (SAELens "standard")."""
+"""ReLU SAE with an L1 penalty weighted by decoder row norms (SAELens "standard").
+
+Training encodes through ``ReLUEncode``: its backward gets ``b_dec``'s encoder gradient as
+``-W_enc @ Σ grad`` instead of autograd's full ``[batch, d_sae] @ [d_sae, d_in]`` input-gradient matmul.
+"""
 
 from __future__ import annotations
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sae_training.architectures.base import EnsembleSAE
+from sae_training.architectures.base import EnsembleSAE, LossParts
+
+
+class ReLUEncode(torch.autograd.Function):
+    """``ReLU((x - b_dec) @ W_enc + b_enc)`` per member; ``x`` is data (no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor):
+        x_in = x.unsqueeze(0) - b_dec.unsqueeze(1)
+        f = torch.baddbmm(b_enc.unsqueeze(1), x_in, W_enc).relu_()
+        ctx.save_for_backward(x_in, W_enc, f)
+        return f
+
+    @staticmethod
+    def backward(ctx, grad_f: Tensor):
+        x_in, W_enc, f = ctx.saved_tensors
+        grad_pre = grad_f * (f > 0)
+        grad_b_enc = grad_pre.sum(1)
+        grad_W_enc = torch.bmm(x_in.transpose(1, 2), grad_pre)
+        return None, -torch.bmm(W_enc, grad_b_enc.unsqueeze(-1)).squeeze(-1), grad_W_enc, grad_b_enc
 
 
 class ReLUSAE(EnsembleSAE):
@@ -20,3 +44,15 @@ class ReLUSAE(EnsembleSAE):
     def sparsity_loss(self, f: Tensor, pre: Tensor, coefficient: float) -> Float[Tensor, " K"]:
         norms = self.W_dec.norm(dim=-1)  # [K, d_sae]; batch mean first, so no [K, batch, d_sae] product
         return coefficient * (f.mean(1) * norms).sum(-1)
+
+    def loss(self, x: Float[Tensor, "batch d_in"], sparsity_coefficient: float = 0.0,
+             dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
+        """As ``EnsembleSAE.loss``, with the encoder through ``ReLUEncode``."""
+        x = x.detach()
+        f = ReLUEncode.apply(x, self.b_dec, self.W_enc, self.b_enc)
+        x_hat = self.decode(f)
+        mse = (x_hat - x.unsqueeze(0)).pow(2).sum(-1).mean(-1)
+        if mse_reduction == "mean":
+            mse = mse / self.d_in
+        return LossParts(mse, self.sparsity_loss(f, f, sparsity_coefficient), mse.new_zeros(self.n_members), x_hat,
+                         dense_f=f)
