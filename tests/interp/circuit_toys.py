@@ -112,3 +112,12 @@ def induction_toy() -> HookedTransformer:
     model = HookedTransformer(HookedTransformerConfig(**INDUCTION_TOY, seed=0))
     model.load_state_dict(load_file(str(INDUCTION_TOY_WEIGHTS)))
     return model.eval()
+
+
+@__import__("pytest").fixture(autouse=True, scope="module")
+def one_thread():
+    """Circuit tests run many tiny ops, which stall under thread contention on a shared CPU: use one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from circuit_toys import induction_toy, planted_induction_model, planted_prompts  # noqa: E402
+from circuit_toys import induction_toy, one_thread, planted_induction_model, planted_prompts  # noqa: E402, F401
 
 from interp.attention import (
     CircuitInputError,

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from circuit_toys import N_CTX, planted_induction_model, planted_prompts, random_ln_model  # noqa: E402
+from circuit_toys import N_CTX, one_thread, planted_induction_model, planted_prompts, random_ln_model  # noqa: E402, F401
 
 from interp.attention import CircuitInputError, composition_scores
 from interp.decomposition import (

@@ -10,7 +10,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from circuit_toys import random_ln_model  # noqa: E402
+from circuit_toys import one_thread, random_ln_model  # noqa: E402, F401
 
 from interp.attention import CircuitInputError
 from interp.dictionary import DictionaryError, as_dictionary

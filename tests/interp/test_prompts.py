@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
+from circuit_toys import one_thread  # noqa: E402, F401
 
 from interp.attention import CircuitInputError
 from interp.decomposition import trace_circuit
