@@ -117,38 +117,46 @@ class Examples:
 
     def merge(self, key: Float[Tensor, "nnz"], rows: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"],
               f: Float[Tensor, "n d_sae"], chunk: TokenChunk, left: int, right: int) -> None:
-        """Keep the ``k`` largest keys among the kept ones and this chunk's firing entries."""
-        k, d_sae = self.key.shape
+        """Keep the ``k`` largest keys among the kept ones and this chunk's firing entries.
+
+        Only entries beating their feature's current k-th key, and only those features' columns,
+        are touched, so the work per chunk shrinks as the kept keys rise.
+        """
+        k = self.key.shape[0]
+        good = key > self.key[-1, feats]
+        key, rows, feats = key[good], rows[good], feats[good]
+        if len(key) == 0:
+            return
+        active, local = torch.unique(feats, return_inverse=True)  # the features with candidates
+        m, device = len(active), f.device
         order = torch.sort(key, descending=True, stable=True).indices  # by key, then by feature (stable)
-        order = order[torch.sort(feats[order], stable=True).indices]
-        counts = torch.bincount(feats[order], minlength=d_sae)
-        rank = torch.arange(len(order), device=f.device) - (torch.cumsum(counts, 0) - counts)[feats[order]]
+        order = order[torch.sort(local[order], stable=True).indices]
+        counts = torch.bincount(local[order], minlength=m)
+        rank = torch.arange(len(order), device=device) - (torch.cumsum(counts, 0) - counts)[local[order]]
         sel, rank = order[rank < k], rank[rank < k]
-        cand_key = torch.full((k, d_sae), -torch.inf, device=f.device)
-        cand_key[rank, feats[sel]] = key[sel]
-        rows_ = torch.zeros((k, d_sae), dtype=torch.long, device=f.device)
-        rows_[rank, feats[sel]] = rows[sel]
-        rows = rows_
-        offsets = torch.arange(-left, right + 1, device=f.device)
-        ctx_rows = rows[:, None, :] + offsets[None, :, None]  # [k', ctx, d_sae]
+        cand_key = torch.full((k, m), -torch.inf, device=device)
+        cand_key[rank, local[sel]] = key[sel]
+        cand_rows = torch.zeros((k, m), dtype=torch.long, device=device)
+        cand_rows[rank, local[sel]] = rows[sel]
+        offsets = torch.arange(-left, right + 1, device=device)
+        ctx_rows = cand_rows[:, None, :] + offsets[None, :, None]  # [k, ctx, m]
         inside = (ctx_rows >= 0) & (ctx_rows < f.shape[0])
         ctx_rows = ctx_rows.clamp(0, f.shape[0] - 1)
-        same = inside & (chunk.sequence[ctx_rows] == chunk.sequence[rows][:, None, :])
-        flat = ctx_rows.reshape(-1, f.shape[1])
+        same = inside & (chunk.sequence[ctx_rows] == chunk.sequence[cand_rows][:, None, :])
         same_acts = same & (chunk.position[ctx_rows] != 0)  # BOS activations are never shown
-        ctx_acts = torch.where(same_acts, f.gather(0, flat).reshape(ctx_rows.shape), 0.0)
+        ctx_acts = torch.where(same_acts, f[ctx_rows, active[None, None, :]], 0.0)
         ctx_ids = torch.where(same, chunk.token_ids[ctx_rows], -1)
-        all_key = torch.cat([self.key, cand_key])
-        keep = all_key.topk(k, dim=0).indices  # [k, d_sae]
-        pick = lambda old, new: torch.cat([old, new]).gather(0, keep)  # noqa: E731
-        pick_ctx = lambda old, new: torch.cat([old, new]).gather(  # noqa: E731
-            0, keep[:, None, :].expand(-1, old.shape[1], -1))
-        self.key = all_key.gather(0, keep)
-        self.value = pick(self.value, f.gather(0, rows))
-        self.sequence = pick(self.sequence, chunk.sequence[rows])
-        self.position = pick(self.position, chunk.position[rows])
-        self.context_ids = pick_ctx(self.context_ids, ctx_ids)
-        self.context_acts = pick_ctx(self.context_acts, ctx_acts)
+        all_key = torch.cat([self.key[:, active], cand_key])
+        keep = all_key.topk(k, dim=0).indices  # [k, m]
+        keep_ctx = keep[:, None, :].expand(-1, ctx_rows.shape[1], -1)
+        self.key[:, active] = all_key.gather(0, keep)
+        for name, new in (("value", f[cand_rows, active[None, :]]), ("sequence", chunk.sequence[cand_rows]),
+                          ("position", chunk.position[cand_rows])):
+            old = getattr(self, name)
+            old[:, active] = torch.cat([old[:, active], new]).gather(0, keep)
+        for name, new in (("context_ids", ctx_ids), ("context_acts", ctx_acts)):
+            old = getattr(self, name)
+            old[:, :, active] = torch.cat([old[:, :, active], new]).gather(0, keep_ctx)
 
 
 @dataclass
