@@ -97,19 +97,36 @@ def duplicate_token_score(pattern: Float[Tensor, "batch head q k"], half_length:
 
 
 def head_scores_on_repeated_tokens(
-    model, n_prompts: int = 32, half_length: int | None = None, seed: int = 0
+    model, n_prompts: int = 32, half_length: int | None = None, seed: int = 0,
+    vocab_range: tuple[int, int] | None = None,
 ) -> dict[str, Float[Tensor, "layer head"]]:
-    """Previous-token, induction and duplicate-token scores of every head on repeated tokens."""
+    """Previous-token, induction and duplicate-token scores of every head on repeated tokens.
+
+    ``vocab_range`` (low, high) draws the random tokens from ids [low, high); default: the
+    demo model's induction alphabet when the model is the demo model, else [3, d_vocab).
+    """
     if half_length is None:
         half_length = (model.cfg.n_ctx - 1) // 2
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 0
-    tokens = repeated_random_tokens(n_prompts, half_length, 3, model.cfg.d_vocab, bos, seed)
+    low, high = vocab_range if vocab_range is not None else default_vocab_range(model)
+    tokens = repeated_random_tokens(n_prompts, half_length, low, high, bos, seed)
     patterns = attention_patterns(model, tokens)
     return {
         "previous_token": torch.stack([previous_token_score(p) for p in patterns]),
         "induction": torch.stack([induction_score(p, half_length) for p in patterns]),
         "duplicate_token": torch.stack([duplicate_token_score(p, half_length) for p in patterns]),
     }
+
+
+def default_vocab_range(model) -> tuple[int, int]:
+    """Token ids for random prompts: the demo model's induction alphabet, or [3, d_vocab)."""
+    if model.cfg.model_name == "workbench-demo-2l":
+        from interp.models import demo_circuit
+
+        alphabet = demo_circuit().get("induction_alphabet")
+        if alphabet:
+            return tuple(alphabet)
+    return 3, model.cfg.d_vocab
 
 
 def head_scores_frame(scores: dict[str, Float[Tensor, "layer head"]]) -> pd.DataFrame:

@@ -63,7 +63,7 @@ def _load_demo(device: str, dtype: torch.dtype):
     cfg = HookedTransformerConfig(**json.loads(config_path.read_text()), device=device, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer=demo_tokenizer(), move_to_device=False)
     model.load_state_dict(load_file(str(weights_path)))
-    return model.to(device=device, dtype=dtype).eval()
+    return model.to(device).to(dtype).eval()
 
 
 def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln: bool):

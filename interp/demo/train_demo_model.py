@@ -91,6 +91,36 @@ def repeated_random_batch(
     return rows
 
 
+def induction_rows(
+    n: int, context_size: int, alphabet: tuple[int, int], bos: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[n, ctx]`` rows of BOS + random prefix + span + span over a small alphabet, and a mask of
+    the positions whose next token is copyable (the second copy), where the loss is taken.
+
+    Span length and prefix vary per row, so no fixed positional offset solves the task: only a
+    previous-token head composed with an induction head does.
+    """
+    low, high = alphabet
+    rows = torch.randint(low, high, (n, context_size), generator=generator)
+    rows[:, 0] = bos
+    mask = torch.zeros((n, context_size - 1), dtype=torch.bool)
+    for row in range(n):
+        half = int(torch.randint(8, (context_size - 1) // 2 + 1, (1,), generator=generator))
+        prefix = int(torch.randint(0, context_size - 1 - 2 * half + 1, (1,), generator=generator))
+        start = 1 + prefix
+        rows[row, start + half:start + 2 * half] = rows[row, start:start + half]
+        mask[row, start + half - 1:start + 2 * half - 1] = True  # predicting tokens of the second copy
+    return rows, mask
+
+
+def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Next-token cross-entropy, optionally only where ``mask`` ([batch, ctx-1]) is set."""
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1), tokens[:, 1:].flatten(), reduction="none"
+    ).view(tokens.shape[0], -1)
+    return losses.mean() if mask is None else losses[mask].mean()
+
+
 def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -98,7 +128,8 @@ def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction: float) -> None:
+def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction: float):
+    """Phase 1: language modelling with repeated random spans mixed in."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     torch.manual_seed(seed)
@@ -130,26 +161,50 @@ def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction:
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     print(f"trained {steps} steps in {time.time() - start:.0f}s")
-    save_model(model)
+    return model, windows, bos
 
 
-def save_model(model) -> None:
+def train_induction(model, windows: torch.Tensor, bos: int, steps: int, batch_size: int, lr: float,
+                    seed: int, alphabet: tuple[int, int]) -> None:
+    """Phase 2: half of each batch is induction rows (loss on the second copy only), half text."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    generator = torch.Generator().manual_seed(seed + 1)
+    n_induction = batch_size // 2
+    bar = tqdm(range(steps), desc="demo model, induction phase", unit="step")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup=50)
+        rows = torch.randint(0, windows.shape[0], (batch_size - n_induction,), generator=generator)
+        text = windows[rows]
+        induction, mask = induction_rows(n_induction, model.cfg.n_ctx, alphabet, bos, generator)
+        logits = model(torch.cat([text, induction]))
+        loss = lm_loss(logits[: len(text)], text) + lm_loss(logits[len(text):], induction, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def save_model(model, out_dir: Path, alphabet: tuple[int, int]) -> None:
     from interp.attention import head_scores_on_repeated_tokens
 
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(WEIGHTS_DIR / "model.safetensors"))
-    (WEIGHTS_DIR / "config.json").write_text(json.dumps(MODEL_CONFIG, indent=2) + "\n")
-    scores = head_scores_on_repeated_tokens(model, seed=1)
+    save_file(state, str(out_dir / "model.safetensors"))
+    (out_dir / "config.json").write_text(json.dumps(MODEL_CONFIG, indent=2) + "\n")
+    scores = head_scores_on_repeated_tokens(model, n_prompts=32, half_length=40, seed=1, vocab_range=alphabet)
     prev = scores["previous_token"][0]
     induction = scores["induction"][1]
     circuit = {
+        "induction_alphabet": list(alphabet),
         "previous_token_head": [0, int(prev.argmax())],
         "induction_head": [1, int(induction.argmax())],
         "previous_token_scores_layer0": [round(float(v), 4) for v in prev],
         "induction_scores_layer1": [round(float(v), 4) for v in induction],
     }
-    (WEIGHTS_DIR / "circuit.json").write_text(json.dumps(circuit, indent=2) + "\n")
+    (out_dir / "circuit.json").write_text(json.dumps(circuit, indent=2) + "\n")
     print(json.dumps(circuit))
 
 
@@ -160,10 +215,35 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--induction-fraction", type=float, default=0.375)
+    parser.add_argument("--induction-steps", type=int, default=1500, help="phase 2 steps")
+    parser.add_argument("--induction-lr", type=float, default=1e-3)
+    parser.add_argument("--alphabet", type=int, default=64, help="phase 2 random tokens: ids 3 .. 3+N")
+    parser.add_argument("--phase1-weights", type=Path, default=None,
+                        help="skip phase 1 and start phase 2 from these weights (a phase-1 model.safetensors)")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
+    alphabet = (len(SPECIAL_TOKENS), len(SPECIAL_TOKENS) + args.alphabet)
+    if args.phase1_weights is None:
+        model, windows, bos = train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
+    else:
+        model, windows, bos = load_phase1(args.phase1_weights)
+    train_induction(model, windows, bos, args.induction_steps, args.batch_size, args.induction_lr, args.seed,
+                    alphabet)
+    save_model(model, args.out, alphabet)
+
+
+def load_phase1(weights: Path):
+    """A phase-1 model and the corpus windows, to run phase 2 alone."""
+    from safetensors.torch import load_file
+    from tokenizers import Tokenizer
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tokenizer = Tokenizer.from_file(str(WEIGHTS_DIR / "tokenizer.json"))
+    model = HookedTransformer(HookedTransformerConfig(**MODEL_CONFIG, device="cpu"))
+    model.load_state_dict(load_file(str(weights)))
+    return model, corpus_windows(tokenizer, MODEL_CONFIG["n_ctx"]), tokenizer.token_to_id("<|bos|>")
 
 
 if __name__ == "__main__":

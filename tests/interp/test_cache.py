@@ -242,3 +242,29 @@ def test_batched_windows_groups_in_order():
     windows = [torch.full((4,), i) for i in range(5)]
     batches = list(batched_windows(windows, 2))
     assert [b.shape[0] for b in batches] == [2, 2, 1] and int(batches[2][0, 0]) == 4
+
+
+RSS_SCRIPT = textwrap.dedent("""
+    import resource, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import make_tiny_model
+    from interp.cache.writer import CacheConfig, build_cache
+    config = CacheConfig(model="tiny-test", data="demo", hooks={hooks!r}, n_tokens={n_tokens},
+                         context_size=32, batch_size=32, shard_tokens=4096)
+    build_cache(config, root={root!r}, cache_id="c", progress=False, model=make_tiny_model())
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+""")
+
+
+@pytest.mark.slow
+def test_peak_memory_does_not_grow_with_tokens(tmp_path):
+    """4x the tokens (~75 MB more activations in total) must not raise peak RSS by more than a shard's worth."""
+    peaks = []
+    for n_tokens in (32 * 1024, 32 * 4096):
+        script = RSS_SCRIPT.format(tests=str(Path(__file__).parents[1]), hooks=HOOKS, n_tokens=n_tokens,
+                                   root=str(tmp_path / str(n_tokens)))
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        peaks.append(int(result.stdout.split()[-1]) / 1024)  # MiB
+    extra_activations_mib = 32 * 3072 * (32 + 32 + 32) * 4 / 2**20
+    assert peaks[1] - peaks[0] < 0.25 * extra_activations_mib, (peaks, extra_activations_mib)
