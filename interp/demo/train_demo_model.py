@@ -164,21 +164,20 @@ def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction:
     return model, windows, bos
 
 
-def train_induction(model, windows: torch.Tensor, bos: int, steps: int, batch_size: int, lr: float,
-                    seed: int, alphabet: tuple[int, int]) -> None:
-    """Phase 2: half of each batch is induction rows (loss on the second copy only), half text."""
+def train_induction(model, windows: torch.Tensor, bos: int, steps: int, text_rows: int, lr: float,
+                    seed: int, alphabet: tuple[int, int], n_induction: int, induction_context: int) -> None:
+    """Phase 2: each step, ``text_rows`` corpus windows plus ``n_induction`` short induction rows
+    (loss on the second copy only): many cheap induction examples per step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     generator = torch.Generator().manual_seed(seed + 1)
-    n_induction = batch_size // 2
     bar = tqdm(range(steps), desc="demo model, induction phase", unit="step")
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=50)
-        rows = torch.randint(0, windows.shape[0], (batch_size - n_induction,), generator=generator)
+        rows = torch.randint(0, windows.shape[0], (text_rows,), generator=generator)
         text = windows[rows]
-        induction, mask = induction_rows(n_induction, model.cfg.n_ctx, alphabet, bos, generator)
-        logits = model(torch.cat([text, induction]))
-        loss = lm_loss(logits[: len(text)], text) + lm_loss(logits[len(text):], induction, mask)
+        induction, mask = induction_rows(n_induction, induction_context, alphabet, bos, generator)
+        loss = lm_loss(model(text), text) + lm_loss(model(induction), induction, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -218,19 +217,25 @@ def main() -> None:
     parser.add_argument("--induction-steps", type=int, default=1500, help="phase 2 steps")
     parser.add_argument("--induction-lr", type=float, default=1e-3)
     parser.add_argument("--alphabet", type=int, default=64, help="phase 2 random tokens: ids 3 .. 3+N")
+    parser.add_argument("--text-rows", type=int, default=8, help="phase 2 corpus windows per step")
+    parser.add_argument("--induction-rows", type=int, default=48, help="phase 2 induction rows per step")
+    parser.add_argument("--induction-context", type=int, default=64, help="phase 2 induction row length")
     parser.add_argument("--phase1-weights", type=Path, default=None,
                         help="skip phase 1 and start phase 2 from these weights (a phase-1 model.safetensors)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--positional", choices=["standard", "rotary"], default="standard")
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.positional == "rotary":
+        MODEL_CONFIG.update(positional_embedding_type="rotary", rotary_dim=MODEL_CONFIG["d_head"])
     alphabet = (len(SPECIAL_TOKENS), len(SPECIAL_TOKENS) + args.alphabet)
     if args.phase1_weights is None:
         model, windows, bos = train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
     else:
         model, windows, bos = load_phase1(args.phase1_weights)
-    train_induction(model, windows, bos, args.induction_steps, args.batch_size, args.induction_lr, args.seed,
-                    alphabet)
+    train_induction(model, windows, bos, args.induction_steps, args.text_rows, args.induction_lr, args.seed,
+                    alphabet, args.induction_rows, args.induction_context)
     save_model(model, args.out, alphabet)
 
 
