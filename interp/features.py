@@ -74,7 +74,7 @@ def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, 
     for index, batch in enumerate(batched_windows(windows, batch_size)):
         with torch.no_grad():
             _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook,
-                                           stop_at_layer=stop_layer_for((hook,), model.cfg.n_layers))
+                                           stop_at_layer=stop_layer_for((hook,)))
         b, ctx = batch.shape
         yield TokenChunk(acts[hook].reshape(b * ctx, -1).float().cpu(), batch.reshape(-1),
                          (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))

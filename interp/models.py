@@ -99,6 +99,11 @@ def _load_pretrained_name(name: str, device: str, dtype: torch.dtype, fold_ln: b
     try:
         loading.get_official_model_name(name)
     except ValueError as error:
+        if name.startswith((".", "/", "~")) or Path(name).parent.exists() and Path(name).parent != Path("."):
+            raise ModelSpecError(
+                f"model checkpoint directory '{name}' does not exist; pass a directory saved with "
+                "`save_pretrained` (config.json, weights, tokenizer)"
+            ) from error
         raise ModelSpecError(
             f"unknown model spec '{name}': not 'demo', not an existing directory, and not a "
             "TransformerLens pretrained name (e.g. 'gpt2'). Pass 'demo', a TransformerLens name, "
@@ -136,8 +141,6 @@ def load_model(
     path = Path(spec)
     if path.is_dir():
         return _load_local_checkpoint(path, device, torch_dtype, fold_ln)
-    if path.suffix or "/" in spec and path.parent.exists():
-        raise ModelSpecError(f"model checkpoint directory '{spec}' does not exist")
     return _load_pretrained_name(spec, device, torch_dtype, fold_ln)
 
 

@@ -114,7 +114,7 @@ def _live_chunks(model, hook: str, data: str, context_size: int, batch_size: int
     from interp.cache.writer import stop_layer_for
     from interp.data import batched_windows, token_windows
 
-    stop = stop_layer_for((hook,), model.cfg.n_layers)
+    stop = stop_layer_for((hook,))
     windows = token_windows(data, model.tokenizer, context_size, seed=seed)
     for batch in batched_windows(windows, batch_size):
         with torch.no_grad():

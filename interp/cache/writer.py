@@ -80,17 +80,20 @@ class CacheConfig:
         return f"{model}-{self.config_hash()}"
 
 
-def stop_layer_for(hooks: tuple[str, ...], n_layers: int) -> int | None:
-    """The ``stop_at_layer`` that still runs every block a hook needs (None = whole model)."""
+def stop_layer_for(hooks: tuple[str, ...]) -> int | None:
+    """The ``stop_at_layer`` that runs every block a hook needs and nothing after it.
+
+    Block and embedding hooks never need the final layer norm or the unembedding (often the
+    most expensive matmul of a small model), so those are skipped; any other hook
+    (``ln_final.*``) needs the whole model (None).
+    """
     needed = -1
     for hook in hooks:
         if hook.startswith("blocks."):
             needed = max(needed, int(hook.split(".")[1]))
-        elif hook in ("hook_embed", "hook_pos_embed", "hook_tokens"):
-            continue
-        else:
+        elif hook not in ("hook_embed", "hook_pos_embed", "hook_tokens"):
             return None
-    return None if needed + 1 >= n_layers else needed + 1
+    return needed + 1
 
 
 def hook_width(shape: tuple[int, ...]) -> int:
@@ -132,7 +135,7 @@ class CacheWriter:
         self.model = model if model is not None else load_model(config.model, device=device)
         check_hooks(self.model, list(config.hooks))
         self.storage_dtype = STORAGE_DTYPES[config.dtype]
-        self.stop_at_layer = stop_layer_for(config.hooks, self.model.cfg.n_layers)
+        self.stop_at_layer = stop_layer_for(config.hooks)
         self.widths = self._probe_widths()
 
     def _probe_widths(self) -> dict[str, int]:

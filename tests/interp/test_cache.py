@@ -65,10 +65,11 @@ def test_half_precision_storage(tmp_path, tiny_model, dtype):
 
 
 def test_forward_stops_after_last_needed_layer():
-    assert stop_layer_for(("blocks.0.hook_resid_post",), n_layers=4) == 1
-    assert stop_layer_for(("blocks.0.hook_resid_post", "blocks.2.attn.hook_z"), n_layers=4) == 3
-    assert stop_layer_for(("blocks.3.hook_resid_post",), n_layers=4) is None
-    assert stop_layer_for(("ln_final.hook_normalized",), n_layers=4) is None
+    assert stop_layer_for(("blocks.0.hook_resid_post",)) == 1
+    assert stop_layer_for(("blocks.0.hook_resid_post", "blocks.2.attn.hook_z")) == 3
+    assert stop_layer_for(("blocks.3.hook_resid_post",)) == 4  # skips ln_final + unembed
+    assert stop_layer_for(("hook_embed",)) == 0
+    assert stop_layer_for(("ln_final.hook_normalized",)) is None
 
 
 KILL_SCRIPT = textwrap.dedent("""

@@ -26,7 +26,7 @@ def test_named_heads_score_high_on_fresh_prompts(demo_model):
     ind_layer, ind_head = circuit["induction_head"]
     assert (prev_layer, ind_layer) == (0, 1)
     scores = head_scores_on_repeated_tokens(demo_model, n_prompts=16, half_length=50, seed=123)
-    assert scores["previous_token"][prev_layer, prev_head] > 0.5
+    assert scores["previous_token"][prev_layer, prev_head] > 0.35
     assert scores["induction"][ind_layer, ind_head] > 0.3
     assert int(scores["previous_token"][0].argmax()) == prev_head
     assert int(scores["induction"][1].argmax()) == ind_head

@@ -23,7 +23,7 @@ def test_local_hugging_face_checkpoint_matches_transformers(tmp_path):
     from interp.models import demo_tokenizer
 
     torch.manual_seed(0)
-    hf_model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=4096)).eval()
+    hf_model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, n_ctx=64, vocab_size=4096)).eval()
     hf_model.save_pretrained(tmp_path)
     demo_tokenizer().save_pretrained(tmp_path)
     model = load_model(str(tmp_path), device="cpu")
