@@ -37,16 +37,21 @@ class InductionPrompts:
         return next_token_metric(self.clean, slice(self.half_length + 1, 2 * self.half_length))
 
 
-def induction_prompts(model, n_prompts: int = 16, half_length: int = 20, seed: int = 0, vocab_low: int = 3) -> InductionPrompts:
-    """Induction prompt pairs for ``model`` (its BOS id; tokens drawn from ``[vocab_low, d_vocab)``)."""
+def induction_prompts(model, n_prompts: int = 16, half_length: int = 20, seed: int = 0,
+                      vocab_range: tuple[int, int] | None = None) -> InductionPrompts:
+    """Induction prompt pairs for ``model`` (its BOS id; tokens drawn from ``vocab_range``, by default
+    the demo model's induction alphabet for the demo model and ``[3, d_vocab)`` otherwise)."""
+    from interp.attention import default_vocab_range
+
+    low, high = vocab_range if vocab_range is not None else default_vocab_range(model)
     if 1 + 2 * half_length > model.cfg.n_ctx:
         raise CircuitInputError(
             f"induction prompts of {1 + 2 * half_length} tokens exceed the context of {model.cfg.n_ctx}; "
             f"use half_length <= {(model.cfg.n_ctx - 1) // 2}"
         )
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None and model.tokenizer.bos_token_id is not None else 0
-    clean = repeated_random_tokens(n_prompts, half_length, vocab_low, model.cfg.d_vocab, bos, seed)
-    other = repeated_random_tokens(n_prompts, half_length, vocab_low, model.cfg.d_vocab, bos, seed + 1)
+    clean = repeated_random_tokens(n_prompts, half_length, low, high, bos, seed)
+    other = repeated_random_tokens(n_prompts, half_length, low, high, bos, seed + 1)
     corrupt = clean.clone()
     corrupt[:, 1: half_length + 1] = other[:, 1: half_length + 1]
     return InductionPrompts(clean.to(model.cfg.device), corrupt.to(model.cfg.device), half_length)

@@ -134,7 +134,7 @@ def test_corrupted_truncated_and_missing_shards_are_detected(tmp_path, tiny_mode
     with pytest.raises(CacheError, match="truncated"):
         ActivationCache(directory, verify=False).activations(hook, 1)
     (directory / hook / "shard_00002.safetensors").unlink()
-    with pytest.raises(CacheError, match="missing.*shard_00002"):
+    with pytest.raises(CacheError, match="shard_00002.*missing"):
         ActivationCache(directory).activations(hook, 2)
     with pytest.raises(CacheError, match="no hook 'blocks.9.hook_resid_post'"):
         ActivationCache(directory).activations("blocks.9.hook_resid_post", 0)
@@ -199,9 +199,14 @@ def test_store_batches_are_a_bounded_shuffle_of_the_cache(tmp_path, tiny_model):
     seen = torch.cat(batches)
     assert all(b.shape == (31, 32) for b in batches)
     assert seen.shape[0] == (everything.shape[0] // 31) * 31
-    # every yielded row is a cached row, none twice
-    matches = torch.cdist(seen, everything).argmin(dim=1)
-    assert torch.allclose(everything[matches], seen) and matches.unique().numel() == seen.shape[0]
+    # the yielded rows are a sub-multiset of the cached rows (identical prefixes give identical rows)
+    from collections import Counter
+
+    def rows(t):
+        return Counter(tuple(row) for row in t.mul(1e4).round().long().tolist())
+
+    cached, yielded = rows(everything), rows(seen)
+    assert all(cached[row] >= count for row, count in yielded.items())
     assert not torch.equal(seen, everything[: seen.shape[0]])  # shuffled
 
 
@@ -224,11 +229,12 @@ def test_live_store_gives_model_activations(tiny_model):
                                        batch_size=64, buffer_tokens=256, model_batch_size=4)
     batch = next(store)
     assert batch.shape == (64, 32) and store.d_in == 32
-    windows = torch.stack(list(token_windows("demo", tiny_model.tokenizer, 32, seed=0, max_windows=8)))
+    windows = torch.stack(list(token_windows("demo", tiny_model.tokenizer, 32, seed=0, max_windows=32)))
     with torch.no_grad():
         _, reference = tiny_model.run_with_cache(windows, names_filter="blocks.0.hook_resid_post")
     pool = reference["blocks.0.hook_resid_post"][:, 1:].reshape(-1, 32)
-    assert torch.cdist(batch, pool).min(dim=1).values.max() < 1e-4
+    distances = torch.cdist(batch, pool, compute_mode="donot_use_mm_for_euclid_dist")
+    assert distances.min(dim=1).values.max() < 1e-4
 
 
 def test_incomplete_or_empty_caches_are_refused(tmp_path):
