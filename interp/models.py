@@ -7,6 +7,8 @@ works offline when the local Hugging Face cache already holds it.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -63,7 +65,9 @@ def _load_demo(device: str, dtype: torch.dtype):
     cfg = HookedTransformerConfig(**json.loads(config_path.read_text()), device=device, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer=demo_tokenizer(), move_to_device=False)
     model.load_state_dict(load_file(str(weights_path)))
-    return model.to(device).to(dtype).eval()
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints each move; keep stdout clean
+        model = model.to(device).to(dtype)
+    return model.eval()
 
 
 def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln: bool):
