@@ -128,6 +128,14 @@ def lm_loss(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | Non
     return losses.mean() if mask is None else losses[mask].mean()
 
 
+def optimizer_step(model, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Backward, clip the gradient norm at 1, step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
 def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -161,10 +169,7 @@ def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction:
         )
         tokens = torch.cat([windows[rows], induction])
         loss = model(tokens, return_type="loss")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     print(f"trained {steps} steps in {time.time() - start:.0f}s")
@@ -185,10 +190,7 @@ def train_induction(model, windows: torch.Tensor, bos: int, steps: int, text_row
         text = windows[rows]
         induction, mask = induction_rows(n_induction, induction_context, alphabet, bos, generator)
         loss = lm_loss(model(text), text) + lm_loss(model(induction), induction, mask)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(model, optimizer, loss)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
