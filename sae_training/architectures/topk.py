@@ -14,17 +14,26 @@ from sae_training.architectures.base import EnsembleSAE, LossParts, scatter_topk
 from sae_training.architectures.fused_topk import gather_pre_acts, sparse_decode, topk_encode
 
 
+def aux_active(sae: EnsembleSAE, dead: Tensor | None) -> bool:
+    """AuxK applies only with a positive coefficient and at least one dead latent."""
+    return dead is not None and sae.shape.aux_k_coefficient != 0 and bool(dead.any())
+
+
+def aux_budget(sae: EnsembleSAE, dead: Tensor) -> tuple[int, Tensor, Tensor]:
+    """``d_in // 2``, the dead count per member and ``k_aux = min(d_in // 2, n_dead)``."""
+    half = sae.d_in // 2
+    n_dead = dead.sum(-1)
+    return half, n_dead, n_dead.clamp(max=half)
+
+
 def topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> Float[Tensor, " K"]:
     """SAELens AuxK: the top ``min(d_in/2, n_dead)`` dead latents reconstruct the detached residual.
 
     ``aux = c · min(n_dead / (d_in/2), 1) · mean_batch ‖decode(aux_acts) − (x − x_hat)‖²``, 0 with no dead latent.
     """
-    zeros = x.new_zeros(sae.n_members)
-    if dead is None or sae.shape.aux_k_coefficient == 0 or not bool(dead.any()):
-        return zeros
-    half = sae.d_in // 2
-    n_dead = dead.sum(-1)
-    k_aux = n_dead.clamp(max=half)
+    if not aux_active(sae, dead):
+        return x.new_zeros(sae.n_members)
+    half, n_dead, k_aux = aux_budget(sae, dead)
     masked = pre.masked_fill(~dead.unsqueeze(1), float("-inf"))
     aux_acts = scatter_topk(masked, k_aux, relu=False)
     residual = (x.unsqueeze(0) - x_hat).detach()
@@ -37,12 +46,9 @@ def sparse_topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor
                          dead: Tensor | None) -> Float[Tensor, " K"]:
     """``topk_aux_loss`` from detached ``pre``: pick the dead latents' top-k on it, then recompute only those
     pre-activations with gradient and decode them sparsely (same value and gradients as the dense one)."""
-    zeros = x.new_zeros(sae.n_members)
-    if dead is None or sae.shape.aux_k_coefficient == 0 or not bool(dead.any()):
-        return zeros
-    half = sae.d_in // 2
-    n_dead = dead.sum(-1)
-    k_aux = n_dead.clamp(max=half)
+    if not aux_active(sae, dead):
+        return x.new_zeros(sae.n_members)
+    half, n_dead, k_aux = aux_budget(sae, dead)
     k_max = min(half, sae.d_sae)
     masked = pre.masked_fill(~dead.unsqueeze(1), float("-inf"))
     top, indices = masked.topk(k_max, dim=-1, sorted=True)
