@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,49 @@ class Run:
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.directory)
+
+
+RUNNING_FILE = "running.json"  # {"pid": ...} while a process trains this run; gone when it ends or stops
+
+
+def running_pid(run_dir: Path | str) -> int | None:
+    """The pid training ``run_dir`` right now (from ``running.json``), or None if none is alive."""
+    marker = Path(run_dir) / RUNNING_FILE
+    try:
+        pid = int(json.loads(marker.read_text())["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if b"python" in cmdline else None
+
+
+@contextlib.contextmanager
+def _running_marker(run_dir: Path, active: bool):
+    """Write ``running.json`` (atomically) for the duration of training; remove it after."""
+    marker = run_dir / RUNNING_FILE
+    if active:
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
+        os.replace(tmp, marker)
+    try:
+        yield
+    finally:
+        if active:
+            marker.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(enabled: bool):
+    """While training, SIGTERM sets a flag: the loop checkpoints after the current step and returns."""
+    flag = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def read_metrics(directory: Path | str) -> list[dict]:
@@ -205,6 +251,9 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     tic, tic_step = time.perf_counter(), start
     train_seconds = 0.0  # data + steps only (no set-up, logging or checkpoints): what tokens/s is measured on
     sae.train()
+    guards = contextlib.ExitStack()
+    guards.enter_context(_running_marker(run_dir, is_main))
+    stop_requested = guards.enter_context(_stop_on_sigterm(world_size == 1))
     try:
         for step in range(start, end):
             step_tic = time.perf_counter()
@@ -255,9 +304,14 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
                 bar.set_postfix(loss=f"{line['loss']:.4g}", l0=f"{line['l0']:.1f}",
                                 tok_s=f"{(done - tic_step) * config.batch_size / max(elapsed, 1e-9):.3g}")
             bar.update(1)
-            if done % config.checkpoint_every == 0 or done == end:
+            stopping = stop_requested.is_set()
+            if done % config.checkpoint_every == 0 or done == end or stopping:
                 checkpoint(done)
+            if stopping:  # SIGTERM (the app's Stop button): checkpointed above, resumable exactly
+                end = done
+                break
     finally:
+        guards.close()
         bar.close()
         if metrics_file is not None:
             metrics_file.close()

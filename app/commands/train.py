@@ -38,6 +38,8 @@ def train(
     run_id: str = typer.Option(None, help="Run folder name under --runs (default: derived from the config)."),
     runs: Path = typer.Option(Path("runs"), help="Where runs are written."),
     resume: bool = typer.Option(False, help="Continue the run in --run-id from its last checkpoint."),
+    resume_from: Path = typer.Option(None, help="Continue the run in this folder with its saved config.json "
+                                                "(other options are ignored)."),
     checkpoint_every: int = typer.Option(1000),
     device: str = typer.Option("cpu"),
     wandb_project: str = typer.Option(None, help="Log to Weights & Biases (needs wandb installed)."),
@@ -47,13 +49,22 @@ def train(
     from sae_training.trainer import TrainingError, default_run_dir, train_saes
 
     with user_errors(TrainingError):
-        config = TrainConfig(cache=str(cache) if cache else None, model=model, hook=hook, architecture=arch,
-                             d_sae=d_sae, k=k, k_schedule=k_schedule, n_members=ensemble, mfr_coefficient=mfr,
-                             mfr_warmup_steps=mfr_warmup, n_tokens=parse_tokens(tokens), batch_size=batch_size,
-                             lr=lr, sparsity_coefficient=sparsity, checkpoint_every=checkpoint_every,
-                             device=device, wandb_project=wandb_project)
-        run_dir = runs / run_id if run_id else default_run_dir(config, runs)
+        if resume_from is not None:
+            if not (resume_from / "config.json").exists():
+                raise FileNotFoundError(f"{resume_from} holds no config.json: not a run folder to resume")
+            config, run_dir, resume = TrainConfig.load(resume_from / "config.json"), resume_from, True
+        else:
+            config = TrainConfig(cache=str(cache) if cache else None, model=model, hook=hook, architecture=arch,
+                                 d_sae=d_sae, k=k, k_schedule=k_schedule, n_members=ensemble, mfr_coefficient=mfr,
+                                 mfr_warmup_steps=mfr_warmup, n_tokens=parse_tokens(tokens), batch_size=batch_size,
+                                 lr=lr, sparsity_coefficient=sparsity, checkpoint_every=checkpoint_every,
+                                 device=device, wandb_project=wandb_project)
+            run_dir = runs / run_id if run_id else default_run_dir(config, runs)
         run = train_saes(config, run_dir, resume=resume)
+        if run.step < config.n_steps:
+            typer.echo(f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
+                       f"`workbench train --resume-from {run.directory}`")
+            return
         typer.echo(f"run written to {run.directory}")
         if run.evaluation:
             for i, member in enumerate(run.evaluation["members"]):

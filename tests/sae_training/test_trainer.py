@@ -1,6 +1,10 @@
 """Trainer: run layout, exact resume, refusals (changed config, NaN, width mismatch), a real cache + CE."""
 
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 import torch
@@ -8,7 +12,7 @@ from sae_lens import SAE
 
 from sae_training.config import ConfigError, TrainConfig
 from sae_training.metrics import ce_loss_recovered
-from sae_training.trainer import TrainingError, read_metrics, train_saes
+from sae_training.trainer import RUNNING_FILE, TrainingError, read_metrics, running_pid, train_saes
 
 
 def planted(n=6000, d=16, n_features=32, seed=0):
@@ -50,6 +54,41 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, architecture):
     full = train_saes(config, tmp_path / "full", activations=x, progress=False, evaluate=False)
     train_saes(config, tmp_path / "split", activations=x, progress=False, stop_at_step=12, evaluate=False)
     resumed = train_saes(config, tmp_path / "split", activations=x, progress=False, resume=True, evaluate=False)
+    assert read_metrics(tmp_path / "split") == read_metrics(tmp_path / "full")
+    for name, value in full.sae.state_dict().items():
+        assert torch.equal(value, resumed.sae.state_dict()[name]), name
+
+
+def sigterm_after_logged_steps(run_dir, n_lines: int) -> threading.Thread:
+    """SIGTERM this process once ``metrics.jsonl`` in ``run_dir`` has ``n_lines`` lines (the app's Stop)."""
+    def watch():
+        metrics, deadline = run_dir / "metrics.jsonl", time.time() + 60
+        while time.time() < deadline:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= n_lines:
+                assert running_pid(run_dir) == os.getpid()  # running.json names this process meanwhile
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_checkpoints_the_current_step_and_the_resume_is_exact(tmp_path):
+    x, _ = planted()
+    config = small_config(n_tokens=256 * 4000, log_every=1, checkpoint_every=10_000, mfr_match_every=4)
+    watcher = sigterm_after_logged_steps(tmp_path / "split", 3)
+    stopped = train_saes(config, tmp_path / "split", activations=x, progress=False)
+    watcher.join()
+    assert 3 <= stopped.step < config.n_steps and stopped.evaluation is None
+    assert not (tmp_path / "split" / RUNNING_FILE).exists() and running_pid(tmp_path / "split") is None
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler lives only while training
+    until = stopped.step + 5
+    resumed = train_saes(config, tmp_path / "split", activations=x, progress=False, resume=True,
+                         stop_at_step=until, evaluate=False)
+    full = train_saes(config, tmp_path / "full", activations=x, progress=False, stop_at_step=until,
+                      evaluate=False)
     assert read_metrics(tmp_path / "split") == read_metrics(tmp_path / "full")
     for name, value in full.sae.state_dict().items():
         assert torch.equal(value, resumed.sae.state_dict()[name]), name
