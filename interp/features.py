@@ -12,6 +12,8 @@ the logit effects (``W_dec @ W_U``) and the decoder neighbours into the Parquet 
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -404,10 +406,23 @@ def matched_features_table(W_decs: list[Tensor]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def write_parquet_atomic(frame: pd.DataFrame, path: Path | str) -> Path:
+    """Write ``frame`` to a temp file beside ``path``, then ``os.replace`` it: readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # created with the usual mode
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_tables(tables: dict[str, pd.DataFrame], folder: Path | str) -> Path:
-    """Store each table as ``<folder>/<name>.parquet``."""
+    """Store each table as ``<folder>/<name>.parquet`` (each written atomically)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
-        frame.to_parquet(folder / f"{name}.parquet", index=False)
+        write_parquet_atomic(frame, folder / f"{name}.parquet")
     return folder

@@ -1,8 +1,9 @@
-"""``workbench analyze features|geometry|eval``: dashboards, concept geometry and principled evaluation.
+"""``workbench analyze features|geometry|eval|compare``: dashboards, concept geometry, principled evaluation
+and feature matching between any two SAEs.
 
 Each SAE folder ``runs/<run_id>/sae_<i>`` gets its analyses in ``analyses/<run_id>/sae_<i>/``
 (tables: ``interp/ANALYSES.md``). Passing a run folder analyses every member and, for an
-ensemble, matches each member's features to the others'.
+ensemble, matches each member's features to the others'; ``compare`` matches any two analysed SAEs.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     import torch
 
     from interp.cache.store import ActivationCache
+    from interp.compare import merge_matches
     from interp.dictionary import check_fits, load_dictionary
     from interp.features import (
         DashboardConfig,
@@ -101,8 +103,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
         matches = matched_features_table(decoders)
         for member, folder in enumerate(folders):
             mine = matches[matches.member == member].drop(columns="member")
-            mine.assign(other_analysis=[analysis_id(members[m]) for m in mine.other_member]).to_parquet(
-                folder / "matches.parquet", index=False)
+            merge_matches(folder, mine.assign(other_analysis=[analysis_id(members[m]) for m in mine.other_member]))
     return folders
 
 
@@ -163,6 +164,27 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
     return write_tables({"eval_summary": summary, "eval_flags": flags}, folder)
 
 
+def analyzed_folder(sae: Path, out_root: Path) -> Path:
+    """``<out>/<run_id>/sae_<i>`` of an SAE folder; it must hold dashboards (``features.parquet``)."""
+    folder = out_root / analysis_id(sae)
+    if not (folder / "features.parquet").exists():
+        raise FileNotFoundError(f"{sae} has no dashboards in {folder} (features.parquet); make them with: "
+                                f"workbench analyze features runs/{sae.resolve().parent.name}")
+    return folder
+
+
+def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path):
+    """Match two analysed SAEs' features both ways and merge the rows into both ``matches.parquet``."""
+    from interp.compare import compare_saes
+
+    for sae in (sae_a, sae_b):
+        if not (sae / "cfg.json").exists():
+            raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no cfg.json); pass runs/<run_id>/sae_<i>")
+    if sae_a.resolve() == sae_b.resolve():
+        raise ValueError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
+    return compare_saes(sae_a, sae_b, analyzed_folder(sae_a, out_root), analyzed_folder(sae_b, out_root))
+
+
 def features_command(
     sae: Path = typer.Argument(..., help="An SAE folder (cfg.json) or a run folder with sae_* members."),
     cache: Path = typer.Option(None, help="Activation cache; default: the one in the run's config.json."),
@@ -211,7 +233,24 @@ def eval_command(
         typer.echo(f"evaluation: {folder}")
 
 
+def compare_command(
+    sae_a: Path = typer.Argument(..., help="SAE A: an SAE folder runs/<run_id>/sae_<i> (cfg.json)."),
+    sae_b: Path = typer.Argument(..., help="SAE B: another SAE folder, of any run, same d_in."),
+    out: Path = typer.Option(Path("analyses"), help="Analyses root holding both SAEs' dashboards."),
+) -> None:
+    """Match any two analysed SAEs' features (Hungarian on decoder cosine, O(d_sae^3)); MMCS both ways."""
+    with user_errors():
+        result = analyze_compare(sae_a, sae_b, out)
+        for note in result.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+        typer.echo(f"MMCS A->B: {result.mmcs_ab:.4f}")
+        typer.echo(f"MMCS B->A: {result.mmcs_ba:.4f}")
+        for path in result.written:
+            typer.echo(f"matches: {path}")
+
+
 def register(analyze_app: typer.Typer) -> None:
+    analyze_app.command("compare")(compare_command)
     analyze_app.command("eval")(eval_command)
     analyze_app.command("features")(features_command)
     analyze_app.command("geometry")(geometry_command)

@@ -46,6 +46,8 @@ if feature is not None:
     st.divider()
     tables = render(folder, feature, key="main")
     matches = tables.get("matches")
+    if matches is not None:  # only this run's members; cross-run matches live on the Compare page
+        matches = matches[matches.other_analysis.str.startswith(f"{folder.resolve().parent.name}/")]
     if matches is not None and not matches.empty:
         st.divider()
         st.subheader("Matched features in the other ensemble members")
@@ -55,7 +57,7 @@ if feature is not None:
             with column:
                 st.markdown(f"`{match.other_analysis}` feature **{match.other_feature}** (cosine {match.cosine:.3f})")
                 if (other / "features.parquet").exists():
-                    render(other, int(match.other_feature), key=f"match_{match.other_member}", compact=True)
+                    render(other, int(match.other_feature), key=f"match_{match.other_analysis}", compact=True)
                 else:
                     missing(f"No dashboards for {match.other_analysis}.", "workbench analyze features runs/"
                             + match.other_analysis.split("/")[0])

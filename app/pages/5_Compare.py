@@ -1,14 +1,66 @@
-"""Compare: two SAEs (or members of an ensemble): matching, MMCS histogram, features one has and the other lacks."""
+"""Compare: any two analysed SAEs: matching, MMCS histogram, features each has and the other lacks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui import data
 from app.ui.dashboard import choose_analysis
 from app.ui.theme import missing, page, plot
-from app.ui.workspace import COMMANDS, list_analyses, workspace_root
+from app.ui.workspace import COMMANDS, UnsafePathError, list_analyses, safe_path, workspace_root
+from interp.compare import analysis_id, check_comparable
+from interp.dictionary import DictionaryError
+
+
+def stored(folder: Path, other: str) -> pd.DataFrame:
+    """``folder``'s stored matches with the analysis ``other`` (empty when there are none)."""
+    path = folder / "matches.parquet"
+    return data.parquet(path, where="other_analysis = ?", params=(other,)) if path.exists() else pd.DataFrame()
+
+
+def meta(folder: Path) -> dict:
+    return data.read_json(folder / "meta.json") if (folder / "meta.json").exists() else {}
+
+
+def sae_folder(root: Path, folder: Path) -> Path:
+    """The SAE an analysis was made from: ``meta.json`` "sae" inside the workspace, else ``runs/<run>/sae_<i>``."""
+    recorded = meta(folder).get("sae")
+    candidates = [safe_path(root, recorded)] if recorded else []  # refuses a path leaving the workspace
+    candidates.append(root / "runs" / analysis_id(folder))
+    for candidate in candidates:
+        if (candidate / "cfg.json").exists():
+            return candidate
+    raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing (meta.json records "
+                            f"{recorded!r}; no runs/{analysis_id(folder)}/cfg.json either)")
+
+
+def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
+    """The button's work: locate both SAEs, match them, store, rerun."""
+    from interp.compare import compare_saes
+
+    try:
+        sae_a, sae_b = sae_folder(root, folder_a), sae_folder(root, folder_b)
+    except (UnsafePathError, FileNotFoundError) as error:
+        st.error(f"Cannot compute here: {error}. Run the command above with both SAE folders at hand.")
+        return
+    with st.spinner("Matching features (Hungarian, O(d_sae^3): large SAEs take a while)..."):
+        try:
+            compare_saes(sae_a, sae_b, folder_a, folder_b)
+        except (DictionaryError, ValueError, OSError) as error:
+            st.error(f"Matching failed: {error}")
+            return
+    st.rerun()
+
+
+def labelled(matches: pd.DataFrame, mine: Path, other: Path) -> pd.DataFrame:
+    labels = data.parquet(mine / "features.parquet", columns="feature, label, frequency")
+    other_labels = data.parquet(other / "features.parquet", columns="feature as other_feature, label as other_label")
+    return matches.merge(labels, on="feature").merge(other_labels, on="other_feature", how="left")
+
 
 page("Compare")
 root = workspace_root()
@@ -26,43 +78,57 @@ if folder_a == folder_b:
     st.warning("Pick two different SAEs.")
     st.stop()
 
-id_b = str(folder_b.relative_to(root / "analyses"))
-matches_file = folder_a / "matches.parquet"
-if not matches_file.exists():
-    missing("These SAEs have no stored matching. Train them as one ensemble and analyse the run: matches are "
-            "written for every pair of members.", "workbench analyze features runs/<run_id>")
-    st.stop()
-matches = data.parquet(matches_file, where="other_analysis = ?", params=(id_b,))
-if matches.empty:
-    missing(f"`{folder_a.relative_to(root)}` has no matching with `{id_b}` (matches exist only between members "
-            "of one ensemble run).", "workbench analyze features runs/<run_id>")
+id_a, id_b = analysis_id(folder_a), analysis_id(folder_b)
+meta_a, meta_b = meta(folder_a), meta(folder_b)
+notes = []
+if meta_a.get("d_in") is not None and meta_b.get("d_in") is not None:
+    try:
+        notes = check_comparable(id_a, meta_a["d_in"], meta_a.get("hook"), id_b, meta_b["d_in"], meta_b.get("hook"))
+    except DictionaryError as error:
+        st.error(f"{error}.")
+        st.stop()
+for note in notes:
+    st.warning(note)
+
+a_to_b, b_to_a = stored(folder_a, id_b), stored(folder_b, id_a)
+if a_to_b.empty or b_to_a.empty:
+    command = f"workbench analyze compare runs/{id_a} runs/{id_b}"
+    missing(f"No stored matching between `{id_a}` and `{id_b}`.", command)
+    st.caption("Or compute it here. The Hungarian matching is O(d_sae^3): seconds for a few thousand features, "
+               "long for 16k and more.")
+    if st.button("Compute matching now", key="compute"):
+        compute(root, folder_a, folder_b)
     st.stop()
 
-mmcs = float(matches.cosine.mean())
-threshold = st.slider("A feature counts as present in B when its matched cosine is at least", 0.0, 1.0, 0.7, 0.05,
-                      key="threshold")
-missing_in_b = matches[matches.cosine < threshold]
-c1, c2, c3 = st.columns(3)
-c1.metric("MMCS (mean matched cosine)", f"{mmcs:.4f}")
-c2.metric("features in A", f"{len(matches):,}")
+threshold = st.slider("A feature counts as present in the other SAE when its matched cosine is at least",
+                      0.0, 1.0, 0.7, 0.05, key="threshold")
+missing_in_b = a_to_b[~(a_to_b.cosine >= threshold)]  # unmatched (NaN) count as missing
+missing_in_a = b_to_a[~(b_to_a.cosine >= threshold)]
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("MMCS (mean matched cosine)", f"{a_to_b.cosine.mean():.4f}")
+c2.metric("MMCS B→A", f"{b_to_a.cosine.mean():.4f}")
 c3.metric(f"missing in B (cos < {threshold:.2f})", f"{len(missing_in_b):,}")
-fig = go.Figure(go.Histogram(x=matches.cosine, nbinsx=40))
+c4.metric(f"missing in A (cos < {threshold:.2f})", f"{len(missing_in_a):,}")
+st.caption(f"A = `{id_a}` ({len(a_to_b):,} features), B = `{id_b}` ({len(b_to_a):,} features).")
+fig = go.Figure([go.Histogram(x=a_to_b.cosine, nbinsx=40, name="A→B", opacity=0.7),
+                 go.Histogram(x=b_to_a.cosine, nbinsx=40, name="B→A", opacity=0.7)])
 fig.add_vline(x=threshold, line_dash="dash")
-fig.update_layout(title="Matched cosine of A's features to B's (Hungarian matching)", xaxis_title="cosine",
-                  yaxis_title="features")
+fig.update_layout(title="Matched cosine (Hungarian matching on decoder directions)", xaxis_title="cosine",
+                  yaxis_title="features", barmode="overlay")
 plot(fig, key="mmcs_hist")
 
-labels_a = data.parquet(folder_a / "features.parquet", columns="feature, label, frequency")
-labels_b = data.parquet(folder_b / "features.parquet", columns="feature as other_feature, label as other_label")
-table = matches.merge(labels_a, on="feature").merge(labels_b, on="other_feature", how="left")
+table_ab, table_ba = labelled(a_to_b, folder_a, folder_b), labelled(b_to_a, folder_b, folder_a)
+columns = ["feature", "label", "frequency", "other_feature", "cosine"]
 left, right = st.columns(2)
 with left:
-    st.markdown(f"**In A, missing in B** ({len(missing_in_b)}; lowest cosine first)")
-    st.dataframe(table[table.cosine < threshold].sort_values("cosine")[
-        ["feature", "label", "frequency", "other_feature", "cosine"]], hide_index=True, width="stretch",
-        key="missing_table")
+    st.markdown(f"**In A, missing in B** ({len(missing_in_b)}; lowest cosine first, unmatched on top)")
+    st.dataframe(table_ab[~(table_ab.cosine >= threshold)].sort_values("cosine", na_position="first")[columns],
+                 hide_index=True, width="stretch", key="missing_table")
 with right:
-    st.markdown("**Matched pairs** (highest cosine first)")
-    st.dataframe(table.sort_values("cosine", ascending=False)[
-        ["feature", "label", "other_feature", "other_label", "cosine"]], hide_index=True, width="stretch",
-        key="pairs_table")
+    st.markdown(f"**In B, missing in A** ({len(missing_in_a)}; lowest cosine first, unmatched on top)")
+    st.dataframe(table_ba[~(table_ba.cosine >= threshold)].sort_values("cosine", na_position="first")[columns],
+                 hide_index=True, width="stretch", key="missing_in_a_table")
+st.markdown("**Matched pairs** (highest cosine first)")
+st.dataframe(table_ab[table_ab.other_feature >= 0].sort_values("cosine", ascending=False)[
+    ["feature", "label", "other_feature", "other_label", "cosine"]], hide_index=True, width="stretch",
+    key="pairs_table")

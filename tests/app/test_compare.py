@@ -1,0 +1,147 @@
+"""Compare any two analysed SAEs: the page's compute button and ``workbench analyze compare`` against a copy
+of the session workspace holding a second run (``other``: a copy of ``demo-mfr/sae_1``, no matches yet)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
+
+APP = Path(__file__).resolve().parents[2] / "app"
+A, B = "demo-mfr/sae_0", "other/sae_0"
+
+
+def run_page(name: str) -> AppTest:
+    at = AppTest.from_file(str(APP / name), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+TABLES = ("missing_table", "missing_in_a_table", "pairs_table")  # in page order (plain st.dataframe keeps no key)
+
+
+def frame(at: AppTest, key: str) -> pd.DataFrame:
+    assert len(at.dataframe) == len(TABLES)
+    return at.dataframe[TABLES.index(key)].value
+
+
+def set_sae(root: Path, analysis: str, sae: str) -> None:
+    meta_file = root / "analyses" / analysis / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.write_text(json.dumps({**meta, "sae": sae}))
+
+
+@pytest.fixture()
+def two_runs(workspace, tmp_path, monkeypatch):
+    """A copy of the session workspace with run ``other`` analysed but never matched; the app points at it."""
+    root = shutil.copytree(workspace, tmp_path / "ws", symlinks=True)
+    shutil.copytree(root / "runs/demo-mfr/sae_1", root / "runs/other/sae_0")
+    shutil.copytree(root / "analyses/demo-mfr/sae_1", root / "analyses" / B)
+    (root / "analyses" / B / "matches.parquet").unlink()
+    for analysis in (A, "demo-mfr/sae_1", B):  # the copies still name the session workspace's SAE folders
+        set_sae(root, analysis, f"runs/{analysis}")
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    return root
+
+
+def open_pair(b: str = B) -> AppTest:
+    at = run_page("pages/5_Compare.py")
+    at.selectbox(key="sae_a").set_value(A)
+    at.selectbox(key="sae_b").set_value(b).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def matches(root: Path, analysis: str, other: str) -> pd.DataFrame:
+    stored = pd.read_parquet(root / "analyses" / analysis / "matches.parquet")
+    return stored[stored.other_analysis == other].reset_index(drop=True)
+
+
+def test_page_offers_the_command_and_computes_the_matching_on_click(two_runs):
+    at = open_pair()
+    assert [c.value for c in at.code] == [f"workbench analyze compare runs/{A} runs/{B}"]
+    assert not (two_runs / "analyses" / B / "matches.parquet").exists()  # a plain render computes nothing
+    ensemble_before = matches(two_runs, A, "demo-mfr/sae_1")
+
+    at.button(key="compute").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    a_to_b, b_to_a = matches(two_runs, A, B), matches(two_runs, B, A)
+    assert len(a_to_b) == len(b_to_a) == 64 and set(a_to_b.other_member) == {-1}
+    pd.testing.assert_frame_equal(matches(two_runs, A, "demo-mfr/sae_1"), ensemble_before, check_dtype=False)  # kept
+    same = ensemble_before.set_index("feature")  # B's weights are sae_1's: the ensemble matching again
+    assert a_to_b.set_index("feature").other_feature.equals(same.other_feature)
+    assert metric(at, "MMCS (mean matched cosine)") == f"{a_to_b.cosine.mean():.4f}"
+    assert metric(at, "MMCS B→A") == f"{b_to_a.cosine.mean():.4f}"
+
+    at.slider(key="threshold").set_value(0.3).run()
+    for key, stored, label in (("missing_table", a_to_b, "missing in B"),
+                               ("missing_in_a_table", b_to_a, "missing in A")):
+        shown = frame(at, key)
+        expected = stored[~(stored.cosine >= 0.3)]
+        assert sorted(shown.feature) == sorted(expected.feature), key
+        assert metric(at, f"{label} (cos < 0.30)") == f"{len(expected):,}"
+    pairs = frame(at, "pairs_table")
+    assert dict(zip(pairs.feature, pairs.other_feature)) == dict(zip(a_to_b.feature, a_to_b.other_feature))
+
+
+def test_page_refuses_an_sae_outside_the_workspace_and_says_when_one_is_missing(two_runs, tmp_path):
+    set_sae(two_runs, B, str(tmp_path / "elsewhere"))
+    at = open_pair()
+    at.button(key="compute").click().run()
+    assert any("outside the workspace" in e.value for e in at.error)
+    assert at.code and not (two_runs / "analyses" / B / "matches.parquet").exists()
+
+    set_sae(two_runs, B, f"runs/{B}")
+    shutil.rmtree(two_runs / "runs/other")
+    at = open_pair()
+    at.button(key="compute").click().run()
+    assert any("SAE folder of `other/sae_0` is missing" in e.value for e in at.error)
+    assert [c.value for c in at.code] == [f"workbench analyze compare runs/{A} runs/{B}"]
+
+
+def test_ensemble_members_still_compare_from_the_stored_matching(two_runs):
+    at = open_pair("demo-mfr/sae_1")
+    stored = matches(two_runs, A, "demo-mfr/sae_1")
+    assert metric(at, "MMCS (mean matched cosine)") == f"{stored.cosine.mean():.4f}"
+    assert not at.code
+
+
+def test_features_page_shows_only_members_of_the_same_run(two_runs):
+    from interp.compare import compare_saes
+
+    root = two_runs
+    compare_saes(root / "runs" / A, root / "runs" / B, root / "analyses" / A, root / "analyses" / B)
+    at = run_page("pages/2_Features.py")
+    at.selectbox(key="analysis").set_value(A).run()
+    assert not at.exception
+    shown = [md.value for md in at.markdown if md.value.startswith("`")]
+    assert any(v.startswith("`demo-mfr/sae_1`") for v in shown) and not any(B in v for v in shown)
+
+
+def test_cli_compares_two_runs_and_explains_missing_dashboards(two_runs):
+    from app.cli import app
+
+    root = two_runs
+    sae_a, sae_b = root / "runs" / A, root / "runs" / B
+    result = CliRunner().invoke(app, ["analyze", "compare", str(sae_a), str(sae_b), "--out", str(root / "analyses")])
+    assert result.exit_code == 0, result.output
+    a_to_b, b_to_a = matches(root, A, B), matches(root, B, A)
+    assert f"MMCS A->B: {a_to_b.cosine.mean():.4f}" in result.output
+    assert f"MMCS B->A: {b_to_a.cosine.mean():.4f}" in result.output
+    assert str(root / "analyses" / B / "matches.parquet") in result.output
+
+    shutil.copytree(sae_b, root / "runs/third/sae_0")
+    result = CliRunner().invoke(app, ["analyze", "compare", str(sae_a), str(root / "runs/third/sae_0"),
+                                      "--out", str(root / "analyses")])
+    assert result.exit_code == 2 and "workbench analyze features runs/third" in result.output
+    result = CliRunner().invoke(app, ["analyze", "compare", str(sae_a), str(sae_a), "--out", str(root / "analyses")])
+    assert result.exit_code == 2 and "same SAE" in result.output
