@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -28,6 +27,7 @@ from sae_training.data import find_bad_shard, geometric_median, input_scale, ope
 from sae_training.evaluate import write_evaluation
 from sae_training.metrics import reconstruction_metrics
 from sae_training.mfr import mfr_penalty, pairwise_matched_cosine
+from sae_training.run_status import running_marker
 from sae_training.saelens_io import MemberDictionary
 
 
@@ -53,35 +53,6 @@ class Run:
 
     def metrics(self) -> list[dict]:
         return read_metrics(self.directory)
-
-
-RUNNING_FILE = "running.json"  # {"pid": ...} while a process trains this run; gone when it ends or stops
-
-
-def running_pid(run_dir: Path | str) -> int | None:
-    """The pid training ``run_dir`` right now (from ``running.json``), or None if none is alive."""
-    marker = Path(run_dir) / RUNNING_FILE
-    try:
-        pid = int(json.loads(marker.read_text())["pid"])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return pid if b"python" in cmdline else None
-
-
-@contextlib.contextmanager
-def _running_marker(run_dir: Path, active: bool):
-    """Write ``running.json`` (atomically) for the duration of training; remove it after."""
-    marker = run_dir / RUNNING_FILE
-    if active:
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
-        os.replace(tmp, marker)
-    try:
-        yield
-    finally:
-        if active:
-            marker.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -252,7 +223,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     train_seconds = 0.0  # data + steps only (no set-up, logging or checkpoints): what tokens/s is measured on
     sae.train()
     guards = contextlib.ExitStack()
-    guards.enter_context(_running_marker(run_dir, is_main))
+    guards.enter_context(running_marker(run_dir, is_main))
     stop_requested = guards.enter_context(_stop_on_sigterm(world_size == 1))
     try:
         for step in range(start, end):

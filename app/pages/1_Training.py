@@ -1,4 +1,4 @@
-"""Training: launch a run from a form (a subprocess), follow its metrics live, stop and resume it."""
+"""Training: launch a run from a form (a subprocess), follow its metrics live, stop and resume any run."""
 
 from __future__ import annotations
 
@@ -13,34 +13,54 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
+from app.commands.units import parse_tokens
 from app.ui import data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, list_runs, safe_path, workspace_root
+from sae_training.run_status import checkpoint_step, running_pid, total_steps
 
 page("Training")
 root = workspace_root()
-JOB_FILE = "app_job.json"  # pid and command of a run launched from this page
+LAUNCH_FILE = "app_launch.json"  # pid and arguments of the last process this page started for a run
+LOG_FILE = "train.log"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds app/, interp/, sae_training/
 
 
-def running_pid(run: Path) -> int | None:
-    """The pid of this run's training process, if one launched from the app is still alive."""
-    job = run / JOB_FILE
-    if not job.exists():
-        return None
-    pid = int(json.loads(job.read_text())["pid"])
+def launched_pid(run: Path) -> int | None:
+    """The pid this page started for ``run`` while it is still alive (it may not have begun training yet)."""
     try:
+        pid = int(json.loads((run / LAUNCH_FILE).read_text())["pid"])
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
+    except (OSError, ValueError, KeyError):
         return None
-    return pid if "app.cli" in cmdline and run.name in cmdline else None
+    return pid if "app.cli" in cmdline and "train" in cmdline else None
 
 
 def launch(args: list[str], run: Path) -> None:
+    """Start ``workbench train ARGS`` detached (its own session), output appended to the run's train.log."""
     run.mkdir(parents=True, exist_ok=True)
-    log = open(run / "app_job.log", "ab")
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "train", *args], cwd=root, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    (run / JOB_FILE).write_text(json.dumps({"pid": process.pid, "args": args}))
+    path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
+    with open(run / LOG_FILE, "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "app.cli", "train", *args], cwd=root, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONPATH": path})
+    (run / LAUNCH_FILE).write_text(json.dumps({"pid": process.pid, "args": args}))
+
+
+def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
+    """The cache folder, after refusing anything that would fail or write outside the workspace."""
+    cache = safe_path(root, cache_path)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id) or run_id in (".", ".."):
+        raise UnsafePathError("a run id is one folder name: letters, digits, '-', '_', '.'")
+    if not (cache / "manifest.json").exists():
+        raise FileNotFoundError(f"'{cache_path}' is not an activation cache (no manifest.json)")
+    hooks = json.loads((cache / "manifest.json").read_text())["hooks"]
+    if hook not in hooks:
+        raise ValueError(f"hook '{hook}' is not in this cache; it holds {', '.join(hooks)}")
+    if (root / "runs" / run_id / "config.json").exists():
+        raise FileExistsError(f"run '{run_id}' exists already: pick another id, or select it below to resume it")
+    parse_tokens(tokens)
+    return cache
 
 
 caches = list_caches(root)
@@ -57,47 +77,78 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
         d_sae = c2.number_input("d_sae", 16, 1 << 20, 512, key="d_sae")
         k = c3.number_input("k (TopK)", 1, 1024, 16, key="k")
         ensemble = c1.number_input("Ensemble size", 1, 16, 2, key="ensemble")
-        mfr = c2.number_input("MFR λ", 0.0, 100.0, 1.0, key="mfr")
+        mfr = c2.number_input("MFR λ (ensembles only)", 0.0, 100.0, 1.0, key="mfr")
         tokens = c3.text_input("Tokens", "1M", key="tokens")
+        batch_size = c1.number_input("Batch size (tokens)", 16, 1 << 16, 4096, key="batch_size")
         submitted = st.form_submit_button("Launch")
     if submitted:
         try:
-            cache = safe_path(root, cache_path)
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id) or run_id in (".", ".."):
-                raise UnsafePathError("a run id is one folder name: letters, digits, '-', '_', '.'")
-            if not (cache / "manifest.json").exists():
-                raise FileNotFoundError(f"'{cache_path}' is not an activation cache (no manifest.json)")
-        except (UnsafePathError, FileNotFoundError) as error:
+            cache = check_launch(cache_path, hook, run_id, tokens)
+        except (UnsafePathError, FileNotFoundError, FileExistsError, ValueError) as error:
             st.error(f"Refused: {error}")
         else:
             args = ["--cache", str(cache), "--hook", hook, "--arch", arch, "--d-sae", str(int(d_sae)), "--k",
                     str(int(k)), "--ensemble", str(int(ensemble)), "--mfr", str(mfr if ensemble > 1 else 0.0),
-                    "--tokens", tokens, "--run-id", run_id, "--runs", str(root / "runs")]
+                    "--tokens", tokens, "--batch-size", str(int(batch_size)), "--run-id", run_id,
+                    "--runs", str(root / "runs")]
             launch(args, root / "runs" / run_id)
+            st.session_state["run"] = run_id
             st.success(f"Launched `workbench train {' '.join(args)}`")
 
 runs = list_runs(root)
-if not runs:
+run_ids = [r.run_id for r in runs]
+launched_now = st.session_state.get("run")
+if launched_now and launched_now not in run_ids and (root / "runs" / launched_now).is_dir():
+    run_ids.append(launched_now)  # started a moment ago: config.json not written yet
+if not run_ids:
     missing("No SAE run in this workspace yet.", COMMANDS["demo"])
     st.stop()
-run_id = st.selectbox("Run", [r.run_id for r in runs], key="run")
+run_id = st.selectbox("Run", run_ids, key="run")
 run = root / "runs" / run_id
+
+
+def status(run: Path) -> tuple[str, int | None]:
+    """``running`` / ``busy`` (with the pid to stop), ``stopped`` (resumable), ``finished`` or ``failed``."""
+    pid = running_pid(run)
+    if pid:
+        return "running", pid
+    pid = launched_pid(run)
+    if pid:
+        return "busy (setting up or evaluating)", pid
+    done, total = checkpoint_step(run), total_steps(run)
+    if (run / "eval.json").exists() or (total is not None and done >= total):
+        return "finished", None
+    if total is not None and done > 0:
+        return "stopped", None
+    return "failed" if (run / LOG_FILE).exists() else "not started", None
+
+
+def log_tail(run: Path, lines: int = 12) -> str:
+    path = run / LOG_FILE
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
 @st.fragment(run_every=2.0)
 def follow() -> None:
-    """Re-read metrics.jsonl every two seconds (cached on the file's mtime)."""
-    pid = running_pid(run)
+    """Re-read the run's state and metrics.jsonl every two seconds (metrics cached on the file's mtime)."""
+    state, pid = status(run)
     frame = data.metrics(run)
-    c1, c2, c3 = st.columns([2, 1, 1])
-    c1.markdown(f"**{run_id}**: {'running (pid %d)' % pid if pid else 'not running'}, {len(frame)} logged steps")
-    if pid and c2.button("Stop", key="stop"):
-        os.killpg(pid, signal.SIGTERM)
+    done, total = checkpoint_step(run), total_steps(run)
+    c1, c2 = st.columns([3, 1])
+    where = f"checkpoint at step {done:,} of {total:,}" if total else "no config yet"
+    c1.markdown(f"**{run_id}**: {state}{f' (pid {pid})' if pid else ''}; {len(frame)} logged steps; {where}")
+    if pid and c2.button("Stop", key="stop", help="SIGTERM: the trainer checkpoints the current step and exits"):
+        os.kill(pid, signal.SIGTERM)
         st.rerun()
-    job = run / JOB_FILE
-    if not pid and job.exists() and c3.button("Resume", key="resume"):
-        launch(json.loads(job.read_text())["args"] + ["--resume"], run)
+    if state == "stopped" and c2.button("Resume", key="resume", help="workbench train --resume-from this run"):
+        launch(["--resume-from", str(run)], run)
         st.rerun()
+    if state == "failed":
+        st.error("The training process ended without a checkpoint. The end of its log:")
+        st.code(log_tail(run) or "(empty log)")
+    elif log_tail(run):
+        with st.expander("Log (train.log)"):
+            st.code(log_tail(run))
     if frame.empty:
         st.info("No metrics logged yet.")
         return

@@ -5,7 +5,7 @@ import torch
 from typer.testing import CliRunner
 
 from app.cli import app
-from app.commands.train import parse_tokens
+from app.commands.units import parse_tokens
 from sae_training.config import TrainConfig
 from sae_training.metrics import ground_truth_similarity
 from sae_training.synthetic import SyntheticData, generate

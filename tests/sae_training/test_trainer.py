@@ -12,7 +12,8 @@ from sae_lens import SAE
 
 from sae_training.config import ConfigError, TrainConfig
 from sae_training.metrics import ce_loss_recovered
-from sae_training.trainer import RUNNING_FILE, TrainingError, read_metrics, running_pid, train_saes
+from sae_training.run_status import RUNNING_FILE, checkpoint_step, running_pid
+from sae_training.trainer import TrainingError, read_metrics, train_saes
 
 
 def planted(n=6000, d=16, n_features=32, seed=0):
@@ -82,6 +83,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_resume_is_exact(tmp_path):
     stopped = train_saes(config, tmp_path / "split", activations=x, progress=False)
     watcher.join()
     assert 3 <= stopped.step < config.n_steps and stopped.evaluation is None
+    assert checkpoint_step(tmp_path / "split") == stopped.step
     assert not (tmp_path / "split" / RUNNING_FILE).exists() and running_pid(tmp_path / "split") is None
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler lives only while training
     until = stopped.step + 5

@@ -1,0 +1,61 @@
+"""What a run folder says about its state, read without torch: who trains it now, how far it got.
+
+``running.json`` (``{"pid": ...}``) exists while a process trains the run; the trainer writes it
+atomically when the loop starts and removes it when it ends or stops. The app reads these to show
+"running"/"stopped"/"finished" and to offer Stop and Resume for any run, however it was launched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+RUNNING_FILE = "running.json"
+CHECKPOINT_NAME = re.compile(r"step_(\d+)\.pt")
+
+
+def running_pid(run_dir: Path | str) -> int | None:
+    """The pid training ``run_dir`` right now (from ``running.json``), or None if none is alive."""
+    marker = Path(run_dir) / RUNNING_FILE
+    try:
+        pid = int(json.loads(marker.read_text())["pid"])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return pid if b"python" in cmdline else None
+
+
+@contextlib.contextmanager
+def running_marker(run_dir: Path, active: bool = True) -> Iterator[None]:
+    """Hold ``running.json`` (written atomically) while the body trains; remove it after."""
+    marker = Path(run_dir) / RUNNING_FILE
+    if active:
+        tmp = marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
+        os.replace(tmp, marker)
+    try:
+        yield
+    finally:
+        if active:
+            marker.unlink(missing_ok=True)
+
+
+def checkpoint_step(run_dir: Path | str) -> int:
+    """The step of the newest checkpoint (0 if none), from file names only."""
+    steps = [int(m.group(1)) for p in (Path(run_dir) / "checkpoints").glob("step_*.pt")
+             if (m := CHECKPOINT_NAME.fullmatch(p.name))]
+    return max(steps, default=0)
+
+
+def total_steps(run_dir: Path | str) -> int | None:
+    """``n_tokens // batch_size`` from the run's ``config.json``, or None without one."""
+    config = Path(run_dir) / "config.json"
+    if not config.exists():
+        return None
+    values = json.loads(config.read_text())
+    return int(values["n_tokens"]) // int(values["batch_size"])
