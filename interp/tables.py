@@ -6,10 +6,12 @@ Each query reads only the Parquet files it needs, with filters pushed down, so p
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from interp.features import check_feature
 
@@ -23,9 +25,19 @@ def _table(folder: Path | str, name: str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+_local = threading.local()
+
+
+def _connection() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB connection per thread (the app serves each session from its own thread):
+    opening one costs more than a one-feature query."""
+    if getattr(_local, "con", None) is None:
+        _local.con = duckdb.connect()
+    return _local.con
+
+
 def _query(sql: str, params: list | None = None) -> pd.DataFrame:
-    with duckdb.connect() as con:
-        return con.execute(sql, params or []).df()
+    return _connection().execute(sql, params or []).df()
 
 
 def list_analyses(root: Path | str) -> list[str]:
@@ -35,7 +47,9 @@ def list_analyses(root: Path | str) -> list[str]:
 
 
 def n_features(folder: Path | str) -> int:
-    return int(_query(f"select count(*) as n from {_table(folder, 'features')}").n[0])
+    """Rows of ``features.parquet`` (one per feature), from the file's footer: no scan."""
+    _table(folder, "features")
+    return pq.ParquetFile(Path(folder) / "features.parquet").metadata.num_rows
 
 
 def feature_list(folder: Path | str, min_frequency: float = 0.0, max_frequency: float = 1.0,
@@ -55,12 +69,21 @@ def feature_list(folder: Path | str, min_frequency: float = 0.0, max_frequency: 
         params + [limit, offset])
 
 
-def feature_dashboard(folder: Path | str, feature: int) -> dict[str, pd.DataFrame]:
-    """Every stored row about one feature: summary, examples, histogram, logits, neighbours, co-firing, matches."""
+DASHBOARD_TABLES = {"features": "feature", "examples": "kind desc, rank", "histograms": "bin",
+                    "logits": "sign desc, rank", "neighbours": "rank", "cooccurrence": "rank"}
+
+
+def feature_dashboard(folder: Path | str, feature: int,
+                      names: tuple[str, ...] = tuple(DASHBOARD_TABLES)) -> dict[str, pd.DataFrame]:
+    """Every stored row about one feature (or only the tables in ``names``): summary, examples,
+    histogram, logits, neighbours, co-firing."""
     check_feature(feature, n_features(folder))
+    unknown = set(names) - set(DASHBOARD_TABLES)
+    if unknown:
+        raise ValueError(f"no dashboard table {sorted(unknown)}; choose from {list(DASHBOARD_TABLES)}")
     out = {}
-    for name, order in (("features", "feature"), ("examples", "kind desc, rank"), ("histograms", "bin"),
-                        ("logits", "sign desc, rank"), ("neighbours", "rank"), ("cooccurrence", "rank")):
+    for name in names:
+        order = DASHBOARD_TABLES[name]
         if name == "features" or (Path(folder) / f"{name}.parquet").exists():
             out[name] = _query(f"select * from {_table(folder, name)} where feature = ? order by {order}", [feature])
     return out

@@ -83,7 +83,7 @@ def logits(table: pd.DataFrame, key: str) -> None:
 
 def render(folder: Path, feature: int, key: str, compact: bool = False) -> dict[str, pd.DataFrame]:
     """The dashboard of ``feature`` in ``folder``; returns the tables it showed (tests compare them)."""
-    tables = data.dashboard(folder, feature)
+    tables = data.dashboard(folder, feature, compact)
     row = tables["features"].iloc[0]
     st.markdown(f"**Feature {feature}**: label *{row.label}*")
     summary(row)

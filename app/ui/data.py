@@ -57,17 +57,23 @@ def n_features(folder: Path) -> int:
     return _n_features(str(folder), _stamp_folder(folder))
 
 
+COMPACT = ("features", "examples")  # what a side-by-side (compact) dashboard shows
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
-def _dashboard(folder: str, stamp: float, feature: int) -> dict[str, pd.DataFrame]:
+def _dashboard(folder: str, stamp: float, feature: int, compact: bool) -> dict[str, pd.DataFrame]:
+    if compact:
+        return tables.feature_dashboard(folder, feature, names=COMPACT)
     out = tables.feature_dashboard(folder, feature)
     if (Path(folder) / "matches.parquet").exists():
         out["matches"] = tables.matched_features(folder, feature)
     return out
 
 
-def dashboard(folder: Path, feature: int) -> dict[str, pd.DataFrame]:
-    """Every stored table row about one feature (``interp.tables.feature_dashboard``), plus its matches."""
-    return _dashboard(str(folder), _stamp_folder(folder), int(feature))
+def dashboard(folder: Path, feature: int, compact: bool = False) -> dict[str, pd.DataFrame]:
+    """Every stored table row about one feature (``interp.tables.feature_dashboard``) plus its matches;
+    ``compact``: only its summary and examples."""
+    return _dashboard(str(folder), _stamp_folder(folder), int(feature), compact)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from interp.dictionary import DictionaryError
-from interp.features import DashboardConfig, dashboard_tables, feature_dashboards, write_tables
+from interp.features import ROW_GROUP_ROWS, DashboardConfig, dashboard_tables, feature_dashboards, write_tables
 from interp.tables import feature_dashboard, feature_list, list_analyses, search_by_logit, search_by_token
 from tests.interp.test_features import D_SAE, PROMOTED, TRIGGER, PlantedDictionary, decode, planted_stream, planted_unembed
 
@@ -35,6 +37,30 @@ def test_feature_dashboard_returns_only_that_feature(folder):
     assert set(rows) >= {"features", "examples", "histograms", "logits", "neighbours", "cooccurrence"}
     assert all((frame.feature == 4).all() for frame in rows.values())
     assert (rows["examples"].query("kind == 'top'").token_id == TRIGGER[4]).all()
+
+
+def test_a_compact_dashboard_reads_only_the_tables_asked_for(folder):
+    full, compact = feature_dashboard(folder, 2), feature_dashboard(folder, 2, names=("features", "examples"))
+    assert set(compact) == {"features", "examples"}
+    for name in compact:
+        pd.testing.assert_frame_equal(compact[name], full[name])
+    with pytest.raises(ValueError, match="no dashboard table"):
+        feature_dashboard(folder, 2, names=("examples", "secrets"))
+
+
+def test_tables_are_sorted_by_feature_in_row_groups_a_lookup_can_skip(tmp_path):
+    """The layout that keeps one-feature lookups constant-time: disjoint feature ranges per row group."""
+    rng = np.random.default_rng(0)
+    n = 5 * ROW_GROUP_ROWS + 17
+    frame = pd.DataFrame({"feature": rng.integers(0, 3000, n), "value": rng.normal(size=n)})
+    write_tables({"examples": frame}, tmp_path)
+    meta = pq.ParquetFile(tmp_path / "examples.parquet").metadata
+    assert meta.num_row_groups == 6
+    ranges = [(meta.row_group(i).column(0).statistics.min, meta.row_group(i).column(0).statistics.max)
+              for i in range(meta.num_row_groups)]
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:]))
+    back = pd.read_parquet(tmp_path / "examples.parquet")
+    pd.testing.assert_frame_equal(back, frame.sort_values("feature", kind="stable").reset_index(drop=True))
 
 
 def test_search_by_token_and_by_logit_find_the_planted_feature(folder):

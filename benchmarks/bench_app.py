@@ -1,0 +1,164 @@
+"""App responsiveness on a 16k-feature SAE: every page's server-side render time, cold and on interaction.
+
+Builds (once, reused on later runs) a workspace with the real pipeline: a cache of the demo model,
+two 16,384-latent TopK SAEs trained as one ensemble (no MFR: its per-step matching is not what is measured), their dashboards, geometry (PCA + UMAP) and matching.
+Then runs each page under Streamlit's ``AppTest`` (the same script run a browser session triggers,
+without the browser's drawing) and times:
+
+* ``cold``: first render with ``st.cache_data`` cleared (Parquet read through DuckDB),
+* ``interaction``: the typical next click (another feature, another map point, a slider),
+
+against the naive way of answering the same dashboard query: pandas reading whole Parquet files and
+filtering in memory, measured in the same run. Prints one JSON object.
+
+    python benchmarks/bench_app.py                          # builds bench-workspace/ first (~15 min on 2 cores)
+    python benchmarks/bench_app.py --workspace bench-workspace --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HOOK = "blocks.1.hook_resid_post"
+RUN = "bench16k"
+APP = Path(__file__).resolve().parents[1] / "app"
+
+
+def build_workspace(root: Path, d_sae: int, n_tokens: int, train_tokens: int) -> None:
+    """Cache, a 2-member TopK ensemble of ``d_sae`` latents, dashboards, geometry: the files the app reads."""
+    from app.commands.analyze import analyze_features, analyze_geometry
+    from interp.cache.writer import CacheConfig, build_cache
+    from sae_training.config import TrainConfig
+    from sae_training.trainer import train_saes
+
+    stages = {}
+    tic = time.perf_counter()
+    cache = build_cache(CacheConfig(model="demo", data="demo", hooks=(HOOK,), n_tokens=n_tokens, context_size=128),
+                        root=root / "cached_activations", cache_id="demo", device="cpu")
+    stages["cache_s"] = time.perf_counter() - tic
+    run = root / "runs" / RUN
+    if not (run / "eval.json").exists():
+        tic = time.perf_counter()
+        config = TrainConfig(cache=str(cache), hook=HOOK, architecture="topk", d_sae=d_sae, k=32, n_members=2,
+                             mfr_coefficient=0.0, n_tokens=train_tokens, batch_size=4096, eval_ce_batches=0)
+        train_saes(config, run, resume=(run / "config.json").exists())
+        stages["train_s"] = time.perf_counter() - tic
+    if not (root / "analyses" / RUN / "sae_1" / "matches.parquet").exists():
+        tic = time.perf_counter()
+        analyze_features(run, root / "analyses", cache_dir=cache)
+        stages["features_s"] = time.perf_counter() - tic
+    if not (root / "analyses" / RUN / "sae_1" / "geometry_map.parquet").exists():
+        tic = time.perf_counter()
+        analyze_geometry(run, root / "analyses", n_clusters=5, max_features=2000, with_umap=True)
+        stages["geometry_s"] = time.perf_counter() - tic
+    print(json.dumps({"built": str(root), **{k: round(v, 1) for k, v in stages.items()}}), flush=True)
+
+
+def interactions(feature_ids: list[int]) -> dict[str, tuple[str, list]]:
+    """Per page: its script and the widget changes a user makes after the first render."""
+    a, b = feature_ids[:2]
+    return {
+        "Home": ("Home.py", []),
+        "Training": ("pages/1_Training.py", [("selectbox", "run", RUN)]),
+        "Features": ("pages/2_Features.py", [("number_input", "feature_id", a), ("number_input", "feature_id", b)]),
+        "Features search": ("pages/2_Features.py", [("radio", "how", "by token it fires on"),
+                                                    ("text_input", "search_token", " the")]),
+        "Geometry": ("pages/3_Geometry.py", [("number_input", "open_feature", a), ("radio", "colour", "log10 frequency")]),
+        "Circuits": ("pages/4_Circuits.py", []),
+        "Compare": ("pages/5_Compare.py", [("slider", "threshold", 0.5), ("slider", "threshold", 0.9)]),
+    }
+
+
+def set_widget(at, kind: str, key: str, value) -> None:
+    widget = getattr(at, kind)(key=key)
+    widget.input(value) if kind == "text_input" else widget.set_value(value)
+
+
+def time_page(script: str, steps: list, repeats: int) -> dict:
+    """Median seconds of the cold first render and of each interaction's rerun."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    cold, clicks = [], []
+    for _ in range(repeats):
+        st.cache_data.clear()
+        at = AppTest.from_file(str(APP / script), default_timeout=600)
+        tic = time.perf_counter()
+        at.run()
+        cold.append(time.perf_counter() - tic)
+        if at.exception:
+            raise RuntimeError(f"{script}: {[e.value for e in at.exception]}")
+        for kind, key, value in steps:
+            set_widget(at, kind, key, value)
+            tic = time.perf_counter()
+            at.run()
+            clicks.append(time.perf_counter() - tic)
+            if at.exception:
+                raise RuntimeError(f"{script} after {key}={value!r}: {[e.value for e in at.exception]}")
+    return {"cold_s": round(statistics.median(cold), 3),
+            "interaction_s": round(statistics.median(clicks), 3) if clicks else None,
+            "interaction_max_s": round(max(clicks), 3) if clicks else None}
+
+
+def naive_dashboard(folder: Path, feature: int) -> dict[str, pd.DataFrame]:
+    """The peer way: read each whole table with pandas, filter in memory."""
+    out = {}
+    for path in sorted(folder.glob("*.parquet")):
+        frame = pd.read_parquet(path)
+        if "feature" in frame:
+            out[path.stem] = frame[frame.feature == feature]
+    return out
+
+
+def bench_lookup(folder: Path, feature_ids: list[int]) -> dict:
+    """One feature's dashboard tables: ours (DuckDB, filters pushed into the Parquet scan) vs naive pandas."""
+    from interp import tables
+
+    def run(fn) -> float:
+        tic = time.perf_counter()
+        for f in feature_ids:
+            fn(folder, int(f))
+        return (time.perf_counter() - tic) / len(feature_ids)
+
+    ours, naive = run(tables.feature_dashboard), run(naive_dashboard)
+    return {"ours_s": round(ours, 4), "naive_pandas_s": round(naive, 4), "speedup": round(naive / ours, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workspace", type=Path, default=Path("bench-workspace"))
+    parser.add_argument("--d-sae", type=int, default=16384)
+    parser.add_argument("--tokens", type=int, default=262_144, help="cached tokens the dashboards are built over")
+    parser.add_argument("--train-tokens", type=int, default=500_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    root = args.workspace.resolve()
+    build_workspace(root, args.d_sae, args.tokens, args.train_tokens)
+    os.environ["WORKBENCH_WORKSPACE"] = str(root)
+    folder = root / "analyses" / RUN / "sae_0"
+    features = pd.read_parquet(folder / "features.parquet", columns=["feature", "n_fires"])
+    rng = np.random.default_rng(0)
+    live = features.feature[features.n_fires > 0].to_numpy()
+    feature_ids = [int(f) for f in rng.choice(live, size=min(20, len(live)), replace=False)]
+    sizes = {p.name: p.stat().st_size for p in sorted(folder.glob("*.parquet"))}
+    pages = {name: time_page(script, steps, args.repeats)
+             for name, (script, steps) in interactions(feature_ids).items()}
+    print(json.dumps({
+        "d_sae": int(len(features)), "dashboard_tokens": args.tokens, "table_bytes": sizes,
+        "pages": pages, "feature_lookup": bench_lookup(folder, feature_ids),
+        "target_s": 1.0, "worst_interaction_s": max(p["interaction_max_s"] or 0 for p in pages.values()),
+        "note": "server-side script time under AppTest (no browser drawing); cold = st.cache_data cleared",
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
