@@ -16,8 +16,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix
 
+from interp.errors import InputError
 
-class CircuitInputError(ValueError):
+
+class CircuitInputError(InputError):
     """Input that a circuit analysis cannot use (too long, out of range, unknown hook)."""
 
 

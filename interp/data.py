@@ -21,13 +21,15 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from interp.errors import InputError
+
 DEMO_CORPUS = Path(__file__).parent / "demo" / "corpus" / "shakespeare.jsonl.gz"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet", ".jsonl.gz")
 SHUFFLE_BUFFER_DOCS = 256
 TEXT_FIELD = "text"
 
 
-class DataSpecError(ValueError):
+class DataSpecError(InputError):
     """A text spec that names nothing readable."""
 
 
@@ -142,7 +144,7 @@ def pack_token_stream(
     does not fill a window is dropped, so every window is full.
     """
     if context_size < 2:
-        raise ValueError(f"context_size must be >= 2, got {context_size}")
+        raise InputError(f"context_size must be >= 2, got {context_size}")
     body = context_size - 1
     pending: list[int] = []
     first = True

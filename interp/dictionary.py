@@ -14,6 +14,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.errors import InputError
+
 
 @runtime_checkable
 class Dictionary(Protocol):
@@ -28,7 +30,7 @@ class Dictionary(Protocol):
     def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]: ...
 
 
-class DictionaryError(ValueError):
+class DictionaryError(InputError):
     """A dictionary that does not fit the activations it is applied to."""
 
 

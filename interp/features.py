@@ -28,6 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from interp.dictionary import Dictionary, DictionaryError, check_fits
+from interp.errors import InputError
 
 
 @dataclass
@@ -189,7 +190,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                        config: DashboardConfig = DashboardConfig(), where: str = "the activations") -> DashboardData:
     """Stream ``chunks`` (whole sequences, in order) through ``dictionary``; keep per-feature statistics."""
     if config.cooccurrence not in (None, "token", "sequence"):
-        raise ValueError(f"cooccurrence must be 'token', 'sequence' or None, not {config.cooccurrence!r}")
+        raise InputError(f"cooccurrence must be 'token', 'sequence' or None, not {config.cooccurrence!r}")
     device = dictionary.W_dec.device
     d_sae, ctx = dictionary.d_sae, config.left + config.right + 1
     generator = torch.Generator(device=device).manual_seed(config.seed)

@@ -21,6 +21,8 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
+from interp.errors import InputError
+
 AFFINITIES = ("smc", "jaccard", "dice", "overlap", "phi")
 
 
@@ -77,7 +79,7 @@ def crystal_search(points: Float[np.ndarray, "n d"], projection: Float[np.ndarra
         pts = pts @ projection
     n = len(pts)
     if n < 4:
-        raise ValueError(f"crystal search needs at least 4 points, got {n}")
+        raise InputError(f"crystal search needs at least 4 points, got {n}")
     k = min(n_neighbours, n - 1)
     _, nn = NearestNeighbors(n_neighbors=k + 1).fit(pts).kneighbors(pts)
     pairs = np.unique(np.sort(np.stack([np.repeat(np.arange(n), k), nn[:, 1:].ravel()], 1), axis=1), axis=0)

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import torch
 
+from interp.errors import InputError
+
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(InputError):
     """A model spec that cannot be loaded, with what to do about it."""
 
 

@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.dictionary import Dictionary, check_fits
+from interp.errors import InputError
 
 
 @dataclass
@@ -141,7 +142,7 @@ def induction_task(candidates: Int[Tensor, "m"], n_prompts: int = 256, n_values:
     g = torch.Generator().manual_seed(seed)
     pick = candidates[torch.randperm(len(candidates), generator=g)[:2 * n_values]]
     if len(pick) < 2 * n_values:
-        raise ValueError(f"need {2 * n_values} candidate tokens, got {len(candidates)}")
+        raise InputError(f"need {2 * n_values} candidate tokens, got {len(candidates)}")
     values = {"A": pick[:n_values], "B": pick[n_values:]}
     a, b = torch.randint(0, n_values, (n_prompts,), generator=g), torch.randint(0, n_values, (n_prompts,), generator=g)
     high = vocab or int(candidates.max()) + 1

@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 
+from interp.errors import InputError
 from interp.features import check_feature
 
 ORDERABLE = ("feature", "frequency", "max_activation", "mean_activation", "n_fires")
@@ -57,7 +58,7 @@ def feature_list(folder: Path | str, min_frequency: float = 0.0, max_frequency: 
                  limit: int = 100, offset: int = 0) -> pd.DataFrame:
     """One row per feature (id, label, frequency, activations), filtered and sorted, one page at a time."""
     if order_by not in ORDERABLE:
-        raise ValueError(f"cannot order by '{order_by}'; use one of {ORDERABLE}")
+        raise InputError(f"cannot order by '{order_by}'; use one of {ORDERABLE}")
     where, params = ["frequency >= ?", "frequency <= ?"], [min_frequency, max_frequency]
     if label_contains:
         where.append("label ilike ?")
@@ -80,7 +81,7 @@ def feature_dashboard(folder: Path | str, feature: int,
     check_feature(feature, n_features(folder))
     unknown = set(names) - set(DASHBOARD_TABLES)
     if unknown:
-        raise ValueError(f"no dashboard table {sorted(unknown)}; choose from {list(DASHBOARD_TABLES)}")
+        raise InputError(f"no dashboard table {sorted(unknown)}; choose from {list(DASHBOARD_TABLES)}")
     out = {}
     for name in names:
         order = DASHBOARD_TABLES[name]

@@ -7,10 +7,11 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from interp.errors import InputError
 from sae_training.architectures import SAEShape, architecture_class
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A training configuration that cannot run, or that does not match the run being resumed."""
 
 

@@ -44,7 +44,7 @@ def evaluate_ensemble(sae: EnsembleSAE, batches: Iterable[Float[Tensor, "batch d
     sae.eval()
     K = sae.n_members
     error = torch.zeros(K)
-    tokens, l0_sum, sq_sum = 0, torch.zeros(K), 0.0
+    tokens, l0_sum = 0, torch.zeros(K)
     x_sum, x_sq = None, 0.0
     fired = torch.zeros(K, sae.d_sae)
     for x in batches:

@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.errors import InputError
 from sae_training.config import TrainConfig
 from sae_training.metrics import ground_truth_similarity
 
@@ -37,7 +38,7 @@ def generate(spec: SyntheticData, n_points: int, seed: int = 0
     """Return ``(X, F, group_id, coeffs)`` with ``X = coeffs @ F.T (+ noise)``; F's columns are the features."""
     size = spec.n_true // spec.groups
     if spec.active > size:
-        raise ValueError(f"active={spec.active} exceeds the group size {size} (n_true // groups)")
+        raise InputError(f"active={spec.active} exceeds the group size {size} (n_true // groups)")
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(spec.d, spec.n_true, generator=g)
     preference = spec.decay ** torch.arange(size, dtype=torch.float64)

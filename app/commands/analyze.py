@@ -15,6 +15,7 @@ import pandas as pd
 import typer
 
 from app.commands.errors import user_errors
+from interp.errors import InputError
 
 
 def sae_members(path: Path) -> list[Path]:
@@ -79,7 +80,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
         dictionary = load_dictionary(member, device=device)
         site = hook or dictionary.hook_name
         if site is None:
-            raise ValueError(f"{member}/cfg.json names no hook (metadata.hook_name); pass --hook")
+            raise InputError(f"{member}/cfg.json names no hook (metadata.hook_name); pass --hook")
         where = f"hook '{site}' of cache {cache_dir}"
         check_fits(dictionary, cache.d(site), where)
         data = feature_dashboards(dictionary, cache_chunks(cache, site, max_rows), config, where)
@@ -149,7 +150,7 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
     dictionaries = {analysis_id(m): load_dictionary(m, device=device) for m in members}
     site = hook or next(iter(dictionaries.values())).hook_name
     if site is None:
-        raise ValueError(f"{members[0]}/cfg.json names no hook (metadata.hook_name); pass --hook")
+        raise InputError(f"{members[0]}/cfg.json names no hook (metadata.hook_name); pass --hook")
     if model_spec is None or isinstance(model_spec, str):
         if model_spec is None:
             model_spec = json.loads((run_cache(members[0]) / "manifest.json").read_text())["config"]["model"]
@@ -181,7 +182,7 @@ def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path):
         if not (sae / "cfg.json").exists():
             raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no cfg.json); pass runs/<run_id>/sae_<i>")
     if sae_a.resolve() == sae_b.resolve():
-        raise ValueError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
+        raise InputError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
     return compare_saes(sae_a, sae_b, analyzed_folder(sae_a, out_root), analyzed_folder(sae_b, out_root))
 
 

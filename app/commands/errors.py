@@ -8,12 +8,11 @@ from collections.abc import Iterator
 import typer
 
 from interp.cache.format import CacheError
-from interp.data import DataSpecError
-from interp.dictionary import DictionaryError
-from interp.models import ModelSpecError
+from interp.errors import InputError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (CacheError, DataSpecError, DictionaryError, ModelSpecError,
-                                                FileNotFoundError, ValueError)
+# bad input (every spec/config/path error derives from InputError), a broken cache, a missing file;
+# any other exception is a bug and keeps its traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, CacheError, FileNotFoundError, FileExistsError)
 
 
 @contextlib.contextmanager

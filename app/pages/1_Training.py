@@ -16,7 +16,15 @@ import streamlit as st
 from app.commands.units import parse_tokens
 from app.ui import data
 from app.ui.theme import missing, page, plot
-from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, list_runs, safe_path, workspace_root
+from app.ui.workspace import (
+    COMMANDS,
+    UnsafePathError,
+    list_caches,
+    list_runs,
+    safe_path,
+    workspace_root,
+)
+from interp.errors import InputError
 from sae_training.run_status import checkpoint_step, running_pid, total_steps
 
 page("Training")
@@ -56,7 +64,7 @@ def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
         raise FileNotFoundError(f"'{cache_path}' is not an activation cache (no manifest.json)")
     hooks = json.loads((cache / "manifest.json").read_text())["hooks"]
     if hook not in hooks:
-        raise ValueError(f"hook '{hook}' is not in this cache; it holds {', '.join(hooks)}")
+        raise InputError(f"hook '{hook}' is not in this cache; it holds {', '.join(hooks)}")
     if (root / "runs" / run_id / "config.json").exists():
         raise FileExistsError(f"run '{run_id}' exists already: pick another id, or select it below to resume it")
     parse_tokens(tokens)

@@ -8,10 +8,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.errors import InputError
+
 ENV_VAR = "WORKBENCH_WORKSPACE"
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(InputError):
     """A typed path that leaves the workspace (``..``, an absolute path elsewhere, a symlink out)."""
 
 

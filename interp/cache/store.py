@@ -16,7 +16,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.cache.format import MANIFEST, STORAGE_DTYPES, TOKENS_DIR, CacheError, memmap_tensor, sha256_file
+from interp.cache.format import (
+    MANIFEST,
+    STORAGE_DTYPES,
+    TOKENS_DIR,
+    CacheError,
+    memmap_tensor,
+    sha256_file,
+)
+from interp.errors import InputError
 
 
 class ActivationCache:
@@ -133,7 +141,7 @@ class ActivationStore:
     def __init__(self, chunk_source, d_in: int, batch_size: int = 4096, buffer_tokens: int = 262_144,
                  seed: int = 0, start_batch: int = 0, max_epochs: int | None = None):
         if buffer_tokens < 2 * batch_size:
-            raise ValueError(f"buffer_tokens ({buffer_tokens}) must be at least twice batch_size ({batch_size})")
+            raise InputError(f"buffer_tokens ({buffer_tokens}) must be at least twice batch_size ({batch_size})")
         self._chunk_source = chunk_source  # callable(epoch) -> iterator of [n, d] chunks
         self.d_in = d_in
         self.batch_size = batch_size

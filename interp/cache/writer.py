@@ -32,6 +32,7 @@ from interp.cache.format import (
     write_shard,
 )
 from interp.data import batched_windows, token_windows
+from interp.errors import InputError
 from interp.models import check_hooks, model_fingerprint
 
 FORMAT_VERSION = 1
@@ -53,11 +54,11 @@ class CacheConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
-            raise ValueError(f"unknown storage dtype '{self.dtype}'; use one of {sorted(STORAGE_DTYPES)}")
+            raise InputError(f"unknown storage dtype '{self.dtype}'; use one of {sorted(STORAGE_DTYPES)}")
         if not self.hooks:
-            raise ValueError("give at least one hook name")
+            raise InputError("give at least one hook name")
         if self.n_tokens <= 0 or self.context_size < 2 or self.batch_size <= 0:
-            raise ValueError("n_tokens and batch_size must be positive and context_size >= 2")
+            raise InputError("n_tokens and batch_size must be positive and context_size >= 2")
 
     @property
     def windows_per_shard(self) -> int:

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from interp.data import DEMO_CORPUS, iter_texts, pack_token_stream
+from interp.data import iter_texts, pack_token_stream
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SPECIAL_TOKENS = ["<|bos|>", "<|endoftext|>", "<|pad|>"]

@@ -6,12 +6,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from interp.errors import InputError
+
 
 def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Series | None = None) -> go.Figure:
     """Decoder directions in 2-D (``umap`` or ``pca`` columns of ``geometry_map``), coloured by cluster."""
     x, y = f"{method}_x", f"{method}_y"
     if x not in points:
-        raise ValueError(f"the map has no {method} coordinates; rerun `workbench analyze geometry` with it")
+        raise InputError(f"the map has no {method} coordinates; rerun `workbench analyze geometry` with it")
     hover = points.feature.astype(str) if labels is None else points.feature.astype(str) + ": " + labels
     fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", text=hover,
                                  marker=dict(color=points.cluster, colorscale="Turbo", size=5)))

@@ -5,6 +5,7 @@ Every entry is an ``EnsembleSAE`` subclass: K members as stacked ``[K, ...]`` pa
 
 from __future__ import annotations
 
+from interp.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, LossParts, SAEShape
 from sae_training.architectures.batchtopk import BatchTopKSAE
 from sae_training.architectures.jumprelu import JumpReLUSAE
@@ -19,7 +20,7 @@ ARCHITECTURES: dict[str, type[EnsembleSAE]] = {
 def architecture_class(name: str) -> type[EnsembleSAE]:
     """The class registered as ``name``; a clear error listing the known ones otherwise."""
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture '{name}'; choose one of {sorted(ARCHITECTURES)}")
+        raise InputError(f"unknown architecture '{name}'; choose one of {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[name]
 
 

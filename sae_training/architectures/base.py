@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from interp.errors import InputError
 from sae_training.architectures.fused_topk import dense_codes, fired_latents
 
 
@@ -33,9 +34,9 @@ class SAEShape:
 
     def __post_init__(self) -> None:
         if min(self.d_in, self.d_sae, self.n_members, self.k) <= 0:
-            raise ValueError(f"d_in, d_sae, n_members and k must be positive, got {self}")
+            raise InputError(f"d_in, d_sae, n_members and k must be positive, got {self}")
         if self.k_schedule not in ("constant", "multiply"):
-            raise ValueError(f"unknown k_schedule '{self.k_schedule}'; use 'constant' or 'multiply'")
+            raise InputError(f"unknown k_schedule '{self.k_schedule}'; use 'constant' or 'multiply'")
 
     @property
     def member_k(self) -> list[int]:
@@ -87,7 +88,7 @@ class EnsembleSAE(nn.Module):
     def __init__(self, shape: SAEShape, seed: int = 0):
         super().__init__()
         if self.uses_k and max(shape.member_k) > shape.d_sae:
-            raise ValueError(f"k={max(shape.member_k)} exceeds d_sae={shape.d_sae}; lower k or widen the SAE")
+            raise InputError(f"k={max(shape.member_k)} exceeds d_sae={shape.d_sae}; lower k or widen the SAE")
         self.shape = shape
         K, d_in, d_sae = shape.n_members, shape.d_in, shape.d_sae
         generator = torch.Generator().manual_seed(seed)

@@ -1,0 +1,11 @@
+"""The workbench's one base class for bad input: what the CLI reports as a single ``error:`` line.
+
+Every error a user can cause and fix (a bad spec, option, path or config) derives from
+``InputError``; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class InputError(ValueError):
+    """A bad value given by the user (option, spec, path, config); the message says what to do."""
