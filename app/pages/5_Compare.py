@@ -105,7 +105,7 @@ threshold = st.slider("A feature counts as present in the other SAE when its mat
 missing_in_b = a_to_b[~(a_to_b.cosine >= threshold)]  # unmatched (NaN) count as missing
 missing_in_a = b_to_a[~(b_to_a.cosine >= threshold)]
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("MMCS (mean matched cosine)", f"{a_to_b.cosine.mean():.4f}")
+c1.metric("MMCS A→B", f"{a_to_b.cosine.mean():.4f}", help="mean cosine of A's features to their Hungarian match in B")
 c2.metric("MMCS B→A", f"{b_to_a.cosine.mean():.4f}")
 c3.metric(f"missing in B (cos < {threshold:.2f})", f"{len(missing_in_b):,}")
 c4.metric(f"missing in A (cos < {threshold:.2f})", f"{len(missing_in_a):,}")

@@ -17,23 +17,24 @@ from app.ui.workspace import UnsafePathError, list_analyses, safe_path
 def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: str | None = None) -> Path | None:
     """A select box over the workspace's analyses, or a typed folder (checked to stay inside the workspace)."""
     options = list_analyses(root)
+    chosen = None
+    if options:
+        index = options.index(default) if default in options else 0
+        chosen = root / "analyses" / st.selectbox(label, options, index=index, key=key)
     typed = st.text_input(f"{label}: or type a folder inside the workspace", key=f"{key}_typed",
                           placeholder="analyses/demo-mfr/sae_0")
-    if typed.strip():
-        try:
-            folder = safe_path(root, typed)
-        except UnsafePathError as error:
-            st.error(f"Refused: {error}")
-            return None
-        if not (folder / "features.parquet").exists():
-            st.error(f"`{typed}` holds no feature dashboards (features.parquet). Make them with:")
-            st.code("workbench analyze features runs/<run_id>", language="bash")
-            return None
-        return folder
-    if not options:
+    if not typed.strip():
+        return chosen
+    try:
+        folder = safe_path(root, typed)
+    except UnsafePathError as error:
+        st.error(f"Refused: {error}")
         return None
-    index = options.index(default) if default in options else 0
-    return root / "analyses" / st.selectbox(label, options, index=index, key=key)
+    if not (folder / "features.parquet").exists():
+        st.error(f"`{typed}` holds no feature dashboards (features.parquet). Make them with:")
+        st.code("workbench analyze features runs/<run_id>", language="bash")
+        return None
+    return folder
 
 
 def summary(row: pd.Series) -> None:

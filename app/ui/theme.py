@@ -8,6 +8,10 @@ import streamlit as st
 
 COLORWAY = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 TEMPLATE = "workbench"
+# Streamlit's wide layout keeps 5rem side and 6rem top padding: at 1280x800 with the sidebar open that
+# leaves ~810 px for content and pushes the first chart below the fold. Trim it.
+COMPACT_CSS = ("<style>[data-testid='stMainBlockContainer']{padding:2.5rem 2rem 3rem 2rem;max-width:none}"
+               "h1{padding-top:0.25rem}</style>")
 
 
 def _register() -> None:
@@ -24,6 +28,7 @@ def page(title: str, icon: str = "🔬") -> None:
     """Page config and title; every page calls it first."""
     st.set_page_config(page_title=f"{title} · workbench", page_icon=icon, layout="wide")
     _register()
+    st.html(COMPACT_CSS)
     st.title(title)
 
 

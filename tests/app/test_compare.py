@@ -79,7 +79,7 @@ def test_page_offers_the_command_and_computes_the_matching_on_click(two_runs):
     pd.testing.assert_frame_equal(matches(two_runs, A, "demo-mfr/sae_1"), ensemble_before, check_dtype=False)  # kept
     same = ensemble_before.set_index("feature")  # B's weights are sae_1's: the ensemble matching again
     assert a_to_b.set_index("feature").other_feature.equals(same.other_feature)
-    assert metric(at, "MMCS (mean matched cosine)") == f"{a_to_b.cosine.mean():.4f}"
+    assert metric(at, "MMCS A→B") == f"{a_to_b.cosine.mean():.4f}"
     assert metric(at, "MMCS B→A") == f"{b_to_a.cosine.mean():.4f}"
 
     at.slider(key="threshold").set_value(0.3).run()
@@ -111,7 +111,7 @@ def test_page_refuses_an_sae_outside_the_workspace_and_says_when_one_is_missing(
 def test_ensemble_members_still_compare_from_the_stored_matching(two_runs):
     at = open_pair("demo-mfr/sae_1")
     stored = matches(two_runs, A, "demo-mfr/sae_1")
-    assert metric(at, "MMCS (mean matched cosine)") == f"{stored.cosine.mean():.4f}"
+    assert metric(at, "MMCS A→B") == f"{stored.cosine.mean():.4f}"
     assert not at.code
 
 

@@ -138,7 +138,7 @@ def test_circuits_page_shows_stored_results_and_a_typed_prompt(app_env):
 def test_compare_mmcs_equals_the_stored_matching(app_env):
     at = run_page("pages/5_Compare.py")
     matches = pd.read_parquet(app_env / "analyses" / SAE0 / "matches.parquet")
-    assert metric(at, "MMCS (mean matched cosine)") == f"{matches.cosine.mean():.4f}"
+    assert metric(at, "MMCS A→B") == f"{matches.cosine.mean():.4f}"
     at.slider(key="threshold").set_value(0.3).run()
     assert metric(at, "missing in B (cos < 0.30)") == f"{(matches.cosine < 0.3).sum():,}"
 
