@@ -1,18 +1,63 @@
-"""Checkpoints: ensemble, optimiser, trainer state, RNG and data position in one file per step,
-written atomically; read back with ``torch.load(weights_only=True)`` (our own files only)."""
+"""Checkpoints: ensemble, optimiser, trainer state, RNG and data position in one file per step.
+
+Stored as safetensors, never pickle: every tensor of the (nested) state is one safetensors entry
+and everything else (the nesting, ints, floats, strings, None) is a JSON tree in the file's
+metadata, so reading a checkpoint from a shared run folder cannot execute code. Written to a
+temp file and renamed, so a killed process never leaves half a checkpoint.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from sae_training.config import ConfigError
 
 PREFIX = "step_"
+SUFFIX = ".safetensors"
+TREE_KEY = "state_tree"
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:
-    return directory / f"{PREFIX}{step:09d}.pt"
+    return directory / f"{PREFIX}{step:09d}{SUFFIX}"
+
+
+def flatten_state(state: Any, tensors: dict[str, torch.Tensor], path: str = "s") -> Any:
+    """A JSON-able tree of ``state`` with each tensor replaced by ``{"tensor": key}`` (collected in ``tensors``).
+
+    Dict keys keep their type (optimizer state is keyed by int), so dicts become ``{"dict": [[k, v], ...]}``.
+    """
+    if isinstance(state, torch.Tensor):
+        tensors[path] = state.detach().cpu().contiguous().clone()  # no shared storage: safetensors refuses it
+        return {"tensor": path}
+    if isinstance(state, dict):
+        return {"dict": [[key, flatten_state(value, tensors, f"{path}.{key}")] for key, value in state.items()]}
+    if isinstance(state, (list, tuple)):
+        kind = "list" if isinstance(state, list) else "tuple"
+        return {kind: [flatten_state(value, tensors, f"{path}.{i}") for i, value in enumerate(state)]}
+    if state is None or isinstance(state, (bool, int, float, str)):
+        return {"value": state}
+    raise TypeError(f"cannot checkpoint a {type(state).__name__} at {path}")
+
+
+def unflatten_state(tree: dict, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of ``flatten_state``."""
+    (kind, value), = tree.items()
+    if kind == "tensor":
+        return tensors[value]
+    if kind == "dict":
+        return {key: unflatten_state(item, tensors) for key, item in value}
+    if kind in ("list", "tuple"):
+        items = [unflatten_state(item, tensors) for item in value]
+        return items if kind == "list" else tuple(items)
+    return value
 
 
 def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> Path:
@@ -20,7 +65,9 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> P
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    tensors: dict[str, torch.Tensor] = {}
+    tree = flatten_state(state, tensors)
+    save_file(tensors, str(tmp), metadata={TREE_KEY: json.dumps(tree)})
     os.replace(tmp, path)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
@@ -28,11 +75,26 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> P
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
-    return sorted(directory.glob(f"{PREFIX}*.pt")) if directory.exists() else []
+    """Checkpoint files, oldest first (``step_<9 digits>.safetensors``)."""
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.glob(f"{PREFIX}*{SUFFIX}") if re.fullmatch(rf"{PREFIX}\d+{SUFFIX}", p.name))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """One checkpoint's state; a file that is not one of ours is refused with its name."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except Exception as error:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise ConfigError(f"checkpoint {path} is unreadable ({error}); delete it to resume from the one before") \
+            from error
+    if TREE_KEY not in metadata:
+        raise ConfigError(f"{path} is not a workbench checkpoint (no '{TREE_KEY}' metadata)")
+    return unflatten_state(json.loads(metadata[TREE_KEY]), tensors)
 
 
 def load_latest(directory: Path) -> dict | None:
     checkpoints = list_checkpoints(directory)
-    if not checkpoints:
-        return None
-    return torch.load(checkpoints[-1], map_location="cpu", weights_only=True)
+    return load_checkpoint(checkpoints[-1]) if checkpoints else None

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 RUNNING_FILE = "running.json"
-CHECKPOINT_NAME = re.compile(r"step_(\d+)\.pt")
+CHECKPOINT_NAME = re.compile(r"step_(\d+)\.safetensors")
 
 
 def running_pid(run_dir: Path | str) -> int | None:
@@ -47,7 +47,7 @@ def running_marker(run_dir: Path, active: bool = True) -> Iterator[None]:
 
 def checkpoint_step(run_dir: Path | str) -> int:
     """The step of the newest checkpoint (0 if none), from file names only."""
-    steps = [int(m.group(1)) for p in (Path(run_dir) / "checkpoints").glob("step_*.pt")
+    steps = [int(m.group(1)) for p in (Path(run_dir) / "checkpoints").glob("step_*.safetensors")
              if (m := CHECKPOINT_NAME.fullmatch(p.name))]
     return max(steps, default=0)
 

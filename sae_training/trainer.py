@@ -54,6 +54,20 @@ class Run:
         return read_metrics(self.directory)
 
 
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each loaded optimizer-state tensor its parameter's strides.
+
+    Checkpoints store tensors contiguous (safetensors has no strides), but ``W_enc`` is a transposed
+    layout; fused Adam walks param, grad and moments as raw memory, so a contiguous ``exp_avg``
+    beside a transposed ``W_enc`` would pair the wrong elements and silently corrupt the resume.
+    """
+    for param, slots in optimizer.state.items():
+        for name, value in slots.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                slots[name] = torch.empty_strided(param.shape, param.stride(), dtype=value.dtype,
+                                                  device=value.device).copy_(value)
+
+
 @contextlib.contextmanager
 def _stop_on_sigterm(enabled: bool):
     """While training, SIGTERM sets a flag: the loop checkpoints after the current step and returns."""
@@ -180,6 +194,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     if state:
         sae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        match_state_layout(optimizer)
         steps_since_fired.copy_(state["steps_since_fired"])
         scale = float(state["scale"])
         torch.set_rng_state(state["rng"])

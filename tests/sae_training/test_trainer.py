@@ -145,3 +145,25 @@ def test_training_from_a_cache_writes_ce_loss_recovered(tmp_path, tiny_model):
     assert member["ce_clean"] != member["ce_zero_ablation"]  # a random model: ablation may even help
     assert member["ce_loss_recovered"] == pytest.approx(
         (member["ce_zero_ablation"] - member["ce_sae"]) / (member["ce_zero_ablation"] - member["ce_clean"]))
+
+
+def test_checkpoints_are_safetensors_that_round_trip_the_whole_state(tmp_path):
+    from safetensors.torch import save_file
+
+    from sae_training.checkpoint import list_checkpoints, load_checkpoint, load_latest
+
+    x, _ = planted()
+    train_saes(small_config(), tmp_path / "r", activations=x, progress=False, stop_at_step=6, evaluate=False)
+    (path,) = list_checkpoints(tmp_path / "r" / "checkpoints")
+    assert path.read_bytes()[8:9] == b"{"  # a safetensors header, not a pickle
+    state = load_latest(tmp_path / "r" / "checkpoints")
+    assert state["step"] == 6 and isinstance(state["scale"], float)
+    groups = state["optimizer"]["param_groups"]
+    assert isinstance(groups[0]["betas"], tuple) and all(isinstance(k, int) for k in state["optimizer"]["state"])
+    assert state["rng"].dtype == torch.uint8 and torch.equal(state["rng"], load_checkpoint(path)["rng"])
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(ConfigError, match="not a workbench checkpoint"):
+        load_checkpoint(tmp_path / "foreign.safetensors")
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(ConfigError, match="unreadable"):
+        load_checkpoint(tmp_path / "broken.safetensors")
