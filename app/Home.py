@@ -27,7 +27,8 @@ if runs:
     rows = []
     for run in runs:
         for i, member in enumerate(run.members or [{}]):
-            rows.append({"run": run.run_id, "member": i if run.members else None, "architecture": run.architecture,
+            rows.append({"run": run.run_id, "member": i if run.members else None, "state": run.state,
+                         "architecture": run.architecture,
                          "d_sae": run.d_sae, "ensemble": run.n_members, "MFR λ": run.mfr,
                          "FVU": member.get("fvu"), "L0": member.get("l0"),
                          "dead fraction": member.get("dead_fraction"), "logged steps": run.n_steps_logged})

@@ -66,6 +66,19 @@ class Run:
     mfr: float
     members: tuple[dict, ...]  # eval.json members (fvu, l0, dead_fraction, ...); empty until evaluated
     n_steps_logged: int
+    state: str  # running | finished | stopped at step N | not started
+
+
+def run_state(folder: Path, evaluated: bool) -> str:
+    """A run's state from its files alone (``sae_training.run_status``: no torch import)."""
+    from sae_training.run_status import checkpoint_step, running_pid, total_steps
+
+    if running_pid(folder):
+        return "running"
+    done, total = checkpoint_step(folder), total_steps(folder)
+    if evaluated or (total is not None and done >= total):
+        return "finished"
+    return f"stopped at step {done:,} of {total:,}" if done else "not started"
 
 
 def list_caches(root: Path) -> list[Cache]:
@@ -86,7 +99,7 @@ def list_runs(root: Path) -> list[Run]:
         n_logged = sum(1 for line in metrics.open() if line.strip()) if metrics.exists() else 0
         runs.append(Run(folder.name, folder, config.get("architecture", "?"), int(config.get("d_sae", 0)),
                         int(config.get("n_members", 1)), float(config.get("mfr_coefficient", 0.0)),
-                        tuple(evaluation.get("members", [])), n_logged))
+                        tuple(evaluation.get("members", [])), n_logged, run_state(folder, bool(evaluation))))
     return runs
 
 

@@ -82,3 +82,6 @@ def test_stop_checkpoints_and_resume_continues_from_there(fresh_workspace):
     at.button(key="stop").click().run()
     wait_for(lambda: running_pid(run) is None and checkpoint_step(run) > stopped_at, "the second stop")
     assert "stopped at step" in (run / "train.log").read_text()
+    home = AppTest.from_file(str(Path(PAGE).parents[1] / "Home.py"), default_timeout=60).run()
+    runs = next(frame.value for frame in home.dataframe if "state" in frame.value.columns)
+    assert runs.set_index("run").loc["long", "state"] == f"stopped at step {checkpoint_step(run):,} of {total_steps(run):,}"
