@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from interp.errors import InputError
@@ -37,7 +38,7 @@ def _connection() -> duckdb.DuckDBPyConnection:
     return _local.con
 
 
-def _query(sql: str, params: list | None = None) -> pd.DataFrame:
+def query(sql: str, params: list | None = None) -> pd.DataFrame:
     return _connection().execute(sql, params or []).df()
 
 
@@ -47,10 +48,18 @@ def list_analyses(root: Path | str) -> list[str]:
     return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/features.parquet"))
 
 
+class TableError(RuntimeError):
+    """A stored table that cannot be read (damaged, truncated, not Parquet)."""
+
+
 def n_features(folder: Path | str) -> int:
     """Rows of ``features.parquet`` (one per feature), from the file's footer: no scan."""
     _table(folder, "features")
-    return pq.ParquetFile(Path(folder) / "features.parquet").metadata.num_rows
+    path = Path(folder) / "features.parquet"
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except pa.ArrowException as error:
+        raise TableError(f"{path} is not a readable Parquet table ({error})") from error
 
 
 def feature_list(folder: Path | str, min_frequency: float = 0.0, max_frequency: float = 1.0,
@@ -63,7 +72,7 @@ def feature_list(folder: Path | str, min_frequency: float = 0.0, max_frequency: 
     if label_contains:
         where.append("label ilike ?")
         params.append(f"%{label_contains}%")
-    return _query(
+    return query(
         f"select feature, label, frequency, n_fires, mean_activation, max_activation "
         f"from {_table(folder, 'features')} where {' and '.join(where)} "
         f"order by {order_by} {'desc' if descending else 'asc'}, feature limit ? offset ?",
@@ -86,13 +95,13 @@ def feature_dashboard(folder: Path | str, feature: int,
     for name in names:
         order = DASHBOARD_TABLES[name]
         if name == "features" or (Path(folder) / f"{name}.parquet").exists():
-            out[name] = _query(f"select * from {_table(folder, name)} where feature = ? order by {order}", [feature])
+            out[name] = query(f"select * from {_table(folder, name)} where feature = ? order by {order}", [feature])
     return out
 
 
 def search_by_token(folder: Path | str, token: str, limit: int = 50) -> pd.DataFrame:
     """Features whose top examples activate on ``token`` (exact, whitespace-trimmed), most such examples first."""
-    return _query(
+    return query(
         f"select e.feature, any_value(f.label) as label, count(*) as n_examples, max(e.activation) as max_activation "
         f"from {_table(folder, 'examples')} e join {_table(folder, 'features')} f using (feature) "
         f"where e.kind = 'top' and trim(e.token) = trim(?) group by e.feature "
@@ -101,7 +110,7 @@ def search_by_token(folder: Path | str, token: str, limit: int = 50) -> pd.DataF
 
 def search_by_logit(folder: Path | str, token: str, limit: int = 50) -> pd.DataFrame:
     """Features whose decoder most promotes ``token`` through the unembedding, largest logit first."""
-    return _query(
+    return query(
         f"select l.feature, f.label, l.logit, l.rank from {_table(folder, 'logits')} l "
         f"join {_table(folder, 'features')} f using (feature) "
         f"where l.sign = 'positive' and trim(l.token) = trim(?) order by l.logit desc limit ?", [token, limit])
@@ -110,4 +119,4 @@ def search_by_logit(folder: Path | str, token: str, limit: int = 50) -> pd.DataF
 def matched_features(folder: Path | str, feature: int) -> pd.DataFrame:
     """This feature's Hungarian matches in the other members of its ensemble (``matches.parquet``)."""
     check_feature(feature, n_features(folder))
-    return _query(f"select * from {_table(folder, 'matches')} where feature = ? order by other_member", [feature])
+    return query(f"select * from {_table(folder, 'matches')} where feature = ? order by other_member", [feature])

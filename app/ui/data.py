@@ -1,15 +1,39 @@
-"""Cached readers: Parquet through DuckDB (``interp.tables``), JSON and metrics, keyed by file mtime."""
+"""Cached readers: Parquet through DuckDB (``interp.tables``), JSON and metrics, keyed by file mtime.
+
+A file that cannot be read (truncated, not Parquet, bad JSON) stops the page with ``st.error``
+naming the file and the command that rewrites it, never a traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow
 import streamlit as st
 
 from interp import tables
+
+UNREADABLE = (tables.TableError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError, UnicodeDecodeError, PermissionError,
+              IsADirectoryError)
+
+
+def readable(reader):
+    """Turn an unreadable file under ``reader`` into an ``st.error`` with guidance, then stop the page."""
+    @functools.wraps(reader)
+    def guarded(path, *args, **kwargs):
+        try:
+            return reader(path, *args, **kwargs)
+        except UNREADABLE as error:
+            st.error(f"Cannot read `{path}`: {error}\n\nThe file is damaged or was not "
+                     "written by the workbench. Rewrite it with the command that made it (e.g. `workbench analyze "
+                     "features runs/<run_id>` for dashboards, `workbench analyze geometry ...` for maps).")
+            st.stop()
+
+    return guarded
 
 
 def _stamp(path: Path) -> float:
@@ -26,10 +50,10 @@ def _parquet(path: str, stamp: float, where: str = "", params: tuple = (), colum
              order: str = "") -> pd.DataFrame:
     sql = f"select {columns} from read_parquet(?)" + (f" where {where}" if where else "") + \
           (f" order by {order}" if order else "")
-    with duckdb.connect() as con:
-        return con.execute(sql, [path, *params]).df()
+    return tables.query(sql, [path, *params])
 
 
+@readable
 def parquet(path: Path, where: str = "", params: tuple = (), columns: str = "*", order: str = "") -> pd.DataFrame:
     """Rows of one Parquet file (filters pushed down by DuckDB); ``where`` is ours, values go in ``params``."""
     if not path.exists():
@@ -43,6 +67,7 @@ def _features(folder: str, stamp: float, min_frequency: float, label: str, order
                                order_by=order_by, limit=limit)
 
 
+@readable
 def feature_list(folder: Path, min_frequency: float = 0.0, label: str = "", order_by: str = "frequency",
                  limit: int = 200) -> pd.DataFrame:
     return _features(str(folder), _stamp_folder(folder), min_frequency, label, order_by, limit)
@@ -53,6 +78,7 @@ def _n_features(folder: str, stamp: float) -> int:
     return tables.n_features(folder)
 
 
+@readable
 def n_features(folder: Path) -> int:
     return _n_features(str(folder), _stamp_folder(folder))
 
@@ -70,6 +96,7 @@ def _dashboard(folder: str, stamp: float, feature: int, compact: bool) -> dict[s
     return out
 
 
+@readable
 def dashboard(folder: Path, feature: int, compact: bool = False) -> dict[str, pd.DataFrame]:
     """Every stored table row about one feature (``interp.tables.feature_dashboard``) plus its matches;
     ``compact``: only its summary and examples."""
@@ -81,6 +108,7 @@ def _search(folder: str, stamp: float, kind: str, token: str) -> pd.DataFrame:
     return tables.search_by_token(folder, token) if kind == "token" else tables.search_by_logit(folder, token)
 
 
+@readable
 def search(folder: Path, kind: str, token: str) -> pd.DataFrame:
     """Features that fire on (``kind='token'``) or promote (``kind='logit'``) a token."""
     return _search(str(folder), _stamp_folder(folder), kind, token)
@@ -91,6 +119,7 @@ def _json(path: str, stamp: float) -> dict:
     return json.loads(Path(path).read_text())
 
 
+@readable
 def read_json(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(path)
@@ -110,6 +139,7 @@ def _metrics(path: str, stamp: float) -> pd.DataFrame:
     return frame
 
 
+@readable
 def metrics(run: Path) -> pd.DataFrame:
     """``metrics.jsonl`` as a frame (one row per logged step; ``member<i>_<metric>`` columns for ensembles)."""
     path = run / "metrics.jsonl"

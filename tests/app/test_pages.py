@@ -162,3 +162,16 @@ def test_app_command_refuses_a_missing_workspace_and_demo_prints_the_open_comman
     monkeypatch.setattr(demo, "demo_steps", lambda tokens: [])
     result = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "ws")])
     assert result.exit_code == 0 and f"workbench app --workspace {tmp_path / 'ws'}" in result.output
+
+
+def test_a_damaged_table_is_an_error_with_guidance_not_a_traceback(workspace, tmp_path, monkeypatch):
+    import shutil
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace / "analyses", root / "analyses")
+    (root / "analyses" / SAE0 / "features.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    for page in ("pages/2_Features.py", "pages/3_Geometry.py"):
+        at = AppTest.from_file(str(APP / page), default_timeout=120).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert any("Cannot read" in e.value and "features.parquet" in e.value for e in at.error), page
