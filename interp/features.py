@@ -97,6 +97,11 @@ class DashboardConfig:
     log10_range: tuple[float, float] = (-3.0, 3.0)
     exclude_bos: bool = True  # BOS activations are outliers that would fill every top-k
     cooccurrence: str | None = "sequence"  # count co-firing per "token", per "sequence", or not at all
+    # per-sequence co-firing is nearly dense (hundreds of features per sequence): up to this d_sae it is
+    # counted with one matmul per chunk into a dense [d_sae, d_sae] matrix (1 GiB at 16k), exact below 2^24 blocks
+    dense_cooccurrence_max: int = 16_384
+    keep_all_pairs: int = 2048  # dense counts kept in full among this many most frequent features (geometry)
+    keep_top_others: int = 64  # and each feature's this many most co-firing others (dashboards show <= this)
     seed: int = 0
 
 
@@ -178,6 +183,40 @@ class DashboardData:
     n_blocks: int = 0
 
 
+def block_indicator(blocks: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"], n_blocks: int,
+                    d_sae: int) -> Float[Tensor, "n_blocks d_sae"]:
+    """1 where a feature fires anywhere in a block (a token or a sequence), else 0."""
+    indicator = torch.zeros(n_blocks, d_sae, device=feats.device)
+    indicator[blocks, feats] = 1.0
+    return indicator
+
+
+def sparse_block_counts(blocks: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"], n_blocks: int,
+                        d_sae: int) -> sp.csr_matrix:
+    """Blocks in which both features fire, for one chunk, as a sparse ``B^T B``."""
+    b = sp.csr_matrix((np.ones(len(blocks), np.float32), (blocks.cpu().numpy(), feats.cpu().numpy())),
+                      shape=(n_blocks, d_sae))
+    b.data[:] = 1  # duplicates (several tokens of one block) were summed
+    return (b.T @ b).tocsr()
+
+
+def prune_counts(counts: Float[Tensor, "d_sae d_sae"], keep_all: int, keep_top: int) -> sp.csr_matrix:
+    """The dense counts as a sparse matrix holding what the tables use: every pair among the ``keep_all``
+    most frequent features, each feature's ``keep_top`` most co-firing others, and the diagonal."""
+    d_sae = counts.shape[0]
+    frequent = torch.argsort(-counts.diagonal(), stable=True)[:keep_all]
+    _, top = counts.topk(min(keep_top + 1, d_sae), dim=1)  # +1: the diagonal is each row's largest
+    arange = torch.arange(d_sae, device=counts.device)
+    rows = torch.cat([frequent.repeat_interleave(len(frequent)), arange.repeat_interleave(top.shape[1]), arange])
+    cols = torch.cat([frequent.repeat(len(frequent)), top.flatten(), arange])
+    keys = torch.unique(rows * d_sae + cols)
+    rows, cols = keys // d_sae, keys % d_sae
+    values = counts[rows, cols]
+    nonzero = values > 0
+    rows, cols, values = (t[nonzero].cpu().numpy() for t in (rows, cols, values))
+    return sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(d_sae, d_sae))
+
+
 def _blocks(rows: Tensor, chunk: TokenChunk, unit: str) -> tuple[Tensor, int]:
     """Block index of each firing entry (a token, or its sequence) and the chunk's number of blocks."""
     if unit == "token":
@@ -202,6 +241,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
     top = Examples.empty(config.n_top, ctx, d_sae, device)
     sample = Examples.empty(config.n_bands * config.n_per_band, ctx, d_sae, device)
     cooc, n_tokens, n_blocks = None, 0, 0
+    dense_cooc = config.cooccurrence == "sequence" and d_sae <= config.dense_cooccurrence_max
     for chunk in chunks:
         check_fits(dictionary, chunk.activations.shape[-1], where)
         chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
@@ -225,11 +265,18 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
         if config.cooccurrence:
             blocks, n = _blocks(rows, chunk, config.cooccurrence)
             n_blocks += n
-            b = sp.csr_matrix((np.ones(len(blocks), np.float32), (blocks.cpu().numpy(), feats.cpu().numpy())),
-                              shape=(n, d_sae))
-            b.data[:] = 1  # duplicates (several tokens of one block) were summed
-            counts = (b.T @ b).tocsr()
-            cooc = counts if cooc is None else cooc + counts
+            if dense_cooc:
+                if cooc is None:
+                    cooc = torch.zeros(d_sae, d_sae, device=device)
+                if n_blocks >= 2**24 and cooc.dtype == torch.float32:
+                    cooc = cooc.double()  # float32 counts stop being exact at 2^24
+                indicator = block_indicator(blocks, feats, n, d_sae).to(cooc.dtype)
+                cooc.addmm_(indicator.T, indicator)
+            else:
+                counts = sparse_block_counts(blocks, feats, n, d_sae)
+                cooc = counts if cooc is None else cooc + counts
+    if dense_cooc and cooc is not None:
+        cooc = prune_counts(cooc, config.keep_all_pairs, config.keep_top_others)
     if n_tokens == 0:
         raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
     cpu = lambda e: Examples(*(t.cpu() for t in vars(e).values()))  # noqa: E731

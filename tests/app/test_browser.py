@@ -81,6 +81,7 @@ def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
     shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     for page, text in PAGES.items():
+        anchor = None
         browser.get(server + ("/" if page == "Home" else f"/{page}"))
         wait_for_text(browser, text)
         assert "Traceback" not in browser.find_element("tag name", "body").text
@@ -91,8 +92,7 @@ def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
             field.send_keys(str(feature), Keys.ENTER)
             label = pd.read_parquet(workspace / "analyses/demo-mfr/sae_0/features.parquet").label[feature]
             wait_for_text(browser, f"Feature {feature}: label {label}")
-            contexts = browser.find_element("xpath", '//p[.//strong[text()="Top activating contexts"]]')
-            browser.execute_script("arguments[0].scrollIntoView()", contexts)  # the dashboard in the screenshot
+            anchor = browser.find_element("xpath", f'//p[.//strong[text()="Feature {feature}"]]')
         if page == "Circuits":
             prompt = browser.find_element("css selector", 'input[aria-label="Prompt"]')
             prompt.send_keys(Keys.CONTROL, "a")
@@ -101,6 +101,9 @@ def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
             demo = (Path(__file__).resolve().parents[2] / "interp/demo/weights/model.safetensors").exists()
             wait_for_text(browser, "attention (" if demo else "demo weights missing")
         time.sleep(1.0)  # let plotly finish drawing before the screenshot
+        if page == "Features":  # the dashboard's header, summary and contexts in the screenshot (after layout settles)
+            browser.execute_script("arguments[0].scrollIntoView()", anchor)
+            time.sleep(0.3)
         assert "Traceback" not in browser.find_element("tag name", "body").text
         browser.save_screenshot(str(shots / f"{page.lower()}.png"))
         assert (shots / f"{page.lower()}.png").stat().st_size > 10_000

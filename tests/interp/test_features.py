@@ -138,6 +138,26 @@ def test_sequence_cooccurrence_counts_blocks(planted):
     assert int(row["count"].iloc[0]) == int(expected)
 
 
+def test_dense_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
+    from interp.features import cooccurrence_table, prune_counts
+
+    dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
+    dense = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3))
+    sparse = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, dense_cooccurrence_max=0))
+    assert dense.n_blocks == sparse.n_blocks
+    np.testing.assert_array_equal(dense.cooccurrence.toarray(), sparse.cooccurrence.toarray())
+    # pruned: full pairs among the 2 most frequent, the 2 top others of each feature, the diagonal
+    full = torch.from_numpy(sparse.cooccurrence.toarray())
+    pruned = prune_counts(full, keep_all=2, keep_top=2)
+    np.testing.assert_array_equal(pruned.diagonal(), full.diagonal().numpy())
+    fires = full.diagonal().numpy()
+    exact, kept = (cooccurrence_table(m, fires, dense.n_blocks, k=2) for m in (sparse.cooccurrence, pruned))
+    pd.testing.assert_frame_equal(exact[["feature", "count"]], kept[["feature", "count"]])  # same top-2 counts
+    frequent = np.argsort(-fires, kind="stable")[:2]
+    sub = pruned.toarray()[np.ix_(frequent, frequent)]
+    np.testing.assert_array_equal(sub, full.numpy()[np.ix_(frequent, frequent)])
+
+
 def test_saelens_sae_gives_the_same_dashboards(planted):
     from sae_lens import StandardSAE, StandardSAEConfig
 
