@@ -42,6 +42,16 @@ def run_cache(sae_folder: Path) -> Path:
     raise FileNotFoundError(f"no cache recorded for {sae_folder} (no 'cache' in {config}); pass --cache")
 
 
+def with_progress(chunks, total_tokens: int, desc: str):
+    """Pass ``TokenChunk``s through, advancing a tqdm bar by their tokens."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total_tokens, desc=desc, unit="tok", unit_scale=True) as bar:
+        for chunk in chunks:
+            yield chunk
+            bar.update(len(chunk.sequence))
+
+
 def _decoder(model):
     tokenizer = getattr(model, "tokenizer", None) if model is not None else None
     if tokenizer is None:
@@ -83,7 +93,8 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
             raise InputError(f"{member}/cfg.json names no hook (metadata.hook_name); pass --hook")
         where = f"hook '{site}' of cache {cache_dir}"
         check_fits(dictionary, cache.d(site), where)
-        data = feature_dashboards(dictionary, cache_chunks(cache, site, max_rows), config, where)
+        chunks = with_progress(cache_chunks(cache, site, max_rows), cache.n_tokens, f"dashboards {analysis_id(member)}")
+        data = feature_dashboards(dictionary, chunks, config, where)
         W_U = None
         if model is not None and dictionary.d_in == model.cfg.d_model:
             W_U = model.W_U.detach()
