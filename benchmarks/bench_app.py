@@ -9,10 +9,12 @@ without the browser's drawing) and times:
 * ``interaction``: the typical next click (another feature, another map point, a slider),
 
 against the naive way of answering the same dashboard query: pandas reading whole Parquet files and
-filtering in memory, measured in the same run. Prints one JSON object.
+filtering in memory, measured in the same run. With ``--browser`` it also serves the app with
+``workbench app`` and, in headless Chromium (Debian's chromium + chromium-driver), times typing a
+feature id on Features and Geometry until the new dashboard is on screen. Prints one JSON object.
 
-    python benchmarks/bench_app.py                          # builds bench-workspace/ first (~15 min on 2 cores)
-    python benchmarks/bench_app.py --workspace bench-workspace --repeats 5
+    python benchmarks/bench_app.py                          # builds bench-workspace/ first (~40 min on 2 cores)
+    python benchmarks/bench_app.py --workspace bench-workspace --repeats 5 --browser
 """
 
 from __future__ import annotations
@@ -132,6 +134,64 @@ def bench_lookup(folder: Path, feature_ids: list[int]) -> dict:
     return {"ours_s": round(ours, 4), "naive_pandas_s": round(naive, 4), "speedup": round(naive / ours, 2)}
 
 
+def bench_browser(root: Path, feature_ids: list[int]) -> dict:
+    """Seconds from pressing Enter on a feature id to its dashboard on screen, in headless Chromium."""
+    import shutil
+    import socket
+    import subprocess
+    import urllib.request
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.keys import Keys
+
+    from app.commands.app import app_command_line
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(app_command_line(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "WORKBENCH_WORKSPACE": str(root)})
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--window-size=1280,800"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    text = lambda: driver.execute_script("return document.body.innerText")  # noqa: E731 - .text is far slower
+
+    def wait(condition, timeout: float = 120.0) -> float:
+        tic = time.perf_counter()
+        while time.perf_counter() - tic < timeout:
+            try:
+                if condition():
+                    return time.perf_counter() - tic
+            except Exception:  # noqa: BLE001 - the page is still being replaced
+                pass
+            time.sleep(0.01)
+        raise TimeoutError("the page did not show the expected text")
+
+    try:
+        wait(lambda: urllib.request.urlopen(f"http://localhost:{port}/_stcore/health").status == 200)
+        out = {}
+        for page in ("Features", "Geometry"):
+            driver.get(f"http://localhost:{port}/{page}")
+            wait(lambda: "Top activating contexts" in text())
+            time.sleep(2.0)  # first render and plotly drawing done
+            seconds = []
+            for feature in feature_ids[2:8]:
+                field = driver.find_element("css selector", 'input[type="number"]')
+                field.send_keys(Keys.CONTROL, "a")
+                field.send_keys(str(feature), Keys.ENTER)
+                seconds.append(wait(lambda: f"Feature {feature}" in text() and "Running" not in text()))
+            out[page] = {"median_s": round(statistics.median(seconds), 3), "max_s": round(max(seconds), 3)}
+        return out
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=Path("bench-workspace"))
@@ -139,6 +199,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=262_144, help="cached tokens the dashboards are built over")
     parser.add_argument("--train-tokens", type=int, default=500_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--browser", action="store_true", help="also time interactions in headless Chromium")
     args = parser.parse_args()
 
     root = args.workspace.resolve()
@@ -155,8 +216,10 @@ def main() -> None:
     print(json.dumps({
         "d_sae": int(len(features)), "dashboard_tokens": args.tokens, "table_bytes": sizes,
         "pages": pages, "feature_lookup": bench_lookup(folder, feature_ids),
+        "browser_feature_switch": bench_browser(root, feature_ids) if args.browser else None,
         "target_s": 1.0, "worst_interaction_s": max(p["interaction_max_s"] or 0 for p in pages.values()),
-        "note": "server-side script time under AppTest (no browser drawing); cold = st.cache_data cleared",
+        "note": "pages: server-side script time under AppTest (no browser drawing), cold = st.cache_data cleared; "
+                "browser_feature_switch: Enter on a feature id until its dashboard is on screen",
     }, indent=2))
 
 

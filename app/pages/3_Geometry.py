@@ -36,7 +36,7 @@ with right:
     chosen = st.number_input("Open feature", 0, len(points) - 1, 0, key="open_feature")
 x, y = ("umap_x", "umap_y") if layout == "UMAP" else ("pca_x", "pca_y")
 by_cluster = colour.startswith("lobe")
-marker = dict(size=6, color=points.cluster if by_cluster else points.log10_frequency,
+marker = dict(size=6 if len(points) <= 2000 else 3, color=points.cluster if by_cluster else points.log10_frequency,
               colorscale="Turbo" if by_cluster else "Viridis", showscale=not by_cluster,
               colorbar=dict(title="log10 f") if not by_cluster else None)
 fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", marker=marker, customdata=points.feature,
