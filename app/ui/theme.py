@@ -8,6 +8,7 @@ import streamlit as st
 
 COLORWAY = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 TEMPLATE = "workbench"
+PLOT_CONFIG = {"displayModeBar": "hover", "displaylogo": False}
 # Streamlit's wide layout keeps 5rem side and 6rem top padding: at 1280x800 with the sidebar open that
 # leaves ~810 px for content and pushes the first chart below the fold. Trim it.
 COMPACT_CSS = ("<style>[data-testid='stMainBlockContainer']{padding:2.5rem 2rem 3rem 2rem;max-width:none}"
@@ -20,7 +21,8 @@ def _register() -> None:
         pio.templates[TEMPLATE] = go.layout.Template(base).update(layout=dict(
             colorway=COLORWAY, font=dict(family="Inter, Segoe UI, sans-serif", size=13),
             margin=dict(l=50, r=20, t=50, b=45), height=360,
-            coloraxis=dict(colorscale="Viridis"), title=dict(x=0.02, font=dict(size=15))))
+            coloraxis=dict(colorscale="Viridis"), title=dict(x=0.02, font=dict(size=15)),
+            modebar=dict(orientation="v")))  # a vertical toolbar never covers the title
     pio.templates.default = TEMPLATE
 
 
@@ -35,7 +37,8 @@ def page(title: str, icon: str = "🔬") -> None:
 def plot(fig: go.Figure, key: str | None = None, **kwargs):
     """Render a figure in the workbench theme (figures from ``interp.figures`` included)."""
     fig.update_layout(template=TEMPLATE)
-    return st.plotly_chart(fig, width="stretch", key=key, theme=None, **kwargs)
+    # the toolbar only on hover: always shown, it covers the right end of long titles
+    return st.plotly_chart(fig, width="stretch", key=key, theme=None, config=PLOT_CONFIG, **kwargs)
 
 
 def missing(what: str, command: str) -> None:

@@ -102,7 +102,10 @@ def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
             wait_for_text(browser, "attention (" if demo else "demo weights missing")
         time.sleep(1.0)  # let plotly finish drawing before the screenshot
         if page == "Features":  # the dashboard's header, summary and contexts in the screenshot (after layout settles)
-            browser.execute_script("arguments[0].scrollIntoView()", anchor)
+            browser.execute_script(  # to the top, then clear of Streamlit's fixed header bar
+                "const el = arguments[0]; el.scrollIntoView(); let box = el.parentElement;"
+                "while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowY)) box = box.parentElement;"
+                "(box || document.scrollingElement).scrollBy(0, -90);", anchor)
             time.sleep(0.3)
         assert "Traceback" not in browser.find_element("tag name", "body").text
         browser.save_screenshot(str(shots / f"{page.lower()}.png"))
