@@ -117,6 +117,7 @@ def search_by_logit(folder: Path | str, token: str, limit: int = 50) -> pd.DataF
 
 
 def matched_features(folder: Path | str, feature: int) -> pd.DataFrame:
-    """This feature's Hungarian matches in the other members of its ensemble (``matches.parquet``)."""
+    """This feature's Hungarian matches in every SAE it was matched with (``matches.parquet``): the other
+    members of its ensemble and any SAE compared with ``workbench analyze compare`` (``other_member`` -1)."""
     check_feature(feature, n_features(folder))
     return query(f"select * from {_table(folder, 'matches')} where feature = ? order by other_member", [feature])

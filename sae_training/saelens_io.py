@@ -17,17 +17,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from interp.cache.format import atomic_write_json
 from interp.dictionary import DictionaryError
 from sae_training.architectures import EnsembleSAE
 
 REQUIRED = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
             "jumprelu": ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
-
-
-def _atomic_write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
 
 
 def saelens_cfg(sae: EnsembleSAE, i: int, hook_name: str, model_name: str | None, context_size: int) -> dict:
@@ -61,7 +56,7 @@ def save_member(folder: Path | str, sae: EnsembleSAE, i: int, *, scale: float = 
         sparsity = torch.log10(density.float().cpu().clamp_min(1e-10)).contiguous()
         save_file({"sparsity": sparsity}, str(folder / "sparsity.safetensors.tmp"))
         os.replace(folder / "sparsity.safetensors.tmp", folder / "sparsity.safetensors")
-    _atomic_write_json(folder / "cfg.json", saelens_cfg(sae, i, hook_name, model_name, context_size))
+    atomic_write_json(folder / "cfg.json", saelens_cfg(sae, i, hook_name, model_name, context_size))
     return folder
 
 

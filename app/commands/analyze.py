@@ -65,6 +65,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     """Dashboards (and ensemble matches) for every SAE under ``sae_path``; returns the analysis folders."""
     import torch
 
+    from interp.cache.format import atomic_write_json
     from interp.cache.store import ActivationCache
     from interp.compare import merge_matches
     from interp.dictionary import check_fits, load_dictionary
@@ -104,11 +105,11 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
             tables["cooccurrence_counts"] = pd.DataFrame({"feature": coo.row, "other": coo.col,
                                                           "count": coo.data.astype("int64")})
         folder = write_tables(tables, out_root / analysis_id(member))
-        (folder / "meta.json").write_text(json.dumps({
+        atomic_write_json(folder / "meta.json", {
             "sae": str(member), "cache": str(cache_dir), "hook": site, "n_tokens": data.n_tokens,
             "n_blocks": data.n_blocks, "d_sae": dictionary.d_sae, "d_in": dictionary.d_in,
             "logits": W_U is not None, "config": {k: v for k, v in vars(config).items()},
-        }, indent=2))
+        })
         folders.append(folder)
         decoders.append(dictionary.W_dec.detach().to(torch.float32).cpu())
     if len(members) > 1:
