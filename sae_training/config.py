@@ -57,6 +57,8 @@ class TrainConfig:
     seed: int = 0
     # bookkeeping (excluded from the resume check)
     log_every: int = 10
+    # without MFR, a logged MMCS costs one Hungarian matching per member pair (seconds at d_sae 16k): every N steps
+    mmcs_log_every: int = 100
     checkpoint_every: int = 1000
     eval_batches: int = 8
     eval_ce_batches: int = 4
@@ -64,7 +66,7 @@ class TrainConfig:
     autocast: bool = True
     wandb_project: str | None = None
 
-    RESUME_FREE = ("log_every", "checkpoint_every", "eval_batches", "eval_ce_batches", "device", "autocast",
+    RESUME_FREE = ("log_every", "mmcs_log_every", "checkpoint_every", "eval_batches", "eval_ce_batches", "device", "autocast",
                    "wandb_project")
 
     def __post_init__(self) -> None:

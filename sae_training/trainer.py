@@ -154,7 +154,8 @@ def _log_line(config, step, loss, parts, x, dead, penalty, mmcs, lr) -> dict:
     line.update({name: float(value.mean()) for name, value in per.items()})
     if config.n_members > 1:
         line["mfr_penalty"] = float(penalty)
-        line["mmcs"] = float(mmcs.detach().mean())
+        if mmcs.numel():  # without MFR it is computed only every ``mmcs_log_every`` steps
+            line["mmcs"] = float(mmcs.detach().mean())
         line["members"] = [{name: float(value[i]) for name, value in per.items()} for i in range(config.n_members)]
     return line
 
@@ -277,7 +278,8 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
             train_seconds += time.perf_counter() - step_tic
             done = step + 1
             if is_main and (done % config.log_every == 0 or done == config.n_steps):
-                if config.n_members > 1 and mmcs.numel() == 0:
+                if config.n_members > 1 and mmcs.numel() == 0 and (done % config.mmcs_log_every == 0
+                                                                    or done == config.n_steps):
                     with torch.no_grad():
                         mmcs, _ = pairwise_matched_cosine(sae.W_dec.detach())
                 line = _log_line(config, done, loss.detach(), parts, x * scale, dead, penalty.detach(), mmcs, lr)

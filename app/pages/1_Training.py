@@ -163,14 +163,15 @@ def follow() -> None:
     names = [("loss", "loss"), ("fvu", "FVU"), ("l0", "L0"), ("dead_fraction", "dead fraction"),
              ("mfr_penalty", "MFR penalty"), ("mmcs", "MMCS")]
     names = [(col, title) for col, title in names if col in frame]
-    last = frame.iloc[-1]
     for column, (col, title) in zip(st.columns(len(names)), names):
-        column.metric(title, f"{last[col]:.4g}")
+        logged = frame[col].dropna()  # MMCS of an ensemble without MFR is logged every mmcs_log_every steps
+        column.metric(title, f"{logged.iloc[-1]:.4g}" if len(logged) else "-")
     grid = st.columns(3)
     for i, (col, title) in enumerate(names):
         members = [c for c in frame.columns if re.fullmatch(rf"member\d+_{col}", c)]
-        fig = go.Figure([go.Scatter(x=frame.step, y=frame[c], mode="lines", name=c.split("_")[0])
-                         for c in members] or [go.Scatter(x=frame.step, y=frame[col], mode="lines", name=col)])
+        fig = go.Figure([go.Scatter(x=frame.step, y=frame[c], mode="lines", name=c.split("_")[0], connectgaps=True)
+                         for c in members] or [go.Scatter(x=frame.step, y=frame[col], mode="lines+markers", name=col,
+                                                          connectgaps=True)])
         fig.update_layout(title=title, xaxis_title="step", height=260, legend=dict(orientation="h", y=-0.35))
         with grid[i % 3]:
             plot(fig, key=f"curve_{col}")

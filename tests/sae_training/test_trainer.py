@@ -167,3 +167,15 @@ def test_checkpoints_are_safetensors_that_round_trip_the_whole_state(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(ConfigError, match="unreadable"):
         load_checkpoint(tmp_path / "broken.safetensors")
+
+
+def test_an_ensemble_without_mfr_logs_mmcs_every_mmcs_log_every_steps_and_at_the_end(tmp_path):
+    from sae_training.mfr import pairwise_matched_cosine
+
+    x, _ = planted()
+    config = small_config(mfr_coefficient=0.0, log_every=2, mmcs_log_every=8, n_tokens=256 * 20)
+    run = train_saes(config, tmp_path / "r", activations=x, progress=False, evaluate=False)
+    logged = {m["step"]: m.get("mmcs") for m in read_metrics(tmp_path / "r")}
+    assert [s for s, v in logged.items() if v is not None] == [8, 16, 20]  # multiples of 8 and the last step
+    expected, _ = pairwise_matched_cosine(run.sae.W_dec.detach())
+    assert logged[20] == pytest.approx(float(expected.mean()), abs=1e-6)
