@@ -106,7 +106,8 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
                                                           "count": coo.data.astype("int64")})
         folder = write_tables(tables, out_root / analysis_id(member))
         atomic_write_json(folder / "meta.json", {
-            "sae": str(member), "cache": str(cache_dir), "hook": site, "n_tokens": data.n_tokens,
+            "sae": str(member.resolve()), "cache": str(Path(cache_dir).resolve()), "hook": site,
+            "n_tokens": data.n_tokens,
             "n_blocks": data.n_blocks, "d_sae": dictionary.d_sae, "d_in": dictionary.d_in,
             "logits": W_U is not None, "config": {k: v for k, v in vars(config).items()},
         })
