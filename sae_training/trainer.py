@@ -237,9 +237,10 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     tic, tic_step = time.perf_counter(), start
     train_seconds = 0.0  # data + steps only (no set-up, logging or checkpoints): what tokens/s is measured on
     sae.train()
-    guards = contextlib.ExitStack()
-    guards.enter_context(running_marker(run_dir, is_main))
-    stop_requested = guards.enter_context(_stop_on_sigterm(world_size == 1))
+    alive = contextlib.ExitStack()  # running.json, until the evaluation is written too
+    alive.enter_context(running_marker(run_dir, is_main))
+    sigterm = contextlib.ExitStack()  # the Stop handler, for the training loop only
+    stop_requested = sigterm.enter_context(_stop_on_sigterm(world_size == 1))
     try:
         for step in range(start, end):
             step_tic = time.perf_counter()
@@ -297,15 +298,19 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
             if stopping:  # SIGTERM (the app's Stop button): checkpointed above, resumable exactly
                 end = done
                 break
+    except BaseException:
+        alive.close()
+        raise
     finally:
-        guards.close()
+        sigterm.close()
         bar.close()
         if metrics_file is not None:
             metrics_file.close()
         if wandb_run is not None:
             wandb_run.finish()
-    run = Run(run_dir, config, sae, scale, end, train_seconds=train_seconds)
-    if end == config.n_steps and is_main and evaluate:
-        run.evaluation = write_evaluation(run, activations=activations, model=model)
+    with alive:
+        run = Run(run_dir, config, sae, scale, end, train_seconds=train_seconds)
+        if end == config.n_steps and is_main and evaluate:
+            run.evaluation = write_evaluation(run, activations=activations, model=model)
     dist_utils.barrier()
     return run
