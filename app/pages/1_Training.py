@@ -21,6 +21,7 @@ from app.ui.workspace import (
     UnsafePathError,
     list_caches,
     list_runs,
+    run_state,
     safe_path,
     workspace_root,
 )
@@ -116,19 +117,16 @@ run = root / "runs" / run_id
 
 
 def status(run: Path) -> tuple[str, int | None]:
-    """``running`` / ``busy`` (with the pid to stop), ``stopped`` (resumable), ``finished`` or ``failed``."""
+    """The run's state (``running``, ``finished``, ``stopped at step N of M``: ``workspace.run_state``), or
+    ``starting`` / ``failed`` for a process this page launched; with the pid Stop would signal."""
     pid = running_pid(run)
     if pid:
         return "running", pid
     pid = launched_pid(run)
     if pid:
-        return "busy (setting up or evaluating)", pid
-    done, total = checkpoint_step(run), total_steps(run)
-    if (run / "eval.json").exists() or (total is not None and done >= total):
-        return "finished", None
-    if total is not None and done > 0:
-        return "stopped", None
-    return "failed" if (run / LOG_FILE).exists() else "not started", None
+        return "starting", pid
+    state = run_state(run, (run / "eval.json").exists())
+    return ("failed" if state == "not started" and (run / LOG_FILE).exists() else state), None
 
 
 def log_tail(run: Path, lines: int = 12) -> str:
@@ -148,7 +146,7 @@ def follow() -> None:
     if pid and c2.button("Stop", key="stop", help="SIGTERM: the trainer checkpoints the current step and exits"):
         os.kill(pid, signal.SIGTERM)
         st.rerun()
-    if state == "stopped" and c2.button("Resume", key="resume", help="workbench train --resume-from this run"):
+    if state.startswith("stopped") and c2.button("Resume", key="resume", help="workbench train --resume-from this run"):
         launch(["--resume-from", str(run)], run)
         st.rerun()
     if state == "failed":
