@@ -66,7 +66,7 @@ class Run:
     mfr: float
     members: tuple[dict, ...]  # eval.json members (fvu, l0, dead_fraction, ...); empty until evaluated
     n_steps_logged: int
-    state: str  # running | finished | stopped at step N | not started
+    state: str  # running | finished | stopped at step N of M [(not evaluated)] | not started
 
 
 def run_state(folder: Path, evaluated: bool) -> str:
@@ -76,8 +76,10 @@ def run_state(folder: Path, evaluated: bool) -> str:
     if running_pid(folder):
         return "running"
     done, total = checkpoint_step(folder), total_steps(folder)
-    if evaluated or (total is not None and done >= total):
+    if evaluated:
         return "finished"
+    if total is not None and done >= total:  # killed while evaluating: Resume re-runs the evaluation
+        return f"stopped at step {done:,} of {total:,} (not evaluated)"
     return f"stopped at step {done:,} of {total:,}" if done else "not started"
 
 

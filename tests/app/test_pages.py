@@ -175,3 +175,19 @@ def test_a_damaged_table_is_an_error_with_guidance_not_a_traceback(workspace, tm
         at = AppTest.from_file(str(APP / page), default_timeout=120).run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert any("Cannot read" in e.value and "features.parquet" in e.value for e in at.error), page
+
+
+def test_run_state_reads_a_runs_files(tmp_path):
+    from app.ui.workspace import run_state
+
+    run = tmp_path / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    assert run_state(run, evaluated=False) == "not started"
+    (run / "config.json").write_text(json.dumps({"n_tokens": 4096 * 30, "batch_size": 4096}))
+    (run / "checkpoints" / "step_000000012.safetensors").write_bytes(b"")
+    assert run_state(run, evaluated=False) == "stopped at step 12 of 30"
+    (run / "checkpoints" / "step_000000030.safetensors").write_bytes(b"")
+    assert run_state(run, evaluated=False) == "stopped at step 30 of 30 (not evaluated)"
+    assert run_state(run, evaluated=True) == "finished"
+    (run / "running.json").write_text(json.dumps({"pid": os.getpid()}))  # this (python) process trains it
+    assert run_state(run, evaluated=False) == "running"
