@@ -23,9 +23,20 @@ def cache(
     root: Path = typer.Option(Path("cached_activations"), help="Where caches live."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto."),
 ) -> None:
-    """Cache activations (resumable: rerun the same command after an interruption)."""
+    """Cache activations (resumable: rerun the same command after an interruption).
+
+    Under ``torchrun --nproc-per-node N workbench cache ...`` each process caches every N-th shard
+    (on its own GPU when there are several) and rank 0 writes the one manifest.
+    """
+    import os
+
     from interp.cache.writer import CacheConfig, build_cache
 
+    if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     with user_errors():
         config = CacheConfig(model=model, data=data, hooks=split_csv(hooks), n_tokens=tokens,
                              context_size=context_size, batch_size=batch_size, shard_tokens=shard_tokens,

@@ -128,10 +128,13 @@ class CacheWriter:
     """Runs the model over the data and writes shards; ``run()`` resumes when the cache exists."""
 
     def __init__(self, config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
-                 device: str | None = None, model=None):
+                 device: str | None = None, model=None, rank: int = 0, world_size: int = 1):
         from interp.models import load_model
 
+        if not 0 <= rank < world_size:
+            raise InputError(f"rank {rank} is outside a world of {world_size} processes")
         self.config = config
+        self.rank, self.world_size = rank, world_size
         self.directory = Path(root) / (cache_id or config.default_cache_id())
         self.model = model if model is not None else load_model(config.model, device=device)
         check_hooks(self.model, list(config.hooks))
@@ -165,8 +168,14 @@ class CacheWriter:
             "versions": _library_versions(),
         }
 
-    def _load_or_create_manifest(self) -> dict:
-        path = self.directory / MANIFEST
+    @property
+    def manifest_path(self) -> Path:
+        """``manifest.json``; with several ranks each keeps its own part until rank 0 merges them."""
+        if self.world_size == 1:
+            return self.directory / MANIFEST
+        return self.directory / f"manifest.rank{self.rank}-of-{self.world_size}.json"
+
+    def _load_or_create_manifest(self, path: Path) -> dict:
         if not path.exists():
             return self._fresh_manifest()
         manifest = json.loads(path.read_text())
@@ -223,17 +232,24 @@ class CacheWriter:
         files[TOKENS_DIR] = {"path": relative, "sha256": write_shard(self.directory / relative, token_tensors)}
         manifest["shards"].append({"index": shard.index, "n_tokens": shard.n_tokens, "files": files})
         manifest["n_tokens"] += shard.n_tokens
-        atomic_write_json(self.directory / MANIFEST, manifest)
+        atomic_write_json(self.manifest_path, manifest)
 
     def run(self, progress: bool = True, on_shard: Callable[[int], None] | None = None) -> Path:
         """Compute every missing shard; returns the cache directory. Safe to call again after a kill."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        manifest = self._load_or_create_manifest()
+        final = self.directory / MANIFEST
+        if self.world_size > 1 and final.exists():
+            self._load_or_create_manifest(final)  # refuses a different config or model
+            if json.loads(final.read_text())["status"] == "complete":
+                return self.directory
+        manifest = self._load_or_create_manifest(self.manifest_path)
         if manifest["status"] == "complete":
-            return self.directory
-        done = len(manifest["shards"])
-        atomic_write_json(self.directory / MANIFEST, manifest)
-        windows = self._windows(skip=done * self.config.windows_per_shard)
+            return self._merge_parts() if self.world_size > 1 and self.rank == 0 else self.directory
+        done = {shard["index"] for shard in manifest["shards"]}
+        todo = [i for i in range(self.config.n_shards) if i % self.world_size == self.rank and i not in done]
+        atomic_write_json(self.manifest_path, manifest)
+        first = todo[0] if todo else self.config.n_shards
+        windows = self._windows(skip=first * self.config.windows_per_shard)
         pending: queue.Queue = queue.Queue(maxsize=1)
         failure: list[BaseException] = []
 
@@ -249,16 +265,19 @@ class CacheWriter:
 
         writer = threading.Thread(target=write_loop, name="cache-writer", daemon=True)
         writer.start()
-        total = self.config.n_windows * self.config.context_size
+        total = self.config.n_windows * self.config.context_size // self.world_size
+        rank = f" rank {self.rank}/{self.world_size}" if self.world_size > 1 else ""
         bar = tqdm(total=total, initial=manifest["n_tokens"], unit="tok", unit_scale=True,
-                   desc=f"cache {self.directory.name}", disable=not progress)
+                   desc=f"cache {self.directory.name}{rank}", disable=not progress)
         start, computed = time.perf_counter(), 0
         try:
-            for index in range(done, self.config.n_shards):
+            for index in range(first, self.config.n_shards):
                 chunk = [w for _, w in zip(range(self.config.windows_per_shard), windows)]
                 if not chunk:
                     manifest["exhausted_data"] = True
                     break
+                if index not in todo:  # another rank's shard (or done): its windows are only skipped
+                    continue
                 shard = self._compute_shard(index, chunk)
                 if failure:
                     break
@@ -272,14 +291,55 @@ class CacheWriter:
             bar.close()
         if failure:
             raise failure[0]
-        if manifest["n_tokens"] == 0:
+        if self.world_size == 1 and manifest["n_tokens"] == 0:
             raise CacheError(f"data '{self.config.data}' yielded no full window of {self.config.context_size} tokens")
         manifest["status"] = "complete"
+        atomic_write_json(self.manifest_path, manifest)
+        return self._merge_parts() if self.world_size > 1 and self.rank == 0 else self.directory
+
+    def _merge_parts(self, poll_seconds: float = 0.5) -> Path:
+        """Rank 0: wait for every rank's complete part manifest, then write the one ``manifest.json``
+        (shards in index order, exactly what one process would have written) and remove the parts."""
+        parts = [self.directory / f"manifest.rank{r}-of-{self.world_size}.json" for r in range(self.world_size)]
+        while True:
+            loaded = [json.loads(p.read_text()) if p.exists() else None for p in parts]
+            if all(part is not None and part["status"] == "complete" for part in loaded):
+                break
+            time.sleep(poll_seconds)
+        shards = sorted((shard for part in loaded for shard in part["shards"]), key=lambda shard: shard["index"])
+        if [shard["index"] for shard in shards] != list(range(len(shards))):
+            raise CacheError(f"the ranks' shards of {self.directory} are not contiguous "
+                             f"({[shard['index'] for shard in shards]}); rerun the same command to fill the gaps")
+        if not shards:
+            raise CacheError(f"data '{self.config.data}' yielded no full window of {self.config.context_size} tokens")
+        manifest = {**loaded[0], "shards": shards, "n_tokens": sum(shard["n_tokens"] for shard in shards),
+                    "status": "complete"}
+        manifest.pop("exhausted_data", None)
+        if any(part.get("exhausted_data") for part in loaded):
+            manifest["exhausted_data"] = True
         atomic_write_json(self.directory / MANIFEST, manifest)
+        for part in parts:
+            part.unlink()
         return self.directory
 
 
+def rank_from_env() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` as ``torchrun`` sets them; ``(0, 1)`` outside it."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def build_cache(config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
-                device: str | None = None, progress: bool = True, model=None) -> Path:
-    """Create or resume the cache described by ``config``; returns its directory."""
-    return CacheWriter(config, root=root, cache_id=cache_id, device=device, model=model).run(progress=progress)
+                device: str | None = None, progress: bool = True, model=None,
+                rank: int | None = None, world_size: int | None = None) -> Path:
+    """Create or resume the cache described by ``config``; returns its directory.
+
+    Under ``torchrun`` (or given ``rank``/``world_size``) each process computes the shards whose index
+    is its rank modulo the world size and records them in its own part manifest; rank 0 waits for
+    all parts and writes ``manifest.json``. The files are byte-identical to a one-process cache.
+    """
+    env_rank, env_world = rank_from_env()
+    rank, world_size = (env_rank if rank is None else rank), (env_world if world_size is None else world_size)
+    return CacheWriter(config, root=root, cache_id=cache_id, device=device, model=model, rank=rank,
+                       world_size=world_size).run(progress=progress)

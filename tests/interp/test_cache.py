@@ -275,3 +275,57 @@ def test_peak_memory_does_not_grow_with_tokens(tmp_path):
         peaks.append(int(result.stdout.split()[-1]) / 1024)  # MiB
     extra_activations_mib = 32 * 3072 * (32 + 32 + 32) * 4 / 2**20
     assert peaks[1] - peaks[0] < 0.25 * extra_activations_mib, (peaks, extra_activations_mib)
+
+
+RANK_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from conftest import make_tiny_model
+    from interp.cache.writer import CacheConfig, build_cache
+    build_cache(CacheConfig(**{config!r}), root={root!r}, cache_id="c", progress=False, model=make_tiny_model())
+""")
+
+
+def test_two_ranks_write_the_cache_one_process_writes(tmp_path, tiny_model):
+    """torchrun-style: RANK/WORLD_SIZE in the environment; each rank computes every other shard, rank 0 merges."""
+    import os
+    from dataclasses import asdict
+
+    config = tiny_config()  # 5 shards: rank 0 gets 0, 2, 4 and rank 1 gets 1, 3
+    reference = build_cache(config, root=tmp_path / "ref", cache_id="c", progress=False, model=tiny_model)
+    script = RANK_SCRIPT.format(tests=str(Path(__file__).parents[1]), config=asdict(config), root=str(tmp_path / "dist"))
+    ranks = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
+             for rank in (1, 0)]
+    for process in ranks:
+        assert process.wait(timeout=300) == 0, process.stderr.read()[-2000:]
+    merged = tmp_path / "dist" / "c"
+    assert shard_digests(merged) == shard_digests(reference)
+    ours, theirs = (json.loads((d / MANIFEST).read_text()) for d in (merged, reference))
+    assert {k: v for k, v in ours.items() if k != "versions"} == {k: v for k, v in theirs.items() if k != "versions"}
+    assert not list(merged.glob("manifest.rank*"))  # the parts are gone once merged
+    assert ActivationCache(merged).n_tokens == config.n_windows * config.context_size
+    again = build_cache(config, root=tmp_path / "dist", cache_id="c", progress=False, model=tiny_model, rank=1,
+                        world_size=2)
+    assert again == merged and not list(merged.glob("manifest.rank*"))  # complete: a rerun does nothing
+
+
+def test_a_rank_that_dies_resumes_its_own_part(tmp_path, tiny_model):
+    from interp.cache.writer import CacheWriter
+
+    config = tiny_config()
+    reference = build_cache(config, root=tmp_path / "ref", cache_id="c", progress=False, model=tiny_model)
+    build_cache(config, root=tmp_path / "dist", cache_id="c", progress=False, model=tiny_model, rank=1, world_size=2)
+    merged = tmp_path / "dist" / "c"
+    assert not (merged / MANIFEST).exists()  # rank 1 finished its part; only rank 0 merges
+
+    def die_after_first_shard(index):
+        raise RuntimeError(f"killed after shard {index}")
+
+    writer = CacheWriter(config, root=tmp_path / "dist", cache_id="c", model=tiny_model, rank=0, world_size=2)
+    with pytest.raises(RuntimeError, match="killed after shard 0"):
+        writer.run(progress=False, on_shard=die_after_first_shard)
+    part = json.loads((merged / "manifest.rank0-of-2.json").read_text())
+    assert [shard["index"] for shard in part["shards"]] == [0] and part["status"] == "running"
+    build_cache(config, root=tmp_path / "dist", cache_id="c", progress=False, model=tiny_model, rank=0, world_size=2)
+    assert shard_digests(merged) == shard_digests(reference)
