@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -38,11 +39,22 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds app/, interp/, sae_t
 def launched_pid(run: Path) -> int | None:
     """The pid this page started for ``run`` while it is still alive (it may not have begun training yet)."""
     try:
-        pid = int(json.loads((run / LAUNCH_FILE).read_text())["pid"])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        launch = json.loads((run / LAUNCH_FILE).read_text())
+        pid = int(launch["pid"])
     except (OSError, ValueError, KeyError):
         return None
-    return pid if "app.cli" in cmdline and "train" in cmdline else None
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child and has exited (no zombies)
+    except ChildProcessError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return None
+    if "app.cli" in cmdline and "train" in cmdline:
+        return pid
+    # between fork and exec the child still shows our own command line: trust a launch this fresh
+    return pid if cmdline and time.time() - float(launch.get("started", 0)) < 30 else None
 
 
 def launch(args: list[str], run: Path) -> None:
@@ -53,7 +65,7 @@ def launch(args: list[str], run: Path) -> None:
         process = subprocess.Popen([sys.executable, "-m", "app.cli", "train", *args], cwd=root, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "PYTHONPATH": path})
-    (run / LAUNCH_FILE).write_text(json.dumps({"pid": process.pid, "args": args}))
+    (run / LAUNCH_FILE).write_text(json.dumps({"pid": process.pid, "args": args, "started": time.time()}))
 
 
 def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
