@@ -48,13 +48,16 @@ def launched_pid(run: Path) -> int | None:
     except ChildProcessError:
         pass
     try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
+    except (OSError, IndexError):
+        return None
+    if state == "Z":  # exited, not reaped by its parent
         return None
     if "app.cli" in cmdline and "train" in cmdline:
         return pid
-    # between fork and exec the child still shows our own command line: trust a launch this fresh
-    return pid if cmdline and time.time() - float(launch.get("started", 0)) < 30 else None
+    # a process just started may not show its command line yet: trust a launch this fresh
+    return pid if time.time() - float(launch.get("started", 0)) < 30 else None
 
 
 def launch(args: list[str], run: Path) -> None:

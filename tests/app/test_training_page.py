@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def launch(at: AppTest, run_id: str, tokens: str) -> AppTest:
     at.number_input(key="k").set_value(4)
     at.number_input(key="batch_size").set_value(256)
     at.button[0].click().run()  # the form's Launch button
-    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not at.exception and not at.error, ([e.value for e in at.error], [c.value for c in at.code])
     return at
 
 
@@ -47,7 +49,12 @@ def fresh_workspace(workspace, tmp_path, monkeypatch):
     root = tmp_path / "ws"
     shutil.copytree(workspace / "cached_activations", root / "cached_activations")
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
-    return root
+    yield root
+    for launch in root.glob("runs/*/app_launch.json"):  # never leave a training process behind a failed test
+        try:
+            os.kill(int(json.loads(launch.read_text())["pid"]), signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
 
 
 @pytest.mark.slow
