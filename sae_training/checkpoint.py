@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sae_training.config import ConfigError
+from sae_training.run_status import checkpoint_files
 
-PREFIX = "step_"
-SUFFIX = ".safetensors"
 TREE_KEY = "state_tree"
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:
-    return directory / f"{PREFIX}{step:09d}{SUFFIX}"
+    return directory / f"step_{step:09d}.safetensors"  # the name run_status.CHECKPOINT_NAME reads
 
 
 def flatten_state(state: Any, tensors: dict[str, torch.Tensor], path: str = "s") -> Any:
@@ -75,10 +73,9 @@ def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> P
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
-    """Checkpoint files, oldest first (``step_<9 digits>.safetensors``)."""
-    if not directory.exists():
-        return []
-    return sorted(p for p in directory.glob(f"{PREFIX}*{SUFFIX}") if re.fullmatch(rf"{PREFIX}\d+{SUFFIX}", p.name))
+    """Checkpoint files, oldest first."""
+    files = checkpoint_files(directory)
+    return [files[step] for step in sorted(files)]
 
 
 def load_checkpoint(path: Path) -> dict:

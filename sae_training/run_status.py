@@ -16,7 +16,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 RUNNING_FILE = "running.json"
-CHECKPOINT_NAME = re.compile(r"step_(\d+)\.safetensors")
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_NAME = re.compile(r"step_(\d+)\.safetensors")  # written by ``sae_training.checkpoint``
+
+
+def checkpoint_files(directory: Path) -> dict[int, Path]:
+    """A checkpoints folder's files by step (empty when the folder does not exist)."""
+    if not directory.exists():
+        return {}
+    return {int(m.group(1)): p for p in directory.iterdir() if (m := CHECKPOINT_NAME.fullmatch(p.name))}
 
 
 def running_pid(run_dir: Path | str) -> int | None:
@@ -47,9 +55,7 @@ def running_marker(run_dir: Path, active: bool = True) -> Iterator[None]:
 
 def checkpoint_step(run_dir: Path | str) -> int:
     """The step of the newest checkpoint (0 if none), from file names only."""
-    steps = [int(m.group(1)) for p in (Path(run_dir) / "checkpoints").glob("step_*.safetensors")
-             if (m := CHECKPOINT_NAME.fullmatch(p.name))]
-    return max(steps, default=0)
+    return max(checkpoint_files(Path(run_dir) / CHECKPOINTS_DIR), default=0)
 
 
 def total_steps(run_dir: Path | str) -> int | None:

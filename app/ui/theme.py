@@ -8,7 +8,7 @@ import streamlit as st
 
 COLORWAY = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 TEMPLATE = "workbench"
-PLOT_CONFIG = {"displayModeBar": "hover", "displaylogo": False}
+PLOT_CONFIG = {"displaylogo": False}
 # Streamlit's wide layout keeps 5rem side and 6rem top padding: at 1280x800 with the sidebar open that
 # leaves ~810 px for content and pushes the first chart below the fold. Trim it.
 COMPACT_CSS = ("<style>[data-testid='stMainBlockContainer']{padding:2.5rem 2rem 3rem 2rem;max-width:none}"
@@ -37,7 +37,6 @@ def page(title: str, icon: str = "🔬") -> None:
 def plot(fig: go.Figure, key: str | None = None, **kwargs):
     """Render a figure in the workbench theme (figures from ``interp.figures`` included)."""
     fig.update_layout(template=TEMPLATE)
-    # the toolbar only on hover: always shown, it covers the right end of long titles
     return st.plotly_chart(fig, width="stretch", key=key, theme=None, config=PLOT_CONFIG, **kwargs)
 
 
