@@ -53,6 +53,26 @@ def check_hook(model, hook: str) -> None:
         raise CircuitInputError(f"the model has no hook '{hook}'; hooks of that kind: {close or sorted(model.hook_dict)[:8]}")
 
 
+def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
+    """A typed prompt as ``[1, pos]`` tokens (BOS first), with a clear error if it is empty or too long."""
+    if not prompt.strip():
+        raise CircuitInputError("the prompt is empty; type some text")
+    if model.tokenizer is None:
+        raise CircuitInputError("this model has no tokenizer; pass token ids instead of text")
+    return check_tokens(model, model.to_tokens(prompt))
+
+
+def top_next_tokens(model, tokens: Int[Tensor, "1 pos"], k: int = 5) -> tuple[Float[Tensor, "layer 1 head q k"], list]:
+    """Every layer's attention pattern and the ``k`` most likely next tokens after the last position."""
+    names = {f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)}
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(check_tokens(model, tokens), names_filter=lambda name: name in names)
+    probs = logits[0, -1].softmax(-1)
+    values, ids = probs.topk(k)
+    top = [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, ids)]
+    return torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]), top
+
+
 def repeated_random_tokens(
     n_prompts: int,
     half_length: int,
@@ -104,8 +124,8 @@ def head_scores_on_repeated_tokens(
 ) -> dict[str, Float[Tensor, "layer head"]]:
     """Previous-token, induction and duplicate-token scores of every head on repeated tokens.
 
-    ``vocab_range`` (low, high) draws the random tokens from ids [low, high); default: the
-    demo model's induction alphabet when the model is the demo model, else [3, d_vocab).
+    ``vocab_range`` (low, high) draws the random tokens from ids [low, high); default: the whole
+    vocabulary but its special tokens (``default_vocab_range``).
     """
     if half_length is None:
         half_length = (model.cfg.n_ctx - 1) // 2
@@ -121,14 +141,15 @@ def head_scores_on_repeated_tokens(
 
 
 def default_vocab_range(model) -> tuple[int, int]:
-    """Token ids for random prompts: the demo model's induction alphabet, or [3, d_vocab)."""
-    if model.cfg.model_name == "workbench-demo-2l":
-        from interp.models import demo_circuit
-
-        alphabet = demo_circuit().get("induction_alphabet")
-        if alphabet:
-            return tuple(alphabet)
-    return 3, model.cfg.d_vocab
+    """Token ids for random prompts: the whole vocabulary except the special tokens at either end
+    (the demo's BOS/EOS/PAD are ids 0-2, GPT-2's end-of-text is its last id)."""
+    special = set(getattr(model.tokenizer, "all_special_ids", None) or []) if model.tokenizer is not None else {0, 1, 2}
+    low, high = 0, model.cfg.d_vocab
+    while low in special:
+        low += 1
+    while high - 1 in special:
+        high -= 1
+    return low, high
 
 
 def head_scores_frame(scores: dict[str, Float[Tensor, "layer head"]]) -> pd.DataFrame:

@@ -96,13 +96,20 @@ class DashboardConfig:
     n_bins: int = 40  # histogram bins over log10(activation)
     log10_range: tuple[float, float] = (-3.0, 3.0)
     exclude_bos: bool = True  # BOS activations are outliers that would fill every top-k
-    cooccurrence: str | None = "sequence"  # count co-firing per "token", per "sequence", or not at all
-    # per-sequence co-firing is nearly dense (hundreds of features per sequence): up to this d_sae it is
-    # counted with one matmul per chunk into a dense [d_sae, d_sae] matrix (1 GiB at 16k), exact below 2^24 blocks
+    # count co-firing per "window" of ``cooccurrence_window`` tokens, per "token", per "sequence", or not at all.
+    # Short windows keep each feature's firing share small; per sequence, a typical feature of a small SAE fires
+    # in most sequences and every pair looks alike (phi ~ 0, Jaccard ~ 1).
+    cooccurrence: str | None = "window"
+    cooccurrence_window: int = 4
+    # up to this d_sae co-firing is counted with one matmul per chunk into a dense [d_sae, d_sae] matrix
+    # (1 GiB at 16k), exact below 2^24 blocks; above it, sparse B^T B per chunk
     dense_cooccurrence_max: int = 16_384
     keep_all_pairs: int = 2048  # dense counts kept in full among this many most frequent features (geometry)
-    keep_top_others: int = 64  # and each feature's this many most co-firing others (dashboards show <= this)
+    keep_top_others: int = 64  # and each feature's this many others of highest phi (dashboards show <= this)
     seed: int = 0
+
+
+COOCCURRENCE_UNITS = (None, "token", "window", "sequence")
 
 
 @dataclass
@@ -200,12 +207,24 @@ def sparse_block_counts(blocks: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"], n
     return (b.T @ b).tocsr()
 
 
-def prune_counts(counts: Float[Tensor, "d_sae d_sae"], keep_all: int, keep_top: int) -> sp.csr_matrix:
+def phi_coefficients(counts: Float[Tensor, "n m"], fires_rows: Float[Tensor, "n"], fires_cols: Float[Tensor, "m"],
+                     n_blocks: int) -> Float[Tensor, "n m"]:
+    """Phi (Pearson correlation of the two firing indicators over blocks) from co-firing counts."""
+    n1, m1 = fires_rows.double()[:, None], fires_cols.double()[None, :]
+    num = counts.double() * n_blocks - n1 * m1
+    return num / (n1 * (n_blocks - n1) * m1 * (n_blocks - m1)).clamp_min(1e-12).sqrt()
+
+
+def prune_counts(counts: Float[Tensor, "d_sae d_sae"], n_blocks: int, keep_all: int, keep_top: int) -> sp.csr_matrix:
     """The dense counts as a sparse matrix holding what the tables use: every pair among the ``keep_all``
-    most frequent features, each feature's ``keep_top`` most co-firing others, and the diagonal."""
+    most frequent features, each feature's ``keep_top`` others of highest phi, and the diagonal."""
     d_sae = counts.shape[0]
-    frequent = torch.argsort(-counts.diagonal(), stable=True)[:keep_all]
-    _, top = counts.topk(min(keep_top + 1, d_sae), dim=1)  # +1: the diagonal is each row's largest
+    fires = counts.diagonal()
+    frequent = torch.argsort(-fires, stable=True)[:keep_all]
+    phi = phi_coefficients(counts, fires, fires, n_blocks)
+    phi = phi.masked_fill(counts == 0, -torch.inf)  # never co-firing: nothing to show
+    phi.fill_diagonal_(torch.inf)  # the diagonal is always kept
+    _, top = phi.topk(min(keep_top + 1, d_sae), dim=1)
     arange = torch.arange(d_sae, device=counts.device)
     rows = torch.cat([frequent.repeat_interleave(len(frequent)), arange.repeat_interleave(top.shape[1]), arange])
     cols = torch.cat([frequent.repeat(len(frequent)), top.flatten(), arange])
@@ -217,19 +236,23 @@ def prune_counts(counts: Float[Tensor, "d_sae d_sae"], keep_all: int, keep_top: 
     return sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(d_sae, d_sae))
 
 
-def _blocks(rows: Tensor, chunk: TokenChunk, unit: str) -> tuple[Tensor, int]:
-    """Block index of each firing entry (a token, or its sequence) and the chunk's number of blocks."""
+def _blocks(rows: Tensor, chunk: TokenChunk, unit: str, window: int) -> tuple[Tensor, int]:
+    """Block index of each firing entry (its token, its window of ``window`` tokens inside its sequence,
+    or its sequence) and the chunk's number of blocks."""
     if unit == "token":
         return rows, len(chunk.sequence)
-    _, block = torch.unique_consecutive(chunk.sequence, return_inverse=True)
+    key = chunk.sequence if unit == "sequence" else chunk.sequence * (chunk.position.max() + 1) + chunk.position // window
+    _, block = torch.unique_consecutive(key, return_inverse=True)
     return block[rows], int(block.max()) + 1
 
 
 def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                        config: DashboardConfig = DashboardConfig(), where: str = "the activations") -> DashboardData:
     """Stream ``chunks`` (whole sequences, in order) through ``dictionary``; keep per-feature statistics."""
-    if config.cooccurrence not in (None, "token", "sequence"):
-        raise InputError(f"cooccurrence must be 'token', 'sequence' or None, not {config.cooccurrence!r}")
+    if config.cooccurrence not in COOCCURRENCE_UNITS:
+        raise InputError(f"cooccurrence must be one of {COOCCURRENCE_UNITS}, not {config.cooccurrence!r}")
+    if config.cooccurrence == "window" and config.cooccurrence_window < 1:
+        raise InputError(f"cooccurrence_window must be >= 1 token, not {config.cooccurrence_window}")
     device = dictionary.W_dec.device
     d_sae, ctx = dictionary.d_sae, config.left + config.right + 1
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -241,7 +264,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
     top = Examples.empty(config.n_top, ctx, d_sae, device)
     sample = Examples.empty(config.n_bands * config.n_per_band, ctx, d_sae, device)
     cooc, n_tokens, n_blocks = None, 0, 0
-    dense_cooc = config.cooccurrence == "sequence" and d_sae <= config.dense_cooccurrence_max
+    dense_cooc = config.cooccurrence is not None and d_sae <= config.dense_cooccurrence_max
     for chunk in chunks:
         check_fits(dictionary, chunk.activations.shape[-1], where)
         chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
@@ -263,7 +286,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
         noise = torch.rand(vals.shape, generator=generator, device=device)
         sample.merge(noise, rows, feats, f, chunk, config.left, config.right)
         if config.cooccurrence:
-            blocks, n = _blocks(rows, chunk, config.cooccurrence)
+            blocks, n = _blocks(rows, chunk, config.cooccurrence, config.cooccurrence_window)
             n_blocks += n
             if dense_cooc:
                 if cooc is None:
@@ -276,7 +299,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                 counts = sparse_block_counts(blocks, feats, n, d_sae)
                 cooc = counts if cooc is None else cooc + counts
     if dense_cooc and cooc is not None:
-        cooc = prune_counts(cooc, config.keep_all_pairs, config.keep_top_others)
+        cooc = prune_counts(cooc, n_blocks, config.keep_all_pairs, config.keep_top_others)
     if n_tokens == 0:
         raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
     cpu = lambda e: Examples(*(t.cpu() for t in vars(e).values()))  # noqa: E731
@@ -429,7 +452,7 @@ def dashboard_tables(data: DashboardData, W_dec: Float[Tensor, "d_sae d_in"], de
 
 
 def cooccurrence_table(counts: sp.csr_matrix, n_fires: np.ndarray, n_blocks: int, k: int) -> pd.DataFrame:
-    """Each feature's ``k`` most co-occurring others, with count, Jaccard and phi."""
+    """Each feature's ``k`` co-firing others of highest phi, with count, Jaccard and phi."""
     counts = counts.tocoo()
     off = counts.row != counts.col
     r, c, n11 = counts.row[off], counts.col[off], counts.data[off].astype(np.float64)
@@ -437,7 +460,7 @@ def cooccurrence_table(counts: sp.csr_matrix, n_fires: np.ndarray, n_blocks: int
     jaccard = n11 / np.maximum(n1 + m1 - n11, 1)
     phi = (n11 * n_blocks - n1 * m1) / np.sqrt(np.maximum(n1 * (n_blocks - n1) * m1 * (n_blocks - m1), 1e-12))
     frame = pd.DataFrame({"feature": r, "other": c, "count": n11.astype(np.int64), "jaccard": jaccard, "phi": phi})
-    frame = frame.sort_values(["feature", "count", "other"], ascending=[True, False, True])
+    frame = frame.sort_values(["feature", "phi", "other"], ascending=[True, False, True])
     frame["rank"] = frame.groupby("feature").cumcount()
     return frame[frame["rank"] < k].reset_index(drop=True)
 

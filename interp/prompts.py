@@ -40,7 +40,7 @@ class InductionPrompts:
 def induction_prompts(model, n_prompts: int = 16, half_length: int = 20, seed: int = 0,
                       vocab_range: tuple[int, int] | None = None) -> InductionPrompts:
     """Induction prompt pairs for ``model`` (its BOS id; tokens drawn from ``vocab_range``, by default
-    the demo model's induction alphabet for the demo model and ``[3, d_vocab)`` otherwise)."""
+    the whole vocabulary but its special tokens)."""
     from interp.attention import default_vocab_range
 
     low, high = vocab_range if vocab_range is not None else default_vocab_range(model)
@@ -71,6 +71,34 @@ IOI_NAMES = (
 IOI_PLACES = ("store", "garden", "school", "market", "house", "church")
 IOI_OBJECTS = ("ring", "book", "drink", "letter", "flower", "kiss")
 
+# The demo model's IOI task: Shakespeare's characters, whose names are single tokens of its vocabulary.
+# Its training phase uses the train names and templates only; the held-out ones measure whether it
+# learned a general name mover rather than the names.
+DEMO_IOI_NAMES = (
+    "Achilles", "Angelo", "Anne", "Antonio", "Antony", "Bardolph", "Bolingbroke", "Brutus", "Buckingham",
+    "Caesar", "Capulet", "Cassio", "Cassius", "Clarence", "Claudio", "Clifford", "Edward", "Falstaff", "Ford",
+    "Gloucester", "Hamlet", "Harry", "Hector", "Helen", "Henry", "Hero", "Iago", "Jack", "John", "Juliet",
+    "Kate", "Kent", "Lucius", "Macbeth", "Marcius", "Margaret", "Paris", "Percy", "Pompey", "Richard",
+    "Romeo", "Somerset", "Suffolk", "Talbot", "Timon", "Troilus", "Valentine", "Warwick", "William", "York",
+)
+DEMO_IOI_HELD_OUT_NAMES = DEMO_IOI_NAMES[2::4]  # every fourth name, spread over the alphabet
+DEMO_IOI_TRAIN_NAMES = tuple(name for name in DEMO_IOI_NAMES if name not in DEMO_IOI_HELD_OUT_NAMES)
+DEMO_IOI_TRAIN_TEMPLATES = (
+    "When{A} and{B} went to the {PLACE},{C} gave a {OBJECT} to",
+    "Then{A} and{B} came to the {PLACE}, and{C} gave the {OBJECT} to",
+    "After{A} and{B} met in the {PLACE},{C} sent a {OBJECT} to",
+    "{A} and{B} walked to the {PLACE}.{C} gave a {OBJECT} to",
+    "While{A} and{B} were at the {PLACE},{C} brought a {OBJECT} to",
+    "Now{A} and{B} stood in the {PLACE}, where{C} gave his {OBJECT} to",
+)
+DEMO_IOI_HELD_OUT_TEMPLATES = (
+    "Once{A} and{B} had reached the {PLACE},{C} offered a {OBJECT} to",
+    "In the {PLACE},{A} and{B} spoke long; at last{C} gave a {OBJECT} to",
+)
+DEMO_IOI_PLACES = ("court", "palace", "church", "field", "house", "castle", "garden", "tower")
+DEMO_IOI_OBJECTS = ("ring", "letter", "crown", "sword", "purse", "book", "jewel", "flower")
+COUNTERFACTUALS = ("abc", "swap_names", "swap_order")
+
 
 @dataclass(frozen=True)
 class IOIPrompts:
@@ -83,6 +111,9 @@ class IOIPrompts:
     end: Int[Tensor, "batch"]
     io: Int[Tensor, "batch"]
     subject: Int[Tensor, "batch"]
+    abba: Bool[Tensor, "batch"]            # True where IO comes first (A B ... B -> A)
+    corrupt_io: Int[Tensor, "batch"]       # the counterfactual prompt's answer and subject
+    corrupt_subject: Int[Tensor, "batch"]
 
     def metric(self) -> Metric:
         """Mean ``logit(IO) - logit(S)`` at the last prompt token."""
@@ -90,39 +121,104 @@ class IOIPrompts:
 
 
 def single_token_names(tokenizer, names: tuple[str, ...] = IOI_NAMES) -> list[str]:
-    """The names that are one token after a space (IOI needs single-token names)."""
+    """The names (or words) that are one token after a space (IOI needs single-token names)."""
     return [name for name in names if len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1]
 
 
 def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str, ...] = IOI_TEMPLATES,
-                names: tuple[str, ...] = IOI_NAMES) -> IOIPrompts:
-    """Generate IOI prompts for ``model``'s tokenizer; half ABBA, half BABA, each with an ABC counterfactual."""
+                names: tuple[str, ...] | None = None, counterfactual: str = "abc",
+                places: tuple[str, ...] = IOI_PLACES, objects: tuple[str, ...] = IOI_OBJECTS) -> IOIPrompts:
+    """IOI prompts for ``model``'s tokenizer, half ABBA, half BABA, each with a counterfactual.
+
+    ``counterfactual``: ``abc`` replaces the repeated subject by a third name (no answer left),
+    ``swap_names`` exchanges IO and S everywhere (the answer flips), ``swap_order`` exchanges the
+    order of the first two names (same answer, ABBA <-> BABA).
+    """
     if model.tokenizer is None:
         raise CircuitInputError("IOI prompts need a model with a tokenizer")
-    usable = single_token_names(model.tokenizer, names)
+    if counterfactual not in COUNTERFACTUALS:
+        raise CircuitInputError(f"unknown counterfactual '{counterfactual}'; use one of {COUNTERFACTUALS}")
+    if names is None:  # the default list: keep the names this tokenizer keeps whole
+        usable = single_token_names(model.tokenizer, IOI_NAMES)
+    else:
+        usable = single_token_names(model.tokenizer, tuple(names))
+        split = [name for name in names if name not in usable]
+        if split:
+            raise CircuitInputError(
+                f"IOI names must be single tokens (after a space) for this tokenizer; these are not: {split}")
     if len(usable) < 3:
         raise CircuitInputError(
-            f"only {len(usable)} of the names are single tokens for this tokenizer ({usable}); IOI needs at least 3: "
+            f"only {len(usable)} single-token names ({usable}); IOI needs at least 3: "
             "pass names= that the tokenizer keeps whole"
         )
     rng = random.Random(seed)
-    texts, corrupt_texts, io, subject = [], [], [], []
+    texts, corrupt_texts, answers, abba = [], [], [], []
     for i in range(n_prompts):
         template = templates[i % len(templates)]
-        a, b, c = rng.sample(usable, 3)
-        fill = dict(PLACE=rng.choice(IOI_PLACES), OBJECT=rng.choice(IOI_OBJECTS))
-        first, second = (a, b) if i % 2 == 0 else (b, a)  # ABBA, then BABA: the subject repeats either way
-        texts.append(template.format(A=" " + first, B=" " + second, C=" " + b, **fill))
-        corrupt_texts.append(template.format(A=" " + first, B=" " + second, C=" " + c, **fill))
-        io.append(model.tokenizer.encode(" " + a, add_special_tokens=False)[0])
-        subject.append(model.tokenizer.encode(" " + b, add_special_tokens=False)[0])
+        a, b, c = rng.sample(usable, 3)  # a: indirect object, b: subject, c: a third name
+        fill = dict(PLACE=rng.choice(places), OBJECT=rng.choice(objects))
+        order = (a, b) if i % 2 == 0 else (b, a)  # ABBA, then BABA: the subject repeats either way
+        texts.append(_fill(template, order, b, fill))
+        if counterfactual == "abc":
+            corrupt_texts.append(_fill(template, order, c, fill))
+            corrupt_answer = (a, b)  # no right answer remains; kept for shape
+        elif counterfactual == "swap_names":
+            corrupt_texts.append(_fill(template, order[::-1], a, fill))
+            corrupt_answer = (b, a)
+        else:
+            corrupt_texts.append(_fill(template, order[::-1], b, fill))
+            corrupt_answer = (a, b)
+        answers.append((a, b, *corrupt_answer))
+        abba.append(i % 2 == 0)
     clean, end = _pad(model, texts)
     corrupt, corrupt_end = _pad(model, corrupt_texts)
     if not torch.equal(end, corrupt_end):
         raise CircuitInputError("a counterfactual prompt tokenised to a different length; use single-token names")
     device = model.cfg.device
-    return IOIPrompts(texts, corrupt_texts, clean, corrupt, end.to(device), torch.tensor(io, device=device),
-                      torch.tensor(subject, device=device))
+    ids = torch.tensor([[_name_id(model.tokenizer, name) for name in row] for row in answers], device=device)
+    return IOIPrompts(texts, corrupt_texts, clean, corrupt, end.to(device), ids[:, 0], ids[:, 1],
+                      torch.tensor(abba, device=device), ids[:, 2], ids[:, 3])
+
+
+def demo_ioi_prompts(model, n_prompts: int = 64, seed: int = 0, held_out: bool = True,
+                     counterfactual: str = "abc", template: int | None = None) -> IOIPrompts:
+    """The demo model's IOI task on its held-out (default) or training names and templates.
+
+    ``template`` picks one template and the single-token places and objects, so every prompt has
+    one length (what position-wise analyses such as patching need).
+    """
+    names = DEMO_IOI_HELD_OUT_NAMES if held_out else DEMO_IOI_TRAIN_NAMES
+    templates = DEMO_IOI_HELD_OUT_TEMPLATES if held_out else DEMO_IOI_TRAIN_TEMPLATES
+    places, objects = DEMO_IOI_PLACES, DEMO_IOI_OBJECTS
+    if template is not None:
+        if not 0 <= template < len(templates):
+            raise CircuitInputError(f"template {template} out of range: there are {len(templates)} (0..{len(templates) - 1})")
+        templates = (templates[template],)
+        places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (places, objects))
+    return ioi_prompts(model, n_prompts, seed, templates, names, counterfactual, places, objects)
+
+
+def ioi_scores(model, prompts: IOIPrompts) -> dict[str, float]:
+    """Mean ``logit(IO) - logit(S)`` at the end, the share of prompts where it is positive, and the
+    share where IO is the single most likely next token."""
+    with torch.no_grad():
+        logits = model(prompts.clean)
+    rows = torch.arange(len(prompts.end), device=logits.device)
+    final = logits[rows, prompts.end]
+    diff = final[rows, prompts.io] - final[rows, prompts.subject]
+    return {
+        "logit_diff": float(diff.mean()),
+        "accuracy": float((diff > 0).float().mean()),
+        "top1": float((final.argmax(-1) == prompts.io).float().mean()),
+    }
+
+
+def _fill(template: str, order: tuple[str, str], repeated: str, fill: dict[str, str]) -> str:
+    return template.format(A=" " + order[0], B=" " + order[1], C=" " + repeated, **fill)
+
+
+def _name_id(tokenizer, name: str) -> int:
+    return tokenizer.encode(" " + name, add_special_tokens=False)[0]
 
 
 def _pad(model, texts: list[str]) -> tuple[Tensor, Tensor]:

@@ -270,9 +270,11 @@ def register(analyze_app: typer.Typer) -> None:
     analyze_app.command("geometry")(geometry_command)
 
 
-def demo_analysis_step(workspace: Path, run_id: str = "demo-mfr") -> str:
-    """Demo stage: dashboards and geometry of the demo MFR pair over the demo cache."""
-    run, out = workspace / "runs" / run_id, workspace / "analyses"
-    folders = analyze_features(run, out, cache_dir=workspace / "cached_activations" / "demo")
-    analyze_geometry(run, out, n_clusters=5, max_features=1000, with_umap=True)
+def demo_analysis_step(workspace: Path, run_ids: tuple[str, ...] = ("demo-mfr", "demo-plain")) -> str:
+    """Demo stage: dashboards and geometry of the demo pairs over the demo cache."""
+    out, folders = workspace / "analyses", []
+    for run_id in run_ids:
+        run = workspace / "runs" / run_id
+        folders += analyze_features(run, out, cache_dir=workspace / "cached_activations" / "demo")
+        analyze_geometry(run, out, n_clusters=5, max_features=1000, with_umap=True)
     return f"dashboards and geometry: {', '.join(str(f) for f in folders)}"

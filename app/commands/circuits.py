@@ -1,7 +1,7 @@
 """``workbench analyze circuits``: every circuit analysis on a prompt set, written for the app.
 
 ``induction`` runs on repeated random tokens (the demo model's known circuit), ``ioi`` on IOI
-prompts (GPT-2-style models). Files and columns are documented in ``interp/CIRCUITS.md``.
+prompts (the demo model's IOI task, or the classic IOI set for GPT-2-style models). Files and columns are documented in ``interp/CIRCUITS.md``.
 """
 
 from __future__ import annotations
@@ -140,26 +140,56 @@ def induction_command(
         typer.echo(f"circuits: {out} (heads {summary['heads']}, rank agreement {summary['rank_agreement']['spearman']})")
 
 
+def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int] | None = None,
+                         sae_folder: Path | None = None, sae_hook: str | None = None) -> dict:
+    """IOI prompts (the demo task's held-out names on one held-out template for the demo model), every
+    circuit analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
+    from interp.ioi_circuit import ioi_head_table, ioi_roles
+    from interp.prompts import IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES, demo_ioi_prompts, ioi_prompts, single_token_names
+
+    if model.cfg.model_name == "workbench-demo-2l":
+        prompts = demo_ioi_prompts(model, n_prompts, template=0)
+    else:  # one template and single-token fillers: every prompt has one length
+        places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (IOI_PLACES, IOI_OBJECTS))
+        prompts = ioi_prompts(model, n_prompts, templates=IOI_TEMPLATES[:1], places=places, objects=objects)
+    if not torch.equal(prompts.end, prompts.end[:1].expand_as(prompts.end)):
+        raise CircuitInputError("the IOI prompts tokenise to different lengths; use one template and single-token names")
+    mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
+    mask[torch.arange(n_prompts), prompts.end] = True
+    table = ioi_head_table(model, prompts)
+    roles = ioi_roles(table)
+    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
+                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi")
+    from interp.features import write_parquet_atomic
+    from interp.prompts import ioi_scores
+
+    write_parquet_atomic(table, out / "ioi_heads.parquet")
+    write_parquet_atomic(pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}),
+                         out / "prompts.parquet")
+    summary["heads"] = {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}
+    summary["ioi"] = ioi_scores(model, prompts)
+    from interp.attention import write_json
+
+    write_json(out / "summary.json", summary)
+    return summary
+
+
 def ioi_command(
-    model: str = typer.Option(..., help="Model spec of a GPT-2-style model (TransformerLens name or local HF directory)."),
+    model: str = typer.Option("demo", help="Model spec: demo (its IOI task), a TransformerLens name or a local HF directory."),
     out: Path = typer.Option(Path("analyses/circuits/ioi"), help="Folder for the result tables."),
-    n_prompts: int = typer.Option(16, help="IOI prompts (half ABBA, half BABA)."),
-    start_layer: int = typer.Option(None, help="Head to trace from (layer); default: the top induction head."),
+    n_prompts: int = typer.Option(32, help="IOI prompts (half ABBA, half BABA)."),
+    start_layer: int = typer.Option(None, help="Head to trace from (layer); default: the name mover."),
     start_head: int = typer.Option(None, help="Head to trace from (head index)."),
+    sae: Path = typer.Option(None, help="SAELens SAE folder for the feature circuit (optional)."),
+    sae_hook: str = typer.Option(None, help="Hook the SAE reads; default: its cfg metadata."),
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:
-    """IOI: the same analyses on IOI prompts with ABC counterfactuals, traced at the END position."""
-    from interp.prompts import ioi_prompts
-
+    """IOI: the same analyses on IOI prompts with ABC counterfactuals, traced at END, and the IOI head roles."""
     with user_errors(CircuitInputError):
         loaded = _prepare(model, device)
-        prompts = ioi_prompts(loaded, n_prompts)
-        mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
-        mask[torch.arange(n_prompts), prompts.end] = True
         start = (start_layer, start_head) if start_layer is not None and start_head is not None else None
-        summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), mask, out, start, prompt_set="ioi")
-        pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}).to_parquet(out / "prompts.parquet", index=False)
-        typer.echo(f"circuits: {out} ({summary['timings_s']})")
+        summary = ioi_circuit_analysis(loaded, n_prompts, out, start, sae, sae_hook)
+        typer.echo(f"circuits: {out} (heads {summary['heads']}, IOI {summary['ioi']})")
 
 
 def register(analyze_app: typer.Typer) -> None:
@@ -170,14 +200,18 @@ def register(analyze_app: typer.Typer) -> None:
 
 
 def demo_circuits_step(workspace: Path) -> str:
-    """Demo stage: the induction circuit of the demo model, with a feature circuit when the demo SAE exists."""
+    """Demo stage: the demo model's induction and IOI circuits, with feature circuits when the demo SAE exists."""
     from interp.models import load_model
     from interp.prompts import induction_prompts
 
     model = load_model("demo", device="cpu")
     prompts = induction_prompts(model, 16, 20)
     sae = workspace / "runs" / "demo-mfr" / "sae_0"
-    out = workspace / "analyses" / "circuits" / "demo"
-    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy, out,
-                               sae_folder=sae if (sae / "cfg.json").exists() else None, sae_hook="blocks.1.hook_resid_post")
-    return f"circuits: {out} (previous-token {summary['heads']['previous_token']}, induction {summary['heads']['induction']})"
+    sae = sae if (sae / "cfg.json").exists() else None
+    out = workspace / "analyses" / "circuits"
+    induction = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
+                                 out / "demo", sae_folder=sae, sae_hook="blocks.1.hook_resid_post")
+    ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_folder=sae, sae_hook="blocks.1.hook_resid_post")
+    return (f"circuits: {out}/demo (previous-token {induction['heads']['previous_token']}, induction "
+            f"{induction['heads']['induction']}), {out}/ioi (name mover {ioi['heads']['name_mover']}, "
+            f"IO-S logit diff {ioi['ioi']['logit_diff']:.2f}, accuracy {ioi['ioi']['accuracy']:.0%})")

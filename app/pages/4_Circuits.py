@@ -9,6 +9,7 @@ import streamlit as st
 from app.ui import data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, list_caches, workspace_root
+from interp.attention import CircuitInputError
 from interp.figures.circuits import edge_graph_figure, feature_circuit_figure, head_edges_from_svd, head_scores_figure
 
 page("Circuits")
@@ -23,14 +24,15 @@ def model_for(spec: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def prompt_attention(spec: str, prompt: str) -> tuple[list[str], list]:
-    """Tokens and attention patterns ``[layer][head][q][k]`` of one short prompt (milliseconds on the demo model)."""
-    from interp.attention import attention_patterns
+def prompt_attention(spec: str, prompt: str) -> tuple[list[str], list, list[tuple[str, float]]]:
+    """Tokens, attention patterns ``[layer][head][q][k]`` and the top next tokens of one prompt
+    (milliseconds on the demo model). A prompt longer than the context is refused, not cut."""
+    from interp.attention import prompt_tokens, top_next_tokens
 
     model = model_for(spec)
-    tokens = model.to_tokens(prompt)[:, : model.cfg.n_ctx]
-    pattern = attention_patterns(model, tokens)[:, 0]
-    return [model.tokenizer.decode([t]) for t in tokens[0].tolist()], pattern.tolist()
+    tokens = prompt_tokens(model, prompt)
+    pattern, top = top_next_tokens(model, tokens)
+    return [model.tokenizer.decode([t]) for t in tokens[0].tolist()], pattern[:, 0].tolist(), top
 
 
 def heat(frame: pd.DataFrame, index: str, columns: str, value: str, title: str) -> go.Figure:
@@ -39,27 +41,41 @@ def heat(frame: pd.DataFrame, index: str, columns: str, value: str, title: str) 
     return fig.update_layout(title=title, xaxis_title=columns, yaxis_title=index).update_yaxes(autorange="reversed")
 
 
+EXAMPLE_PROMPTS = {
+    "Induction: a repeated line": "Now is the winter of our discontent made glorious summer by this sun of York. "
+                                  "Now is the winter of our discontent made glorious summer by this sun of",
+    "IOI: who gets the ring?": "When Romeo and Juliet went to the court, Romeo gave a ring to",
+    "IOI: held-out names and template": "Once Hero and Paris had reached the palace, Paris offered a letter to",
+    "Induction: repeated common words": "The cat sat on the mat and the dog ran to the door. The cat sat on the mat and the dog ran to the",
+}
+
 st.subheader("Attention patterns of a prompt")
 specs = sorted({c.model for c in list_caches(root)} | {"demo"})
+example = st.selectbox("Example prompt", list(EXAMPLE_PROMPTS), key="example")
 with st.form("prompt_form"):
     spec = st.selectbox("Model", specs, key="model_spec")
-    prompt = st.text_input("Prompt", "The cat sat on the mat. The cat sat on the", key="prompt")
+    prompt = st.text_input("Prompt", EXAMPLE_PROMPTS[example], key=f"prompt_{example}")
     submitted = st.form_submit_button("Show attention")
-if prompt.strip():
+if not prompt.strip():
+    st.warning("Type a prompt to see its attention patterns.")
+else:
     try:
-        tokens, patterns = prompt_attention(spec, prompt)
+        tokens, patterns, top = prompt_attention(spec, prompt)
+    except CircuitInputError as error:
+        st.error(str(error))
     except Exception as error:  # a model that does not load is the user's to fix, not a traceback
         st.error(f"Could not run model '{spec}': {error}")
     else:
         n_layers, n_heads = len(patterns), len(patterns[0])
         c1, c2 = st.columns(2)
-        layer = c1.selectbox("Layer", list(range(n_layers)), key="layer")
+        layer = c1.selectbox("Layer", list(range(n_layers)), index=n_layers - 1, key="layer")
         head = c2.selectbox("Head", list(range(n_heads)), key="head")
         labels = [f"{i}:{t!r}" for i, t in enumerate(tokens)]
         fig = go.Figure(go.Heatmap(z=patterns[layer][head], x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1))
         fig.update_layout(title=f"L{layer}H{head} attention ({len(tokens)} tokens)", height=480,
                           xaxis_title="key (attended to)", yaxis_title="query").update_yaxes(autorange="reversed")
         plot(fig, key="attention")
+        st.caption("Most likely next tokens: " + ", ".join(f"`{t!r}` {p:.0%}" for t, p in top))
 
 st.divider()
 sets = sorted(p.parent.name for p in (root / "analyses" / "circuits").glob("*/summary.json"))
@@ -70,10 +86,18 @@ name = st.selectbox("Stored prompt set", sets, key="prompt_set")
 folder = root / "analyses" / "circuits" / name
 summary = data.read_json(folder / "summary.json")
 heads = summary.get("heads", {})
-c1, c2, c3 = st.columns(3)
-c1.metric("previous-token head", "L{}H{}".format(*heads["previous_token"]) if "previous_token" in heads else "–")
-c2.metric("induction head", "L{}H{}".format(*heads["induction"]) if "induction" in heads else "–")
-c3.metric("prompts", summary.get("n_prompts", "–"))
+ROLE_NAMES = {"previous_token": "previous-token head", "induction": "induction head",
+              "name_mover": "name mover", "s_signal": "repeated-name signal"}
+columns = st.columns(len(heads) + 2)
+for column, (role, (layer, head)) in zip(columns, heads.items()):
+    column.metric(ROLE_NAMES.get(role, role), f"L{layer}H{head}")
+columns[len(heads)].metric("prompts", summary.get("n_prompts", "–"))
+if "ioi" in summary:
+    columns[-1].metric("IO − S logit diff", f"{summary['ioi']['logit_diff']:.2f}",
+                       help=f"accuracy {summary['ioi']['accuracy']:.0%} (logit IO > logit S)")
+if (folder / "ioi_heads.parquet").exists():
+    with st.expander("IOI head roles (per head)"):
+        st.dataframe(data.parquet(folder / "ioi_heads.parquet"), hide_index=True, width="stretch", key="ioi_heads")
 
 tabs = st.tabs(["Head scores", "SVD decomposition", "Communication graph", "Patching", "Feature circuit"])
 with tabs[0]:

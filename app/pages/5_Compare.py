@@ -65,11 +65,15 @@ def labelled(matches: pd.DataFrame, mine: Path, other: Path) -> pd.DataFrame:
 page("Compare")
 root = workspace_root()
 options = list_analyses(root)
+default_a = options[0] if options else None
+# by default B is the first SAE of another run (the demo: MFR vs no MFR), else A's neighbour
+other_runs = [o for o in options if default_a and o.split("/")[0] != default_a.split("/")[0]]
+default_b = other_runs[0] if other_runs else (options[1] if len(options) > 1 else None)
 a_col, b_col = st.columns(2)
 with a_col:
-    folder_a = choose_analysis(root, "sae_a", "SAE A", default=options[0] if options else None)
+    folder_a = choose_analysis(root, "sae_a", "SAE A", default=default_a)
 with b_col:
-    folder_b = choose_analysis(root, "sae_b", "SAE B", default=options[1] if len(options) > 1 else None)
+    folder_b = choose_analysis(root, "sae_b", "SAE B", default=default_b)
 if folder_a is None or folder_b is None:
     if not options:
         missing("No analysed SAEs in this workspace yet.", COMMANDS["features"].format(run_id="demo-mfr"))

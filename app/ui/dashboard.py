@@ -17,12 +17,13 @@ from app.ui.workspace import UnsafePathError, list_analyses, safe_path
 def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: str | None = None) -> Path | None:
     """A select box over the workspace's analyses, or a typed folder (checked to stay inside the workspace)."""
     options = list_analyses(root)
-    chosen = None
+    chosen, example = None, "analyses/<run_id>/sae_0"
     if options:
         index = options.index(default) if default in options else 0
-        chosen = root / "analyses" / st.selectbox(label, options, index=index, key=key)
+        selected = st.selectbox(label, options, index=index, key=key)
+        chosen, example = root / "analyses" / selected, f"analyses/{selected}"
     typed = st.text_input(f"{label}: or type a folder inside the workspace", key=f"{key}_typed",
-                          placeholder="analyses/demo-mfr/sae_0")
+                          placeholder=example)
     if not typed.strip():
         return chosen
     try:

@@ -26,6 +26,8 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from interp.data import iter_texts, pack_token_stream
+from interp.demo.general_phase import GeneralPhaseConfig, train_general_phase
+from interp.models import demo_tokenizer
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SPECIAL_TOKENS = ["<|bos|>", "<|endoftext|>", "<|pad|>"]
@@ -231,30 +233,46 @@ def main() -> None:
     parser.add_argument("--induction-context", type=int, default=64, help="phase 2 induction row length")
     parser.add_argument("--phase1-weights", type=Path, default=None,
                         help="skip phase 1 and start phase 2 from these weights (a phase-1 model.safetensors)")
+    parser.add_argument("--phase2-weights", type=Path, default=None,
+                        help="skip phases 1-2 and start phase 3 from these weights (a phase-2 model.safetensors)")
+    parser.add_argument("--general-steps", type=int, default=GeneralPhaseConfig.steps, help="phase 3 steps")
+    parser.add_argument("--work-dir", type=Path, default=Path("demo-model-work"),
+                        help="phase 3 checkpoints (a killed run resumes from here)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     alphabet = (len(SPECIAL_TOKENS), len(SPECIAL_TOKENS) + args.alphabet)
-    if args.phase1_weights is None:
-        model, windows, bos = train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
+    if args.phase2_weights is not None:
+        model = load_weights(args.phase2_weights)
     else:
-        model, windows, bos = load_phase1(args.phase1_weights)
-    train_induction(model, windows, bos, args.induction_steps, args.text_rows, args.induction_lr, args.seed,
-                    alphabet, args.induction_rows, args.induction_context)
-    save_model(model, args.out, alphabet)
+        if args.phase1_weights is None:
+            model, windows, bos = train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
+        else:
+            model, windows, bos = load_weights(args.phase1_weights), *load_corpus_windows()
+        train_induction(model, windows, bos, args.induction_steps, args.text_rows, args.induction_lr, args.seed,
+                        alphabet, args.induction_rows, args.induction_context)
+    model.set_tokenizer(demo_tokenizer())
+    history = train_general_phase(model, GeneralPhaseConfig(steps=args.general_steps, seed=args.seed), args.work_dir)
+    save_model(model, args.out, history[-1])
 
 
-def load_phase1(weights: Path):
-    """A phase-1 model and the corpus windows, to run phase 2 alone."""
+def load_weights(weights: Path):
+    """The model with saved weights (of an earlier phase), to run the later phases alone."""
     from safetensors.torch import load_file
-    from tokenizers import Tokenizer
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    tokenizer = Tokenizer.from_file(str(WEIGHTS_DIR / "tokenizer.json"))
     model = HookedTransformer(HookedTransformerConfig(**MODEL_CONFIG, device="cpu"))
     model.load_state_dict(load_file(str(weights)))
-    return model, corpus_windows(tokenizer, MODEL_CONFIG["n_ctx"]), tokenizer.token_to_id("<|bos|>")
+    return model
+
+
+def load_corpus_windows():
+    """All corpus windows and the BOS id, as phase 2 reads them."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(WEIGHTS_DIR / "tokenizer.json"))
+    return corpus_windows(tokenizer, MODEL_CONFIG["n_ctx"]), tokenizer.token_to_id("<|bos|>")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ def head_scores_figure(frame: pd.DataFrame) -> go.Figure:
     fig = make_subplots(1, len(scores), subplot_titles=scores)
     for i, score in enumerate(scores):
         table = frame.pivot(index="layer", columns="head", values=score)
-        fig.add_trace(_heatmap(table.values, table.columns, table.index, score, "Blues", None), 1, i + 1)
-    fig.update_layout(title="Head scores on repeated random tokens", height=320)
+        fig.add_trace(_heatmap(table.values, table.columns, table.index, score, "Blues", None).update(
+            coloraxis="coloraxis"), 1, i + 1)
+    # one colour bar for all panels: every score is an attention weight in [0, 1]
+    fig.update_layout(title="Head scores on repeated random tokens", height=320,
+                      coloraxis=dict(colorscale="Blues", cmin=0, cmax=1, colorbar=dict(title="score")))
     return fig.update_xaxes(title="head").update_yaxes(title="layer", autorange="reversed")
 
 
@@ -30,8 +33,9 @@ def composition_figure(scores: dict[str, Tensor]) -> go.Figure:
     fig = make_subplots(1, 3, subplot_titles=[f"{m}-composition" for m in "QKV"])
     for i, mode in enumerate("QKV"):
         values = scores[mode].reshape(n_layers * n_heads, n_layers * n_heads).numpy()
-        fig.add_trace(_heatmap(values, labels, labels, mode, "Blues", None), 1, i + 1)
-    fig.update_layout(title="Composition scores (rows: earlier head A, columns: later head B)", height=380)
+        fig.add_trace(_heatmap(values, labels, labels, mode, "Blues", None).update(coloraxis="coloraxis"), 1, i + 1)
+    fig.update_layout(title="Composition scores (rows: earlier head A, columns: later head B)", height=380,
+                      coloraxis=dict(colorscale="Blues", colorbar=dict(title="score")))  # one shared colour bar
     return fig.update_yaxes(autorange="reversed")
 
 

@@ -128,14 +128,58 @@ def test_quantile_examples_are_firing_tokens_ordered_by_band(planted):
         assert rows.band.is_monotonic_increasing and set(rows.band) == {0, 1}
 
 
-def test_sequence_cooccurrence_counts_blocks(planted):
+def test_window_cooccurrence_counts_windows(planted):
     _, data, tables = planted
+    window = DashboardConfig().cooccurrence_window
+    tokens = torch.cat([c.token_ids for c in planted_stream()]).reshape(-1, SEQ)
+    tokens[:, 0] = -1  # BOS never counts
+    windows = tokens.reshape(tokens.shape[0], SEQ // window, window)
+    has = torch.stack([(windows == TRIGGER[f]).any(-1) for f in range(D_SAE)], -1)  # [seq, window, feature]
+    assert data.n_blocks == tokens.shape[0] * (SEQ // window)
+    table = tables["cooccurrence"].set_index(["feature", "other"])["count"]
+    expected = {(a, b): int((has[..., a] & has[..., b]).sum()) for a in range(D_SAE) for b in range(D_SAE) if a != b}
+    assert any(expected.values())
+    assert {pair: int(table.get(pair, 0)) for pair in expected} == expected  # a pair never co-firing has no row
+
+
+def test_sequence_cooccurrence_counts_sequences():
+    dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
+    data = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, cooccurrence="sequence"))
+    tables = dashboard_tables(data, dictionary.W_dec, decode)
     tokens = torch.cat([c.token_ids for c in planted_stream()]).reshape(-1, SEQ)[:, 1:]
     has = torch.stack([(tokens == TRIGGER[f]).any(1) for f in range(D_SAE)], 1)
-    expected = (has[:, 0] & has[:, 1]).sum()
     row = tables["cooccurrence"].query("feature == 0 and other == 1")
     assert data.n_blocks == tokens.shape[0]
-    assert int(row["count"].iloc[0]) == int(expected)
+    assert int(row["count"].iloc[0]) == int((has[:, 0] & has[:, 1]).sum())
+
+
+def test_a_pair_that_always_fires_together_ranks_first_and_one_that_never_does_last():
+    """Features 0 and 1 fire on the same trigger token; feature 2 fires only where 0 cannot; the rest
+    fire at random. Feature 0's table must list 1 first and 2 last (or not at all: never co-fired)."""
+    g = torch.Generator().manual_seed(3)
+    n_seq = 60
+    tokens = torch.randint(20, VOCAB, (n_seq, SEQ), generator=g)
+    tokens[:, 0] = 0
+    together = torch.rand(n_seq, SEQ, generator=g) < 0.04
+    tokens[together] = 10
+    tokens[:, 0] = 0
+    acts = 0.05 * torch.randn(n_seq, SEQ, D_IN, generator=g)
+    acts[..., 0] += (tokens == 10) * 2.0
+    acts[..., 1] += (tokens == 10) * 2.0
+    windows_with_0 = (tokens == 10).reshape(n_seq, SEQ // 4, 4).any(-1).repeat_interleave(4, dim=1)
+    apart = (torch.rand(n_seq, SEQ, generator=g) < 0.04) & ~windows_with_0
+    acts[..., 2] += apart * 2.0
+    for f in range(3, D_SAE):
+        acts[..., f] += (torch.rand(n_seq, SEQ, generator=g) < 0.05) * 2.0
+    chunk = TokenChunk(acts.reshape(-1, D_IN), tokens.reshape(-1), torch.arange(n_seq).repeat_interleave(SEQ),
+                       torch.arange(SEQ).repeat(n_seq))
+    dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
+    data = feature_dashboards(dictionary, [chunk], DashboardConfig(n_top=3, cooccurrence_window=4))
+    table = dashboard_tables(data, dictionary.W_dec, decode)["cooccurrence"]
+    mine = table[table.feature == 0].sort_values("rank")
+    assert mine.other.iloc[0] == 1 and mine.phi.iloc[0] > 0.99
+    assert 2 not in set(mine.other) or mine.other.iloc[-1] == 2
+    assert mine.phi.nunique() == len(mine)  # not a flat table
 
 
 def test_dense_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
@@ -148,11 +192,11 @@ def test_dense_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k
     np.testing.assert_array_equal(dense.cooccurrence.toarray(), sparse.cooccurrence.toarray())
     # pruned: full pairs among the 2 most frequent, the 2 top others of each feature, the diagonal
     full = torch.from_numpy(sparse.cooccurrence.toarray())
-    pruned = prune_counts(full, keep_all=2, keep_top=2)
+    pruned = prune_counts(full, dense.n_blocks, keep_all=2, keep_top=2)
     np.testing.assert_array_equal(pruned.diagonal(), full.diagonal().numpy())
     fires = full.diagonal().numpy()
     exact, kept = (cooccurrence_table(m, fires, dense.n_blocks, k=2) for m in (sparse.cooccurrence, pruned))
-    pd.testing.assert_frame_equal(exact[["feature", "count"]], kept[["feature", "count"]])  # same top-2 counts
+    pd.testing.assert_frame_equal(exact[["feature", "other", "phi"]], kept[["feature", "other", "phi"]])  # same top 2
     frequent = np.argsort(-fires, kind="stable")[:2]
     sub = pruned.toarray()[np.ix_(frequent, frequent)]
     np.testing.assert_array_equal(sub, full.numpy()[np.ix_(frequent, frequent)])

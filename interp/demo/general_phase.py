@@ -1,0 +1,220 @@
+"""Phase 3 of the demo model: general induction and an IOI-style task, on top of phases 1-2.
+
+Phases 1-2 (``train_demo_model``) gave an induction circuit that only copied a 64-token alphabet.
+This phase trains, each step, on a mixture:
+
+- ``text_rows`` corpus windows of the training works (language modelling keeps it a Shakespeare
+  model);
+- ``induction_rows`` rows of BOS + prefix + span + span + suffix, loss on the second copy only, the
+  tokens of a row drawn from one of three sources: uniform over the whole vocabulary, uniform over the
+  corpus's 2,000 most frequent tokens, or a slice of real text whose middle is repeated;
+- ``ioi_rows`` IOI prompts ("When A and B went to the court, B gave a ring to" -> A) on the training
+  templates, half with training character names, half with random single-token words as the names
+  (so no name can be memorised), loss on the answer only.
+
+The held-out work (``corpus.HELD_OUT_WORKS``), names and templates are never trained on here; the
+periodic evaluation reads them. Training resumes from ``work_dir`` after a kill: each step's data
+comes from a generator seeded by (seed, step), so a resumed run is the run that was not killed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from interp.demo.corpus import demo_windows
+from interp.induction import (
+    RepeatLoss, most_frequent_tokens, ordinary_token_ids, repeat_loss, spans_from_pool, spans_from_windows,
+)
+from interp.prompts import (
+    DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_NAMES, DEMO_IOI_OBJECTS, DEMO_IOI_PLACES, DEMO_IOI_TRAIN_NAMES,
+    DEMO_IOI_TRAIN_TEMPLATES, demo_ioi_prompts, ioi_prompts, ioi_scores, single_token_names,
+)
+
+N_FREQUENT = 2000
+
+
+@dataclass(frozen=True)
+class GeneralPhaseConfig:
+    steps: int = 3000
+    lr: float = 1e-3
+    warmup: int = 100
+    seed: int = 0
+    text_rows: int = 8
+    induction_rows: int = 32
+    induction_context: int = 96
+    ioi_rows: int = 48
+    eval_every: int = 250
+    checkpoint_every: int = 50
+
+
+def lr_at(step: int, cfg: GeneralPhaseConfig) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class TokenSources:
+    """Pools the induction rows draw from, built once from the tokenizer and the training works."""
+
+    def __init__(self, tokenizer, d_vocab: int, windows: torch.Tensor):
+        self.windows = windows
+        self.uniform = ordinary_token_ids(tokenizer, d_vocab)
+        self.frequent = most_frequent_tokens(windows[:, 1:].tolist(), N_FREQUENT, exclude={tokenizer.bos_token_id})
+        vocab = tokenizer.get_vocab()
+        held_out = {" " + name for name in DEMO_IOI_HELD_OUT_NAMES}
+        words = [token.replace("Ġ", " ") for token in vocab if re.fullmatch(r"Ġ[A-Za-z]{3,}", token)]
+        self.pseudo_names = tuple(word[1:] for word in words if word not in held_out)
+
+
+def induction_batch(sources: TokenSources, n: int, length: int, bos: int, generator: torch.Generator):
+    """``[n, length]`` rows of BOS + prefix + span + span + suffix and the mask of the positions
+    predicting the second copy (its first token excluded: nothing predicts it)."""
+    rows = torch.empty((n, length), dtype=torch.long)
+    mask = torch.zeros((n, length - 1), dtype=torch.bool)
+    kinds = torch.randint(0, 3, (n,), generator=generator)
+    for row in range(n):
+        if kinds[row] == 0:
+            body = spans_from_pool(sources.uniform, 1, length - 1, generator)[0]
+        elif kinds[row] == 1:
+            body = spans_from_pool(sources.frequent, 1, length - 1, generator)[0]
+        else:
+            body = spans_from_windows(sources.windows, 1, length - 1, generator)[0]
+        half = int(torch.randint(4, (length - 1) // 2 + 1, (1,), generator=generator))
+        prefix = int(torch.randint(0, length - 1 - 2 * half + 1, (1,), generator=generator))
+        start = 1 + prefix
+        rows[row, 0] = bos
+        rows[row, 1:] = body
+        rows[row, start + half:start + 2 * half] = rows[row, start:start + half]
+        mask[row, start + half:start + 2 * half - 1] = True
+    return rows, mask
+
+
+def ioi_batch(model, sources: TokenSources, n: int, seed: int):
+    """Half the rows with training names, half with random words as names; training templates."""
+    half = n // 2
+    named = ioi_prompts(model, half, seed, DEMO_IOI_TRAIN_TEMPLATES, DEMO_IOI_TRAIN_NAMES, "abc",
+                        DEMO_IOI_PLACES, DEMO_IOI_OBJECTS)
+    pool = tuple(random.Random(seed).sample(sources.pseudo_names, 64))
+    pseudo = ioi_prompts(model, n - half, seed + 1, DEMO_IOI_TRAIN_TEMPLATES, pool, "abc",
+                         DEMO_IOI_PLACES, DEMO_IOI_OBJECTS)
+    return [named, pseudo]
+
+
+def masked_loss(model, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy at the masked positions only (unembedding just those)."""
+    resid = model(tokens, stop_at_layer=model.cfg.n_layers)[:, :-1][mask]
+    logits = model.unembed(model.ln_final(resid[None]))[0]
+    return torch.nn.functional.cross_entropy(logits, tokens[:, 1:][mask])
+
+
+def answer_loss(model, prompts) -> torch.Tensor:
+    """Cross-entropy of the IO name at each prompt's last token."""
+    rows = torch.arange(len(prompts.end))
+    resid = model(prompts.clean, stop_at_layer=model.cfg.n_layers)[rows, prompts.end]
+    logits = model.unembed(model.ln_final(resid[None]))[0]
+    return torch.nn.functional.cross_entropy(logits, prompts.io)
+
+
+def evaluate(model, sources: TokenSources, held_out_windows: torch.Tensor, bos: int) -> dict:
+    """Repeat-loss ratios on the three sources, held-out LM loss, held-out IOI scores."""
+    generator = torch.Generator().manual_seed(12345)
+    ratios: dict[str, RepeatLoss] = {
+        "uniform": repeat_loss(model, spans_from_pool(sources.uniform, 16, 40, generator), bos),
+        "frequent": repeat_loss(model, spans_from_pool(sources.frequent, 16, 40, generator), bos),
+        "text": repeat_loss(model, spans_from_windows(held_out_windows, 16, 40, generator), bos),
+    }
+    with torch.no_grad():
+        lm = float(model(held_out_windows[:64], return_type="loss"))
+    result = {f"repeat_ratio_{k}": round(v.ratio, 4) for k, v in ratios.items()}
+    result["held_out_lm_loss"] = round(lm, 4)
+    for held_out in (True, False):
+        scores = ioi_scores(model, demo_ioi_prompts(model, 64, seed=7, held_out=held_out))
+        prefix = "ioi_held_out" if held_out else "ioi_train"
+        result.update({f"{prefix}_{k}": round(v, 4) for k, v in scores.items()})
+    return result
+
+
+def _save_checkpoint(model, optimizer, step: int, history: list, work_dir: Path) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"optim.{i}.{key}"] = value.detach().contiguous().reshape(value.shape)
+    tmp = work_dir / "phase3.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(work_dir / "phase3.safetensors")
+    meta = work_dir / "phase3.json.tmp"
+    meta.write_text(json.dumps({"step": step, "history": history}))
+    meta.replace(work_dir / "phase3.json")
+
+
+def _load_checkpoint(model, optimizer, work_dir: Path) -> tuple[int, list]:
+    if not (work_dir / "phase3.json").exists():
+        return 0, []
+    state = json.loads((work_dir / "phase3.json").read_text())
+    tensors = load_file(str(work_dir / "phase3.safetensors"))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, param in enumerate(params):
+        moments = {k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+        if moments:
+            optimizer.state[param] = moments
+    return state["step"], state["history"]
+
+
+def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[dict]:
+    """Run phase 3 on ``model`` (in place), resuming from ``work_dir``; returns the eval history."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = model.tokenizer
+    bos = tokenizer.bos_token_id
+    train_windows = demo_windows(tokenizer, model.cfg.n_ctx, held_out=False)
+    held_out_windows = demo_windows(tokenizer, model.cfg.n_ctx, held_out=True)
+    sources = TokenSources(tokenizer, model.cfg.d_vocab, train_windows)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    start, history = _load_checkpoint(model, optimizer, work_dir)
+    if start == 0:
+        history.append({"step": 0, **evaluate(model, sources, held_out_windows, bos)})
+        print(json.dumps(history[-1]), flush=True)
+    model.train()
+    began = time.time()
+    bar = tqdm(range(start, cfg.steps), desc="demo model, general phase", unit="step", initial=start, total=cfg.steps)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        text = train_windows[torch.randint(0, train_windows.shape[0], (cfg.text_rows,), generator=generator)]
+        rows, mask = induction_batch(sources, cfg.induction_rows, cfg.induction_context, bos, generator)
+        ioi = ioi_batch(model, sources, cfg.ioi_rows, seed=cfg.seed * 1_000_003 + step)
+        loss_text = model(text, return_type="loss")
+        loss_induction = masked_loss(model, rows, mask)
+        loss_ioi = sum(answer_loss(model, prompts) for prompts in ioi) / len(ioi)
+        loss = loss_text + loss_induction + loss_ioi
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if step % 10 == 0:
+            bar.set_postfix(text=f"{loss_text.item():.2f}", ind=f"{loss_induction.item():.2f}", ioi=f"{loss_ioi.item():.2f}")
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            model.eval()
+            history.append({"step": done, "seconds": round(time.time() - began), **evaluate(model, sources, held_out_windows, bos)})
+            model.train()
+            print(json.dumps(history[-1]), flush=True)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            _save_checkpoint(model, optimizer, done, history, work_dir)
+    model.eval()
+    (work_dir / "phase3_config.json").write_text(json.dumps(asdict(cfg)))
+    return history
