@@ -59,7 +59,7 @@ def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
         raise CircuitInputError("the prompt is empty; type some text")
     if model.tokenizer is None:
         raise CircuitInputError("this model has no tokenizer; pass token ids instead of text")
-    return check_tokens(model, model.to_tokens(prompt))
+    return check_tokens(model, model.to_tokens(prompt, truncate=False))
 
 
 def top_next_tokens(model, tokens: Int[Tensor, "1 pos"], k: int = 5) -> tuple[Float[Tensor, "layer 1 head q k"], list]:

@@ -51,10 +51,12 @@ EXAMPLE_PROMPTS = {
 
 st.subheader("Attention patterns of a prompt")
 specs = sorted({c.model for c in list_caches(root)} | {"demo"})
-example = st.selectbox("Example prompt", list(EXAMPLE_PROMPTS), key="example")
+st.session_state.setdefault("prompt", next(iter(EXAMPLE_PROMPTS.values())))
+st.selectbox("Example prompt", list(EXAMPLE_PROMPTS), key="example",
+             on_change=lambda: st.session_state.update(prompt=EXAMPLE_PROMPTS[st.session_state["example"]]))
 with st.form("prompt_form"):
     spec = st.selectbox("Model", specs, key="model_spec")
-    prompt = st.text_input("Prompt", EXAMPLE_PROMPTS[example], key=f"prompt_{example}")
+    prompt = st.text_input("Prompt", key="prompt")
     submitted = st.form_submit_button("Show attention")
 if not prompt.strip():
     st.warning("Type a prompt to see its attention patterns.")

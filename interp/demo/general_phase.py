@@ -41,6 +41,7 @@ from interp.prompts import (
 )
 
 N_FREQUENT = 2000
+HELD_OUT_EVAL_WINDOWS = 64  # held-out windows of 128 tokens for the language-modelling loss
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def evaluate(model, sources: TokenSources, held_out_windows: torch.Tensor, bos: 
         "text": repeat_loss(model, spans_from_windows(held_out_windows, 16, 40, generator), bos),
     }
     with torch.no_grad():
-        lm = float(model(held_out_windows[:64], return_type="loss"))
+        lm = float(model(held_out_windows[:HELD_OUT_EVAL_WINDOWS], return_type="loss"))
     result = {f"repeat_ratio_{k}": round(v.ratio, 4) for k, v in ratios.items()}
     result["held_out_lm_loss"] = round(lm, 4)
     for held_out in (True, False):
@@ -144,6 +145,19 @@ def evaluate(model, sources: TokenSources, held_out_windows: torch.Tensor, bos: 
         prefix = "ioi_held_out" if held_out else "ioi_train"
         result.update({f"{prefix}_{k}": round(v, 4) for k, v in scores.items()})
     return result
+
+
+def bigram_held_out_loss(tokenizer, context_size: int, alpha: float = 0.1) -> float:
+    """Held-out next-token loss of an add-``alpha`` bigram model counted on the training works: the
+    baseline a transformer must beat to be a language model at all."""
+    train = demo_windows(tokenizer, context_size, held_out=False)
+    held_out = demo_windows(tokenizer, context_size, held_out=True)[:HELD_OUT_EVAL_WINDOWS]
+    vocab = int(max(train.max(), held_out.max())) + 1
+    counts = torch.zeros(vocab * vocab, dtype=torch.float64)
+    counts.index_add_(0, (train[:, :-1] * vocab + train[:, 1:]).flatten(), torch.ones(train[:, 1:].numel(), dtype=torch.float64))
+    counts = counts.view(vocab, vocab) + alpha
+    log_probs = (counts / counts.sum(1, keepdim=True)).log()
+    return float(-log_probs[held_out[:, :-1], held_out[:, 1:]].mean())
 
 
 def _save_checkpoint(model, optimizer, step: int, history: list, work_dir: Path) -> None:

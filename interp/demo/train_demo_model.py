@@ -197,22 +197,33 @@ def train_induction(model, windows: torch.Tensor, bos: int, steps: int, text_row
             bar.set_postfix(loss=f"{loss.item():.3f}")
 
 
-def save_model(model, out_dir: Path, alphabet: tuple[int, int]) -> None:
+def save_model(model, out_dir: Path, history: list[dict]) -> None:
+    """Weights, config, and ``circuit.json``: the named heads with their scores and the checks that
+    phase 3 made of the model (repeat-loss ratios, held-out language modelling, IOI)."""
     from interp.attention import head_scores_on_repeated_tokens
+    from interp.demo.general_phase import bigram_held_out_loss
+    from interp.ioi_circuit import ioi_head_table, ioi_roles
+    from interp.prompts import demo_ioi_prompts
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(out_dir / "model.safetensors"))
     (out_dir / "config.json").write_text(json.dumps(MODEL_CONFIG, indent=2) + "\n")
-    scores = head_scores_on_repeated_tokens(model, n_prompts=32, half_length=40, seed=1, vocab_range=alphabet)
-    prev = scores["previous_token"][0]
-    induction = scores["induction"][1]
+    scores = head_scores_on_repeated_tokens(model, n_prompts=32, half_length=40, seed=1)  # whole vocabulary
+    prev, induction = scores["previous_token"][0], scores["induction"][1]
+    ioi_table = ioi_head_table(model, demo_ioi_prompts(model, 64, seed=3, template=0))
+    final, first = history[-1], history[0]
     circuit = {
-        "induction_alphabet": list(alphabet),
         "previous_token_head": [0, int(prev.argmax())],
         "induction_head": [1, int(induction.argmax())],
         "previous_token_scores_layer0": [round(float(v), 4) for v in prev],
         "induction_scores_layer1": [round(float(v), 4) for v in induction],
+        "ioi": {**ioi_roles(ioi_table),
+                "name_mover_dla": [round(float(v), 4) for v in ioi_table[ioi_table.layer == 1].dla_logit_diff]},
+        "checks": {k: v for k, v in final.items() if k not in ("step", "seconds")},
+        "language_model": {"held_out_loss": final["held_out_lm_loss"],
+                           "before_phase_3_held_out_loss": first["held_out_lm_loss"],
+                           "bigram_held_out_loss": round(bigram_held_out_loss(model.tokenizer, MODEL_CONFIG["n_ctx"]), 4)},
     }
     (out_dir / "circuit.json").write_text(json.dumps(circuit, indent=2) + "\n")
     print(json.dumps(circuit))
@@ -254,7 +265,7 @@ def main() -> None:
                         alphabet, args.induction_rows, args.induction_context)
     model.set_tokenizer(demo_tokenizer())
     history = train_general_phase(model, GeneralPhaseConfig(steps=args.general_steps, seed=args.seed), args.work_dir)
-    save_model(model, args.out, history[-1])
+    save_model(model, args.out, history)
 
 
 def load_weights(weights: Path):

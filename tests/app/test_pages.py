@@ -135,6 +135,22 @@ def test_circuits_page_shows_stored_results_and_a_typed_prompt(app_env):
         assert any("demo weights missing" in e.value for e in at.error)
 
 
+@pytest.mark.parametrize("prompt, message", [("   ", "Type a prompt"), ("word " * 300, "longer than the model's context")])
+def test_circuits_page_says_what_is_wrong_with_a_prompt(app_env, prompt, message):
+    at = run_page("pages/4_Circuits.py")
+    at.text_input(key="prompt").input(prompt)
+    at.button[0].click().run()
+    assert not at.exception
+    shown = [w.value for w in at.warning] + [e.value for e in at.error]
+    assert any(message in text for text in shown), shown
+
+
+def test_circuits_page_examples_fill_the_prompt(app_env):
+    at = run_page("pages/4_Circuits.py")
+    at.selectbox(key="example").select("IOI: who gets the ring?").run()
+    assert at.text_input(key="prompt").value.startswith("When Romeo and Juliet")
+
+
 def test_compare_mmcs_equals_the_stored_matching(app_env):
     at = run_page("pages/5_Compare.py")
     matches = pd.read_parquet(app_env / "analyses" / SAE0 / "matches.parquet")

@@ -184,3 +184,16 @@ def test_cli_writes_circuit_results(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["prompt_set"] == "induction"
     bad = CliRunner().invoke(app, ["analyze", "circuits", "induction", "--out", str(tmp_path), "--half-length", "100"])
     assert bad.exit_code == 2 and "exceed the context" in bad.output
+
+
+def test_a_typed_prompt_that_is_empty_or_too_long_is_a_clear_error(tiny_model):
+    from interp.attention import prompt_tokens, top_next_tokens
+
+    with pytest.raises(CircuitInputError, match="empty"):
+        prompt_tokens(tiny_model, "  \n")
+    with pytest.raises(CircuitInputError, match="longer than the model's context of 32"):
+        prompt_tokens(tiny_model, "word " * 100)
+    tokens = prompt_tokens(tiny_model, "a short prompt")
+    patterns, top = top_next_tokens(tiny_model, tokens, k=3)
+    assert patterns.shape[:3] == (2, 1, 2) and len(top) == 3
+    assert sorted((p for _, p in top), reverse=True) == [p for _, p in top] and 0 < sum(p for _, p in top) <= 1
