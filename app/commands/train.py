@@ -52,7 +52,7 @@ def train(
                                  mfr_warmup_steps=mfr_warmup, n_tokens=parse_tokens(tokens), batch_size=batch_size,
                                  lr=lr, sparsity_coefficient=sparsity, checkpoint_every=checkpoint_every,
                                  device=device, wandb_project=wandb_project)
-            run_dir = runs / check_name(run_id, "run id") if run_id else default_run_dir(config, runs)
+            run_dir = runs / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, runs)
         with removed_on_failure(run_dir, keep=lambda folder: any((folder / "checkpoints").glob("*"))):
             run = train_saes(config, run_dir, resume=resume)
         if run.step < config.n_steps:
