@@ -86,8 +86,12 @@ def test_runs_and_caches_linked_out_of_the_workspace_are_not_listed(copied):
 
 
 def test_the_circuits_page_loads_no_model_on_open_and_none_from_outside(copied, monkeypatch):
+    import streamlit as st
+
     import interp.models
 
+    st.cache_data.clear()  # another test may have cached the demo model's attention already
+    st.cache_resource.clear()
     loaded = []
     monkeypatch.setattr(interp.models, "load_model", lambda spec, **_: loaded.append(spec) or 1 / 0)
     outside_model = copied.parent / "outside" / "model"
