@@ -20,11 +20,21 @@ from interp.features import check_feature
 ORDERABLE = ("feature", "frequency", "max_activation", "mean_activation", "n_fires")
 
 
-def _table(folder: Path | str, name: str) -> str:
+def _table_path(folder: Path | str, name: str) -> Path:
+    """``folder/<name>.parquet`` resolved, refused when it is a link out of its folder (an analysis folder's
+    tables live in it, so a caller that checked the folder has checked every table)."""
     path = Path(folder) / f"{name}.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run `workbench analyze features` for this SAE first")
-    return "'" + str(path).replace("'", "''") + "'"
+    resolved = path.resolve()
+    if resolved.parent != Path(folder).resolve():
+        raise TableError(f"{path} is a link out of its analysis folder; tables are read only from inside it")
+    return resolved
+
+
+def _table(folder: Path | str, name: str) -> str:
+    """The table as a quoted SQL string literal."""
+    return "'" + str(_table_path(folder, name)).replace("'", "''") + "'"
 
 
 _local = threading.local()
@@ -54,8 +64,7 @@ class TableError(RuntimeError):
 
 def n_features(folder: Path | str) -> int:
     """Rows of ``features.parquet`` (one per feature), from the file's footer: no scan."""
-    _table(folder, "features")
-    path = Path(folder) / "features.parquet"
+    path = _table_path(folder, "features")
     try:
         return pq.ParquetFile(path).metadata.num_rows
     except pa.ArrowException as error:

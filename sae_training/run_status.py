@@ -38,6 +38,37 @@ def running_pid(run_dir: Path | str) -> int | None:
     return pid if b"python" in cmdline else None
 
 
+def _option(args: list[str], flag: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def is_trainer_of(pid: int, run_dir: Path | str) -> bool:
+    """Whether ``/proc/<pid>`` is a live ``workbench train`` process writing ``run_dir``: its command line runs
+    the CLI's ``train`` with ``--resume-from`` that folder, or ``--run-id`` its name under ``--runs`` (default
+    ``runs``), both resolved against the process's own working directory. A pid read from a file is signalled
+    only after this check, so a workspace file cannot point Stop at another process."""
+    try:
+        args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except (OSError, IndexError, ValueError):
+        return False
+    is_cli = any(a == "app.cli" or Path(a).name == "workbench" for a in args[:3])
+    if state == "Z" or not is_cli or "train" not in args:
+        return False
+    target = Path(run_dir).resolve()
+    resumed = _option(args, "--resume-from")
+    if resumed is not None:
+        return (cwd / resumed).resolve() == target
+    run_id = _option(args, "--run-id")
+    return run_id is not None and (cwd / (_option(args, "--runs") or "runs") / run_id).resolve() == target
+
+
 @contextlib.contextmanager
 def running_marker(run_dir: Path, active: bool = True) -> Iterator[None]:
     """Hold ``running.json`` (written atomically) while the body trains; remove it after."""

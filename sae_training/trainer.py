@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp.names import check_name
 from sae_training import distributed as dist_utils
 from sae_training.architectures import EnsembleSAE, build_sae
 from sae_training.checkpoint import load_latest, save_checkpoint
@@ -173,6 +174,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     rank, world_size = dist_utils.init_from_env(config.device)
     is_main = rank == 0
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    check_name(run_dir.name, "run id")  # a name, never '.', '..' or a hidden folder
     state = _prepare_dir(config, run_dir, resume, is_main)
     dist_utils.barrier()
     if config.model is not None and model is None and activations is None:

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random model with the demo tokenizer, for fast cache and data tests."""
+"""Shared fixtures: a tiny random model with the demo tokenizer, and a small complete workspace built with it."""
 
 from __future__ import annotations
 
@@ -30,3 +30,12 @@ def demo_model():
     from interp.models import load_model
 
     return load_model("demo", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory, tiny_model):
+    """``tests/workspace.py``'s workspace, built once per session (read-only for tests: copy it to change it)."""
+    from tests.workspace import build_workspace
+
+    torch.manual_seed(0)
+    return build_workspace(tmp_path_factory.mktemp("workspace"), tiny_model)

@@ -59,6 +59,13 @@ def _decoder(model):
     return lambda t: tokenizer.decode([t])
 
 
+def workspace_relative(path: Path, out_root: Path) -> str:
+    """``path`` relative to the workspace (the folder holding ``out_root``, e.g. ``analyses/``) when it lies
+    inside it, so a copied workspace still finds it; else absolute."""
+    resolved, workspace = path.resolve(), Path(out_root).resolve().parent
+    return str(resolved.relative_to(workspace)) if workspace in resolved.parents else str(resolved)
+
+
 def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = None, hook: str | None = None,
                      model_spec=None, config=None, max_rows: int = 4096, device: str = "cpu",
                      with_logits: bool = True) -> list[Path]:
@@ -106,7 +113,8 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
                                                           "count": coo.data.astype("int64")})
         folder = write_tables(tables, out_root / analysis_id(member))
         atomic_write_json(folder / "meta.json", {
-            "sae": str(member.resolve()), "cache": str(Path(cache_dir).resolve()), "hook": site,
+            "sae": workspace_relative(member, out_root), "cache": workspace_relative(Path(cache_dir), out_root),
+            "hook": site,
             "n_tokens": data.n_tokens,
             "n_blocks": data.n_blocks, "d_sae": dictionary.d_sae, "d_in": dictionary.d_in,
             "logits": W_U is not None, "config": {k: v for k, v in vars(config).items()},

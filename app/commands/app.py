@@ -1,9 +1,12 @@
-"""``workbench app``: serve the Streamlit front end over a workspace (headless, on a chosen port)."""
+"""``workbench app``: serve the Streamlit front end over a workspace (headless, on a chosen port).
+
+The command replaces itself with Streamlit (``os.execve``), so there is one process: stopping it (SIGTERM,
+Ctrl-C) stops the server, and nothing is left listening on the port.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,7 +39,9 @@ def app(
     workspace = workspace.resolve()
     typer.echo(f"Serving {workspace} at http://localhost:{port}")
     env = {**os.environ, "WORKBENCH_WORKSPACE": str(workspace)}
-    raise typer.Exit(code=subprocess.call(app_command_line(workspace, port), env=env))
+    sys.stdout.flush()
+    command = app_command_line(workspace, port)
+    os.execve(command[0], command, env)  # Streamlit takes this process over: a signal to it stops the server
 
 
 def register(cli: typer.Typer) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import typer
 
@@ -23,6 +25,19 @@ def user_errors(*extra: type[BaseException]) -> Iterator[None]:
     except USER_ERRORS + extra as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from error
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder: Path, keep: Callable[[Path], bool]) -> Iterator[None]:
+    """Remove ``folder`` if the body creates it and then fails before ``keep(folder)`` holds (before it
+    wrote anything worth resuming), so failed commands leave no half-made folders behind."""
+    created = not folder.exists()
+    try:
+        yield
+    except BaseException:
+        if created and folder.is_dir() and not keep(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def split_csv(value: str) -> tuple[str, ...]:

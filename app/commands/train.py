@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from app.commands.errors import user_errors
+from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
 
 
@@ -37,6 +37,7 @@ def train(
     wandb_project: str = typer.Option(None, help="Log to Weights & Biases (needs wandb installed)."),
 ) -> None:
     """Train SAEs; writes runs/<run_id>/ (config.json, metrics.jsonl, checkpoints/, sae_<i>/, eval.json)."""
+    from interp.names import check_name
     from sae_training.config import TrainConfig
     from sae_training.trainer import TrainingError, default_run_dir, train_saes
 
@@ -44,15 +45,16 @@ def train(
         if resume_from is not None:
             if not (resume_from / "config.json").exists():
                 raise FileNotFoundError(f"{resume_from} holds no config.json: not a run folder to resume")
-            config, run_dir, resume = TrainConfig.load(resume_from / "config.json"), resume_from, True
+            config, run_dir, resume = TrainConfig.load(resume_from / "config.json"), resume_from.resolve(), True
         else:
             config = TrainConfig(cache=str(cache) if cache else None, model=model, hook=hook, architecture=arch,
                                  d_sae=d_sae, k=k, k_schedule=k_schedule, n_members=ensemble, mfr_coefficient=mfr,
                                  mfr_warmup_steps=mfr_warmup, n_tokens=parse_tokens(tokens), batch_size=batch_size,
                                  lr=lr, sparsity_coefficient=sparsity, checkpoint_every=checkpoint_every,
                                  device=device, wandb_project=wandb_project)
-            run_dir = runs / run_id if run_id else default_run_dir(config, runs)
-        run = train_saes(config, run_dir, resume=resume)
+            run_dir = runs / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, runs)
+        with removed_on_failure(run_dir, keep=lambda folder: any((folder / "checkpoints").glob("*"))):
+            run = train_saes(config, run_dir, resume=resume)
         if run.step < config.n_steps:
             typer.echo(f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
                        f"`workbench train --resume-from {run.directory}`")

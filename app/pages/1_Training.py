@@ -20,14 +20,18 @@ from app.ui.theme import missing, page, plot
 from app.ui.workspace import (
     COMMANDS,
     UnsafePathError,
+    contained,
+    inside,
     list_caches,
     list_runs,
+    model_spec,
     run_state,
     safe_path,
     workspace_root,
 )
 from interp.errors import InputError
-from sae_training.run_status import checkpoint_step, running_pid, total_steps
+from interp.names import check_name
+from sae_training.run_status import checkpoint_step, is_trainer_of, running_pid, total_steps
 
 page("Training")
 root = workspace_root()
@@ -74,17 +78,27 @@ def launch(args: list[str], run: Path) -> None:
 def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
     """The cache folder, after refusing anything that would fail or write outside the workspace."""
     cache = safe_path(root, cache_path)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id) or run_id in (".", ".."):
-        raise UnsafePathError("a run id is one folder name: letters, digits, '-', '_', '.'")
+    check_name(run_id, "run id")
     if not (cache / "manifest.json").exists():
         raise FileNotFoundError(f"'{cache_path}' is not an activation cache (no manifest.json)")
-    hooks = json.loads((cache / "manifest.json").read_text())["hooks"]
+    hooks = json.loads(inside(root, cache / "manifest.json").read_text())["hooks"]
     if hook not in hooks:
         raise InputError(f"hook '{hook}' is not in this cache; it holds {', '.join(hooks)}")
     if (root / "runs" / run_id / "config.json").exists():
         raise FileExistsError(f"run '{run_id}' exists already: pick another id, or select it below to resume it")
     parse_tokens(tokens)
     return cache
+
+
+def check_resume(run: Path) -> None:
+    """Refuse to resume a run whose config trains on a cache (or model folder) outside the workspace."""
+    config = json.loads(inside(root, run / "config.json").read_text())
+    if config.get("cache"):
+        cache = inside(root, config["cache"])  # relative paths are the workspace's (the trainer's cwd)
+        if not (cache / "manifest.json").exists():
+            raise FileNotFoundError(f"the run's cache {config['cache']} is not an activation cache in the workspace")
+    if config.get("model"):
+        model_spec(root, config["model"])
 
 
 caches = list_caches(root)
@@ -111,10 +125,10 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
         except (UnsafePathError, FileNotFoundError, FileExistsError, ValueError) as error:
             st.error(f"Refused: {error}")
         else:
-            args = ["--cache", str(cache), "--hook", hook, "--arch", arch, "--d-sae", str(int(d_sae)), "--k",
+            args = ["--cache", str(cache.relative_to(root)), "--hook", hook, "--arch", arch, "--d-sae", str(int(d_sae)), "--k",
                     str(int(k)), "--ensemble", str(int(ensemble)), "--mfr", str(mfr if ensemble > 1 else 0.0),
                     "--tokens", tokens, "--batch-size", str(int(batch_size)), "--run-id", run_id,
-                    "--runs", str(root / "runs")]
+                    "--runs", "runs"]  # relative to the workspace (the process's cwd): a copied workspace resumes
             launch(args, root / "runs" / run_id)
             st.session_state["run"] = run_id
             st.success(f"Launched `workbench train {' '.join(args)}`")
@@ -122,7 +136,8 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
 runs = list_runs(root)
 run_ids = [r.run_id for r in runs]
 launched_now = st.session_state.get("run")
-if launched_now and launched_now not in run_ids and (root / "runs" / launched_now).is_dir():
+if (launched_now and launched_now not in run_ids and (root / "runs" / launched_now).is_dir()
+        and contained(root, root / "runs" / launched_now)):
     run_ids.append(launched_now)  # started a moment ago: config.json not written yet
 if not run_ids:
     missing("No SAE run in this workspace yet.", COMMANDS["demo"])
@@ -146,7 +161,9 @@ def status(run: Path) -> tuple[str, int | None]:
 
 def log_tail(run: Path, lines: int = 12) -> str:
     path = run / LOG_FILE
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    if not path.exists() or not contained(root, path):
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @st.fragment(run_every=2.0)
@@ -159,11 +176,19 @@ def follow() -> None:
     where = f"checkpoint at step {done:,} of {total:,}" if total else "no config yet"
     c1.markdown(f"**{run_id}**: {state}{f' (pid {pid})' if pid else ''}; {len(frame)} logged steps; {where}")
     if pid and c2.button("Stop", key="stop", help="SIGTERM: the trainer checkpoints the current step and exits"):
-        os.kill(pid, signal.SIGTERM)
-        st.rerun()
+        if is_trainer_of(pid, run):  # never a pid merely written in a file
+            os.kill(pid, signal.SIGTERM)
+            st.rerun()
+        st.error(f"Refused: process {pid} is not a `workbench train` process for {run_id} (checked in /proc); "
+                 "stop it from where it was started")
     if state.startswith("stopped") and c2.button("Resume", key="resume", help="workbench train --resume-from this run"):
-        launch(["--resume-from", str(run)], run)
-        st.rerun()
+        try:
+            check_resume(run)
+        except (InputError, OSError, ValueError) as error:
+            st.error(f"Refused: {error}")
+        else:
+            launch(["--resume-from", str(run.relative_to(root))], run)
+            st.rerun()
     if state == "failed":
         st.error("The training process ended without a checkpoint. The end of its log:")
         st.code(log_tail(run) or "(empty log)")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -74,7 +72,7 @@ for analysis in list_analyses(root):
     galaxy_file = root / "analyses" / analysis / "geometry_galaxy.parquet"
     meta_file = root / "analyses" / analysis / "meta.json"
     if galaxy_file.exists():
-        hook = json.loads(meta_file.read_text()).get("hook", "?") if meta_file.exists() else "?"
+        hook = data.read_json(meta_file).get("hook", "?") if meta_file.exists() else "?"
         rows.append({"analysis": analysis, "hook": hook, **data.parquet(galaxy_file).iloc[0].to_dict()})
 galaxy = pd.DataFrame(rows)
 by_layer = go.Figure([go.Bar(x=galaxy.analysis + "<br>" + galaxy.hook, y=galaxy.power_law_slope, name="power-law slope"),

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app.ui import data
 from app.ui.theme import missing, page, plot
-from app.ui.workspace import COMMANDS, list_caches, workspace_root
+from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
 from interp.attention import CircuitInputError
 from interp.figures.circuits import edge_graph_figure, feature_circuit_figure, head_edges_from_svd, head_scores_figure
 
@@ -58,15 +58,21 @@ with st.form("prompt_form"):
     spec = st.selectbox("Model", specs, key="model_spec")
     prompt = st.text_input("Prompt", key="prompt")
     submitted = st.form_submit_button("Show attention")
-if not prompt.strip():
+if submitted:  # a model is loaded on this click only, never when the page opens
+    st.session_state["shown"] = (spec, prompt)
+shown = st.session_state.get("shown")
+if shown and not shown[1].strip():
     st.warning("Type a prompt to see its attention patterns.")
-else:
+elif shown:
     try:
-        tokens, patterns, top = prompt_attention(spec, prompt)
+        allowed = model_spec(root, shown[0])  # named by a workspace file: demo, a pretrained name, a folder inside
+        tokens, patterns, top = prompt_attention(allowed, shown[1])
+    except UnsafePathError as error:
+        st.error(f"Refused: {error}")
     except CircuitInputError as error:
         st.error(str(error))
     except Exception as error:  # a model that does not load is the user's to fix, not a traceback
-        st.error(f"Could not run model '{spec}': {error}")
+        st.error(f"Could not run model '{shown[0]}': {error}")
     else:
         n_layers, n_heads = len(patterns), len(patterns[0])
         c1, c2 = st.columns(2)

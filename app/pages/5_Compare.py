@@ -11,7 +11,7 @@ import streamlit as st
 from app.ui import data
 from app.ui.dashboard import choose_analysis
 from app.ui.theme import missing, page, plot
-from app.ui.workspace import COMMANDS, UnsafePathError, list_analyses, safe_path, workspace_root
+from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, safe_path, workspace_root
 from interp.compare import analysis_id, check_comparable
 from interp.dictionary import DictionaryError
 
@@ -28,11 +28,13 @@ def meta(folder: Path) -> dict:
 
 def sae_folder(root: Path, folder: Path) -> Path:
     """The SAE an analysis was made from: ``meta.json`` "sae" inside the workspace, else ``runs/<run>/sae_<i>``."""
-    recorded = meta(folder).get("sae")
+    recorded = meta(folder).get("sae")  # relative to the workspace (older analyses: absolute)
     candidates = [safe_path(root, recorded)] if recorded else []  # refuses a path leaving the workspace
-    candidates.append(root / "runs" / analysis_id(folder))
+    candidates.append(safe_path(root, Path("runs") / analysis_id(folder)))
     for candidate in candidates:
         if (candidate / "cfg.json").exists():
+            for name in ("cfg.json", "sae_weights.safetensors"):
+                inside(root, candidate / name)  # a file linked out of the workspace is refused
             return candidate
     raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing (meta.json records "
                             f"{recorded!r}; no runs/{analysis_id(folder)}/cfg.json either)")

@@ -15,16 +15,23 @@ import pandas as pd
 import pyarrow
 import streamlit as st
 
+from app.ui.workspace import UnsafePathError, inside, workspace_root
 from interp import tables
 
-UNREADABLE = (tables.TableError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError, UnicodeDecodeError, PermissionError,
+UNREADABLE = (tables.TableError, UnsafePathError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError, UnicodeDecodeError, PermissionError,
               IsADirectoryError)
 
 
 def readable(reader):
-    """Turn an unreadable file under ``reader`` into an ``st.error`` with guidance, then stop the page."""
+    """Refuse a path that resolves outside the workspace, and turn an unreadable file under ``reader`` into an
+    ``st.error`` with guidance; either stops the page."""
     @functools.wraps(reader)
     def guarded(path, *args, **kwargs):
+        try:
+            inside(workspace_root(), path)
+        except UnsafePathError as error:
+            st.error(f"Refused: {error}")
+            st.stop()
         try:
             return reader(path, *args, **kwargs)
         except UNREADABLE as error:
@@ -145,4 +152,5 @@ def metrics(run: Path) -> pd.DataFrame:
     path = run / "metrics.jsonl"
     if not path.exists():
         return pd.DataFrame()
+    inside(workspace_root(), path)  # a link out of the workspace is refused, not read
     return _metrics(str(path), _stamp(path))

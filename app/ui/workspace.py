@@ -28,6 +28,28 @@ def workspace_root() -> Path:
     return Path(os.environ.get(ENV_VAR, ".")).resolve()
 
 
+def inside(root: Path, path: Path | str) -> Path:
+    """``path`` (relative to ``root`` unless absolute) resolved, symlinks included; refused unless it lies
+    inside ``root``. Every file the app reads goes through this."""
+    root = Path(root).resolve()
+    resolved = (root / path).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise UnsafePathError(f"'{path}' is outside the workspace {root} (through '..', an absolute path or a "
+                              "symbolic link); the app reads only files inside it")
+    return resolved
+
+
+def contained(root: Path, *paths: Path) -> bool:
+    """Whether every one of ``paths`` that exists resolves inside ``root`` (listings skip the others)."""
+    try:
+        for path in paths:
+            if path.exists() or path.is_symlink():
+                inside(root, path)
+    except UnsafePathError:
+        return False
+    return True
+
+
 def safe_path(root: Path, typed: str | Path) -> Path:
     """``typed`` (relative to ``root``) resolved; refused unless it stays inside ``root``."""
     text = str(typed).strip()
@@ -35,12 +57,31 @@ def safe_path(root: Path, typed: str | Path) -> Path:
         raise UnsafePathError("empty path: type a folder inside the workspace, e.g. analyses/demo-mfr/sae_0")
     if "\x00" in text:
         raise UnsafePathError("a path cannot contain NUL bytes")
-    root = root.resolve()
-    resolved = (root / text).resolve()
-    if resolved != root and root not in resolved.parents:
-        raise UnsafePathError(f"'{text}' is outside the workspace {root}; type a path inside it "
-                              "(relative, without '..' leaving it)")
-    return resolved
+    return inside(root, text)
+
+
+def model_spec(root: Path, spec: str) -> str:
+    """What the app may load for a model spec read from a workspace file: ``demo``, a TransformerLens
+    pretrained name, or a checkpoint folder inside the workspace (returned resolved); anything else is refused."""
+    if spec == "demo":
+        return spec
+    text = str(spec).strip()
+    local = Path(text).expanduser()
+    if "\x00" not in text and ((root / local).exists() or local.is_absolute() or ".." in local.parts
+                                or Path(text).exists()):
+        folder = inside(root, local)  # a path: it must be a folder inside the workspace
+        if not folder.is_dir():
+            raise UnsafePathError(f"model '{spec}' is not a checkpoint folder inside the workspace")
+        return str(folder)
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(text)
+    except ValueError:
+        raise UnsafePathError(f"model '{spec}' (named by a file in the workspace) is neither 'demo', a "
+                              "TransformerLens pretrained name nor a folder inside the workspace; the app does not "
+                              "load it") from None
+    return text
 
 
 def read_json(path: Path) -> dict:
@@ -84,8 +125,11 @@ def run_state(folder: Path, evaluated: bool) -> str:
 
 
 def list_caches(root: Path) -> list[Cache]:
+    """The workspace's caches (those whose manifest resolves inside it)."""
     caches = []
     for manifest in sorted((root / "cached_activations").glob("*/manifest.json")):
+        if not contained(root, manifest):
+            continue
         m = read_json(manifest)
         caches.append(Cache(manifest.parent.name, str(m["config"]["model"]), tuple(m["hooks"]),
                             int(m.get("n_tokens", 0)), str(m.get("status", "unknown"))))
@@ -93,9 +137,17 @@ def list_caches(root: Path) -> list[Cache]:
 
 
 def list_runs(root: Path) -> list[Run]:
+    """The workspace's runs: folders whose files (config, evaluation, metrics, status) all resolve inside it."""
+    from sae_training.run_status import CHECKPOINTS_DIR, RUNNING_FILE
+
     runs = []
     for config_file in sorted((root / "runs").glob("*/config.json")):
-        folder, config = config_file.parent, read_json(config_file)
+        folder = config_file.parent
+        names = ("config.json", "eval.json", "metrics.jsonl", RUNNING_FILE, CHECKPOINTS_DIR, "train.log",
+                 "app_launch.json")
+        if not contained(root, folder, *(folder / name for name in names)):
+            continue
+        config = read_json(config_file)
         evaluation = read_json(folder / "eval.json") if (folder / "eval.json").exists() else {}
         metrics = folder / "metrics.jsonl"
         n_logged = sum(1 for line in metrics.open() if line.strip()) if metrics.exists() else 0
@@ -109,7 +161,10 @@ def list_analyses(root: Path) -> list[str]:
     """Analysis ids ``<run_id>/sae_<i>`` that hold a feature table."""
     from interp.tables import list_analyses as tables_list
 
-    return tables_list(root / "analyses") if (root / "analyses").exists() else []
+    if not (root / "analyses").exists():
+        return []
+    return [analysis for analysis in tables_list(root / "analyses")
+            if contained(root, root / "analyses" / analysis / "features.parquet")]
 
 
 def train_command(cache_id: str = "demo") -> str:

@@ -176,6 +176,9 @@ class ActivationStore:
         from interp.models import check_hooks
 
         check_hooks(model, [hook])
+        if not 2 <= context_size <= model.cfg.n_ctx:
+            raise InputError(f"context_size must be between 2 and the model's context of {model.cfg.n_ctx} "
+                             f"tokens, got {context_size}")
         with torch.no_grad():
             _, cache = model.run_with_cache(torch.zeros((1, 2), dtype=torch.long, device=model.cfg.device),
                                             names_filter=hook)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,9 +32,10 @@ from interp.cache.format import (
     shard_name,
     write_shard,
 )
-from interp.data import batched_windows, token_windows
+from interp.data import batched_windows, data_changes, data_fingerprint, token_windows
 from interp.errors import InputError
 from interp.models import check_hooks, model_fingerprint
+from interp.names import check_name
 
 FORMAT_VERSION = 1
 
@@ -57,8 +59,19 @@ class CacheConfig:
             raise InputError(f"unknown storage dtype '{self.dtype}'; use one of {sorted(STORAGE_DTYPES)}")
         if not self.hooks:
             raise InputError("give at least one hook name")
-        if self.n_tokens <= 0 or self.context_size < 2 or self.batch_size <= 0:
-            raise InputError("n_tokens and batch_size must be positive and context_size >= 2")
+        for name, value, least in (("n_tokens (--tokens)", self.n_tokens, 1), ("batch_size", self.batch_size, 1),
+                                   ("context_size", self.context_size, 2)):
+            if value < least:
+                raise InputError(f"{name} must be at least {least}, got {value}")
+        if self.shard_tokens < self.context_size:
+            raise InputError(f"shard_tokens ({self.shard_tokens}) must hold at least one window of context_size "
+                             f"{self.context_size} tokens; raise --shard-tokens (default 65536)")
+
+    def check_model(self, n_ctx: int) -> None:
+        """Refuse windows longer than the model's context (its positional embedding ends at ``n_ctx``)."""
+        if self.context_size > n_ctx:
+            raise InputError(f"context_size {self.context_size} is longer than the model's context of {n_ctx} "
+                             f"tokens; pass --context-size {n_ctx} or less")
 
     @property
     def windows_per_shard(self) -> int:
@@ -135,8 +148,9 @@ class CacheWriter:
             raise InputError(f"rank {rank} is outside a world of {world_size} processes")
         self.config = config
         self.rank, self.world_size = rank, world_size
-        self.directory = Path(root) / (cache_id or config.default_cache_id())
+        self.directory = Path(root) / (check_name(cache_id, "cache id") if cache_id else config.default_cache_id())
         self.model = model if model is not None else load_model(config.model, device=device)
+        config.check_model(self.model.cfg.n_ctx)
         check_hooks(self.model, list(config.hooks))
         self.storage_dtype = STORAGE_DTYPES[config.dtype]
         self.stop_at_layer = stop_layer_for(config.hooks)
@@ -165,6 +179,7 @@ class CacheWriter:
             "hooks": {name: {"d": width, "dtype": self.config.dtype} for name, width in self.widths.items()},
             "shards": [],
             "n_tokens": 0,
+            "data_fingerprint": data_fingerprint(self.config.data),
             "versions": _library_versions(),
         }
 
@@ -186,6 +201,12 @@ class CacheWriter:
             )
         if manifest.get("model_fingerprint") != model_fingerprint(self.model):
             raise CacheError(f"{path} was written by different model weights; use another --cache-id")
+        recorded = manifest.get("data_fingerprint")
+        changed = data_changes(recorded, self.config.data) if recorded is not None else None
+        if changed:
+            raise CacheError(f"the data '{self.config.data}' changed since {self.directory} was cached ({changed}), "
+                             "so its activations are stale: delete that folder, or pass another --cache-id, to "
+                             "cache the new data")
         return manifest
 
     # -- compute --------------------------------------------------------------------------------
@@ -235,7 +256,20 @@ class CacheWriter:
         atomic_write_json(self.manifest_path, manifest)
 
     def run(self, progress: bool = True, on_shard: Callable[[int], None] | None = None) -> Path:
-        """Compute every missing shard; returns the cache directory. Safe to call again after a kill."""
+        """Compute every missing shard; returns the cache directory. Safe to call again after a kill.
+
+        A run that fails before its first shard removes the folder it created (nothing in it is worth
+        keeping); a killed one leaves a ``running`` manifest that the same command resumes.
+        """
+        created = not self.directory.exists()
+        try:
+            return self._run(progress, on_shard)
+        except BaseException:
+            if created and self.world_size == 1 and not any(self.directory.rglob("*.safetensors")):
+                shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    def _run(self, progress: bool, on_shard: Callable[[int], None] | None) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / MANIFEST
         if self.world_size > 1 and final.exists():

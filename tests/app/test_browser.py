@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +31,7 @@ def server(workspace):
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--workspace", str(workspace), "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               cwd=Path(__file__).resolve().parents[2])
+                               cwd=Path(__file__).resolve().parents[2], start_new_session=True)
     url = f"http://localhost:{port}"
     for _ in range(120):
         try:
@@ -38,11 +40,15 @@ def server(workspace):
         except OSError:
             time.sleep(0.5)
     else:
-        process.kill()
+        os.killpg(process.pid, signal.SIGKILL)
         pytest.fail(f"workbench app did not start: {process.stdout.read().decode()[-2000:]}")
     yield url
-    process.terminate()
-    process.wait(10)
+    process.terminate()  # `workbench app` is Streamlit itself (exec): this stops the server
+    try:
+        process.wait(10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # and anything it started
 
 
 @pytest.fixture()

@@ -51,8 +51,8 @@ def fresh_workspace(workspace, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
     yield root
     for launch in root.glob("runs/*/app_launch.json"):  # never leave a training process behind a failed test
-        try:
-            os.kill(int(json.loads(launch.read_text())["pid"]), signal.SIGKILL)
+        try:  # the page starts each in its own session: its pid is its process group
+            os.killpg(int(json.loads(launch.read_text())["pid"]), signal.SIGKILL)
         except (OSError, ValueError, KeyError):
             pass
 
