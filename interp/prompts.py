@@ -95,6 +95,29 @@ DEMO_IOI_HELD_OUT_TEMPLATES = (
     "Once{A} and{B} had reached the {PLACE},{C} offered a {OBJECT} to",
     "In the {PLACE},{A} and{B} spoke long; at last{C} gave a {OBJECT} to",
 )
+# Training templates are also drawn at random from these pieces, so that names sit at varying distances
+# from each other and from the end: a rule tied to the positions of six fixed templates cannot solve them.
+# Nothing of the held-out templates ("Once", "had reached", "offered", "In the", "spoke long", "at last")
+# is among the pieces.
+DEMO_IOI_OPENERS = ("When", "Then", "After", "While", "Now", "As", "Because", "Before", "So", "Later,",
+                    "At the {PLACE},", "Outside the {PLACE},", "That night,")
+DEMO_IOI_CLAUSES = ("went to the {PLACE}", "came to the {PLACE}", "walked to the {PLACE}", "met in the {PLACE}",
+                    "were at the {PLACE}", "stood in the {PLACE}", "rode to the {PLACE}", "sat in the {PLACE}",
+                    "talked for hours", "were waiting", "laughed together", "argued loudly", "ate and drank")
+DEMO_IOI_FILLERS = ("", "", "", " that night", " at dawn", " in haste", " after supper", " with the king",
+                    " for a while", " again", " in the rain", " with their friends")
+DEMO_IOI_JOINS = (",", ", and", ". Then", "; then", ", where", ". Soon", ". Afterwards,", ". Later")
+DEMO_IOI_ACTIONS = ("gave a {OBJECT} to", "gave the {OBJECT} to", "sent a {OBJECT} to", "brought a {OBJECT} to",
+                    "handed a {OBJECT} to", "threw the {OBJECT} to", "showed the {OBJECT} to", "lent a {OBJECT} to",
+                    "gave his {OBJECT} to", "said goodbye to", "wrote a letter to", "gave it to")
+
+
+def random_demo_ioi_template(rng: random.Random) -> str:
+    """A training template assembled from the pieces above (never a held-out template)."""
+    return (f"{rng.choice(DEMO_IOI_OPENERS)}{{A}} and{{B}} {rng.choice(DEMO_IOI_CLAUSES)}"
+            f"{rng.choice(DEMO_IOI_FILLERS)}{rng.choice(DEMO_IOI_JOINS)}{{C}} {rng.choice(DEMO_IOI_ACTIONS)}")
+
+
 DEMO_IOI_PLACES = ("court", "palace", "church", "field", "house", "castle", "garden", "tower")
 DEMO_IOI_OBJECTS = ("ring", "letter", "crown", "sword", "purse", "book", "jewel", "flower")
 COUNTERFACTUALS = ("abc", "swap_names", "swap_order")

@@ -8,9 +8,10 @@ This phase trains, each step, on a mixture:
 - ``induction_rows`` rows of BOS + prefix + span + span + suffix, loss on the second copy only, the
   tokens of a row drawn from one of three sources: uniform over the whole vocabulary, uniform over the
   corpus's 2,000 most frequent tokens, or a slice of real text whose middle is repeated;
-- ``ioi_rows`` IOI prompts ("When A and B went to the court, B gave a ring to" -> A) on the training
-  templates, half with training character names, half with random single-token words as the names
-  (so no name can be memorised), loss on the answer only.
+- ``ioi_rows`` IOI prompts ("When A and B went to the court, B gave a ring to" -> A), half with training
+  character names, half with random single-token words as the names (so no name can be memorised), each
+  on a template assembled at random from pieces (so no position rule of a few fixed templates solves
+  them), loss on the answer only.
 
 The held-out work (``corpus.HELD_OUT_WORKS``), names and templates are never trained on here; the
 periodic evaluation reads them. Training resumes from ``work_dir`` after a kill: each step's data
@@ -37,7 +38,7 @@ from interp.induction import (
 )
 from interp.prompts import (
     DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_NAMES, DEMO_IOI_OBJECTS, DEMO_IOI_PLACES, DEMO_IOI_TRAIN_NAMES,
-    DEMO_IOI_TRAIN_TEMPLATES, demo_ioi_prompts, ioi_prompts, ioi_scores, single_token_names,
+    DEMO_IOI_TRAIN_TEMPLATES, demo_ioi_prompts, ioi_prompts, ioi_scores, random_demo_ioi_template,
 )
 
 N_FREQUENT = 2000
@@ -46,11 +47,11 @@ HELD_OUT_EVAL_WINDOWS = 64  # held-out windows of 128 tokens for the language-mo
 
 @dataclass(frozen=True)
 class GeneralPhaseConfig:
-    steps: int = 3000
+    steps: int = 2000
     lr: float = 1e-3
     warmup: int = 100
     seed: int = 0
-    text_rows: int = 8
+    text_rows: int = 16
     induction_rows: int = 32
     induction_context: int = 96
     ioi_rows: int = 48
@@ -103,13 +104,16 @@ def induction_batch(sources: TokenSources, n: int, length: int, bos: int, genera
 
 
 def ioi_batch(model, sources: TokenSources, n: int, seed: int):
-    """Half the rows with training names, half with random words as names; training templates."""
+    """Half the rows with training names, half with random words as names; each row on a template drawn
+    from the training pieces (or, one row in four, a fixed training template)."""
+    rng = random.Random(seed)
+    templates = lambda k: tuple(rng.choice(DEMO_IOI_TRAIN_TEMPLATES) if rng.random() < 0.25  # noqa: E731
+                                else random_demo_ioi_template(rng) for _ in range(k))
     half = n // 2
-    named = ioi_prompts(model, half, seed, DEMO_IOI_TRAIN_TEMPLATES, DEMO_IOI_TRAIN_NAMES, "abc",
+    named = ioi_prompts(model, half, seed, templates(half), DEMO_IOI_TRAIN_NAMES, "abc",
                         DEMO_IOI_PLACES, DEMO_IOI_OBJECTS)
-    pool = tuple(random.Random(seed).sample(sources.pseudo_names, 64))
-    pseudo = ioi_prompts(model, n - half, seed + 1, DEMO_IOI_TRAIN_TEMPLATES, pool, "abc",
-                         DEMO_IOI_PLACES, DEMO_IOI_OBJECTS)
+    pool = tuple(rng.sample(sources.pseudo_names, 64))
+    pseudo = ioi_prompts(model, n - half, seed + 1, templates(n - half), pool, "abc", DEMO_IOI_PLACES, DEMO_IOI_OBJECTS)
     return [named, pseudo]
 
 
