@@ -43,8 +43,12 @@ def _pair_label(index: int, n_layers: int, n_heads: int) -> str:
 
 
 def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
-                     sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction") -> dict:
-    """Run every analysis on one prompt set, write the tables to ``out`` and return the summary."""
+                     sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction",
+                     src_mask=None, cutoff: float = 0.7) -> dict:
+    """Run every analysis on one prompt set, write the tables to ``out`` and return the summary.
+
+    The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
+    by default the top induction head on the repeated tokens."""
     from interp import attention, decomposition, patching
     from interp.feature_circuits import circuit_nodes, faithfulness, feature_circuit, write_feature_circuit
 
@@ -73,9 +77,11 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     edges = timed("svd_edges", lambda: decomposition.trace_head_edges(model, clean, dest_mask))
     dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
     start = start_head or (ind_layer, ind_head)
-    graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, top_k=3, threshold=0.05))
+    graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff))
     decomposition.write_decomposition(out, edges, dims, graph)
     summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
+    summary["svd_trace"] = {"start": f"L{start[0]}H{start[1]}", "cutoff": cutoff, "start_firings": graph["n_start_firings"],
+                            "nodes": graph["nodes"]}
 
     resid = timed("patch_residual", lambda: patching.patch_residual(model, clean, corrupt, metric))
     heads = timed("patch_heads", lambda: patching.patch_heads(model, clean, corrupt, metric))
@@ -154,10 +160,14 @@ def ioi_command(
     with user_errors(CircuitInputError):
         loaded = _prepare(model, device)
         prompts = ioi_prompts(loaded, n_prompts)
+        rows = torch.arange(n_prompts)
         mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
-        mask[torch.arange(n_prompts), prompts.end] = True
+        mask[rows, prompts.end] = True
+        io = torch.zeros_like(mask)
+        io[rows, prompts.io] = True  # the reference traces name movers at END -> IO
         start = (start_layer, start_head) if start_layer is not None and start_head is not None else None
-        summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), mask, out, start, prompt_set="ioi")
+        summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), mask, out, start, prompt_set="ioi",
+                                   src_mask=io)
         pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}).to_parquet(out / "prompts.parquet", index=False)
         typer.echo(f"circuits: {out} ({summary['timings_s']})")
 
