@@ -87,13 +87,15 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     heads = timed("patch_heads", lambda: patching.patch_heads(model, clean, corrupt, metric))
     paths = timed("path_patch", lambda: patching.path_patch(model, clean, corrupt, metric))
     atp = timed("attribution_patching", lambda: patching.attribution_patching(model, clean, corrupt, metric))
+    atp_table = timed("atp_agreement", lambda: patching.atp_agreement(model, clean, corrupt, metric))
     patching.write_patching(
         out, patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
         patch_heads=patching.grid_frame(heads, ("layer", "head"), "effect"),
         path_patch=patching.grid_frame(paths, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
             side=lambda f: f.side.map(dict(enumerate(patching.SIDES)))),
         attribution_residual=patching.grid_frame(atp["residual"], ("layer", "pos"), "effect"),
-        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"))
+        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"), atp_agreement=atp_table)
+    summary["atp_vs_exact_heads"] = atp_table[["scale", "method", "pearson", "spearman"]].to_dict("records")
     summary["attribution_vs_exact"] = {"residual": patching.agreement(resid, atp["residual"]),
                                        "heads": patching.agreement(heads, atp["heads"])}
     methods = {"composition_k": _head_pairs(composition["K"]),
