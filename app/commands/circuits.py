@@ -50,7 +50,8 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
     by default the top induction head on the repeated tokens."""
     from interp import attention, decomposition, patching
-    from interp.feature_circuits import circuit_nodes, faithfulness, feature_circuit, write_feature_circuit
+    from interp.feature_circuits import (circuit_nodes, faithfulness, faithfulness_curve, feature_circuit, node_attribution,
+                                         write_feature_circuit)
 
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -112,11 +113,15 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
         hook = sae_hook or getattr(dictionary, "hook_name", None)
         if not hook:
             raise CircuitInputError(f"the SAE at {sae_folder} names no hook; pass --sae-hook")
-        circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, {hook: dictionary}, corrupt,
-                                                                     "ig", steps=10, top_k=12))
-        write_feature_circuit(out, circuit)
-        summary["feature_circuit"] = {"hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"]),
-                                      "faithfulness": faithfulness(model, clean, metric, {hook: dictionary}, circuit_nodes(circuit))}
+        sites = {hook: dictionary}
+        circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, sites, corrupt, "ig", steps=10))
+        effects = timed("feature_effects", lambda: node_attribution(model, clean, metric, sites, corrupt, "ig", steps=10))
+        curve = timed("feature_faithfulness", lambda: faithfulness_curve(model, clean, metric, sites, effects, ablate_from=corrupt))
+        write_feature_circuit(out, circuit, curve)
+        summary["feature_circuit"] = {
+            "hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"]), "node_threshold": circuit["node_threshold"],
+            "faithfulness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), ablate_from=corrupt),
+            "completeness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), True, corrupt)}
     summary["timings_s"] = timings
     attention.write_json(out / "summary.json", summary)
     return summary
