@@ -171,7 +171,7 @@ def ioi_command(
         mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
         mask[rows, prompts.end] = True
         io = torch.zeros_like(mask)
-        io[rows, prompts.io] = True  # the reference traces name movers at END -> IO
+        io[rows, (prompts.clean == prompts.io[:, None]).long().argmax(1)] = True  # the reference traces END -> IO
         start = (start_layer, start_head) if start_layer is not None and start_head is not None else None
         summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), mask, out, start, prompt_set="ioi",
                                    src_mask=io)
