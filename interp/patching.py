@@ -213,7 +213,6 @@ def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> F
     z = [f"blocks.{l}.attn.hook_z" for l in range(L)]
     qk = [f"blocks.{l}.attn.hook_{s}" for l in range(L) for s in ("q", "k")]
     saved, grads = _gradients(model, clean, metric, z + qk, stop_attention=True)
-    scores = {}
     with torch.no_grad():
         _, cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith(("hook_attn_scores", "hook_pattern")))
     out = torch.zeros(L, H)
@@ -228,13 +227,16 @@ def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> F
                 attn = model.blocks[lb].attn
                 q, k = saved[qk[2 * lb]], saved[qk[2 * lb + 1]]
                 dq, dk = changes[qk[2 * lb]], changes[qk[2 * lb + 1]]
-                bilinear = lambda a, b: einops.einsum(a, b, "b q n dh, b k n dh -> b n q k")  # noqa: E731
-                shift = (bilinear(q + dq, k + dk) - bilinear(q, k)) / attn.attn_scale
+                shift = (_scores(q + dq, k + dk) - _scores(q, k)) / attn.attn_scale
                 scores = cache[f"blocks.{lb}.attn.hook_attn_scores"] + shift
                 new_pattern = scores.softmax(-1)
                 old_pattern = cache[f"blocks.{lb}.attn.hook_pattern"]
                 out[l, h] += float(((new_pattern - old_pattern) * grads[f"blocks.{lb}.attn.hook_pattern"]).sum())
     return out
+
+
+def _scores(q: Tensor, k: Tensor) -> Tensor:
+    return einops.einsum(q, k, "b q n dh, b k n dh -> b n q k")
 
 
 def _forward_changes(model, clean, hook: str, tangent: Tensor, names: list[str]) -> dict[str, Tensor]:
