@@ -1,10 +1,13 @@
 """Sparse feature circuits (Marks et al.): attribute a metric to SAE features and SAE error terms.
 
 At each site the activation is spliced as ``x = decode(f) + ε`` with ``ε = x - decode(encode(x))``,
-so the model's forward is unchanged and every feature and each position's error is a node.
-Node effects: attribution patching (one forward + one backward) or integrated gradients (midpoint
-rule over ``steps`` interpolations, run as one batched forward + backward per site). Edges between
-two sites: ``∇_d m · ∂d/∂u · Δu`` by one backward per kept downstream node.
+so the model's forward is unchanged and every feature and every position's error is a node.
+As the reference code (saprmarks/feature-circuits) does it: node effects by integrated gradients
+(or attribution patching), nodes kept per position and feature above a threshold, edges between
+every pair of sites with no residual-stream site between them (resid→attn/mlp/resid, attn→mlp/resid,
+mlp→resid) with gradients stopped at the sites in between, each edge weighted with the downstream
+node's IG-averaged gradient; mean ablation averages over the batch only (per position).
+Remaining deviations are listed in ``interp/CIRCUITS.md``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
@@ -20,6 +24,8 @@ from torch import Tensor
 from interp.attention import CircuitInputError, check_hook, check_tokens, write_json
 from interp.dictionary import Dictionary, as_dictionary, check_fits
 from interp.patching import Metric
+
+Node = tuple[int, int]  # (position, feature); feature -1 is the position's error node
 
 
 @dataclass
@@ -31,13 +37,11 @@ class SiteValues:
 
 
 def _encode(dictionary: Dictionary, x: Tensor) -> Tensor:
-    flat = x.reshape(-1, x.shape[-1])
-    return dictionary.encode(flat).reshape(*x.shape[:-1], -1)
+    return dictionary.encode(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
 
 
 def _decode(dictionary: Dictionary, f: Tensor) -> Tensor:
-    flat = f.reshape(-1, f.shape[-1])
-    return dictionary.decode(flat).reshape(*f.shape[:-1], -1)
+    return dictionary.decode(f.reshape(-1, f.shape[-1])).reshape(*f.shape[:-1], -1)
 
 
 def _check_sites(model, sites: dict[str, Dictionary]) -> dict[str, Dictionary]:
@@ -75,12 +79,22 @@ def _splice(hook: str, dictionary: Dictionary, store: dict, override: SiteValues
     return fn
 
 
+def _stop_gradient(x, hook=None):
+    return x.detach()
+
+
 def site_values(model, tokens: Int[Tensor, "batch pos"], sites: dict[str, Dictionary]) -> dict[str, SiteValues]:
     """Features and errors at every site on ``tokens`` (no gradients)."""
     store: dict[str, SiteValues] = {}
     with torch.no_grad():
         model.run_with_hooks(tokens, fwd_hooks=[(h, _splice(h, d, store)) for h, d in sites.items()])
     return store
+
+
+def _batch_mean(value: SiteValues) -> SiteValues:
+    """The reference's mean ablation: the mean over prompts, per position."""
+    return SiteValues(value.features.mean(0, keepdim=True).expand_as(value.features),
+                      value.error.mean(0, keepdim=True).expand_as(value.error))
 
 
 def _patch_values(model, tokens, patch, sites) -> dict[str, SiteValues]:
@@ -93,25 +107,38 @@ def _patch_values(model, tokens, patch, sites) -> dict[str, SiteValues]:
     if patch == "zero":
         return {h: SiteValues(torch.zeros_like(v.features), torch.zeros_like(v.error)) for h, v in clean.items()}
     if patch == "mean":
-        return {h: SiteValues(v.features.mean((0, 1), keepdim=True).expand_as(v.features),
-                              v.error.mean((0, 1), keepdim=True).expand_as(v.error)) for h, v in clean.items()}
+        return {h: _batch_mean(v) for h, v in clean.items()}
     raise CircuitInputError(f"patch must be corrupted tokens, 'zero' or 'mean'; got {patch!r}")
 
 
-def node_attribution(
-    model, tokens: Int[Tensor, "batch pos"], metric: Metric, sites: dict[str, Dictionary],
-    patch: Tensor | str = "zero", method: str = "atp", steps: int = 10,
-) -> dict[str, dict[str, Tensor]]:
-    """Indirect effect of patching each feature and each error term, per site.
+@dataclass
+class Attribution:
+    """Clean values, patch targets and metric gradients (IG-averaged for ``ig``) at every site."""
 
-    Returns ``{hook: {"features": [pos, d_sae], "error": [pos]}}`` summed over prompts (the metric
-    is a mean over prompts, so these add up to the change of that mean). ``method`` is ``atp``
-    (``∇m|clean · Δ``) or ``ig`` (``Δ · mean_α ∇m|clean+αΔ``, other sites free to respond).
+    values: dict[str, SiteValues]
+    target: dict[str, SiteValues]
+    grads: dict[str, SiteValues]
+
+    def effects(self, hook: str) -> dict[str, Tensor]:
+        """``{"features": [pos, d_sae], "error": [pos]}`` summed over prompts."""
+        v, t, g = self.values[hook], self.target[hook], self.grads[hook]
+        return {"features": ((t.features - v.features) * g.features).sum(0).detach(),
+                "error": ((t.error - v.error) * g.error).sum((0, -1)).detach()}
+
+
+def attribute(model, tokens, metric: Metric, sites: dict[str, Dictionary], patch: Tensor | str = "zero",
+              method: str = "ig", steps: int = 10, rule: str = "left") -> Attribution:
+    """Values, targets and gradients for node and edge effects.
+
+    ``atp``: the clean gradient (one forward + backward). ``ig``: the mean gradient at
+    ``clean + α Δ`` for α = k/steps (``rule="left"``, the reference's points) or (k + ½)/steps
+    (``"midpoint"``), one batched forward + backward per site, other sites free to respond.
     """
     tokens = check_tokens(model, tokens)
-    sites = _check_sites(model, sites)
     if method not in ("atp", "ig"):
         raise CircuitInputError(f"method must be 'atp' or 'ig'; got {method!r}")
+    if rule not in ("left", "midpoint"):
+        raise CircuitInputError(f"rule must be 'left' or 'midpoint'; got {rule!r}")
     target = _patch_values(model, tokens, patch, sites)
     if method == "atp":
         store: dict[str, SiteValues] = {}
@@ -122,151 +149,212 @@ def node_attribution(
         values = {h: SiteValues(v.features.detach(), v.error.detach()) for h, v in store.items()}
     else:
         values = site_values(model, tokens, sites)
-        grads = {hook: _ig_gradients(model, tokens, metric, sites, hook, values[hook], target[hook], steps) for hook in sites}
+        offset = 0.0 if rule == "left" else 0.5
+        grads = {hook: _ig_gradients(model, tokens, metric, sites, hook, values[hook], target[hook], steps, offset) for hook in sites}
     model.zero_grad(set_to_none=True)
-    return {
-        hook: {
-            "features": ((target[hook].features - values[hook].features) * grads[hook].features).sum(0).detach(),
-            "error": ((target[hook].error - values[hook].error) * grads[hook].error).sum((0, -1)).detach(),
-        }
-        for hook in sites
-    }
+    return Attribution(values, target, grads)
 
 
-def _ig_gradients(model, tokens, metric, sites, hook, clean: SiteValues, patched: SiteValues, steps: int) -> SiteValues:
-    """Mean gradient at ``clean + α Δ`` for the midpoints α = (k + ½)/steps, batched over α."""
+def node_attribution(
+    model, tokens: Int[Tensor, "batch pos"], metric: Metric, sites: dict[str, Dictionary],
+    patch: Tensor | str = "zero", method: str = "atp", steps: int = 10, rule: str = "left",
+) -> dict[str, dict[str, Tensor]]:
+    """Indirect effect of patching each feature and each error term, per site and position.
+
+    Returns ``{hook: {"features": [pos, d_sae], "error": [pos]}}`` summed over prompts (the metric
+    is a mean over prompts, so these add up to the change of that mean).
+    """
+    sites = _check_sites(model, sites)
+    result = attribute(model, tokens, metric, sites, patch, method, steps, rule)
+    return {hook: result.effects(hook) for hook in sites}
+
+
+def _ig_gradients(model, tokens, metric, sites, hook, clean: SiteValues, patched: SiteValues, steps: int, offset: float) -> SiteValues:
     batch = tokens.shape[0]
-    alphas = ((torch.arange(steps, device=tokens.device) + 0.5) / steps).repeat_interleave(batch)[:, None, None]
+    alphas = ((torch.arange(steps, device=tokens.device) + offset) / steps).repeat_interleave(batch)[:, None, None]
     f = (clean.features.repeat(steps, 1, 1) + alphas * (patched.features - clean.features).repeat(steps, 1, 1)).requires_grad_()
     e = (clean.error.repeat(steps, 1, 1) + alphas * (patched.error - clean.error).repeat(steps, 1, 1)).requires_grad_()
     store: dict[str, SiteValues] = {}
     hooks = [(h, _splice(h, d, store, SiteValues(f, e) if h == hook else None)) for h, d in sites.items()]
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens.repeat(steps, 1), fwd_hooks=hooks)
-        total = sum(metric(logits[k * batch:(k + 1) * batch]) for k in range(steps))
-        total.backward()
-    return SiteValues(f.grad.reshape(steps, *clean.features.shape).mean(0),
-                      e.grad.reshape(steps, *clean.error.shape).mean(0))
+        sum(metric(logits[k * batch:(k + 1) * batch]) for k in range(steps)).backward()
+    return SiteValues(f.grad.reshape(steps, *clean.features.shape).mean(0), e.grad.reshape(steps, *clean.error.shape).mean(0))
 
 
-def _metric_gradients(model, tokens, metric, sites) -> tuple[dict[str, SiteValues], dict[str, SiteValues]]:
-    store: dict[str, SiteValues] = {}
-    with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[(h, _splice(h, d, store, track=True)) for h, d in sites.items()])
-        metric(logits).backward()
-    model.zero_grad(set_to_none=True)
-    values = {h: SiteValues(v.features.detach(), v.error.detach()) for h, v in store.items()}
-    return values, {h: SiteValues(v.features.grad, v.error.grad) for h, v in store.items()}
+def edge_pairs(hooks: list[str]) -> list[tuple[str, str]]:
+    """Site pairs that get edges: ``u`` before ``d`` with no residual-stream site strictly between
+    (past one, every path runs through it, so stopping gradients there leaves nothing)."""
+    return [(u, d) for i, u in enumerate(hooks) for j, d in enumerate(hooks[i + 1:], i + 1)
+            if not any("hook_resid" in m for m in hooks[i + 1:j])]
 
 
 def edge_attribution(
     model, tokens, metric: Metric, sites: dict[str, Dictionary], upstream: str, downstream: str,
-    downstream_features: list[int], patch: Tensor | str = "zero",
+    downstream_nodes: list[Node], patch: Tensor | str = "zero", attribution: Attribution | None = None,
+    method: str = "ig", steps: int = 10,
 ) -> dict[str, Tensor]:
-    """``IE(u -> d) ≈ ∇_d m · ∂d/∂u · Δu`` for every upstream feature/error into each chosen downstream node.
+    """``IE(u -> d) ≈ Σ_b g_d · ∂d/∂u · Δu`` from every upstream node into each given downstream node.
 
-    Returns ``{"features": [n_down + 1, d_sae_u], "error": [n_down + 1]}``; the last downstream row is
-    the downstream error node. Summed over prompts and positions; one backward per downstream node.
+    ``g_d`` is the downstream node's (IG-averaged) metric gradient; ``∂d/∂u`` is taken with the
+    gradient stopped at every site between ``upstream`` and ``downstream`` (direct edges only).
+    Returns ``{"features": [n_down, pos, d_sae_u], "error": [n_down, pos]}`` summed over prompts;
+    one backward per downstream node.
     """
     tokens = check_tokens(model, tokens)
     sites = _check_sites(model, sites)
     hooks = list(sites)
     if upstream not in sites or downstream not in sites or hooks.index(upstream) >= hooks.index(downstream):
         raise CircuitInputError(f"edges need two sites with '{upstream}' before '{downstream}'; sites are {hooks}")
-    values, grads = _metric_gradients(model, tokens, metric, sites)
-    target = _patch_values(model, tokens, patch, sites)
-    leaf = SiteValues(values[upstream].features.clone().requires_grad_(), values[upstream].error.clone().requires_grad_())
+    attribution = attribution or attribute(model, tokens, metric, sites, patch, method, steps)
+    up = attribution.values[upstream]
+    leaf = SiteValues(up.features.clone().requires_grad_(), up.error.clone().requires_grad_())
+    between = hooks[hooks.index(upstream) + 1: hooks.index(downstream)]
     store: dict[str, SiteValues] = {}
-    splices = [(h, _splice(h, d, store, leaf if h == upstream else None)) for h, d in sites.items()]
-    delta_f = target[upstream].features - values[upstream].features
-    delta_e = target[upstream].error - values[upstream].error
+    splices = [(upstream, _splice(upstream, sites[upstream], {}, leaf)), (downstream, _splice(downstream, sites[downstream], store))]
+    splices += [(h, _stop_gradient) for h in between]
+    delta = SiteValues(attribution.target[upstream].features - up.features, attribution.target[upstream].error - up.error)
+    g = attribution.grads[downstream]
     rows_f, rows_e = [], []
     with torch.enable_grad():
         model.run_with_hooks(tokens, fwd_hooks=splices)
-        down, g = store[downstream], grads[downstream]
-        scalars = [(g.features[..., j] * down.features[..., j]).sum() for j in downstream_features]
-        scalars.append((g.error * down.error).sum())
-        for scalar in scalars:
+        down = store[downstream]
+        for pos, j in downstream_nodes:
+            scalar = (g.features[:, pos, j] * down.features[:, pos, j]).sum() if j >= 0 else (g.error[:, pos] * down.error[:, pos]).sum()
             grad_f, grad_e = torch.autograd.grad(scalar, [leaf.features, leaf.error], retain_graph=True, allow_unused=True)
-            rows_f.append((grad_f * delta_f).sum((0, 1)) if grad_f is not None else torch.zeros(delta_f.shape[-1]))
-            rows_e.append((grad_e * delta_e).sum() if grad_e is not None else torch.zeros(()))
+            rows_f.append((grad_f * delta.features).sum(0) if grad_f is not None else torch.zeros_like(delta.features[0]))
+            rows_e.append((grad_e * delta.error).sum((0, -1)) if grad_e is not None else torch.zeros_like(delta.error[0, :, 0]))
     model.zero_grad(set_to_none=True)
-    return {"features": torch.stack(rows_f).detach(), "error": torch.stack(rows_e).detach()}
+    empty = (0, *delta.features.shape[1:])
+    return {"features": torch.stack(rows_f).detach() if rows_f else torch.zeros(empty),
+            "error": torch.stack(rows_e).detach() if rows_e else torch.zeros(0, delta.error.shape[1])}
+
+
+def _node_id(hook: str, pos: int, feature: int) -> str:
+    return f"{hook}/{pos}/{'error' if feature < 0 else feature}"
+
+
+def kept_nodes(effects: dict[str, Tensor], threshold: float) -> list[Node]:
+    """``(pos, feature)`` with ``|effect| > threshold`` (features) and error nodes likewise (feature -1)."""
+    features = [tuple(ix) for ix in (effects["features"].abs() > threshold).nonzero().tolist()]
+    errors = [(int(p), -1) for p in (effects["error"].abs() > threshold).nonzero().flatten().tolist()]
+    return features + errors
 
 
 def feature_circuit(
     model, tokens, metric: Metric, sites: dict[str, Dictionary], patch: Tensor | str = "zero",
-    method: str = "ig", steps: int = 10, node_threshold: float = 0.0, edge_threshold: float = 0.0, top_k: int = 8,
+    method: str = "ig", steps: int = 10, node_threshold: float = 0.1, edge_threshold: float = 0.01,
 ) -> dict:
-    """The circuit graph: nodes (features and error terms with ``|IE| >= node_threshold``, at most
-    ``top_k`` per site), edges between consecutive sites (``|IE| >= edge_threshold``), and each
-    last-site node's edge into the metric. Effects are summed over prompts and positions.
+    """The circuit graph: nodes ``(site, position, feature or error)`` with ``|IE| > node_threshold``,
+    edges (``|IE| > edge_threshold``) between the kept nodes of every ``edge_pairs`` site pair, and the
+    last site's kept nodes into ``metric``. Effects are summed over prompts (mean-metric units).
     """
+    tokens = check_tokens(model, tokens)
     sites = _check_sites(model, sites)
-    effects = node_attribution(model, tokens, metric, sites, patch, method, steps)
-    nodes, kept = [], {}
-    for hook, effect in effects.items():
-        per_feature = effect["features"].sum(0)
-        order = per_feature.abs().argsort(descending=True)[:top_k]
-        kept[hook] = [int(i) for i in order if abs(float(per_feature[i])) >= node_threshold]
-        nodes += [{"id": f"{hook}/{i}", "hook": hook, "feature": i, "effect": float(per_feature[i])} for i in kept[hook]]
-        error = float(effect["error"].sum())
-        nodes.append({"id": f"{hook}/error", "hook": hook, "feature": -1, "effect": error})
+    attribution = attribute(model, tokens, metric, sites, patch, method, steps)
+    effects = {hook: attribution.effects(hook) for hook in sites}
+    kept = {hook: kept_nodes(effects[hook], node_threshold) for hook in sites}
+    nodes = [{"id": _node_id(hook, p, j), "hook": hook, "pos": p, "feature": j,
+              "effect": float(effects[hook]["features"][p, j] if j >= 0 else effects[hook]["error"][p])}
+             for hook in sites for p, j in kept[hook]]
     edges = []
-    hooks = list(sites)
-    for up, down in zip(hooks, hooks[1:]):
-        weights = edge_attribution(model, tokens, metric, sites, up, down, kept[down], patch)
-        targets = [f"{down}/{j}" for j in kept[down]] + [f"{down}/error"]
-        for row, target in enumerate(targets):
-            sources = [(f"{up}/{i}", float(weights["features"][row, i])) for i in kept[up]]
-            sources.append((f"{up}/error", float(weights["error"][row])))
-            edges += [{"source": s, "target": target, "weight": w} for s, w in sources if abs(w) >= edge_threshold]
-    edges += [{"source": n["id"], "target": "metric", "weight": n["effect"]} for n in nodes if n["hook"] == hooks[-1]]
-    return {"sites": hooks, "method": method, "nodes": nodes, "edges": edges}
+    for up, down in edge_pairs(list(sites)):
+        if not kept[up] or not kept[down]:
+            continue
+        weights = edge_attribution(model, tokens, metric, sites, up, down, kept[down], attribution=attribution)
+        for row, (pd_, jd) in enumerate(kept[down]):
+            for pu, ju in kept[up]:
+                w = float(weights["features"][row, pu, ju] if ju >= 0 else weights["error"][row, pu])
+                if abs(w) > edge_threshold:
+                    edges.append({"source": _node_id(up, pu, ju), "target": _node_id(down, pd_, jd), "weight": w})
+    last = list(sites)[-1]
+    edges += [{"source": n["id"], "target": "metric", "weight": n["effect"]} for n in nodes if n["hook"] == last]
+    return {"sites": list(sites), "method": method, "node_threshold": node_threshold, "edge_threshold": edge_threshold,
+            "nodes": nodes, "edges": edges}
 
 
-def faithfulness(model, tokens, metric: Metric, sites: dict[str, Dictionary], circuit: dict[str, list[int]]) -> float:
-    """``(m(C) - m(∅)) / (m(M) - m(∅))``: keep only the circuit's nodes (feature ids, ``-1`` for the
-    error node) at each site and mean-ablate the rest over prompts and positions; ∅ ablates every node."""
+def ablated_metric(model, tokens, metric: Metric, sites: dict[str, Dictionary], keep: dict[str, list],
+                   complement: bool = False, ablate_from: Tensor | None = None) -> float:
+    """The metric with every node outside ``keep`` mean-ablated (the mean over the prompts of
+    ``ablate_from``, default the clean ones, per position). ``keep[hook]`` holds ``(pos, feature)``
+    nodes (feature -1: the error) or bare feature ids (every position); ``complement`` ablates ``keep``."""
     tokens = check_tokens(model, tokens)
     sites = _check_sites(model, sites)
     clean = site_values(model, tokens, sites)
-    means = _patch_values(model, tokens, "mean", sites)
-
-    def run(keep: dict[str, list[int]]) -> float:
-        overrides = {}
-        for hook, value in clean.items():
-            mask = torch.zeros(value.features.shape[-1], dtype=torch.bool, device=value.features.device)
-            mask[[i for i in keep.get(hook, []) if i >= 0]] = True
-            features = torch.where(mask, value.features, means[hook].features)
-            error = value.error if -1 in keep.get(hook, []) else means[hook].error
-            overrides[hook] = SiteValues(features, error)
-        with torch.no_grad():
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(h, _splice(h, d, {}, overrides[h])) for h, d in sites.items()])
-            return float(metric(logits))
-
+    means = _patch_values(model, tokens, "mean", sites) if ablate_from is None else \
+        {h: _batch_mean(v) for h, v in _patch_values(model, tokens, ablate_from, sites).items()}
+    overrides = {}
+    for hook, value in clean.items():
+        f_mask = torch.zeros(value.features.shape[1:], dtype=torch.bool, device=value.features.device)
+        e_mask = torch.zeros(value.error.shape[1], dtype=torch.bool, device=value.error.device)
+        for node in keep.get(hook, []):
+            pos, j = (slice(None), node) if isinstance(node, int) else node
+            if j >= 0:
+                f_mask[pos, j] = True
+            else:
+                e_mask[pos] = True
+        if complement:
+            f_mask, e_mask = ~f_mask, ~e_mask
+        overrides[hook] = SiteValues(torch.where(f_mask, value.features, means[hook].features),
+                                     torch.where(e_mask[:, None], value.error, means[hook].error))
     with torch.no_grad():
-        full = float(metric(model(tokens)))
-    empty = run({})
-    return (run(circuit) - empty) / (full - empty)
+        logits = model.run_with_hooks(tokens, fwd_hooks=[(h, _splice(h, d, {}, overrides[h])) for h, d in sites.items()])
+        return float(metric(logits))
 
 
-def circuit_nodes(graph: dict) -> dict[str, list[int]]:
-    """The ``{hook: [feature ids, -1 for error]}`` of a ``feature_circuit`` graph, for ``faithfulness``."""
-    nodes: dict[str, list[int]] = {hook: [] for hook in graph["sites"]}
+def faithfulness(model, tokens, metric: Metric, sites: dict[str, Dictionary], circuit: dict[str, list],
+                 complement: bool = False, ablate_from: Tensor | None = None) -> float:
+    """``(m(C) - m(∅)) / (m(M) - m(∅))`` with the rest mean-ablated; ``complement=True`` gives the
+    completeness measure ``m(M \\ C)`` in the same units (near 0 for a complete circuit)."""
+    with torch.no_grad():
+        full = float(metric(model(check_tokens(model, tokens))))
+    empty = ablated_metric(model, tokens, metric, sites, {}, ablate_from=ablate_from)
+    return (ablated_metric(model, tokens, metric, sites, circuit, complement, ablate_from) - empty) / (full - empty)
+
+
+def faithfulness_curve(model, tokens, metric: Metric, sites: dict[str, Dictionary], effects: dict[str, dict[str, Tensor]],
+                       sizes: list[int] | None = None, ablate_from: Tensor | None = None) -> pd.DataFrame:
+    """Faithfulness and completeness of the top-``n`` nodes by ``|effect|`` (features and errors,
+    every site and position), for each ``n`` in ``sizes`` (default: doubling up to all nodes).
+    Columns ``n_nodes, threshold, faithfulness, completeness``."""
+    sites = _check_sites(model, sites)
+    ranked = [(abs(float(e["features"][p, j])), hook, (p, j)) for hook, e in effects.items()
+              for p, j in (e["features"] != 0).nonzero().tolist()]
+    ranked += [(abs(float(e["error"][p])), hook, (p, -1)) for hook, e in effects.items() for p in range(len(e["error"]))]
+    ranked.sort(key=lambda item: -item[0])
+    total = len(ranked)
+    sizes = sizes or sorted({min(2 ** i, total) for i in range(total.bit_length() + 1)} | {total})
+    rows = []
+    for n in sizes:
+        keep: dict[str, list] = {hook: [] for hook in sites}
+        for _, hook, node in ranked[:n]:
+            keep[hook].append(node)
+        rows.append({"n_nodes": n, "threshold": ranked[n - 1][0] if n else float("inf"),
+                     "faithfulness": faithfulness(model, tokens, metric, sites, keep, ablate_from=ablate_from),
+                     "completeness": faithfulness(model, tokens, metric, sites, keep, True, ablate_from)})
+    return pd.DataFrame(rows)
+
+
+def circuit_nodes(graph: dict) -> dict[str, list[Node]]:
+    """The ``{hook: [(pos, feature)]}`` of a ``feature_circuit`` graph (feature -1: error), for ``faithfulness``."""
+    nodes: dict[str, list[Node]] = {hook: [] for hook in graph["sites"]}
     for node in graph["nodes"]:
-        nodes[node["hook"]].append(node["feature"])
+        nodes[node["hook"]].append((node["pos"], node["feature"]))
     return nodes
 
 
-def write_feature_circuit(folder: Path | str, graph: dict) -> list[Path]:
-    """``feature_circuit.json`` (the graph) and ``feature_nodes.parquet`` (``id, hook, feature, effect``)."""
-    import pandas as pd
-
+def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame | None = None) -> list[Path]:
+    """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect``)
+    and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(graph["nodes"]).to_parquet(folder / "feature_nodes.parquet", index=False)
-    return [folder / "feature_nodes.parquet", write_json(folder / "feature_circuit.json", graph)]
+    columns = ["id", "hook", "pos", "feature", "effect"]
+    pd.DataFrame(graph["nodes"], columns=columns).to_parquet(folder / "feature_nodes.parquet", index=False)
+    paths = [folder / "feature_nodes.parquet", write_json(folder / "feature_circuit.json", graph)]
+    if curve is not None:
+        curve.to_parquet(folder / "feature_faithfulness.parquet", index=False)
+        paths.append(folder / "feature_faithfulness.parquet")
+    return paths
 
 
 def feature_effects_by_patching(

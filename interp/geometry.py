@@ -1,9 +1,11 @@
 """Concept geometry of a dictionary's decoder (PAPERS.md section 3): crystals, lobes, galaxy, 2-D maps.
 
-- crystals: parallelograms / trapezoids ``a - b ~ c - d`` among difference vectors, optionally after
-  an LDA-style projection that removes distractor directions;
-- lobes: co-occurrence affinities (SMC, Jaccard, Dice, overlap, phi), spectral clustering, and the
-  adjusted mutual information with geometric (decoder-cosine) clusters against a shuffled null;
+- crystals: k-means over normalised difference vectors of feature pairs (a cluster is a family of
+  parallelograms / trapezoids ``a - b ~ c - d``), optionally after an LDA projection that removes
+  distractor directions;
+- lobes: co-occurrence affinities (SMC, Jaccard, Dice, overlap, phi), spectral clustering, the
+  adjusted mutual information with geometric (decoder-cosine) clusters against a shuffled null, and
+  a logistic regression predicting the lobe from the decoder vector;
 - galaxy: power-law slope of the covariance eigenvalues and the kNN clustering entropy;
 - maps: PCA and UMAP coordinates of the unit decoder rows with cluster labels.
 """
@@ -35,26 +37,29 @@ def unit(points: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
 
 def lda_projection(diffs: Float[np.ndarray, "m d"], labels: Int[np.ndarray, "m"], ridge: float = 1e-3,
                    n_components: int | None = None) -> Float[np.ndarray, "d k"]:
-    """Directions maximising between-relation over within-relation scatter of difference vectors.
+    """LDA: directions maximising between-relation over within-relation scatter of difference vectors.
 
-    Solves ``S_b v = lambda (S_w + ridge I) v`` with the uncentred between scatter (a relation's mean
-    difference is its meaning, so it is measured from zero).
+    Solves ``S_b v = lambda (S_w + ridge I) v`` with the between scatter centred on the mean of all
+    differences, so a direction shared by every relation (a global distractor such as word length)
+    carries no between-class scatter and is projected out. ``n_components`` defaults to classes - 1.
     """
     diffs, labels = np.asarray(diffs, np.float64), np.asarray(labels)
     classes = np.unique(labels)
-    if len(classes) < 1 or len(diffs) != len(labels):
-        raise ValueError("lda_projection needs one relation label per difference vector")
+    if len(classes) < 2 or len(diffs) != len(labels):
+        raise InputError(f"lda_projection needs one relation label per difference vector and at least 2 relations; "
+                         f"got {len(diffs)} vectors, {len(labels)} labels, {len(classes)} relation(s)")
     d = diffs.shape[1]
+    centre = diffs.mean(0)
     s_w, s_b = np.zeros((d, d)), np.zeros((d, d))
     for c in classes:
         group = diffs[labels == c]
         mean = group.mean(0)
         s_w += (group - mean).T @ (group - mean)
-        s_b += len(group) * np.outer(mean, mean)
+        s_b += len(group) * np.outer(mean - centre, mean - centre)
     s_w /= len(diffs)
     s_b /= len(diffs)
     values, vectors = eigh(s_b, s_w + ridge * np.trace(s_w) / d * np.eye(d) + 1e-12 * np.eye(d))
-    k = n_components or len(classes)
+    k = n_components or len(classes) - 1
     return vectors[:, np.argsort(values)[::-1][:k]]
 
 
@@ -65,42 +70,93 @@ def relation_quality(diffs: Float[np.ndarray, "m d"], labels: Int[np.ndarray, "m
     return float(np.concatenate(cos).mean())
 
 
-def crystal_search(points: Float[np.ndarray, "n d"], projection: Float[np.ndarray, "d k"] | None = None,
-                   n_neighbours: int = 8, top: int = 50) -> pd.DataFrame:
-    """Quadruples ``(a, b, c, d)`` with ``p_a - p_b ~ p_c - p_d``, best first.
+def candidate_pairs(points: Float[np.ndarray, "n d"], n_neighbours: int = 8) -> Int[np.ndarray, "m 2"]:
+    """Pairs ``(i, j)``, ``i < j``, joining each point to its nearest neighbours (keeps ``n²`` in check)."""
+    n = len(points)
+    k = min(n_neighbours, n - 1)
+    _, nn = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+    return np.unique(np.sort(np.stack([np.repeat(np.arange(n), k), nn[:, 1:].ravel()], 1), axis=1), axis=0)
 
-    Candidate pairs join each point to its nearest neighbours; each pair's difference is matched to
-    its nearest other difference (either sign) sharing no point. ``parallelogram_error`` is
-    ``|d1 - d2| / mean(|d1|, |d2|)`` (0 = exact parallelogram) and ``trapezoid_cosine`` the
-    absolute cosine of the two sides (1 = parallel, a trapezoid even if lengths differ).
+
+def axial_kmeans(vectors: Float[np.ndarray, "m d"], k: int, seed: int = 0, n_init: int = 2,
+                 iterations: int = 30) -> tuple[Int[np.ndarray, "m"], Float[np.ndarray, "k d"]]:
+    """k-means of unit vectors up to sign (``a - b`` and ``b - a`` are one relation): each vector joins
+    the centroid of largest ``|cos|``; a centroid moves to ``Σ v (v·c)`` over its members (a power
+    step towards the top eigenvector of their ``Σ v vᵀ``), until no assignment changes."""
+    v = unit(vectors)
+    rng = np.random.default_rng(seed)
+    best = (-np.inf, None, None)
+    for _ in range(n_init):
+        centroids = v[rng.choice(len(v), size=k, replace=False)]
+        labels = None
+        for _ in range(iterations):
+            new_labels = np.abs(v @ centroids.T).argmax(1)
+            if labels is not None and np.array_equal(new_labels, labels):
+                break
+            labels = new_labels
+            members = sp.csr_matrix((np.ones(len(v)), (labels, np.arange(len(v)))), shape=(k, len(v)))
+            moved = members @ (v * (v * centroids[labels]).sum(1, keepdims=True))
+            empty = np.linalg.norm(moved, axis=1) < 1e-12
+            centroids = np.where(empty[:, None], centroids, unit(moved))
+        score = np.abs(v @ centroids.T).max(1).sum()
+        if score > best[0]:
+            best = (score, np.abs(v @ centroids.T).argmax(1), centroids)
+    return best[1], best[2]
+
+
+def crystal_clusters(points: Float[np.ndarray, "n d"], n_clusters: int | None = None,
+                     pairs: Int[np.ndarray, "m 2"] | None = None, projection: Float[np.ndarray, "d k"] | None = None,
+                     n_neighbours: int = 8, seed: int = 0) -> pd.DataFrame:
+    """The paper's crystals: k-means over the normalised difference vectors of candidate pairs.
+
+    A cluster of nearly parallel differences is a family of parallelograms (equal lengths) or
+    trapezoids. ``pairs`` default to nearest-neighbour pairs; ``projection`` (e.g. ``lda_projection``)
+    is applied first. Columns ``a, b`` (oriented so ``p_a - p_b`` points along the centroid),
+    ``cluster``, ``cosine`` (to the centroid), ``length`` (of the projected difference).
     """
     pts = np.asarray(points, np.float64)
-    if projection is not None:
-        pts = pts @ projection
-    n = len(pts)
-    if n < 4:
-        raise InputError(f"crystal search needs at least 4 points, got {n}")
-    k = min(n_neighbours, n - 1)
-    _, nn = NearestNeighbors(n_neighbors=k + 1).fit(pts).kneighbors(pts)
-    pairs = np.unique(np.sort(np.stack([np.repeat(np.arange(n), k), nn[:, 1:].ravel()], 1), axis=1), axis=0)
+    if len(pts) < 4:
+        raise InputError(f"crystal search needs at least 4 points, got {len(pts)}")
+    pts = pts @ projection if projection is not None else pts
+    pairs = candidate_pairs(pts, n_neighbours) if pairs is None else np.asarray(pairs)
     diffs = pts[pairs[:, 0]] - pts[pairs[:, 1]]
-    both = np.concatenate([diffs, -diffs])
-    finder = NearestNeighbors(n_neighbors=min(len(both), 8)).fit(both)
-    dist, idx = finder.kneighbors(diffs)
+    k = n_clusters or max(2, min(64, len(diffs) // 8))
+    labels, centroids = axial_kmeans(diffs, min(k, len(diffs)), seed)
+    cos = (unit(diffs) * centroids[labels]).sum(1)
+    a, b = np.where(cos >= 0, pairs[:, 0], pairs[:, 1]), np.where(cos >= 0, pairs[:, 1], pairs[:, 0])
+    return pd.DataFrame({"a": a, "b": b, "cluster": labels, "cosine": np.abs(cos), "length": np.linalg.norm(diffs, axis=1)})
+
+
+def crystal_search(points: Float[np.ndarray, "n d"], projection: Float[np.ndarray, "d k"] | None = None,
+                   n_neighbours: int = 8, top: int = 50, n_clusters: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """Quadruples ``(a, b, c, d)`` with ``p_a - p_b ~ p_c - p_d`` from the crystal clusters, best first.
+
+    Within each cluster every pair is matched to its nearest other pair sharing no point.
+    ``parallelogram_error`` is ``|d1 - d2| / mean(|d1|, |d2|)`` (0 = exact parallelogram) and
+    ``trapezoid_cosine`` the absolute cosine of the two sides (1 = parallel, a trapezoid even if
+    lengths differ).
+    """
+    clusters = crystal_clusters(points, n_clusters, None, projection, n_neighbours, seed)
+    pts = np.asarray(points, np.float64)
+    pts = pts @ projection if projection is not None else pts
     rows, seen = [], set()
-    for i in range(len(diffs)):
-        for dd, j in zip(dist[i], idx[i]):
-            jj = j % len(pairs)
-            if jj == i or set(pairs[jj]) & set(pairs[i]):
-                continue
-            if (min(i, jj), max(i, jj)) not in seen:
-                seen.add((min(i, jj), max(i, jj)))
-                (a, b), (c, d) = pairs[i], (pairs[jj] if j < len(pairs) else pairs[jj][::-1])
-                mean_len = (np.linalg.norm(diffs[i]) + np.linalg.norm(both[j])) / 2
-                cos = abs(float((unit(diffs[i:i + 1]) @ unit(both[j:j + 1]).T)[0, 0]))
-                rows.append((a, b, c, d, dd / max(mean_len, 1e-12), cos))
-            break
-    frame = pd.DataFrame(rows, columns=["a", "b", "c", "d", "parallelogram_error", "trapezoid_cosine"])
+    for cluster, group in clusters.groupby("cluster"):
+        if len(group) < 2:
+            continue
+        ab = group[["a", "b"]].to_numpy()
+        diffs = pts[ab[:, 0]] - pts[ab[:, 1]]
+        _, idx = NearestNeighbors(n_neighbors=min(len(ab), 8)).fit(diffs).kneighbors(diffs)
+        for i in range(len(ab)):
+            for j in idx[i]:
+                if j == i or set(ab[i]) & set(ab[j]) or (min(i, j), max(i, j), cluster) in seen:
+                    continue
+                seen.add((min(i, j), max(i, j), cluster))
+                mean_len = (np.linalg.norm(diffs[i]) + np.linalg.norm(diffs[j])) / 2
+                error = np.linalg.norm(diffs[i] - diffs[j]) / max(mean_len, 1e-12)
+                cos = abs(float((unit(diffs[i:i + 1]) @ unit(diffs[j:j + 1]).T)[0, 0]))
+                rows.append((*ab[i], *ab[j], int(cluster), error, cos))
+                break
+    frame = pd.DataFrame(rows, columns=["a", "b", "c", "d", "cluster", "parallelogram_error", "trapezoid_cosine"])
     return frame.sort_values("parallelogram_error").head(top).reset_index(drop=True)
 
 
@@ -153,15 +209,34 @@ def lobe_agreement(functional: Int[np.ndarray, "n"], geometric: Int[np.ndarray, 
             "z": float((ami - null.mean()) / max(null.std(), 1e-12))}
 
 
+def geometry_predicts_lobes(W_dec: Float[np.ndarray, "n d"], lobes: Int[np.ndarray, "n"], folds: int = 5,
+                            seed: int = 0) -> dict[str, float]:
+    """The paper's second check: logistic regression from unit decoder vectors to the co-occurrence
+    lobe, cross-validated balanced accuracy beside chance (1 / number of lobes)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+    lobes = np.asarray(lobes)
+    classes, sizes = np.unique(lobes, return_counts=True)
+    folds = min(folds, int(sizes.min()))
+    if len(classes) < 2 or folds < 2:
+        return {"balanced_accuracy": float("nan"), "chance": 1 / max(len(classes), 1)}
+    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    scores = cross_val_score(LogisticRegression(max_iter=2000), unit(W_dec), lobes, cv=split, scoring="balanced_accuracy")
+    return {"balanced_accuracy": float(scores.mean()), "chance": 1 / len(classes)}
+
+
 def lobe_table(counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3, 4, 5), seed: int = 0,
                n_null: int = 20) -> pd.DataFrame:
-    """AMI of co-occurrence lobes (each affinity) with geometric clusters, per number of clusters."""
+    """Per number of clusters and affinity: AMI of co-occurrence lobes with geometric clusters and the
+    logistic-regression accuracy of predicting the lobe from the decoder vector."""
     rows = []
     for k in ks:
         geo = geometric_labels(W_dec, k, seed)
         for kind in AFFINITIES:
             lobes = spectral_labels(affinities(counts, n_blocks, kind), k, seed)
-            rows.append({"k": k, "affinity": kind, **lobe_agreement(lobes, geo, n_null, seed)})
+            rows.append({"k": k, "affinity": kind, **lobe_agreement(lobes, geo, n_null, seed),
+                         **geometry_predicts_lobes(W_dec, lobes, seed=seed)})
     return pd.DataFrame(rows)
 
 
@@ -172,8 +247,17 @@ def eigenvalues(points: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "d"]:
     return np.sort(np.linalg.eigvalsh(np.cov(pts, rowvar=False)))[::-1]
 
 
-def power_law_slope(points: Float[np.ndarray, "n d"], fit: tuple[float, float] = (0.1, 0.7)) -> float:
-    """``alpha`` in ``lambda_i ~ i^-alpha``, fitted on log-log over the middle of the spectrum."""
+FIT_RANGE = (0.1, 0.7)  # share of the eigenvalue ranks the power law is fitted on (the middle of the spectrum)
+
+
+def fit_ranks(n: int, fit: tuple[float, float] = FIT_RANGE) -> tuple[int, int]:
+    """First and last eigenvalue rank (1-based, inclusive) that ``power_law_slope`` fits."""
+    lo, hi = int(fit[0] * n), max(int(fit[1] * n), int(fit[0] * n) + 2)
+    return lo + 1, min(hi, n)
+
+
+def power_law_slope(points: Float[np.ndarray, "n d"], fit: tuple[float, float] = FIT_RANGE) -> float:
+    """``alpha`` in ``lambda_i ~ i^-alpha``, fitted on log-log over ranks ``fit_ranks`` (10 %..70 %)."""
     lam = eigenvalues(points)
     lo, hi = int(fit[0] * len(lam)), max(int(fit[1] * len(lam)), int(fit[0] * len(lam)) + 2)
     i = np.arange(1, len(lam) + 1)[lo:hi]
@@ -236,7 +320,8 @@ def geometry_tables(W_dec: Float[np.ndarray, "n d"], counts=None, n_blocks: int 
     tables = {
         "map": feature_map(W, n_clusters, seed, with_umap),
         "spectrum": pd.DataFrame({"rank": np.arange(1, len(lam) + 1), "eigenvalue": lam}),
-        "galaxy": pd.DataFrame([{"power_law_slope": power_law_slope(W), "clustering_entropy": clustering_entropy(W),
+        "galaxy": pd.DataFrame([{"power_law_slope": power_law_slope(W), "fit_rank_from": fit_ranks(len(lam))[0],
+                                 "fit_rank_to": fit_ranks(len(lam))[1], "clustering_entropy": clustering_entropy(W),
                                  "n_features": len(W)}]),
     }
     crystals = crystal_search(unit(W[keep]))

@@ -5,13 +5,14 @@ E[a | attr = value] - E[a]`` reconstructs an activation from its labels alone; a
 against it on sufficiency (patch the reconstruction in: how much of the logit difference stays),
 necessity (remove the explained part: how much goes), control (edit one attribute: does the model
 follow) and interpretability (best-F1 latent per attribute value, with occlusion and
-over-splitting flags). The synthetic task here is induction on the demo model: ``[BOS] A B
-filler... A`` should predict ``B``; attributes are ``A`` and ``B``.
+over-splitting flags). Any ``Task`` plugs in (prompts of one length, labels, the answer pair, the
+position read, counterfactual prompts per edited attribute); the built-in one is induction:
+``[BOS] A B filler... A`` should predict ``B``; attributes are ``A`` and ``B``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -125,20 +126,58 @@ def sae_edit(dictionary: Dictionary, source: Float[Tensor, "n d"], target: Float
         return edited
 
 
-# ---- the induction task on a model ------------------------------------------------------------
+# ---- tasks -------------------------------------------------------------------------------------
+
+@dataclass
+class Counterfactual:
+    """The prompts with one attribute changed: their tokens (same shape as the task's) and new labels."""
+
+    tokens: Int[Tensor, "n ctx"]
+    labels: Int[Tensor, "n"]
+
 
 @dataclass
 class Task:
+    """Prompts with attribute labels, the answer pair of the logit difference, where the activation is
+    read (``position``, default the last token; IOI: END) and, per editable attribute, counterfactual
+    prompts whose activation is the edit target."""
+
     tokens: Int[Tensor, "n ctx"]
     labels: dict[str, Int[Tensor, "n"]]
-    values: dict[str, Int[Tensor, "n_values"]]  # attribute value -> token id
+    values: dict[str, Int[Tensor, "n_values"]]  # attribute value -> token id (or any id)
     correct: Int[Tensor, "n"]
     wrong: Int[Tensor, "n"]
+    position: Int[Tensor, "n"] | None = None
+    counterfactuals: dict[str, Counterfactual] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n, ctx = self.tokens.shape
+        if self.position is None:
+            self.position = torch.full((n,), ctx - 1, dtype=torch.long)
+        for attr, cf in self.counterfactuals.items():
+            if attr not in self.labels:
+                raise InputError(f"counterfactual for unknown attribute '{attr}'; the task's attributes are {sorted(self.labels)}")
+            if tuple(cf.tokens.shape) != (n, ctx):
+                raise InputError(f"counterfactual prompts for '{attr}' have shape {tuple(cf.tokens.shape)} but the task's "
+                                 f"prompts have {(n, ctx)}: every prompt of a task must tokenize to the same length")
+
+
+def aligned_tokens(model, texts: list[str], prepend_bos: bool = True) -> Int[Tensor, "n ctx"]:
+    """Tokenize a task's prompts, which must all have the same length (positions are compared across prompts)."""
+    rows = [model.to_tokens(text, prepend_bos=prepend_bos)[0] for text in texts]
+    lengths = sorted({len(r) for r in rows})
+    if len(lengths) > 1:
+        odd = next(text for text, r in zip(texts, rows) if len(r) != len(rows[0]))
+        raise InputError(f"the task's prompts tokenize to different lengths {lengths} (e.g. {odd!r} vs {texts[0]!r}); "
+                         "use templates and names that give every prompt the same number of tokens")
+    return torch.stack(rows)
 
 
 def induction_task(candidates: Int[Tensor, "m"], n_prompts: int = 256, n_values: int = 8, filler: int = 6,
                    vocab: int | None = None, bos: int = 0, seed: int = 0) -> Task:
-    """``[BOS] A B filler... A``: the model should predict ``B`` over ``A``; A and B drawn from ``n_values`` each."""
+    """``[BOS] A B filler... A``: the model should predict ``B`` over ``A``; A and B drawn from ``n_values`` each.
+
+    The counterfactual for ``B`` is the same prompt with the next value of B (``B' = B + 1 mod n``)."""
     g = torch.Generator().manual_seed(seed)
     pick = candidates[torch.randperm(len(candidates), generator=g)[:2 * n_values]]
     if len(pick) < 2 * n_values:
@@ -149,66 +188,91 @@ def induction_task(candidates: Int[Tensor, "m"], n_prompts: int = 256, n_values:
     fill = torch.randint(1, high, (n_prompts, filler), generator=g)
     tokens = torch.cat([torch.full((n_prompts, 1), bos), values["A"][a, None], values["B"][b, None], fill,
                         values["A"][a, None]], 1)
-    return Task(tokens, {"A": a, "B": b}, values, values["B"][b], values["A"][a])
+    shifted = (b + 1) % n_values
+    cf_tokens = tokens.clone()
+    cf_tokens[:, 2] = values["B"][shifted]
+    return Task(tokens, {"A": a, "B": b}, values, values["B"][b], values["A"][a],
+                counterfactuals={"B": Counterfactual(cf_tokens, shifted)})
 
 
-def logit_diff(model, task: Task, hook: str, replacement: Float[Tensor, "n d"] | None = None) -> Float[Tensor, "n"]:
-    """``logit(correct) - logit(wrong)`` at the last position, optionally with the hook's last-position
-    activation replaced."""
+def _run(model, tokens, position, hook: str | None = None, replacement: Tensor | None = None) -> Float[Tensor, "n vocab"]:
+    """Logits at ``position``, optionally with the hook's activation there replaced."""
+    rows = torch.arange(len(tokens))
+
     def patch(act, hook=None):
-        act[:, -1] = replacement.to(act.dtype).reshape(act[:, -1].shape)
+        act[rows, position] = replacement.to(act.dtype).reshape(act[rows, position].shape)
         return act
 
     hooks = [] if replacement is None else [(hook, patch)]
     with torch.no_grad():
-        logits = model.run_with_hooks(task.tokens, fwd_hooks=hooks)[:, -1]
+        return model.run_with_hooks(tokens, fwd_hooks=hooks)[rows, position].float().cpu()
+
+
+def logit_diff(model, task: Task, hook: str, replacement: Float[Tensor, "n d"] | None = None) -> Float[Tensor, "n"]:
+    """``logit(correct) - logit(wrong)`` at the task's position, optionally with the hook's activation
+    there replaced."""
+    logits = _run(model, task.tokens, task.position, hook, replacement)
     rows = torch.arange(len(task.tokens))
-    return (logits[rows, task.correct] - logits[rows, task.wrong]).float().cpu()
+    return logits[rows, task.correct] - logits[rows, task.wrong]
+
+
+def position_activations(model, tokens: Int[Tensor, "n ctx"], position: Int[Tensor, "n"], hook: str) -> Float[Tensor, "n d"]:
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=hook)
+    return cache[hook][torch.arange(len(tokens)), position].reshape(len(tokens), -1).float().cpu()
 
 
 def last_activations(model, task: Task, hook: str) -> Float[Tensor, "n d"]:
-    with torch.no_grad():
-        _, cache = model.run_with_cache(task.tokens, names_filter=hook)
-    return cache[hook][:, -1].reshape(len(task.tokens), -1).float().cpu()
+    """The hook's activation at the task's position (the last token unless the task says otherwise)."""
+    return position_activations(model, task.tokens, task.position, hook)
 
 
 def evaluate_dictionaries(model, hook: str, task: Task, dictionaries: dict[str, Dictionary],
                           budget: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Sufficiency, necessity, edit success and F1 of the supervised dictionary and each SAE.
+    """Sufficiency, necessity, control and F1 of the supervised dictionary and each SAE.
 
-    Returns a summary (one row per dictionary) and the per-value occlusion / over-splitting table.
+    Control, for each attribute with counterfactual prompts: the edit's target is the counterfactual
+    prompt's own activation (the SAE switches at most ``budget`` latents towards it; the supervised
+    dictionary swaps ``u[attr][v]`` for ``u[attr][v']``). ``edit_accuracy`` (the paper's success):
+    the edited run's top prediction equals the counterfactual prompt's; ``edit_logit_diff``: the
+    edited run prefers the counterfactual answer over the clean one. Returns a summary (one row per
+    dictionary and edited attribute) and the per-value occlusion / over-splitting table.
     """
     acts = last_activations(model, task, hook)
     sup = supervised_dictionary(acts, task.labels)
     clean = logit_diff(model, task, hook)
     ablated = logit_diff(model, task, hook, acts.mean(0).expand_as(acts))
-    # edit B -> B' (a different value) and ask whether the model now prefers B' over B
-    shift = (task.labels["B"] + 1) % len(task.values["B"])
-    edit_task = Task(task.tokens, task.labels, task.values, task.values["B"][shift], task.correct)
-    counterfactual = acts.clone()
-    for value in range(len(task.values["B"])):  # the mean activation of prompts that have the target value
-        counterfactual[shift == value] = acts[task.labels["B"] == value].mean(0)
     hat = sup.reconstruct(task.labels)
     recon = {"supervised": hat}
     necessity = {"supervised": acts - hat + hat.mean(0)}
-    edits = {"supervised": sup.edit(acts, "B", task.labels["B"], shift)}
-    flags = []
+    flags, codes = [], {}
     for name, dictionary in dictionaries.items():
         check_fits(dictionary, acts.shape[1], f"hook '{hook}'")
         with torch.no_grad():
-            codes = dictionary.encode(acts).float()
-            recon[name] = dictionary.decode(codes).float()
+            codes[name] = dictionary.encode(acts).float()
+            recon[name] = dictionary.decode(codes[name]).float()
         necessity[name] = acts - recon[name] + recon[name].mean(0)
-        edits[name] = sae_edit(dictionary, acts, counterfactual, budget)
-        flags.append(occlusion_and_splitting(latent_f1(codes, task.labels), codes, task.labels).assign(dictionary=name))
+        flags.append(occlusion_and_splitting(latent_f1(codes[name], task.labels), codes[name], task.labels).assign(dictionary=name))
     rows = []
     for name in recon:
-        success = logit_diff(model, edit_task, hook, edits[name]) > 0
-        rows.append({"dictionary": name, "explained_variance": explained_variance(acts, recon[name]),
-                     "sufficiency": fraction_kept(logit_diff(model, task, hook, recon[name]), clean, ablated),
-                     "necessity": fraction_kept(logit_diff(model, task, hook, necessity[name]), clean, ablated),
-                     "edit_success": float(success.float().mean()),
-                     "edit_norm": float((edits[name] - acts).norm(dim=1).mean())})
+        row = {"dictionary": name, "explained_variance": explained_variance(acts, recon[name]),
+               "sufficiency": fraction_kept(logit_diff(model, task, hook, recon[name]), clean, ablated),
+               "necessity": fraction_kept(logit_diff(model, task, hook, necessity[name]), clean, ablated)}
+        if not task.counterfactuals:
+            rows.append(row)
+        for attr, cf in task.counterfactuals.items():
+            target = position_activations(model, cf.tokens, task.position, hook)
+            cf_logits = _run(model, cf.tokens, task.position)
+            edited = sup.edit(acts, attr, task.labels[attr], cf.labels) if name == "supervised" else \
+                sae_edit(dictionaries[name], acts, target, budget)
+            logits = _run(model, task.tokens, task.position, hook, edited)
+            rows_idx = torch.arange(len(acts))
+            new_answer = cf_logits.argmax(-1)
+            rows.append(row | {
+                "attribute": attr, "edit_accuracy": float((logits.argmax(-1) == new_answer).float().mean()),
+                "edit_logit_diff": float(((logits[rows_idx, new_answer] - logits[rows_idx, task.correct]) > 0).float().mean()),
+                "edit_error": float((edited - target).norm(dim=1).mean() / target.norm(dim=1).mean()),
+                "edit_norm": float((edited - acts).norm(dim=1).mean())})
     summary = pd.DataFrame(rows)
     flags = pd.concat(flags, ignore_index=True) if flags else pd.DataFrame()
     if len(flags):

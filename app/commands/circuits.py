@@ -43,10 +43,15 @@ def _pair_label(index: int, n_layers: int, n_heads: int) -> str:
 
 
 def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
-                     sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction") -> dict:
-    """Run every analysis on one prompt set, write the tables to ``out`` and return the summary."""
+                     sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction",
+                     src_mask=None, cutoff: float = 0.7) -> dict:
+    """Run every analysis on one prompt set, write the tables to ``out`` and return the summary.
+
+    The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
+    by default the top induction head on the repeated tokens."""
     from interp import attention, decomposition, patching
-    from interp.feature_circuits import circuit_nodes, faithfulness, feature_circuit, write_feature_circuit
+    from interp.feature_circuits import (circuit_nodes, faithfulness, faithfulness_curve, feature_circuit, node_attribution,
+                                         write_feature_circuit)
 
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -73,21 +78,25 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     edges = timed("svd_edges", lambda: decomposition.trace_head_edges(model, clean, dest_mask))
     dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
     start = start_head or (ind_layer, ind_head)
-    graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, top_k=3, threshold=0.05))
+    graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff))
     decomposition.write_decomposition(out, edges, dims, graph)
     summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
+    summary["svd_trace"] = {"start": f"L{start[0]}H{start[1]}", "cutoff": cutoff, "start_firings": graph["n_start_firings"],
+                            "nodes": graph["nodes"]}
 
     resid = timed("patch_residual", lambda: patching.patch_residual(model, clean, corrupt, metric))
     heads = timed("patch_heads", lambda: patching.patch_heads(model, clean, corrupt, metric))
     paths = timed("path_patch", lambda: patching.path_patch(model, clean, corrupt, metric))
     atp = timed("attribution_patching", lambda: patching.attribution_patching(model, clean, corrupt, metric))
+    atp_table = timed("atp_agreement", lambda: patching.atp_agreement(model, clean, corrupt, metric))
     patching.write_patching(
         out, patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
         patch_heads=patching.grid_frame(heads, ("layer", "head"), "effect"),
         path_patch=patching.grid_frame(paths, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
             side=lambda f: f.side.map(dict(enumerate(patching.SIDES)))),
         attribution_residual=patching.grid_frame(atp["residual"], ("layer", "pos"), "effect"),
-        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"))
+        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"), atp_agreement=atp_table)
+    summary["atp_vs_exact_heads"] = atp_table[["scale", "method", "pearson", "spearman"]].to_dict("records")
     summary["attribution_vs_exact"] = {"residual": patching.agreement(resid, atp["residual"]),
                                        "heads": patching.agreement(heads, atp["heads"])}
     methods = {"composition_k": _head_pairs(composition["K"]),
@@ -104,11 +113,15 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
         hook = sae_hook or getattr(dictionary, "hook_name", None)
         if not hook:
             raise CircuitInputError(f"the SAE at {sae_folder} names no hook; pass --sae-hook")
-        circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, {hook: dictionary}, corrupt,
-                                                                     "ig", steps=10, top_k=12))
-        write_feature_circuit(out, circuit)
-        summary["feature_circuit"] = {"hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"]),
-                                      "faithfulness": faithfulness(model, clean, metric, {hook: dictionary}, circuit_nodes(circuit))}
+        sites = {hook: dictionary}
+        circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, sites, corrupt, "ig", steps=10))
+        effects = timed("feature_effects", lambda: node_attribution(model, clean, metric, sites, corrupt, "ig", steps=10))
+        curve = timed("feature_faithfulness", lambda: faithfulness_curve(model, clean, metric, sites, effects, ablate_from=corrupt))
+        write_feature_circuit(out, circuit, curve)
+        summary["feature_circuit"] = {
+            "hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"]), "node_threshold": circuit["node_threshold"],
+            "faithfulness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), ablate_from=corrupt),
+            "completeness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), True, corrupt)}
     summary["timings_s"] = timings
     attention.write_json(out / "summary.json", summary)
     return summary
@@ -154,12 +167,15 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
         prompts = ioi_prompts(model, n_prompts, templates=IOI_TEMPLATES[:1], places=places, objects=objects)
     if not torch.equal(prompts.end, prompts.end[:1].expand_as(prompts.end)):
         raise CircuitInputError("the IOI prompts tokenise to different lengths; use one template and single-token names")
+    rows = torch.arange(n_prompts)
     mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
-    mask[torch.arange(n_prompts), prompts.end] = True
+    mask[rows, prompts.end] = True
+    io = torch.zeros_like(mask)
+    io[rows, (prompts.clean == prompts.io[:, None]).long().argmax(1)] = True  # the reference traces END -> IO
     table = ioi_head_table(model, prompts)
     roles = ioi_roles(table)
     summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
-                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi")
+                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi", src_mask=io)
     from interp.features import write_parquet_atomic
     from interp.prompts import ioi_scores
 

@@ -10,7 +10,8 @@ from app.ui import data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
 from interp.attention import CircuitInputError
-from interp.figures.circuits import edge_graph_figure, feature_circuit_figure, head_edges_from_svd, head_scores_figure
+from interp.figures.circuits import (edge_graph_figure, faithfulness_figure, feature_circuit_figure, head_edges_from_svd,
+                                     head_scores_figure)
 
 page("Circuits")
 root = workspace_root()
@@ -137,6 +138,8 @@ with tabs[4]:
     if (folder / "feature_circuit.json").exists():
         graph = data.read_json(folder / "feature_circuit.json")
         plot(feature_circuit_figure(graph), key="feature_circuit")
+        if (folder / "feature_faithfulness.parquet").exists():
+            plot(faithfulness_figure(data.parquet(folder / "feature_faithfulness.parquet")), key="feature_faithfulness")
         st.dataframe(data.parquet(folder / "feature_nodes.parquet", order="abs(effect) desc"), hide_index=True,
                      width="stretch", key="feature_nodes")
     else:

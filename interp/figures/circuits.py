@@ -98,3 +98,12 @@ def agreement_figure(exact: Tensor, approx: Tensor, title: str) -> go.Figure:
 def feature_circuit_figure(graph: dict) -> go.Figure:
     """Sankey of a ``feature_circuit`` graph (features and error nodes into the metric)."""
     return edge_graph_figure(graph["edges"], weight="weight").update_layout(title=f"Feature circuit ({graph['method']})")
+
+
+def faithfulness_figure(curve: pd.DataFrame, title: str = "Feature circuit: faithfulness and completeness") -> go.Figure:
+    """The paper's curves: faithfulness of the top-n nodes and of their complement against circuit size."""
+    fig = go.Figure([go.Scatter(x=curve.n_nodes, y=curve.faithfulness, mode="lines+markers", name="faithfulness (C)"),
+                     go.Scatter(x=curve.n_nodes, y=curve.completeness, mode="lines+markers", name="completeness (M \\ C)")])
+    fig.add_hline(y=1.0, line_dash="dot").add_hline(y=0.0, line_dash="dot")
+    return fig.update_layout(title=title, xaxis_title="nodes in the circuit", yaxis_title="(m(·) - m(∅)) / (m(M) - m(∅))",
+                             xaxis_type="log")

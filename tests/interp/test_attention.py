@@ -103,7 +103,8 @@ def test_three_edge_methods_agree_on_the_planted_circuit(planted, tmp_path):
     assert summary["heads"] == {"previous_token": [0, 0], "induction": [1, 0]}
     assert summary["signal_dimensionality"]["L1H0"] == 1.0
     graph = json.loads((tmp_path / "svd_trace.json").read_text())
-    assert [(e["source"], e["target"]) for e in graph["edges"]] == [("L0H0", "L1H0")]
+    assert {(e["source"], e["target"], e["side"]) for e in graph["edges"]} == {("L0H0", "L1H0", "key")}  # one per source position
+    assert summary["svd_trace"]["nodes"] == ["L0H0", "L1H0"]
 
 
 def test_three_edge_methods_agree_on_a_trained_induction_circuit(tmp_path):

@@ -15,7 +15,15 @@ from circuit_toys import one_thread, random_ln_model  # noqa: E402, F401
 from interp.attention import CircuitInputError
 from interp.dictionary import DictionaryError, as_dictionary
 from interp.feature_circuits import (
+    Attribution,
+    SiteValues,
+    _patch_values,
+    _splice,
+    attribute,
     circuit_nodes,
+    edge_pairs,
+    faithfulness_curve,
+    site_values,
     edge_attribution,
     faithfulness,
     feature_circuit,
@@ -47,6 +55,11 @@ class ReluDictionary:
 
     def decode(self, f):
         return f @ self._W_dec + self.b_dec
+
+    def double(self):
+        for name in ("W_enc", "b_enc", "_W_dec", "b_dec"):
+            setattr(self, name, getattr(self, name).double())
+        return self
 
 
 def linear_model() -> HookedTransformer:
@@ -91,13 +104,16 @@ def test_nonlinear_toy_ig_sums_to_the_exact_effect_where_atp_does_not(linear_set
     metric = lambda logits: (logits[:, -1, 5] ** 2).mean()  # noqa: E731
     sites = {SITE: dictionary}
     atp = node_attribution(model, tokens, metric, sites, "zero", "atp")[SITE]
-    ig = node_attribution(model, tokens, metric, sites, "zero", "ig", steps=10)[SITE]
+    ig = node_attribution(model, tokens, metric, sites, "zero", "ig", steps=10, rule="midpoint")[SITE]
+    left = node_attribution(model, tokens, metric, sites, "zero", "ig", steps=10)[SITE]  # the reference's k/N points
     zero_site = dictionary.decode(torch.zeros(1, 32))  # f = 0 and ε = 0 leave only the decoder bias
     patched = metric(model.run_with_hooks(tokens, fwd_hooks=[(SITE, lambda x, hook: zero_site.expand_as(x))]))
     exact = float(patched - metric(model(tokens)))
     total = lambda effects: float(effects["features"].sum() + effects["error"].sum())  # noqa: E731
     assert abs(total(ig) - exact) / abs(exact) < 0.01
     assert abs(total(atp) - exact) / abs(exact) > 0.05
+    # the gradient is linear in α, so the left points' mean gradient sits at α = 0.45: AtP + 0.9 (exact - AtP)
+    assert total(left) == pytest.approx(total(atp) + 0.9 * (exact - total(atp)), rel=1e-3)
 
 
 def test_ig_completeness_on_a_nonlinear_model_with_a_saelens_sae():
@@ -113,7 +129,7 @@ def test_ig_completeness_on_a_nonlinear_model_with_a_saelens_sae():
     clean, corrupt = torch.randint(0, 50, (4, 10), generator=g), torch.randint(0, 50, (4, 10), generator=g)
     metric = lambda logits: logits[:, -1].log_softmax(-1)[:, 7].mean()  # noqa: E731
     sites = {SITE: as_dictionary(sae)}
-    effects = node_attribution(model, clean, metric, sites, corrupt, "ig", steps=10)[SITE]
+    effects = node_attribution(model, clean, metric, sites, corrupt, "ig", steps=10, rule="midpoint")[SITE]
     total = effects["features"].sum() + effects["error"].sum()
     _, corrupt_cache = model.run_with_cache(corrupt)
     patched = metric(model.run_with_hooks(clean, fwd_hooks=[(SITE, lambda x, hook: corrupt_cache[SITE])]))
@@ -126,45 +142,141 @@ def test_edge_attribution_matches_the_jacobian_by_hand(linear_setup):
     up, down = ReluDictionary(16, 24, seed=1), ReluDictionary(16, 32, seed=2)
     hooks = {"blocks.0.hook_resid_pre": up, SITE: down}
     metric = lambda logits: logits[:, -1, 3].mean()  # noqa: E731
-    weights = edge_attribution(model, tokens, metric, hooks, "blocks.0.hook_resid_pre", SITE, [0, 1, 2])
+    nodes = [(5, 0), (5, 1), (5, 2), (5, -1)]
+    weights = edge_attribution(model, tokens, metric, hooks, "blocks.0.hook_resid_pre", SITE, nodes)
+    assert weights["features"].shape == (4, 6, 24) and weights["error"].shape == (4, 6)
     _, cache = model.run_with_cache(tokens)
     x = cache["blocks.0.hook_resid_pre"]  # the zero-attention layer passes it on unchanged
     f_up = up.encode(x)
     active = (x @ down.W_enc + down.b_enc > 0).float()
     grad_down = (model.W_U[:, 3] / 3) @ down.W_dec.T  # d metric / d f_down at the last position
-    for row, j in enumerate([0, 1, 2]):
+    for row, (_, j) in enumerate(nodes[:3]):
         jac = up.W_dec @ down.W_enc[:, j]  # d f_down_j / d f_up (before the ReLU gate)
         expected = (active[:, -1, j, None] * grad_down[j] * jac * -f_up[:, -1]).sum(0)
-        torch.testing.assert_close(weights["features"][row], expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weights["features"][row, -1], expected, atol=1e-5, rtol=1e-4)
+        assert weights["features"][row, :-1].abs().max() < 1e-6  # no attention: nothing crosses positions
+
+
+def test_edge_pairs_follow_the_reference_edge_set():
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post",
+             "blocks.2.hook_attn_out"]
+    assert edge_pairs(hooks) == [
+        ("blocks.0.hook_resid_post", "blocks.1.hook_attn_out"), ("blocks.0.hook_resid_post", "blocks.1.hook_mlp_out"),
+        ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post"), ("blocks.1.hook_attn_out", "blocks.1.hook_mlp_out"),
+        ("blocks.1.hook_attn_out", "blocks.1.hook_resid_post"), ("blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"),
+        ("blocks.1.hook_resid_post", "blocks.2.hook_attn_out")]
+
+
+FULL_SITES = ["blocks.0.hook_resid_post", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out", "blocks.1.hook_resid_post"]
+
+
+def two_node_patch(model, tokens, metric, sites, values, target, upstream, node_u, downstream, node_d):
+    """Exact edge effect: patch one upstream node, let it reach the downstream site only directly (sites in
+    between clamped to their clean values), then patch only that downstream node's new value into a clean run."""
+    hooks = list(sites)
+    between = hooks[hooks.index(upstream) + 1: hooks.index(downstream)]
+    (pu, ju), (pd_, jd) = node_u, node_d
+    up = SiteValues(values[upstream].features.clone(), values[upstream].error.clone())
+    if ju >= 0:
+        up.features[:, pu, ju] = target[upstream].features[:, pu, ju]
+    else:
+        up.error[:, pu] = target[upstream].error[:, pu]
+    store = {}
+    splices = [(upstream, _splice(upstream, sites[upstream], {}, up)), (downstream, _splice(downstream, sites[downstream], store))]
+    splices += [(h, _splice(h, sites[h], {}, values[h])) for h in between]
+    with torch.no_grad():
+        model.run_with_hooks(tokens, fwd_hooks=splices)
+        moved = SiteValues(values[downstream].features.clone(), values[downstream].error.clone())
+        if jd >= 0:
+            moved.features[:, pd_, jd] = store[downstream].features[:, pd_, jd]
+        else:
+            moved.error[:, pd_] = store[downstream].error[:, pd_]
+        patched = metric(model.run_with_hooks(tokens, fwd_hooks=[(downstream, _splice(downstream, sites[downstream], {}, moved))]))
+        return float(patched - metric(model(tokens)))
+
+
+def test_every_edge_kind_matches_exact_two_node_patching_on_a_small_edit():
+    """Random LN model with attention and MLPs, SAEs at resid/attn/mlp/resid: each edge of each reference
+    kind equals exact two-node patching for a small edit (where the first-order estimate is exact)."""
+    model = random_ln_model(seed=6).to(torch.float64)
+    tokens = torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(3))
+    corrupt = torch.randint(0, 50, (3, 7), generator=torch.Generator().manual_seed(4))
+    sites = {h: ReluDictionary(32, 48, seed=i).double() for i, h in enumerate(FULL_SITES)}
+    metric = lambda logits: logits[:, -1].log_softmax(-1)[:, 7].mean()  # noqa: E731
+    eps = 1e-3
+    values, far = site_values(model, tokens, sites), site_values(model, corrupt, sites)
+    target = {h: SiteValues(v.features + eps * (far[h].features - v.features), v.error + eps * (far[h].error - v.error))
+              for h, v in values.items()}
+    grads = attribute(model, tokens, metric, sites, method="atp").grads
+    attribution = Attribution(values, target, grads)
+    checked = 0
+    for upstream, downstream in edge_pairs(FULL_SITES):
+        effect = attribution.effects(downstream)["features"]
+        pd_, jd = divmod(int(effect[3:].abs().argmax()), effect.shape[1])
+        down_nodes = [(pd_ + 3, jd), (6, -1)]
+        weights = edge_attribution(model, tokens, metric, sites, upstream, downstream, down_nodes, attribution=attribution)
+        for row, node_d in enumerate(down_nodes):
+            up_w = weights["features"][row]
+            pu, ju = divmod(int(up_w.abs().argmax()), up_w.shape[1])
+            for node_u, w in (((pu, ju), float(up_w[pu, ju])), ((node_d[0], -1), float(weights["error"][row, node_d[0]]))):
+                exact = two_node_patch(model, tokens, metric, sites, values, target, upstream, node_u, downstream, node_d)
+                assert abs(w - exact) <= 2e-2 * abs(exact) + 1e-9, (upstream, downstream, node_u, node_d, w, exact)
+                checked += 1
+    assert checked == 24
 
 
 def test_feature_circuit_graph_and_files(linear_setup, tmp_path):
     model, _, tokens = linear_setup
     hooks = {"blocks.0.hook_resid_pre": ReluDictionary(16, 24, seed=1), SITE: ReluDictionary(16, 32, seed=2)}
     metric = lambda logits: logits[:, -1, 3].mean()  # noqa: E731
-    graph = feature_circuit(model, tokens, metric, hooks, top_k=4, edge_threshold=1e-6)
+    effects = node_attribution(model, tokens, metric, hooks, "zero", "ig")
+    threshold = float(effects[SITE]["features"].abs().flatten().sort(descending=True).values[3])
+    graph = feature_circuit(model, tokens, metric, hooks, node_threshold=threshold, edge_threshold=1e-6)
     assert graph["sites"] == list(hooks)
-    assert sum(n["hook"] == SITE for n in graph["nodes"]) == 5  # 4 features + the error node
+    site_nodes = [n for n in graph["nodes"] if n["hook"] == SITE]
+    assert sum(n["feature"] >= 0 for n in site_nodes) == 3  # per position and feature, above the threshold
+    assert all(n["pos"] == 5 for n in site_nodes)  # the metric reads the last position only
     assert any(e["target"] == "metric" for e in graph["edges"])
     assert any(e["source"].startswith("blocks.0.hook_resid_pre/") and e["target"].startswith(SITE) for e in graph["edges"])
-    paths = write_feature_circuit(tmp_path, graph)
-    assert all(p.exists() for p in paths)
+    curve = faithfulness_curve(model, tokens, metric, hooks, effects, sizes=[1, 4, 16])
+    paths = write_feature_circuit(tmp_path, graph, curve)
+    assert all(p.exists() for p in paths) and len(paths) == 3
 
 
 def test_faithfulness_is_the_share_of_the_linear_effect_the_circuit_keeps(linear_setup):
-    """Linear toy, mean ablation: restoring nodes adds up, so faithfulness = Σ_C IE / Σ_all IE."""
+    """Linear toy, mean ablation from other prompts (their mean over prompts, per position): restoring
+    nodes adds up, so faithfulness = Σ_C IE / Σ_all IE and completeness = 1 - faithfulness. (Ablating to
+    the clean prompts' own mean would move a linear mean metric by exactly 0.)"""
     model, dictionary, tokens = linear_setup
+    other = torch.randint(0, 20, tokens.shape, generator=torch.Generator().manual_seed(9))
     metric = lambda logits: logits[:, -1, 5].mean()  # noqa: E731
     sites = {SITE: dictionary}
-    effects = node_attribution(model, tokens, metric, sites, "mean", "atp")[SITE]
-    per_feature = effects["features"].sum(0)
-    chosen = per_feature.abs().argsort(descending=True)[:5].tolist()
-    total = float(per_feature.sum() + effects["error"].sum())
-    expected = float(per_feature[chosen].sum()) / total
-    assert faithfulness(model, tokens, metric, sites, {SITE: chosen}) == pytest.approx(expected, abs=1e-4)
-    assert faithfulness(model, tokens, metric, sites, {SITE: list(range(32)) + [-1]}) == pytest.approx(1.0, abs=1e-5)
-    graph = feature_circuit(model, tokens, metric, sites, "mean", "atp", top_k=5)
-    assert sorted(circuit_nodes(graph)[SITE]) == sorted(chosen + [-1])
+    effects = node_attribution(model, tokens, metric, sites, other, "atp")[SITE]
+    last = effects["features"][-1]
+    chosen = last.abs().argsort(descending=True)[:5].tolist()
+    total = float(effects["features"].sum() + effects["error"].sum())
+    expected = float(last[chosen].sum()) / total
+    circuit = {SITE: [(5, j) for j in chosen]}
+    assert faithfulness(model, tokens, metric, sites, circuit, ablate_from=other) == pytest.approx(expected, abs=1e-4)
+    assert faithfulness(model, tokens, metric, sites, circuit, True, other) == pytest.approx(1 - expected, abs=1e-4)
+    assert faithfulness(model, tokens, metric, sites, {SITE: list(range(32))}, ablate_from=other) == pytest.approx(
+        1 - float(effects["error"].sum()) / total, abs=1e-4)
+    threshold = float(last.abs().sort(descending=True).values[5])
+    graph = feature_circuit(model, tokens, metric, sites, other, "atp", node_threshold=threshold)
+    errors = [(p, -1) for p in range(6) if abs(float(effects["error"][p])) > threshold]
+    assert sorted(circuit_nodes(graph)[SITE]) == sorted(circuit[SITE] + errors)
+    curve = faithfulness_curve(model, tokens, metric, sites, {SITE: effects}, ablate_from=other)
+    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-4) and curve.completeness.iloc[-1] == pytest.approx(0.0, abs=1e-4)
+    assert curve.n_nodes.is_monotonic_increasing and curve.threshold.is_monotonic_decreasing
+
+
+def test_mean_ablation_averages_over_prompts_only(linear_setup):
+    model, dictionary, tokens = linear_setup
+    sites = {SITE: dictionary}
+    values = site_values(model, tokens, sites)[SITE]
+    means = _patch_values(model, tokens, "mean", sites)[SITE]
+    torch.testing.assert_close(means.features[1, 2], values.features[:, 2].mean(0))
+    assert not torch.allclose(means.features[0, 1], means.features[0, 2])
 
 
 def test_bad_inputs_raise_clear_errors(linear_setup):
@@ -176,3 +288,7 @@ def test_bad_inputs_raise_clear_errors(linear_setup):
         node_attribution(model, tokens, metric, {"blocks.5.hook_resid_post": dictionary})
     with pytest.raises(CircuitInputError, match="longer than the model's context"):
         node_attribution(model, torch.zeros(1, 9, dtype=torch.long), metric, {SITE: dictionary})
+    with pytest.raises(DictionaryError, match="d_in=8"):
+        feature_circuit(model, tokens, metric, {SITE: ReluDictionary(8, 16)})
+    with pytest.raises(CircuitInputError, match="rule must be"):
+        node_attribution(model, tokens, metric, {SITE: dictionary}, method="ig", rule="trapezoid")

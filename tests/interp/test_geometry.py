@@ -8,6 +8,9 @@ import scipy.sparse as sp
 
 from interp.geometry import (
     affinities,
+    axial_kmeans,
+    crystal_clusters,
+    geometry_predicts_lobes,
     clustering_entropy,
     crystal_search,
     feature_map,
@@ -54,21 +57,60 @@ def test_planted_parallelograms_are_recovered_first():
     assert (found.trapezoid_cosine > 0.999).all()
 
 
-def test_lda_projection_removes_distractor_dimensions():
-    points, n_planted = planted_parallelograms(distractor=6.0)
-    # training relations: the u-edges (label 0) and v-edges (label 1) of the planted squares
-    pairs = [(s + 2 * a + 1 * 0, s + 2 * a + 1) for s in range(0, n_planted, 4) for a in (0, 1)]
-    pairs += [(s + b, s + 2 + b) for s in range(0, n_planted, 4) for b in (0, 1)]
-    labels = np.array([1] * (len(pairs) // 2) + [0] * (len(pairs) // 2))
-    diffs = np.array([points[j] - points[i] for i, j in pairs])
-    before = relation_quality(diffs, labels)
-    projection = lda_projection(diffs, labels, ridge=1e-3)
-    after = relation_quality(diffs @ projection, labels)
-    assert before < 0.8 and after > 0.99
-    plain = crystal_search(points, n_neighbours=20, top=10)
-    projected = crystal_search(points, projection=projection, n_neighbours=20, top=10)
-    assert sum(is_planted(r, n_planted) for r in plain.itertuples()) < 10
-    assert all(is_planted(r, n_planted) for r in projected.itertuples())
+def planted_relations(n_relations=4, per_relation=8, n_random_pairs=16, d=16, distractor=6.0, seed=0):
+    """Word pairs ``(x, x + r_c)`` of ``n_relations`` relations plus pairs of unrelated points; every point
+    also carries a large random 'length' block (4 dims) that dominates the raw differences."""
+    rng = np.random.default_rng(seed)
+    relations = rng.normal(size=(n_relations, d))
+    points, pairs, labels = [], [], []
+    for c in range(n_relations):
+        for _ in range(per_relation):
+            base = rng.normal(size=d) * 2
+            points += [base, base + relations[c]]
+            pairs.append((len(points) - 1, len(points) - 2))
+            labels.append(c)
+    for _ in range(n_random_pairs):
+        points += [rng.normal(size=d) * 2, rng.normal(size=d) * 2]
+        pairs.append((len(points) - 1, len(points) - 2))
+        labels.append(-1)
+    points = np.concatenate([np.array(points), rng.normal(size=(len(points), 4)) * distractor], 1)
+    return points, np.array(pairs), np.array(labels)
+
+
+def test_crystal_clusters_recover_planted_relations_after_lda_removes_the_distractor():
+    points, pairs, labels = planted_relations()
+    planted = labels >= 0
+    diffs = points[pairs[:, 0]] - points[pairs[:, 1]]
+    train = planted & (np.arange(len(labels)) % 2 == 0)  # LDA sees half of the planted pairs
+    projection = lda_projection(diffs[train], labels[train])
+    assert projection.shape == (20, 3)  # centred between scatter: relations - 1 directions
+    before = relation_quality(diffs[planted], labels[planted])
+    after = relation_quality((diffs @ projection)[planted], labels[planted])
+    assert before < 0.6 and after > 0.95
+    raw = crystal_clusters(points, 5, pairs)
+    projected = crystal_clusters(points, 5, pairs, projection)
+    assert adjusted(labels[planted], raw.cluster.to_numpy()[planted]) < 0.5
+    assert adjusted(labels[planted], projected.cluster.to_numpy()[planted]) > 0.99
+    # each relation's pairs come out in one orientation (a - b along the shared centroid)
+    same = projected.a.to_numpy() == pairs[:, 0]
+    assert all(len(set(same[labels == c])) == 1 for c in range(4))
+
+
+def test_axial_kmeans_treats_opposite_differences_as_one_relation():
+    rng = np.random.default_rng(1)
+    u, v = np.eye(6)[0], np.eye(6)[1]
+    vectors = np.concatenate([u + 0.01 * rng.normal(size=(10, 6)), -u + 0.01 * rng.normal(size=(10, 6)),
+                              v + 0.01 * rng.normal(size=(10, 6))])
+    labels, centroids = axial_kmeans(vectors, 2, seed=0)
+    assert len(set(labels[:20])) == 1 and labels[20] != labels[0] and len(set(labels[20:])) == 1
+    assert np.abs(centroids @ np.stack([u, v]).T).max(0) == pytest.approx([1, 1], abs=1e-3)
+
+
+def test_lda_needs_two_relations():
+    from interp.errors import InputError
+
+    with pytest.raises(InputError, match="at least 2 relations"):
+        lda_projection(np.ones((4, 3)), np.zeros(4))
 
 
 def block_counts(fired: np.ndarray):
@@ -109,7 +151,11 @@ def test_planted_lobes_match_geometry_and_random_does_not():
     assert agreement["ami"] > 0.95 and abs(agreement["null_mean"]) < 0.05 and agreement["z"] > 10
     random_fired = np.random.default_rng(1).random(fired.shape) < 0.15
     counts, n = block_counts(random_fired)
-    assert abs(lobe_agreement(spectral_labels(affinities(counts, n, "phi"), 2), geo, n_null=10)["ami"]) < 0.05
+    random_lobes = spectral_labels(affinities(counts, n, "phi"), 2)
+    assert abs(lobe_agreement(random_lobes, geo, n_null=10)["ami"]) < 0.05
+    logistic = geometry_predicts_lobes(W, lobes)
+    assert logistic["chance"] == 0.5 and logistic["balanced_accuracy"] > 0.95
+    assert geometry_predicts_lobes(W, random_lobes)["balanced_accuracy"] < 0.7
 
 
 def test_power_law_slope_and_clustering_entropy():

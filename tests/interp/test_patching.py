@@ -13,7 +13,9 @@ from circuit_toys import VOCAB, one_thread, planted_induction_model, planted_pro
 from interp.attention import CircuitInputError
 from interp.patching import (
     agreement,
+    atp_agreement,
     attribution_patching,
+    graddrop_heads,
     grid_frame,
     logit_diff_metric,
     next_token_metric,
@@ -97,3 +99,44 @@ def test_bad_inputs_raise_clear_errors(planted):
         path_patch(model, clean, corrupt, metric, sides=("x",))
     with pytest.raises(CircuitInputError, match="lack"):
         patch_heads(model, clean, {"blocks.0.attn.hook_z": torch.zeros(1)}, metric)
+
+
+def correct_logit_metric(clean, positions: slice):
+    """Mean logit of the correct next token: linear in L1H0's pattern on the planted model."""
+    targets = clean[:, positions.start + 1: positions.stop + 1]
+    return lambda logits: logits[:, positions].gather(-1, targets[..., None]).mean()
+
+
+def test_atp_star_qk_fix_is_exact_where_attention_saturates_and_plain_atp_fails(planted):
+    """Token corruption of L0H0's input moves L1H0's keys far; L1H0's softmax is saturated, so plain
+    AtP sees almost no gradient into L0H0. Downstream of L1H0's pattern the logits are linear, so the
+    QK fix (exact softmax of the new scores) gives the exact effect."""
+    model, clean, corrupt, _ = planted
+    metric = correct_logit_metric(clean, slice(6, 10))
+    exact = patch_heads(model, clean, corrupt, metric)
+    plain = attribution_patching(model, clean, corrupt, metric, method="atp")["heads"]
+    star = attribution_patching(model, clean, corrupt, metric)["heads"]
+    assert exact[0, 0] < -5 and abs(float(plain[0, 0])) < 0.01 * abs(float(exact[0, 0]))
+    torch.testing.assert_close(star, exact, atol=1e-3, rtol=1e-3)
+    table = atp_agreement(model, clean, corrupt, metric)
+    full = table[table.scale == 1.0].set_index("method").pearson
+    assert full["atp*"] > 0.999 and full["atp"] < 0.9
+    small = table[table.scale == 0.1].set_index("method").pearson
+    assert small["atp"] > 0.99 and small["atp*"] > 0.99
+
+
+def test_graddrop_by_hand_on_the_planted_model(planted):
+    """Dropping layer 1's gradient leaves L0H0 only its direct path, which the unembedding never reads
+    (0); layer-1 heads keep their plain |AtP|."""
+    model, clean, corrupt, _ = planted
+    metric = correct_logit_metric(clean, slice(6, 10))
+    dropped = graddrop_heads(model, clean, corrupt, metric)
+    plain = attribution_patching(model, clean, corrupt, metric, method="atp")["heads"]
+    assert float(dropped[0].abs().max()) < 1e-6
+    torch.testing.assert_close(dropped[1], plain[1].abs())
+
+
+def test_atp_method_must_be_known(planted):
+    model, clean, corrupt, metric = planted
+    with pytest.raises(CircuitInputError, match="method must be one of"):
+        attribution_patching(model, clean, corrupt, metric, method="atp+")

@@ -96,6 +96,49 @@ def test_patching_metrics_have_their_known_endpoints(tiny_model):
     assert exact.sufficiency == pytest.approx(1.0, abs=1e-4) and exact.necessity == pytest.approx(0.0, abs=1e-4)
     assert exact.explained_variance == pytest.approx(1.0, abs=1e-5)
     assert set(flags.attribute) == {"A", "B"}
-    assert list(summary.dictionary) == ["supervised", "exact"] and summary.edit_success.between(0, 1).all()
+    assert list(summary.dictionary) == ["supervised", "exact"] and summary.edit_accuracy.between(0, 1).all()
+    assert set(summary.attribute) == {"B"}
     with pytest.raises(Exception, match="d_in"):
         evaluate_dictionaries(tiny_model, hook, task, {"bad": type("Bad", (SignedIdentity,), {"d_in": 8})()})
+
+
+def test_an_exact_dictionary_with_a_full_budget_reaches_the_counterfactual(tiny_model):
+    """At the last layer's residual, an edit that reaches the counterfactual prompt's activation makes
+    the model's output the counterfactual's: edit accuracy 1, edit error 0."""
+    hook = "blocks.1.hook_resid_post"
+    d = tiny_model.cfg.d_model
+    task = induction_task(torch.arange(100, 400), n_prompts=32, vocab=4096)
+    cf = task.counterfactuals["B"]
+    assert (cf.tokens[:, 2] == task.values["B"][cf.labels]).all() and (cf.labels != task.labels["B"]).all()
+    exact = type("Exact", (SignedIdentity,), {"d_in": d, "d_sae": 2 * d,
+                                               "W_dec": property(lambda self: torch.cat([torch.eye(d), -torch.eye(d)]))})()
+    summary, _ = evaluate_dictionaries(tiny_model, hook, task, {"exact": exact}, budget=2 * d)
+    row = summary.set_index("dictionary").loc["exact"]
+    assert row.edit_accuracy == 1.0 and row.edit_error < 1e-5
+    few, _ = evaluate_dictionaries(tiny_model, hook, task, {"exact": exact}, budget=1)
+    assert few.set_index("dictionary").loc["exact"].edit_error > row.edit_error
+
+
+def test_a_task_must_have_aligned_prompts(tiny_model):
+    from interp.errors import InputError
+    from interp.principled_eval import Counterfactual, Task
+
+    task = induction_task(torch.arange(100, 400), n_prompts=4, vocab=4096)
+    with pytest.raises(InputError, match=r"shape \(4, 11\) but the task's prompts have \(4, 10\)"):
+        Task(task.tokens, task.labels, task.values, task.correct, task.wrong,
+             counterfactuals={"B": Counterfactual(torch.zeros(4, 11, dtype=torch.long), task.labels["B"])})
+    with pytest.raises(InputError, match="unknown attribute 'C'"):
+        Task(task.tokens, task.labels, task.values, task.correct, task.wrong,
+             counterfactuals={"C": Counterfactual(task.tokens, task.labels["B"])})
+
+
+def test_aligned_tokens_names_the_lengths_that_differ(tiny_model):
+    from interp.errors import InputError
+    from interp.principled_eval import aligned_tokens
+
+    same = aligned_tokens(tiny_model, ["the cat", "the cat"])
+    assert same.shape[0] == 2 and torch.equal(same[0], same[1])
+    short, long = "the cat", "the cat sat on the mat"
+    n_short, n_long = (len(tiny_model.to_tokens(t)[0]) for t in (short, long))
+    with pytest.raises(InputError, match=rf"different lengths \[{n_short}, {n_long}\]"):
+        aligned_tokens(tiny_model, [short, long])

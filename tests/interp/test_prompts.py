@@ -62,8 +62,8 @@ def test_ioi_pipeline_runs_on_a_tiny_local_gpt2(tiny_gpt2):
     assert edges.shape == (1, 2, 4, 2, 4) and torch.isfinite(edges).all()
     end_mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
     end_mask[torch.arange(6), prompts.end] = True
-    graph = trace_circuit(tiny_gpt2, prompts.clean, (1, 0), end_mask, top_k=2, threshold=0.0)
-    assert all(edge["target"] == "L1H0" for edge in graph["edges"])
+    graph = trace_circuit(tiny_gpt2, prompts.clean, (1, 0), end_mask, cutoff=1.0)
+    assert all(edge["target"] == "L1H0" and edge["position"] <= int(prompts.end.max()) for edge in graph["edges"])
 
 
 def test_ioi_command_writes_results(tiny_gpt2_dir, tmp_path):
@@ -78,6 +78,7 @@ def test_ioi_command_writes_results(tiny_gpt2_dir, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["prompt_set"] == "ioi" and summary["n_prompts"] == 4
+    assert summary["svd_trace"]["start_firings"] <= 4  # only firings END -> IO start the trace
     assert len(__import__("pandas").read_parquet(tmp_path / "path_patch.parquet")) == 3 * 2 * 4 * 2 * 4
 
 
