@@ -255,3 +255,54 @@ def _pad(model, texts: list[str]) -> tuple[Tensor, Tensor]:
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = row
     return tokens.to(model.cfg.device), torch.tensor([len(row) - 1 for row in rows])
+
+
+def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] = DEMO_IOI_HELD_OUT_NAMES,
+             template: str = DEMO_IOI_HELD_OUT_TEMPLATES[0], places: tuple[str, ...] = DEMO_IOI_PLACES,
+             objects: tuple[str, ...] = DEMO_IOI_OBJECTS):
+    """The IOI task for principled evaluation (Makelov et al.): one template, attributes ``IO`` and ``S``
+    (indices into ``names``) and ``position`` (0: ABBA, 1: BABA), read at END.
+
+    Counterfactuals, one per attribute, are the same prompt with that attribute alone changed: another IO
+    name (the answer moves to it), another S name (both mentions), the other order.
+    """
+    from interp.principled_eval import Counterfactual, Task, aligned_tokens
+
+    if model.tokenizer is None:
+        raise CircuitInputError("the IOI task needs a model with a tokenizer")
+    split = [name for name in names if name not in single_token_names(model.tokenizer, names)]
+    if split:
+        raise CircuitInputError(f"IOI names must be single tokens (after a space) for this tokenizer; these are not: {split}")
+    places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (places, objects))
+    if len(names) < 4 or not places or not objects:
+        raise CircuitInputError("the IOI task needs at least 4 names and one single-token place and object")
+    rng = random.Random(seed)
+    rows = []  # (io, s, order, fill, new_io, new_s)
+    for _ in range(n_prompts):
+        io, s, new_io, new_s = rng.sample(range(len(names)), 4)
+        rows.append((io, s, rng.randrange(2), dict(PLACE=rng.choice(places), OBJECT=rng.choice(objects)), new_io, new_s))
+
+    def text(io: int, s: int, order: int, fill: dict) -> str:
+        pair = (names[io], names[s]) if order == 0 else (names[s], names[io])
+        return _fill(template, pair, names[s], fill)
+
+    tokens = aligned_tokens(model, [text(io, s, order, fill) for io, s, order, fill, _, _ in rows])
+    variants = {
+        "IO": [text(new_io, s, order, fill) for io, s, order, fill, new_io, _ in rows],
+        "S": [text(io, new_s, order, fill) for io, s, order, fill, _, new_s in rows],
+        "position": [text(io, s, 1 - order, fill) for io, s, order, fill, _, _ in rows],
+    }
+    new_labels = {"IO": [r[4] for r in rows], "S": [r[5] for r in rows], "position": [1 - r[2] for r in rows]}
+    counterfactuals = {}
+    for attr, texts in variants.items():
+        cf_tokens = aligned_tokens(model, texts)
+        if cf_tokens.shape != tokens.shape:
+            raise CircuitInputError(f"the '{attr}' counterfactuals tokenize to {tuple(cf_tokens.shape)}, "
+                                    f"the prompts to {tuple(tokens.shape)}")
+        counterfactuals[attr] = Counterfactual(cf_tokens.to(model.cfg.device), torch.tensor(new_labels[attr]))
+    ids = torch.tensor([_name_id(model.tokenizer, name) for name in names])
+    labels = {"IO": torch.tensor([r[0] for r in rows]), "S": torch.tensor([r[1] for r in rows]),
+              "position": torch.tensor([r[2] for r in rows])}
+    return Task(tokens.to(model.cfg.device), labels, {"IO": ids, "S": ids, "position": torch.arange(2)},
+                ids[labels["IO"]].to(model.cfg.device), ids[labels["S"]].to(model.cfg.device),
+                counterfactuals=counterfactuals)

@@ -113,3 +113,25 @@ def test_real_gpt2_ioi_trace_reaches_s_inhibition_heads():
     graph = trace_circuit(model, prompts.clean, (9, 9), mask, top_k=8, threshold=0.0, max_depth=1)
     query_sources = {e["source"] for e in graph["edges"] if e["side"] == "query"}
     assert query_sources & {"L7H3", "L7H9", "L8H6", "L8H10"}
+
+
+def test_ioi_task_labels_and_counterfactuals_change_one_attribute_each(tiny_model):
+    """Each counterfactual changes only its attribute: another IO (one token), another S (both mentions),
+    or the order of the first two names; the labels say which name sits where."""
+    from interp.prompts import DEMO_IOI_HELD_OUT_NAMES, ioi_task
+
+    task = ioi_task(tiny_model, n_prompts=12, seed=3)
+    ids = task.values["IO"]
+    for i in range(12):
+        row = task.tokens[i]
+        io, s = ids[task.labels["IO"][i]], ids[task.labels["S"][i]]
+        assert (row == io).sum() == 1 and (row == s).sum() == 2 and task.correct[i] == io and task.wrong[i] == s
+        first_name = row[(row == io) | (row == s)][0]
+        assert (first_name == io) == (task.labels["position"][i] == 0)  # ABBA: IO first
+        assert int((task.counterfactuals["IO"].tokens[i] != row).sum()) == 1
+        assert int((task.counterfactuals["S"].tokens[i] != row).sum()) == 2
+        swapped = task.counterfactuals["position"].tokens[i]
+        assert int((swapped != row).sum()) == 2 and sorted(swapped.tolist()) == sorted(row.tolist())
+    assert int(task.position[0]) == task.tokens.shape[1] - 1 and len(ids) == len(DEMO_IOI_HELD_OUT_NAMES)
+    with pytest.raises(CircuitInputError, match="single tokens"):
+        ioi_task(tiny_model, 4, names=("Romeo", "Juliet", "Xqzwvjj", "Kate"))
