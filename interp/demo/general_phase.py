@@ -39,6 +39,7 @@ from interp.induction import (
 from interp.prompts import (
     DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_NAMES, DEMO_IOI_OBJECTS, DEMO_IOI_PLACES, DEMO_IOI_TRAIN_NAMES,
     DEMO_IOI_TRAIN_TEMPLATES, demo_ioi_prompts, ioi_prompts, ioi_scores, random_demo_ioi_template,
+    single_token_names,
 )
 
 N_FREQUENT = 2000
@@ -47,7 +48,8 @@ HELD_OUT_EVAL_WINDOWS = 64  # held-out windows of 128 tokens for the language-mo
 
 @dataclass(frozen=True)
 class GeneralPhaseConfig:
-    steps: int = 2000
+    steps: int = 2000  # length of the learning-rate schedule
+    stop_at: int | None = None  # stop early at this step (None: at ``steps``)
     lr: float = 1e-3
     warmup: int = 100
     seed: int = 0
@@ -55,8 +57,18 @@ class GeneralPhaseConfig:
     induction_rows: int = 32
     induction_context: int = 96
     ioi_rows: int = 48
+    template_pieces: bool = True  # IOI rows on templates assembled from pieces, else the six fixed ones
     eval_every: int = 250
     checkpoint_every: int = 50
+    tag: str = "phase3"  # checkpoint file names in the work folder
+
+
+# The committed weights: phase 3 formed general induction (uniform / frequent / text repeat ratios 0.02 /
+# 0.01 / 0.25 at step 1250) and IOI on held-out names, but on the six fixed templates only (held-out
+# templates at chance: a position rule); it was stopped at step 1350 of its 4000-step schedule. Phase 4
+# continues with templates assembled from pieces, more language modelling and a lower learning rate.
+PHASE_3 = GeneralPhaseConfig(steps=4000, stop_at=1350, text_rows=8, template_pieces=False, tag="phase3")
+PHASE_4 = GeneralPhaseConfig(steps=1000, lr=5e-4, warmup=50, seed=1, text_rows=16, template_pieces=True, tag="phase4")
 
 
 def lr_at(step: int, cfg: GeneralPhaseConfig) -> float:
@@ -103,9 +115,17 @@ def induction_batch(sources: TokenSources, n: int, length: int, bos: int, genera
     return rows, mask
 
 
-def ioi_batch(model, sources: TokenSources, n: int, seed: int):
+def ioi_batch(model, sources: TokenSources, n: int, seed: int, template_pieces: bool = True):
     """Half the rows with training names, half with random words as names; each row on a template drawn
     from the training pieces (or, one row in four, a fixed training template)."""
+    if not template_pieces:  # the six fixed training templates
+        half = n // 2
+        named = ioi_prompts(model, half, seed, DEMO_IOI_TRAIN_TEMPLATES, DEMO_IOI_TRAIN_NAMES, "abc",
+                            DEMO_IOI_PLACES, DEMO_IOI_OBJECTS)
+        pool = tuple(single_token_names(model.tokenizer, random.Random(seed).sample(sources.pseudo_names, 64)))
+        pseudo = ioi_prompts(model, n - half, seed + 1, DEMO_IOI_TRAIN_TEMPLATES, pool, "abc",
+                             DEMO_IOI_PLACES, DEMO_IOI_OBJECTS)
+        return [named, pseudo]
     rng = random.Random(seed)
     templates = lambda k: tuple(rng.choice(DEMO_IOI_TRAIN_TEMPLATES) if rng.random() < 0.25  # noqa: E731
                                 else random_demo_ioi_template(rng) for _ in range(k))
@@ -164,25 +184,25 @@ def bigram_held_out_loss(tokenizer, context_size: int, alpha: float = 0.1) -> fl
     return float(-log_probs[held_out[:, :-1], held_out[:, 1:]].mean())
 
 
-def _save_checkpoint(model, optimizer, step: int, history: list, work_dir: Path) -> None:
+def _save_checkpoint(model, optimizer, step: int, history: list, work_dir: Path, tag: str) -> None:
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
         for key, value in optimizer.state.get(param, {}).items():
             tensors[f"optim.{i}.{key}"] = value.detach().contiguous().reshape(value.shape)
-    tmp = work_dir / "phase3.safetensors.tmp"
+    tmp = work_dir / f"{tag}.safetensors.tmp"
     save_file(tensors, str(tmp))
-    tmp.replace(work_dir / "phase3.safetensors")
-    meta = work_dir / "phase3.json.tmp"
+    tmp.replace(work_dir / f"{tag}.safetensors")
+    meta = work_dir / f"{tag}.json.tmp"
     meta.write_text(json.dumps({"step": step, "history": history}))
-    meta.replace(work_dir / "phase3.json")
+    meta.replace(work_dir / f"{tag}.json")
 
 
-def _load_checkpoint(model, optimizer, work_dir: Path) -> tuple[int, list]:
-    if not (work_dir / "phase3.json").exists():
+def _load_checkpoint(model, optimizer, work_dir: Path, tag: str) -> tuple[int, list]:
+    if not (work_dir / f"{tag}.json").exists():
         return 0, []
-    state = json.loads((work_dir / "phase3.json").read_text())
-    tensors = load_file(str(work_dir / "phase3.safetensors"))
+    state = json.loads((work_dir / f"{tag}.json").read_text())
+    tensors = load_file(str(work_dir / f"{tag}.safetensors"))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
@@ -201,20 +221,21 @@ def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[
     held_out_windows = demo_windows(tokenizer, model.cfg.n_ctx, held_out=True)
     sources = TokenSources(tokenizer, model.cfg.d_vocab, train_windows)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.98))
-    start, history = _load_checkpoint(model, optimizer, work_dir)
+    start, history = _load_checkpoint(model, optimizer, work_dir, cfg.tag)
+    stop = cfg.stop_at or cfg.steps
     if start == 0:
         history.append({"step": 0, **evaluate(model, sources, held_out_windows, bos)})
         print(json.dumps(history[-1]), flush=True)
     model.train()
     began = time.time()
-    bar = tqdm(range(start, cfg.steps), desc="demo model, general phase", unit="step", initial=start, total=cfg.steps)
+    bar = tqdm(range(start, stop), desc=f"demo model, {cfg.tag}", unit="step", initial=start, total=stop)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         text = train_windows[torch.randint(0, train_windows.shape[0], (cfg.text_rows,), generator=generator)]
         rows, mask = induction_batch(sources, cfg.induction_rows, cfg.induction_context, bos, generator)
-        ioi = ioi_batch(model, sources, cfg.ioi_rows, seed=cfg.seed * 1_000_003 + step)
+        ioi = ioi_batch(model, sources, cfg.ioi_rows, seed=cfg.seed * 1_000_003 + step, template_pieces=cfg.template_pieces)
         loss_text = model(text, return_type="loss")
         loss_induction = masked_loss(model, rows, mask)
         loss_ioi = sum(answer_loss(model, prompts) for prompts in ioi) / len(ioi)
@@ -226,13 +247,13 @@ def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[
         if step % 10 == 0:
             bar.set_postfix(text=f"{loss_text.item():.2f}", ind=f"{loss_induction.item():.2f}", ioi=f"{loss_ioi.item():.2f}")
         done = step + 1
-        if done % cfg.eval_every == 0 or done == cfg.steps:
+        if done % cfg.eval_every == 0 or done == stop:
             model.eval()
             history.append({"step": done, "seconds": round(time.time() - began), **evaluate(model, sources, held_out_windows, bos)})
             model.train()
             print(json.dumps(history[-1]), flush=True)
-        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-            _save_checkpoint(model, optimizer, done, history, work_dir)
+        if done % cfg.checkpoint_every == 0 or done == stop:
+            _save_checkpoint(model, optimizer, done, history, work_dir, cfg.tag)
     model.eval()
-    (work_dir / "phase3_config.json").write_text(json.dumps(asdict(cfg)))
+    (work_dir / f"{cfg.tag}_config.json").write_text(json.dumps(asdict(cfg)))
     return history

@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from interp.data import iter_texts, pack_token_stream
-from interp.demo.general_phase import GeneralPhaseConfig, train_general_phase
+from interp.demo.general_phase import PHASE_3, PHASE_4, train_general_phase
 from interp.models import demo_tokenizer
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -246,7 +246,8 @@ def main() -> None:
                         help="skip phase 1 and start phase 2 from these weights (a phase-1 model.safetensors)")
     parser.add_argument("--phase2-weights", type=Path, default=None,
                         help="skip phases 1-2 and start phase 3 from these weights (a phase-2 model.safetensors)")
-    parser.add_argument("--general-steps", type=int, default=GeneralPhaseConfig.steps, help="phase 3 steps")
+    parser.add_argument("--phase3-weights", type=Path, default=None,
+                        help="skip phases 1-3 and start phase 4 from these weights (a phase-3 model.safetensors)")
     parser.add_argument("--work-dir", type=Path, default=Path("demo-model-work"),
                         help="phase 3 checkpoints (a killed run resumes from here)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
@@ -254,8 +255,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     alphabet = (len(SPECIAL_TOKENS), len(SPECIAL_TOKENS) + args.alphabet)
-    if args.phase2_weights is not None:
-        model = load_weights(args.phase2_weights)
+    if args.phase3_weights is not None or args.phase2_weights is not None:
+        model = load_weights(args.phase3_weights or args.phase2_weights)
     else:
         if args.phase1_weights is None:
             model, windows, bos = train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
@@ -264,7 +265,8 @@ def main() -> None:
         train_induction(model, windows, bos, args.induction_steps, args.text_rows, args.induction_lr, args.seed,
                         alphabet, args.induction_rows, args.induction_context)
     model.set_tokenizer(demo_tokenizer())
-    history = train_general_phase(model, GeneralPhaseConfig(steps=args.general_steps, seed=args.seed), args.work_dir)
+    history = [] if args.phase3_weights else train_general_phase(model, PHASE_3, args.work_dir)
+    history += train_general_phase(model, PHASE_4, args.work_dir)
     save_model(model, args.out, history)
 
 
