@@ -21,11 +21,13 @@ from tqdm.auto import tqdm
 from sae_training import distributed as dist_utils
 from sae_training.architectures import EnsembleSAE, build_sae
 from sae_training.checkpoint import load_latest, save_checkpoint
-from sae_training.config import ConfigError, TrainConfig, check_same_run
+from sae_training.config import ConfigError, TrainConfig, check_checkpoint_config, check_same_run
 from sae_training.data import find_bad_shard, geometric_median, input_scale, open_store, take_rows
 from sae_training.evaluate import write_evaluation
 from sae_training.metrics import reconstruction_metrics
+from sae_training.memory import check_memory
 from sae_training.mfr import mfr_penalty, pairwise_matched_cosine
+from sae_training.optim import make_optimizer
 from sae_training.run_status import running_marker
 from sae_training.saelens_io import MemberDictionary
 
@@ -97,11 +99,6 @@ def lr_factor(step: int, n_steps: int, warmup: int, decay: int) -> float:
     return factor
 
 
-def sparsity_coefficient(config: TrainConfig, step: int) -> float:
-    warm = config.sparsity_warmup_steps
-    return config.sparsity_coefficient * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
-
-
 def clip_per_member(parameters: list[torch.nn.Parameter], max_norm: float) -> None:
     """Gradient-norm clipping per member (the paper's SAEs have separate optimisers)."""
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -140,17 +137,18 @@ def _initialise(config: TrainConfig, sae: EnsembleSAE, stats_store) -> float:
               "zeros": lambda s: torch.zeros(s.shape[1])}[config.b_dec_init](sample * scale)
     scale_t = dist_utils.broadcast_(torch.tensor([scale], dtype=torch.float64))
     center = dist_utils.broadcast_(center.float().contiguous())
-    with torch.no_grad():
-        sae.b_dec.copy_(center.to(sae.b_dec.device).expand_as(sae.b_dec))
+    if isinstance(sae.b_dec, torch.nn.Parameter):  # a tied SAE (mfr_tied) has no decoder bias
+        with torch.no_grad():
+            sae.b_dec.copy_(center.to(sae.b_dec.device).expand_as(sae.b_dec))
     return float(scale_t)
 
 
-def _log_line(config, step, loss, parts, x, dead, penalty, mmcs, lr) -> dict:
+def _log_line(config, step, loss, parts, x, dead, penalty, mmcs, lr, sparsity) -> dict:
     per = reconstruction_metrics(x, parts.x_hat.detach().float(), parts.f.detach())
     per["dead_fraction"] = dead.float().mean(-1).cpu()
     per["aux_loss"] = parts.aux.detach()
     line = {"step": step, "tokens": step * config.batch_size, "loss": float(loss), "lr": lr,
-            "sparsity_coefficient": sparsity_coefficient(config, step - 1)}
+            "sparsity_coefficient": sparsity}
     line.update({name: float(value.mean()) for name, value in per.items()})
     if config.n_members > 1:
         line["mfr_penalty"] = float(penalty)
@@ -187,12 +185,13 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
         raise ConfigError(f"config d_in={config.d_in} but the activations at {config.hook} have width "
                           f"{store.d_in}; fix --d-in or pick the right hook")
     torch.manual_seed(config.seed)
-    sae = build_sae(config.architecture, config.shape(store.d_in), seed=config.seed).to(device)
-    # fused Adam: one kernel over the stacked parameters (CPU and CUDA), instead of ~10 foreach passes
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr, betas=config.adam_betas, fused=True)
+    check_memory(config, store.d_in)
+    sae = build_sae(config.architecture, config.shape(store.d_in), config.options, seed=config.seed).to(device)
+    optimizer = make_optimizer(sae, config)
     steps_since_fired = torch.zeros(config.n_members, config.d_sae, dtype=torch.long, device=device)
     assignments = None
     if state:
+        check_checkpoint_config(state, config, run_dir)
         sae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         match_state_layout(optimizer)
@@ -220,6 +219,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
             "step": step, "model": sae.state_dict(), "optimizer": optimizer.state_dict(),
             "steps_since_fired": steps_since_fired.cpu(), "scale": scale, "rng": torch.get_rng_state(),
             "data_position": store.position, "config_hash": config.config_hash(),
+            "config_json": json.dumps(config.resume_key(), sort_keys=True),
             "assignments": None if assignments is None else torch.stack([torch.stack(p) for p in assignments]).cpu(),
         })
 
@@ -251,7 +251,11 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
             dead = steps_since_fired >= config.dead_window
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
             with autocast:
-                parts = sae.loss(x * scale, sparsity_coefficient(config, step), dead, config.mse_reduction)
+                parts = sae.loss(x * scale, sae.sparsity_at(step), dead, config.mse_reduction)
+                reset = sae.reinitialise(parts)
+                if reset:  # as the MFR code: fresh weights and optimiser for those members, batch recomputed
+                    optimizer.reset_members(reset)
+                    parts = sae.loss(x * scale, sae.sparsity_at(step), dead, config.mse_reduction)
                 loss = parts.total
                 penalty, mmcs = loss.new_zeros(()), loss.new_zeros(0)
                 if config.mfr_coefficient > 0:
@@ -283,7 +287,8 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
                                                                     or done == config.n_steps):
                     with torch.no_grad():
                         mmcs, _ = pairwise_matched_cosine(sae.W_dec.detach())
-                line = _log_line(config, done, loss.detach(), parts, x * scale, dead, penalty.detach(), mmcs, lr)
+                line = _log_line(config, done, loss.detach(), parts, x * scale, dead, penalty.detach(), mmcs, lr,
+                                 sae.sparsity_at(step))
                 metrics_file.write(json.dumps(line) + "\n")
                 metrics_file.flush()
                 if wandb_run is not None:

@@ -67,7 +67,7 @@ def test_a_launched_run_finishes_and_its_metrics_equal_the_file(fresh_workspace)
     assert last["step"] == total_steps(run) == 8
     assert next(m.value for m in at.metric if m.label == "FVU") == f"{last['fvu']:.4g}"
     config = json.loads((run / "config.json").read_text())
-    assert (config["d_sae"], config["k"], config["batch_size"], config["n_members"]) == (64, 4, 256, 2)
+    assert (config["d_sae"], config["options"]["k"], config["batch_size"], config["n_members"]) == (64, 4, 256, 2)
 
 
 @pytest.mark.slow

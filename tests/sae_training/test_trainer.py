@@ -99,7 +99,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_resume_is_exact(tmp_path):
 def test_resume_with_a_changed_config_is_refused(tmp_path):
     x, _ = planted()
     train_saes(small_config(), tmp_path / "r", activations=x, progress=False, stop_at_step=6, evaluate=False)
-    with pytest.raises(ConfigError, match="config changed.*k: 4 -> 8"):
+    with pytest.raises(ConfigError, match="config changed.*options.k: 4 -> 8"):
         train_saes(small_config(k=8), tmp_path / "r", activations=x, progress=False, resume=True)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_saes(small_config(), tmp_path / "r", activations=x, progress=False)
