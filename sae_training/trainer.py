@@ -113,20 +113,26 @@ def default_run_dir(config: TrainConfig, runs_root: Path | str = "runs") -> Path
     return Path(runs_root) / f"{tag}-{config.config_hash()}"
 
 
-def _prepare_dir(config: TrainConfig, run_dir: Path, resume: bool, is_main: bool) -> dict | None:
+def _check_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict | None:
+    """The checkpoint to resume from (checked to match ``config``), or None for a new run; writes nothing."""
     saved_config = run_dir / "config.json"
     if resume:
         if not saved_config.exists():
             raise ConfigError(f"nothing to resume at {run_dir}: config.json is missing")
         check_same_run(TrainConfig.load(saved_config), config)
-        return load_latest(run_dir / "checkpoints")
+        state = load_latest(run_dir / "checkpoints")
+        if state is not None:
+            check_checkpoint_config(state, config, run_dir)
+        return state
     if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
         raise ConfigError(f"{run_dir} already holds a run; pass resume=True (--resume) or choose another run id")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(saved_config)
-        (run_dir / "metrics.jsonl").write_text("")
     return None
+
+
+def _create_dir(config: TrainConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.json")
+    (run_dir / "metrics.jsonl").write_text("")
 
 
 def _initialise(config: TrainConfig, sae: EnsembleSAE, stats_store) -> float:
@@ -171,8 +177,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     rank, world_size = dist_utils.init_from_env(config.device)
     is_main = rank == 0
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    state = _prepare_dir(config, run_dir, resume, is_main)
-    dist_utils.barrier()
+    state = _check_dir(config, run_dir, resume)
     if config.model is not None and model is None and activations is None:
         from interp.models import load_model
 
@@ -185,13 +190,15 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
         raise ConfigError(f"config d_in={config.d_in} but the activations at {config.hook} have width "
                           f"{store.d_in}; fix --d-in or pick the right hook")
     torch.manual_seed(config.seed)
-    check_memory(config, store.d_in)
+    check_memory(config, store.d_in)  # before anything is written or allocated
+    if is_main and not resume:
+        _create_dir(config, run_dir)
+    dist_utils.barrier()
     sae = build_sae(config.architecture, config.shape(store.d_in), config.options, seed=config.seed).to(device)
     optimizer = make_optimizer(sae, config)
     steps_since_fired = torch.zeros(config.n_members, config.d_sae, dtype=torch.long, device=device)
     assignments = None
     if state:
-        check_checkpoint_config(state, config, run_dir)
         sae.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         match_state_layout(optimizer)
