@@ -9,7 +9,9 @@ from __future__ import annotations
 from interp.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, LossParts, SAEShape
 from sae_training.architectures.batchtopk import BatchTopKSAE
+from sae_training.architectures.gated import GatedSAE
 from sae_training.architectures.jumprelu import JumpReLUSAE
+from sae_training.architectures.matryoshka import MatryoshkaSAE
 from sae_training.architectures.mfr_tied import TiedTopKSAE
 from sae_training.architectures.options import OptionSpec, build_options, option_specs
 from sae_training.architectures.relu import ReLUSAE
@@ -21,6 +23,8 @@ ARCHITECTURES: dict[str, type[EnsembleSAE]] = {
     "batchtopk": BatchTopKSAE,
     "jumprelu": JumpReLUSAE,
     "mfr_tied": TiedTopKSAE,
+    "matryoshka": MatryoshkaSAE,
+    "gated": GatedSAE,
 }
 
 

@@ -86,11 +86,13 @@ class LossParts:
     top_values: Float[Tensor, "K batch k"] | None = None
     top_indices: Int[Tensor, "K batch k"] | None = None
     d_sae: int = 0
+    extra: Float[Tensor, " K"] | None = None  # further loss terms (Matryoshka's inner-level MSEs)
 
     @property
     def total(self) -> Tensor:
         """Sum over members: each member's gradient is that of its own loss (members share no parameters)."""
-        return (self.mse + self.sparsity + self.aux).sum()
+        total = self.mse + self.sparsity + self.aux
+        return (total if self.extra is None else total + self.extra).sum()
 
     @property
     def f(self) -> Float[Tensor, "K batch d_sae"]:

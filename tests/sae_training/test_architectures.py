@@ -101,3 +101,32 @@ def test_auxk_is_zero_when_dead_latents_reconstruct_the_residual_exactly():
     x_hat = sae.decode(sae.activate(pre))
     # 4 dead latents, d_in // 2 = 2 -> top-2 dead latents: the positive coordinate and a zero one
     assert float(topk_aux_loss(sae, x, x_hat, pre, dead).detach()) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_matryoshka_adds_the_inner_prefix_reconstruction_errors():
+    sae = build_sae("matryoshka", SAEShape(8, 16), {"k": 2, "widths": (4, 8)})
+    x = torch.randn(10, 8)
+    parts = sae.loss(x)
+    f = parts.dense_f
+    prefix = [sae.b_dec[0] + f[0, :, :w] @ sae.W_dec[0, :w] for w in (4, 8)]
+    expected = sum((p - x).pow(2).sum(-1).mean() for p in prefix)
+    torch.testing.assert_close(parts.extra[0], expected)
+    torch.testing.assert_close(parts.total, parts.mse.sum() + parts.aux.sum() + expected)
+
+
+@pytest.mark.parametrize("widths", [(8, 4), (0, 8), (4, 32)])
+def test_matryoshka_widths_that_do_not_nest_within_d_sae_are_refused(widths):
+    with pytest.raises(ValueError, match="must be positive, strictly increasing and below d_sae=16"):
+        build_sae("matryoshka", SAEShape(8, 16), {"k": 2, "widths": widths})
+
+
+def test_gated_fires_where_the_gate_is_open_with_the_magnitude_path_value():
+    sae = build_sae("gated", SAEShape(2, 2))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2).unsqueeze(0))
+        sae.b_dec.zero_()
+        sae.b_gate.copy_(torch.tensor([[0.0, -10.0]]))  # latent 1's gate closed
+        sae.r_mag.copy_(torch.tensor([[0.0, 0.0]]).log1p() + torch.tensor([[torch.log(torch.tensor(2.0)), 0.0]]))
+        sae.b_mag.copy_(torch.tensor([[0.5, 0.0]]))
+    f = sae.encode(torch.tensor([[1.0, 3.0], [-1.0, 3.0]]))
+    assert f[0].tolist() == [[2.5, 0.0], [0.0, 0.0]]  # magnitude 2·1 + 0.5; gate of row 2 closed (−1 < 0)

@@ -20,7 +20,7 @@ def trained_like(name: str):
     with torch.no_grad():  # move away from the symmetric init so every tensor matters
         for param in sae.parameters():
             param.add_(0.05 * torch.randn_like(param))
-        if name == "batchtopk":
+        if name in ("batchtopk", "matryoshka"):
             sae.threshold.fill_(0.2)
         if name == "jumprelu":
             sae.threshold.uniform_(0.0, 0.3)
