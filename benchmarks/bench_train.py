@@ -33,31 +33,59 @@ def activations(n_rows: int, d_in: int, seed: int = 0) -> torch.Tensor:
     return codes @ features
 
 
-def ours(x: torch.Tensor, arch: str, args, n_members: int = 1, steps: int | None = None) -> dict:
+SPARSITY = 1.0  # L1 coefficient of relu / gated, both sides
+
+
+def matryoshka_widths(d_sae: int) -> list[int]:
+    return [d_sae // 4, d_sae // 2, d_sae]
+
+
+def our_options(arch: str, k: int, d_sae: int) -> dict:
+    return {"relu": {"l1_coefficient": SPARSITY}, "gated": {"l1_coefficient": SPARSITY},
+            "matryoshka": {"k": k, "widths": tuple(matryoshka_widths(d_sae)[:-1])}}.get(arch, {"k": k})
+
+
+def ours(x: torch.Tensor, arch: str, args, n_members: int = 1, steps: int | None = None, keep: bool = False) -> dict:
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
 
     steps = steps or args.steps
-    config = TrainConfig(architecture=arch, d_sae=args.d_sae, k=args.k, n_members=n_members,
-                         n_tokens=steps * args.batch, batch_size=args.batch, sparsity_coefficient=1.0,
-                         normalize_activations="none", b_dec_init="zeros", log_every=10**9,
-                         checkpoint_every=10**9, buffer_tokens=8 * args.batch)
+    config = TrainConfig(architecture=arch, options=our_options(arch, args.k, args.d_sae), d_sae=args.d_sae,
+                         n_members=n_members, n_tokens=steps * args.batch, batch_size=args.batch,
+                         lr=getattr(args, "lr", 3e-4), normalize_activations="none", b_dec_init="zeros",
+                         log_every=10**9, checkpoint_every=10**9, buffer_tokens=8 * args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         run = train_saes(config, f"{tmp}/run", activations=x, progress=False, evaluate=False)
-        return {"step_seconds": run.train_seconds, "total_seconds": time.perf_counter() - start}
+        out = {"step_seconds": run.train_seconds, "total_seconds": time.perf_counter() - start}
+        return {**out, "run": run} if keep else out
 
 
-def saelens(x: torch.Tensor, arch: str, args) -> dict:
-    from sae_lens.config import SAETrainerConfig
+def saelens_sae(arch: str, d_in: int, d_sae: int, k: int):
+    """SAELens' own training SAE of the same architecture."""
+    from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
+    from sae_lens.saes.matryoshka_batchtopk_sae import (
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
+    )
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.training.sae_trainer import SAETrainer
 
     if arch == "relu":
-        sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=x.shape[1], d_sae=args.d_sae, l1_coefficient=1.0))
-    else:
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=x.shape[1], d_sae=args.d_sae, k=args.k))
+        return StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=SPARSITY))
+    if arch == "gated":
+        return GatedTrainingSAE(GatedTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=SPARSITY))
+    if arch == "matryoshka":
+        return MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=d_in, d_sae=d_sae, k=k, matryoshka_widths=matryoshka_widths(d_sae)))
+    return TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k))
+
+
+def saelens(x: torch.Tensor, arch: str, args, keep: bool = False) -> dict:
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    sae = saelens_sae(arch, x.shape[1], args.d_sae, args.k)
     timed = {"seconds": 0.0}
 
     def batches():
@@ -68,7 +96,8 @@ def saelens(x: torch.Tensor, arch: str, args) -> dict:
             yield batch
 
     cfg = SAETrainerConfig(total_training_samples=args.steps * args.batch, train_batch_size_samples=args.batch,
-                           n_batches_for_norm_estimate=1, lr_end=3e-5)
+                           n_batches_for_norm_estimate=1, lr=getattr(args, "lr", 3e-4), lr_end=3e-5,
+                           checkpoint_path=None, save_final_checkpoint=False)
     trainer = SAETrainer(cfg, sae, batches())
     train_step = trainer._train_step
 
@@ -81,7 +110,8 @@ def saelens(x: torch.Tensor, arch: str, args) -> dict:
     trainer._train_step = timed_step
     start = time.perf_counter()
     trainer.fit()
-    return {"step_seconds": timed["seconds"], "total_seconds": time.perf_counter() - start}
+    out = {"step_seconds": timed["seconds"], "total_seconds": time.perf_counter() - start}
+    return {**out, "sae": sae} if keep else out
 
 
 def median_of(runs: list[dict], key: str) -> float:
