@@ -110,7 +110,7 @@ caches = list_caches(root)
 with st.expander("Launch a run", expanded=not list_runs(root)):
     if not caches:
         missing("Training needs an activation cache.", COMMANDS["cache"])
-    arch = st.selectbox("Architecture", list(ARCHITECTURES), key="arch",
+    arch = st.selectbox("Architecture", list(ARCHITECTURES), index=list(ARCHITECTURES).index("topk"), key="arch",
                         help="Its options appear in the form below (from the architecture registry).")
     with st.form("launch"):
         c1, c2, c3 = st.columns(3)
