@@ -38,7 +38,9 @@ def option_specs(options_class: type) -> list[OptionSpec]:
 
 def coerce(spec: OptionSpec, value, architecture: str):
     """``value`` as the option's type (a JSON list becomes a tuple of ints); a wrong type is refused."""
-    wrong = InputError(f"option '{spec.name}' of '{architecture}' must be a {spec.type.__name__}, got {value!r}")
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+            tuple: "a list of integers"}.get(spec.type, spec.type.__name__)
+    wrong = InputError(f"option '{spec.name}' of '{architecture}' must be {kind}, got {value!r}")
     if spec.type is tuple:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, int) and not isinstance(v, bool)
                                                             for v in value):
@@ -80,5 +82,6 @@ def parse_option(spec: OptionSpec, text: str, architecture: str):
         else:
             value = spec.type(text)
     except (ValueError, KeyError):
-        raise InputError(f"{spec.flag} for '{architecture}' expects a {spec.type.__name__}, got {text!r}") from None
+        raise InputError(f"{spec.flag} for '{architecture}' expects a {spec.type.__name__} "
+                         f"{'(comma-separated) ' if spec.type is tuple else ''}value, got {text!r}") from None
     return coerce(spec, value, architecture)
