@@ -13,6 +13,7 @@ Both use no input normalisation and ``b_dec`` at zero (SAELens' defaults), so ne
 geometric median.
 
     python benchmarks/bench_train.py --steps 100 --d-in 128 --d-sae 2048 --batch 2048 --k 32 --repeats 3
+    python benchmarks/bench_train.py --gpt2 --steps 2 --repeats 1      # real width, peak memory per side
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -33,31 +35,59 @@ def activations(n_rows: int, d_in: int, seed: int = 0) -> torch.Tensor:
     return codes @ features
 
 
-def ours(x: torch.Tensor, arch: str, args, n_members: int = 1, steps: int | None = None) -> dict:
+SPARSITY = 1.0  # L1 coefficient of relu / gated, both sides
+
+
+def matryoshka_widths(d_sae: int) -> list[int]:
+    return [d_sae // 4, d_sae // 2, d_sae]
+
+
+def our_options(arch: str, k: int, d_sae: int) -> dict:
+    return {"relu": {"l1_coefficient": SPARSITY}, "gated": {"l1_coefficient": SPARSITY},
+            "matryoshka": {"k": k, "widths": tuple(matryoshka_widths(d_sae)[:-1])}}.get(arch, {"k": k})
+
+
+def ours(x: torch.Tensor, arch: str, args, n_members: int = 1, steps: int | None = None, keep: bool = False) -> dict:
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
 
     steps = steps or args.steps
-    config = TrainConfig(architecture=arch, d_sae=args.d_sae, k=args.k, n_members=n_members,
-                         n_tokens=steps * args.batch, batch_size=args.batch, sparsity_coefficient=1.0,
-                         normalize_activations="none", b_dec_init="zeros", log_every=10**9,
-                         checkpoint_every=10**9, buffer_tokens=8 * args.batch)
+    config = TrainConfig(architecture=arch, options=our_options(arch, args.k, args.d_sae), d_sae=args.d_sae,
+                         n_members=n_members, n_tokens=steps * args.batch, batch_size=args.batch,
+                         lr=getattr(args, "lr", 3e-4), normalize_activations="none", b_dec_init="zeros",
+                         log_every=10**9, checkpoint_every=10**9, buffer_tokens=8 * args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         run = train_saes(config, f"{tmp}/run", activations=x, progress=False, evaluate=False)
-        return {"step_seconds": run.train_seconds, "total_seconds": time.perf_counter() - start}
+        out = {"step_seconds": run.train_seconds, "total_seconds": time.perf_counter() - start}
+        return {**out, "run": run} if keep else out
 
 
-def saelens(x: torch.Tensor, arch: str, args) -> dict:
-    from sae_lens.config import SAETrainerConfig
+def saelens_sae(arch: str, d_in: int, d_sae: int, k: int):
+    """SAELens' own training SAE of the same architecture."""
+    from sae_lens.saes.gated_sae import GatedTrainingSAE, GatedTrainingSAEConfig
+    from sae_lens.saes.matryoshka_batchtopk_sae import (
+        MatryoshkaBatchTopKTrainingSAE,
+        MatryoshkaBatchTopKTrainingSAEConfig,
+    )
     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
-    from sae_lens.training.sae_trainer import SAETrainer
 
     if arch == "relu":
-        sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=x.shape[1], d_sae=args.d_sae, l1_coefficient=1.0))
-    else:
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=x.shape[1], d_sae=args.d_sae, k=args.k))
+        return StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=SPARSITY))
+    if arch == "gated":
+        return GatedTrainingSAE(GatedTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=SPARSITY))
+    if arch == "matryoshka":
+        return MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(
+            d_in=d_in, d_sae=d_sae, k=k, matryoshka_widths=matryoshka_widths(d_sae)))
+    return TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=k))
+
+
+def saelens(x: torch.Tensor, arch: str, args, keep: bool = False) -> dict:
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    sae = saelens_sae(arch, x.shape[1], args.d_sae, args.k)
     timed = {"seconds": 0.0}
 
     def batches():
@@ -68,7 +98,8 @@ def saelens(x: torch.Tensor, arch: str, args) -> dict:
             yield batch
 
     cfg = SAETrainerConfig(total_training_samples=args.steps * args.batch, train_batch_size_samples=args.batch,
-                           n_batches_for_norm_estimate=1, lr_end=3e-5)
+                           n_batches_for_norm_estimate=1, lr=getattr(args, "lr", 3e-4), lr_end=3e-5,
+                           checkpoint_path=None, save_final_checkpoint=False)
     trainer = SAETrainer(cfg, sae, batches())
     train_step = trainer._train_step
 
@@ -81,7 +112,44 @@ def saelens(x: torch.Tensor, arch: str, args) -> dict:
     trainer._train_step = timed_step
     start = time.perf_counter()
     trainer.fit()
-    return {"step_seconds": timed["seconds"], "total_seconds": time.perf_counter() - start}
+    out = {"step_seconds": timed["seconds"], "total_seconds": time.perf_counter() - start}
+    return {**out, "sae": sae} if keep else out
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _isolated(side: str, arch: str, args_dict: dict, queue) -> None:
+    """One side in a fresh process: its data, its run, and its peak resident memory above the start."""
+    import resource
+
+    args = argparse.Namespace(**args_dict)
+    torch.set_num_threads(args.threads)
+    x = activations(max(args.steps * args.batch, 4 * args.batch), args.d_in)
+    import sae_lens.training.sae_trainer  # noqa: F401 - imports before the baseline, on both sides
+    import sae_training.trainer  # noqa: F401
+
+    before = rss_mb()
+    out = (ours if side == "ours" else saelens)(x, arch, args)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({**out, "peak_rss_mb": peak, "peak_above_start_mb": peak - before})
+
+
+def isolated(side: str, x, arch: str, args) -> dict:
+    """``ours`` / ``saelens`` in a spawned process, so that each side's peak memory is its own."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_isolated, args=(side, arch, vars(args), queue))
+    process.start()
+    out = queue.get()
+    process.join()
+    return out
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -100,20 +168,31 @@ def main() -> None:
     parser.add_argument("--archs", default="relu,topk", help="comma-separated: relu, topk")
     parser.add_argument("--ensembles", default="1,2,4", help="comma-separated K values ('' skips; needs 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads; >1 thrashes on a shared CPU")
+    parser.add_argument("--isolate", action="store_true", help="each run in its own process: adds peak memory")
+    parser.add_argument("--gpt2", action="store_true", help="the GPT-2-small-sized case: d_in 768, d_sae 24,576, "
+                        "k 32, batch 4,096, TopK / ReLU-L1 / Matryoshka / Gated, isolated (set --steps)")
     args = parser.parse_args()
+    if args.gpt2:
+        args.d_in, args.d_sae, args.k, args.batch, args.isolate = 768, 24_576, 32, 4096, True
+        args.archs, args.ensembles = "topk,relu,matryoshka,gated", ""
+    if args.isolate:
+        run_ours, run_saelens = (lambda x, a, r: isolated("ours", x, a, r)), (lambda x, a, r: isolated("saelens", x, a, r))
+    else:
+        run_ours, run_saelens = ours, saelens
     torch.set_num_threads(args.threads)
-    x = activations(max(args.steps * args.batch, 16 * args.batch), args.d_in)
+    x = None if args.isolate else activations(max(args.steps * args.batch, 16 * args.batch), args.d_in)
     tokens = args.steps * args.batch
     ensemble_steps = args.ensemble_steps or args.steps
-    ours(x, "topk", args, steps=2)  # warm-up: imports and first-call allocations
-    saelens(x[: 4 * args.batch], "topk", argparse.Namespace(**{**vars(args), "steps": 2}))
+    if not args.isolate:
+        ours(x, "topk", args, steps=2)  # warm-up: imports and first-call allocations
+        saelens(x[: 4 * args.batch], "topk", argparse.Namespace(**{**vars(args), "steps": 2}))
     archs = [a for a in args.archs.split(",") if a]
     ensembles = [int(n) for n in args.ensembles.split(",") if n]
     raw = {f"{side}_{arch}": [] for side in ("ours", "saelens") for arch in archs}
     raw.update({f"ensemble_K={n}": [] for n in ensembles})
     for repeat in range(args.repeats):
         for arch in archs:
-            order = [("ours", ours), ("saelens", saelens)]
+            order = [("ours", run_ours), ("saelens", run_saelens)]
             for side, fn in order if repeat % 2 == 0 else order[::-1]:
                 raw[f"{side}_{arch}"].append(fn(x, arch, args))
         for n in ensembles if repeat % 2 == 0 else ensembles[::-1]:
@@ -129,11 +208,17 @@ def main() -> None:
             "speedup_total": median_of(peer, "total_seconds") / median_of(mine, "total_seconds"),
             "speedup_steps_per_repeat": [p["step_seconds"] / m["step_seconds"] for m, p in zip(mine, peer)],
         }
+        if args.isolate:
+            result["vs_saelens"][arch].update({f"{side}_peak_above_start_mb": median_of(runs, "peak_above_start_mb")
+                                               for side, runs in (("ours", mine), ("saelens", peer))})
     single = median_of(raw["ensemble_K=1"], "step_seconds") if ensembles else 0.0
     for n in ensembles:
         seconds = median_of(raw[f"ensemble_K={n}"], "step_seconds")
         result["ensemble"][f"K={n}"] = {"step_seconds": seconds, "K_times_one_seconds": n * single,
                                         "ratio_to_K_times_one": seconds / (n * single)}
+    for runs in raw.values():
+        for r in runs:
+            r.pop("run", None), r.pop("sae", None)
     print(json.dumps(result, indent=2))
 
 

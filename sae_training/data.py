@@ -25,6 +25,10 @@ def open_store(config: TrainConfig, *, seed: int, start_batch: int = 0, rank: in
         raise ConfigError(f"batch_size {config.batch_size} is not divisible by the {world_size} ranks")
     local = config.batch_size // world_size
     buffer = max(config.buffer_tokens, 2 * config.batch_size)
+    if activations is not None and hasattr(activations, "open_stream"):  # fresh points per batch (synthetic)
+        if world_size > 1:
+            raise ConfigError("a generated stream of activations runs in one process only")
+        return activations.open_stream(seed, start_batch, config.batch_size)
     if activations is not None:
         data = activations.float()
         d_in = data.shape[1]

@@ -22,7 +22,8 @@ from interp.dictionary import DictionaryError
 from sae_training.architectures import EnsembleSAE
 
 REQUIRED = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
-            "jumprelu": ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")}
+            "jumprelu": ("W_enc", "b_enc", "W_dec", "b_dec", "threshold"),
+            "gated": ("W_enc", "b_gate", "r_mag", "b_mag", "W_dec", "b_dec")}
 
 
 def saelens_cfg(sae: EnsembleSAE, i: int, hook_name: str, model_name: str | None, context_size: int) -> dict:
@@ -72,7 +73,7 @@ def check_saelens_folder(folder: Path | str) -> dict:
     if not isinstance(d_in, int) or not isinstance(d_sae, int):
         raise DictionaryError(f"{folder / 'cfg.json'} lacks integer d_in / d_sae")
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
-                "threshold": (d_sae,)}
+                "threshold": (d_sae,), "b_gate": (d_sae,), "r_mag": (d_sae,), "b_mag": (d_sae,)}
     with safe_open(str(folder / "sae_weights.safetensors"), framework="pt") as handle:
         present = set(handle.keys())
         for name in REQUIRED.get(architecture, ("W_enc", "W_dec", "b_dec")):

@@ -60,6 +60,53 @@ def generate(spec: SyntheticData, n_points: int, seed: int = 0
     return x, features, group, coeffs
 
 
+PAPER_DATA = SyntheticData(d=256, n_true=512, groups=12, active=32, decay=0.99)  # the MFR code's synthetic.yaml
+
+
+def sample_points(spec: SyntheticData, features: Float[Tensor, "d n_true"], n_points: int,
+                  generator: torch.Generator) -> Float[Tensor, "n d"]:
+    """Fresh points from fixed ``features`` (per-point supports): group ~ U{0..G-1}, 32 of its features by
+    the 0.99^j preference without replacement, U(0,1) magnitudes."""
+    size = spec.n_true // spec.groups
+    preference = spec.decay ** torch.arange(size, dtype=torch.float64)
+    group = torch.randint(0, spec.groups, (n_points,), generator=generator)
+    support = torch.multinomial(preference.expand(n_points, size), spec.active, generator=generator)
+    index = group.unsqueeze(1) * size + support
+    magnitude = torch.rand(n_points, spec.active, generator=generator)
+    # Σ_j c_j F[:, j] over the active features only: the dense ``coeffs @ F.T`` without the zeros
+    return torch.nn.functional.embedding_bag(index, features.T.contiguous(), per_sample_weights=magnitude,
+                                             mode="sum")
+
+
+class SyntheticStream:
+    """Fresh synthetic points every batch (no passes over a fixed set), as train_saes' ``activations``.
+
+    Batch b of stream seed s is drawn from its own generator ``(s, b)``, so a resumed run sees the same
+    batches; the features are fixed by ``data_seed`` (``generate``'s features for that seed)."""
+
+    def __init__(self, spec: SyntheticData, data_seed: int = 0):
+        self.spec = spec
+        self.features = generate(spec, 1, seed=data_seed)[1]
+        self.d_in = spec.d
+
+    def open_stream(self, seed: int, start_batch: int, batch_size: int) -> _StreamStore:
+        return _StreamStore(self, seed, start_batch, batch_size)
+
+
+class _StreamStore:
+    def __init__(self, stream: SyntheticStream, seed: int, start_batch: int, batch_size: int):
+        self.stream, self.seed, self.position, self.batch_size = stream, seed, start_batch, batch_size
+        self.d_in = stream.d_in
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> Tensor:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.position)
+        self.position += 1
+        return sample_points(self.stream.spec, self.stream.features, self.batch_size, generator)
+
+
 @dataclass(frozen=True)
 class SyntheticBenchmark:
     """MFR against the same ensemble without MFR, equal steps; defaults are a CPU-sized version of the paper's."""

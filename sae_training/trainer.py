@@ -22,11 +22,13 @@ from interp.names import check_name
 from sae_training import distributed as dist_utils
 from sae_training.architectures import EnsembleSAE, build_sae
 from sae_training.checkpoint import load_latest, save_checkpoint
-from sae_training.config import ConfigError, TrainConfig, check_same_run
+from sae_training.config import ConfigError, TrainConfig, check_checkpoint_config, check_same_run
 from sae_training.data import find_bad_shard, geometric_median, input_scale, open_store, take_rows
 from sae_training.evaluate import write_evaluation
 from sae_training.metrics import reconstruction_metrics
+from sae_training.memory import check_memory
 from sae_training.mfr import mfr_penalty, pairwise_matched_cosine
+from sae_training.optim import make_optimizer
 from sae_training.run_status import running_marker
 from sae_training.saelens_io import MemberDictionary
 
@@ -98,11 +100,6 @@ def lr_factor(step: int, n_steps: int, warmup: int, decay: int) -> float:
     return factor
 
 
-def sparsity_coefficient(config: TrainConfig, step: int) -> float:
-    warm = config.sparsity_warmup_steps
-    return config.sparsity_coefficient * (min(1.0, (step + 1) / warm) if warm > 0 else 1.0)
-
-
 def clip_per_member(parameters: list[torch.nn.Parameter], max_norm: float) -> None:
     """Gradient-norm clipping per member (the paper's SAEs have separate optimisers)."""
     grads = [p.grad for p in parameters if p.grad is not None]
@@ -117,20 +114,26 @@ def default_run_dir(config: TrainConfig, runs_root: Path | str = "runs") -> Path
     return Path(runs_root) / f"{tag}-{config.config_hash()}"
 
 
-def _prepare_dir(config: TrainConfig, run_dir: Path, resume: bool, is_main: bool) -> dict | None:
+def _check_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict | None:
+    """The checkpoint to resume from (checked to match ``config``), or None for a new run; writes nothing."""
     saved_config = run_dir / "config.json"
     if resume:
         if not saved_config.exists():
             raise ConfigError(f"nothing to resume at {run_dir}: config.json is missing")
         check_same_run(TrainConfig.load(saved_config), config)
-        return load_latest(run_dir / "checkpoints")
+        state = load_latest(run_dir / "checkpoints")
+        if state is not None:
+            check_checkpoint_config(state, config, run_dir)
+        return state
     if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
         raise ConfigError(f"{run_dir} already holds a run; pass resume=True (--resume) or choose another run id")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        config.save(saved_config)
-        (run_dir / "metrics.jsonl").write_text("")
     return None
+
+
+def _create_dir(config: TrainConfig, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(run_dir / "config.json")
+    (run_dir / "metrics.jsonl").write_text("")
 
 
 def _initialise(config: TrainConfig, sae: EnsembleSAE, stats_store) -> float:
@@ -141,17 +144,18 @@ def _initialise(config: TrainConfig, sae: EnsembleSAE, stats_store) -> float:
               "zeros": lambda s: torch.zeros(s.shape[1])}[config.b_dec_init](sample * scale)
     scale_t = dist_utils.broadcast_(torch.tensor([scale], dtype=torch.float64))
     center = dist_utils.broadcast_(center.float().contiguous())
-    with torch.no_grad():
-        sae.b_dec.copy_(center.to(sae.b_dec.device).expand_as(sae.b_dec))
+    if isinstance(sae.b_dec, torch.nn.Parameter):  # a tied SAE (mfr_tied) has no decoder bias
+        with torch.no_grad():
+            sae.b_dec.copy_(center.to(sae.b_dec.device).expand_as(sae.b_dec))
     return float(scale_t)
 
 
-def _log_line(config, step, loss, parts, x, dead, penalty, mmcs, lr) -> dict:
+def _log_line(config, step, loss, parts, x, dead, penalty, mmcs, lr, sparsity) -> dict:
     per = reconstruction_metrics(x, parts.x_hat.detach().float(), parts.f.detach())
     per["dead_fraction"] = dead.float().mean(-1).cpu()
     per["aux_loss"] = parts.aux.detach()
     line = {"step": step, "tokens": step * config.batch_size, "loss": float(loss), "lr": lr,
-            "sparsity_coefficient": sparsity_coefficient(config, step - 1)}
+            "sparsity_coefficient": sparsity}
     line.update({name: float(value.mean()) for name, value in per.items()})
     if config.n_members > 1:
         line["mfr_penalty"] = float(penalty)
@@ -175,8 +179,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     is_main = rank == 0
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_name(run_dir.name, "run id")  # a name, never '.', '..' or a hidden folder
-    state = _prepare_dir(config, run_dir, resume, is_main)
-    dist_utils.barrier()
+    state = _check_dir(config, run_dir, resume)
     if config.model is not None and model is None and activations is None:
         from interp.models import load_model
 
@@ -189,9 +192,12 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
         raise ConfigError(f"config d_in={config.d_in} but the activations at {config.hook} have width "
                           f"{store.d_in}; fix --d-in or pick the right hook")
     torch.manual_seed(config.seed)
-    sae = build_sae(config.architecture, config.shape(store.d_in), seed=config.seed).to(device)
-    # fused Adam: one kernel over the stacked parameters (CPU and CUDA), instead of ~10 foreach passes
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr, betas=config.adam_betas, fused=True)
+    check_memory(config, store.d_in)  # before anything is written or allocated
+    if is_main and not resume:
+        _create_dir(config, run_dir)
+    dist_utils.barrier()
+    sae = build_sae(config.architecture, config.shape(store.d_in), config.options, seed=config.seed).to(device)
+    optimizer = make_optimizer(sae, config)
     steps_since_fired = torch.zeros(config.n_members, config.d_sae, dtype=torch.long, device=device)
     assignments = None
     if state:
@@ -222,6 +228,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
             "step": step, "model": sae.state_dict(), "optimizer": optimizer.state_dict(),
             "steps_since_fired": steps_since_fired.cpu(), "scale": scale, "rng": torch.get_rng_state(),
             "data_position": store.position, "config_hash": config.config_hash(),
+            "config_json": json.dumps(config.resume_key(), sort_keys=True),
             "assignments": None if assignments is None else torch.stack([torch.stack(p) for p in assignments]).cpu(),
         })
 
@@ -253,7 +260,11 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
             dead = steps_since_fired >= config.dead_window
             autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
             with autocast:
-                parts = sae.loss(x * scale, sparsity_coefficient(config, step), dead, config.mse_reduction)
+                parts = sae.loss(x * scale, sae.sparsity_at(step), dead, config.mse_reduction)
+                reset = sae.reinitialise(parts)
+                if reset:  # as the MFR code: fresh weights and optimiser for those members, batch recomputed
+                    optimizer.reset_members(reset)
+                    parts = sae.loss(x * scale, sae.sparsity_at(step), dead, config.mse_reduction)
                 loss = parts.total
                 penalty, mmcs = loss.new_zeros(()), loss.new_zeros(0)
                 if config.mfr_coefficient > 0:
@@ -285,7 +296,8 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
                                                                     or done == config.n_steps):
                     with torch.no_grad():
                         mmcs, _ = pairwise_matched_cosine(sae.W_dec.detach())
-                line = _log_line(config, done, loss.detach(), parts, x * scale, dead, penalty.detach(), mmcs, lr)
+                line = _log_line(config, done, loss.detach(), parts, x * scale, dead, penalty.detach(), mmcs, lr,
+                                 sae.sparsity_at(step))
                 metrics_file.write(json.dumps(line) + "\n")
                 metrics_file.flush()
                 if wandb_run is not None:

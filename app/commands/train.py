@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -12,47 +13,61 @@ from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
 
 
-def train(
-    cache: Path = typer.Option(None, help="Activation cache directory (cached_activations/<id>)."),
-    model: str = typer.Option(None, help="Train on live activations of this model spec instead of a cache."),
-    hook: str = typer.Option("blocks.1.hook_resid_post", help="TransformerLens hook name."),
-    arch: str = typer.Option("topk", help="relu | topk | batchtopk | jumprelu"),
-    d_sae: int = typer.Option(4096, "--d-sae"),
-    k: int = typer.Option(32, help="Active latents per token (TopK / BatchTopK)."),
-    k_schedule: str = typer.Option("constant", help="constant | multiply (member i gets k*(i+1), as the MFR code)."),
-    ensemble: int = typer.Option(1, help="Number of SAEs trained together (K)."),
-    mfr: float = typer.Option(0.0, help="MFR coefficient lambda (needs --ensemble >= 2)."),
-    mfr_warmup: int = typer.Option(100, help="MFR cosine warm-up steps."),
-    tokens: str = typer.Option("10M", help="Training tokens, e.g. 10M."),
-    batch_size: int = typer.Option(4096),
-    lr: float = typer.Option(3e-4),
-    sparsity: float = typer.Option(0.0, help="L1 (relu) or L0 (jumprelu) coefficient."),
-    run_id: str = typer.Option(None, help="Run folder name under --runs (default: derived from the config)."),
-    runs: Path = typer.Option(Path("runs"), help="Where runs are written."),
-    resume: bool = typer.Option(False, help="Continue the run in --run-id from its last checkpoint."),
-    resume_from: Path = typer.Option(None, help="Continue the run in this folder with its saved config.json "
-                                                "(other options are ignored)."),
-    checkpoint_every: int = typer.Option(1000),
-    device: str = typer.Option("cpu"),
-    wandb_project: str = typer.Option(None, help="Log to Weights & Biases (needs wandb installed)."),
-) -> None:
-    """Train SAEs; writes runs/<run_id>/ (config.json, metrics.jsonl, checkpoints/, sae_<i>/, eval.json)."""
+COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
+          "grad_clip", "run_id", "runs", "resume", "resume_from", "checkpoint_every", "device", "wandb_project")
+
+
+def _architecture_flags() -> dict[str, tuple[object, dict[str, object]]]:
+    """Every architecture option of the registry as one flag: name -> (spec, {architecture: its default})."""
+    from sae_training.architectures import ARCHITECTURES, architecture_options
+
+    flags: dict[str, tuple[object, dict[str, object]]] = {}
+    for name in ARCHITECTURES:
+        for spec in architecture_options(name):
+            flags.setdefault(spec.name, (spec, {}))[1][name] = spec.default
+    return flags
+
+
+def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
+    """The chosen architecture's options from the flags given; a flag of another architecture is refused."""
+    from interp.errors import InputError
+    from sae_training.architectures import architecture_options
+    from sae_training.architectures.options import parse_option
+
+    specs = {spec.name: spec for spec in architecture_options(arch)}
+    foreign = [name for name, text in given.items() if text is not None and name not in specs]
+    if foreign:
+        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        valid = ", ".join(spec.flag for spec in specs.values()) or "none"
+        raise InputError(f"{flags} does not apply to --arch {arch}; its options are: {valid}")
+    return {name: parse_option(specs[name], text, arch) for name, text in given.items() if text is not None}
+
+
+def train(**values) -> None:
+    """Train SAEs; writes runs/<run_id>/ (config.json, metrics.jsonl, checkpoints/, sae_<i>/, eval.json).
+    Architecture options (--k, --l1-coefficient, ...) apply to the architectures named in their help."""
     from interp.names import check_name
     from sae_training.config import TrainConfig
     from sae_training.trainer import TrainingError, default_run_dir, train_saes
 
+    v = {name: values[name] for name in COMMON}
     with user_errors(TrainingError):
-        if resume_from is not None:
+        if v["resume_from"] is not None:
+            resume_from = v["resume_from"]
             if not (resume_from / "config.json").exists():
                 raise FileNotFoundError(f"{resume_from} holds no config.json: not a run folder to resume")
             config, run_dir, resume = TrainConfig.load(resume_from / "config.json"), resume_from.resolve(), True
         else:
-            config = TrainConfig(cache=str(cache) if cache else None, model=model, hook=hook, architecture=arch,
-                                 d_sae=d_sae, k=k, k_schedule=k_schedule, n_members=ensemble, mfr_coefficient=mfr,
-                                 mfr_warmup_steps=mfr_warmup, n_tokens=parse_tokens(tokens), batch_size=batch_size,
-                                 lr=lr, sparsity_coefficient=sparsity, checkpoint_every=checkpoint_every,
-                                 device=device, wandb_project=wandb_project)
-            run_dir = runs / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, runs)
+            options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
+            config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
+                                 architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
+                                 mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
+                                 n_tokens=parse_tokens(v["tokens"]), batch_size=v["batch_size"], lr=v["lr"],
+                                 grad_clip=v["grad_clip"], checkpoint_every=v["checkpoint_every"], device=v["device"],
+                                 wandb_project=v["wandb_project"])
+            run_id = v["run_id"]
+            run_dir = v["runs"] / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, v["runs"])
+            resume = v["resume"]
         with removed_on_failure(run_dir, keep=lambda folder: any((folder / "checkpoints").glob("*"))):
             run = train_saes(config, run_dir, resume=resume)
         if run.step < config.n_steps:
@@ -64,6 +79,47 @@ def train(
             for i, member in enumerate(run.evaluation["members"]):
                 typer.echo(f"  sae_{i}: fvu {member['fvu']:.4f}  l0 {member['l0']:.1f}  "
                            f"dead {member['dead_fraction']:.3f}")
+
+
+def _train_signature() -> inspect.Signature:
+    """``train``'s parameters for typer: the common options, then one flag per architecture option."""
+    from sae_training.architectures import ARCHITECTURES
+
+    common = {
+        "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
+        "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
+        "hook": (str, typer.Option("blocks.1.hook_resid_post", help="TransformerLens hook name.")),
+        "arch": (str, typer.Option("topk", help=" | ".join(ARCHITECTURES))),
+        "d_sae": (int, typer.Option(4096, "--d-sae")),
+        "ensemble": (int, typer.Option(1, help="Number of SAEs trained together (K).")),
+        "mfr": (float, typer.Option(0.0, help="MFR coefficient lambda (needs --ensemble >= 2).")),
+        "mfr_warmup": (int, typer.Option(100, help="MFR cosine warm-up steps.")),
+        "tokens": (str, typer.Option("10M", help="Training tokens, e.g. 10M.")),
+        "batch_size": (int, typer.Option(4096)),
+        "lr": (float, typer.Option(3e-4)),
+        "grad_clip": (float, typer.Option(1.0, help="Per-member gradient-norm clipping (0: none).")),
+        "run_id": (str, typer.Option(None, help="Run folder name under --runs (default: derived from the config).")),
+        "runs": (Path, typer.Option(Path("runs"), help="Where runs are written.")),
+        "resume": (bool, typer.Option(False, help="Continue the run in --run-id from its last checkpoint.")),
+        "resume_from": (Path, typer.Option(None, help="Continue the run in this folder with its saved config.json "
+                                                      "(other options are ignored).")),
+        "checkpoint_every": (int, typer.Option(1000)),
+        "device": (str, typer.Option("cpu")),
+        "wandb_project": (str, typer.Option(None, help="Log to Weights & Biases (needs wandb installed).")),
+    }
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+              for name, (kind, default) in common.items()]
+    for name, (spec, archs) in _architecture_flags().items():
+        defaults = set(map(str, archs.values()))
+        default = (f"default {defaults.pop()}" if len(defaults) == 1
+                   else "defaults " + ", ".join(f"{a}: {d}" for a, d in archs.items()))
+        text = f"For {', '.join(archs)}: {spec.help} ({default})"
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str,
+                                        default=typer.Option(None, spec.flag, help=text, show_default=False)))
+    return inspect.Signature(params)
+
+
+train.__signature__ = _train_signature()
 
 
 def bench_synthetic(

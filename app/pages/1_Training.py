@@ -31,6 +31,7 @@ from app.ui.workspace import (
 )
 from interp.errors import InputError
 from interp.names import check_name
+from sae_training.architectures import ARCHITECTURES, architecture_options
 from sae_training.run_status import checkpoint_step, is_trainer_of, running_pid, total_steps
 
 page("Training")
@@ -75,6 +76,24 @@ def launch(args: list[str], run: Path) -> None:
     (run / LAUNCH_FILE).write_text(json.dumps({"pid": process.pid, "args": args, "started": time.time()}))
 
 
+def option_widget(column, spec):
+    """A form field for one architecture option (key = the option's name); returns its value as CLI text."""
+    label = spec.name.replace("_", " ")
+    if spec.choices:
+        value = column.selectbox(label, list(spec.choices), index=list(spec.choices).index(spec.default),
+                                 key=spec.name, help=spec.help)
+    elif spec.type is int:
+        value = column.number_input(label, 0, 1 << 20, int(spec.default), key=spec.name, help=spec.help)
+    elif spec.type is float:
+        value = column.number_input(label, 0.0, 1e6, float(spec.default), key=spec.name, help=spec.help,
+                                    format="%.6g")
+    elif spec.type is tuple:
+        value = column.text_input(label, ",".join(map(str, spec.default)), key=spec.name, help=spec.help)
+    else:
+        value = column.text_input(label, str(spec.default), key=spec.name, help=spec.help)
+    return str(value)
+
+
 def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
     """The cache folder, after refusing anything that would fail or write outside the workspace."""
     cache = safe_path(root, cache_path)
@@ -105,19 +124,23 @@ caches = list_caches(root)
 with st.expander("Launch a run", expanded=not list_runs(root)):
     if not caches:
         missing("Training needs an activation cache.", COMMANDS["cache"])
+    arch = st.selectbox("Architecture", list(ARCHITECTURES), index=list(ARCHITECTURES).index("topk"), key="arch",
+                        help="Its options appear in the form below (from the architecture registry).")
     with st.form("launch"):
         c1, c2, c3 = st.columns(3)
         cache_path = c1.text_input("Cache (inside the workspace)",
                                    f"cached_activations/{caches[0].cache_id}" if caches else "", key="cache_path")
         hook = c2.text_input("Hook", caches[0].hooks[-1] if caches else "blocks.1.hook_resid_post", key="hook")
         run_id = c3.text_input("Run id", "run-1", key="run_id")
-        arch = c1.selectbox("Architecture", ["topk", "batchtopk", "relu", "jumprelu"], key="arch")
-        d_sae = c2.number_input("d_sae", 16, 1 << 20, 512, key="d_sae")
-        k = c3.number_input("k (TopK)", 1, 1024, 16, key="k")
-        ensemble = c1.number_input("Ensemble size", 1, 16, 2, key="ensemble")
-        mfr = c2.number_input("MFR λ (ensembles only)", 0.0, 100.0, 1.0, key="mfr")
-        tokens = c3.text_input("Tokens", "1M", key="tokens")
-        batch_size = c1.number_input("Batch size (tokens)", 16, 1 << 16, 4096, key="batch_size")
+        d_sae = c1.number_input("d_sae", 16, 1 << 20, 512, key="d_sae")
+        ensemble = c2.number_input("Ensemble size", 1, 16, 2, key="ensemble")
+        mfr = c3.number_input("MFR λ (ensembles only)", 0.0, 100.0, 1.0, key="mfr")
+        tokens = c1.text_input("Tokens", "1M", key="tokens")
+        batch_size = c2.number_input("Batch size (tokens)", 16, 1 << 16, 4096, key="batch_size")
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, 3e-4, key="lr", format="%.6g")
+        st.caption(f"Options of {arch}")
+        columns = st.columns(3)
+        options = {spec.flag: option_widget(columns[i % 3], spec) for i, spec in enumerate(architecture_options(arch))}
         submitted = st.form_submit_button("Launch")
     if submitted:
         try:
@@ -125,10 +148,11 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
         except (UnsafePathError, FileNotFoundError, FileExistsError, ValueError) as error:
             st.error(f"Refused: {error}")
         else:
-            args = ["--cache", str(cache.relative_to(root)), "--hook", hook, "--arch", arch, "--d-sae", str(int(d_sae)), "--k",
-                    str(int(k)), "--ensemble", str(int(ensemble)), "--mfr", str(mfr if ensemble > 1 else 0.0),
-                    "--tokens", tokens, "--batch-size", str(int(batch_size)), "--run-id", run_id,
+            args = ["--cache", str(cache.relative_to(root)), "--hook", hook, "--arch", arch, "--d-sae", str(int(d_sae)),
+                    "--ensemble", str(int(ensemble)), "--mfr", str(mfr if ensemble > 1 else 0.0),
+                    "--tokens", tokens, "--batch-size", str(int(batch_size)), "--lr", str(lr), "--run-id", run_id,
                     "--runs", "runs"]  # relative to the workspace (the process's cwd): a copied workspace resumes
+            args += [part for flag, value in options.items() for part in (flag, value)]
             launch(args, root / "runs" / run_id)
             st.session_state["run"] = run_id
             st.success(f"Launched `workbench train {' '.join(args)}`")

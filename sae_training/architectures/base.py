@@ -9,7 +9,7 @@ Forward follows SAELens: ``pre = (x - b_dec) @ W_enc + b_enc``, ``x_hat = f @ W_
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -21,27 +21,56 @@ from sae_training.architectures.fused_topk import dense_codes, fired_latents
 
 @dataclass(frozen=True)
 class SAEShape:
-    """Sizes and per-architecture knobs of an ensemble (saved inside the run's config)."""
+    """The sizes every architecture shares; its own knobs live in its ``Options`` dataclass."""
 
     d_in: int
     d_sae: int
     n_members: int = 1
-    k: int = 32  # TopK / BatchTopK: active latents per token (member i gets k*(i+1) with k_schedule="multiply")
-    k_schedule: str = "constant"  # "constant" | "multiply" (the MFR paper's k_i = k_base * (i + 1))
-    aux_k_coefficient: float = 1.0  # AuxK dead-latent loss (TopK / BatchTopK); 0 turns it off
-    jumprelu_init_threshold: float = 0.01
-    jumprelu_bandwidth: float = 0.05
 
     def __post_init__(self) -> None:
-        if min(self.d_in, self.d_sae, self.n_members, self.k) <= 0:
-            raise InputError(f"d_in, d_sae, n_members and k must be positive, got {self}")
+        if min(self.d_in, self.d_sae, self.n_members) <= 0:
+            raise InputError(f"d_in, d_sae and n_members must be positive, got {self}")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """An architecture without options of its own."""
+
+
+def option(default, help: str, choices: tuple | None = None):
+    """A dataclass field of an options class, with the help text (and choices) the CLI and app show."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class KOptions:
+    """Options of the TopK family: k per token and how it grows along the ensemble."""
+
+    k: int = option(32, "Active latents per token (member i gets k*(i+1) with k_schedule=multiply).")
+    k_schedule: str = option("constant", "constant | multiply (the MFR code's k_i = k*(i+1)).",
+                             ("constant", "multiply"))
+
+    def __post_init__(self) -> None:
+        if self.k <= 0:
+            raise InputError(f"k must be a positive number of latents, got {self.k}")
         if self.k_schedule not in ("constant", "multiply"):
             raise InputError(f"unknown k_schedule '{self.k_schedule}'; use 'constant' or 'multiply'")
 
-    @property
-    def member_k(self) -> list[int]:
-        factor = [i + 1 for i in range(self.n_members)] if self.k_schedule == "multiply" else [1] * self.n_members
-        return [self.k * f for f in factor]
+    def member_k(self, n_members: int) -> list[int]:
+        return [self.k * (i + 1) if self.k_schedule == "multiply" else self.k for i in range(n_members)]
+
+
+def warmed(coefficient: float, warmup_steps: int, step: int) -> float:
+    """``coefficient`` ramped linearly over the first ``warmup_steps`` steps (0-based step)."""
+    return coefficient * (min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0)
+
+
+def reconstruction_mse(x_hat: Float[Tensor, "K batch d_in"], x: Float[Tensor, "batch d_in"],
+                       reduction: str = "sum") -> Float[Tensor, " K"]:
+    """The one MSE of every architecture: sum over d_in and mean over tokens (SAELens), or ``"mean"``
+    also over d_in (the MFR code's ``nn.MSELoss``)."""
+    mse = (x_hat - x.unsqueeze(0)).pow(2).sum(-1).mean(-1)
+    return mse / x.shape[-1] if reduction == "mean" else mse
 
 
 @dataclass
@@ -57,11 +86,13 @@ class LossParts:
     top_values: Float[Tensor, "K batch k"] | None = None
     top_indices: Int[Tensor, "K batch k"] | None = None
     d_sae: int = 0
+    extra: Float[Tensor, " K"] | None = None  # further loss terms (Matryoshka's inner-level MSEs)
 
     @property
     def total(self) -> Tensor:
         """Sum over members: each member's gradient is that of its own loss (members share no parameters)."""
-        return (self.mse + self.sparsity + self.aux).sum()
+        total = self.mse + self.sparsity + self.aux
+        return (total if self.extra is None else total + self.extra).sum()
 
     @property
     def f(self) -> Float[Tensor, "K batch d_sae"]:
@@ -77,21 +108,33 @@ class LossParts:
 
 
 class EnsembleSAE(nn.Module):
-    """K SAEs with stacked parameters; subclasses define ``activate`` and ``sparsity_loss``."""
+    """K SAEs with stacked parameters; subclasses define ``activate`` (and a sparsity term) and an
+    ``Options`` frozen dataclass holding their own knobs."""
 
     architecture: str = ""
     saelens_architecture: str = ""
+    Options: type = NoOptions
     unit_norm_decoder: bool = False  # renormalise W_dec rows after each step (TopK family)
     decoder_init_norm: float = 0.1
-    uses_k: bool = False
+    per_member_optimizer: bool = False  # True: MemberAdam, so one member can be reset alone (re-initialisation)
 
-    def __init__(self, shape: SAEShape, seed: int = 0):
+    def __init__(self, shape: SAEShape, options=None, seed: int = 0):
         super().__init__()
-        if self.uses_k and max(shape.member_k) > shape.d_sae:
-            raise InputError(f"k={max(shape.member_k)} exceeds d_sae={shape.d_sae}; lower k or widen the SAE")
+        self.options = self.Options() if options is None else options
+        self.validate(self.options, shape)
         self.shape = shape
-        K, d_in, d_sae = shape.n_members, shape.d_in, shape.d_sae
-        generator = torch.Generator().manual_seed(seed)
+        self.init_parameters(torch.Generator().manual_seed(seed))
+
+    @classmethod
+    def validate(cls, options, shape: SAEShape) -> None:
+        """Refuse options that cannot work at this shape (e.g. k > d_sae), with a one-line InputError."""
+        if isinstance(options, KOptions) and max(options.member_k(shape.n_members)) > shape.d_sae:
+            raise InputError(f"k={max(options.member_k(shape.n_members))} exceeds d_sae={shape.d_sae}; "
+                             "lower k or widen the SAE")
+
+    def init_parameters(self, generator: torch.Generator) -> None:
+        """SAELens' initialisation: kaiming-uniform decoder rows rescaled, encoder = decoder transpose."""
+        K, d_in, d_sae = self.shape.n_members, self.shape.d_in, self.shape.d_sae
         bound = 1.0 / math.sqrt(d_in)  # kaiming-uniform(a=sqrt(5)) bound for a [d_sae, d_in] weight
         W_dec = (torch.rand(K, d_sae, d_in, generator=generator) * 2 - 1) * bound
         norm = 1.0 if self.unit_norm_decoder else self.decoder_init_norm
@@ -100,7 +143,16 @@ class EnsembleSAE(nn.Module):
         self.W_enc = nn.Parameter(W_dec.transpose(1, 2).clone())
         self.b_enc = nn.Parameter(torch.zeros(K, d_sae))
         self.b_dec = nn.Parameter(torch.zeros(K, d_in))
-        self.register_buffer("k_per_member", torch.tensor(shape.member_k), persistent=False)
+        if isinstance(self.options, KOptions):
+            self.register_buffer("k_per_member", torch.tensor(self.member_k), persistent=False)
+
+    @property
+    def member_k(self) -> list[int]:
+        return self.options.member_k(self.shape.n_members)
+
+    def sparsity_at(self, step: int) -> float:
+        """The sparsity coefficient at (0-based) ``step``; 0 for architectures without one."""
+        return 0.0
 
     @property
     def n_members(self) -> int:
@@ -142,11 +194,14 @@ class EnsembleSAE(nn.Module):
         pre = self.pre_acts(x)
         f = self.activate(pre)
         x_hat = self.decode(f)
-        mse = (x_hat - x.unsqueeze(0)).pow(2).sum(-1).mean(-1)
-        if mse_reduction == "mean":
-            mse = mse / self.d_in
+        mse = reconstruction_mse(x_hat, x, mse_reduction)
         return LossParts(mse, self.sparsity_loss(f, pre, sparsity_coefficient), self.aux_loss(x, x_hat, pre, dead),
                          x_hat, dense_f=f)
+
+    def reinitialise(self, parts: LossParts) -> list[int]:
+        """Members to re-initialise after this batch's forward (done in place); the trainer then resets
+        their optimiser state and recomputes the batch. None by default."""
+        return []
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -6,8 +6,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sae_training.architectures.base import EnsembleSAE, SAEShape, scatter_topk
-from sae_training.architectures.topk import topk_aux_loss
+from sae_training.architectures.base import EnsembleSAE, scatter_topk
+from sae_training.architectures.topk import TopKOptions, topk_aux_loss
 
 THRESHOLD_LR = 0.01  # SAELens topk_threshold_lr
 
@@ -18,12 +18,12 @@ class BatchTopKSAE(EnsembleSAE):
 
     architecture = "batchtopk"
     saelens_architecture = "jumprelu"
+    Options = TopKOptions
     unit_norm_decoder = True
-    uses_k = True
 
-    def __init__(self, shape: SAEShape, seed: int = 0):
-        super().__init__(shape, seed)
-        self.register_buffer("threshold", torch.zeros(shape.n_members))
+    def init_parameters(self, generator: torch.Generator) -> None:
+        super().init_parameters(generator)
+        self.register_buffer("threshold", torch.zeros(self.shape.n_members))
 
     def activate(self, pre: Float[Tensor, "K batch d_sae"]) -> Float[Tensor, "K batch d_sae"]:
         if not self.training:

@@ -10,7 +10,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sae_training.architectures.base import EnsembleSAE, LossParts
+from dataclasses import dataclass
+
+from interp.errors import InputError
+from sae_training.architectures.base import EnsembleSAE, LossParts, option, reconstruction_mse, warmed
 
 
 class ReLUEncode(torch.autograd.Function):
@@ -32,11 +35,28 @@ class ReLUEncode(torch.autograd.Function):
         return None, -torch.bmm(W_enc, grad_b_enc.unsqueeze(-1)).squeeze(-1), grad_W_enc, grad_b_enc
 
 
+@dataclass(frozen=True)
+class L1Options:
+    """An L1 sparsity coefficient and its linear warm-up (ReLU, Gated)."""
+
+    l1_coefficient: float = option(1.0, "L1 sparsity coefficient (weighted by decoder row norms).")
+    l1_warmup_steps: int = option(0, "Steps over which the L1 coefficient ramps up from 0.")
+
+    def __post_init__(self) -> None:
+        if not (self.l1_coefficient >= 0 and self.l1_warmup_steps >= 0):
+            raise InputError(f"l1_coefficient and l1_warmup_steps must be >= 0, got {self.l1_coefficient}, "
+                             f"{self.l1_warmup_steps}")
+
+
 class ReLUSAE(EnsembleSAE):
     """``f = ReLU(pre)``; sparsity ``λ · mean_batch Σ_j f_j ‖W_dec,j‖`` so inflating the decoder cannot cheat."""
 
     architecture = "relu"
     saelens_architecture = "standard"
+    Options = L1Options
+
+    def sparsity_at(self, step: int) -> float:
+        return warmed(self.options.l1_coefficient, self.options.l1_warmup_steps, step)
 
     def activate(self, pre: Float[Tensor, "K batch d_sae"]) -> Float[Tensor, "K batch d_sae"]:
         return pre.relu()
@@ -51,8 +71,6 @@ class ReLUSAE(EnsembleSAE):
         x = x.detach()
         f = ReLUEncode.apply(x, self.b_dec, self.W_enc, self.b_enc)
         x_hat = self.decode(f)
-        mse = (x_hat - x.unsqueeze(0)).pow(2).sum(-1).mean(-1)
-        if mse_reduction == "mean":
-            mse = mse / self.d_in
+        mse = reconstruction_mse(x_hat, x, mse_reduction)
         return LossParts(mse, self.sparsity_loss(f, f, sparsity_coefficient), mse.new_zeros(self.n_members), x_hat,
                          dense_f=f)

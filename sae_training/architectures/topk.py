@@ -10,13 +10,28 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from sae_training.architectures.base import EnsembleSAE, LossParts, scatter_topk
+from dataclasses import dataclass
+
+from interp.errors import InputError
+from sae_training.architectures.base import EnsembleSAE, KOptions, LossParts, option, reconstruction_mse, scatter_topk
 from sae_training.architectures.fused_topk import gather_pre_acts, sparse_decode, topk_encode
+
+
+@dataclass(frozen=True)
+class TopKOptions(KOptions):
+    """TopK / BatchTopK: k, its schedule along the ensemble, and the AuxK dead-latent loss."""
+
+    aux_k_coefficient: float = option(1.0, "AuxK dead-latent loss coefficient (0 turns it off).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.aux_k_coefficient >= 0:
+            raise InputError(f"aux_k_coefficient must be >= 0, got {self.aux_k_coefficient}")
 
 
 def aux_active(sae: EnsembleSAE, dead: Tensor | None) -> bool:
     """AuxK applies only with a positive coefficient and at least one dead latent."""
-    return dead is not None and sae.shape.aux_k_coefficient != 0 and bool(dead.any())
+    return dead is not None and sae.options.aux_k_coefficient != 0 and bool(dead.any())
 
 
 def aux_budget(sae: EnsembleSAE, dead: Tensor) -> tuple[int, Tensor, Tensor]:
@@ -39,7 +54,7 @@ def topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead:
     residual = (x.unsqueeze(0) - x_hat).detach()
     error = (sae.decode(aux_acts) - residual).pow(2).sum(-1).mean(-1)
     scale = (n_dead.to(x.dtype) / half).clamp(max=1.0)
-    return sae.shape.aux_k_coefficient * scale * error
+    return sae.options.aux_k_coefficient * scale * error
 
 
 def sparse_topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor,
@@ -57,7 +72,7 @@ def sparse_topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor
     residual = (x.unsqueeze(0) - x_hat).detach()
     error = (sparse_decode(values, indices, sae.W_dec, sae.b_dec) - residual).pow(2).sum(-1).mean(-1)
     scale = (n_dead.to(x.dtype) / half).clamp(max=1.0)
-    return sae.shape.aux_k_coefficient * scale * error
+    return sae.options.aux_k_coefficient * scale * error
 
 
 class TopKSAE(EnsembleSAE):
@@ -65,8 +80,8 @@ class TopKSAE(EnsembleSAE):
 
     architecture = "topk"
     saelens_architecture = "topk"
+    Options = TopKOptions
     unit_norm_decoder = True
-    uses_k = True
 
     def activate(self, pre: Float[Tensor, "K batch d_sae"]) -> Float[Tensor, "K batch d_sae"]:
         return scatter_topk(pre, self.k_per_member)
@@ -76,11 +91,9 @@ class TopKSAE(EnsembleSAE):
         """As ``EnsembleSAE.loss`` (dense), computed from the top-k codes only."""
         x = x.detach()
         values, indices, pre = topk_encode(x, self.b_dec, self.W_enc, self.b_enc, self.k_per_member,
-                                           self.shape.member_k)
+                                           self.member_k)
         x_hat = sparse_decode(values, indices, self.W_dec, self.b_dec)
-        mse = (x_hat - x.unsqueeze(0)).pow(2).sum(-1).mean(-1)
-        if mse_reduction == "mean":
-            mse = mse / self.d_in
+        mse = reconstruction_mse(x_hat, x, mse_reduction)
         aux = sparse_topk_aux_loss(self, x, x_hat, pre, dead)
         return LossParts(mse, mse.new_zeros(self.n_members), aux, x_hat, top_values=values, top_indices=indices,
                          d_sae=self.d_sae)

@@ -67,7 +67,7 @@ def test_a_launched_run_finishes_and_its_metrics_equal_the_file(fresh_workspace)
     assert last["step"] == total_steps(run) == 8
     assert next(m.value for m in at.metric if m.label == "FVU") == f"{last['fvu']:.4g}"
     config = json.loads((run / "config.json").read_text())
-    assert (config["d_sae"], config["k"], config["batch_size"], config["n_members"]) == (64, 4, 256, 2)
+    assert (config["d_sae"], config["options"]["k"], config["batch_size"], config["n_members"]) == (64, 4, 256, 2)
 
 
 @pytest.mark.slow
@@ -92,3 +92,18 @@ def test_stop_checkpoints_and_resume_continues_from_there(fresh_workspace):
     home = AppTest.from_file(str(Path(PAGE).parents[1] / "Home.py"), default_timeout=60).run()
     runs = next(frame.value for frame in home.dataframe if "state" in frame.value.columns)
     assert runs.set_index("run").loc["long", "state"] == f"stopped at step {checkpoint_step(run):,} of {total_steps(run):,}"
+
+
+def test_the_form_shows_every_option_of_the_chosen_architecture(fresh_workspace):
+    """Fields come from the registry: each architecture's options (e.g. relu's L1 coefficient) are settable."""
+    from sae_training.architectures import ARCHITECTURES, architecture_options
+
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    for name in ARCHITECTURES:
+        at.selectbox(key="arch").set_value(name).run()
+        assert not at.exception
+        keys = {w.key for kind in (at.number_input, at.selectbox, at.text_input) for w in kind}
+        assert {spec.name for spec in architecture_options(name)} <= keys, name
+    at.selectbox(key="arch").set_value("relu").run()
+    assert at.number_input(key="l1_coefficient").value == 1.0
+    assert "k" not in {w.key for w in at.number_input}

@@ -23,7 +23,7 @@ CONFIGS = {
     # TopK ensemble under MFR with a short dead window, so AuxK and the max-reduced dead counters matter
     "topk_mfr": dict(architecture="topk", d_sae=64, k=4, n_members=2, mfr_coefficient=1.0, mfr_warmup_steps=2,
                      dead_window=2),
-    "relu": dict(architecture="relu", d_sae=48, sparsity_coefficient=0.3),
+    "relu": dict(architecture="relu", d_sae=48, l1_coefficient=0.3),
 }
 
 

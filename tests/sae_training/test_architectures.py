@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from sae_training.architectures import ARCHITECTURES, SAEShape, build_sae
+from sae_training.architectures import ARCHITECTURES, SAEShape, architecture_options, build_sae
 from sae_training.architectures.topk import topk_aux_loss
+
+
+def options(name: str, **values) -> dict:
+    """The given values for those options the architecture has (k for the TopK family)."""
+    own = {spec.name for spec in architecture_options(name)}
+    return {key: value for key, value in values.items() if key in own}
 
 
 def test_unknown_architecture_names_the_known_ones():
@@ -15,8 +21,8 @@ def test_unknown_architecture_names_the_known_ones():
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_ensemble_member_equals_that_member_alone(name):
     torch.manual_seed(0)
-    ensemble = build_sae(name, SAEShape(12, 40, n_members=3, k=5), seed=1).eval()
-    single = build_sae(name, SAEShape(12, 40, n_members=1, k=5), seed=2).eval()
+    ensemble = build_sae(name, SAEShape(12, 40, n_members=3), options(name, k=5, k_schedule="constant"), seed=1).eval()
+    single = build_sae(name, SAEShape(12, 40, n_members=1), options(name, k=5, k_schedule="constant"), seed=2).eval()
     with torch.no_grad():
         for param_name, param in single.named_parameters():
             param.copy_(dict(ensemble.named_parameters())[param_name][1:2])
@@ -28,7 +34,7 @@ def test_ensemble_member_equals_that_member_alone(name):
 
 
 def test_topk_keeps_k_per_member_and_multiply_schedule():
-    sae = build_sae("topk", SAEShape(16, 64, n_members=3, k=4, k_schedule="multiply"))
+    sae = build_sae("topk", SAEShape(16, 64, n_members=3), {"k": 4, "k_schedule": "multiply"})
     with torch.no_grad():
         sae.b_enc.fill_(10.0)  # every pre-activation positive, so exactly k survive the ReLU
     l0 = (sae.encode(torch.randn(50, 16)) != 0).sum(-1).float()
@@ -36,7 +42,7 @@ def test_topk_keeps_k_per_member_and_multiply_schedule():
 
 
 def test_batchtopk_keeps_k_times_batch_in_training_and_learns_a_threshold():
-    sae = build_sae("batchtopk", SAEShape(16, 64, n_members=2, k=3)).train()
+    sae = build_sae("batchtopk", SAEShape(16, 64, n_members=2), {"k": 3}).train()
     with torch.no_grad():
         sae.b_enc.fill_(10.0)
     f = sae.encode(torch.randn(20, 16))
@@ -53,7 +59,7 @@ def test_jumprelu_with_zero_threshold_is_relu():
 
 
 def test_jumprelu_threshold_gets_gradient_only_near_threshold():
-    sae = build_sae("jumprelu", SAEShape(4, 8, jumprelu_bandwidth=0.5, jumprelu_init_threshold=1.0))
+    sae = build_sae("jumprelu", SAEShape(4, 8), {"bandwidth": 0.5, "init_threshold": 1.0})
     pre = sae.pre_acts(torch.randn(64, 4))
     sae.sparsity_loss(sae.activate(pre), pre, 1.0).sum().backward()
     near = ((pre - 1.0).abs() < 0.25).sum(1)[0]
@@ -70,7 +76,7 @@ def test_relu_l1_is_weighted_by_decoder_norms():
 
 
 def test_auxk_is_zero_without_dead_latents_and_positive_with_them():
-    sae = build_sae("topk", SAEShape(16, 64, n_members=2, k=4))
+    sae = build_sae("topk", SAEShape(16, 64, n_members=2), {"k": 4})
     x = torch.randn(32, 16)
     parts = sae.loss(x, dead=torch.zeros(2, 64, dtype=torch.bool))
     assert parts.aux.tolist() == [0.0, 0.0]
@@ -81,7 +87,7 @@ def test_auxk_is_zero_without_dead_latents_and_positive_with_them():
 
 
 def test_auxk_is_zero_when_dead_latents_reconstruct_the_residual_exactly():
-    sae = build_sae("topk", SAEShape(4, 8, k=1, aux_k_coefficient=1.0))
+    sae = build_sae("topk", SAEShape(4, 8), {"k": 1, "aux_k_coefficient": 1.0})
     with torch.no_grad():
         sae.W_enc.zero_()
         sae.W_dec.zero_()
@@ -95,3 +101,32 @@ def test_auxk_is_zero_when_dead_latents_reconstruct_the_residual_exactly():
     x_hat = sae.decode(sae.activate(pre))
     # 4 dead latents, d_in // 2 = 2 -> top-2 dead latents: the positive coordinate and a zero one
     assert float(topk_aux_loss(sae, x, x_hat, pre, dead).detach()) == pytest.approx(0.0, abs=1e-10)
+
+
+def test_matryoshka_adds_the_inner_prefix_reconstruction_errors():
+    sae = build_sae("matryoshka", SAEShape(8, 16), {"k": 2, "widths": (4, 8)})
+    x = torch.randn(10, 8)
+    parts = sae.loss(x)
+    f = parts.dense_f
+    prefix = [sae.b_dec[0] + f[0, :, :w] @ sae.W_dec[0, :w] for w in (4, 8)]
+    expected = sum((p - x).pow(2).sum(-1).mean() for p in prefix)
+    torch.testing.assert_close(parts.extra[0], expected)
+    torch.testing.assert_close(parts.total, parts.mse.sum() + parts.aux.sum() + expected)
+
+
+@pytest.mark.parametrize("widths", [(8, 4), (0, 8), (4, 32)])
+def test_matryoshka_widths_that_do_not_nest_within_d_sae_are_refused(widths):
+    with pytest.raises(ValueError, match="must be positive, strictly increasing and below d_sae=16"):
+        build_sae("matryoshka", SAEShape(8, 16), {"k": 2, "widths": widths})
+
+
+def test_gated_fires_where_the_gate_is_open_with_the_magnitude_path_value():
+    sae = build_sae("gated", SAEShape(2, 2))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(2).unsqueeze(0))
+        sae.b_dec.zero_()
+        sae.b_gate.copy_(torch.tensor([[0.0, -10.0]]))  # latent 1's gate closed
+        sae.r_mag.copy_(torch.tensor([[0.0, 0.0]]).log1p() + torch.tensor([[torch.log(torch.tensor(2.0)), 0.0]]))
+        sae.b_mag.copy_(torch.tensor([[0.5, 0.0]]))
+    f = sae.encode(torch.tensor([[1.0, 3.0], [-1.0, 3.0]]))
+    assert f[0].tolist() == [[2.5, 0.0], [0.0, 0.0]]  # magnitude 2·1 + 0.5; gate of row 2 closed (−1 < 0)

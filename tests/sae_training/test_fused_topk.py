@@ -10,7 +10,7 @@ from sae_training.architectures.topk import topk_aux_loss
 @pytest.mark.parametrize("k_schedule", ["constant", "multiply"])
 def test_sparse_topk_loss_and_gradients_equal_the_dense_path(k_schedule):
     torch.manual_seed(0)
-    sae = build_sae("topk", SAEShape(16, 64, n_members=3, k=4, k_schedule=k_schedule)).double()
+    sae = build_sae("topk", SAEShape(16, 64, n_members=3), {"k": 4, "k_schedule": k_schedule}).double()
     with torch.no_grad():
         sae.b_dec.normal_()
         sae.b_enc.normal_()
@@ -39,7 +39,7 @@ def test_sparse_topk_loss_and_gradients_equal_the_dense_path(k_schedule):
 
 
 def test_fired_latents_from_topk_codes_match_the_dense_codes():
-    sae = build_sae("topk", SAEShape(8, 32, n_members=2, k=3))
+    sae = build_sae("topk", SAEShape(8, 32, n_members=2), {"k": 3})
     parts = sae.loss(torch.randn(5, 8))
     assert torch.equal(parts.fired(), (parts.f != 0).any(1))
     assert int(parts.fired().sum()) <= 2 * 5 * 3

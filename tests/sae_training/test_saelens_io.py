@@ -8,17 +8,19 @@ from safetensors.torch import load_file, save_file
 from sae_lens import SAE
 
 from interp.dictionary import Dictionary, DictionaryError
-from sae_training.architectures import ARCHITECTURES, SAEShape, build_sae
+from sae_training.architectures import ARCHITECTURES, SAEShape, architecture_options, build_sae
 from sae_training.saelens_io import MemberDictionary, check_saelens_folder, load_saelens, save_member
 
 
 def trained_like(name: str):
     torch.manual_seed(0)
-    sae = build_sae(name, SAEShape(16, 48, n_members=2, k=5, k_schedule="multiply"), seed=3)
+    own = {spec.name for spec in architecture_options(name)}
+    options = {"k": 5, "k_schedule": "multiply"} if "k" in own else {}
+    sae = build_sae(name, SAEShape(16, 48, n_members=2), options, seed=3)
     with torch.no_grad():  # move away from the symmetric init so every tensor matters
         for param in sae.parameters():
             param.add_(0.05 * torch.randn_like(param))
-        if name == "batchtopk":
+        if name in ("batchtopk", "matryoshka"):
             sae.threshold.fill_(0.2)
         if name == "jumprelu":
             sae.threshold.uniform_(0.0, 0.3)

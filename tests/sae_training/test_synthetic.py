@@ -31,7 +31,7 @@ def test_shared_support_mode_gives_one_support_per_group_and_chunk():
 def test_oracle_dictionary_scores_one_and_random_scores_low():
     _, features, _, _ = generate(SyntheticData(), 10, seed=0)
     assert ground_truth_similarity(features.T, features.T) == pytest.approx(
-        {"mmcs_true": 1.0, "recovered_fraction": 1.0}, abs=1e-5)
+        {"mmcs_true": 1.0, "mmcs_true_max": 1.0, "recovered_fraction": 1.0}, abs=1e-5)
     assert ground_truth_similarity(torch.randn(128, 64), features.T)["recovered_fraction"] == 0.0
 
 
@@ -53,3 +53,21 @@ def test_token_counts_and_cli_errors():
     assert parse_tokens("10M") == 10_000_000 and parse_tokens("500k") == 500_000
     result = CliRunner().invoke(app, ["train", "--model", "demo", "--arch", "nope"])
     assert result.exit_code == 2 and "unknown architecture 'nope'" in result.output
+
+
+def test_stream_gives_fresh_points_from_fixed_features_and_replays_a_batch_on_resume():
+    from sae_training.synthetic import PAPER_DATA, SyntheticStream, generate, sample_points
+
+    stream = SyntheticStream(PAPER_DATA, data_seed=3)
+    assert torch.equal(stream.features, generate(PAPER_DATA, 1, seed=3)[1])
+    store = stream.open_stream(seed=0, start_batch=0, batch_size=64)
+    first, second = next(store), next(store)
+    assert first.shape == (64, 256) and not torch.equal(first, second)
+    assert torch.equal(stream.open_stream(seed=0, start_batch=1, batch_size=64).__next__(), second)
+    # each point is a U(0,1)-weighted sum of 32 features of one group: recover its coefficients exactly
+    g = torch.Generator().manual_seed(5)
+    x = sample_points(PAPER_DATA, torch.eye(512), 100, g)  # identity "features": x = the coefficients
+    active = x != 0
+    assert bool((active.sum(1) == 32).all()) and float(x.max()) <= 1.0 and float(x.min()) >= 0.0
+    group = active.float().argmax(1) // 42
+    assert bool(((active.nonzero()[:, 1] // 42) == group[active.nonzero()[:, 0]]).all())

@@ -27,7 +27,11 @@ def small_config(**overrides):
     base = dict(architecture="topk", d_sae=32, k=4, n_members=2, mfr_coefficient=1.0, mfr_warmup_steps=5,
                 n_tokens=256 * 24, batch_size=256, lr=3e-3, log_every=3, checkpoint_every=6,
                 buffer_tokens=2048, eval_batches=2)
-    return TrainConfig(**{**base, **overrides})
+    values = {**base, **overrides}
+    if values["architecture"] == "gated":  # no k: an L1 coefficient instead
+        values.pop("k")
+        values["l1_coefficient"] = 0.1
+    return TrainConfig(**values)
 
 
 def test_run_folder_holds_config_metrics_checkpoints_members_and_eval(tmp_path):
@@ -48,7 +52,7 @@ def test_run_folder_holds_config_metrics_checkpoints_members_and_eval(tmp_path):
             torch.testing.assert_close(sae.encode(x[:50]), run.member(i).encode(x[:50]), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("architecture", ["topk", "batchtopk"])
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka", "gated"])
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, architecture):
     x, _ = planted()
     config = small_config(architecture=architecture, mfr_match_every=4)
@@ -99,7 +103,7 @@ def test_sigterm_checkpoints_the_current_step_and_the_resume_is_exact(tmp_path):
 def test_resume_with_a_changed_config_is_refused(tmp_path):
     x, _ = planted()
     train_saes(small_config(), tmp_path / "r", activations=x, progress=False, stop_at_step=6, evaluate=False)
-    with pytest.raises(ConfigError, match="config changed.*k: 4 -> 8"):
+    with pytest.raises(ConfigError, match="config changed.*options.k: 4 -> 8"):
         train_saes(small_config(k=8), tmp_path / "r", activations=x, progress=False, resume=True)
     with pytest.raises(ConfigError, match="already holds a run"):
         train_saes(small_config(), tmp_path / "r", activations=x, progress=False)
