@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from interp.data import iter_texts, pack_token_stream
-from interp.demo.general_phase import PHASE_3, PHASE_4, train_general_phase
+from interp.demo.general_phase import PHASE_3, PHASE_4, PHASE_5, train_general_phase
 from interp.models import demo_tokenizer
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -267,6 +267,7 @@ def main() -> None:
     model.set_tokenizer(demo_tokenizer())
     history = [] if args.phase3_weights else train_general_phase(model, PHASE_3, args.work_dir)
     history += train_general_phase(model, PHASE_4, args.work_dir)
+    history += train_general_phase(model, PHASE_5, args.work_dir)
     save_model(model, args.out, history)
 
 
