@@ -6,7 +6,6 @@ Everything here reads weights or one cached forward pass; the input checks (``ch
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import einops
@@ -17,6 +16,7 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from interp.errors import InputError
+from interp.io import write_tables
 
 
 class CircuitInputError(InputError):
@@ -310,18 +310,6 @@ def composition_frame(scores: dict[str, Tensor]) -> pd.DataFrame:
 
 
 def write_attention_results(folder: Path | str, **frames: pd.DataFrame) -> list[Path]:
-    """Store each frame as ``<name>.parquet`` in ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, frame in frames.items():
-        paths.append(folder / f"{name}.parquet")
-        frame.to_parquet(paths[-1], index=False)
-    return paths
-
-
-def write_json(path: Path | str, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
-    return path
+    """Store each frame as ``<name>.parquet`` in ``folder`` (atomically, rows in the given order)."""
+    write_tables(frames, folder, by_feature=False)
+    return [Path(folder) / f"{name}.parquet" for name in frames]

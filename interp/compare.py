@@ -19,7 +19,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.dictionary import DictionaryError
-from interp.features import match_features, write_parquet_atomic
+from interp.features import match_features
+from interp.io import write_parquet
 
 MATCH_COLUMNS = ["feature", "other_member", "other_feature", "cosine", "other_analysis"]
 
@@ -79,7 +80,7 @@ def merge_matches(folder: Path | str, rows: pd.DataFrame) -> Path:
     merged = pd.concat([f for f in frames if not f.empty] or frames[-1:], ignore_index=True)
     merged = merged.astype({"feature": "int64", "other_member": "int64", "other_feature": "int64", "cosine": "float64"})
     merged = merged.sort_values(["other_member", "other_analysis", "feature"], kind="stable").reset_index(drop=True)
-    return write_parquet_atomic(merged, path)
+    return write_parquet(merged, path)
 
 
 def mmcs(matches: pd.DataFrame) -> float:

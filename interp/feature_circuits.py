@@ -21,7 +21,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.attention import CircuitInputError, check_hook, check_tokens, write_json
+from interp.attention import CircuitInputError, check_hook, check_tokens
+from interp.io import write_json, write_tables
 from interp.dictionary import Dictionary, as_dictionary, check_fits
 from interp.patching import Metric
 
@@ -346,15 +347,13 @@ def circuit_nodes(graph: dict) -> dict[str, list[Node]]:
 def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame | None = None) -> list[Path]:
     """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect``)
     and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     columns = ["id", "hook", "pos", "feature", "effect"]
-    pd.DataFrame(graph["nodes"], columns=columns).to_parquet(folder / "feature_nodes.parquet", index=False)
-    paths = [folder / "feature_nodes.parquet", write_json(folder / "feature_circuit.json", graph)]
+    tables = {"feature_nodes": pd.DataFrame(graph["nodes"], columns=columns)}
     if curve is not None:
-        curve.to_parquet(folder / "feature_faithfulness.parquet", index=False)
-        paths.append(folder / "feature_faithfulness.parquet")
-    return paths
+        tables["feature_faithfulness"] = curve
+    folder = write_tables(tables, folder, by_feature=False)
+    paths = [folder / "feature_nodes.parquet", write_json(folder / "feature_circuit.json", graph, sort_keys=False)]
+    return paths + ([folder / "feature_faithfulness.parquet"] if curve is not None else [])
 
 
 def feature_effects_by_patching(

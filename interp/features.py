@@ -12,8 +12,6 @@ the logit effects (``W_dec @ W_U``) and the decoder neighbours into the Parquet 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -475,35 +473,3 @@ def matched_features_table(W_decs: list[Tensor]) -> pd.DataFrame:
                 frames.append(pd.DataFrame({"member": a, "feature": np.arange(len(match)), "other_member": b,
                                             "other_feature": match, "cosine": score}))
     return pd.concat(frames, ignore_index=True)
-
-
-ROW_GROUP_ROWS = 2048  # small row groups + rows sorted by feature: a one-feature query reads ~one group
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path | str) -> Path:
-    """Write ``frame`` to a temp file beside ``path``, then ``os.replace`` it: readers never see half a file.
-
-    Tables with a ``feature`` column are stably sorted by it and cut into small row groups, so
-    DuckDB skips every group whose min/max statistics exclude the feature asked for: looking up
-    one feature costs the same on a 1k- or a 64k-feature SAE.
-    """
-    path = Path(path)
-    if "feature" in frame.columns:
-        frame = frame.sort_values("feature", kind="stable")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # created with the usual mode
-    try:
-        frame.to_parquet(tmp, index=False, row_group_size=ROW_GROUP_ROWS)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_tables(tables: dict[str, pd.DataFrame], folder: Path | str) -> Path:
-    """Store each table as ``<folder>/<name>.parquet`` (each written atomically)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in tables.items():
-        write_parquet_atomic(frame, folder / f"{name}.parquet")
-    return folder

@@ -72,7 +72,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     """Dashboards (and ensemble matches) for every SAE under ``sae_path``; returns the analysis folders."""
     import torch
 
-    from interp.cache.format import atomic_write_json
+    from interp.io import write_json, write_tables
     from interp.cache.store import ActivationCache
     from interp.compare import merge_matches
     from interp.dictionary import check_fits, load_dictionary
@@ -82,7 +82,6 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
         dashboard_tables,
         feature_dashboards,
         matched_features_table,
-        write_tables,
     )
     from interp.models import load_model
 
@@ -112,7 +111,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
             tables["cooccurrence_counts"] = pd.DataFrame({"feature": coo.row, "other": coo.col,
                                                           "count": coo.data.astype("int64")})
         folder = write_tables(tables, out_root / analysis_id(member))
-        atomic_write_json(folder / "meta.json", {
+        write_json(folder / "meta.json", durable=True, payload={
             "sae": workspace_relative(member, out_root), "cache": workspace_relative(Path(cache_dir), out_root),
             "hook": site,
             "n_tokens": data.n_tokens,
@@ -135,7 +134,7 @@ def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_fe
     import scipy.sparse as sp
 
     from interp.dictionary import load_dictionary
-    from interp.features import write_tables
+    from interp.io import write_tables
     from interp.geometry import geometry_tables
 
     folders = []
@@ -162,7 +161,7 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
     import torch
 
     from interp.dictionary import load_dictionary
-    from interp.features import write_tables
+    from interp.io import write_tables
     from interp.models import load_model
     from interp.principled_eval import evaluate_dictionaries, induction_task
 

@@ -15,6 +15,7 @@ import typer
 
 from app.commands.errors import user_errors
 from interp.attention import CircuitInputError
+from interp.io import write_json
 
 
 def rank_agreement(methods: dict[str, torch.Tensor]) -> dict:
@@ -123,7 +124,7 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
             "faithfulness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), ablate_from=corrupt),
             "completeness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), True, corrupt)}
     summary["timings_s"] = timings
-    attention.write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary, sort_keys=False)
     return summary
 
 
@@ -176,17 +177,14 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
     roles = ioi_roles(table)
     summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
                                start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi", src_mask=io)
-    from interp.features import write_parquet_atomic
+    from interp.io import write_tables
     from interp.prompts import ioi_scores
 
-    write_parquet_atomic(table, out / "ioi_heads.parquet")
-    write_parquet_atomic(pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}),
-                         out / "prompts.parquet")
+    write_tables({"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})},
+                 out)
     summary["heads"] = {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}
     summary["ioi"] = ioi_scores(model, prompts)
-    from interp.attention import write_json
-
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary, sort_keys=False)
     return summary
 
 

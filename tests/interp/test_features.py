@@ -17,8 +17,8 @@ from interp.features import (
     match_features,
     matched_features_table,
     nearest_features,
-    write_tables,
 )
+from interp.io import write_tables
 
 D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
 TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
