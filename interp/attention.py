@@ -16,7 +16,7 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from interp.errors import InputError
-from interp.io import write_tables
+from interp.analysis_folder import AnalysisFolder
 
 
 class CircuitInputError(InputError):
@@ -311,5 +311,5 @@ def composition_frame(scores: dict[str, Tensor]) -> pd.DataFrame:
 
 def write_attention_results(folder: Path | str, **frames: pd.DataFrame) -> list[Path]:
     """Store each frame as ``<name>.parquet`` in ``folder`` (atomically, rows in the given order)."""
-    write_tables(frames, folder, by_feature=False)
-    return [Path(folder) / f"{name}.parquet" for name in frames]
+    folder = AnalysisFolder(folder).write_tables(frames, by_feature=False)
+    return [folder.table_path(name) for name in frames]

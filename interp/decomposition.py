@@ -26,7 +26,7 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from interp.attention import CircuitInputError, check_head, check_tokens
-from interp.io import write_json, write_tables
+from interp.analysis_folder import AnalysisFolder
 
 NORMALIZATIONS = (None, "LN", "LNPre", "RMS", "RMSPre")
 ATTENTION_THRESHOLD = 0.5  # the reference's firing threshold
@@ -378,6 +378,7 @@ def _aggregate_edges(per_prompt: dict[tuple, dict]) -> list[dict]:
 
 def write_decomposition(folder: Path | str, edges: pd.DataFrame, dimensionality: pd.DataFrame, graph: dict) -> list[Path]:
     """``svd_edges.parquet``, ``signal_dimensionality.parquet``, ``svd_trace.json`` in ``folder``."""
-    folder = write_tables({"svd_edges": edges, "signal_dimensionality": dimensionality}, folder, by_feature=False)
-    return [folder / "svd_edges.parquet", folder / "signal_dimensionality.parquet",
-            write_json(folder / "svd_trace.json", graph, sort_keys=False)]
+    folder = AnalysisFolder(folder).write_tables({"svd_edges": edges, "signal_dimensionality": dimensionality},
+                                                 by_feature=False)
+    return [folder.table_path("svd_edges"), folder.table_path("signal_dimensionality"),
+            folder.write_json("svd_trace", graph, sort_keys=False)]

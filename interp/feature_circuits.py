@@ -22,7 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.attention import CircuitInputError, check_hook, check_tokens
-from interp.io import write_json, write_tables
+from interp.analysis_folder import AnalysisFolder
 from interp.dictionary import Dictionary, as_dictionary, check_fits
 from interp.patching import Metric
 
@@ -351,9 +351,9 @@ def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame |
     tables = {"feature_nodes": pd.DataFrame(graph["nodes"], columns=columns)}
     if curve is not None:
         tables["feature_faithfulness"] = curve
-    folder = write_tables(tables, folder, by_feature=False)
-    paths = [folder / "feature_nodes.parquet", write_json(folder / "feature_circuit.json", graph, sort_keys=False)]
-    return paths + ([folder / "feature_faithfulness.parquet"] if curve is not None else [])
+    folder = AnalysisFolder(folder).write_tables(tables, by_feature=False)
+    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + \
+        [folder.table_path(name) for name in tables if name != "feature_nodes"]
 
 
 def feature_effects_by_patching(

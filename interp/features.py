@@ -364,11 +364,6 @@ def auto_labels(top_ids: Int[Tensor, "k d_sae"], top_values: Float[Tensor, "k d_
     return labels
 
 
-def check_feature(feature: int, d_sae: int) -> None:
-    if not 0 <= feature < d_sae:
-        raise DictionaryError(f"feature {feature} is out of range: this dictionary has features 0..{d_sae - 1}")
-
-
 def _example_rows(ex: Examples, kind: str, order: Tensor, band: Tensor, center: int, decode) -> pd.DataFrame:
     """Long table of kept examples (one row per feature and example), empty slots dropped."""
     keep = ex.key.gather(0, order) > -torch.inf

@@ -159,12 +159,13 @@ def list_runs(root: Path) -> list[Run]:
 
 def list_analyses(root: Path) -> list[str]:
     """Analysis ids ``<run_id>/sae_<i>`` that hold a feature table."""
-    from interp.tables import list_analyses as tables_list
+    from interp.analysis_folder import AnalysisFolder
+    from interp.analysis_folder import list_analyses as stored
 
     if not (root / "analyses").exists():
         return []
-    return [analysis for analysis in tables_list(root / "analyses")
-            if contained(root, root / "analyses" / analysis / "features.parquet")]
+    return [analysis for analysis in stored(root / "analyses")
+            if contained(root, AnalysisFolder(root / "analyses" / analysis).table_path("features"))]
 
 
 def train_command(cache_id: str = "demo") -> str:
