@@ -46,6 +46,9 @@ class AnalysisFolder:
     def id(self) -> str:
         return analysis_id(self.path)
 
+    def __fspath__(self) -> str:  # readers taking a folder path accept the object itself
+        return str(self.path)
+
     def __repr__(self) -> str:
         return f"AnalysisFolder({str(self.path)!r})"
 
