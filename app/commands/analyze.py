@@ -18,7 +18,7 @@ from interp.pipeline.sae import analyze_compare, analyze_eval, analyze_features,
 
 def features_command(
     sae: Path = typer.Argument(..., help="An SAE folder (cfg.json) or a run folder with sae_* members."),
-    cache: Path = typer.Option(None, help="Activation cache; default: the one in the run's config.json."),
+    cache: Path = typer.Option(None, help="Activation cache; default: the one recorded in the run's config."),
     hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
     out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/sae_<i>/."),
     model: str = typer.Option(None, help="Model spec for logit effects; default: the cache's model."),

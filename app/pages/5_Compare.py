@@ -38,7 +38,7 @@ def sae_folder(root: Path, folder: Path) -> Path:
             for name in ("cfg.json", "sae_weights.safetensors"):
                 inside(root, candidate / name)  # a file linked out of the workspace is refused
             return candidate
-    raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing (meta.json records "
+    raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing ({AnalysisFolder(folder).meta_path.name} records "
                             f"{recorded!r}; no runs/{analysis_id(folder)}/cfg.json either)")
 
 

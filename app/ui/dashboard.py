@@ -33,7 +33,8 @@ def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: 
         st.error(f"Refused: {error}")
         return None
     if not AnalysisFolder(folder).has_dashboards:
-        st.error(f"`{typed}` holds no feature dashboards (features.parquet). Make them with:")
+        st.error(f"`{typed}` holds no feature dashboards ({AnalysisFolder(folder).table_path('features').name}). "
+                 "Make them with:")
         st.code("workbench analyze features runs/<run_id>", language="bash")
         return None
     return folder

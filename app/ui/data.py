@@ -18,6 +18,7 @@ import streamlit as st
 from app.ui.workspace import UnsafePathError, inside, workspace_root
 from interp import tables
 from interp.analysis_folder import AnalysisFolder
+from interp.run_folder import RunFolder
 
 UNREADABLE = (tables.TableError, UnsafePathError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError, UnicodeDecodeError, PermissionError,
               IsADirectoryError)
@@ -150,7 +151,7 @@ def _metrics(path: str, stamp: float) -> pd.DataFrame:
 @readable
 def metrics(run: Path) -> pd.DataFrame:
     """``metrics.jsonl`` as a frame (one row per logged step; ``member<i>_<metric>`` columns for ensembles)."""
-    path = run / "metrics.jsonl"
+    path = RunFolder(run).metrics_path
     if not path.exists():
         return pd.DataFrame()
     inside(workspace_root(), path)  # a link out of the workspace is refused, not read
