@@ -47,12 +47,6 @@ def check_head(model, layer: int, head: int) -> None:
         raise CircuitInputError(f"head {head} out of range: the model has heads 0..{model.cfg.n_heads - 1}")
 
 
-def check_hook(model, hook: str) -> None:
-    if hook not in model.hook_dict:
-        close = [name for name in model.hook_dict if name.split(".")[-1] == hook.split(".")[-1]]
-        raise CircuitInputError(f"the model has no hook '{hook}'; hooks of that kind: {close or sorted(model.hook_dict)[:8]}")
-
-
 def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
     """A typed prompt as ``[1, pos]`` tokens (BOS first), with a clear error if it is empty or too long."""
     if not prompt.strip():

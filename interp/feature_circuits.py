@@ -21,9 +21,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.attention import CircuitInputError, check_hook, check_tokens
 from interp.analysis_folder import AnalysisFolder
+from interp.attention import CircuitInputError, check_tokens
 from interp.dictionary import Dictionary, as_dictionary, check_fits
+from interp.models import check_hooks
 from interp.patching import Metric
 
 Node = tuple[int, int]  # (position, feature); feature -1 is the position's error node
@@ -49,7 +50,7 @@ def _check_sites(model, sites: dict[str, Dictionary]) -> dict[str, Dictionary]:
     if not sites:
         raise CircuitInputError("no SAE sites given; pass {hook_name: dictionary}")
     for hook in sites:
-        check_hook(model, hook)
+        check_hooks(model, [hook], CircuitInputError)
     order = {name: i for i, name in enumerate(model.hook_dict)}
     return {hook: as_dictionary(sites[hook]) for hook in sorted(sites, key=order.__getitem__)}
 

@@ -13,9 +13,8 @@ the logit effects (``W_dec @ W_U``) and the decoder neighbours into the Parquet 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,60 +24,9 @@ from jaxtyping import Float, Int
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from interp.cache.store import TokenChunk
 from interp.dictionary import Dictionary, DictionaryError, check_fits
 from interp.errors import InputError
-
-
-@dataclass
-class TokenChunk:
-    """Activations of whole sequences with their token ids and (sequence, position)."""
-
-    activations: Float[Tensor, "tokens d_in"]
-    token_ids: Int[Tensor, "tokens"]
-    sequence: Int[Tensor, "tokens"]
-    position: Int[Tensor, "tokens"]
-
-
-def cache_chunks(cache, hook: str, max_rows: int = 4096) -> Iterator[TokenChunk]:
-    """The cache's tokens in order, in chunks of whole sequences of at most ``max_rows`` (or one sequence)."""
-    if cache.n_tokens == 0:
-        raise DictionaryError(f"cache {cache.directory} holds no tokens; build it with `workbench cache`")
-    for shard in range(cache.n_shards):
-        acts, tokens = cache.activations(hook, shard), cache.tokens(shard)
-        sequence = tokens["sequence"].long()
-        bounds = torch.nonzero(torch.diff(sequence)).flatten().add(1).tolist() + [len(sequence)]
-        begin = end = 0
-        for bound in bounds:
-            if bound - begin > max_rows and end > begin:
-                yield _chunk(acts, tokens, sequence, begin, end)
-                begin = end
-            end = bound
-        if end > begin:
-            yield _chunk(acts, tokens, sequence, begin, end)
-
-
-def _chunk(acts, tokens, sequence, begin: int, end: int) -> TokenChunk:
-    return TokenChunk(acts[begin:end].float(), tokens["token_ids"][begin:end].long(), sequence[begin:end],
-                      tokens["position"][begin:end].long())
-
-
-def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, n_tokens: int = 65_536,
-                 batch_size: int = 16) -> Iterator[TokenChunk]:
-    """A live token stream: run the model on windows from ``data`` and yield each batch's activations."""
-    from interp.cache.writer import stop_layer_for
-    from interp.data import batched_windows, token_windows
-    from interp.models import check_hooks
-
-    check_hooks(model, [hook])
-    n_windows = max(1, n_tokens // context_size)
-    windows = token_windows(data, model.tokenizer, context_size, max_windows=n_windows)
-    for index, batch in enumerate(batched_windows(windows, batch_size)):
-        with torch.no_grad():
-            _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook,
-                                           stop_at_layer=stop_layer_for((hook,)))
-        b, ctx = batch.shape
-        yield TokenChunk(acts[hook].reshape(b * ctx, -1).float().cpu(), batch.reshape(-1),
-                         (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))
 
 
 @dataclass(frozen=True)

@@ -11,13 +11,13 @@ import torch
 from interp.dictionary import DictionaryError, as_dictionary
 from interp.features import (
     DashboardConfig,
-    TokenChunk,
     dashboard_tables,
     feature_dashboards,
     match_features,
     matched_features_table,
     nearest_features,
 )
+from interp.cache.store import TokenChunk
 from interp.io import write_tables
 
 D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
@@ -269,7 +269,7 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
     from interp.pipeline import analyze_features
     from interp.cache.writer import CacheConfig, build_cache
     from interp.dictionary import load_dictionary
-    from interp.features import model_chunks
+    from interp.cache.store import model_chunks
     from interp.tables import feature_dashboard, matched_features
 
     hook = "blocks.1.hook_resid_post"
