@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.ui.theme import missing, page
 from app.ui.workspace import COMMANDS, list_analyses, list_caches, list_runs, train_command, workspace_root
+from interp.analysis_folder import AnalysisFolder, circuit_sets
 
 page("Workbench")
 root = workspace_root()
@@ -38,10 +39,10 @@ else:
 
 st.subheader("Analyses")
 analyses = list_analyses(root)
-circuits = sorted(p.parent.name for p in (root / "analyses" / "circuits").glob("*/summary.json"))
+circuits = circuit_sets(root / "analyses")
 if analyses or circuits:
     st.dataframe(pd.DataFrame([{"analysis": a, "kind": "feature dashboards"
-                                + (" + geometry" if (root / "analyses" / a / "geometry_map.parquet").exists() else "")}
+                                + (" + geometry" if AnalysisFolder(root / "analyses" / a).has("geometry_map") else "")}
                                for a in analyses] + [{"analysis": f"circuits/{c}", "kind": "circuits"}
                                                       for c in circuits]),
                  hide_index=True, width="stretch", key="analyses")

@@ -36,7 +36,9 @@ APP = Path(__file__).resolve().parents[1] / "app"
 
 def build_workspace(root: Path, d_sae: int, n_tokens: int, train_tokens: int) -> None:
     """Cache, a 2-member TopK ensemble of ``d_sae`` latents, dashboards, geometry: the files the app reads."""
-    from app.commands.analyze import analyze_features, analyze_geometry
+    from interp.analysis_folder import AnalysisFolder
+    from interp.pipeline import analyze_features, analyze_geometry
+    from interp.run_folder import RunFolder
     from interp.cache.writer import CacheConfig, build_cache
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
@@ -47,17 +49,17 @@ def build_workspace(root: Path, d_sae: int, n_tokens: int, train_tokens: int) ->
                         root=root / "cached_activations", cache_id="demo", device="cpu")
     stages["cache_s"] = time.perf_counter() - tic
     run = root / "runs" / RUN
-    if not (run / "eval.json").exists():
+    if not RunFolder(run).evaluated:
         tic = time.perf_counter()
         config = TrainConfig(cache=str(cache), hook=HOOK, architecture="topk", d_sae=d_sae, k=32, n_members=2,
                              mfr_coefficient=0.0, n_tokens=train_tokens, batch_size=4096, eval_ce_batches=0)
-        train_saes(config, run, resume=(run / "config.json").exists())
+        train_saes(config, run, resume=RunFolder(run).exists())
         stages["train_s"] = time.perf_counter() - tic
-    if not (root / "analyses" / RUN / "sae_1" / "matches.parquet").exists():
+    if not AnalysisFolder(root / "analyses" / RUN / "sae_1").has("matches"):
         tic = time.perf_counter()
         analyze_features(run, root / "analyses", cache_dir=cache)
         stages["features_s"] = time.perf_counter() - tic
-    if not (root / "analyses" / RUN / "sae_1" / "geometry_map.parquet").exists():
+    if not AnalysisFolder(root / "analyses" / RUN / "sae_1").has("geometry_map"):
         tic = time.perf_counter()
         analyze_geometry(run, root / "analyses", n_clusters=5, max_features=2000, with_umap=True)
         stages["geometry_s"] = time.perf_counter() - tic
@@ -113,7 +115,9 @@ def time_page(script: str, steps: list, repeats: int) -> dict:
 def naive_dashboard(folder: Path, feature: int) -> dict[str, pd.DataFrame]:
     """The peer way: read each whole table with pandas, filter in memory."""
     out = {}
-    for path in sorted(folder.glob("*.parquet")):
+    from interp.analysis_folder import AnalysisFolder
+
+    for path in AnalysisFolder(folder).table_files():
         frame = pd.read_parquet(path)
         if "feature" in frame:
             out[path.stem] = frame[frame.feature == feature]
@@ -205,12 +209,14 @@ def main() -> None:
     root = args.workspace.resolve()
     build_workspace(root, args.d_sae, args.tokens, args.train_tokens)
     os.environ["WORKBENCH_WORKSPACE"] = str(root)
-    folder = root / "analyses" / RUN / "sae_0"
-    features = pd.read_parquet(folder / "features.parquet", columns=["feature", "n_fires"])
+    from interp.analysis_folder import AnalysisFolder
+
+    folder = AnalysisFolder(root / "analyses" / RUN / "sae_0")
+    features = folder.read_table("features", columns=["feature", "n_fires"])
     rng = np.random.default_rng(0)
     live = features.feature[features.n_fires > 0].to_numpy()
     feature_ids = [int(f) for f in rng.choice(live, size=min(20, len(live)), replace=False)]
-    sizes = {p.name: p.stat().st_size for p in sorted(folder.glob("*.parquet"))}
+    sizes = {p.name: p.stat().st_size for p in folder.table_files()}
     pages = {name: time_page(script, steps, args.repeats)
              for name, (script, steps) in interactions(feature_ids).items()}
     print(json.dumps({

@@ -73,7 +73,7 @@ def setup(root: Path, n_features: int, n_tokens: int, context: int, seed: int, d
 
 
 def live_chunks(model, tokens, batch: int = 32):
-    from interp.features import TokenChunk
+    from interp.cache.store import TokenChunk
 
     for start in range(0, len(tokens), batch):  # 32 x 128 = 4096 tokens a chunk
         t = tokens[start:start + batch]

@@ -6,7 +6,6 @@ Everything here reads weights or one cached forward pass; the input checks (``ch
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import einops
@@ -17,6 +16,7 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from interp.errors import InputError
+from interp.analysis_folder import AnalysisFolder
 
 
 class CircuitInputError(InputError):
@@ -45,12 +45,6 @@ def check_head(model, layer: int, head: int) -> None:
         raise CircuitInputError(f"layer {layer} out of range: the model has layers 0..{model.cfg.n_layers - 1}")
     if not 0 <= head < model.cfg.n_heads:
         raise CircuitInputError(f"head {head} out of range: the model has heads 0..{model.cfg.n_heads - 1}")
-
-
-def check_hook(model, hook: str) -> None:
-    if hook not in model.hook_dict:
-        close = [name for name in model.hook_dict if name.split(".")[-1] == hook.split(".")[-1]]
-        raise CircuitInputError(f"the model has no hook '{hook}'; hooks of that kind: {close or sorted(model.hook_dict)[:8]}")
 
 
 def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
@@ -310,18 +304,6 @@ def composition_frame(scores: dict[str, Tensor]) -> pd.DataFrame:
 
 
 def write_attention_results(folder: Path | str, **frames: pd.DataFrame) -> list[Path]:
-    """Store each frame as ``<name>.parquet`` in ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, frame in frames.items():
-        paths.append(folder / f"{name}.parquet")
-        frame.to_parquet(paths[-1], index=False)
-    return paths
-
-
-def write_json(path: Path | str, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2))
-    return path
+    """Store each frame as ``<name>.parquet`` in ``folder`` (atomically, rows in the given order)."""
+    folder = AnalysisFolder(folder).write_tables(frames, by_feature=False)
+    return [folder.table_path(name) for name in frames]

@@ -1,14 +1,13 @@
 """Match any two SAEs' features (Hungarian on decoder cosine) and store the result in ``matches.parquet``.
 
 ``match_frames`` matches A to B once and reads the assignment both ways; ``merge_matches`` folds
-rows into an analysis folder's ``matches.parquet`` (rows about the same other analysis are
+rows into an analysis folder's ``matches`` table (rows about the same other analysis are
 replaced, the rest kept), atomically. ``compare_saes`` does both for two SAE folders and their
 analysis folders. The assignment is ``O(d_sae^3)``: seconds at a few thousand features, long at 16k+.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +17,12 @@ import pandas as pd
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.analysis_folder import AnalysisFolder, analysis_id
 from interp.dictionary import DictionaryError
-from interp.features import match_features, write_parquet_atomic
+from interp.features import match_features
+from interp.io import write_parquet
 
 MATCH_COLUMNS = ["feature", "other_member", "other_feature", "cosine", "other_analysis"]
-
-
-def analysis_id(folder: Path | str) -> str:
-    """``<run_id>/sae_<i>``: the last two parts of an SAE or analysis folder."""
-    folder = Path(folder).resolve()
-    return f"{folder.parent.name}/{folder.name}"
 
 
 def other_member(me: str, other: str) -> int:
@@ -70,8 +65,8 @@ def _frame(match: np.ndarray, score: np.ndarray, member: int, other: str) -> pd.
 
 
 def merge_matches(folder: Path | str, rows: pd.DataFrame) -> Path:
-    """Fold ``rows`` into ``<folder>/matches.parquet``: same ``other_analysis`` replaced, others kept."""
-    path = Path(folder) / "matches.parquet"
+    """Fold ``rows`` into the folder's ``matches`` table: same ``other_analysis`` replaced, others kept."""
+    path = AnalysisFolder(folder).table_path("matches")
     frames = [rows[MATCH_COLUMNS]]
     if path.exists():
         old = pd.read_parquet(path)
@@ -79,7 +74,7 @@ def merge_matches(folder: Path | str, rows: pd.DataFrame) -> Path:
     merged = pd.concat([f for f in frames if not f.empty] or frames[-1:], ignore_index=True)
     merged = merged.astype({"feature": "int64", "other_member": "int64", "other_feature": "int64", "cosine": "float64"})
     merged = merged.sort_values(["other_member", "other_analysis", "feature"], kind="stable").reset_index(drop=True)
-    return write_parquet_atomic(merged, path)
+    return write_parquet(merged, path)
 
 
 def mmcs(matches: pd.DataFrame) -> float:
@@ -96,9 +91,7 @@ class Comparison:
 
 
 def _hook(folder: Path, dictionary) -> str | None:
-    meta = folder / "meta.json"
-    recorded = json.loads(meta.read_text()).get("hook") if meta.exists() else None
-    return recorded or getattr(dictionary, "hook_name", None)
+    return AnalysisFolder(folder).meta().get("hook") or getattr(dictionary, "hook_name", None)
 
 
 def compare_saes(sae_a: Path, sae_b: Path, folder_a: Path, folder_b: Path) -> Comparison:

@@ -25,7 +25,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix
 
-from interp.attention import CircuitInputError, check_head, check_tokens, write_json
+from interp.attention import CircuitInputError, check_head, check_tokens
+from interp.analysis_folder import AnalysisFolder
 
 NORMALIZATIONS = (None, "LN", "LNPre", "RMS", "RMSPre")
 ATTENTION_THRESHOLD = 0.5  # the reference's firing threshold
@@ -377,8 +378,7 @@ def _aggregate_edges(per_prompt: dict[tuple, dict]) -> list[dict]:
 
 def write_decomposition(folder: Path | str, edges: pd.DataFrame, dimensionality: pd.DataFrame, graph: dict) -> list[Path]:
     """``svd_edges.parquet``, ``signal_dimensionality.parquet``, ``svd_trace.json`` in ``folder``."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    edges.to_parquet(folder / "svd_edges.parquet", index=False)
-    dimensionality.to_parquet(folder / "signal_dimensionality.parquet", index=False)
-    return [folder / "svd_edges.parquet", folder / "signal_dimensionality.parquet", write_json(folder / "svd_trace.json", graph)]
+    folder = AnalysisFolder(folder).write_tables({"svd_edges": edges, "signal_dimensionality": dimensionality},
+                                                 by_feature=False)
+    return [folder.table_path("svd_edges"), folder.table_path("signal_dimensionality"),
+            folder.write_json("svd_trace", graph, sort_keys=False)]

@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.errors import InputError
+from interp.errors import DictionaryError, InputError  # noqa: F401  (DictionaryError: imported from here too)
 
 
 @runtime_checkable
@@ -28,10 +28,6 @@ class Dictionary(Protocol):
     def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]: ...
 
     def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]: ...
-
-
-class DictionaryError(InputError):
-    """A dictionary that does not fit the activations it is applied to."""
 
 
 class SAELensDictionary:

@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class InputError(ValueError):
     """A bad value given by the user (option, spec, path, config); the message says what to do."""
+
+
+class DictionaryError(InputError):
+    """A dictionary that does not fit the activations it is applied to (or a feature it does not have)."""

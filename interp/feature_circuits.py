@@ -21,8 +21,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.attention import CircuitInputError, check_hook, check_tokens, write_json
+from interp.analysis_folder import AnalysisFolder
+from interp.attention import CircuitInputError, check_tokens
 from interp.dictionary import Dictionary, as_dictionary, check_fits
+from interp.models import check_hooks
 from interp.patching import Metric
 
 Node = tuple[int, int]  # (position, feature); feature -1 is the position's error node
@@ -48,7 +50,7 @@ def _check_sites(model, sites: dict[str, Dictionary]) -> dict[str, Dictionary]:
     if not sites:
         raise CircuitInputError("no SAE sites given; pass {hook_name: dictionary}")
     for hook in sites:
-        check_hook(model, hook)
+        check_hooks(model, [hook], CircuitInputError)
     order = {name: i for i, name in enumerate(model.hook_dict)}
     return {hook: as_dictionary(sites[hook]) for hook in sorted(sites, key=order.__getitem__)}
 
@@ -346,15 +348,13 @@ def circuit_nodes(graph: dict) -> dict[str, list[Node]]:
 def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame | None = None) -> list[Path]:
     """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect``)
     and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     columns = ["id", "hook", "pos", "feature", "effect"]
-    pd.DataFrame(graph["nodes"], columns=columns).to_parquet(folder / "feature_nodes.parquet", index=False)
-    paths = [folder / "feature_nodes.parquet", write_json(folder / "feature_circuit.json", graph)]
+    tables = {"feature_nodes": pd.DataFrame(graph["nodes"], columns=columns)}
     if curve is not None:
-        curve.to_parquet(folder / "feature_faithfulness.parquet", index=False)
-        paths.append(folder / "feature_faithfulness.parquet")
-    return paths
+        tables["feature_faithfulness"] = curve
+    folder = AnalysisFolder(folder).write_tables(tables, by_feature=False)
+    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + \
+        [folder.table_path(name) for name in tables if name != "feature_nodes"]
 
 
 def feature_effects_by_patching(

@@ -12,12 +12,9 @@ the logit effects (``W_dec @ W_U``) and the decoder neighbours into the Parquet 
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,60 +24,9 @@ from jaxtyping import Float, Int
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from interp.cache.store import TokenChunk
 from interp.dictionary import Dictionary, DictionaryError, check_fits
 from interp.errors import InputError
-
-
-@dataclass
-class TokenChunk:
-    """Activations of whole sequences with their token ids and (sequence, position)."""
-
-    activations: Float[Tensor, "tokens d_in"]
-    token_ids: Int[Tensor, "tokens"]
-    sequence: Int[Tensor, "tokens"]
-    position: Int[Tensor, "tokens"]
-
-
-def cache_chunks(cache, hook: str, max_rows: int = 4096) -> Iterator[TokenChunk]:
-    """The cache's tokens in order, in chunks of whole sequences of at most ``max_rows`` (or one sequence)."""
-    if cache.n_tokens == 0:
-        raise DictionaryError(f"cache {cache.directory} holds no tokens; build it with `workbench cache`")
-    for shard in range(cache.n_shards):
-        acts, tokens = cache.activations(hook, shard), cache.tokens(shard)
-        sequence = tokens["sequence"].long()
-        bounds = torch.nonzero(torch.diff(sequence)).flatten().add(1).tolist() + [len(sequence)]
-        begin = end = 0
-        for bound in bounds:
-            if bound - begin > max_rows and end > begin:
-                yield _chunk(acts, tokens, sequence, begin, end)
-                begin = end
-            end = bound
-        if end > begin:
-            yield _chunk(acts, tokens, sequence, begin, end)
-
-
-def _chunk(acts, tokens, sequence, begin: int, end: int) -> TokenChunk:
-    return TokenChunk(acts[begin:end].float(), tokens["token_ids"][begin:end].long(), sequence[begin:end],
-                      tokens["position"][begin:end].long())
-
-
-def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, n_tokens: int = 65_536,
-                 batch_size: int = 16) -> Iterator[TokenChunk]:
-    """A live token stream: run the model on windows from ``data`` and yield each batch's activations."""
-    from interp.cache.writer import stop_layer_for
-    from interp.data import batched_windows, token_windows
-    from interp.models import check_hooks
-
-    check_hooks(model, [hook])
-    n_windows = max(1, n_tokens // context_size)
-    windows = token_windows(data, model.tokenizer, context_size, max_windows=n_windows)
-    for index, batch in enumerate(batched_windows(windows, batch_size)):
-        with torch.no_grad():
-            _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook,
-                                           stop_at_layer=stop_layer_for((hook,)))
-        b, ctx = batch.shape
-        yield TokenChunk(acts[hook].reshape(b * ctx, -1).float().cpu(), batch.reshape(-1),
-                         (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))
 
 
 @dataclass(frozen=True)
@@ -366,11 +312,6 @@ def auto_labels(top_ids: Int[Tensor, "k d_sae"], top_values: Float[Tensor, "k d_
     return labels
 
 
-def check_feature(feature: int, d_sae: int) -> None:
-    if not 0 <= feature < d_sae:
-        raise DictionaryError(f"feature {feature} is out of range: this dictionary has features 0..{d_sae - 1}")
-
-
 def _example_rows(ex: Examples, kind: str, order: Tensor, band: Tensor, center: int, decode) -> pd.DataFrame:
     """Long table of kept examples (one row per feature and example), empty slots dropped."""
     keep = ex.key.gather(0, order) > -torch.inf
@@ -475,35 +416,3 @@ def matched_features_table(W_decs: list[Tensor]) -> pd.DataFrame:
                 frames.append(pd.DataFrame({"member": a, "feature": np.arange(len(match)), "other_member": b,
                                             "other_feature": match, "cosine": score}))
     return pd.concat(frames, ignore_index=True)
-
-
-ROW_GROUP_ROWS = 2048  # small row groups + rows sorted by feature: a one-feature query reads ~one group
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path | str) -> Path:
-    """Write ``frame`` to a temp file beside ``path``, then ``os.replace`` it: readers never see half a file.
-
-    Tables with a ``feature`` column are stably sorted by it and cut into small row groups, so
-    DuckDB skips every group whose min/max statistics exclude the feature asked for: looking up
-    one feature costs the same on a 1k- or a 64k-feature SAE.
-    """
-    path = Path(path)
-    if "feature" in frame.columns:
-        frame = frame.sort_values("feature", kind="stable")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # created with the usual mode
-    try:
-        frame.to_parquet(tmp, index=False, row_group_size=ROW_GROUP_ROWS)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_tables(tables: dict[str, pd.DataFrame], folder: Path | str) -> Path:
-    """Store each table as ``<folder>/<name>.parquet`` (each written atomically)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in tables.items():
-        write_parquet_atomic(frame, folder / f"{name}.parquet")
-    return folder

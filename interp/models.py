@@ -166,11 +166,13 @@ def hook_names(model) -> list[str]:
     return sorted(model.hook_dict)
 
 
-def check_hooks(model, hooks: list[str]) -> None:
-    """Raise a clear error naming unknown hooks and listing the valid ones."""
+def check_hooks(model, hooks: list[str], error: type[Exception] = ModelSpecError) -> None:
+    """Raise ``error`` naming unknown hooks, the model's hooks of the same kind, and every valid one."""
     valid = set(model.hook_dict)
     unknown = [hook for hook in hooks if hook not in valid]
     if unknown:
-        raise ModelSpecError(
-            f"unknown hook name(s) {unknown}; valid hooks for this model: {', '.join(hook_names(model))}"
+        close = sorted({name for name in valid for hook in unknown if name.split(".")[-1] == hook.split(".")[-1]})
+        raise error(
+            f"unknown hook name(s) {unknown}: the model has no hook '{unknown[0]}'; hooks of that kind: "
+            f"{close or 'none'}; valid hooks for this model: {', '.join(hook_names(model))}"
         )

@@ -18,6 +18,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.attention import CircuitInputError, check_tokens
+from interp.analysis_folder import AnalysisFolder
 
 Metric = Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, ""]]
 SIDES = ("q", "k", "v")
@@ -329,8 +330,5 @@ def grid_frame(values: Tensor, columns: tuple[str, ...], name: str) -> pd.DataFr
 
 def write_patching(folder: Path | str, **frames: pd.DataFrame) -> list[Path]:
     """Store each frame as ``<name>.parquet`` (e.g. ``patch_residual``, ``patch_heads``, ``path_patch``)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, frame in frames.items():
-        frame.to_parquet(folder / f"{name}.parquet", index=False)
-    return [folder / f"{name}.parquet" for name in frames]
+    folder = AnalysisFolder(folder).write_tables(frames, by_feature=False)
+    return [folder.table_path(name) for name in frames]

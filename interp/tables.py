@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interp.errors import InputError
-from interp.features import check_feature
+from interp.analysis_folder import AnalysisFolder, list_analyses  # noqa: F401  (list_analyses: part of this API)
+from interp.errors import DictionaryError, InputError
 
 ORDERABLE = ("feature", "frequency", "max_activation", "mean_activation", "n_fires")
 
@@ -23,7 +23,7 @@ ORDERABLE = ("feature", "frequency", "max_activation", "mean_activation", "n_fir
 def _table_path(folder: Path | str, name: str) -> Path:
     """``folder/<name>.parquet`` resolved, refused when it is a link out of its folder (an analysis folder's
     tables live in it, so a caller that checked the folder has checked every table)."""
-    path = Path(folder) / f"{name}.parquet"
+    path = AnalysisFolder(folder).table_path(name)
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing; run `workbench analyze features` for this SAE first")
     resolved = path.resolve()
@@ -52,10 +52,9 @@ def query(sql: str, params: list | None = None) -> pd.DataFrame:
     return _connection().execute(sql, params or []).df()
 
 
-def list_analyses(root: Path | str) -> list[str]:
-    """Analysis ids (``<run_id>/sae_<i>``) under ``root`` that hold a feature table."""
-    root = Path(root)
-    return sorted(str(p.parent.relative_to(root)) for p in root.glob("**/features.parquet"))
+def check_feature(feature: int, d_sae: int) -> None:
+    if not 0 <= feature < d_sae:
+        raise DictionaryError(f"feature {feature} is out of range: this dictionary has features 0..{d_sae - 1}")
 
 
 class TableError(RuntimeError):
@@ -103,7 +102,7 @@ def feature_dashboard(folder: Path | str, feature: int,
     out = {}
     for name in names:
         order = DASHBOARD_TABLES[name]
-        if name == "features" or (Path(folder) / f"{name}.parquet").exists():
+        if name == "features" or AnalysisFolder(folder).has(name):
             out[name] = query(f"select * from {_table(folder, name)} where feature = ? order by {order}", [feature])
     return out
 

@@ -13,8 +13,7 @@ HOOK = "blocks.1.hook_resid_post"
 
 def build_workspace(root: Path, model) -> Path:
     """Write ``cached_activations/demo``, ``runs/demo-mfr``, ``analyses/demo-mfr`` and ``analyses/circuits/demo``."""
-    from app.commands.analyze import analyze_features, analyze_geometry
-    from app.commands.circuits import analyze_circuits
+    from interp.pipeline import analyze_circuits, analyze_features, analyze_geometry
     from interp.cache.writer import CacheConfig, build_cache
     from interp.features import DashboardConfig
     from interp.prompts import induction_prompts

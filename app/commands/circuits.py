@@ -1,4 +1,5 @@
-"""``workbench analyze circuits``: every circuit analysis on a prompt set, written for the app.
+"""``workbench analyze circuits``: every circuit analysis on a prompt set, written for the app
+(the steps are ``interp.pipeline.circuits``; this module parses options and prints).
 
 ``induction`` runs on repeated random tokens (the demo model's known circuit), ``ioi`` on IOI
 prompts (the demo model's IOI task, or the classic IOI set for GPT-2-style models). Files and columns are documented in ``interp/CIRCUITS.md``.
@@ -6,125 +7,13 @@ prompts (the demo model's IOI task, or the classic IOI set for GPT-2-style model
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import pandas as pd
-import torch
 import typer
 
 from app.commands.errors import user_errors
 from interp.attention import CircuitInputError
-
-
-def rank_agreement(methods: dict[str, torch.Tensor]) -> dict:
-    """Spearman correlation of every pair of methods' edge weights, and each method's top edge index."""
-    from interp.patching import agreement
-
-    names = list(methods)
-    pairs = {f"{a}~{b}": agreement(methods[a], methods[b])["spearman"] for i, a in enumerate(names) for b in names[i + 1:]}
-    return {"spearman": pairs, "top_edge": {name: int(values.flatten().argmax()) for name, values in methods.items()}}
-
-
-def _head_pairs(values: torch.Tensor) -> torch.Tensor:
-    """The ``[layer_a, head_a, layer_b, head_b]`` entries with ``layer_b > layer_a``, flattened."""
-    n_layers = values.shape[0]
-    keep = torch.zeros(values.shape, dtype=torch.bool)
-    for la in range(n_layers):
-        keep[la, :, la + 1:] = True
-    return values[keep]
-
-
-def _pair_label(index: int, n_layers: int, n_heads: int) -> str:
-    pairs = [(la, ha, lb, hb) for la in range(n_layers) for ha in range(n_heads)
-             for lb in range(n_layers) for hb in range(n_heads) if lb > la]
-    la, ha, lb, hb = pairs[index]
-    return f"L{la}H{ha}->L{lb}H{hb}"
-
-
-def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
-                     sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction",
-                     src_mask=None, cutoff: float = 0.7) -> dict:
-    """Run every analysis on one prompt set, write the tables to ``out`` and return the summary.
-
-    The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
-    by default the top induction head on the repeated tokens."""
-    from interp import attention, decomposition, patching
-    from interp.feature_circuits import (circuit_nodes, faithfulness, faithfulness_curve, feature_circuit, node_attribution,
-                                         write_feature_circuit)
-
-    out.mkdir(parents=True, exist_ok=True)
-    L, H = model.cfg.n_layers, model.cfg.n_heads
-    timings, summary = {}, {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])}
-
-    def timed(name, fn):
-        start = time.perf_counter()
-        result = fn()
-        timings[name] = round(time.perf_counter() - start, 3)
-        return result
-
-    scores = timed("head_scores", lambda: attention.head_scores_on_repeated_tokens(model, 16, min(20, (model.cfg.n_ctx - 1) // 2)))
-    composition = timed("composition", lambda: attention.composition_scores(model))
-    dla = timed("dla", lambda: attention.direct_logit_attribution(model, clean))
-    lens = timed("logit_lens", lambda: attention.logit_lens(model, clean))
-    attention.write_attention_results(
-        out, head_scores=attention.head_scores_frame(scores), composition=attention.composition_frame(composition),
-        dla=attention.dla_frame(dla), logit_lens=patching.grid_frame(lens.mean(1), ("layer", "pos"), "log_prob"))
-    prev_head = divmod(int(scores["previous_token"][:-1].flatten().argmax()), H)
-    ind_layer, ind_head = divmod(int(scores["induction"].flatten().argmax()), H)
-    summary["heads"] = {"previous_token": list(prev_head), "induction": [ind_layer, ind_head]}
-    summary["composition_baseline"] = attention.composition_baseline(model.cfg.d_model, model.cfg.d_head)
-
-    edges = timed("svd_edges", lambda: decomposition.trace_head_edges(model, clean, dest_mask))
-    dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
-    start = start_head or (ind_layer, ind_head)
-    graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff))
-    decomposition.write_decomposition(out, edges, dims, graph)
-    summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
-    summary["svd_trace"] = {"start": f"L{start[0]}H{start[1]}", "cutoff": cutoff, "start_firings": graph["n_start_firings"],
-                            "nodes": graph["nodes"]}
-
-    resid = timed("patch_residual", lambda: patching.patch_residual(model, clean, corrupt, metric))
-    heads = timed("patch_heads", lambda: patching.patch_heads(model, clean, corrupt, metric))
-    paths = timed("path_patch", lambda: patching.path_patch(model, clean, corrupt, metric))
-    atp = timed("attribution_patching", lambda: patching.attribution_patching(model, clean, corrupt, metric))
-    atp_table = timed("atp_agreement", lambda: patching.atp_agreement(model, clean, corrupt, metric))
-    patching.write_patching(
-        out, patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
-        patch_heads=patching.grid_frame(heads, ("layer", "head"), "effect"),
-        path_patch=patching.grid_frame(paths, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
-            side=lambda f: f.side.map(dict(enumerate(patching.SIDES)))),
-        attribution_residual=patching.grid_frame(atp["residual"], ("layer", "pos"), "effect"),
-        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"), atp_agreement=atp_table)
-    summary["atp_vs_exact_heads"] = atp_table[["scale", "method", "pearson", "spearman"]].to_dict("records")
-    summary["attribution_vs_exact"] = {"residual": patching.agreement(resid, atp["residual"]),
-                                       "heads": patching.agreement(heads, atp["heads"])}
-    methods = {"composition_k": _head_pairs(composition["K"]),
-               "svd_key": _head_pairs(decomposition.head_edge_matrix(edges, "key", L, H)),
-               "path_patch_k": _head_pairs(-paths[patching.SIDES.index("k")])}
-    agreement = rank_agreement(methods)
-    agreement["top_edge"] = {name: _pair_label(i, L, H) for name, i in agreement["top_edge"].items()}
-    summary["rank_agreement"] = agreement
-
-    if sae_folder is not None:
-        from interp.dictionary import load_dictionary
-
-        dictionary = load_dictionary(sae_folder)
-        hook = sae_hook or getattr(dictionary, "hook_name", None)
-        if not hook:
-            raise CircuitInputError(f"the SAE at {sae_folder} names no hook; pass --sae-hook")
-        sites = {hook: dictionary}
-        circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, sites, corrupt, "ig", steps=10))
-        effects = timed("feature_effects", lambda: node_attribution(model, clean, metric, sites, corrupt, "ig", steps=10))
-        curve = timed("feature_faithfulness", lambda: faithfulness_curve(model, clean, metric, sites, effects, ablate_from=corrupt))
-        write_feature_circuit(out, circuit, curve)
-        summary["feature_circuit"] = {
-            "hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"]), "node_threshold": circuit["node_threshold"],
-            "faithfulness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), ablate_from=corrupt),
-            "completeness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), True, corrupt)}
-    summary["timings_s"] = timings
-    attention.write_json(out / "summary.json", summary)
-    return summary
+from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
 
 
 def _prepare(model_spec: str, device: str):
@@ -151,43 +40,6 @@ def induction_command(
         summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy, out,
                                    sae_folder=sae, sae_hook=sae_hook)
         typer.echo(f"circuits: {out} (heads {summary['heads']}, rank agreement {summary['rank_agreement']['spearman']})")
-
-
-def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int] | None = None,
-                         sae_folder: Path | None = None, sae_hook: str | None = None) -> dict:
-    """IOI prompts (the demo task's held-out names on one held-out template for the demo model), every
-    circuit analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
-    from interp.ioi_circuit import ioi_head_table, ioi_roles
-    from interp.prompts import IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES, demo_ioi_prompts, ioi_prompts, single_token_names
-
-    if model.cfg.model_name == "workbench-demo-2l":
-        prompts = demo_ioi_prompts(model, n_prompts, template=0)
-    else:  # one template and single-token fillers: every prompt has one length
-        places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (IOI_PLACES, IOI_OBJECTS))
-        prompts = ioi_prompts(model, n_prompts, templates=IOI_TEMPLATES[:1], places=places, objects=objects)
-    if not torch.equal(prompts.end, prompts.end[:1].expand_as(prompts.end)):
-        raise CircuitInputError("the IOI prompts tokenise to different lengths; use one template and single-token names")
-    rows = torch.arange(n_prompts)
-    mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
-    mask[rows, prompts.end] = True
-    io = torch.zeros_like(mask)
-    io[rows, (prompts.clean == prompts.io[:, None]).long().argmax(1)] = True  # the reference traces END -> IO
-    table = ioi_head_table(model, prompts)
-    roles = ioi_roles(table)
-    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
-                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi", src_mask=io)
-    from interp.features import write_parquet_atomic
-    from interp.prompts import ioi_scores
-
-    write_parquet_atomic(table, out / "ioi_heads.parquet")
-    write_parquet_atomic(pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}),
-                         out / "prompts.parquet")
-    summary["heads"] = {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}
-    summary["ioi"] = ioi_scores(model, prompts)
-    from interp.attention import write_json
-
-    write_json(out / "summary.json", summary)
-    return summary
 
 
 def ioi_command(

@@ -70,7 +70,7 @@ def train_pair_step(workspace: Path, run_id: str, mfr_coefficient: float) -> str
 
 def compare_step(workspace: Path) -> str:
     """Match the MFR pair's first member against the plain pair's first member (the Compare page)."""
-    from app.commands.analyze import analyze_compare
+    from interp.pipeline import analyze_compare
 
     result = analyze_compare(workspace / "runs" / "demo-mfr" / "sae_0", workspace / "runs" / "demo-plain" / "sae_0",
                              workspace / "analyses")

@@ -8,6 +8,7 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis, render
 from app.ui.theme import missing, page
 from app.ui.workspace import COMMANDS, list_runs, workspace_root
+from interp.analysis_folder import AnalysisFolder
 
 page("Features")
 root = workspace_root()
@@ -53,11 +54,11 @@ if feature is not None:
         st.subheader("Matched features in the other ensemble members")
         columns = st.columns(len(matches))
         for column, match in zip(columns, matches.itertuples()):
-            other = root / "analyses" / match.other_analysis
+            other = AnalysisFolder(root / "analyses" / match.other_analysis)
             with column:
                 st.markdown(f"`{match.other_analysis}` feature **{match.other_feature}** (cosine {match.cosine:.3f})")
-                if (other / "features.parquet").exists():
-                    render(other, int(match.other_feature), key=f"match_{match.other_analysis}", compact=True)
+                if other.has_dashboards:
+                    render(other.path, int(match.other_feature), key=f"match_{match.other_analysis}", compact=True)
                 else:
                     missing(f"No dashboards for {match.other_analysis}.", "workbench analyze features runs/"
                             + match.other_analysis.split("/")[0])

@@ -10,6 +10,7 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis, render
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, list_analyses, workspace_root
+from interp.analysis_folder import AnalysisFolder
 
 page("Geometry")
 root = workspace_root()
@@ -19,12 +20,13 @@ if folder is None:
         missing("No analyses in this workspace yet.", COMMANDS["features"].format(run_id="demo-mfr"))
     st.stop()
 run_id = folder.parent.name
-if not (folder / "geometry_map.parquet").exists():
+analysis = AnalysisFolder(folder)
+if not analysis.has("geometry_map"):
     missing(f"No geometry tables for `{folder.relative_to(root)}` yet.", COMMANDS["geometry"].format(run_id=run_id))
     st.stop()
 
-points = data.parquet(folder / "geometry_map.parquet")
-features = data.parquet(folder / "features.parquet", columns="feature, label, log10_frequency")
+points = data.parquet(analysis.table_path("geometry_map"))
+features = data.parquet(analysis.table_path("features"), columns="feature, label, log10_frequency")
 points = points.merge(features, on="feature", how="left")
 left, right = st.columns([3, 1])
 with right:
@@ -52,28 +54,27 @@ render(folder, feature, key="geo", compact=True)
 
 st.divider()
 st.subheader("Crystals (parallelograms and trapezoids of decoder directions)")
-if (folder / "geometry_crystals.parquet").exists():
-    st.dataframe(data.parquet(folder / "geometry_crystals.parquet", order="parallelogram_error").head(50),
+if analysis.has("geometry_crystals"):
+    st.dataframe(data.parquet(analysis.table_path("geometry_crystals"), order="parallelogram_error").head(50),
                  hide_index=True, width="stretch", key="crystals")
-if (folder / "geometry_lobes.parquet").exists():
-    lobes = data.parquet(folder / "geometry_lobes.parquet")
+if analysis.has("geometry_lobes"):
+    lobes = data.parquet(analysis.table_path("geometry_lobes"))
     lobe_fig = go.Figure([go.Scatter(x=g.k, y=g.z, mode="lines+markers", name=a) for a, g in lobes.groupby("affinity")])
     lobe_fig.update_layout(title="Lobes: functional vs geometric clusters (AMI z-score vs null)",
                            xaxis_title="clusters k", yaxis_title="z")
     plot(lobe_fig, key="lobes")
 
 st.subheader("Galaxy: power law and clustering entropy")
-spectrum = data.parquet(folder / "geometry_spectrum.parquet")
+spectrum = data.parquet(analysis.table_path("geometry_spectrum"))
 spec_fig = go.Figure(go.Scatter(x=spectrum["rank"], y=spectrum.eigenvalue, mode="lines+markers"))
 spec_fig.update_layout(title="Eigenvalue spectrum of decoder directions", xaxis_type="log", yaxis_type="log",
                        xaxis_title="rank", yaxis_title="eigenvalue")
 rows = []
-for analysis in list_analyses(root):
-    galaxy_file = root / "analyses" / analysis / "geometry_galaxy.parquet"
-    meta_file = root / "analyses" / analysis / "meta.json"
-    if galaxy_file.exists():
-        hook = data.read_json(meta_file).get("hook", "?") if meta_file.exists() else "?"
-        rows.append({"analysis": analysis, "hook": hook, **data.parquet(galaxy_file).iloc[0].to_dict()})
+for name in list_analyses(root):
+    other = AnalysisFolder(root / "analyses" / name)
+    if other.has("geometry_galaxy"):
+        hook = data.read_json(other.meta_path).get("hook", "?") if other.meta_path.exists() else "?"
+        rows.append({"analysis": name, "hook": hook, **data.parquet(other.table_path("geometry_galaxy")).iloc[0].to_dict()})
 galaxy = pd.DataFrame(rows)
 by_layer = go.Figure([go.Bar(x=galaxy.analysis + "<br>" + galaxy.hook, y=galaxy.power_law_slope, name="power-law slope"),
                       go.Bar(x=galaxy.analysis + "<br>" + galaxy.hook, y=galaxy.clustering_entropy,

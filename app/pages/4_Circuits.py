@@ -9,6 +9,7 @@ import streamlit as st
 from app.ui import data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
+from interp.analysis_folder import AnalysisFolder, circuit_sets
 from interp.attention import CircuitInputError
 from interp.figures.circuits import (edge_graph_figure, faithfulness_figure, feature_circuit_figure, head_edges_from_svd,
                                      head_scores_figure)
@@ -87,13 +88,13 @@ elif shown:
         st.caption("Most likely next tokens: " + ", ".join(f"`{t!r}` {p:.0%}" for t, p in top))
 
 st.divider()
-sets = sorted(p.parent.name for p in (root / "analyses" / "circuits").glob("*/summary.json"))
+sets = circuit_sets(root / "analyses")
 if not sets:
     missing("No stored circuit analyses yet.", COMMANDS["circuits"])
     st.stop()
 name = st.selectbox("Stored prompt set", sets, key="prompt_set")
-folder = root / "analyses" / "circuits" / name
-summary = data.read_json(folder / "summary.json")
+folder = AnalysisFolder.circuits(root / "analyses", name)
+summary = data.read_json(folder.summary_path)
 heads = summary.get("heads", {})
 ROLE_NAMES = {"previous_token": "previous-token head", "induction": "induction head",
               "name_mover": "name mover", "s_signal": "repeated-name signal"}
@@ -104,24 +105,24 @@ columns[len(heads)].metric("prompts", summary.get("n_prompts", "–"))
 if "ioi" in summary:
     columns[-1].metric("IO − S logit diff", f"{summary['ioi']['logit_diff']:.2f}",
                        help=f"accuracy {summary['ioi']['accuracy']:.0%} (logit IO > logit S)")
-if (folder / "ioi_heads.parquet").exists():
+if folder.has("ioi_heads"):
     with st.expander("IOI head roles (per head)"):
-        st.dataframe(data.parquet(folder / "ioi_heads.parquet"), hide_index=True, width="stretch", key="ioi_heads")
+        st.dataframe(data.parquet(folder.table_path("ioi_heads")), hide_index=True, width="stretch", key="ioi_heads")
 
 tabs = st.tabs(["Head scores", "SVD decomposition", "Communication graph", "Patching", "Feature circuit"])
 with tabs[0]:
-    plot(head_scores_figure(data.parquet(folder / "head_scores.parquet")), key="head_scores")
+    plot(head_scores_figure(data.parquet(folder.table_path("head_scores"))), key="head_scores")
 with tabs[1]:
-    dims = data.parquet(folder / "signal_dimensionality.parquet")
+    dims = data.parquet(folder.table_path("signal_dimensionality"))
     fig = go.Figure([go.Box(y=g["size"], name=f"L{l}H{h}") for (l, h), g in dims.groupby(["layer", "head"])])
     fig.update_layout(title="Signal dimensionality |S|: singular components of W_QK carrying each score",
                       yaxis_title="|S|")
     plot(fig, key="svd_dims")
-    st.dataframe(data.parquet(folder / "svd_edges.parquet", order="abs(contribution) desc"), hide_index=True,
+    st.dataframe(data.parquet(folder.table_path("svd_edges"), order="abs(contribution) desc"), hide_index=True,
                  width="stretch", key="svd_edges")
 with tabs[2]:
     side = st.radio("Side", ["key", "query", "value"], horizontal=True, key="side")
-    edges = head_edges_from_svd(data.parquet(folder / "svd_edges.parquet"), side=side)
+    edges = head_edges_from_svd(data.parquet(folder.table_path("svd_edges")), side=side)
     if edges:
         plot(edge_graph_figure(edges), key="graph")
     else:
@@ -129,18 +130,18 @@ with tabs[2]:
 with tabs[3]:
     c1, c2 = st.columns(2)
     with c1:
-        plot(heat(data.parquet(folder / "patch_residual.parquet"), "layer", "pos", "effect",
+        plot(heat(data.parquet(folder.table_path("patch_residual")), "layer", "pos", "effect",
                   "Activation patching: residual stream"), key="patch_resid")
     with c2:
-        plot(heat(data.parquet(folder / "patch_heads.parquet"), "layer", "head", "effect",
+        plot(heat(data.parquet(folder.table_path("patch_heads")), "layer", "head", "effect",
                   "Activation patching: heads"), key="patch_heads")
 with tabs[4]:
-    if (folder / "feature_circuit.json").exists():
-        graph = data.read_json(folder / "feature_circuit.json")
+    if folder.has_json("feature_circuit"):
+        graph = data.read_json(folder.json_path("feature_circuit"))
         plot(feature_circuit_figure(graph), key="feature_circuit")
-        if (folder / "feature_faithfulness.parquet").exists():
-            plot(faithfulness_figure(data.parquet(folder / "feature_faithfulness.parquet")), key="feature_faithfulness")
-        st.dataframe(data.parquet(folder / "feature_nodes.parquet", order="abs(effect) desc"), hide_index=True,
+        if folder.has("feature_faithfulness"):
+            plot(faithfulness_figure(data.parquet(folder.table_path("feature_faithfulness"))), key="feature_faithfulness")
+        st.dataframe(data.parquet(folder.table_path("feature_nodes"), order="abs(effect) desc"), hide_index=True,
                      width="stretch", key="feature_nodes")
     else:
         missing("No SAE feature circuit for this prompt set.", COMMANDS["circuits"])

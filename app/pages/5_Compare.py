@@ -12,18 +12,20 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, safe_path, workspace_root
-from interp.compare import analysis_id, check_comparable
+from interp.analysis_folder import AnalysisFolder, analysis_id
+from interp.compare import check_comparable
 from interp.dictionary import DictionaryError
 
 
 def stored(folder: Path, other: str) -> pd.DataFrame:
     """``folder``'s stored matches with the analysis ``other`` (empty when there are none)."""
-    path = folder / "matches.parquet"
+    path = AnalysisFolder(folder).table_path("matches")
     return data.parquet(path, where="other_analysis = ?", params=(other,)) if path.exists() else pd.DataFrame()
 
 
 def meta(folder: Path) -> dict:
-    return data.read_json(folder / "meta.json") if (folder / "meta.json").exists() else {}
+    path = AnalysisFolder(folder).meta_path
+    return data.read_json(path) if path.exists() else {}
 
 
 def sae_folder(root: Path, folder: Path) -> Path:
@@ -36,7 +38,7 @@ def sae_folder(root: Path, folder: Path) -> Path:
             for name in ("cfg.json", "sae_weights.safetensors"):
                 inside(root, candidate / name)  # a file linked out of the workspace is refused
             return candidate
-    raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing (meta.json records "
+    raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing ({AnalysisFolder(folder).meta_path.name} records "
                             f"{recorded!r}; no runs/{analysis_id(folder)}/cfg.json either)")
 
 
@@ -59,8 +61,9 @@ def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
 
 
 def labelled(matches: pd.DataFrame, mine: Path, other: Path) -> pd.DataFrame:
-    labels = data.parquet(mine / "features.parquet", columns="feature, label, frequency")
-    other_labels = data.parquet(other / "features.parquet", columns="feature as other_feature, label as other_label")
+    labels = data.parquet(AnalysisFolder(mine).table_path("features"), columns="feature, label, frequency")
+    other_labels = data.parquet(AnalysisFolder(other).table_path("features"),
+                                columns="feature as other_feature, label as other_label")
     return matches.merge(labels, on="feature").merge(other_labels, on="other_feature", how="left")
 
 

@@ -12,6 +12,7 @@ from app.ui import data
 from app.ui.theme import plot
 from app.ui.tokens import highlight
 from app.ui.workspace import UnsafePathError, list_analyses, safe_path
+from interp.analysis_folder import AnalysisFolder
 
 
 def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: str | None = None) -> Path | None:
@@ -31,8 +32,9 @@ def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: 
     except UnsafePathError as error:
         st.error(f"Refused: {error}")
         return None
-    if not (folder / "features.parquet").exists():
-        st.error(f"`{typed}` holds no feature dashboards (features.parquet). Make them with:")
+    if not AnalysisFolder(folder).has_dashboards:
+        st.error(f"`{typed}` holds no feature dashboards ({AnalysisFolder(folder).table_path('features').name}). "
+                 "Make them with:")
         st.code("workbench analyze features runs/<run_id>", language="bash")
         return None
     return folder

@@ -17,6 +17,8 @@ import streamlit as st
 
 from app.ui.workspace import UnsafePathError, inside, workspace_root
 from interp import tables
+from interp.analysis_folder import AnalysisFolder
+from interp.run_folder import RunFolder
 
 UNREADABLE = (tables.TableError, UnsafePathError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError, UnicodeDecodeError, PermissionError,
               IsADirectoryError)
@@ -49,7 +51,7 @@ def _stamp(path: Path) -> float:
 
 
 def _stamp_folder(folder: Path) -> float:
-    return max((p.stat().st_mtime_ns for p in folder.glob("*.parquet")), default=0)
+    return max((p.stat().st_mtime_ns for p in AnalysisFolder(folder).table_files()), default=0)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -98,7 +100,7 @@ def _dashboard(folder: str, stamp: float, feature: int, compact: bool) -> dict[s
     if compact:
         return tables.feature_dashboard(folder, feature, names=COMPACT)
     out = tables.feature_dashboard(folder, feature)
-    if (Path(folder) / "matches.parquet").exists():
+    if AnalysisFolder(folder).has("matches"):
         out["matches"] = tables.matched_features(folder, feature)
     return out
 
@@ -149,7 +151,7 @@ def _metrics(path: str, stamp: float) -> pd.DataFrame:
 @readable
 def metrics(run: Path) -> pd.DataFrame:
     """``metrics.jsonl`` as a frame (one row per logged step; ``member<i>_<metric>`` columns for ensembles)."""
-    path = run / "metrics.jsonl"
+    path = RunFolder(run).metrics_path
     if not path.exists():
         return pd.DataFrame()
     inside(workspace_root(), path)  # a link out of the workspace is refused, not read

@@ -138,33 +138,28 @@ def list_caches(root: Path) -> list[Cache]:
 
 def list_runs(root: Path) -> list[Run]:
     """The workspace's runs: folders whose files (config, evaluation, metrics, status) all resolve inside it."""
-    from sae_training.run_status import CHECKPOINTS_DIR, RUNNING_FILE
+    from interp.run_folder import list_runs as stored
 
     runs = []
-    for config_file in sorted((root / "runs").glob("*/config.json")):
-        folder = config_file.parent
-        names = ("config.json", "eval.json", "metrics.jsonl", RUNNING_FILE, CHECKPOINTS_DIR, "train.log",
-                 "app_launch.json")
-        if not contained(root, folder, *(folder / name for name in names)):
+    for run in stored(root / "runs"):
+        if not contained(root, run.path, *run.files()):
             continue
-        config = read_json(config_file)
-        evaluation = read_json(folder / "eval.json") if (folder / "eval.json").exists() else {}
-        metrics = folder / "metrics.jsonl"
-        n_logged = sum(1 for line in metrics.open() if line.strip()) if metrics.exists() else 0
-        runs.append(Run(folder.name, folder, config.get("architecture", "?"), int(config.get("d_sae", 0)),
+        config, evaluation = read_json(run.config_path), run.evaluation()
+        runs.append(Run(run.run_id, run.path, config.get("architecture", "?"), int(config.get("d_sae", 0)),
                         int(config.get("n_members", 1)), float(config.get("mfr_coefficient", 0.0)),
-                        tuple(evaluation.get("members", [])), n_logged, run_state(folder, bool(evaluation))))
+                        tuple(evaluation.get("members", [])), run.n_logged(), run_state(run.path, bool(evaluation))))
     return runs
 
 
 def list_analyses(root: Path) -> list[str]:
     """Analysis ids ``<run_id>/sae_<i>`` that hold a feature table."""
-    from interp.tables import list_analyses as tables_list
+    from interp.analysis_folder import AnalysisFolder
+    from interp.analysis_folder import list_analyses as stored
 
     if not (root / "analyses").exists():
         return []
-    return [analysis for analysis in tables_list(root / "analyses")
-            if contained(root, root / "analyses" / analysis / "features.parquet")]
+    return [analysis for analysis in stored(root / "analyses")
+            if contained(root, AnalysisFolder(root / "analyses" / analysis).table_path("features"))]
 
 
 def train_command(cache_id: str = "demo") -> str:

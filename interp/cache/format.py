@@ -1,7 +1,7 @@
 """On-disk primitives of the activation cache: atomic writes, checksums, memory-mapped shards.
 
-A shard is a safetensors file. Writers put it under a temporary name, fsync it and rename it,
-so a reader never sees half a file; readers memory-map the data region after checking the
+A shard is a safetensors file, written durably through ``interp.io`` (temporary name, fsync,
+rename), so a reader never sees half a file; readers memory-map the data region after checking the
 header and the file size, so a truncated or corrupted shard fails with the file's name.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save
+
+from interp.io import write_json, write_safetensors
 
 MANIFEST = "manifest.json"
 TOKENS_DIR = "tokens"
@@ -41,39 +41,14 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to ``path.tmp``, fsync, rename over ``path``: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-
-
 def atomic_write_json(path: Path, payload: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
+    """The manifest's writer: sorted, indented JSON, fsynced (``interp.io.write_json``, durable)."""
+    write_json(path, payload, durable=True)
 
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> str:
-    """Atomically write a safetensors shard; returns its sha256."""
-    data = save({name: tensor.contiguous() for name, tensor in tensors.items()})
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
+    """Atomically and durably write a safetensors shard; returns its sha256."""
+    return hashlib.sha256(write_safetensors(path, tensors, durable=True)).hexdigest()
 
 
 def read_header(path: Path) -> tuple[dict, int]:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.cache.format import (
@@ -24,7 +25,7 @@ from interp.cache.format import (
     memmap_tensor,
     sha256_file,
 )
-from interp.errors import InputError
+from interp.errors import DictionaryError, InputError
 
 
 class ActivationCache:
@@ -108,27 +109,74 @@ class ActivationCache:
         return torch.cat([self.activations(hook, i).to(dtype) for i in range(self.n_shards)])
 
 
+@dataclass
+class TokenChunk:
+    """Activations of whole sequences with their token ids and (sequence, position)."""
+
+    activations: Float[Tensor, "tokens d_in"]
+    token_ids: Int[Tensor, "tokens"]
+    sequence: Int[Tensor, "tokens"]
+    position: Int[Tensor, "tokens"]
+
+
+def cache_chunks(cache: ActivationCache, hook: str, max_rows: int | None = 4096,
+                 shards: list[int] | None = None) -> Iterator[TokenChunk]:
+    """The cache's tokens shard by shard (in order, or in the order ``shards`` gives), in chunks of whole
+    sequences of at most ``max_rows`` (or one sequence); ``max_rows=None``: one chunk per shard."""
+    if cache.n_tokens == 0:
+        raise DictionaryError(f"cache {cache.directory} holds no tokens; build it with `workbench cache`")
+    for shard in range(cache.n_shards) if shards is None else shards:
+        acts, tokens = cache.activations(hook, shard), cache.tokens(shard)
+        sequence = tokens["sequence"].long()
+        if max_rows is None:
+            yield _chunk(acts, tokens, sequence, 0, len(sequence))
+            continue
+        bounds = torch.nonzero(torch.diff(sequence)).flatten().add(1).tolist() + [len(sequence)]
+        begin = end = 0
+        for bound in bounds:
+            if bound - begin > max_rows and end > begin:
+                yield _chunk(acts, tokens, sequence, begin, end)
+                begin = end
+            end = bound
+        if end > begin:
+            yield _chunk(acts, tokens, sequence, begin, end)
+
+
+def _chunk(acts, tokens, sequence, begin: int, end: int) -> TokenChunk:
+    return TokenChunk(acts[begin:end].float(), tokens["token_ids"][begin:end].long(), sequence[begin:end],
+                      tokens["position"][begin:end].long())
+
+
+def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, n_tokens: int | None = 65_536,
+                 batch_size: int = 16, seed: int | None = 0) -> Iterator[TokenChunk]:
+    """A live token stream: run the model on windows from ``data`` and yield each batch's activations
+    (``n_tokens=None``: every window of the data)."""
+    from interp.cache.writer import stop_layer_for
+    from interp.data import batched_windows, token_windows
+    from interp.models import check_hooks
+
+    check_hooks(model, [hook])
+    n_windows = None if n_tokens is None else max(1, n_tokens // context_size)
+    windows = token_windows(data, model.tokenizer, context_size, seed=seed, max_windows=n_windows)
+    for index, batch in enumerate(batched_windows(windows, batch_size)):
+        with torch.no_grad():
+            _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook,
+                                           stop_at_layer=stop_layer_for((hook,)))
+        b, ctx = batch.shape
+        yield TokenChunk(acts[hook].reshape(b * ctx, -1).float().cpu(), batch.reshape(-1),
+                         (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))
+
+
 def _cache_chunks(cache: ActivationCache, hook: str, order: list[int], exclude_bos: bool) -> Iterator[Tensor]:
-    for shard in order:
-        activations = cache.activations(hook, shard)
-        if exclude_bos:
-            keep = cache.tokens(shard)["position"] != 0
-            activations = activations[keep]
-        yield activations.to(torch.float32)
+    """Whole shards in ``order`` as float32 activations (BOS rows dropped): the training store's chunks."""
+    for chunk in cache_chunks(cache, hook, None, order):
+        yield chunk.activations[chunk.position != 0] if exclude_bos else chunk.activations
 
 
 def _live_chunks(model, hook: str, data: str, context_size: int, batch_size: int, seed: int,
                  exclude_bos: bool) -> Iterator[Tensor]:
-    from interp.cache.writer import stop_layer_for
-    from interp.data import batched_windows, token_windows
-
-    stop = stop_layer_for((hook,))
-    windows = token_windows(data, model.tokenizer, context_size, seed=seed)
-    for batch in batched_windows(windows, batch_size):
-        with torch.no_grad():
-            _, cache = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook, stop_at_layer=stop)
-        activations = cache[hook][:, 1:] if exclude_bos else cache[hook]
-        yield activations.reshape(-1, activations[0, 0].numel()).float().cpu()
+    for chunk in model_chunks(model, hook, data, context_size, None, batch_size, seed):
+        yield chunk.activations[chunk.position != 0] if exclude_bos else chunk.activations
 
 
 class ActivationStore:

@@ -77,7 +77,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import make_tiny_model
     from interp.cache.writer import CacheConfig, CacheWriter
-    import interp.cache.format as fmt
+    import interp.io as atomic_io
     config = CacheConfig(**{config!r})
     mode = {mode!r}
     if mode == "during_rename":
@@ -87,7 +87,7 @@ KILL_SCRIPT = textwrap.dedent("""
             if len(calls) == 7:   # shard 1's first file is on disk under its temporary name
                 os.kill(os.getpid(), signal.SIGKILL)
             real_replace(src, dst)
-        fmt.os.replace = dying_replace
+        atomic_io.os.replace = dying_replace
     def on_shard(index):
         if mode == "after_shard" and index == 1:   # shard 1 written; the main thread is mid-shard 2
             os.kill(os.getpid(), signal.SIGKILL)
@@ -164,7 +164,7 @@ def test_unwritable_directory_leaves_no_corrupt_manifest(tmp_path, tiny_model, m
     config = tiny_config()
     directory = tmp_path / "c"
     calls = []
-    import interp.cache.format as fmt
+    import interp.io as atomic_io
 
     real_replace = os.replace
 
@@ -174,7 +174,7 @@ def test_unwritable_directory_leaves_no_corrupt_manifest(tmp_path, tiny_model, m
             raise OSError(28, "No space left on device")
         real_replace(src, dst)
 
-    monkeypatch.setattr(fmt.os, "replace", failing_replace)
+    monkeypatch.setattr(atomic_io.os, "replace", failing_replace)
     with pytest.raises(OSError, match="No space"):
         build_cache(config, root=tmp_path, cache_id="c", progress=False, model=tiny_model)
     monkeypatch.undo()

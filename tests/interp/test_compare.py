@@ -9,7 +9,7 @@ import torch
 
 from interp.compare import MATCH_COLUMNS, check_comparable, match_frames, merge_matches, mmcs, other_member
 from interp.dictionary import DictionaryError
-from interp.features import write_tables
+from interp.io import write_tables
 
 
 def planted(n: int = 24, d: int = 16, noise: float = 0.01, seed: int = 0):

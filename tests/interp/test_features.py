@@ -11,14 +11,14 @@ import torch
 from interp.dictionary import DictionaryError, as_dictionary
 from interp.features import (
     DashboardConfig,
-    TokenChunk,
     dashboard_tables,
     feature_dashboards,
     match_features,
     matched_features_table,
     nearest_features,
-    write_tables,
 )
+from interp.cache.store import TokenChunk
+from interp.io import write_tables
 
 D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
 TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
@@ -266,10 +266,10 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
     from typer.testing import CliRunner
 
     from app.cli import app
-    from app.commands.analyze import analyze_features
+    from interp.pipeline import analyze_features
     from interp.cache.writer import CacheConfig, build_cache
     from interp.dictionary import load_dictionary
-    from interp.features import model_chunks
+    from interp.cache.store import model_chunks
     from interp.tables import feature_dashboard, matched_features
 
     hook = "blocks.1.hook_resid_post"
@@ -280,7 +280,7 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
         write_sae(run / f"sae_{i}", 32, 24, hook, seed=i)
     (run / "config.json").write_text(json.dumps({"cache": str(cache)}))
     folders = analyze_features(run, tmp_path / "analyses", model_spec=tiny_model)
-    assert [f.relative_to(tmp_path / "analyses").as_posix() for f in folders] == ["r1/sae_0", "r1/sae_1"]
+    assert [f.path.relative_to(tmp_path / "analyses").as_posix() for f in folders] == ["r1/sae_0", "r1/sae_1"]
     rows = feature_dashboard(folders[0], 3)
     top = rows["examples"].query("kind == 'top'")
     assert len(top) > 0 and (top.position > 0).all() and len(rows["logits"]) == 20
@@ -289,11 +289,10 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
     result = runner.invoke(app, ["analyze", "geometry", str(run), "--out", str(tmp_path / "analyses"),
                                  "--clusters", "3", "--no-umap"])
     assert result.exit_code == 0, result.output
-    assert (folders[1] / "geometry_lobes.parquet").exists() and (folders[1] / "geometry_map.parquet").exists()
-    from app.commands.analyze import analyze_eval
+    assert folders[1].has("geometry_lobes") and folders[1].present() == ["dashboards", "geometry", "matches"]
+    from interp.pipeline import analyze_eval
 
-    summary = pd.read_parquet(analyze_eval(run, tmp_path / "analyses", model_spec=tiny_model, n_prompts=32)
-                              / "eval_summary.parquet")
+    summary = analyze_eval(run, tmp_path / "analyses", model_spec=tiny_model, n_prompts=32).read_table("eval_summary")
     assert list(summary.dictionary) == ["supervised", "r1/sae_0", "r1/sae_1"]
     live = feature_dashboards(load_dictionary(run / "sae_0"), model_chunks(tiny_model, hook, n_tokens=256,
                                                                            context_size=32))

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from interp.dictionary import DictionaryError
-from interp.features import ROW_GROUP_ROWS, DashboardConfig, dashboard_tables, feature_dashboards, write_tables
+from interp.features import DashboardConfig, dashboard_tables, feature_dashboards
+from interp.io import ROW_GROUP_ROWS, write_tables
 from interp.tables import feature_dashboard, feature_list, list_analyses, search_by_logit, search_by_token
 from tests.interp.test_features import D_SAE, PROMOTED, TRIGGER, PlantedDictionary, decode, planted_stream, planted_unembed
 

@@ -1,0 +1,180 @@
+"""Pipeline steps on SAEs: dashboards, geometry, principled evaluation and matching, each written to the
+SAE's ``AnalysisFolder`` (``<out>/<run_id>/sae_<i>/``; tables in ``interp/ANALYSES.md``).
+
+Passing a run folder analyses every member and, for an ensemble, matches each member's features to
+the others'; ``analyze_compare`` matches any two analysed SAEs. The CLI (``workbench analyze ...``),
+the demo, benchmarks and notebooks call these functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from interp.analysis_folder import AnalysisFolder, analysis_id
+from interp.errors import InputError
+from interp.run_folder import RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
+
+
+def run_cache(sae_folder: Path) -> Path:
+    """The cache an SAE was trained on, from its run's config."""
+    return RunFolder(Path(sae_folder).parent).cache(for_what=str(sae_folder))
+
+
+def with_progress(chunks, total_tokens: int, desc: str):
+    """Pass ``TokenChunk``s through, advancing a tqdm bar by their tokens."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total_tokens, desc=desc, unit="tok", unit_scale=True) as bar:
+        for chunk in chunks:
+            yield chunk
+            bar.update(len(chunk.sequence))
+
+
+def _decoder(model):
+    tokenizer = getattr(model, "tokenizer", None) if model is not None else None
+    if tokenizer is None:
+        return lambda t: f"<{t}>"
+    return lambda t: tokenizer.decode([t])
+
+
+def workspace_relative(path: Path, out_root: Path) -> str:
+    """``path`` relative to the workspace (the folder holding ``out_root``, e.g. ``analyses/``) when it lies
+    inside it, so a copied workspace still finds it; else absolute."""
+    resolved, workspace = path.resolve(), Path(out_root).resolve().parent
+    return str(resolved.relative_to(workspace)) if workspace in resolved.parents else str(resolved)
+
+
+def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = None, hook: str | None = None,
+                     model_spec=None, config=None, max_rows: int = 4096, device: str = "cpu",
+                     with_logits: bool = True) -> list[AnalysisFolder]:
+    """Dashboards (and ensemble matches) for every SAE under ``sae_path``; returns their analysis folders.
+
+    ``model_spec``: a loaded model, a model spec, or None for the cache's model (logit effects)."""
+    import torch
+
+    from interp.cache.store import ActivationCache, cache_chunks
+    from interp.compare import merge_matches
+    from interp.dictionary import check_fits, load_dictionary
+    from interp.features import DashboardConfig, dashboard_tables, feature_dashboards, matched_features_table
+    from interp.models import load_model
+
+    config = config or DashboardConfig()
+    members = sae_members(Path(sae_path))
+    cache_dir = cache_dir or run_cache(members[0])
+    cache = ActivationCache(cache_dir)
+    model = model_spec if not isinstance(model_spec, (str, type(None))) else (  # a loaded model is used as is
+        load_model(model_spec or cache.config["model"], device=device) if with_logits else None)
+    decode = _decoder(model)
+    folders, decoders = [], []
+    for member in members:
+        dictionary = load_dictionary(member, device=device)
+        site = hook or dictionary.hook_name
+        if site is None:
+            raise InputError(f"{member}/cfg.json names no hook (metadata.hook_name); pass --hook")
+        where = f"hook '{site}' of cache {cache_dir}"
+        check_fits(dictionary, cache.d(site), where)
+        chunks = with_progress(cache_chunks(cache, site, max_rows), cache.n_tokens, f"dashboards {analysis_id(member)}")
+        data = feature_dashboards(dictionary, chunks, config, where)
+        W_U = None
+        if model is not None and dictionary.d_in == model.cfg.d_model:
+            W_U = model.W_U.detach()
+        tables = dashboard_tables(data, dictionary.W_dec.detach(), decode, W_U=W_U)
+        if data.cooccurrence is not None:
+            coo = data.cooccurrence.tocoo()
+            tables["cooccurrence_counts"] = pd.DataFrame({"feature": coo.row, "other": coo.col,
+                                                          "count": coo.data.astype("int64")})
+        folder = AnalysisFolder.of_sae(out_root, member).write_tables(tables)
+        folder.write_meta({
+            "sae": workspace_relative(member, out_root), "cache": workspace_relative(Path(cache_dir), out_root),
+            "hook": site,
+            "n_tokens": data.n_tokens,
+            "n_blocks": data.n_blocks, "d_sae": dictionary.d_sae, "d_in": dictionary.d_in,
+            "logits": W_U is not None, "config": {k: v for k, v in vars(config).items()},
+        })
+        folders.append(folder)
+        decoders.append(dictionary.W_dec.detach().to(torch.float32).cpu())
+    if len(members) > 1:
+        matches = matched_features_table(decoders)
+        for member, folder in enumerate(folders):
+            mine = matches[matches.member == member].drop(columns="member")
+            merge_matches(folder.path, mine.assign(other_analysis=[analysis_id(members[m]) for m in mine.other_member]))
+    return folders
+
+
+def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_features: int = 2000,
+                     with_umap: bool = True, seed: int = 0) -> list[AnalysisFolder]:
+    """Geometry tables for every SAE under ``sae_path``, using co-occurrence counts from its dashboards."""
+    import scipy.sparse as sp
+
+    from interp.dictionary import load_dictionary
+    from interp.geometry import geometry_tables
+
+    folders = []
+    for member in sae_members(Path(sae_path)):
+        dictionary = load_dictionary(member)
+        folder = AnalysisFolder.of_sae(out_root, member)
+        counts, n_blocks = None, 0
+        if folder.has("cooccurrence_counts"):
+            frame = folder.read_table("cooccurrence_counts")
+            n_blocks = folder.meta()["n_blocks"]
+            counts = sp.csr_matrix((frame["count"], (frame.feature, frame.other)),
+                                   shape=(dictionary.d_sae, dictionary.d_sae))
+        tables = geometry_tables(dictionary.W_dec.detach().float().cpu().numpy(), counts, n_blocks,
+                                 n_clusters=n_clusters, max_features=max_features, seed=seed, with_umap=with_umap)
+        folders.append(folder.write_tables({f"geometry_{k}": v for k, v in tables.items()}))
+    return folders
+
+
+def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, hook: str | None = None,
+                 n_prompts: int = 256, n_values: int = 8, budget: int = 4, device: str = "cpu") -> AnalysisFolder:
+    """Principled evaluation (induction task) of every SAE under ``sae_paths`` (e.g. an MFR run and a
+    plain one) against the supervised dictionary; writes the ``eval_summary`` and ``eval_flags`` tables
+    to ``<out>/<run_id of the first>/``."""
+    import torch
+
+    from interp.cache.store import ActivationCache
+    from interp.dictionary import load_dictionary
+    from interp.models import load_model
+    from interp.principled_eval import evaluate_dictionaries, induction_task
+
+    paths = [sae_paths] if isinstance(sae_paths, Path) else list(sae_paths)
+    members = [m for path in paths for m in sae_members(Path(path))]
+    dictionaries = {analysis_id(m): load_dictionary(m, device=device) for m in members}
+    site = hook or next(iter(dictionaries.values())).hook_name
+    if site is None:
+        raise InputError(f"{members[0]}/cfg.json names no hook (metadata.hook_name); pass --hook")
+    if model_spec is None or isinstance(model_spec, str):
+        if model_spec is None:
+            model_spec = ActivationCache(run_cache(members[0]), verify=False, allow_incomplete=True).config["model"]
+        model = load_model(model_spec, device=device)
+    else:
+        model = model_spec
+    vocab = model.cfg.d_vocab
+    candidates = torch.arange(min(100, vocab // 4), min(vocab, 100 + 40 * n_values))
+    task = induction_task(candidates, n_prompts, n_values, vocab=vocab)
+    summary, flags = evaluate_dictionaries(model, site, task, dictionaries, budget)
+    folder = AnalysisFolder(Path(out_root) / members[0].resolve().parent.name)
+    return folder.write_tables({"eval_summary": summary, "eval_flags": flags})
+
+
+def analyzed_folder(sae: Path, out_root: Path) -> AnalysisFolder:
+    """``<out>/<run_id>/sae_<i>`` of an SAE folder; it must hold dashboards."""
+    folder = AnalysisFolder.of_sae(out_root, sae)
+    if not folder.has_dashboards:
+        raise FileNotFoundError(f"{sae} has no dashboards in {folder.path}; make them with: "
+                                f"workbench analyze features runs/{Path(sae).resolve().parent.name}")
+    return folder
+
+
+def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path):
+    """Match two analysed SAEs' features both ways and merge the rows into both folders' matches."""
+    from interp.compare import compare_saes
+
+    for sae in (sae_a, sae_b):
+        if not RunFolder.is_sae(sae):
+            raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no cfg.json); pass runs/<run_id>/sae_<i>")
+    if Path(sae_a).resolve() == Path(sae_b).resolve():
+        raise InputError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
+    return compare_saes(sae_a, sae_b, analyzed_folder(sae_a, out_root).path, analyzed_folder(sae_b, out_root).path)

@@ -1,0 +1,119 @@
+"""``RunFolder``: the reader of an SAE run folder ``runs/<run_id>/`` and the one place its file names live.
+
+A run holds ``config.json`` (the training config, including the cache it read), ``metrics.jsonl`` (one
+line per logging step), ``eval.json`` (the final evaluation), ``running.json`` (while a process trains
+it), ``checkpoints/``, ``train.log`` and ``app_launch.json`` (a run launched from the app) and one
+SAELens folder ``sae_<i>/`` per member (``cfg.json`` + ``sae_weights.safetensors``). This module reads;
+the trainer (``sae_training``) still writes these files itself and is to adopt these names. Imports
+stay light (no torch): the app lists runs with it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from interp.io import read_json
+
+CONFIG = "config.json"
+EVALUATION = "eval.json"
+METRICS = "metrics.jsonl"
+RUNNING = "running.json"
+CHECKPOINTS = "checkpoints"
+LOG = "train.log"
+LAUNCH = "app_launch.json"
+SAE_CONFIG = "cfg.json"  # SAELens: every member folder holds one
+SAE_WEIGHTS = "sae_weights.safetensors"
+FILES = (CONFIG, EVALUATION, METRICS, RUNNING, CHECKPOINTS, LOG, LAUNCH)
+
+
+def sae_members(path: Path) -> list[Path]:
+    """An SAE folder itself, or every ``sae_*`` member of a run folder."""
+    if RunFolder.is_sae(path):
+        return [path]
+    members = RunFolder(path).members()
+    if not members:
+        raise FileNotFoundError(f"{path} is neither a SAELens SAE folder ({SAE_CONFIG}) nor a run with sae_* members")
+    return members
+
+
+class RunFolder:
+    """One run folder: its files by role, its config, members, evaluation and logged metrics."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @staticmethod
+    def is_sae(folder: Path | str) -> bool:
+        """Whether ``folder`` is a SAELens SAE folder (holds ``cfg.json``)."""
+        return (Path(folder) / SAE_CONFIG).exists()
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def evaluation_path(self) -> Path:
+        return self.path / EVALUATION
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / LOG
+
+    @property
+    def launch_path(self) -> Path:
+        return self.path / LAUNCH
+
+    def files(self) -> list[Path]:
+        """Every file of the run other than its members (what a workspace boundary check must cover)."""
+        return [self.path / name for name in FILES]
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def members(self) -> list[Path]:
+        return sorted(p for p in self.path.glob("sae_*") if self.is_sae(p))
+
+    def config(self) -> dict:
+        return read_json(self.config_path, "run config")
+
+    def cache(self, for_what: str | None = None) -> Path:
+        """The activation cache the run trained on (``config.json`` "cache")."""
+        cache = json.loads(self.config_path.read_text()).get("cache") if self.config_path.exists() else None
+        if not cache:
+            raise FileNotFoundError(f"no cache recorded for {for_what or self.path} (no 'cache' in "
+                                    f"{self.config_path}); pass --cache")
+        return Path(cache)
+
+    @property
+    def evaluated(self) -> bool:
+        return self.evaluation_path.exists()
+
+    def evaluation(self) -> dict:
+        """``eval.json``, or ``{}`` before the final evaluation."""
+        return read_json(self.evaluation_path, "run evaluation") if self.evaluated else {}
+
+    def metrics_rows(self) -> list[dict]:
+        """``metrics.jsonl`` as dicts (empty when nothing was logged)."""
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def n_logged(self) -> int:
+        if not self.metrics_path.exists():
+            return 0
+        with self.metrics_path.open() as lines:
+            return sum(1 for line in lines if line.strip())
+
+
+def list_runs(root: Path | str) -> list[RunFolder]:
+    """Run folders (those with a config) under ``root`` (a ``runs/`` folder)."""
+    return [RunFolder(p.parent) for p in sorted(Path(root).glob(f"*/{CONFIG}"))]
