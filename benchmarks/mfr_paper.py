@@ -64,13 +64,14 @@ def evaluate(run, stream, seed: int) -> list[dict]:
 
 def run_one(key: dict, args, out: Path) -> dict:
     from sae_training.synthetic import PAPER_DATA, SyntheticStream
+    from interp.run_folder import RunFolder
     from sae_training.trainer import train_saes
 
     config = config_for(key["sae"], key["k_schedule"], key["lambda"], key["seed"], args)
     stream = SyntheticStream(PAPER_DATA, data_seed=key["seed"])
     run_dir = out / "runs" / "-".join(str(v) for v in key.values())
     tic = time.perf_counter()
-    run = train_saes(config, run_dir, resume=(run_dir / "config.json").exists(), activations=stream,
+    run = train_saes(config, run_dir, resume=RunFolder(run_dir).exists(), activations=stream,
                      progress=False, evaluate=False)
     if run.step < config.n_steps:  # stopped (SIGTERM): checkpointed, the next call resumes it
         raise SystemExit(f"stopped at step {run.step} of {config.n_steps}; rerun to continue")

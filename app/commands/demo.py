@@ -6,7 +6,6 @@ stages run in order, with their wall time, and the demo ends by saying where the
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,13 +53,14 @@ def last_fifth_improvement(metrics: list[dict]) -> float:
 
 def train_pair_step(workspace: Path, run_id: str, mfr_coefficient: float) -> str:
     """Train (or resume) one demo pair and summarise its evaluation."""
+    from interp.run_folder import RunFolder
     from sae_training.trainer import train_saes
 
     folder = workspace / "runs" / run_id
-    run = train_saes(demo_train_config(workspace, mfr_coefficient), folder, resume=(folder / "config.json").exists())
+    run = train_saes(demo_train_config(workspace, mfr_coefficient), folder, resume=RunFolder(folder).exists())
     evaluation = run.evaluation or {}
     members = evaluation.get("members", [])
-    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = RunFolder(folder).metrics_rows()
     stats = "; ".join(
         f"sae_{i}: FVU {m['fvu']:.3f}, L0 {m['l0']:.1f}, dead {m['dead_fraction']:.1%}, CE recovered "
         f"{m.get('ce_loss_recovered', float('nan')):.3f}" for i, m in enumerate(members))
