@@ -109,7 +109,12 @@ DEMO_IOI_FILLERS = ("", "", "", " that night", " at dawn", " in haste", " after 
 DEMO_IOI_JOINS = (",", ", and", ". Then", "; then", ", where", ". Soon", ". Afterwards,", ". Later")
 DEMO_IOI_ACTIONS = ("gave a {OBJECT} to", "gave the {OBJECT} to", "sent a {OBJECT} to", "brought a {OBJECT} to",
                     "handed a {OBJECT} to", "threw the {OBJECT} to", "showed the {OBJECT} to", "lent a {OBJECT} to",
-                    "gave his {OBJECT} to", "said goodbye to", "wrote a letter to", "gave it to")
+                    "gave his {OBJECT} to", "said goodbye to", "wrote a letter to", "gave it to",
+                    # longer and multi-token verbs: the repeated name sits at varying distances from the end
+                    "quickly gave a {OBJECT} to", "then handed the {OBJECT} to", "at once sent a {OBJECT} to",
+                    "gave a fine {OBJECT} to", "handed over the {OBJECT} to", "sent the {OBJECT} back to",
+                    "delivered a {OBJECT} to", "presented the {OBJECT} to", "returned the {OBJECT} to",
+                    "gave a small {OBJECT} and a kiss to", "bestowed a {OBJECT} on")
 
 
 def random_demo_ioi_template(rng: random.Random) -> str:
