@@ -155,8 +155,14 @@ def single_token_names(tokenizer, names: tuple[str, ...] = IOI_NAMES) -> list[st
 
 def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str, ...] = IOI_TEMPLATES,
                 names: tuple[str, ...] | None = None, counterfactual: str = "abc",
-                places: tuple[str, ...] = IOI_PLACES, objects: tuple[str, ...] = IOI_OBJECTS) -> IOIPrompts:
+                places: tuple[str, ...] = IOI_PLACES, objects: tuple[str, ...] = IOI_OBJECTS,
+                order: str = "random") -> IOIPrompts:
     """IOI prompts for ``model``'s tokenizer, half ABBA, half BABA, each with a counterfactual.
+
+    ``order``: ``random`` shuffles which prompts are ABBA; ``alternate`` makes prompt i ABBA when i is
+    even. With an even number of templates (template i mod n), ``alternate`` ties each template to
+    one order, so a model can answer from the template alone: the demo model's phase 3 trained on
+    that and learned exactly that rule.
 
     ``counterfactual``: ``abc`` replaces the repeated subject by a third name (no answer left),
     ``swap_names`` exchanges IO and S everywhere (the answer flips), ``swap_order`` exchanges the
@@ -179,13 +185,18 @@ def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str,
             f"only {len(usable)} single-token names ({usable}); IOI needs at least 3: "
             "pass names= that the tokenizer keeps whole"
         )
+    if order not in ("random", "alternate"):
+        raise CircuitInputError(f"order must be 'random' or 'alternate', not {order!r}")
     rng = random.Random(seed)
+    is_abba = [i % 2 == 0 for i in range(n_prompts)]
+    if order == "random":
+        random.Random(seed + 7919).shuffle(is_abba)
     texts, corrupt_texts, answers, abba = [], [], [], []
     for i in range(n_prompts):
         template = templates[i % len(templates)]
         a, b, c = rng.sample(usable, 3)  # a: indirect object, b: subject, c: a third name
         fill = dict(PLACE=rng.choice(places), OBJECT=rng.choice(objects))
-        order = (a, b) if i % 2 == 0 else (b, a)  # ABBA, then BABA: the subject repeats either way
+        order = (a, b) if is_abba[i] else (b, a)  # the subject repeats either way
         texts.append(_fill(template, order, b, fill))
         if counterfactual == "abc":
             corrupt_texts.append(_fill(template, order, c, fill))
@@ -197,7 +208,7 @@ def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str,
             corrupt_texts.append(_fill(template, order[::-1], b, fill))
             corrupt_answer = (a, b)
         answers.append((a, b, *corrupt_answer))
-        abba.append(i % 2 == 0)
+        abba.append(is_abba[i])
     clean, end = _pad(model, texts)
     corrupt, corrupt_end = _pad(model, corrupt_texts)
     if not torch.equal(end, corrupt_end):
@@ -208,15 +219,18 @@ def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str,
                       torch.tensor(abba, device=device), ids[:, 2], ids[:, 3])
 
 
-def demo_ioi_prompts(model, n_prompts: int = 64, seed: int = 0, held_out: bool = True,
-                     counterfactual: str = "abc", template: int | None = None) -> IOIPrompts:
-    """The demo model's IOI task on its held-out (default) or training names and templates.
+def demo_ioi_prompts(model, n_prompts: int = 64, seed: int = 0, held_out_names: bool = True,
+                     held_out_templates: bool = False, counterfactual: str = "abc",
+                     template: int | None = None) -> IOIPrompts:
+    """The demo model's IOI task: its held-out (default) or training names, on its training (default) or
+    held-out templates. The demo model solves held-out names on the training templates, not the held-out
+    templates (``interp/demo/general_phase.py`` says what was tried).
 
     ``template`` picks one template and the single-token places and objects, so every prompt has
     one length (what position-wise analyses such as patching need).
     """
-    names = DEMO_IOI_HELD_OUT_NAMES if held_out else DEMO_IOI_TRAIN_NAMES
-    templates = DEMO_IOI_HELD_OUT_TEMPLATES if held_out else DEMO_IOI_TRAIN_TEMPLATES
+    names = DEMO_IOI_HELD_OUT_NAMES if held_out_names else DEMO_IOI_TRAIN_NAMES
+    templates = DEMO_IOI_HELD_OUT_TEMPLATES if held_out_templates else DEMO_IOI_TRAIN_TEMPLATES
     places, objects = DEMO_IOI_PLACES, DEMO_IOI_OBJECTS
     if template is not None:
         if not 0 <= template < len(templates):

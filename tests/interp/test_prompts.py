@@ -49,8 +49,22 @@ def test_ioi_prompts_are_counterfactual_pairs(tiny_gpt2):
         io_name, s_name = tiny_gpt2.tokenizer.decode([int(io)]), tiny_gpt2.tokenizer.decode([int(s)])
         assert text.count(s_name) == 2 and text.count(io_name) == 1
         assert row[end + 1:].eq(tiny_gpt2.tokenizer.pad_token_id).all()
-    assert prompts.texts[0].index(tiny_gpt2.tokenizer.decode([int(prompts.io[0])])) < prompts.texts[0].index(
-        tiny_gpt2.tokenizer.decode([int(prompts.subject[0])]))  # ABBA first, BABA second
+    for text, io, s, abba in zip(prompts.texts, prompts.io, prompts.subject, prompts.abba):
+        io_first = text.index(tiny_gpt2.tokenizer.decode([int(io)])) < text.index(tiny_gpt2.tokenizer.decode([int(s)]))
+        assert io_first == bool(abba)  # ABBA: IO comes first
+    assert int(prompts.abba.sum()) == 5  # half and half
+
+
+def test_ioi_order_is_not_tied_to_the_template(tiny_model):
+    """With two templates and alternating orders every template would always have one order (a model could
+    answer from the template alone); random orders give each template both."""
+    from interp.prompts import DEMO_IOI_NAMES
+
+    templates = ("When{A} and{B} went out,{C} gave a ring to", "Then{A} and{B} sat down.{C} gave a book to")
+    for order, both in (("random", True), ("alternate", False)):
+        prompts = ioi_prompts(tiny_model, 64, 3, templates, DEMO_IOI_NAMES, order=order)
+        first = prompts.abba[0::2]  # the prompts on the first template
+        assert (0 < int(first.sum()) < len(first)) == both, order
 
 
 def test_ioi_pipeline_runs_on_a_tiny_local_gpt2(tiny_gpt2):
