@@ -81,5 +81,5 @@ def demo_circuits_step(workspace: Path) -> str:
                                  out / "demo", sae_folder=sae, sae_hook="blocks.1.hook_resid_post")
     ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_folder=sae, sae_hook="blocks.1.hook_resid_post")
     return (f"circuits: {out}/demo (previous-token {induction['heads']['previous_token']}, induction "
-            f"{induction['heads']['induction']}), {out}/ioi (name mover {ioi['heads']['name_mover']}, "
+            f"{induction['heads']['induction']}), {out}/ioi (repeated-name head {ioi['heads']['s_signal']}, "
             f"IO-S logit diff {ioi['ioi']['logit_diff']:.2f}, accuracy {ioi['ioi']['accuracy']:.0%})")
