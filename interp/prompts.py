@@ -277,7 +277,7 @@ def _pad(model, texts: list[str]) -> tuple[Tensor, Tensor]:
 
 
 def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] = DEMO_IOI_HELD_OUT_NAMES,
-             template: str = DEMO_IOI_HELD_OUT_TEMPLATES[0], places: tuple[str, ...] = DEMO_IOI_PLACES,
+             template: str = DEMO_IOI_TRAIN_TEMPLATES[0], places: tuple[str, ...] = DEMO_IOI_PLACES,
              objects: tuple[str, ...] = DEMO_IOI_OBJECTS):
     """The IOI task for principled evaluation (Makelov et al.): one template, attributes ``IO`` and ``S``
     (indices into ``names``) and ``position`` (0: ABBA, 1: BABA), read at END.

@@ -54,12 +54,13 @@ def eval_command(
     out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/eval_*.parquet."),
     model: str = typer.Option(None, help="Model spec; default: the model of the run's cache."),
     hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
-    prompts: int = typer.Option(256, help="Induction prompts ([BOS] A B filler... A -> B)."),
+    prompts: int = typer.Option(256, help="Prompts of the task."),
     budget: int = typer.Option(4, help="Latents an SAE edit may change."),
+    task: str = typer.Option("induction", help="induction ([BOS] A B filler... A -> B) or ioi (IO, S, position at END)."),
 ) -> None:
     """Principled evaluation: supervised dictionary vs each SAE on sufficiency, necessity, control, F1."""
     with user_errors():
-        folder = analyze_eval(sae, out, model, hook, prompts, budget=budget)
+        folder = analyze_eval(sae, out, model, hook, prompts, budget=budget, task=task)
         typer.echo(folder.read_table("eval_summary").to_string(index=False))
         typer.echo(f"evaluation: {folder.path}")
 

@@ -128,10 +128,14 @@ def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_fe
 
 
 def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, hook: str | None = None,
-                 n_prompts: int = 256, n_values: int = 8, budget: int = 4, device: str = "cpu") -> AnalysisFolder:
-    """Principled evaluation (induction task) of every SAE under ``sae_paths`` (e.g. an MFR run and a
-    plain one) against the supervised dictionary; writes the ``eval_summary`` and ``eval_flags`` tables
-    to ``<out>/<run_id of the first>/``."""
+                 n_prompts: int = 256, n_values: int = 8, budget: int = 4, device: str = "cpu",
+                 task: str = "induction") -> AnalysisFolder:
+    """Principled evaluation of every SAE under ``sae_paths`` (e.g. an MFR run and a plain one) against
+    the supervised dictionary, on the ``induction`` task or the ``ioi`` task (attributes IO, S and position
+    at END, ``interp.prompts.ioi_task``); writes the ``eval_summary`` and ``eval_flags`` tables to
+    ``<out>/<run_id of the first>/``."""
+    if task not in ("induction", "ioi"):
+        raise InputError(f"unknown task '{task}'; use 'induction' or 'ioi'")
     import torch
 
     from interp.cache.store import ActivationCache
@@ -151,10 +155,15 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
         model = load_model(model_spec, device=device)
     else:
         model = model_spec
-    vocab = model.cfg.d_vocab
-    candidates = torch.arange(min(100, vocab // 4), min(vocab, 100 + 40 * n_values))
-    task = induction_task(candidates, n_prompts, n_values, vocab=vocab)
-    summary, flags = evaluate_dictionaries(model, site, task, dictionaries, budget)
+    if task == "ioi":
+        from interp.prompts import ioi_task
+
+        prompts = ioi_task(model, n_prompts)
+    else:
+        vocab = model.cfg.d_vocab
+        candidates = torch.arange(min(100, vocab // 4), min(vocab, 100 + 40 * n_values))
+        prompts = induction_task(candidates, n_prompts, n_values, vocab=vocab)
+    summary, flags = evaluate_dictionaries(model, site, prompts, dictionaries, budget)
     folder = AnalysisFolder(Path(out_root) / members[0].resolve().parent.name)
     return folder.write_tables({"eval_summary": summary, "eval_flags": flags})
 

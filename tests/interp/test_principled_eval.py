@@ -142,3 +142,15 @@ def test_aligned_tokens_names_the_lengths_that_differ(tiny_model):
     n_short, n_long = (len(tiny_model.to_tokens(t)[0]) for t in (short, long))
     with pytest.raises(InputError, match=rf"different lengths \[{n_short}, {n_long}\]"):
         aligned_tokens(tiny_model, [short, long])
+
+
+def test_ioi_task_on_the_demo_model_supervised_dictionary_is_sufficient_and_edits_io(demo_model):
+    """On the demo's IOI task at END of layer 1, the supervised dictionary (IO, S, position) explains most
+    of the variance, keeps the logit difference when patched in, and editing IO moves the answer."""
+    from interp.prompts import ioi_task
+
+    task = ioi_task(demo_model, 128, seed=4)
+    summary, _ = evaluate_dictionaries(demo_model, "blocks.1.hook_resid_post", task, {})
+    supervised = summary[summary.dictionary == "supervised"].set_index("attribute")
+    assert supervised.explained_variance.iloc[0] > 0.7 and supervised.sufficiency.iloc[0] > 0.8
+    assert supervised.loc["IO", "edit_logit_diff"] > 0.9
