@@ -47,7 +47,8 @@ EXAMPLE_PROMPTS = {
     "Induction: a repeated line": "Now is the winter of our discontent made glorious summer by this sun of York. "
                                   "Now is the winter of our discontent made glorious summer by this sun of",
     "IOI: who gets the ring?": "When Romeo and Juliet went to the court, Romeo gave a ring to",
-    "IOI: held-out names and template": "Once Hero and Paris had reached the palace, Paris offered a letter to",
+    "IOI: a held-out template (the demo model does not solve these)":
+        "Once Hero and Paris had reached the palace, Paris offered a letter to",
     "Induction: repeated common words": "The cat sat on the mat and the dog ran to the door. The cat sat on the mat and the dog ran to the",
 }
 

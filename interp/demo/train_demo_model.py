@@ -24,9 +24,9 @@ and the model learned "this template: the first (or second) name": 100 % on thos
 once the order is drawn at random. Phase 6 (1000 steps, ``general_phase.PHASE_6``) draws the order at
 random: the model then forms an IOI mechanism (training names 100 %, held-out names on the training
 templates 88 %), and held-out language-modelling loss recovers to 4.60. Held-out templates stay at
-chance. Experiments not in the weights (``--extra-phases``): templates assembled from pieces (phase 4,
-~60 % on held-out templates) and the same without random-word names (phase 5, ~70 % on held-out
-names, memorising the training names). ``general_phase.py`` records what each showed.
+chance. Experiments not in the weights (``--extra-phases``; measured when run right after phase 3, before
+phase 6 existed): templates assembled from pieces (phase 4, ~60 % on held-out templates) and the same
+without random-word names (phase 5, ~70 % on held-out names, memorising the training names). ``general_phase.py`` records what each showed.
 """
 
 from __future__ import annotations
