@@ -29,10 +29,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from interp.demo.corpus import demo_windows
+from interp.io import write_json, write_safetensors
 from interp.induction import (
     RepeatLoss, most_frequent_tokens, ordinary_token_ids, repeat_loss, spans_from_pool, spans_from_windows,
 )
@@ -105,7 +107,9 @@ class TokenSources:
         self.frequent = most_frequent_tokens(windows[:, 1:].tolist(), N_FREQUENT, exclude={tokenizer.bos_token_id})
         vocab = tokenizer.get_vocab()
         held_out = {" " + name for name in DEMO_IOI_HELD_OUT_NAMES}
-        words = [token.replace("Ġ", " ") for token in vocab if re.fullmatch(r"Ġ[A-Za-z]{3,}", token)]
+        # sorted: the vocabulary's listing order differs between tokenizer instances (the phase-3 and phase-6
+        # runs drew names from that order, so they cannot be replayed bit for bit)
+        words = sorted(token.replace("Ġ", " ") for token in vocab if re.fullmatch(r"Ġ[A-Za-z]{3,}", token))
         self.pseudo_names = tuple(word[1:] for word in words if word not in held_out)
 
 
@@ -213,18 +217,17 @@ def _save_checkpoint(model, optimizer, step: int, history: list, work_dir: Path,
     for i, param in enumerate(params):
         for key, value in optimizer.state.get(param, {}).items():
             tensors[f"optim.{i}.{key}"] = value.detach().contiguous().reshape(value.shape)
-    tmp = work_dir / f"{tag}.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(work_dir / f"{tag}.safetensors")
-    meta = work_dir / f"{tag}.json.tmp"
-    meta.write_text(json.dumps({"step": step, "history": history}))
-    meta.replace(work_dir / f"{tag}.json")
+    # the weights file carries its own step: a kill between the two writes leaves the JSON one save behind
+    write_safetensors(work_dir / f"{tag}.safetensors", tensors, metadata={"step": str(step)})
+    write_json(work_dir / f"{tag}.json", {"step": step, "history": history}, sort_keys=False)
 
 
 def _load_checkpoint(model, optimizer, work_dir: Path, tag: str) -> tuple[int, list]:
     if not (work_dir / f"{tag}.json").exists():
         return 0, []
     state = json.loads((work_dir / f"{tag}.json").read_text())
+    with safe_open(str(work_dir / f"{tag}.safetensors"), "pt") as handle:
+        step = int((handle.metadata() or {}).get("step", state["step"]))
     tensors = load_file(str(work_dir / f"{tag}.safetensors"))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -232,7 +235,7 @@ def _load_checkpoint(model, optimizer, work_dir: Path, tag: str) -> tuple[int, l
         moments = {k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
         if moments:
             optimizer.state[param] = moments
-    return state["step"], state["history"]
+    return step, [row for row in state["history"] if row["step"] <= step]
 
 
 def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[dict]:

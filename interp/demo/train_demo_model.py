@@ -1,7 +1,8 @@
 """Reproduce the bundled demo model: a BPE tokenizer and a 2-layer transformer on Shakespeare.
 
-Run ``python -m interp.demo.train_demo_model`` (``--threads 1``, the default, reproduces the committed
-weights bit for bit; measured on a busy 2-core machine: phase 1 about 26 min, phase 2 about 22 min,
+Run ``python -m interp.demo.train_demo_model`` (``--threads 1``, the default; runs are deterministic,
+but the committed weights' phases 3 and 6 drew random-word names from an unordered vocabulary listing,
+since sorted, so a rerun gives a model of the same kind, not the same bits; measured on a busy 2-core machine: phase 1 about 26 min, phase 2 about 22 min,
 phase 3 about 20 min, phase 6 about 10 min).
 
 Phase 1 (2000 steps) is language modelling on the corpus with repeated random spans mixed in.
