@@ -44,6 +44,9 @@ def induction_prompts(model, n_prompts: int = 16, half_length: int = 20, seed: i
     from interp.attention import default_vocab_range
 
     low, high = vocab_range if vocab_range is not None else default_vocab_range(model)
+    _check_count(n_prompts)
+    if half_length < 2:
+        raise CircuitInputError(f"half_length must be at least 2 tokens, not {half_length}")
     if 1 + 2 * half_length > model.cfg.n_ctx:
         raise CircuitInputError(
             f"induction prompts of {1 + 2 * half_length} tokens exceed the context of {model.cfg.n_ctx}; "
@@ -170,6 +173,7 @@ def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str,
     """
     if model.tokenizer is None:
         raise CircuitInputError("IOI prompts need a model with a tokenizer")
+    _check_count(n_prompts)
     if counterfactual not in COUNTERFACTUALS:
         raise CircuitInputError(f"unknown counterfactual '{counterfactual}'; use one of {COUNTERFACTUALS}")
     if names is None:  # the default list: keep the names this tokenizer keeps whole
@@ -255,6 +259,11 @@ def ioi_scores(model, prompts: IOIPrompts) -> dict[str, float]:
     }
 
 
+def _check_count(n_prompts: int) -> None:
+    if n_prompts < 1:
+        raise CircuitInputError(f"the number of prompts must be at least 1, not {n_prompts}")
+
+
 def _fill(template: str, order: tuple[str, str], repeated: str, fill: dict[str, str]) -> str:
     return template.format(A=" " + order[0], B=" " + order[1], C=" " + repeated, **fill)
 
@@ -289,6 +298,7 @@ def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] 
 
     if model.tokenizer is None:
         raise CircuitInputError("the IOI task needs a model with a tokenizer")
+    _check_count(n_prompts)
     split = [name for name in names if name not in single_token_names(model.tokenizer, names)]
     if split:
         raise CircuitInputError(f"IOI names must be single tokens (after a space) for this tokenizer; these are not: {split}")

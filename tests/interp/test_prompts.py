@@ -149,3 +149,13 @@ def test_ioi_task_labels_and_counterfactuals_change_one_attribute_each(tiny_mode
     assert int(task.position[0]) == task.tokens.shape[1] - 1 and len(ids) == len(DEMO_IOI_HELD_OUT_NAMES)
     with pytest.raises(CircuitInputError, match="single tokens"):
         ioi_task(tiny_model, 4, names=("Romeo", "Juliet", "Xqzwvjj", "Kate"))
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_a_prompt_count_below_one_is_a_clear_error(tiny_model, n):
+    from interp.prompts import ioi_task
+
+    for make in (lambda: ioi_prompts(tiny_model, n), lambda: induction_prompts(tiny_model, n, 4),
+                 lambda: ioi_task(tiny_model, n)):
+        with pytest.raises(CircuitInputError, match="at least 1"):
+            make()
