@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
+from interp.run_folder import RunFolder
 from sae_training.config import TrainConfig
 from sae_training.data import open_store
 from sae_training.metrics import ce_loss_recovered, evaluate_ensemble, member_mmcs
@@ -58,8 +56,9 @@ def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -
             for member in members:
                 member["ce_loss_recovered"] = None
                 member["ce_error"] = f"{type(error).__name__}: {error}"
+    folder = RunFolder(run.directory)
     for i in range(config.n_members):
-        save_member(run.directory / f"sae_{i}", run.sae, i, scale=run.scale, hook_name=config.hook,
+        save_member(folder.member_path(i), run.sae, i, scale=run.scale, hook_name=config.hook,
                     model_name=model_name, context_size=config.context_size, density=density[i])
     result = {"step": run.step, "tokens": run.step * config.batch_size, "members": members}
     if config.n_members > 1:
@@ -67,6 +66,5 @@ def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -
         off = matrix[~torch.eye(config.n_members, dtype=torch.bool)]
         result["mmcs_between_members"] = matrix.tolist()
         result["mmcs"] = float(off.mean())
-    path = Path(run.directory) / "eval.json"
-    path.write_text(json.dumps(result, indent=2))
+    folder.write_evaluation(result)
     return result
