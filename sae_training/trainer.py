@@ -25,7 +25,7 @@ from sae_training.architectures import EnsembleSAE, build_sae
 from sae_training.checkpoint import load_latest, save_checkpoint
 from sae_training.config import ConfigError, TrainConfig, check_checkpoint_config, check_same_run
 from sae_training.data import find_bad_shard, geometric_median, input_scale, open_store, take_rows
-from sae_training.evaluate import write_evaluation
+from sae_training.evaluate import export_members, write_evaluation
 from sae_training.metrics import reconstruction_metrics
 from sae_training.memory import check_memory
 from sae_training.mfr import mfr_penalty, pairwise_matched_cosine
@@ -171,7 +171,9 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     """Train ``config.n_members`` SAEs together; write the run folder; return the ``Run``.
 
     ``activations`` (an in-memory ``[rows, d_in]`` tensor) replaces the cache / live model;
-    ``stop_at_step`` stops early after checkpointing (for tests and time-boxed jobs).
+    ``stop_at_step`` stops early after checkpointing (for tests and time-boxed jobs). A finished run always
+    leaves its SAELens folders ``sae_<i>/``; ``evaluate=False`` skips only ``eval.json`` (and the members'
+    ``sparsity.safetensors``, which comes from the evaluation).
     """
     if config.cache is None and config.model is None and activations is None:
         raise ConfigError("no training data: set `cache` or `model` in the config, or pass `activations`")
@@ -320,7 +322,10 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
             wandb_run.finish()
     with alive:
         run = Run(run_dir, config, sae, scale, end, train_seconds=train_seconds)
-        if end == config.n_steps and is_main and evaluate:
-            run.evaluation = write_evaluation(run, activations=activations, model=model)
+        if end == config.n_steps and is_main:  # a finished run always leaves its SAELens folders
+            if evaluate:
+                run.evaluation = write_evaluation(run, activations=activations, model=model)
+            else:
+                export_members(run, model=model)
     dist_utils.barrier()
     return run
