@@ -145,6 +145,10 @@ class RunFolder:
         """``metrics.jsonl`` replaced by ``rows`` (empty for a fresh start, the kept prefix on resume)."""
         return write_bytes(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows).encode())
 
+    def write_launch(self, record: dict) -> Path:
+        """``app_launch.json``: the pid and arguments of the process the app last started for this run."""
+        return write_json(self.launch_path, record, sort_keys=False)
+
     def append_metrics(self, row: dict) -> None:
         """One logged step as a line of ``metrics.jsonl``."""
         with self.metrics_path.open("a") as handle:
