@@ -3,17 +3,22 @@
 A run holds ``config.json`` (the training config, including the cache it read), ``metrics.jsonl`` (one
 line per logging step), ``eval.json`` (the final evaluation), ``running.json`` (while a process trains
 it), ``checkpoints/``, ``train.log`` and ``app_launch.json`` (a run launched from the app) and one
-SAELens folder ``sae_<i>/`` per member (``cfg.json`` + ``sae_weights.safetensors``). This module reads;
-the trainer (``sae_training``) still writes these files itself and is to adopt these names. Imports
-stay light (no torch): the app lists runs with it.
+SAELens folder ``sae_<i>/`` per member (``cfg.json`` + ``sae_weights.safetensors``). The trainer writes
+the run's JSON files through the writer methods here (atomically, via ``interp.io``); ``metrics.jsonl``
+is appended line by line, so a reader sees whole lines only. Imports stay light (no torch): the app
+lists runs with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from interp.io import read_json
+from interp.io import read_json, write_bytes, write_json
 
 CONFIG = "config.json"
 EVALUATION = "eval.json"
@@ -65,6 +70,18 @@ class RunFolder:
         return self.path / METRICS
 
     @property
+    def running_path(self) -> Path:
+        return self.path / RUNNING
+
+    @property
+    def checkpoints_path(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def member_path(self, i: int) -> Path:
+        """Member ``i``'s SAELens folder ``sae_<i>/``."""
+        return self.path / f"sae_{i}"
+
+    @property
     def log_path(self) -> Path:
         return self.path / LOG
 
@@ -106,6 +123,48 @@ class RunFolder:
         if not self.metrics_path.exists():
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def running_pid(self) -> int | None:
+        """The pid recorded in ``running.json``, or None without a readable one (liveness is the caller's check)."""
+        try:
+            return int(json.loads(self.running_path.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    # writers (the trainer's): each file replaced atomically, metrics appended whole lines at a time
+
+    def write_config(self, values: dict) -> Path:
+        """``config.json`` (keys sorted), creating the folder."""
+        return write_json(self.config_path, values)
+
+    def write_evaluation(self, result: dict) -> Path:
+        """``eval.json``, in the caller's key order."""
+        return write_json(self.evaluation_path, result, sort_keys=False)
+
+    def write_metrics(self, rows: list[dict]) -> Path:
+        """``metrics.jsonl`` replaced by ``rows`` (empty for a fresh start, the kept prefix on resume)."""
+        return write_bytes(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows).encode())
+
+    def write_launch(self, record: dict) -> Path:
+        """``app_launch.json``: the pid and arguments of the process the app last started for this run."""
+        return write_json(self.launch_path, record, sort_keys=False)
+
+    def append_metrics(self, row: dict) -> None:
+        """One logged step as a line of ``metrics.jsonl``."""
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+    @contextlib.contextmanager
+    def running(self, active: bool = True) -> Iterator[None]:
+        """Hold ``running.json`` (``{"pid", "started"}``, written atomically) while the body trains; remove it
+        after. ``active=False`` (a non-main rank) writes nothing."""
+        if active:
+            write_json(self.running_path, {"pid": os.getpid(), "started": time.time()}, sort_keys=False)
+        try:
+            yield
+        finally:
+            if active:
+                self.running_path.unlink(missing_ok=True)
 
     def n_logged(self) -> int:
         if not self.metrics_path.exists():

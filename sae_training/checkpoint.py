@@ -2,21 +2,20 @@
 
 Stored as safetensors, never pickle: every tensor of the (nested) state is one safetensors entry
 and everything else (the nesting, ints, floats, strings, None) is a JSON tree in the file's
-metadata, so reading a checkpoint from a shared run folder cannot execute code. Written to a
-temp file and renamed, so a killed process never leaves half a checkpoint.
+metadata, so reading a checkpoint from a shared run folder cannot execute code. Written atomically
+(``interp.io``), so a killed process never leaves half a checkpoint.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
+from interp.io import write_safetensors
 from sae_training.config import ConfigError
 from sae_training.run_status import checkpoint_files
 
@@ -59,14 +58,11 @@ def unflatten_state(tree: dict, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def save_checkpoint(directory: Path, step: int, state: dict, keep: int = 2) -> Path:
-    """Write ``state`` for ``step`` (temp file + rename) and keep only the newest ``keep`` files."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` for ``step`` (atomically) and keep only the newest ``keep`` files."""
     path = checkpoint_path(directory, step)
-    tmp = path.with_suffix(".tmp")
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten_state(state, tensors)
-    save_file(tensors, str(tmp), metadata={TREE_KEY: json.dumps(tree)})
-    os.replace(tmp, path)
+    write_safetensors(path, tensors, metadata={TREE_KEY: json.dumps(tree)})
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
     return path

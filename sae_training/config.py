@@ -9,6 +9,8 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from interp.errors import InputError
+from interp.io import write_json
+from interp.run_folder import CONFIG
 from sae_training.architectures import SAEShape, architecture_class, make_options
 
 
@@ -160,7 +162,7 @@ class TrainConfig:
         return hashlib.sha256(json.dumps(self.resume_key(), sort_keys=True).encode()).hexdigest()[:10]
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -239,4 +241,4 @@ def check_checkpoint_config(state: dict, requested: TrainConfig, run_dir: Path) 
     else:
         detail = f"config hash {state.get('config_hash')} -> {requested.config_hash()}"
     raise ConfigError(f"cannot resume {run_dir}: its checkpoint was written under another config ({detail}); "
-                      "restore config.json or start a new run id")
+                      f"restore {CONFIG} or start a new run id")

@@ -1,12 +1,13 @@
-"""Final evaluation of a run: ``eval.json`` and one SAELens folder per member (``sae_<i>/``)."""
+"""The end of a finished run: one SAELens folder per member (``sae_<i>/``, ``export_members``) and the final
+evaluation (``eval.json``, ``write_evaluation``, which also exports, adding each member's feature density)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from interp.run_folder import RunFolder
 from sae_training.config import TrainConfig
 from sae_training.data import open_store
 from sae_training.metrics import ce_loss_recovered, evaluate_ensemble, member_mmcs
@@ -39,6 +40,18 @@ def _ce_scores(run, model, data: str, n_batches: int) -> list[dict]:
     return results
 
 
+def export_members(run, model=None, density: torch.Tensor | None = None) -> list[Path]:
+    """Save every member of ``run`` as a SAELens folder ``sae_<i>/``; ``density`` (per member, from
+    an evaluation) adds each one's ``sparsity.safetensors``. Returns the folders."""
+    config: TrainConfig = run.config
+    _, model_name, _ = _model_and_data(config, model)
+    folder = RunFolder(run.directory)
+    return [save_member(folder.member_path(i), run.sae, i, scale=run.scale, hook_name=config.hook,
+                        model_name=model_name, context_size=config.context_size,
+                        density=None if density is None else density[i])
+            for i in range(config.n_members)]
+
+
 def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -> dict:
     """Evaluate every member on held-out batches, save ``sae_<i>/`` and ``eval.json``; return the dict."""
     config: TrainConfig = run.config
@@ -58,15 +71,12 @@ def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -
             for member in members:
                 member["ce_loss_recovered"] = None
                 member["ce_error"] = f"{type(error).__name__}: {error}"
-    for i in range(config.n_members):
-        save_member(run.directory / f"sae_{i}", run.sae, i, scale=run.scale, hook_name=config.hook,
-                    model_name=model_name, context_size=config.context_size, density=density[i])
+    export_members(run, model, density)
     result = {"step": run.step, "tokens": run.step * config.batch_size, "members": members}
     if config.n_members > 1:
         matrix = member_mmcs(run.sae.W_dec.detach().cpu())
         off = matrix[~torch.eye(config.n_members, dtype=torch.bool)]
         result["mmcs_between_members"] = matrix.tolist()
         result["mmcs"] = float(off.mean())
-    path = Path(run.directory) / "eval.json"
-    path.write_text(json.dumps(result, indent=2))
+    RunFolder(run.directory).write_evaluation(result)
     return result

@@ -8,15 +8,14 @@ atomically when the loop starts and removes it when it ends or stops. The app re
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-RUNNING_FILE = "running.json"
-CHECKPOINTS_DIR = "checkpoints"
+from interp.run_folder import RUNNING as RUNNING_FILE  # noqa: F401 - re-exported: tests plant markers by it
+from interp.run_folder import RunFolder
+
 CHECKPOINT_NAME = re.compile(r"step_(\d+)\.safetensors")  # written by ``sae_training.checkpoint``
 
 
@@ -29,11 +28,12 @@ def checkpoint_files(directory: Path) -> dict[int, Path]:
 
 def running_pid(run_dir: Path | str) -> int | None:
     """The pid training ``run_dir`` right now (from ``running.json``), or None if none is alive."""
-    marker = Path(run_dir) / RUNNING_FILE
+    pid = RunFolder(run_dir).running_pid()
+    if pid is None:
+        return None
     try:
-        pid = int(json.loads(marker.read_text())["pid"])
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError, KeyError, TypeError):
+    except OSError:
         return None
     return pid if b"python" in cmdline else None
 
@@ -71,28 +71,20 @@ def is_trainer_of(pid: int, run_dir: Path | str) -> bool:
 
 @contextlib.contextmanager
 def running_marker(run_dir: Path, active: bool = True) -> Iterator[None]:
-    """Hold ``running.json`` (written atomically) while the body trains; remove it after."""
-    marker = Path(run_dir) / RUNNING_FILE
-    if active:
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "started": time.time()}))
-        os.replace(tmp, marker)
-    try:
+    """Hold ``running.json`` while the body trains; remove it after (``RunFolder.running``)."""
+    with RunFolder(run_dir).running(active):
         yield
-    finally:
-        if active:
-            marker.unlink(missing_ok=True)
 
 
 def checkpoint_step(run_dir: Path | str) -> int:
     """The step of the newest checkpoint (0 if none), from file names only."""
-    return max(checkpoint_files(Path(run_dir) / CHECKPOINTS_DIR), default=0)
+    return max(checkpoint_files(RunFolder(run_dir).checkpoints_path), default=0)
 
 
 def total_steps(run_dir: Path | str) -> int | None:
     """``n_tokens // batch_size`` from the run's ``config.json``, or None without one."""
-    config = Path(run_dir) / "config.json"
-    if not config.exists():
+    folder = RunFolder(run_dir)
+    if not folder.exists():
         return None
-    values = json.loads(config.read_text())
+    values = folder.config()
     return int(values["n_tokens"]) // int(values["batch_size"])

@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 from pathlib import Path
 
 import torch
 from jaxtyping import Float
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
-from interp.cache.format import atomic_write_json
 from interp.dictionary import DictionaryError
+from interp.io import write_json, write_safetensors
+from interp.run_folder import SAE_CONFIG, SAE_WEIGHTS
 from sae_training.architectures import EnsembleSAE
 
 REQUIRED = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
@@ -49,25 +48,22 @@ def save_member(folder: Path | str, sae: EnsembleSAE, i: int, *, scale: float = 
                 density: Float[Tensor, " d_sae"] | None = None) -> Path:
     """Write member ``i`` (activation scaling folded into the weights) as a SAELens folder."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {name: t.float().cpu().contiguous() for name, t in sae.member_state(i, scale).items()}
-    save_file(tensors, str(folder / "sae_weights.safetensors.tmp"))
-    os.replace(folder / "sae_weights.safetensors.tmp", folder / "sae_weights.safetensors")
+    tensors = {name: t.float().cpu() for name, t in sae.member_state(i, scale).items()}
+    write_safetensors(folder / SAE_WEIGHTS, tensors)
     if density is not None:
-        sparsity = torch.log10(density.float().cpu().clamp_min(1e-10)).contiguous()
-        save_file({"sparsity": sparsity}, str(folder / "sparsity.safetensors.tmp"))
-        os.replace(folder / "sparsity.safetensors.tmp", folder / "sparsity.safetensors")
-    atomic_write_json(folder / "cfg.json", saelens_cfg(sae, i, hook_name, model_name, context_size))
+        sparsity = torch.log10(density.float().cpu().clamp_min(1e-10))
+        write_safetensors(folder / "sparsity.safetensors", {"sparsity": sparsity})
+    write_json(folder / SAE_CONFIG, saelens_cfg(sae, i, hook_name, model_name, context_size), durable=True)
     return folder
 
 
 def check_saelens_folder(folder: Path | str) -> dict:
     """Validate a SAELens folder (files, tensor names and shapes); return its cfg. Clear error otherwise."""
     folder = Path(folder)
-    for name in ("cfg.json", "sae_weights.safetensors"):
+    for name in (SAE_CONFIG, SAE_WEIGHTS):
         if not (folder / name).exists():
             raise DictionaryError(f"{folder} is not a SAELens SAE folder: {name} is missing")
-    cfg = json.loads((folder / "cfg.json").read_text())
+    cfg = json.loads((folder / SAE_CONFIG).read_text())
     architecture = cfg.get("architecture", "standard")
     d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
     if not isinstance(d_in, int) or not isinstance(d_sae, int):

@@ -19,17 +19,17 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.names import check_name
+from interp.run_folder import RunFolder
 from sae_training import distributed as dist_utils
 from sae_training.architectures import EnsembleSAE, build_sae
 from sae_training.checkpoint import load_latest, save_checkpoint
 from sae_training.config import ConfigError, TrainConfig, check_checkpoint_config, check_same_run
 from sae_training.data import find_bad_shard, geometric_median, input_scale, open_store, take_rows
-from sae_training.evaluate import write_evaluation
+from sae_training.evaluate import export_members, write_evaluation
 from sae_training.metrics import reconstruction_metrics
 from sae_training.memory import check_memory
 from sae_training.mfr import mfr_penalty, pairwise_matched_cosine
 from sae_training.optim import make_optimizer
-from sae_training.run_status import running_marker
 from sae_training.saelens_io import MemberDictionary
 
 
@@ -86,8 +86,8 @@ def _stop_on_sigterm(enabled: bool):
 
 
 def read_metrics(directory: Path | str) -> list[dict]:
-    path = Path(directory) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """A run folder's logged steps (``RunFolder.metrics_rows``)."""
+    return RunFolder(directory).metrics_rows()
 
 
 def lr_factor(step: int, n_steps: int, warmup: int, decay: int) -> float:
@@ -116,24 +116,24 @@ def default_run_dir(config: TrainConfig, runs_root: Path | str = "runs") -> Path
 
 def _check_dir(config: TrainConfig, run_dir: Path, resume: bool) -> dict | None:
     """The checkpoint to resume from (checked to match ``config``), or None for a new run; writes nothing."""
-    saved_config = run_dir / "config.json"
+    folder = RunFolder(run_dir)
     if resume:
-        if not saved_config.exists():
-            raise ConfigError(f"nothing to resume at {run_dir}: config.json is missing")
-        check_same_run(TrainConfig.load(saved_config), config)
-        state = load_latest(run_dir / "checkpoints")
+        if not folder.exists():
+            raise ConfigError(f"nothing to resume at {run_dir}: {folder.config_path.name} is missing")
+        check_same_run(TrainConfig.load(folder.config_path), config)
+        state = load_latest(folder.checkpoints_path)
         if state is not None:
             check_checkpoint_config(state, config, run_dir)
         return state
-    if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+    if folder.checkpoints_path.exists() and any(folder.checkpoints_path.iterdir()):
         raise ConfigError(f"{run_dir} already holds a run; pass resume=True (--resume) or choose another run id")
     return None
 
 
 def _create_dir(config: TrainConfig, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(run_dir / "config.json")
-    (run_dir / "metrics.jsonl").write_text("")
+    folder = RunFolder(run_dir)
+    folder.write_config(config.to_dict())
+    folder.write_metrics([])
 
 
 def _initialise(config: TrainConfig, sae: EnsembleSAE, stats_store) -> float:
@@ -171,7 +171,9 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     """Train ``config.n_members`` SAEs together; write the run folder; return the ``Run``.
 
     ``activations`` (an in-memory ``[rows, d_in]`` tensor) replaces the cache / live model;
-    ``stop_at_step`` stops early after checkpointing (for tests and time-boxed jobs).
+    ``stop_at_step`` stops early after checkpointing (for tests and time-boxed jobs). A finished run always
+    leaves its SAELens folders ``sae_<i>/``; ``evaluate=False`` skips only ``eval.json`` (and the members'
+    ``sparsity.safetensors``, which comes from the evaluation).
     """
     if config.cache is None and config.model is None and activations is None:
         raise ConfigError("no training data: set `cache` or `model` in the config, or pass `activations`")
@@ -179,6 +181,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     is_main = rank == 0
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_name(run_dir.name, "run id")  # a name, never '.', '..' or a hidden folder
+    folder = RunFolder(run_dir)
     state = _check_dir(config, run_dir, resume)
     if config.model is not None and model is None and activations is None:
         from interp.models import load_model
@@ -210,11 +213,10 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
         if state.get("assignments") is not None:
             assignments = [(r, c) for r, c in state["assignments"].to(device)]
         if is_main:
-            kept = [m for m in read_metrics(run_dir) if m["step"] <= start]
-            (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+            folder.write_metrics([m for m in folder.metrics_rows() if m["step"] <= start])
     else:
         if resume and is_main:
-            (run_dir / "metrics.jsonl").write_text("")
+            folder.write_metrics([])
         # in-memory / live data: every rank sees the same global sample, as one process would
         by_shard = config.cache is not None
         stats = open_store(config, seed=config.seed + 7919, rank=rank if by_shard else 0,
@@ -224,7 +226,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     def checkpoint(step: int) -> None:
         if not is_main:
             return
-        save_checkpoint(run_dir / "checkpoints", step, {
+        save_checkpoint(folder.checkpoints_path, step, {
             "step": step, "model": sae.state_dict(), "optimizer": optimizer.state_dict(),
             "steps_since_fired": steps_since_fired.cpu(), "scale": scale, "rng": torch.get_rng_state(),
             "data_position": store.position, "config_hash": config.config_hash(),
@@ -242,12 +244,11 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     end = min(config.n_steps, stop_at_step) if stop_at_step is not None else config.n_steps
     use_autocast = config.autocast and device.type == "cuda"
     bar = tqdm(total=config.n_steps, initial=start, disable=not (progress and is_main), unit="step")
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if is_main else None
     tic, tic_step = time.perf_counter(), start
     train_seconds = 0.0  # data + steps only (no set-up, logging or checkpoints): what tokens/s is measured on
     sae.train()
     alive = contextlib.ExitStack()  # running.json, until the evaluation is written too
-    alive.enter_context(running_marker(run_dir, is_main))
+    alive.enter_context(folder.running(is_main))
     sigterm = contextlib.ExitStack()  # the Stop handler, for the training loop only
     stop_requested = sigterm.enter_context(_stop_on_sigterm(world_size == 1))
     try:
@@ -279,7 +280,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
                                         f"(from {find_bad_shard(config)}); the last good checkpoint is kept")
                 raise TrainingError(f"the loss became {float(loss)} at step {step + 1} (data position "
                                     f"{store.position}); lower the lr or check the data. The last good "
-                                    f"checkpoint in {run_dir / 'checkpoints'} is kept")
+                                    f"checkpoint in {folder.checkpoints_path} is kept")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             dist_utils.average_gradients(sae.parameters())
@@ -298,8 +299,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
                         mmcs, _ = pairwise_matched_cosine(sae.W_dec.detach())
                 line = _log_line(config, done, loss.detach(), parts, x * scale, dead, penalty.detach(), mmcs, lr,
                                  sae.sparsity_at(step))
-                metrics_file.write(json.dumps(line) + "\n")
-                metrics_file.flush()
+                folder.append_metrics(line)
                 if wandb_run is not None:
                     wandb_run.log(line, step=done)
                 elapsed = time.perf_counter() - tic
@@ -318,13 +318,14 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     finally:
         sigterm.close()
         bar.close()
-        if metrics_file is not None:
-            metrics_file.close()
         if wandb_run is not None:
             wandb_run.finish()
     with alive:
         run = Run(run_dir, config, sae, scale, end, train_seconds=train_seconds)
-        if end == config.n_steps and is_main and evaluate:
-            run.evaluation = write_evaluation(run, activations=activations, model=model)
+        if end == config.n_steps and is_main:  # a finished run always leaves its SAELens folders
+            if evaluate:
+                run.evaluation = write_evaluation(run, activations=activations, model=model)
+            else:
+                export_members(run, model=model)
     dist_utils.barrier()
     return run

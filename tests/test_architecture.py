@@ -17,15 +17,8 @@ OWNED = {
     "interp/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
                              "app_launch.json"),
 }
-# Not yet converted: the trainer side writes its run folders itself until it adopts ``interp.run_folder``;
-# remove an entry when its module goes through the owner.
+# Modules that spell an owned name for another reason; remove an entry when it is no longer needed.
 EXCEPTIONS = {
-    "sae_training/trainer.py": "writes config.json, metrics.jsonl, eval.json until it adopts RunFolder",
-    "sae_training/evaluate.py": "writes eval.json until the trainer adopts RunFolder",
-    "sae_training/run_status.py": "reads running.json, config.json until it reads through RunFolder",
-    "app/pages/1_Training.py": "launches and follows runs until it adopts app/jobs.py and RunFolder",
-    "app/commands/train.py": "resumes from config.json until the trainer adopts RunFolder",
-    "sae_training/config.py": "names config.json in the resume error it raises, until the trainer adopts RunFolder",
     "interp/models.py": "a Hugging Face checkpoint's config.json: another folder kind, same file name",
 }
 BENCHMARK_APP_IMPORTS = {"app.commands.app"}  # bench_app launches the app it measures

@@ -11,6 +11,7 @@ import typer
 
 from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
+from interp.run_folder import CONFIG
 
 
 COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
@@ -47,16 +48,18 @@ def train(**values) -> None:
     """Train SAEs; writes runs/<run_id>/ (config.json, metrics.jsonl, checkpoints/, sae_<i>/, eval.json).
     Architecture options (--k, --l1-coefficient, ...) apply to the architectures named in their help."""
     from interp.names import check_name
+    from interp.run_folder import RunFolder
     from sae_training.config import TrainConfig
     from sae_training.trainer import TrainingError, default_run_dir, train_saes
 
     v = {name: values[name] for name in COMMON}
     with user_errors(TrainingError):
         if v["resume_from"] is not None:
-            resume_from = v["resume_from"]
-            if not (resume_from / "config.json").exists():
-                raise FileNotFoundError(f"{resume_from} holds no config.json: not a run folder to resume")
-            config, run_dir, resume = TrainConfig.load(resume_from / "config.json"), resume_from.resolve(), True
+            resume_from = RunFolder(v["resume_from"])
+            if not resume_from.exists():
+                raise FileNotFoundError(f"{resume_from.path} holds no {resume_from.config_path.name}: "
+                                        "not a run folder to resume")
+            config, run_dir, resume = TrainConfig.load(resume_from.config_path), resume_from.path.resolve(), True
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
             config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
@@ -68,7 +71,7 @@ def train(**values) -> None:
             run_id = v["run_id"]
             run_dir = v["runs"] / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, v["runs"])
             resume = v["resume"]
-        with removed_on_failure(run_dir, keep=lambda folder: any((folder / "checkpoints").glob("*"))):
+        with removed_on_failure(run_dir, keep=lambda folder: any(RunFolder(folder).checkpoints_path.glob("*"))):
             run = train_saes(config, run_dir, resume=resume)
         if run.step < config.n_steps:
             typer.echo(f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
@@ -101,7 +104,7 @@ def _train_signature() -> inspect.Signature:
         "run_id": (str, typer.Option(None, help="Run folder name under --runs (default: derived from the config).")),
         "runs": (Path, typer.Option(Path("runs"), help="Where runs are written.")),
         "resume": (bool, typer.Option(False, help="Continue the run in --run-id from its last checkpoint.")),
-        "resume_from": (Path, typer.Option(None, help="Continue the run in this folder with its saved config.json "
+        "resume_from": (Path, typer.Option(None, help=f"Continue the run in this folder with its saved {CONFIG} "
                                                       "(other options are ignored).")),
         "checkpoint_every": (int, typer.Option(1000)),
         "device": (str, typer.Option("cpu")),

@@ -31,20 +31,19 @@ from app.ui.workspace import (
 )
 from interp.errors import InputError
 from interp.names import check_name
+from interp.run_folder import RunFolder
 from sae_training.architectures import ARCHITECTURES, architecture_options
 from sae_training.run_status import checkpoint_step, is_trainer_of, running_pid, total_steps
 
 page("Training")
 root = workspace_root()
-LAUNCH_FILE = "app_launch.json"  # pid and arguments of the last process this page started for a run
-LOG_FILE = "train.log"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds app/, interp/, sae_training/
 
 
 def launched_pid(run: Path) -> int | None:
     """The pid this page started for ``run`` while it is still alive (it may not have begun training yet)."""
     try:
-        launch = json.loads((run / LAUNCH_FILE).read_text())
+        launch = json.loads(RunFolder(run).launch_path.read_text())  # the last process this page started
         pid = int(launch["pid"])
     except (OSError, ValueError, KeyError):
         return None
@@ -66,14 +65,15 @@ def launched_pid(run: Path) -> int | None:
 
 
 def launch(args: list[str], run: Path) -> None:
-    """Start ``workbench train ARGS`` detached (its own session), output appended to the run's train.log."""
+    """Start ``workbench train ARGS`` detached (its own session), output appended to the run's log."""
+    folder = RunFolder(run)
     run.mkdir(parents=True, exist_ok=True)
     path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
-    with open(run / LOG_FILE, "ab") as log:
+    with open(folder.log_path, "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "app.cli", "train", *args], cwd=root, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "PYTHONPATH": path})
-    (run / LAUNCH_FILE).write_text(json.dumps({"pid": process.pid, "args": args, "started": time.time()}))
+    folder.write_launch({"pid": process.pid, "args": args, "started": time.time()})
 
 
 def option_widget(column, spec):
@@ -103,7 +103,7 @@ def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
     hooks = json.loads(inside(root, cache / "manifest.json").read_text())["hooks"]
     if hook not in hooks:
         raise InputError(f"hook '{hook}' is not in this cache; it holds {', '.join(hooks)}")
-    if (root / "runs" / run_id / "config.json").exists():
+    if RunFolder(root / "runs" / run_id).exists():
         raise FileExistsError(f"run '{run_id}' exists already: pick another id, or select it below to resume it")
     parse_tokens(tokens)
     return cache
@@ -111,7 +111,7 @@ def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
 
 def check_resume(run: Path) -> None:
     """Refuse to resume a run whose config trains on a cache (or model folder) outside the workspace."""
-    config = json.loads(inside(root, run / "config.json").read_text())
+    config = json.loads(inside(root, RunFolder(run).config_path).read_text())
     if config.get("cache"):
         cache = inside(root, config["cache"])  # relative paths are the workspace's (the trainer's cwd)
         if not (cache / "manifest.json").exists():
@@ -179,12 +179,13 @@ def status(run: Path) -> tuple[str, int | None]:
     pid = launched_pid(run)
     if pid:
         return "starting", pid
-    state = run_state(run, (run / "eval.json").exists())
-    return ("failed" if state == "not started" and (run / LOG_FILE).exists() else state), None
+    folder = RunFolder(run)
+    state = run_state(run, folder.evaluated)
+    return ("failed" if state == "not started" and folder.log_path.exists() else state), None
 
 
 def log_tail(run: Path, lines: int = 12) -> str:
-    path = run / LOG_FILE
+    path = RunFolder(run).log_path
     if not path.exists() or not contained(root, path):
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -217,7 +218,7 @@ def follow() -> None:
         st.error("The training process ended without a checkpoint. The end of its log:")
         st.code(log_tail(run) or "(empty log)")
     elif log_tail(run):
-        with st.expander("Log (train.log)"):
+        with st.expander(f"Log ({RunFolder(run).log_path.name})"):
             st.code(log_tail(run))
     if frame.empty:
         st.info("No metrics logged yet.")

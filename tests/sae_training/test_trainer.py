@@ -52,6 +52,23 @@ def test_run_folder_holds_config_metrics_checkpoints_members_and_eval(tmp_path):
             torch.testing.assert_close(sae.encode(x[:50]), run.member(i).encode(x[:50]), atol=1e-4, rtol=1e-4)
 
 
+def test_a_run_finished_without_evaluation_still_leaves_its_saelens_folders(tmp_path):
+    x, _ = planted()
+    train_saes(small_config(), tmp_path / "run", activations=x, progress=False, stop_at_step=6, evaluate=False)
+    assert not list((tmp_path / "run").glob("sae_*"))  # a stopped run exports nothing yet
+    run = train_saes(small_config(), tmp_path / "run", activations=x, progress=False, resume=True, evaluate=False)
+    assert run.evaluation is None and not (run.directory / "eval.json").exists()
+    assert sorted(p.name for p in run.directory.glob("sae_*")) == ["sae_0", "sae_1"]
+    for i in range(2):
+        sae = SAE.load_from_disk(str(run.directory / f"sae_{i}"))  # the peer's own loader
+        assert sae.cfg.metadata.hook_name == run.config.hook
+        assert not (run.directory / f"sae_{i}" / "sparsity.safetensors").exists()  # density comes from eval
+        with torch.no_grad():
+            torch.testing.assert_close(sae.encode(x[:50]), run.member(i).encode(x[:50]), atol=1e-4, rtol=1e-4)
+            f = run.member(i).encode(x[:50])
+            torch.testing.assert_close(sae.decode(f), run.member(i).decode(f), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka", "gated"])
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, architecture):
     x, _ = planted()

@@ -1,0 +1,35 @@
+"""``RunFolder``'s writers round-trip through its readers."""
+
+from __future__ import annotations
+
+import os
+
+from interp.run_folder import RunFolder
+
+
+def test_writers_round_trip_through_the_readers(tmp_path):
+    folder = RunFolder(tmp_path / "runs" / "r")
+    folder.write_config({"n_tokens": 64, "batch_size": 8, "cache": "c"})
+    assert folder.exists() and folder.config() == {"n_tokens": 64, "batch_size": 8, "cache": "c"}
+    folder.write_metrics([{"step": 1, "loss": 2.0}])
+    folder.append_metrics({"step": 2, "loss": 1.5})
+    assert folder.metrics_rows() == [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}] and folder.n_logged() == 2
+    folder.write_metrics([])
+    assert folder.metrics_rows() == [] and folder.metrics_path.exists()
+    assert not folder.evaluated and folder.evaluation() == {}
+    folder.write_evaluation({"step": 8, "members": [{"fvu": 0.1}], "mmcs": 0.5})
+    assert list(folder.evaluation()) == ["step", "members", "mmcs"]  # the caller's key order is kept
+    folder.write_launch({"pid": 7, "args": ["--run-id", "r"], "started": 1.0})
+    assert folder.launch_path.exists() and '"pid": 7' in folder.launch_path.read_text()
+    assert folder.member_path(3).name == "sae_3"
+    assert not list(folder.path.glob("*.tmp")) and not list(folder.path.glob(".*.tmp"))
+
+
+def test_the_running_marker_is_held_only_inside_the_block(tmp_path):
+    folder = RunFolder(tmp_path / "r")
+    assert folder.running_pid() is None
+    with folder.running():
+        assert folder.running_pid() == os.getpid()
+    assert not folder.running_path.exists() and folder.running_pid() is None
+    with folder.running(active=False):
+        assert not folder.running_path.exists()
