@@ -87,13 +87,18 @@ def write_tables(tables: dict, folder: Path | str, by_feature: bool = True) -> P
 
 
 def write_safetensors(path: Path | str, tensors: dict, metadata: dict[str, str] | None = None,
-                      durable: bool = False) -> bytes:
-    """Tensors as a safetensors file, atomically; returns the bytes written (for a checksum)."""
-    from safetensors.torch import save
+                      durable: bool = False, return_bytes: bool = False) -> bytes | Path:
+    """Tensors as a safetensors file, atomically. Streamed to disk (no in-memory copy of the whole file:
+    a large checkpoint would double its peak memory), or, with ``return_bytes``, built in memory and
+    returned (the cache checksums its bounded shards that way without reading them back)."""
+    from safetensors.torch import save, save_file
 
-    data = save({name: tensor.contiguous() for name, tensor in tensors.items()}, metadata=metadata)
-    write_bytes(path, data, durable)
-    return data
+    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
+    if return_bytes:
+        data = save(tensors, metadata=metadata)
+        write_bytes(path, data, durable)
+        return data
+    return replace_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), durable)
 
 
 def read_json(path: Path | str, what: str = "file", error: type[Exception] = FileReadError):

@@ -48,7 +48,7 @@ def atomic_write_json(path: Path, payload: dict) -> None:
 
 def write_shard(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Atomically and durably write a safetensors shard; returns its sha256."""
-    return hashlib.sha256(write_safetensors(path, tensors, durable=True)).hexdigest()
+    return hashlib.sha256(write_safetensors(path, tensors, durable=True, return_bytes=True)).hexdigest()
 
 
 def read_header(path: Path) -> tuple[dict, int]:
