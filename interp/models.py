@@ -82,11 +82,18 @@ def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln:
             f"{path} is a directory but holds no config.json; point at a Hugging Face checkpoint "
             "saved with `save_pretrained` (config.json, weights and tokenizer files)"
         )
-    hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as error:  # e.g. no model.safetensors beside config.json
+        raise ModelSpecError(f"{path} holds no loadable weights ({error}); save the model there with "
+                             "`save_pretrained`") from error
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise ModelSpecError(f"{path} holds no tokenizer files ({error}); save the tokenizer there too") from error
+    if not tokenizer.encode("The cat sat.", add_special_tokens=False):  # transformers builds an empty one
+        raise ModelSpecError(f"{path} holds no usable tokenizer (it encodes text to no tokens); save the "
+                             "tokenizer there too with `tokenizer.save_pretrained`")
     cfg = loading.get_pretrained_model_config(
         str(path), hf_cfg=hf_model.config.to_dict(), fold_ln=fold_ln, device=device, dtype=dtype
     )

@@ -35,6 +35,20 @@ def test_local_hugging_face_checkpoint_matches_transformers(tmp_path):
     assert model.tokenizer is not None
 
 
+def test_checkpoint_folder_with_missing_files_fails_clearly(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from interp.models import demo_tokenizer
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, n_ctx=32, vocab_size=4096)).save_pretrained(tmp_path)
+    with pytest.raises(ModelSpecError, match="no usable tokenizer"):
+        load_model(str(tmp_path), device="cpu")
+    demo_tokenizer().save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(ModelSpecError, match="no loadable weights"):
+        load_model(str(tmp_path), device="cpu")
+
+
 def test_unknown_spec_and_missing_checkpoint_fail_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelSpecError, match="unknown model spec 'no-such-model'"):

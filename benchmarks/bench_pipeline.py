@@ -1,0 +1,306 @@
+"""The whole pipeline at GPT-2-small shape, each stage against its compute bound; no download.
+
+Builds a local Hugging Face GPT-2 checkpoint with random weights (12 layers, d_model 768, vocabulary
+50,257, ``save_pretrained`` into a temporary folder) and a byte-level BPE of the same size trained on
+the bundled corpus (padded with filler tokens where the corpus cannot fill it), then runs the library's
+steps on it: ``build_cache`` at two layer-6 hooks, ``train_saes`` (a TopK pair with MFR),
+``analyze_features`` (dashboards + ensemble matching), ``analyze_geometry`` and ``analyze_compare``.
+
+Prints one JSON line per stage: wall seconds, tokens/s, peak RSS of the stage (sampled) and of the
+process so far, the stage's compute bound in FLOPs, the achieved GFLOP/s and its fraction of a peak
+measured first in the same run (a large ``torch.matmul`` at the same thread count and device).
+
+    python benchmarks/bench_pipeline.py                                    # full size (not yet run here)
+    python benchmarks/bench_pipeline.py --tokens 16384 --d-sae 4096 --threads 1
+    python benchmarks/bench_pipeline.py --small                            # d_model 64: a one-minute smoke run
+    python benchmarks/bench_pipeline.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+CONTEXT = 128
+BOS = "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The model and dictionary sizes of one run."""
+
+    n_layer: int = 12
+    d_model: int = 768
+    n_head: int = 12
+    vocab: int = 50_257
+    n_ctx: int = 1024
+
+    @property
+    def block_params(self) -> int:
+        """Matmul weights of one block: attention 4 d^2, MLP 8 d^2."""
+        return 12 * self.d_model**2
+
+
+GPT2_SMALL = Shape()
+SMALL = Shape(n_layer=12, d_model=64, n_head=4, vocab=4096, n_ctx=256)
+
+
+# --- the checkpoint -------------------------------------------------------------------------------
+
+def train_tokenizer(vocab: int):
+    """A byte-level BPE of exactly ``vocab`` entries trained on the bundled corpus (fillers pad the rest)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from interp.data import iter_texts
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[BOS], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(iter_texts("demo"), trainer=trainer)
+    learned = tokenizer.get_vocab_size()
+    tokenizer.add_tokens([f"<|filler_{i}|>" for i in range(vocab - learned)])
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=BOS, unk_token=BOS,
+                                      model_max_length=CONTEXT)
+    assert len(wrapped) == vocab, (len(wrapped), vocab)
+    return wrapped, learned
+
+
+def write_checkpoint(folder: Path, shape: Shape) -> dict:
+    """A random-weight GPT-2 of ``shape`` and its tokenizer, saved with ``save_pretrained`` into ``folder``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer, learned = train_tokenizer(shape.vocab)
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=shape.n_layer, n_embd=shape.d_model, n_head=shape.n_head, vocab_size=shape.vocab,
+                        n_positions=shape.n_ctx, n_ctx=shape.n_ctx, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return {"params": sum(p.numel() for p in model.parameters()), "bpe_learned": learned,
+            "bpe_fillers": shape.vocab - learned}
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+def process_peak_rss_mb() -> float:
+    """The process's peak resident set so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def sampled_peak_rss(interval: float = 0.05):
+    """Yield a dict whose ``mb`` is the largest RSS seen (sampled) while the block ran."""
+    import psutil
+
+    process, seen, done = psutil.Process(), {"mb": 0.0}, threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen["mb"] = max(seen["mb"], process.memory_info().rss / 2**20)
+            done.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        thread.join()
+        seen["mb"] = max(seen["mb"], process.memory_info().rss / 2**20)
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-``repeats`` fp32 GFLOP/s of an ``n x n`` by ``n x n`` ``torch.matmul``: the bound's peak."""
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        tic = time.perf_counter()
+        torch.matmul(a, b)
+        synchronize(device)
+        best = min(best, time.perf_counter() - tic)
+    return 2 * n**3 / best / 1e9
+
+
+def report(stage: str, seconds: float, tokens: int | None, flops: float | None, peak: float | None,
+           rss_mb: float, **extra) -> dict:
+    """One stage's JSON line (printed and returned)."""
+    row = {"stage": stage, "wall_s": round(seconds, 2),
+           "tokens_per_s": round(tokens / seconds, 1) if tokens else None,
+           "stage_peak_rss_mb": round(rss_mb), "process_peak_rss_mb": round(process_peak_rss_mb()),
+           "bound_gflop": round(flops / 1e9, 2) if flops else None,
+           "achieved_gflop_s": round(flops / seconds / 1e9, 2) if flops else None,
+           "fraction_of_peak": round(flops / seconds / 1e9 / peak, 4) if flops and peak else None, **extra}
+    print(json.dumps(row), flush=True)
+    return row
+
+
+PROFILE: set[str] = set()  # stages to run under cProfile (--profile)
+
+
+def timed(fn, stage: str = ""):
+    """``(result, seconds, peak_rss_mb)`` of ``fn()``; under cProfile (top 20 by own time to stderr) when
+    ``stage`` is in ``PROFILE``."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile() if stage in PROFILE else None
+    with sampled_peak_rss() as rss:
+        tic = time.perf_counter()
+        result = profiler.runcall(fn) if profiler else fn()
+        seconds = time.perf_counter() - tic
+    if profiler:
+        print(f"--- cProfile of stage {stage} ---", file=sys.stderr)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
+    return result, seconds, rss["mb"]
+
+
+# --- compute bounds ---------------------------------------------------------------------------------
+
+def cache_flops(shape: Shape, layer: int, tokens: int) -> float:
+    """Forward FLOPs through block ``layer`` (the cache stops there): 2 x matmul params x tokens, plus the
+    attention scores and mixing (2 x 2 x ctx x d per token and layer, the full square as computed)."""
+    blocks = layer + 1
+    return tokens * blocks * (2 * shape.block_params + 4 * CONTEXT * shape.d_model)
+
+
+def train_flops(tokens: int, d_in: int, d_sae: int, members: int) -> float:
+    """SAE matmuls of training: 6 x tokens x d_in x d_sae per member (fwd 2 + bwd 4, the dense encoder;
+    a TopK decoder touches only k latents). MFR's per-step matching is not in the bound."""
+    return 6 * tokens * d_in * d_sae * members
+
+
+def dashboard_flops(tokens: int, d_in: int, d_sae: int, members: int, vocab: int) -> float:
+    """Encoder over the cache (2 x tokens x d_in x d_sae) plus the logit effects W_dec @ W_U
+    (2 x d_sae x d_in x vocab), per member."""
+    return members * (2 * tokens * d_in * d_sae + 2 * d_sae * d_in * vocab)
+
+
+def gram_flops(d_in: int, d_sae: int, pairs: int) -> float:
+    """One ``d_sae x d_sae`` decoder cosine matrix per pair: 2 x d_sae^2 x d_in (matching's and neighbours'
+    matmul; the assignment itself is not a matmul and not in the bound)."""
+    return pairs * 2 * d_sae**2 * d_in
+
+
+# --- the pipeline -----------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> list[dict]:
+    from interp.cache.writer import CacheConfig, build_cache
+    from interp.models import load_model
+    from interp.pipeline import analyze_compare, analyze_features, analyze_geometry
+    from sae_training.config import TrainConfig
+    from sae_training.trainer import train_saes
+
+    shape = SMALL if args.small else GPT2_SMALL
+    device = args.device
+    hooks = (f"blocks.{args.layer}.hook_resid_post", f"blocks.{args.layer}.hook_mlp_out")
+    members, rows = 2, []
+    peak = matmul_peak_gflops(device)
+    print(json.dumps({"stage": "peak", "device": device, "threads": torch.get_num_threads(),
+                      "matmul_fp32_gflop_s": round(peak, 1), "tokens": args.tokens, "d_sae": args.d_sae,
+                      "shape": vars(shape)}), flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        root = Path(tmp)
+        checkpoint = args.checkpoint or root / "gpt2-random"
+        if args.checkpoint is None:
+            info, seconds, rss = timed(lambda: write_checkpoint(checkpoint, shape))
+            rows.append(report("checkpoint", seconds, None, None, peak, rss, **info))
+        with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Moving model to device"
+            model, seconds, rss = timed(lambda: load_model(str(checkpoint), device=device))
+        rows.append(report("load_model", seconds, None, None, peak, rss))
+
+        cache_config = CacheConfig(model=str(checkpoint), data="demo", hooks=hooks, n_tokens=args.tokens,
+                                   context_size=CONTEXT, batch_size=args.cache_batch)
+        cache, seconds, rss = timed(lambda: build_cache(cache_config, root=root / "cached_activations",
+                                                        cache_id="bench", device=device, progress=False,
+                                                        model=model), "cache")
+        rows.append(report("cache", seconds, args.tokens, cache_flops(shape, args.layer, args.tokens), peak, rss,
+                           hooks=list(hooks)))
+
+        d_in, train_tokens = model.cfg.d_model, args.train_tokens or args.tokens
+        run_dir = root / "runs" / "pair"
+        config = TrainConfig(cache=str(cache), hook=hooks[0], architecture="topk", d_sae=args.d_sae, k=args.k,
+                             n_members=members, mfr_coefficient=args.mfr, n_tokens=train_tokens,
+                             batch_size=args.batch_size, eval_ce_batches=0, eval_batches=2, device=device,
+                             log_every=10**9, checkpoint_every=10**9)
+        _, seconds, rss = timed(lambda: train_saes(config, run_dir, progress=False), "train")
+        rows.append(report("train", seconds, train_tokens, train_flops(train_tokens, d_in, args.d_sae, members),
+                           peak, rss, mfr_coefficient=args.mfr, mfr_match_every=config.mfr_match_every))
+
+        analyses = root / "analyses"
+        _, seconds, rss = timed(lambda: analyze_features(run_dir, analyses, cache_dir=cache, model_spec=model,
+                                                         device=device), "dashboards")
+        rows.append(report("dashboards", seconds, members * args.tokens,
+                           dashboard_flops(args.tokens, d_in, args.d_sae, members, shape.vocab), peak, rss,
+                           note="tokens_per_s counts both SAEs' passes; includes the pair's matching"))
+
+        _, seconds, rss = timed(lambda: analyze_geometry(run_dir, analyses, with_umap=not args.no_umap), "geometry")
+        rows.append(report("geometry", seconds, None, gram_flops(d_in, args.d_sae, members), peak, rss,
+                           umap=not args.no_umap))
+
+        saes = sorted(p for p in run_dir.glob("sae_*") if p.is_dir())
+        comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses), "compare")
+        rows.append(report("compare", seconds, None, gram_flops(d_in, args.d_sae, 1), peak, rss,
+                           mmcs_ab=round(float(comparison.mmcs_ab), 4), mmcs_ba=round(float(comparison.mmcs_ba), 4)))
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=262_144, help="tokens cached and dashboarded")
+    parser.add_argument("--train-tokens", type=int, default=None, help="tokens the pair trains on (default --tokens)")
+    parser.add_argument("--d-sae", type=int, default=24_576)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--mfr", type=float, default=1.0, help="MFR coefficient")
+    parser.add_argument("--batch-size", type=int, default=4096, help="SAE training batch (tokens)")
+    parser.add_argument("--cache-batch", type=int, default=32, help="model forward batch (windows)")
+    parser.add_argument("--layer", type=int, default=6, help="the hooks' block")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="an existing Hugging Face checkpoint folder instead of the random GPT-2")
+    parser.add_argument("--no-umap", action="store_true")
+    parser.add_argument("--profile", nargs="*", default=[], metavar="STAGE",
+                        help="run these stages (cache train dashboards geometry compare) under cProfile")
+    parser.add_argument("--small", action="store_true", help="d_model 64, vocabulary 4096: a smoke run")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from interp.errors import InputError
+
+    args = parse_args(argv)
+    PROFILE.update(args.profile)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        run(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
