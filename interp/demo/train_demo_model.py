@@ -39,11 +39,11 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from interp.data import iter_texts, pack_token_stream
 from interp.demo.general_phase import EXTRA_PHASES, PHASE_3, PHASE_6, train_general_phase
+from interp.io import write_json, write_safetensors
 from interp.models import demo_tokenizer
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -224,8 +224,8 @@ def save_model(model, out_dir: Path, history: list[dict]) -> None:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(out_dir / "model.safetensors"))
-    (out_dir / "config.json").write_text(json.dumps(MODEL_CONFIG, indent=2) + "\n")
+    write_safetensors(out_dir / "model.safetensors", state)
+    write_json(out_dir / "config.json", MODEL_CONFIG, sort_keys=False)
     scores = head_scores_on_repeated_tokens(model, n_prompts=32, half_length=40, seed=1)  # whole vocabulary
     prev, induction = scores["previous_token"][0], scores["induction"][1]
     ioi_table = ioi_head_table(model, demo_ioi_prompts(model, 64, seed=3, template=0))  # held-out names
@@ -242,7 +242,7 @@ def save_model(model, out_dir: Path, history: list[dict]) -> None:
                            "before_phase_3_held_out_loss": first["held_out_lm_loss"],
                            "bigram_held_out_loss": round(bigram_held_out_loss(model.tokenizer, MODEL_CONFIG["n_ctx"]), 4)},
     }
-    (out_dir / "circuit.json").write_text(json.dumps(circuit, indent=2) + "\n")
+    write_json(out_dir / "circuit.json", circuit, sort_keys=False)
     print(json.dumps(circuit))
 
 
