@@ -21,11 +21,12 @@ from interp.circuit_helpers import head_pairs, pair_label, rank_agreement
 
 def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
                      sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction",
-                     src_mask=None, cutoff: float = 0.7) -> dict:
+                     src_mask=None, cutoff: float = 0.7, extra: dict | None = None) -> dict:
     """Run every analysis on one prompt set, write the tables to ``out`` and return the summary.
 
     The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
-    by default the top induction head on the repeated tokens."""
+    by default the top induction head on the repeated tokens. ``extra`` entries go into the summary last
+    (a task's own findings, such as IOI's head roles, replace the generic ones)."""
     from interp import attention, decomposition, patching
     from interp.feature_circuits import (circuit_nodes, faithfulness, faithfulness_curve, feature_circuit, node_attribution,
                                          write_feature_circuit)
@@ -100,16 +101,18 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
             "faithfulness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), ablate_from=corrupt),
             "completeness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), True, corrupt)}
     summary["timings_s"] = timings
+    summary.update(extra or {})  # a task's own findings replace the generic ones (e.g. IOI's head roles)
     AnalysisFolder(out).write_json(SUMMARY, summary, sort_keys=False)
     return summary
 
 
 def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int] | None = None,
                          sae_folder: Path | None = None, sae_hook: str | None = None) -> dict:
-    """IOI prompts (the demo task's held-out names on one held-out template for the demo model), every
-    circuit analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
+    """IOI prompts (for the demo model: its held-out names on one training template), every circuit
+    analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
     from interp.ioi_circuit import ioi_head_table, ioi_roles
-    from interp.prompts import IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES, demo_ioi_prompts, ioi_prompts, single_token_names
+    from interp.prompts import (IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES, demo_ioi_prompts, ioi_prompts, ioi_scores,
+                                single_token_names)
 
     if model.cfg.model_name == "workbench-demo-2l":
         prompts = demo_ioi_prompts(model, n_prompts, template=0)
@@ -125,13 +128,10 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
     io[rows, (prompts.clean == prompts.io[:, None]).long().argmax(1)] = True  # the reference traces END -> IO
     table = ioi_head_table(model, prompts)
     roles = ioi_roles(table)
+    extra = {"heads": {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}, "ioi": ioi_scores(model, prompts)}
     summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
-                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi", src_mask=io)
-    from interp.prompts import ioi_scores
-
-    folder = AnalysisFolder(out).write_tables(
+                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi", src_mask=io,
+                               extra=extra)
+    AnalysisFolder(out).write_tables(
         {"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})})
-    summary["heads"] = {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}
-    summary["ioi"] = ioi_scores(model, prompts)
-    AnalysisFolder(out).write_json(SUMMARY, summary, sort_keys=False)
     return summary
