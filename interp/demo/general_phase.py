@@ -192,7 +192,7 @@ def evaluate(model, sources: TokenSources, held_out_windows: torch.Tensor, bos: 
     result = {f"repeat_ratio_{k}": round(v.ratio, 4) for k, v in ratios.items()}
     result["held_out_lm_loss"] = round(lm, 4)
     for prefix, names, templates in (("ioi_held_out", True, True), ("ioi_train", False, False),
-                                     ("ioi_held_out_names", True, False)):
+                                     ("ioi_held_out_names", True, False), ("ioi_held_out_templates", False, True)):
         scores = ioi_scores(model, demo_ioi_prompts(model, 64, seed=7, held_out_names=names, held_out_templates=templates))
         result.update({f"{prefix}_{k}": round(v, 4) for k, v in scores.items()})
     return result
