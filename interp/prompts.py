@@ -97,10 +97,14 @@ DEMO_IOI_TRAIN_TEMPLATES = (
 DEMO_IOI_HELD_OUT_TEMPLATES = (
     "Once{A} and{B} had reached the {PLACE},{C} offered a {OBJECT} to",
     "In the {PLACE},{A} and{B} spoke long; at last{C} gave a {OBJECT} to",
+    # added before phase 7 was evaluated on them (so not chosen to suit it)
+    "Ere dawn{A} and{B} left the {PLACE}; later{C} passed a {OBJECT} to",
+    "{A} and{B} dined in the {PLACE}, but{C} refused to pass the {OBJECT} to",
 )
 # Training templates are also drawn at random from these pieces, so that names sit at varying distances
 # from each other and from the end: a rule tied to the positions of six fixed templates cannot solve them.
-# Nothing of the held-out templates ("Once", "had reached", "offered", "In the", "spoke long", "at last")
+# No opener, clause, join or action of the held-out templates ("Once", "had reached", "offered", "In the",
+# "spoke long", "at last", "Ere dawn", "left the", "; later", "passed", "dined", ", but", "refused to pass")
 # is among the pieces.
 DEMO_IOI_OPENERS = ("When", "Then", "After", "While", "Now", "As", "Because", "Before", "So", "Later,",
                     "At the {PLACE},", "Outside the {PLACE},", "That night,")
