@@ -62,6 +62,7 @@ class GeneralPhaseConfig:
     template_pieces: bool = True  # IOI rows on templates assembled from pieces, else the six fixed ones
     pseudo_names: bool = True  # half the IOI rows use random words as names
     ioi_order: str = "random"  # "alternate" ties ABBA/BABA to the template (phase 3's flaw; see ioi_prompts)
+    asides: float = 0.0  # share of IOI rows with an aside of 1-8 common words after the repeated name
     eval_every: int = 250
     checkpoint_every: int = 50
     tag: str = "phase3"  # checkpoint file names in the work folder
@@ -111,6 +112,17 @@ class TokenSources:
         # runs drew names from that order, so they cannot be replayed bit for bit)
         words = sorted(token.replace("Ġ", " ") for token in vocab if re.fullmatch(r"Ġ[A-Za-z]{3,}", token))
         self.pseudo_names = tuple(word[1:] for word in words if word not in held_out)
+        # lower-case common words (no names, no braces) for the asides that move the repeated name away
+        # from the end by a varying number of tokens
+        decoded = (tokenizer.decode([int(i)]) for i in self.frequent)
+        self.aside_words = tuple(sorted({w for w in decoded if re.fullmatch(r" [a-z]+", w)}))
+
+
+def with_aside(template: str, words: tuple[str, ...], rng: random.Random) -> str:
+    """``template`` with 1-8 random common words set off by commas right after the repeated name
+    ("..., Romeo, the king and, gave a ring to"): S2 then sits at no fixed distance from the end."""
+    aside = "".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+    return template.replace("{C} ", "{C}," + aside + ", ", 1)
 
 
 def induction_batch(sources: TokenSources, n: int, length: int, bos: int, generator: torch.Generator):
@@ -137,9 +149,10 @@ def induction_batch(sources: TokenSources, n: int, length: int, bos: int, genera
 
 
 def ioi_batch(model, sources: TokenSources, n: int, seed: int, template_pieces: bool = True,
-              pseudo_names: bool = True, order: str = "random"):
+              pseudo_names: bool = True, order: str = "random", asides: float = 0.0):
     """Half the rows with training names, half with random words as names; each row on a template drawn
-    from the training pieces (or, one row in four, a fixed training template)."""
+    from the training pieces (or, one row in four, a fixed training template); a share ``asides`` of the
+    pieces templates carries an aside after the repeated name."""
     if not template_pieces:  # the six fixed training templates
         half = n // 2
         named = ioi_prompts(model, half, seed, DEMO_IOI_TRAIN_TEMPLATES, DEMO_IOI_TRAIN_NAMES, "abc",
@@ -149,12 +162,14 @@ def ioi_batch(model, sources: TokenSources, n: int, seed: int, template_pieces: 
                              DEMO_IOI_PLACES, DEMO_IOI_OBJECTS, order)
         return [named, pseudo]
     rng = random.Random(seed)
+    pieces = lambda: (with_aside(random_demo_ioi_template(rng), sources.aside_words, rng)  # noqa: E731
+                      if asides and rng.random() < asides else random_demo_ioi_template(rng))
     if not pseudo_names:
-        templates = tuple(random_demo_ioi_template(rng) for _ in range(n))
+        templates = tuple(pieces() for _ in range(n))
         return [ioi_prompts(model, n, seed, templates, DEMO_IOI_TRAIN_NAMES, "abc", DEMO_IOI_PLACES, DEMO_IOI_OBJECTS,
                             order)]
     templates = lambda k: tuple(rng.choice(DEMO_IOI_TRAIN_TEMPLATES) if rng.random() < 0.25  # noqa: E731
-                                else random_demo_ioi_template(rng) for _ in range(k))
+                                else pieces() for _ in range(k))
     half = n // 2
     named = ioi_prompts(model, half, seed, templates(half), DEMO_IOI_TRAIN_NAMES, "abc",
                         DEMO_IOI_PLACES, DEMO_IOI_OBJECTS, order)
@@ -262,7 +277,7 @@ def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[
         text = train_windows[torch.randint(0, train_windows.shape[0], (cfg.text_rows,), generator=generator)]
         rows, mask = induction_batch(sources, cfg.induction_rows, cfg.induction_context, bos, generator)
         ioi = ioi_batch(model, sources, cfg.ioi_rows, seed=cfg.seed * 1_000_003 + step, template_pieces=cfg.template_pieces,
-                        pseudo_names=cfg.pseudo_names, order=cfg.ioi_order)
+                        pseudo_names=cfg.pseudo_names, order=cfg.ioi_order, asides=cfg.asides)
         loss_text = model(text, return_type="loss")
         loss_induction = masked_loss(model, rows, mask)
         loss_ioi = sum(answer_loss(model, prompts) for prompts in ioi) / len(ioi)
