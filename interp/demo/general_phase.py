@@ -63,6 +63,7 @@ class GeneralPhaseConfig:
     pseudo_names: bool = True  # half the IOI rows use random words as names
     ioi_order: str = "random"  # "alternate" ties ABBA/BABA to the template (phase 3's flaw; see ioi_prompts)
     asides: float = 0.0  # share of IOI rows with an aside of 1-8 common words after the repeated name
+    prefixes: float = 0.0  # share of IOI rows whose opener is 1-6 random common words (names at any position)
     eval_every: int = 250
     checkpoint_every: int = 50
     tag: str = "phase3"  # checkpoint file names in the work folder
@@ -148,11 +149,18 @@ def induction_batch(sources: TokenSources, n: int, length: int, bos: int, genera
     return rows, mask
 
 
+def with_prefix(template: str, words: tuple[str, ...], rng: random.Random) -> str:
+    """``template`` with its opener replaced by 1-6 random common words, so the two first names sit at
+    no fixed position in the prompt."""
+    opener = "".join(rng.choice(words) for _ in range(rng.randint(1, 6)))[1:]
+    return opener[:1].upper() + opener[1:] + template[template.index("{A}"):]
+
+
 def ioi_batch(model, sources: TokenSources, n: int, seed: int, template_pieces: bool = True,
-              pseudo_names: bool = True, order: str = "random", asides: float = 0.0):
+              pseudo_names: bool = True, order: str = "random", asides: float = 0.0, prefixes: float = 0.0):
     """Half the rows with training names, half with random words as names; each row on a template drawn
-    from the training pieces (or, one row in four, a fixed training template); a share ``asides`` of the
-    pieces templates carries an aside after the repeated name."""
+    from the training pieces (or, one row in four, a fixed training template); shares ``asides`` and
+    ``prefixes`` of the pieces templates carry an aside after the repeated name, a random opener."""
     if not template_pieces:  # the six fixed training templates
         half = n // 2
         named = ioi_prompts(model, half, seed, DEMO_IOI_TRAIN_TEMPLATES, DEMO_IOI_TRAIN_NAMES, "abc",
@@ -162,8 +170,13 @@ def ioi_batch(model, sources: TokenSources, n: int, seed: int, template_pieces: 
                              DEMO_IOI_PLACES, DEMO_IOI_OBJECTS, order)
         return [named, pseudo]
     rng = random.Random(seed)
-    pieces = lambda: (with_aside(random_demo_ioi_template(rng), sources.aside_words, rng)  # noqa: E731
-                      if asides and rng.random() < asides else random_demo_ioi_template(rng))
+    def pieces() -> str:
+        template = random_demo_ioi_template(rng)
+        if asides and rng.random() < asides:
+            template = with_aside(template, sources.aside_words, rng)
+        if prefixes and rng.random() < prefixes:
+            template = with_prefix(template, sources.aside_words, rng)
+        return template
     if not pseudo_names:
         templates = tuple(pieces() for _ in range(n))
         return [ioi_prompts(model, n, seed, templates, DEMO_IOI_TRAIN_NAMES, "abc", DEMO_IOI_PLACES, DEMO_IOI_OBJECTS,
@@ -277,7 +290,8 @@ def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[
         text = train_windows[torch.randint(0, train_windows.shape[0], (cfg.text_rows,), generator=generator)]
         rows, mask = induction_batch(sources, cfg.induction_rows, cfg.induction_context, bos, generator)
         ioi = ioi_batch(model, sources, cfg.ioi_rows, seed=cfg.seed * 1_000_003 + step, template_pieces=cfg.template_pieces,
-                        pseudo_names=cfg.pseudo_names, order=cfg.ioi_order, asides=cfg.asides)
+                        pseudo_names=cfg.pseudo_names, order=cfg.ioi_order, asides=cfg.asides,
+                        prefixes=cfg.prefixes)
         loss_text = model(text, return_type="loss")
         loss_induction = masked_loss(model, rows, mask)
         loss_ioi = sum(answer_loss(model, prompts) for prompts in ioi) / len(ioi)
