@@ -101,6 +101,13 @@ DEMO_IOI_HELD_OUT_TEMPLATES = (
     "Ere dawn{A} and{B} left the {PLACE}; later{C} passed a {OBJECT} to",
     "{A} and{B} dined in the {PLACE}, but{C} refused to pass the {OBJECT} to",
 )
+# A last test set, written down before the final phase (phase 9) was trained and looked at only once it
+# had finished: the held-out templates above guided the choice of its data (names at varying positions and
+# distances), so they are no longer untouched.
+DEMO_IOI_FINAL_TEST_TEMPLATES = (
+    "Soon after{A} and{B} arrived at the {PLACE},{C} tossed a {OBJECT} to",
+    "On that day{A} and{B} rested by the {PLACE}, and{C} carried the {OBJECT} to",
+)
 # Training templates are also drawn at random from these pieces, so that names sit at varying distances
 # from each other and from the end: a rule tied to the positions of six fixed templates cannot solve them.
 # No opener, clause, join or action of the held-out templates ("Once", "had reached", "offered", "In the",
