@@ -19,8 +19,8 @@ from torch import Tensor
 
 from interp.analysis_folder import AnalysisFolder, analysis_id
 from interp.dictionary import DictionaryError
-from interp.features import match_features
 from interp.io import write_parquet
+from interp.matching import match_features, match_per_row
 
 MATCH_COLUMNS = ["feature", "other_member", "other_feature", "cosine", "other_analysis"]
 
@@ -50,7 +50,7 @@ def match_frames(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"], id_a: str
     """A's features matched in B and B's in A (one Hungarian assignment); unmatched: -1 and NaN cosine."""
     if W_a.shape[1] != W_b.shape[1]:
         raise DictionaryError(f"cannot match {id_a} (d_in={W_a.shape[1]}) with {id_b} (d_in={W_b.shape[1]})")
-    match, score = match_features(W_a, W_b)
+    match, score = match_per_row(match_features(W_a, W_b), W_a.shape[0])
     hit = np.flatnonzero(match >= 0)
     back, back_score = np.full(W_b.shape[0], -1), np.full(W_b.shape[0], np.nan)
     back[match[hit]], back_score[match[hit]] = hit, score[hit]

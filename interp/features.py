@@ -21,12 +21,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from jaxtyping import Float, Int
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from interp.cache.store import TokenChunk
 from interp.dictionary import Dictionary, DictionaryError, check_fits
 from interp.errors import InputError
+from interp.matching import match_features, match_per_row, unit_rows
 
 
 @dataclass(frozen=True)
@@ -269,10 +269,6 @@ def logit_effects(W_dec: Float[Tensor, "d_sae d_in"], W_U: Float[Tensor, "d_in d
     return tuple(torch.cat(o) for o in out)
 
 
-def unit_rows(W: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
-    return W.float() / W.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
 def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int = 2048) -> tuple[Tensor, Tensor]:
     """Each feature's ``k`` nearest other features by decoder cosine (cosines, ids)."""
     unit = unit_rows(W_dec.detach())
@@ -285,16 +281,6 @@ def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int
         values.append(top.values.cpu())
         ids.append(top.indices.cpu())
     return torch.cat(values), torch.cat(ids)
-
-
-def match_features(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"]) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matching of A's features to B's maximising decoder cosine (Hungarian); -1 if unmatched."""
-    cos = (unit_rows(W_a.detach()) @ unit_rows(W_b.detach()).T).cpu().numpy()
-    rows, cols = linear_sum_assignment(cos, maximize=True)
-    match = np.full(cos.shape[0], -1)
-    match[rows] = cols
-    score = np.where(match >= 0, cos[np.arange(cos.shape[0]), match.clip(0)], np.nan)
-    return match, score
 
 
 def auto_labels(top_ids: Int[Tensor, "k d_sae"], top_values: Float[Tensor, "k d_sae"], decode,
@@ -412,7 +398,7 @@ def matched_features_table(W_decs: list[Tensor]) -> pd.DataFrame:
     for a, W_a in enumerate(W_decs):
         for b, W_b in enumerate(W_decs):
             if a != b:
-                match, score = match_features(W_a, W_b)
+                match, score = match_per_row(match_features(W_a, W_b), W_a.shape[0])
                 frames.append(pd.DataFrame({"member": a, "feature": np.arange(len(match)), "other_member": b,
                                             "other_feature": match, "cosine": score}))
     return pd.concat(frames, ignore_index=True)
