@@ -2,7 +2,7 @@
 
 A run holds ``config.json`` (the training config, including the cache it read), ``metrics.jsonl`` (one
 line per logging step), ``eval.json`` (the final evaluation), ``running.json`` (while a process trains
-it), ``checkpoints/``, ``train.log`` and ``app_launch.json`` (a run launched from the app) and one
+it), ``checkpoints/`` (``step_<9 digits>.safetensors``, written by ``sae_training.checkpoint``), ``train.log`` and ``app_launch.json`` (a run launched from the app) and one
 SAELens folder ``sae_<i>/`` per member (``cfg.json`` + ``sae_weights.safetensors``). The trainer writes
 the run's JSON files through the writer methods here (atomically, via ``interp.io``); ``metrics.jsonl``
 is appended line by line, so a reader sees whole lines only. Imports stay light (no torch): the app
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,20 @@ LAUNCH = "app_launch.json"
 SAE_CONFIG = "cfg.json"  # SAELens: every member folder holds one
 SAE_WEIGHTS = "sae_weights.safetensors"
 FILES = (CONFIG, EVALUATION, METRICS, RUNNING, CHECKPOINTS, LOG, LAUNCH)
+CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")  # one file per step in ``checkpoints/``
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    """The file of step ``step``'s checkpoint in a ``checkpoints/`` folder (zero-padded: sorts by name too)."""
+    return Path(directory) / f"step_{step:09d}.safetensors"
+
+
+def checkpoint_files(directory: Path) -> dict[int, Path]:
+    """A checkpoints folder's files by step (empty when the folder does not exist)."""
+    directory = Path(directory)
+    if not directory.exists():
+        return {}
+    return {int(m.group(1)): p for p in directory.iterdir() if (m := CHECKPOINT.fullmatch(p.name))}
 
 
 def sae_members(path: Path) -> list[Path]:
@@ -76,6 +91,10 @@ class RunFolder:
     @property
     def checkpoints_path(self) -> Path:
         return self.path / CHECKPOINTS
+
+    def checkpoint_step(self) -> int:
+        """The step of the newest checkpoint (0 if none), from file names only."""
+        return max(checkpoint_files(self.checkpoints_path), default=0)
 
     def member_path(self, i: int) -> Path:
         """Member ``i``'s SAELens folder ``sae_<i>/``."""

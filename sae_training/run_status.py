@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from interp.run_folder import RUNNING as RUNNING_FILE  # noqa: F401 - re-exported: tests plant markers by it
 from interp.run_folder import RunFolder
-
-CHECKPOINT_NAME = re.compile(r"step_(\d+)\.safetensors")  # written by ``sae_training.checkpoint``
-
-
-def checkpoint_files(directory: Path) -> dict[int, Path]:
-    """A checkpoints folder's files by step (empty when the folder does not exist)."""
-    if not directory.exists():
-        return {}
-    return {int(m.group(1)): p for p in directory.iterdir() if (m := CHECKPOINT_NAME.fullmatch(p.name))}
 
 
 def running_pid(run_dir: Path | str) -> int | None:
@@ -78,7 +68,7 @@ def running_marker(run_dir: Path, active: bool = True) -> Iterator[None]:
 
 def checkpoint_step(run_dir: Path | str) -> int:
     """The step of the newest checkpoint (0 if none), from file names only."""
-    return max(checkpoint_files(RunFolder(run_dir).checkpoints_path), default=0)
+    return RunFolder(run_dir).checkpoint_step()
 
 
 def total_steps(run_dir: Path | str) -> int | None:
