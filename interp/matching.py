@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
@@ -57,3 +58,15 @@ def match_per_row(match: FeatureMatch, n: int) -> tuple[np.ndarray, np.ndarray]:
     other[match.rows.numpy()] = match.cols.numpy()
     score[match.rows.numpy()] = match.cos.double().numpy()
     return other, score
+
+
+def matched_features_table(W_decs: list[Tensor]) -> pd.DataFrame:
+    """For each member of an ensemble, each feature's Hungarian match in every other member."""
+    frames = []
+    for a, W_a in enumerate(W_decs):
+        for b, W_b in enumerate(W_decs):
+            if a != b:
+                match, score = match_per_row(match_features(W_a, W_b), W_a.shape[0])
+                frames.append(pd.DataFrame({"member": a, "feature": np.arange(len(match)), "other_member": b,
+                                            "other_feature": match, "cosine": score}))
+    return pd.concat(frames, ignore_index=True)

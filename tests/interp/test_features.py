@@ -13,12 +13,11 @@ from interp.features import (
     DashboardConfig,
     dashboard_tables,
     feature_dashboards,
-    matched_features_table,
-    nearest_features,
 )
 from interp.cache.store import TokenChunk
 from interp.io import write_tables
-from interp.matching import match_features, match_per_row
+from interp.feature_weights import nearest_features
+from interp.matching import match_features, match_per_row, matched_features_table
 
 D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
 TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
@@ -183,7 +182,7 @@ def test_a_pair_that_always_fires_together_ranks_first_and_one_that_never_does_l
 
 
 def test_dense_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
-    from interp.features import cooccurrence_table, prune_counts
+    from interp.cooccurrence import cooccurrence_table, prune_counts
 
     dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
     dense = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3))
