@@ -9,6 +9,7 @@ analysis folders. The assignment is ``O(d_sae^3)``: seconds at a few thousand fe
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +104,20 @@ def compare_saes(sae_a: Path, sae_b: Path, folder_a: Path, folder_b: Path) -> Co
     id_a, id_b = analysis_id(folder_a), analysis_id(folder_b)
     ab, ba = match_frames(a.W_dec.detach().float().cpu(), b.W_dec.detach().float().cpu(), id_a, id_b)
     return Comparison(mmcs(ab), mmcs(ba), notes, (merge_matches(folder_a, ab), merge_matches(folder_b, ba)))
+
+
+def main(argv: list[str]) -> int:
+    """``python -m interp.compare SAE_A SAE_B ANALYSIS_A ANALYSIS_B``: what the app's Compare job runs."""
+    if len(argv) != 4:
+        print("usage: python -m interp.compare SAE_A SAE_B ANALYSIS_A ANALYSIS_B", file=sys.stderr)
+        return 2
+    sae_a, sae_b, folder_a, folder_b = map(Path, argv)
+    result = compare_saes(sae_a, sae_b, folder_a, folder_b)
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"MMCS A->B {result.mmcs_ab:.4f}, B->A {result.mmcs_ba:.4f}; written {', '.join(map(str, result.written))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

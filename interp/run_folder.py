@@ -2,7 +2,8 @@
 
 A run holds ``config.json`` (the training config, including the cache it read), ``metrics.jsonl`` (one
 line per logging step), ``eval.json`` (the final evaluation), ``running.json`` (while a process trains
-it), ``checkpoints/`` (``step_<9 digits>.safetensors``, written by ``sae_training.checkpoint``), ``train.log`` and ``app_launch.json`` (a run launched from the app) and one
+it), ``checkpoints/`` (``step_<9 digits>.safetensors``, written by ``sae_training.checkpoint``), ``train.log``, ``app_launch.json`` and ``app_launch_result.json`` (a run launched from the app: an
+``interp.jobs.Job``) and one
 SAELens folder ``sae_<i>/`` per member (``cfg.json`` + ``sae_weights.safetensors``). The trainer writes
 the run's JSON files through the writer methods here (atomically, via ``interp.io``); ``metrics.jsonl``
 is appended line by line, so a reader sees whole lines only. Imports stay light (no torch): the app
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from interp.io import read_json, write_bytes, write_json
+from interp.jobs import Job
 
 CONFIG = "config.json"
 EVALUATION = "eval.json"
@@ -28,9 +30,10 @@ RUNNING = "running.json"
 CHECKPOINTS = "checkpoints"
 LOG = "train.log"
 LAUNCH = "app_launch.json"
+LAUNCH_RESULT = "app_launch_result.json"
 SAE_CONFIG = "cfg.json"  # SAELens: every member folder holds one
 SAE_WEIGHTS = "sae_weights.safetensors"
-FILES = (CONFIG, EVALUATION, METRICS, RUNNING, CHECKPOINTS, LOG, LAUNCH)
+FILES = (CONFIG, EVALUATION, METRICS, RUNNING, CHECKPOINTS, LOG, LAUNCH, LAUNCH_RESULT)
 CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")  # one file per step in ``checkpoints/``
 
 
@@ -108,6 +111,11 @@ class RunFolder:
     def launch_path(self) -> Path:
         return self.path / LAUNCH
 
+    def job(self) -> Job:
+        """The app's training job for this run: record ``app_launch.json``, result ``app_launch_result.json``,
+        output appended to ``train.log``."""
+        return Job(self.launch_path, self.path / LAUNCH_RESULT, self.log_path)
+
     def files(self) -> list[Path]:
         """Every file of the run other than its members (what a workspace boundary check must cover)."""
         return [self.path / name for name in FILES]
@@ -163,10 +171,6 @@ class RunFolder:
     def write_metrics(self, rows: list[dict]) -> Path:
         """``metrics.jsonl`` replaced by ``rows`` (empty for a fresh start, the kept prefix on resume)."""
         return write_bytes(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows).encode())
-
-    def write_launch(self, record: dict) -> Path:
-        """``app_launch.json``: the pid and arguments of the process the app last started for this run."""
-        return write_json(self.launch_path, record, sort_keys=False)
 
     def append_metrics(self, row: dict) -> None:
         """One logged step as a line of ``metrics.jsonl``."""

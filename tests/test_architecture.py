@@ -16,7 +16,8 @@ OWNED = {
                                   "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
                                   "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet"),
     "interp/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
-                             "app_launch.json"),
+                             "app_launch.json", "app_launch_result.json"),
+    "interp/jobs.py": ("job.json", "job_result.json", "job.log"),
 }
 # name patterns of a folder kind that a plain substring cannot express -> their owner
 OWNED_PATTERNS = {

@@ -19,8 +19,9 @@ def test_writers_round_trip_through_the_readers(tmp_path):
     assert not folder.evaluated and folder.evaluation() == {}
     folder.write_evaluation({"step": 8, "members": [{"fvu": 0.1}], "mmcs": 0.5})
     assert list(folder.evaluation()) == ["step", "members", "mmcs"]  # the caller's key order is kept
-    folder.write_launch({"pid": 7, "args": ["--run-id", "r"], "started": 1.0})
-    assert folder.launch_path.exists() and '"pid": 7' in folder.launch_path.read_text()
+    job = folder.job()  # the app's training job keeps its record, result and log among the run's files
+    assert job.record_path == folder.launch_path and job.log_path == folder.log_path
+    assert {job.record_path, job.result_path} <= set(folder.files()) and job.status().state == "none"
     assert folder.member_path(3).name == "sae_3"
     assert not list(folder.path.glob("*.tmp")) and not list(folder.path.glob(".*.tmp"))
 
