@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.commands.units import parse_tokens
@@ -25,6 +23,7 @@ from app.ui.workspace import (
     workspace_root,
 )
 from interp.errors import InputError
+from interp.figures.training import metric_curve_figure
 from interp.names import check_name
 from interp.run_folder import RunFolder
 from sae_training.architectures import ARCHITECTURES, architecture_options
@@ -196,11 +195,7 @@ def follow() -> None:
         column.metric(title, f"{logged.iloc[-1]:.4g}" if len(logged) else "-")
     grid = st.columns(3)
     for i, (col, title) in enumerate(names):
-        members = [c for c in frame.columns if re.fullmatch(rf"member\d+_{col}", c)]
-        fig = go.Figure([go.Scatter(x=frame.step, y=frame[c], mode="lines", name=c.split("_")[0], connectgaps=True)
-                         for c in members] or [go.Scatter(x=frame.step, y=frame[col], mode="lines+markers", name=col,
-                                                          connectgaps=True)])
-        fig.update_layout(title=title, xaxis_title="step", height=260, legend=dict(orientation="h", y=-0.35))
+        fig = metric_curve_figure(frame, col, title)
         with grid[i % 3]:
             plot(fig, key=f"curve_{col}")
 

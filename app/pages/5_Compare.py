@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui import data
@@ -15,6 +14,7 @@ from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, s
 from interp.analysis_folder import AnalysisFolder, analysis_id
 from interp.compare import check_comparable
 from interp.dictionary import DictionaryError
+from interp.figures.compare import matched_cosine_figure
 from interp.jobs import Job, JobRunningError
 
 
@@ -141,11 +141,7 @@ c2.metric("MMCS B→A", f"{b_to_a.cosine.mean():.4f}")
 c3.metric(f"missing in B (cos < {threshold:.2f})", f"{len(missing_in_b):,}")
 c4.metric(f"missing in A (cos < {threshold:.2f})", f"{len(missing_in_a):,}")
 st.caption(f"A = `{id_a}` ({len(a_to_b):,} features), B = `{id_b}` ({len(b_to_a):,} features).")
-fig = go.Figure([go.Histogram(x=a_to_b.cosine, nbinsx=40, name="A→B", opacity=0.7),
-                 go.Histogram(x=b_to_a.cosine, nbinsx=40, name="B→A", opacity=0.7)])
-fig.add_vline(x=threshold, line_dash="dash")
-fig.update_layout(title="Matched cosine (Hungarian matching on decoder directions)", xaxis_title="cosine",
-                  yaxis_title="features", barmode="overlay")
+fig = matched_cosine_figure(a_to_b, b_to_a, threshold)
 plot(fig, key="mmcs_hist")
 
 table_ab, table_ba = labelled(a_to_b, folder_a, folder_b), labelled(b_to_a, folder_b, folder_a)

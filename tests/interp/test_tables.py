@@ -85,7 +85,7 @@ def test_figures_show_the_planted_feature(folder):
 
     rows = feature_dashboard(folder, 2)
     bars = logit_bars(rows["logits"])
-    positive = next(t for t in bars.data if t.name == "positive")
+    positive = next(t for t in bars.data if t.name == "promotes")
     assert positive.y[int(np.argmax(positive.x))] == repr(f"t{PROMOTED[2]}")
     top = rows["examples"].query("kind == 'top'")
     heat = example_heatmap(top).data[0]
