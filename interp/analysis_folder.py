@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.io import read_json, write_json, write_tables
+from interp.jobs import Job
 
 META = "meta"  # how the dashboards were made: sae, cache, hook, n_tokens, n_blocks, d_sae, d_in, config
 SUMMARY = "summary"  # a circuit analysis's summary
@@ -74,6 +75,10 @@ class AnalysisFolder:
         return self.json_path(SUMMARY)
 
     # what is there
+    def match_job(self, other: str) -> Job:
+        """The app's job matching this SAE with the analysis ``other`` (``<run>/sae_<i>``), in ``jobs/``."""
+        return Job.in_folder(self.path / "jobs" / f"match-{other.replace('/', '--')}")
+
     def has(self, table: str) -> bool:
         return self.table_path(table).exists()
 

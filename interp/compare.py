@@ -9,6 +9,7 @@ analysis folders. The assignment is ``O(d_sae^3)``: seconds at a few thousand fe
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from torch import Tensor
 
 from interp.analysis_folder import AnalysisFolder, analysis_id
 from interp.dictionary import DictionaryError
-from interp.features import match_features
 from interp.io import write_parquet
+from interp.matching import match_features, match_per_row
 
 MATCH_COLUMNS = ["feature", "other_member", "other_feature", "cosine", "other_analysis"]
 
@@ -50,7 +51,7 @@ def match_frames(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"], id_a: str
     """A's features matched in B and B's in A (one Hungarian assignment); unmatched: -1 and NaN cosine."""
     if W_a.shape[1] != W_b.shape[1]:
         raise DictionaryError(f"cannot match {id_a} (d_in={W_a.shape[1]}) with {id_b} (d_in={W_b.shape[1]})")
-    match, score = match_features(W_a, W_b)
+    match, score = match_per_row(match_features(W_a, W_b), W_a.shape[0])
     hit = np.flatnonzero(match >= 0)
     back, back_score = np.full(W_b.shape[0], -1), np.full(W_b.shape[0], np.nan)
     back[match[hit]], back_score[match[hit]] = hit, score[hit]
@@ -103,3 +104,20 @@ def compare_saes(sae_a: Path, sae_b: Path, folder_a: Path, folder_b: Path) -> Co
     id_a, id_b = analysis_id(folder_a), analysis_id(folder_b)
     ab, ba = match_frames(a.W_dec.detach().float().cpu(), b.W_dec.detach().float().cpu(), id_a, id_b)
     return Comparison(mmcs(ab), mmcs(ba), notes, (merge_matches(folder_a, ab), merge_matches(folder_b, ba)))
+
+
+def main(argv: list[str]) -> int:
+    """``python -m interp.compare SAE_A SAE_B ANALYSIS_A ANALYSIS_B``: what the app's Compare job runs."""
+    if len(argv) != 4:
+        print("usage: python -m interp.compare SAE_A SAE_B ANALYSIS_A ANALYSIS_B", file=sys.stderr)
+        return 2
+    sae_a, sae_b, folder_a, folder_b = map(Path, argv)
+    result = compare_saes(sae_a, sae_b, folder_a, folder_b)
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"MMCS A->B {result.mmcs_ab:.4f}, B->A {result.mmcs_ba:.4f}; written {', '.join(map(str, result.written))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -4,10 +4,10 @@
 per feature: firing count, activation sum and max, a log-spaced activation histogram, the top-k
 activating tokens with their context (token ids and this feature's activation on each context
 token), and a uniform random sample of firing tokens (random-key top-k) from which examples are
-drawn per activation quantile band, plus optional sparse co-occurrence counts. State is
-``O(k * d_sae * context)`` whatever the number of tokens. ``dashboard_tables`` turns the result,
-the logit effects (``W_dec @ W_U``) and the decoder neighbours into the Parquet tables of
-``interp/ANALYSES.md``.
+drawn per activation quantile band, plus optional co-occurrence counts (``interp.cooccurrence``).
+State is ``O(k * d_sae * context)`` whatever the number of tokens. ``dashboard_tables`` turns the
+result, the logit effects and the decoder neighbours (``interp.feature_weights``) into the Parquet
+tables of ``interp/ANALYSES.md``; ``interp.io.write_tables`` / ``AnalysisFolder`` write them.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 from jaxtyping import Float, Int
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from interp.cache.store import TokenChunk
 from interp.dictionary import Dictionary, DictionaryError, check_fits
-from interp.errors import InputError
+from interp.cooccurrence import CooccurrenceCounter, check_unit, cooccurrence_table
+from interp.feature_weights import logit_effects, nearest_features
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,6 @@ class DashboardConfig:
     keep_all_pairs: int = 2048  # dense counts kept in full among this many most frequent features (geometry)
     keep_top_others: int = 64  # and each feature's this many others of highest phi (dashboards show <= this)
     seed: int = 0
-
-
-COOCCURRENCE_UNITS = (None, "token", "window", "sequence")
 
 
 @dataclass
@@ -136,69 +133,10 @@ class DashboardData:
     n_blocks: int = 0
 
 
-def block_indicator(blocks: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"], n_blocks: int,
-                    d_sae: int) -> Float[Tensor, "n_blocks d_sae"]:
-    """1 where a feature fires anywhere in a block (a token or a sequence), else 0."""
-    indicator = torch.zeros(n_blocks, d_sae, device=feats.device)
-    indicator[blocks, feats] = 1.0
-    return indicator
-
-
-def sparse_block_counts(blocks: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"], n_blocks: int,
-                        d_sae: int) -> sp.csr_matrix:
-    """Blocks in which both features fire, for one chunk, as a sparse ``B^T B``."""
-    b = sp.csr_matrix((np.ones(len(blocks), np.float32), (blocks.cpu().numpy(), feats.cpu().numpy())),
-                      shape=(n_blocks, d_sae))
-    b.data[:] = 1  # duplicates (several tokens of one block) were summed
-    return (b.T @ b).tocsr()
-
-
-def phi_coefficients(counts: Float[Tensor, "n m"], fires_rows: Float[Tensor, "n"], fires_cols: Float[Tensor, "m"],
-                     n_blocks: int) -> Float[Tensor, "n m"]:
-    """Phi (Pearson correlation of the two firing indicators over blocks) from co-firing counts."""
-    n1, m1 = fires_rows.double()[:, None], fires_cols.double()[None, :]
-    num = counts.double() * n_blocks - n1 * m1
-    return num / (n1 * (n_blocks - n1) * m1 * (n_blocks - m1)).clamp_min(1e-12).sqrt()
-
-
-def prune_counts(counts: Float[Tensor, "d_sae d_sae"], n_blocks: int, keep_all: int, keep_top: int) -> sp.csr_matrix:
-    """The dense counts as a sparse matrix holding what the tables use: every pair among the ``keep_all``
-    most frequent features, each feature's ``keep_top`` others of highest phi, and the diagonal."""
-    d_sae = counts.shape[0]
-    fires = counts.diagonal()
-    frequent = torch.argsort(-fires, stable=True)[:keep_all]
-    phi = phi_coefficients(counts, fires, fires, n_blocks)
-    phi = phi.masked_fill(counts == 0, -torch.inf)  # never co-firing: nothing to show
-    phi.fill_diagonal_(torch.inf)  # the diagonal is always kept
-    _, top = phi.topk(min(keep_top + 1, d_sae), dim=1)
-    arange = torch.arange(d_sae, device=counts.device)
-    rows = torch.cat([frequent.repeat_interleave(len(frequent)), arange.repeat_interleave(top.shape[1]), arange])
-    cols = torch.cat([frequent.repeat(len(frequent)), top.flatten(), arange])
-    keys = torch.unique(rows * d_sae + cols)
-    rows, cols = keys // d_sae, keys % d_sae
-    values = counts[rows, cols]
-    nonzero = values > 0
-    rows, cols, values = (t[nonzero].cpu().numpy() for t in (rows, cols, values))
-    return sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=(d_sae, d_sae))
-
-
-def _blocks(rows: Tensor, chunk: TokenChunk, unit: str, window: int) -> tuple[Tensor, int]:
-    """Block index of each firing entry (its token, its window of ``window`` tokens inside its sequence,
-    or its sequence) and the chunk's number of blocks."""
-    if unit == "token":
-        return rows, len(chunk.sequence)
-    key = chunk.sequence if unit == "sequence" else chunk.sequence * (chunk.position.max() + 1) + chunk.position // window
-    _, block = torch.unique_consecutive(key, return_inverse=True)
-    return block[rows], int(block.max()) + 1
-
-
 def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                        config: DashboardConfig = DashboardConfig(), where: str = "the activations") -> DashboardData:
     """Stream ``chunks`` (whole sequences, in order) through ``dictionary``; keep per-feature statistics."""
-    if config.cooccurrence not in COOCCURRENCE_UNITS:
-        raise InputError(f"cooccurrence must be one of {COOCCURRENCE_UNITS}, not {config.cooccurrence!r}")
-    if config.cooccurrence == "window" and config.cooccurrence_window < 1:
-        raise InputError(f"cooccurrence_window must be >= 1 token, not {config.cooccurrence_window}")
+    check_unit(config.cooccurrence, config.cooccurrence_window)
     device = dictionary.W_dec.device
     d_sae, ctx = dictionary.d_sae, config.left + config.right + 1
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -209,8 +147,10 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
     lo, hi = config.log10_range
     top = Examples.empty(config.n_top, ctx, d_sae, device)
     sample = Examples.empty(config.n_bands * config.n_per_band, ctx, d_sae, device)
-    cooc, n_tokens, n_blocks = None, 0, 0
-    dense_cooc = config.cooccurrence is not None and d_sae <= config.dense_cooccurrence_max
+    n_tokens = 0
+    cooc = CooccurrenceCounter(config.cooccurrence, config.cooccurrence_window, d_sae, device,
+                               config.dense_cooccurrence_max, config.keep_all_pairs,
+                               config.keep_top_others) if config.cooccurrence else None
     for chunk in chunks:
         check_fits(dictionary, chunk.activations.shape[-1], where)
         chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
@@ -231,70 +171,14 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
         top.merge(vals, rows, feats, f, chunk, config.left, config.right)
         noise = torch.rand(vals.shape, generator=generator, device=device)
         sample.merge(noise, rows, feats, f, chunk, config.left, config.right)
-        if config.cooccurrence:
-            blocks, n = _blocks(rows, chunk, config.cooccurrence, config.cooccurrence_window)
-            n_blocks += n
-            if dense_cooc:
-                if cooc is None:
-                    cooc = torch.zeros(d_sae, d_sae, device=device)
-                if n_blocks >= 2**24 and cooc.dtype == torch.float32:
-                    cooc = cooc.double()  # float32 counts stop being exact at 2^24
-                indicator = block_indicator(blocks, feats, n, d_sae).to(cooc.dtype)
-                cooc.addmm_(indicator.T, indicator)
-            else:
-                counts = sparse_block_counts(blocks, feats, n, d_sae)
-                cooc = counts if cooc is None else cooc + counts
-    if dense_cooc and cooc is not None:
-        cooc = prune_counts(cooc, n_blocks, config.keep_all_pairs, config.keep_top_others)
+        if cooc is not None:
+            cooc.add(rows, feats, chunk)
     if n_tokens == 0:
         raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
     cpu = lambda e: Examples(*(t.cpu() for t in vars(e).values()))  # noqa: E731
     return DashboardData(config, n_tokens, fires.cpu(), act_sum.float().cpu(), act_max.cpu(),
-                         histogram.reshape(d_sae, config.n_bins).cpu(), cpu(top), cpu(sample), cooc, n_blocks)
-
-
-def logit_effects(W_dec: Float[Tensor, "d_sae d_in"], W_U: Float[Tensor, "d_in d_vocab"], k: int = 10,
-                  batch: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Top ``k`` positive and negative entries of each row of ``W_dec @ W_U`` (values, token ids)."""
-    if W_dec.shape[1] != W_U.shape[0]:
-        raise DictionaryError(f"W_dec has d_in={W_dec.shape[1]} but W_U has d_model={W_U.shape[0]}; "
-                              "the dictionary must sit in the residual stream of this model")
-    out = [[], [], [], []]
-    with torch.no_grad():
-        for start in range(0, W_dec.shape[0], batch):
-            logits = W_dec[start:start + batch].float() @ W_U.float().to(W_dec.device)
-            pos, neg = logits.topk(k, dim=1), (-logits).topk(k, dim=1)
-            for slot, t in enumerate((pos.values, pos.indices, -neg.values, neg.indices)):
-                out[slot].append(t.cpu())
-    return tuple(torch.cat(o) for o in out)
-
-
-def unit_rows(W: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
-    return W.float() / W.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int = 2048) -> tuple[Tensor, Tensor]:
-    """Each feature's ``k`` nearest other features by decoder cosine (cosines, ids)."""
-    unit = unit_rows(W_dec.detach())
-    k = min(k, unit.shape[0] - 1)
-    values, ids = [], []
-    for start in range(0, unit.shape[0], batch):
-        cos = unit[start:start + batch] @ unit.T
-        cos[torch.arange(cos.shape[0]), torch.arange(start, start + cos.shape[0])] = -torch.inf
-        top = cos.topk(k, dim=1)
-        values.append(top.values.cpu())
-        ids.append(top.indices.cpu())
-    return torch.cat(values), torch.cat(ids)
-
-
-def match_features(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"]) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matching of A's features to B's maximising decoder cosine (Hungarian); -1 if unmatched."""
-    cos = (unit_rows(W_a.detach()) @ unit_rows(W_b.detach()).T).cpu().numpy()
-    rows, cols = linear_sum_assignment(cos, maximize=True)
-    match = np.full(cos.shape[0], -1)
-    match[rows] = cols
-    score = np.where(match >= 0, cos[np.arange(cos.shape[0]), match.clip(0)], np.nan)
-    return match, score
+                         histogram.reshape(d_sae, config.n_bins).cpu(), cpu(top), cpu(sample),
+                         cooc.result() if cooc is not None else None, cooc.n_blocks if cooc is not None else 0)
 
 
 def auto_labels(top_ids: Int[Tensor, "k d_sae"], top_values: Float[Tensor, "k d_sae"], decode,
@@ -390,29 +274,3 @@ def dashboard_tables(data: DashboardData, W_dec: Float[Tensor, "d_sae d_in"], de
         tables["cooccurrence"] = cooccurrence_table(data.cooccurrence, data.cooccurrence.diagonal(),
                                                     data.n_blocks, n_cooccurring)
     return tables
-
-
-def cooccurrence_table(counts: sp.csr_matrix, n_fires: np.ndarray, n_blocks: int, k: int) -> pd.DataFrame:
-    """Each feature's ``k`` co-firing others of highest phi, with count, Jaccard and phi."""
-    counts = counts.tocoo()
-    off = counts.row != counts.col
-    r, c, n11 = counts.row[off], counts.col[off], counts.data[off].astype(np.float64)
-    n1, m1 = n_fires[r].astype(np.float64), n_fires[c].astype(np.float64)
-    jaccard = n11 / np.maximum(n1 + m1 - n11, 1)
-    phi = (n11 * n_blocks - n1 * m1) / np.sqrt(np.maximum(n1 * (n_blocks - n1) * m1 * (n_blocks - m1), 1e-12))
-    frame = pd.DataFrame({"feature": r, "other": c, "count": n11.astype(np.int64), "jaccard": jaccard, "phi": phi})
-    frame = frame.sort_values(["feature", "phi", "other"], ascending=[True, False, True])
-    frame["rank"] = frame.groupby("feature").cumcount()
-    return frame[frame["rank"] < k].reset_index(drop=True)
-
-
-def matched_features_table(W_decs: list[Tensor]) -> pd.DataFrame:
-    """For each member of an ensemble, each feature's Hungarian match in every other member."""
-    frames = []
-    for a, W_a in enumerate(W_decs):
-        for b, W_b in enumerate(W_decs):
-            if a != b:
-                match, score = match_features(W_a, W_b)
-                frames.append(pd.DataFrame({"member": a, "feature": np.arange(len(match)), "other_member": b,
-                                            "other_feature": match, "cosine": score}))
-    return pd.concat(frames, ignore_index=True)

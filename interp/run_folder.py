@@ -2,7 +2,8 @@
 
 A run holds ``config.json`` (the training config, including the cache it read), ``metrics.jsonl`` (one
 line per logging step), ``eval.json`` (the final evaluation), ``running.json`` (while a process trains
-it), ``checkpoints/``, ``train.log`` and ``app_launch.json`` (a run launched from the app) and one
+it), ``checkpoints/`` (``step_<9 digits>.safetensors``, written by ``sae_training.checkpoint``), ``train.log``, ``app_launch.json`` and ``app_launch_result.json`` (a run launched from the app: an
+``interp.jobs.Job``) and one
 SAELens folder ``sae_<i>/`` per member (``cfg.json`` + ``sae_weights.safetensors``). The trainer writes
 the run's JSON files through the writer methods here (atomically, via ``interp.io``); ``metrics.jsonl``
 is appended line by line, so a reader sees whole lines only. Imports stay light (no torch): the app
@@ -14,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from interp.io import read_json, write_bytes, write_json
+from interp.jobs import Job
 
 CONFIG = "config.json"
 EVALUATION = "eval.json"
@@ -27,9 +30,24 @@ RUNNING = "running.json"
 CHECKPOINTS = "checkpoints"
 LOG = "train.log"
 LAUNCH = "app_launch.json"
+LAUNCH_RESULT = "app_launch_result.json"
 SAE_CONFIG = "cfg.json"  # SAELens: every member folder holds one
 SAE_WEIGHTS = "sae_weights.safetensors"
-FILES = (CONFIG, EVALUATION, METRICS, RUNNING, CHECKPOINTS, LOG, LAUNCH)
+FILES = (CONFIG, EVALUATION, METRICS, RUNNING, CHECKPOINTS, LOG, LAUNCH, LAUNCH_RESULT)
+CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")  # one file per step in ``checkpoints/``
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    """The file of step ``step``'s checkpoint in a ``checkpoints/`` folder (zero-padded: sorts by name too)."""
+    return Path(directory) / f"step_{step:09d}.safetensors"
+
+
+def checkpoint_files(directory: Path) -> dict[int, Path]:
+    """A checkpoints folder's files by step (empty when the folder does not exist)."""
+    directory = Path(directory)
+    if not directory.exists():
+        return {}
+    return {int(m.group(1)): p for p in directory.iterdir() if (m := CHECKPOINT.fullmatch(p.name))}
 
 
 def sae_members(path: Path) -> list[Path]:
@@ -77,6 +95,10 @@ class RunFolder:
     def checkpoints_path(self) -> Path:
         return self.path / CHECKPOINTS
 
+    def checkpoint_step(self) -> int:
+        """The step of the newest checkpoint (0 if none), from file names only."""
+        return max(checkpoint_files(self.checkpoints_path), default=0)
+
     def member_path(self, i: int) -> Path:
         """Member ``i``'s SAELens folder ``sae_<i>/``."""
         return self.path / f"sae_{i}"
@@ -88,6 +110,11 @@ class RunFolder:
     @property
     def launch_path(self) -> Path:
         return self.path / LAUNCH
+
+    def job(self) -> Job:
+        """The app's training job for this run: record ``app_launch.json``, result ``app_launch_result.json``,
+        output appended to ``train.log``."""
+        return Job(self.launch_path, self.path / LAUNCH_RESULT, self.log_path)
 
     def files(self) -> list[Path]:
         """Every file of the run other than its members (what a workspace boundary check must cover)."""
@@ -144,10 +171,6 @@ class RunFolder:
     def write_metrics(self, rows: list[dict]) -> Path:
         """``metrics.jsonl`` replaced by ``rows`` (empty for a fresh start, the kept prefix on resume)."""
         return write_bytes(self.metrics_path, "".join(json.dumps(row) + "\n" for row in rows).encode())
-
-    def write_launch(self, record: dict) -> Path:
-        """``app_launch.json``: the pid and arguments of the process the app last started for this run."""
-        return write_json(self.launch_path, record, sort_keys=False)
 
     def append_metrics(self, row: dict) -> None:
         """One logged step as a line of ``metrics.jsonl``."""

@@ -16,14 +16,10 @@ import torch
 from safetensors import safe_open
 
 from interp.io import write_safetensors
+from interp.run_folder import checkpoint_files, checkpoint_path
 from sae_training.config import ConfigError
-from sae_training.run_status import checkpoint_files
 
 TREE_KEY = "state_tree"
-
-
-def checkpoint_path(directory: Path, step: int) -> Path:
-    return directory / f"step_{step:09d}.safetensors"  # the name run_status.CHECKPOINT_NAME reads
 
 
 def flatten_state(state: Any, tensors: dict[str, torch.Tensor], path: str = "s") -> Any:

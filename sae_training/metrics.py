@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.matching import cosine_matrix, hungarian
 from sae_training.architectures import EnsembleSAE
-from sae_training.mfr import hungarian, matched_mean_cosine
+from sae_training.mfr import matched_mean_cosine
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
 
@@ -90,7 +90,7 @@ def ground_truth_similarity(W_dec: Float[Tensor, "d_sae d_in"], features: Float[
                             threshold: float = 0.9) -> dict[str, float]:
     """MMCS to the true features (Hungarian, as the MFR paper; and the mean over true features of the best
     latent's cosine) and the fraction of true features whose best-matching latent has cosine above ``threshold``."""
-    similarity = F.normalize(features.float(), dim=-1) @ F.normalize(W_dec.detach().float(), dim=-1).T
+    similarity = cosine_matrix(features.float(), W_dec.detach().float())
     rows, cols = hungarian(similarity)
     best = similarity.max(dim=1).values
     return {"mmcs_true": float(similarity[rows, cols].mean()), "mmcs_true_max": float(best.mean()),

@@ -11,12 +11,12 @@ import math
 from dataclasses import dataclass
 from itertools import combinations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
-from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+
+from interp.matching import cosine_matrix, hungarian
 
 
 @dataclass
@@ -27,18 +27,6 @@ class Matching:
     rows: Int[Tensor, " n"]
     cols: Int[Tensor, " n"]
     similarity: Float[Tensor, "n_a n_b"]
-
-
-def cosine_matrix(A: Float[Tensor, "n_a d"], B: Float[Tensor, "n_b d"]) -> Float[Tensor, "n_a n_b"]:
-    return F.normalize(A, dim=-1) @ F.normalize(B, dim=-1).T
-
-
-def hungarian(similarity: Float[Tensor, "n_a n_b"]) -> tuple[Tensor, Tensor]:
-    """Rows and columns of the one-to-one matching that maximises total similarity."""
-    cost = 1.0 - similarity.detach().float().cpu().numpy().astype(np.float64)
-    rows, cols = linear_sum_assignment(cost)
-    device = similarity.device
-    return torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)
 
 
 def matched_mean_cosine(A: Float[Tensor, "n_a d"], B: Float[Tensor, "n_b d"]) -> Matching:

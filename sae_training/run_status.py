@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+from interp.errors import InputError
 from interp.run_folder import RUNNING as RUNNING_FILE  # noqa: F401 - re-exported: tests plant markers by it
 from interp.run_folder import RunFolder
-
-CHECKPOINT_NAME = re.compile(r"step_(\d+)\.safetensors")  # written by ``sae_training.checkpoint``
-
-
-def checkpoint_files(directory: Path) -> dict[int, Path]:
-    """A checkpoints folder's files by step (empty when the folder does not exist)."""
-    if not directory.exists():
-        return {}
-    return {int(m.group(1)): p for p in directory.iterdir() if (m := CHECKPOINT_NAME.fullmatch(p.name))}
 
 
 def running_pid(run_dir: Path | str) -> int | None:
@@ -78,7 +70,7 @@ def running_marker(run_dir: Path, active: bool = True) -> Iterator[None]:
 
 def checkpoint_step(run_dir: Path | str) -> int:
     """The step of the newest checkpoint (0 if none), from file names only."""
-    return max(checkpoint_files(RunFolder(run_dir).checkpoints_path), default=0)
+    return RunFolder(run_dir).checkpoint_step()
 
 
 def total_steps(run_dir: Path | str) -> int | None:
@@ -88,3 +80,30 @@ def total_steps(run_dir: Path | str) -> int | None:
         return None
     values = folder.config()
     return int(values["n_tokens"]) // int(values["batch_size"])
+
+
+class NotTrainerError(InputError):
+    """Stop was asked for a pid that is not this run's trainer."""
+
+
+def launch_state(run_dir: Path | str) -> tuple[str | None, int | None]:
+    """What the app's training job (``RunFolder.job``) says beyond the trainer's own marker: ``("starting",
+    pid)`` while it runs but has not yet marked the run, ``("failed", None)`` when it ended without a
+    checkpoint, else ``(None, None)``."""
+    folder = RunFolder(run_dir)
+    job = folder.job().status()
+    if job.state == "running" and running_pid(run_dir) is None:
+        return "starting", job.pid
+    if job.state in ("failed", "finished", "stopped") and not folder.checkpoint_step() and not folder.evaluated:
+        return "failed", None
+    return None, None
+
+
+def stop_training(run_dir: Path | str, pid: int) -> None:
+    """SIGTERM ``pid`` when it is this run's trainer (checked in /proc; it checkpoints and exits) or the app's job
+    still starting it; anything else is refused, so a pid written in a workspace file is never signalled."""
+    if is_trainer_of(pid, run_dir):
+        os.kill(pid, signal.SIGTERM)
+    elif not (RunFolder(run_dir).job().status().pid == pid and RunFolder(run_dir).job().stop()):
+        raise NotTrainerError(f"process {pid} is not a `workbench train` process for {Path(run_dir).name} "
+                              "(checked in /proc); stop it from where it was started")

@@ -102,11 +102,11 @@ class MemberDictionary:
     def W_dec(self) -> Float[Tensor, "d_sae d_in"]:
         return self.sae.W_dec[self.i].detach() / self.scale
 
-    @torch.no_grad()
+    # no ``torch.no_grad`` here: feature circuits take gradients through encode and decode (callers that only
+    # read values wrap their loops in no_grad themselves)
     def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
         return self.sae.encode(x * self.scale)[self.i]
 
-    @torch.no_grad()
     def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
         stacked = f.new_zeros(self.sae.n_members, *f.shape)
         stacked[self.i] = f

@@ -4,6 +4,7 @@ library never imports the CLI or the app."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,7 +16,12 @@ OWNED = {
                                   "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
                                   "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet"),
     "interp/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
-                             "app_launch.json"),
+                             "app_launch.json", "app_launch_result.json"),
+    "interp/jobs.py": ("job.json", "job_result.json", "job.log"),
+}
+# name patterns of a folder kind that a plain substring cannot express -> their owner
+OWNED_PATTERNS = {
+    "interp/run_folder.py": (re.compile(r"step_(?![a-z])"),),  # checkpoints/step_<9 digits>.safetensors
 }
 # Modules that spell an owned name for another reason; remove an entry when it is no longer needed.
 EXCEPTIONS = {
@@ -48,6 +54,23 @@ def test_only_a_folders_owner_spells_its_file_names():
             spelled += [f"{name}:{line} spells {file!r} (ask {owner})" for line, text in literals(path)
                         for file in files if file in text]
     assert not spelled, "\n".join(spelled)
+
+
+def test_only_a_folders_owner_spells_its_name_patterns():
+    spelled = [f"{path.relative_to(ROOT).as_posix()}:{line} spells {text!r} (ask {owner})"
+               for path in modules() for owner, patterns in OWNED_PATTERNS.items()
+               if path.relative_to(ROOT).as_posix() != owner
+               for line, text in literals(path) for pattern in patterns if pattern.search(text)]
+    assert not spelled, "\n".join(spelled)
+
+
+def test_the_checkpoint_pattern_catches_the_old_spellings():
+    """The pattern test would have flagged the name as ``checkpoint.py`` and ``run_status.py`` spelled it."""
+    (pattern,) = OWNED_PATTERNS["interp/run_folder.py"]
+    assert pattern.search("step_") and pattern.search(r"step_(\d+)\.safetensors")
+    assert not pattern.search("step_seconds")
+    tree = ast.parse('f"step_{step:09d}.safetensors"')
+    assert any(pattern.search(node.value) for node in ast.walk(tree) if isinstance(node, ast.Constant))
 
 
 def test_exceptions_are_still_needed():

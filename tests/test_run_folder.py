@@ -19,8 +19,9 @@ def test_writers_round_trip_through_the_readers(tmp_path):
     assert not folder.evaluated and folder.evaluation() == {}
     folder.write_evaluation({"step": 8, "members": [{"fvu": 0.1}], "mmcs": 0.5})
     assert list(folder.evaluation()) == ["step", "members", "mmcs"]  # the caller's key order is kept
-    folder.write_launch({"pid": 7, "args": ["--run-id", "r"], "started": 1.0})
-    assert folder.launch_path.exists() and '"pid": 7' in folder.launch_path.read_text()
+    job = folder.job()  # the app's training job keeps its record, result and log among the run's files
+    assert job.record_path == folder.launch_path and job.log_path == folder.log_path
+    assert {job.record_path, job.result_path} <= set(folder.files()) and job.status().state == "none"
     assert folder.member_path(3).name == "sae_3"
     assert not list(folder.path.glob("*.tmp")) and not list(folder.path.glob(".*.tmp"))
 
@@ -33,3 +34,17 @@ def test_the_running_marker_is_held_only_inside_the_block(tmp_path):
     assert not folder.running_path.exists() and folder.running_pid() is None
     with folder.running(active=False):
         assert not folder.running_path.exists()
+
+
+def test_checkpoint_names_round_trip_through_the_run_folder(tmp_path):
+    from interp.run_folder import checkpoint_files, checkpoint_path
+
+    folder = RunFolder(tmp_path / "run")
+    assert folder.checkpoint_step() == 0 and checkpoint_files(folder.checkpoints_path) == {}
+    folder.checkpoints_path.mkdir(parents=True)
+    for step in (7, 120, 1_000_000):
+        checkpoint_path(folder.checkpoints_path, step).write_bytes(b"")
+    (folder.checkpoints_path / "step_12.safetensors.tmp").write_bytes(b"")  # a half write is not a checkpoint
+    files = checkpoint_files(folder.checkpoints_path)
+    assert sorted(files) == [7, 120, 1_000_000] and folder.checkpoint_step() == 1_000_000
+    assert sorted(p.name for p in files.values()) == [p.name for p in sorted(files.values())]  # names sort by step

@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from app.commands.errors import user_errors
+from interp.pipeline.demo import DEMO_RUNS, demo_analyses
 from interp.pipeline.sae import analyze_compare, analyze_eval, analyze_features, analyze_geometry
 
 
@@ -88,11 +89,7 @@ def register(analyze_app: typer.Typer) -> None:
     analyze_app.command("geometry")(geometry_command)
 
 
-def demo_analysis_step(workspace: Path, run_ids: tuple[str, ...] = ("demo-mfr", "demo-plain")) -> str:
-    """Demo stage: dashboards and geometry of the demo pairs over the demo cache."""
-    out, folders = workspace / "analyses", []
-    for run_id in run_ids:
-        run = workspace / "runs" / run_id
-        folders += analyze_features(run, out, cache_dir=workspace / "cached_activations" / "demo")
-        analyze_geometry(run, out, n_clusters=5, max_features=1000, with_umap=True)
+def demo_analysis_step(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS) -> str:
+    """Demo stage: dashboards and geometry of the demo pairs over the demo cache (``interp.pipeline.demo``)."""
+    folders = demo_analyses(workspace, run_ids)
     return f"dashboards and geometry: {', '.join(str(f.path) for f in folders)}"

@@ -14,6 +14,7 @@ import typer
 from app.commands.errors import user_errors
 from interp.attention import CircuitInputError
 from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
+from interp.pipeline.demo import demo_circuits
 
 
 def _prepare(model_spec: str, device: str):
@@ -68,18 +69,8 @@ def register(analyze_app: typer.Typer) -> None:
 
 
 def demo_circuits_step(workspace: Path) -> str:
-    """Demo stage: the demo model's induction and IOI circuits, with feature circuits when the demo SAE exists."""
-    from interp.models import load_model
-    from interp.prompts import induction_prompts
-
-    model = load_model("demo", device="cpu")
-    prompts = induction_prompts(model, 16, 20)
-    sae = workspace / "runs" / "demo-mfr" / "sae_0"
-    sae = sae if (sae / "cfg.json").exists() else None
-    out = workspace / "analyses" / "circuits"
-    induction = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
-                                 out / "demo", sae_folder=sae, sae_hook="blocks.1.hook_resid_post")
-    ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_folder=sae, sae_hook="blocks.1.hook_resid_post")
+    """Demo stage: the demo model's induction and IOI circuits (``interp.pipeline.demo``)."""
+    out, induction, ioi = demo_circuits(workspace)
     return (f"circuits: {out}/demo (previous-token {induction['heads']['previous_token']}, induction "
             f"{induction['heads']['induction']}), {out}/ioi (repeated-name head {ioi['heads']['s_signal']}, "
             f"IO-S logit diff {ioi['ioi']['logit_diff']:.2f}, accuracy {ioi['ioi']['accuracy']:.0%})")

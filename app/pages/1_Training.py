@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.commands.units import parse_tokens
@@ -30,50 +23,26 @@ from app.ui.workspace import (
     workspace_root,
 )
 from interp.errors import InputError
+from interp.figures.training import metric_curve_figure
 from interp.names import check_name
 from interp.run_folder import RunFolder
 from sae_training.architectures import ARCHITECTURES, architecture_options
-from sae_training.run_status import checkpoint_step, is_trainer_of, running_pid, total_steps
+from sae_training.run_status import (
+    NotTrainerError,
+    checkpoint_step,
+    launch_state,
+    running_pid,
+    stop_training,
+    total_steps,
+)
 
 page("Training")
 root = workspace_root()
-PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds app/, interp/, sae_training/
-
-
-def launched_pid(run: Path) -> int | None:
-    """The pid this page started for ``run`` while it is still alive (it may not have begun training yet)."""
-    try:
-        launch = json.loads(RunFolder(run).launch_path.read_text())  # the last process this page started
-        pid = int(launch["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
-    try:
-        os.waitpid(pid, os.WNOHANG)  # reap it if it was our child and has exited (no zombies)
-    except ChildProcessError:
-        pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, IndexError):
-        return None
-    if state == "Z":  # exited, not reaped by its parent
-        return None
-    if "app.cli" in cmdline and "train" in cmdline:
-        return pid
-    # a process just started may not show its command line yet: trust a launch this fresh
-    return pid if time.time() - float(launch.get("started", 0)) < 30 else None
 
 
 def launch(args: list[str], run: Path) -> None:
-    """Start ``workbench train ARGS`` detached (its own session), output appended to the run's log."""
-    folder = RunFolder(run)
-    run.mkdir(parents=True, exist_ok=True)
-    path = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")]))
-    with open(folder.log_path, "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "app.cli", "train", *args], cwd=root, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, "PYTHONPATH": path})
-    folder.write_launch({"pid": process.pid, "args": args, "started": time.time()})
+    """Start ``workbench train ARGS`` as the run's job (its own session), output appended to the run's log."""
+    RunFolder(run).job().start("app.cli", ["train", *args], cwd=root)
 
 
 def option_widget(column, spec):
@@ -172,23 +141,17 @@ run = root / "runs" / run_id
 
 def status(run: Path) -> tuple[str, int | None]:
     """The run's state (``running``, ``finished``, ``stopped at step N of M``: ``workspace.run_state``), or
-    ``starting`` / ``failed`` for a process this page launched; with the pid Stop would signal."""
+    ``starting`` / ``failed`` for a job this page launched; with the pid Stop would signal."""
     pid = running_pid(run)
     if pid:
         return "running", pid
-    pid = launched_pid(run)
-    if pid:
-        return "starting", pid
-    folder = RunFolder(run)
-    state = run_state(run, folder.evaluated)
-    return ("failed" if state == "not started" and folder.log_path.exists() else state), None
+    launched, pid = launch_state(run)
+    return (launched, pid) if launched else (run_state(run, RunFolder(run).evaluated), None)
 
 
 def log_tail(run: Path, lines: int = 12) -> str:
-    path = RunFolder(run).log_path
-    if not path.exists() or not contained(root, path):
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    job = RunFolder(run).job()
+    return job.log_tail(lines) if contained(root, job.log_path) else ""
 
 
 @st.fragment(run_every=2.0)
@@ -201,11 +164,12 @@ def follow() -> None:
     where = f"checkpoint at step {done:,} of {total:,}" if total else "no config yet"
     c1.markdown(f"**{run_id}**: {state}{f' (pid {pid})' if pid else ''}; {len(frame)} logged steps; {where}")
     if pid and c2.button("Stop", key="stop", help="SIGTERM: the trainer checkpoints the current step and exits"):
-        if is_trainer_of(pid, run):  # never a pid merely written in a file
-            os.kill(pid, signal.SIGTERM)
+        try:
+            stop_training(run, pid)  # never a pid merely written in a file
+        except NotTrainerError as error:
+            st.error(f"Refused: {error}")
+        else:
             st.rerun()
-        st.error(f"Refused: process {pid} is not a `workbench train` process for {run_id} (checked in /proc); "
-                 "stop it from where it was started")
     if state.startswith("stopped") and c2.button("Resume", key="resume", help="workbench train --resume-from this run"):
         try:
             check_resume(run)
@@ -231,11 +195,7 @@ def follow() -> None:
         column.metric(title, f"{logged.iloc[-1]:.4g}" if len(logged) else "-")
     grid = st.columns(3)
     for i, (col, title) in enumerate(names):
-        members = [c for c in frame.columns if re.fullmatch(rf"member\d+_{col}", c)]
-        fig = go.Figure([go.Scatter(x=frame.step, y=frame[c], mode="lines", name=c.split("_")[0], connectgaps=True)
-                         for c in members] or [go.Scatter(x=frame.step, y=frame[col], mode="lines+markers", name=col,
-                                                          connectgaps=True)])
-        fig.update_layout(title=title, xaxis_title="step", height=260, legend=dict(orientation="h", y=-0.35))
+        fig = metric_curve_figure(frame, col, title)
         with grid[i % 3]:
             plot(fig, key=f"curve_{col}")
 

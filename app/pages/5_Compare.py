@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui import data
@@ -15,6 +14,8 @@ from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, s
 from interp.analysis_folder import AnalysisFolder, analysis_id
 from interp.compare import check_comparable
 from interp.dictionary import DictionaryError
+from interp.figures.compare import matched_cosine_figure
+from interp.jobs import Job, JobRunningError
 
 
 def stored(folder: Path, other: str) -> pd.DataFrame:
@@ -43,21 +44,34 @@ def sae_folder(root: Path, folder: Path) -> Path:
 
 
 def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
-    """The button's work: locate both SAEs, match them, store, rerun."""
-    from interp.compare import compare_saes
-
+    """The button's work: locate both SAEs, start the matching job (``python -m interp.compare``), rerun."""
     try:
         sae_a, sae_b = sae_folder(root, folder_a), sae_folder(root, folder_b)
     except (UnsafePathError, FileNotFoundError) as error:
         st.error(f"Cannot compute here: {error}. Run the command above with both SAE folders at hand.")
         return
-    with st.spinner("Matching features (Hungarian, O(d_sae^3): large SAEs take a while)..."):
-        try:
-            compare_saes(sae_a, sae_b, folder_a, folder_b)
-        except (DictionaryError, ValueError, OSError) as error:
-            st.error(f"Matching failed: {error}")
-            return
+    job = AnalysisFolder(folder_a).match_job(analysis_id(folder_b))
+    try:
+        job.start("interp.compare", [str(p) for p in (sae_a, sae_b, folder_a, folder_b)], cwd=root)
+    except JobRunningError as error:
+        st.error(f"{error}.")
+        return
     st.rerun()
+
+
+@st.fragment(run_every=2.0)
+def follow(job: Job) -> None:
+    """While the matching job runs: its pid, a Stop button and its log; the page reruns when it ends."""
+    status = job.status()
+    if status.state != "running":
+        st.rerun()
+    st.info(f"Matching features in the background (pid {status.pid}; Hungarian, O(d_sae^3): large SAEs take a "
+            "while). The page shows the result when it is done.")
+    if st.button("Stop matching", key="stop_matching"):
+        job.stop()
+        st.rerun()
+    if job.log_tail():
+        st.code(job.log_tail())
 
 
 def labelled(matches: pd.DataFrame, mine: Path, other: Path) -> pd.DataFrame:
@@ -103,8 +117,16 @@ a_to_b, b_to_a = stored(folder_a, id_b), stored(folder_b, id_a)
 if a_to_b.empty or b_to_a.empty:
     command = f"workbench analyze compare runs/{id_a} runs/{id_b}"
     missing(f"No stored matching between `{id_a}` and `{id_b}`.", command)
-    st.caption("Or compute it here. The Hungarian matching is O(d_sae^3): seconds for a few thousand features, "
-               "long for 16k and more.")
+    job = AnalysisFolder(folder_a).match_job(id_b)
+    state = job.status().state
+    if state == "running":
+        follow(job)
+        st.stop()
+    if state in ("failed", "stopped"):
+        st.error(f"The last matching job {state}. The end of its log:")
+        st.code(job.log_tail() or "(empty log)")
+    st.caption("Or compute it here, in the background. The Hungarian matching is O(d_sae^3): seconds for a few "
+               "thousand features, long for 16k and more.")
     if st.button("Compute matching now", key="compute"):
         compute(root, folder_a, folder_b)
     st.stop()
@@ -119,11 +141,7 @@ c2.metric("MMCS B→A", f"{b_to_a.cosine.mean():.4f}")
 c3.metric(f"missing in B (cos < {threshold:.2f})", f"{len(missing_in_b):,}")
 c4.metric(f"missing in A (cos < {threshold:.2f})", f"{len(missing_in_a):,}")
 st.caption(f"A = `{id_a}` ({len(a_to_b):,} features), B = `{id_b}` ({len(b_to_a):,} features).")
-fig = go.Figure([go.Histogram(x=a_to_b.cosine, nbinsx=40, name="A→B", opacity=0.7),
-                 go.Histogram(x=b_to_a.cosine, nbinsx=40, name="B→A", opacity=0.7)])
-fig.add_vline(x=threshold, line_dash="dash")
-fig.update_layout(title="Matched cosine (Hungarian matching on decoder directions)", xaxis_title="cosine",
-                  yaxis_title="features", barmode="overlay")
+fig = matched_cosine_figure(a_to_b, b_to_a, threshold)
 plot(fig, key="mmcs_hist")
 
 table_ab, table_ba = labelled(a_to_b, folder_a, folder_b), labelled(b_to_a, folder_b, folder_a)

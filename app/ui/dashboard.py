@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui import data
@@ -13,6 +12,7 @@ from app.ui.theme import plot
 from app.ui.tokens import highlight
 from app.ui.workspace import UnsafePathError, list_analyses, safe_path
 from interp.analysis_folder import AnalysisFolder
+from interp.figures.features import activation_histogram, logit_bars
 
 
 def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: str | None = None) -> Path | None:
@@ -66,10 +66,7 @@ def histogram(hist: pd.DataFrame, feature: int, key: str) -> None:
     if hist.empty:
         st.info("No activations above zero: empty histogram.")
         return
-    centers = (hist.bin_left * hist.bin_right) ** 0.5
-    fig = go.Figure(go.Bar(x=centers, y=hist["count"], width=hist.bin_right - hist.bin_left))
-    fig.update_layout(title=f"Activation histogram of feature {feature}", xaxis_type="log",
-                      xaxis_title="activation", yaxis_title="count", height=280)
+    fig = activation_histogram(hist, feature)
     plot(fig, key=key)
 
 
@@ -77,11 +74,7 @@ def logits(table: pd.DataFrame, key: str) -> None:
     if table.empty:
         st.info("No logit effects stored (the analysis ran without the model's unembedding).")
         return
-    pos, neg = table[table.sign == "positive"], table[table.sign == "negative"]
-    fig = go.Figure([go.Bar(y=[repr(t) for t in pos.token], x=pos.logit, orientation="h", name="promotes"),
-                     go.Bar(y=[repr(t) for t in neg.token], x=neg.logit, orientation="h", name="suppresses")])
-    fig.update_layout(title="Logit effects (decoder direction · W_U)", height=420, barmode="overlay",
-                      yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.15))
+    fig = logit_bars(table)
     plot(fig, key=key)
 
 

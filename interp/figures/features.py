@@ -15,22 +15,22 @@ def frequency_histogram(features: pd.DataFrame, bins: int = 60) -> go.Figure:
                              xaxis_title="log10 firing frequency", yaxis_title="features")
 
 
-def activation_histogram(histogram: pd.DataFrame) -> go.Figure:
-    """One feature's activation histogram (log-spaced bins)."""
+def activation_histogram(histogram: pd.DataFrame, feature: int | None = None) -> go.Figure:
+    """One feature's activation histogram (log-spaced bins, bars at their geometric centres)."""
     centre = np.sqrt(histogram.bin_left * histogram.bin_right)
     fig = go.Figure(go.Bar(x=centre, y=histogram["count"], width=histogram.bin_right - histogram.bin_left))
-    return fig.update_layout(title="Activation histogram", xaxis_type="log", xaxis_title="activation",
-                             yaxis_title="tokens")
+    title = "Activation histogram" + (f" of feature {feature}" if feature is not None else "")
+    return fig.update_layout(title=title, xaxis_type="log", xaxis_title="activation", yaxis_title="count",
+                             height=280)
 
 
 def logit_bars(logits: pd.DataFrame) -> go.Figure:
-    """Top promoted (positive) and suppressed (negative) tokens of ``W_dec @ W_U``."""
-    fig = go.Figure()
-    for sign, colour in (("negative", "crimson"), ("positive", "steelblue")):
-        rows = logits[logits.sign == sign].sort_values("logit")
-        fig.add_trace(go.Bar(x=rows.logit, y=[f"{t!r}" for t in rows.token], orientation="h", name=sign,
-                             marker_color=colour))
-    return fig.update_layout(title="Logit effects", xaxis_title="logit", barmode="group")
+    """Top promoted (positive) and suppressed (negative) tokens of ``W_dec @ W_U``, in the table's rank order."""
+    pos, neg = logits[logits.sign == "positive"], logits[logits.sign == "negative"]
+    fig = go.Figure([go.Bar(y=[repr(t) for t in pos.token], x=pos.logit, orientation="h", name="promotes"),
+                     go.Bar(y=[repr(t) for t in neg.token], x=neg.logit, orientation="h", name="suppresses")])
+    return fig.update_layout(title="Logit effects (decoder direction · W_U)", height=420, barmode="overlay",
+                             yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.15))
 
 
 def example_heatmap(examples: pd.DataFrame, max_rows: int = 20) -> go.Figure:

@@ -9,33 +9,56 @@ import plotly.graph_objects as go
 from interp.errors import InputError
 
 
-def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Series | None = None) -> go.Figure:
-    """Decoder directions in 2-D (``umap`` or ``pca`` columns of ``geometry_map``), coloured by cluster."""
+def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Series | None = None,
+                       colour: str = "cluster") -> go.Figure:
+    """Decoder directions in 2-D (``umap`` or ``pca`` columns of ``geometry_map``), coloured by ``cluster`` or
+    ``log10_frequency``; each point carries its feature id (``customdata``) so a click can open it."""
     x, y = f"{method}_x", f"{method}_y"
     if x not in points:
         raise InputError(f"the map has no {method} coordinates; rerun `workbench analyze geometry` with it")
-    hover = points.feature.astype(str) if labels is None else points.feature.astype(str) + ": " + labels
-    fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", text=hover,
-                                 marker=dict(color=points.cluster, colorscale="Turbo", size=5)))
-    return fig.update_layout(title=f"Feature map ({method.upper()})", xaxis_title=x, yaxis_title=y)
+    if colour not in ("cluster", "log10_frequency"):
+        raise InputError(f"colour the map by 'cluster' or 'log10_frequency', not {colour!r}")
+    if labels is None and "label" in points:
+        labels = points.label
+    hover = points.feature.astype(str) if labels is None else points.feature.astype(str) + ": " + labels.astype(str)
+    by_cluster = colour == "cluster"
+    marker = dict(size=6 if len(points) <= 2000 else 3, color=points[colour],
+                  colorscale="Turbo" if by_cluster else "Viridis", showscale=not by_cluster,
+                  colorbar=None if by_cluster else dict(title="log10 f"))
+    fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", marker=marker, customdata=points.feature,
+                                 text=hover, hovertemplate="%{text}<extra></extra>"))
+    return fig.update_layout(title=f"{method.upper()} of unit decoder directions ({len(points)} features)",
+                             height=520, xaxis_title=x, yaxis_title=y)
 
 
 def spectrum_figure(spectrum: pd.DataFrame, slope: float | None = None) -> go.Figure:
-    """Covariance eigenvalues of the decoder cloud on log-log axes, with the fitted power law."""
-    fig = go.Figure(go.Scatter(x=spectrum["rank"], y=spectrum.eigenvalue, mode="markers", name="eigenvalue"))
+    """Covariance eigenvalues of the decoder cloud on log-log axes, with the fitted power law when given."""
+    fig = go.Figure(go.Scatter(x=spectrum["rank"], y=spectrum.eigenvalue, mode="lines+markers", name="eigenvalue"))
     if slope is not None:
         i = spectrum["rank"].to_numpy()
         anchor = spectrum.eigenvalue.iloc[len(i) // 4] * (i / i[len(i) // 4]) ** -slope
         fig.add_trace(go.Scatter(x=i, y=anchor, mode="lines", name=f"i^-{slope:.2f}"))
-    return fig.update_layout(title="Galaxy: eigenvalue spectrum", xaxis_type="log", yaxis_type="log",
+    return fig.update_layout(title="Eigenvalue spectrum of decoder directions", xaxis_type="log", yaxis_type="log",
                              xaxis_title="rank", yaxis_title="eigenvalue")
 
 
-def lobe_agreement_figure(lobes: pd.DataFrame) -> go.Figure:
-    """AMI between co-occurrence lobes and geometric clusters per affinity and k, with the null."""
+def galaxy_figure(galaxy: pd.DataFrame) -> go.Figure:
+    """Power-law slope and clustering entropy side by side, one group per analysis (its hook below its id)."""
+    x = galaxy.analysis + "<br>" + galaxy.hook
+    fig = go.Figure([go.Bar(x=x, y=galaxy.power_law_slope, name="power-law slope"),
+                     go.Bar(x=x, y=galaxy.clustering_entropy, name="clustering entropy")])
+    return fig.update_layout(title="By layer / SAE", barmode="group", legend=dict(orientation="h", y=-0.3))
+
+
+def lobe_agreement_figure(lobes: pd.DataFrame, score: str = "ami") -> go.Figure:
+    """Agreement between co-occurrence lobes and geometric clusters per affinity and k: the AMI with the
+    shuffled null, or (``score="z"``) its z-score against that null."""
     fig = go.Figure()
     for kind, rows in lobes.groupby("affinity"):
-        fig.add_trace(go.Scatter(x=rows.k, y=rows.ami, mode="lines+markers", name=kind))
+        fig.add_trace(go.Scatter(x=rows.k, y=rows[score], mode="lines+markers", name=kind))
+    if score == "z":
+        return fig.update_layout(title="Lobes: functional vs geometric clusters (AMI z-score vs null)",
+                                 xaxis_title="clusters k", yaxis_title="z")
     null = lobes.groupby("k").null_mean.mean()
     fig.add_trace(go.Scatter(x=null.index, y=null.values, mode="lines", name="shuffled null",
                              line=dict(dash="dot", color="grey")))

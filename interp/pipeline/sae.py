@@ -57,7 +57,8 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     from interp.cache.store import ActivationCache, cache_chunks
     from interp.compare import merge_matches
     from interp.dictionary import check_fits, load_dictionary
-    from interp.features import DashboardConfig, dashboard_tables, feature_dashboards, matched_features_table
+    from interp.features import DashboardConfig, dashboard_tables, feature_dashboards
+    from interp.matching import matched_features_table
     from interp.models import load_model
 
     config = config or DashboardConfig()

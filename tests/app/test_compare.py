@@ -12,6 +12,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
+from interp.analysis_folder import AnalysisFolder
+
 APP = Path(__file__).resolve().parents[2] / "app"
 A, B = "demo-mfr/sae_0", "other/sae_0"
 
@@ -61,6 +63,15 @@ def open_pair(b: str = B) -> AppTest:
     return at
 
 
+def click_compute(at: AppTest, root: Path, a: str = A, b: str = B) -> AppTest:
+    """Click Compute: the matching runs as a job in the background; wait for it, then render again."""
+    at.button(key="compute").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    status = AnalysisFolder(root / "analyses" / a).match_job(b).wait(120)
+    assert status.state in ("none", "finished"), status  # none: refused before starting
+    return at.run()
+
+
 def matches(root: Path, analysis: str, other: str) -> pd.DataFrame:
     stored = pd.read_parquet(root / "analyses" / analysis / "matches.parquet")
     return stored[stored.other_analysis == other].reset_index(drop=True)
@@ -72,7 +83,7 @@ def test_page_offers_the_command_and_computes_the_matching_on_click(two_runs):
     assert not (two_runs / "analyses" / B / "matches.parquet").exists()  # a plain render computes nothing
     ensemble_before = matches(two_runs, A, "demo-mfr/sae_1")
 
-    at.button(key="compute").click().run()
+    click_compute(at, two_runs)
     assert not at.exception and not at.error, [e.value for e in at.error]
     a_to_b, b_to_a = matches(two_runs, A, B), matches(two_runs, B, A)
     assert len(a_to_b) == len(b_to_a) == 64 and set(a_to_b.other_member) == {-1}
@@ -145,3 +156,14 @@ def test_cli_compares_two_runs_and_explains_missing_dashboards(two_runs):
     assert result.exit_code == 2 and "workbench analyze features runs/third" in result.output
     result = CliRunner().invoke(app, ["analyze", "compare", str(sae_a), str(sae_a), "--out", str(root / "analyses")])
     assert result.exit_code == 2 and "same SAE" in result.output
+
+
+def test_a_failed_matching_job_shows_its_log_and_can_be_retried(two_runs):
+    (two_runs / "runs" / B / "sae_weights.safetensors").write_bytes(b"not safetensors")
+    at = open_pair()
+    at.button(key="compute").click().run()
+    assert AnalysisFolder(two_runs / "analyses" / A).match_job(B).wait(120).state == "failed"
+    at.run()
+    assert any("The last matching job failed" in e.value for e in at.error)
+    assert any("Error" in c.value for c in at.code) and at.button(key="compute")  # the log's end; retry offered
+    assert not (two_runs / "analyses" / B / "matches.parquet").exists()

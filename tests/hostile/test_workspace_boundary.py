@@ -19,7 +19,8 @@ from streamlit.testing.v1 import AppTest
 
 from app.ui.workspace import list_analyses, list_caches, list_runs
 from interp import tables
-from sae_training.run_status import RUNNING_FILE, is_trainer_of
+from interp.analysis_folder import AnalysisFolder
+from sae_training.run_status import RUNNING_FILE, NotTrainerError, is_trainer_of, stop_training
 
 APP = Path(__file__).resolve().parents[2] / "app"
 PAGES = ("Home.py", "pages/1_Training.py", "pages/2_Features.py", "pages/3_Geometry.py", "pages/4_Circuits.py",
@@ -124,9 +125,12 @@ def test_stop_never_signals_a_pid_that_is_not_this_runs_trainer(copied):
         assert process.poll() is None  # still alive: no signal was sent
         (run / RUNNING_FILE).unlink()
         (run / "app_launch.json").write_text(json.dumps({"pid": process.pid, "started": time.time()}))
-        at = page("pages/1_Training.py")
-        at.button(key="stop").click().run()
-        assert any("is not a `workbench train` process" in e.value for e in at.error) and process.poll() is None
+        at = page("pages/1_Training.py")  # a launch record naming a pid that is not the run's job: no Stop
+        assert not [b for b in at.button if b.key == "stop"]
+        with pytest.raises(NotTrainerError, match="is not a `workbench train` process"):
+            stop_training(run, process.pid)
+        time.sleep(0.2)
+        assert process.poll() is None
 
 
 def test_is_trainer_of_reads_the_command_line_and_working_directory(tmp_path):
@@ -177,6 +181,8 @@ def test_a_copied_workspace_works_in_every_page(workspace, tmp_path, monkeypatch
     for member in ("sae_0", "sae_1"):  # no stored matching: Compare computes it from the SAEs meta.json names
         (moved / "analyses" / "demo-mfr" / member / "matches.parquet").unlink()
     at = page("pages/5_Compare.py")
-    at.button(key="compute").click().run()
+    at.button(key="compute").click().run()  # starts the matching job; the page shows the result once it is done
+    assert AnalysisFolder(moved / "analyses" / "demo-mfr" / "sae_0").match_job("demo-mfr/sae_1").wait(120).state == "finished"
+    at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(m.label == "MMCS A→B" for m in at.metric)

@@ -13,12 +13,11 @@ from interp.features import (
     DashboardConfig,
     dashboard_tables,
     feature_dashboards,
-    match_features,
-    matched_features_table,
-    nearest_features,
 )
 from interp.cache.store import TokenChunk
 from interp.io import write_tables
+from interp.feature_weights import nearest_features
+from interp.matching import match_features, match_per_row, matched_features_table
 
 D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
 TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
@@ -183,7 +182,7 @@ def test_a_pair_that_always_fires_together_ranks_first_and_one_that_never_does_l
 
 
 def test_dense_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
-    from interp.features import cooccurrence_table, prune_counts
+    from interp.cooccurrence import cooccurrence_table, prune_counts
 
     dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
     dense = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3))
@@ -230,7 +229,7 @@ def test_nearest_and_matched_features_recover_a_permutation():
     W = torch.randn(20, 8, generator=g)
     perm = torch.randperm(20, generator=g)
     W_b = W[perm] + 0.01 * torch.randn(20, 8, generator=g)
-    match, score = match_features(W_b, W)
+    match, score = match_per_row(match_features(W_b, W), 20)
     assert np.array_equal(match, perm.numpy()) and score.min() > 0.99
     W_near = torch.cat([W, W[:1] * 2 + 1e-3])  # feature 20 points along feature 0
     _, ids = nearest_features(W_near, 1)

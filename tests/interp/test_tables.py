@@ -85,7 +85,7 @@ def test_figures_show_the_planted_feature(folder):
 
     rows = feature_dashboard(folder, 2)
     bars = logit_bars(rows["logits"])
-    positive = next(t for t in bars.data if t.name == "positive")
+    positive = next(t for t in bars.data if t.name == "promotes")
     assert positive.y[int(np.argmax(positive.x))] == repr(f"t{PROMOTED[2]}")
     top = rows["examples"].query("kind == 'top'")
     heat = example_heatmap(top).data[0]
@@ -93,3 +93,17 @@ def test_figures_show_the_planted_feature(folder):
                for i, c in enumerate(top.center))
     assert sum(activation_histogram(rows["histograms"]).data[0].y) == rows["features"].n_fires[0]
     assert len(frequency_histogram(feature_list(folder)).data[0].x) == D_SAE
+
+
+def test_the_table_layer_loads_without_torch_or_scipy():
+    """The app's pages query tables through ``interp.tables``; importing it must not pull in torch or scipy."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])  # this checkout's interp, not an installed one
+    code = "import sys, interp.tables; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

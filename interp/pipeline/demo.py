@@ -1,0 +1,46 @@
+"""The demo's analysis stages over a workspace (``workbench demo`` prints their summaries).
+
+``demo_analyses``: dashboards and geometry of the demo's SAE runs over the demo cache;
+``demo_circuits``: the demo model's induction and IOI circuits, with feature circuits through the
+MFR pair's first SAE when it exists. Each reads and writes the workspace's folders and returns what
+it wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from interp.analysis_folder import AnalysisFolder
+from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
+from interp.pipeline.sae import analyze_features, analyze_geometry
+from interp.run_folder import RunFolder
+
+DEMO_RUNS = ("demo-mfr", "demo-plain")
+DEMO_SAE_HOOK = "blocks.1.hook_resid_post"  # the demo SAEs read layer 1's residual stream
+
+
+def demo_analyses(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_id: str = "demo") -> list[AnalysisFolder]:
+    """Dashboards (over ``cached_activations/<cache_id>``) and geometry of every member of ``run_ids``."""
+    out, folders = workspace / "analyses", []
+    for run_id in run_ids:
+        run = workspace / "runs" / run_id
+        folders += analyze_features(run, out, cache_dir=workspace / "cached_activations" / cache_id)
+        analyze_geometry(run, out, n_clusters=5, max_features=1000, with_umap=True)
+    return folders
+
+
+def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:
+    """Induction (16 prompts, repeated span 20) and IOI (32 prompts) circuits of the demo model, written to
+    ``analyses/circuits/{demo,ioi}``; returns that folder and both summaries."""
+    from interp.models import load_model
+    from interp.prompts import induction_prompts
+
+    model = load_model("demo", device="cpu")
+    prompts = induction_prompts(model, 16, 20)
+    sae = RunFolder(workspace / "runs" / DEMO_RUNS[0]).member_path(0)
+    sae = sae if RunFolder.is_sae(sae) else None
+    out = workspace / "analyses" / "circuits"
+    induction = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
+                                 out / "demo", sae_folder=sae, sae_hook=DEMO_SAE_HOOK)
+    ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_folder=sae, sae_hook=DEMO_SAE_HOOK)
+    return out, induction, ioi

@@ -1,0 +1,49 @@
+"""The figure builders the pages call carry exactly the data they are given."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interp.errors import InputError
+from interp.figures.compare import matched_cosine_figure
+from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure
+from interp.figures.training import metric_curve_figure
+
+
+def test_matched_cosine_figure_holds_both_directions_and_the_threshold():
+    a_to_b = pd.DataFrame({"cosine": [0.9, 0.2, np.nan]})
+    b_to_a = pd.DataFrame({"cosine": [0.8, 0.95]})
+    fig = matched_cosine_figure(a_to_b, b_to_a, 0.7)
+    assert [t.name for t in fig.data] == ["A→B", "B→A"]
+    assert list(fig.data[1].x) == [0.8, 0.95] and fig.layout.shapes[0].x0 == 0.7
+
+
+def test_metric_curve_draws_one_line_per_member_else_the_run_column():
+    metrics = pd.DataFrame({"step": [1, 2, 3], "fvu": [0.5, 0.4, 0.3], "member0_fvu": [0.6, 0.5, 0.4],
+                            "member1_fvu": [0.4, 0.3, 0.2], "loss": [3.0, None, 1.0]})
+    per_member = metric_curve_figure(metrics, "fvu", "FVU")
+    assert [t.name for t in per_member.data] == ["member0", "member1"] and list(per_member.data[1].y) == [0.4, 0.3, 0.2]
+    run_level = metric_curve_figure(metrics, "loss", "loss")
+    assert [t.name for t in run_level.data] == ["loss"] and run_level.data[0].connectgaps
+
+
+def test_feature_map_colours_by_the_chosen_column_and_carries_feature_ids():
+    points = pd.DataFrame({"feature": [0, 1, 2], "pca_x": [0.0, 1.0, 2.0], "pca_y": [1.0, 0.0, 1.0],
+                           "cluster": [0, 1, 1], "log10_frequency": [-1.0, -2.0, -3.0], "label": ["a", "b", "c"]})
+    fig = feature_map_figure(points, "pca", colour="log10_frequency")
+    assert list(fig.data[0].customdata) == [0, 1, 2] and list(fig.data[0].marker.color) == [-1.0, -2.0, -3.0]
+    assert list(fig.data[0].text) == ["0: a", "1: b", "2: c"]
+    with pytest.raises(InputError, match="colour the map by"):
+        feature_map_figure(points, "pca", colour="size")
+
+
+def test_lobe_z_scores_and_galaxy_bars():
+    lobes = pd.DataFrame({"affinity": ["phi", "phi", "jaccard"], "k": [2, 3, 2], "ami": [0.5, 0.6, 0.4],
+                          "z": [3.0, 4.0, 1.0], "null_mean": [0.0, 0.0, 0.0]})
+    fig = lobe_agreement_figure(lobes, score="z")
+    assert {t.name: list(t.y) for t in fig.data} == {"jaccard": [1.0], "phi": [3.0, 4.0]}  # no null line for z
+    galaxy = pd.DataFrame({"analysis": ["r/sae_0"], "hook": ["h"], "power_law_slope": [1.2], "clustering_entropy": [0.7]})
+    bars = galaxy_figure(galaxy)
+    assert [t.y[0] for t in bars.data] == [1.2, 0.7] and bars.data[0].x[0] == "r/sae_0<br>h"
