@@ -17,6 +17,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 
+def _keep_where_positive_(values: Tensor, source: Tensor) -> Tensor:
+    """``values`` zeroed in place where ``source <= 0`` (ReLU's backward mask): aten's ``threshold_backward``
+    writing into ``values``, one pass and no bool mask (``masked_fill_(source == 0, 0)`` took ~10x longer)."""
+    return torch.ops.aten.threshold_backward.grad_input(values, source, 0.0, grad_input=values)
+
+
 def _weight_grad(grad_pre: Float[Tensor, "K batch d_sae"], x_in: Tensor) -> Float[Tensor, "K d_in d_sae"]:
     """``x_inᵀ @ grad_pre`` computed as ``[K, d_sae, d_in]`` and returned transposed: ``W_enc``'s own
     strides (it is stored as the decoder's transpose), so accumulating it needs no copy."""
@@ -28,6 +34,7 @@ class ReLUStep(torch.autograd.Function):
     term); ``f`` is returned for logging and takes no gradient; ``x`` is data."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")  # backward runs under the forward's autocast state
     def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor):
         x_in = x.unsqueeze(0) - b_dec.unsqueeze(1)
         f = torch.baddbmm(b_enc.unsqueeze(1), x_in, W_enc).relu_()
@@ -37,11 +44,12 @@ class ReLUStep(torch.autograd.Function):
         return f, x_hat, f.sum(1)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, _grad_f, grad_x_hat: Tensor, grad_sum: Tensor):
         x_in, W_enc, W_dec, f = ctx.saved_tensors
         grad_W_dec = torch.bmm(f.transpose(1, 2), grad_x_hat)
         grad_pre = torch.baddbmm(grad_sum.unsqueeze(1), grad_x_hat, W_dec.transpose(1, 2))
-        grad_pre.masked_fill_(f == 0, 0.0)  # ReLU: f > 0 exactly where the pre-activation is
+        _keep_where_positive_(grad_pre, f)  # ReLU: f > 0 exactly where the pre-activation is
         grad_b_enc = grad_pre.sum(1)
         grad_W_enc = _weight_grad(grad_pre, x_in)
         grad_b_dec = grad_x_hat.sum(1) - torch.bmm(W_enc, grad_b_enc.unsqueeze(-1)).squeeze(-1)
@@ -54,6 +62,7 @@ class GatedStep(torch.autograd.Function):
     ``x_hat = f W_dec + b_dec``, the gate-path reconstruction ``ReLU(π) W_dec + b_dec`` and ``Σ_batch ReLU(π)``."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")  # backward runs under the forward's autocast state
     def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_gate: Tensor, r_mag: Tensor, b_mag: Tensor,
                 W_dec: Tensor):
         x_in = x.unsqueeze(0) - b_dec.unsqueeze(1)
@@ -61,7 +70,7 @@ class GatedStep(torch.autograd.Function):
         scale = r_mag.exp().unsqueeze(1)
         f = torch.addcmul(b_mag.unsqueeze(1), base, scale).relu_()
         via_gate = (base + b_gate.unsqueeze(1)).relu_()
-        f.masked_fill_(via_gate == 0, 0.0)  # gate closed: π <= 0
+        _keep_where_positive_(f, via_gate)  # zero where the gate is closed (π <= 0)
         x_hat = torch.baddbmm(b_dec.unsqueeze(1), f, W_dec)
         x_via_gate = torch.baddbmm(b_dec.unsqueeze(1), via_gate, W_dec)
         ctx.save_for_backward(x_in, W_enc, W_dec, scale, base, f, via_gate)
@@ -69,12 +78,13 @@ class GatedStep(torch.autograd.Function):
         return f, x_hat, x_via_gate, via_gate.sum(1)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, _grad_f, grad_x_hat: Tensor, grad_via: Tensor, grad_sum: Tensor):
         x_in, W_enc, W_dec, scale, base, f, via_gate = ctx.saved_tensors
         W_dec_t = W_dec.transpose(1, 2)
         grad_W_dec = torch.baddbmm(torch.bmm(f.transpose(1, 2), grad_x_hat), via_gate.transpose(1, 2), grad_via)
-        grad_mag = torch.bmm(grad_x_hat, W_dec_t).masked_fill_(f == 0, 0.0)  # f > 0: gate open, magnitude > 0
-        grad_gate = torch.baddbmm(grad_sum.unsqueeze(1), grad_via, W_dec_t).masked_fill_(via_gate == 0, 0.0)
+        grad_mag = _keep_where_positive_(torch.bmm(grad_x_hat, W_dec_t), f)  # f > 0: gate open, magnitude > 0
+        grad_gate = _keep_where_positive_(torch.baddbmm(grad_sum.unsqueeze(1), grad_via, W_dec_t), via_gate)
         grad_b_mag = grad_mag.sum(1)
         grad_r_mag = (grad_mag * base).sum(1) * scale.squeeze(1)
         grad_b_gate = grad_gate.sum(1)

@@ -83,6 +83,7 @@ class EncodeAt(torch.autograd.Function):
     ``pre`` of the same parameters; gradients flow to ``b_dec``, ``W_enc`` and ``b_enc`` (``x`` is data)."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # sparse products in float32
     def forward(ctx, pre: Tensor, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, tokens: Tensor,
                 latents: Tensor):
         ctx.save_for_backward(x, b_dec, W_enc, tokens, latents)
@@ -90,6 +91,7 @@ class EncodeAt(torch.autograd.Function):
         return pre.reshape(K, batch * d_sae).gather(1, tokens * d_sae + latents)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad: Tensor):
         x, b_dec, W_enc, tokens, latents = ctx.saved_tensors
         d_sae = W_enc.shape[-1]
@@ -114,6 +116,7 @@ class SparseDecode(torch.autograd.Function):
     ``widths`` (the last is d_sae: the full decode). Output ``[levels, K, batch, d_in]``."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)  # sparse products in float32
     def forward(ctx, values: Tensor, tokens: Tensor, latents: Tensor, W_dec: Tensor, b_dec: Tensor,
                 n_tokens: int, widths: tuple[int, ...]):
         K, d_in = values.shape[0], W_dec.shape[-1]
@@ -132,6 +135,7 @@ class SparseDecode(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_out: Tensor):
         values, tokens, latents, W_dec = ctx.saved_tensors
         # a latent in band l (w_{l-1} <= j < w_l) enters levels l, l+1, ...: its gradient is their sum
