@@ -103,7 +103,8 @@ def lr_factor(step: int, n_steps: int, warmup: int, decay: int) -> float:
 def clip_per_member(parameters: list[torch.nn.Parameter], max_norm: float) -> None:
     """Gradient-norm clipping per member (the paper's SAEs have separate optimisers)."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    norms = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0).sqrt()
+    # sum over all but the member axis without flatten (a transposed W_enc gradient would be copied)
+    norms = torch.stack([g.pow(2).sum(tuple(range(1, g.dim()))) for g in grads]).sum(0).sqrt()
     factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(factor.view(-1, *([1] * (g.dim() - 1))))

@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from interp.errors import InputError
-from sae_training.architectures.fused_topk import dense_codes, fired_latents
+from sae_training.architectures.fused_topk import SparseCodes
 
 
 @dataclass(frozen=True)
@@ -75,18 +75,17 @@ def reconstruction_mse(x_hat: Float[Tensor, "K batch d_in"], x: Float[Tensor, "b
 
 @dataclass
 class LossParts:
-    """Per-member loss terms ``[K]`` and the codes they came from: dense ``f`` or, for TopK, the
-    top-k ``(values, indices)`` (``f`` is then built only when asked for)."""
+    """Per-member loss terms ``[K]`` and the codes they came from: dense ``f`` or, for the TopK family,
+    ``SparseCodes`` (``f`` is then built only when asked for)."""
 
     mse: Float[Tensor, " K"]
     sparsity: Float[Tensor, " K"]
     aux: Float[Tensor, " K"]
     x_hat: Float[Tensor, "K batch d_in"]
     dense_f: Float[Tensor, "K batch d_sae"] | None = None
-    top_values: Float[Tensor, "K batch k"] | None = None
-    top_indices: Int[Tensor, "K batch k"] | None = None
-    d_sae: int = 0
+    codes: SparseCodes | None = None
     extra: Float[Tensor, " K"] | None = None  # further loss terms (Matryoshka's inner-level MSEs)
+    fired_mask: Bool[Tensor, "K d_sae"] | None = None  # set when the loss already knows it (ReLU: column sums)
 
     @property
     def total(self) -> Tensor:
@@ -96,15 +95,15 @@ class LossParts:
 
     @property
     def f(self) -> Float[Tensor, "K batch d_sae"]:
-        if self.dense_f is not None:
-            return self.dense_f
-        return dense_codes(self.top_values, self.top_indices, self.d_sae)
+        return self.dense_f if self.dense_f is not None else self.codes.dense()
 
     def fired(self) -> Bool[Tensor, "K d_sae"]:
         """Latents that fired on at least one token of the batch."""
+        if self.fired_mask is not None:
+            return self.fired_mask
         if self.dense_f is not None:
             return (self.dense_f.detach() != 0).any(1)
-        return fired_latents(self.top_values.detach(), self.top_indices, self.d_sae)
+        return self.codes.fired()
 
 
 class EnsembleSAE(nn.Module):

@@ -4,7 +4,8 @@ a magnitude path (the same ``W_enc`` rescaled by ``exp(r_mag)``) decides how muc
 ``f = 1[(x − b_dec) W_enc + b_gate > 0] · ReLU((x − b_dec)(W_enc ⊙ exp(r_mag)) + b_mag)``. Loss: MSE +
 ``λ · mean_batch Σ_j ReLU(π_gate)_j ‖W_dec,j‖`` + the gate path's own reconstruction error
 ``‖ReLU(π_gate) W_dec + b_dec − x‖²`` (SAELens' auxiliary loss; the decoder is not detached there, as in
-SAELens). Saved as SAELens "gated" (W_enc, b_gate, r_mag, b_mag, W_dec, b_dec).
+SAELens). Saved as SAELens "gated" (W_enc, b_gate, r_mag, b_mag, W_dec, b_dec). Training runs through
+``fused_dense.GatedStep`` (one encoder matmul for both paths; backward written out).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from sae_training.architectures.base import EnsembleSAE, LossParts, reconstruction_mse, warmed
+from sae_training.architectures.fused_dense import GatedStep
 from sae_training.architectures.relu import L1Options
 
 
@@ -51,14 +53,15 @@ class GatedSAE(EnsembleSAE):
 
     def loss(self, x: Float[Tensor, "batch d_in"], sparsity_coefficient: float = 0.0,
              dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
+        """MSE + ``λ · mean_batch Σ_j ReLU(π_gate)_j ‖W_dec,j‖`` + the gate path's reconstruction MSE, through
+        ``GatedStep`` (equal to the same terms built from ``paths``)."""
         x = x.detach()
-        gate, magnitude = self.paths(x)
-        f = (gate > 0).to(magnitude.dtype) * magnitude.relu()
-        x_hat = self.decode(f)
-        via_gate = gate.relu()
-        sparsity = sparsity_coefficient * (via_gate * self.W_dec.norm(dim=-1).unsqueeze(1)).sum(-1).mean(-1)
-        aux = reconstruction_mse(self.decode(via_gate), x, mse_reduction)
-        return LossParts(reconstruction_mse(x_hat, x, mse_reduction), sparsity, aux, x_hat, dense_f=f)
+        f, x_hat, x_via_gate, via_gate_sum = GatedStep.apply(x, self.b_dec, self.W_enc, self.b_gate, self.r_mag,
+                                                             self.b_mag, self.W_dec)
+        sparsity = sparsity_coefficient * (via_gate_sum / x.shape[0] * self.W_dec.norm(dim=-1)).sum(-1)
+        aux = reconstruction_mse(x_via_gate, x, mse_reduction)
+        return LossParts(reconstruction_mse(x_hat, x, mse_reduction), sparsity, aux, x_hat, dense_f=f,
+                         fired_mask=f.amax(1) > 0)
 
     def member_state(self, i: int, scale: float = 1.0) -> dict[str, Tensor]:
         state = {"W_enc": (self.W_enc[i] * scale).detach().contiguous(),

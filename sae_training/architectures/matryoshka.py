@@ -46,9 +46,13 @@ class MatryoshkaSAE(BatchTopKSAE):
             raise InputError(f"matryoshka widths {list(options.widths)} must be positive, strictly increasing "
                              f"and below d_sae={shape.d_sae} (nested prefixes; d_sae is the last level)")
 
+    def decode_widths(self) -> tuple[int, ...]:
+        return tuple(self.options.levels(self.d_sae))
+
     def inner_mse(self, f: Float[Tensor, "K batch d_sae"], x: Float[Tensor, "batch d_in"],
                   reduction: str) -> Float[Tensor, " K"]:
-        """Sum over the inner levels of the prefix reconstruction's MSE (decoded cumulatively)."""
+        """Sum over the inner levels of the prefix reconstruction's MSE, from dense codes (the eval-mode loss;
+        training gets the same from ``BatchTopKSAE.loss``' sparse prefix decodes)."""
         total = x.new_zeros(self.n_members)
         decoded, previous = self.b_dec.unsqueeze(1).expand(-1, x.shape[0], -1), 0
         for width in self.options.levels(self.d_sae)[:-1]:
@@ -60,5 +64,6 @@ class MatryoshkaSAE(BatchTopKSAE):
     def loss(self, x: Float[Tensor, "batch d_in"], sparsity_coefficient: float = 0.0,
              dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
         parts = super().loss(x, sparsity_coefficient, dead, mse_reduction)
-        parts.extra = self.inner_mse(parts.dense_f, x, mse_reduction)
+        if not self.training:
+            parts.extra = self.inner_mse(parts.f, x, mse_reduction)
         return parts

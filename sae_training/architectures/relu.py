@@ -1,38 +1,19 @@
 """ReLU SAE with an L1 penalty weighted by decoder row norms (SAELens "standard").
 
-Training encodes through ``ReLUEncode``: its backward gets ``b_dec``'s encoder gradient as
-``-W_enc @ Σ grad`` instead of autograd's full ``[batch, d_sae] @ [d_sae, d_in]`` input-gradient matmul.
+Training runs through ``fused_dense.ReLUStep`` (forward and backward written out: no input-gradient matmul
+for ``b_dec``, no dense gradient of the L1 term); ``encode``/``decode`` stay the plain dense ones.
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import dataclass
+
 from jaxtyping import Float
 from torch import Tensor
 
-from dataclasses import dataclass
-
 from interp.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, LossParts, option, reconstruction_mse, warmed
-
-
-class ReLUEncode(torch.autograd.Function):
-    """``ReLU((x - b_dec) @ W_enc + b_enc)`` per member; ``x`` is data (no gradient)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor):
-        x_in = x.unsqueeze(0) - b_dec.unsqueeze(1)
-        f = torch.baddbmm(b_enc.unsqueeze(1), x_in, W_enc).relu_()
-        ctx.save_for_backward(x_in, W_enc, f)
-        return f
-
-    @staticmethod
-    def backward(ctx, grad_f: Tensor):
-        x_in, W_enc, f = ctx.saved_tensors
-        grad_pre = grad_f * (f > 0)
-        grad_b_enc = grad_pre.sum(1)
-        grad_W_enc = torch.bmm(x_in.transpose(1, 2), grad_pre)
-        return None, -torch.bmm(W_enc, grad_b_enc.unsqueeze(-1)).squeeze(-1), grad_W_enc, grad_b_enc
+from sae_training.architectures.fused_dense import ReLUStep
 
 
 @dataclass(frozen=True)
@@ -67,10 +48,11 @@ class ReLUSAE(EnsembleSAE):
 
     def loss(self, x: Float[Tensor, "batch d_in"], sparsity_coefficient: float = 0.0,
              dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
-        """As ``EnsembleSAE.loss``, with the encoder through ``ReLUEncode``."""
+        """As ``EnsembleSAE.loss`` with ``sparsity_loss``, through ``ReLUStep``; the batch sums of ``f`` also
+        give the fired latents (a sum of non-negative floats is > 0 exactly when one of them is)."""
         x = x.detach()
-        f = ReLUEncode.apply(x, self.b_dec, self.W_enc, self.b_enc)
-        x_hat = self.decode(f)
+        f, x_hat, f_sum = ReLUStep.apply(x, self.b_dec, self.W_enc, self.b_enc, self.W_dec)
         mse = reconstruction_mse(x_hat, x, mse_reduction)
-        return LossParts(mse, self.sparsity_loss(f, f, sparsity_coefficient), mse.new_zeros(self.n_members), x_hat,
-                         dense_f=f)
+        sparsity = sparsity_coefficient * (f_sum / x.shape[0] * self.W_dec.norm(dim=-1)).sum(-1)
+        return LossParts(mse, sparsity, mse.new_zeros(self.n_members), x_hat, dense_f=f,
+                         fired_mask=f_sum.detach() > 0)

@@ -1,7 +1,7 @@
 """TopK SAE (keep the k largest pre-activations per token, then ReLU) with the AuxK dead-latent loss.
 
-Training uses the sparse path of ``fused_topk`` (no dense ``[K, batch, d_sae]`` codes or decoder matmul);
-``encode``/``decode``/``forward`` stay dense for analyses and tests.
+Training uses the sparse path of ``fused_topk`` (no dense ``[K, batch, d_sae]`` codes, no dense matmul but the
+encoder's forward); ``encode``/``decode``/``forward`` stay dense for analyses and tests.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from interp.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, KOptions, LossParts, option, reconstruction_mse, scatter_topk
-from sae_training.architectures.fused_topk import gather_pre_acts, sparse_decode, topk_encode
+from sae_training.architectures.fused_topk import SparseCodes, encode_at, sparse_decode, topk_codes, token_major
 
 
 @dataclass(frozen=True)
@@ -59,18 +59,22 @@ def topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor, dead:
 
 def sparse_topk_aux_loss(sae: EnsembleSAE, x: Tensor, x_hat: Tensor, pre: Tensor,
                          dead: Tensor | None) -> Float[Tensor, " K"]:
-    """``topk_aux_loss`` from detached ``pre``: pick the dead latents' top-k on it, then recompute only those
-    pre-activations with gradient and decode them sparsely (same value and gradients as the dense one)."""
+    """``topk_aux_loss`` from detached ``pre``: pick the dead latents' top-k on it, read only those
+    pre-activations with gradient (``EncodeAt``) and decode them sparsely (same value and gradients as the dense
+    one, and no ``[K, batch, k_aux, d_in]`` gather)."""
     if not aux_active(sae, dead):
         return x.new_zeros(sae.n_members)
     half, n_dead, k_aux = aux_budget(sae, dead)
     k_max = min(half, sae.d_sae)
     masked = pre.masked_fill(~dead.unsqueeze(1), float("-inf"))
     top, indices = masked.topk(k_max, dim=-1, sorted=True)
+    del masked
     keep = torch.isfinite(top) & (torch.arange(k_max, device=x.device) < k_aux.view(-1, 1, 1))
-    values = gather_pre_acts(x, sae.b_dec, sae.W_enc, sae.b_enc, indices) * keep
+    tokens, latents = token_major(indices)
+    values = encode_at(pre, x, sae.b_dec, sae.W_enc, sae.b_enc, tokens, latents) * keep.flatten(1)
+    codes = SparseCodes(values, tokens, latents, x.shape[0], sae.d_sae)
     residual = (x.unsqueeze(0) - x_hat).detach()
-    error = (sparse_decode(values, indices, sae.W_dec, sae.b_dec) - residual).pow(2).sum(-1).mean(-1)
+    error = (sparse_decode(codes, sae.W_dec, sae.b_dec)[0] - residual).pow(2).sum(-1).mean(-1)
     scale = (n_dead.to(x.dtype) / half).clamp(max=1.0)
     return sae.options.aux_k_coefficient * scale * error
 
@@ -90,13 +94,11 @@ class TopKSAE(EnsembleSAE):
              dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
         """As ``EnsembleSAE.loss`` (dense), computed from the top-k codes only."""
         x = x.detach()
-        values, indices, pre = topk_encode(x, self.b_dec, self.W_enc, self.b_enc, self.k_per_member,
-                                           self.member_k)
-        x_hat = sparse_decode(values, indices, self.W_dec, self.b_dec)
+        codes, pre = topk_codes(x, self.b_dec, self.W_enc, self.b_enc, self.member_k)
+        x_hat = sparse_decode(codes, self.W_dec, self.b_dec)[0]
         mse = reconstruction_mse(x_hat, x, mse_reduction)
         aux = sparse_topk_aux_loss(self, x, x_hat, pre, dead)
-        return LossParts(mse, mse.new_zeros(self.n_members), aux, x_hat, top_values=values, top_indices=indices,
-                         d_sae=self.d_sae)
+        return LossParts(mse, mse.new_zeros(self.n_members), aux, x_hat, codes=codes)
 
     def saelens_extra_cfg(self, i: int) -> dict:
         return {"k": int(self.k_per_member[i]), "rescale_acts_by_decoder_norm": False}

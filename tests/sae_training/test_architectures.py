@@ -107,7 +107,7 @@ def test_matryoshka_adds_the_inner_prefix_reconstruction_errors():
     sae = build_sae("matryoshka", SAEShape(8, 16), {"k": 2, "widths": (4, 8)})
     x = torch.randn(10, 8)
     parts = sae.loss(x)
-    f = parts.dense_f
+    f = parts.f
     prefix = [sae.b_dec[0] + f[0, :, :w] @ sae.W_dec[0, :w] for w in (4, 8)]
     expected = sum((p - x).pow(2).sum(-1).mean() for p in prefix)
     torch.testing.assert_close(parts.extra[0], expected)
