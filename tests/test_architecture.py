@@ -88,3 +88,15 @@ def test_the_library_never_imports_the_cli_or_the_app():
             bad = [n for n in names if n.split(".")[0] == "app" and not (
                 "benchmarks" in path.parts and n in BENCHMARK_APP_IMPORTS)]
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+def test_pages_draw_only_with_the_figure_builders():
+    """A page renders figures from ``interp.figures``; building one inline (importing plotly) belongs in a builder."""
+    pages = [ROOT / "app/Home.py", *sorted((ROOT / "app/pages").glob("*.py"))]
+    inline = []
+    for path in pages:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            inline += [f"{path.relative_to(ROOT)} imports {n}" for n in names if n.split(".")[0] == "plotly"]
+    assert len(pages) > 1 and not inline, "\n".join(inline)

@@ -53,7 +53,6 @@ if analysis.has("geometry_lobes"):
     plot(lobe_fig, key="lobes")
 
 st.subheader("Galaxy: power law and clustering entropy")
-spectrum = data.parquet(analysis.table_path("geometry_spectrum"))
 spec_fig = spectrum_figure(data.parquet(analysis.table_path("geometry_spectrum")))
 rows = []
 for name in list_analyses(root):

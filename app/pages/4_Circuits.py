@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app.ui import data
@@ -11,8 +9,9 @@ from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
 from interp.analysis_folder import AnalysisFolder, circuit_sets
 from interp.attention import CircuitInputError
-from interp.figures.circuits import (edge_graph_figure, faithfulness_figure, feature_circuit_figure, head_edges_from_svd,
-                                     head_scores_figure)
+from interp.figures.circuits import (attention_pattern_figure, dimensionality_box_figure, edge_graph_figure,
+                                     faithfulness_figure, feature_circuit_figure, head_edges_from_svd,
+                                     head_scores_figure, patching_table_figure)
 
 page("Circuits")
 root = workspace_root()
@@ -35,12 +34,6 @@ def prompt_attention(spec: str, prompt: str) -> tuple[list[str], list, list[tupl
     tokens = prompt_tokens(model, prompt)
     pattern, top = top_next_tokens(model, tokens)
     return [model.tokenizer.decode([t]) for t in tokens[0].tolist()], pattern[:, 0].tolist(), top
-
-
-def heat(frame: pd.DataFrame, index: str, columns: str, value: str, title: str) -> go.Figure:
-    table = frame.pivot_table(index=index, columns=columns, values=value)
-    fig = go.Figure(go.Heatmap(z=table.values, x=table.columns, y=table.index, colorscale="RdBu", zmid=0))
-    return fig.update_layout(title=title, xaxis_title=columns, yaxis_title=index).update_yaxes(autorange="reversed")
 
 
 EXAMPLE_PROMPTS = {
@@ -81,11 +74,7 @@ elif shown:
         c1, c2 = st.columns(2)
         layer = c1.selectbox("Layer", list(range(n_layers)), index=n_layers - 1, key="layer")
         head = c2.selectbox("Head", list(range(n_heads)), key="head")
-        labels = [f"{i}:{t!r}" for i, t in enumerate(tokens)]
-        fig = go.Figure(go.Heatmap(z=patterns[layer][head], x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1))
-        fig.update_layout(title=f"L{layer}H{head} attention ({len(tokens)} tokens)", height=480,
-                          xaxis_title="key (attended to)", yaxis_title="query").update_yaxes(autorange="reversed")
-        plot(fig, key="attention")
+        plot(attention_pattern_figure(patterns[layer][head], tokens, layer, head), key="attention")
         st.caption("Most likely next tokens: " + ", ".join(f"`{t!r}` {p:.0%}" for t, p in top))
 
 st.divider()
@@ -114,11 +103,7 @@ tabs = st.tabs(["Head scores", "SVD decomposition", "Communication graph", "Patc
 with tabs[0]:
     plot(head_scores_figure(data.parquet(folder.table_path("head_scores"))), key="head_scores")
 with tabs[1]:
-    dims = data.parquet(folder.table_path("signal_dimensionality"))
-    fig = go.Figure([go.Box(y=g["size"], name=f"L{l}H{h}") for (l, h), g in dims.groupby(["layer", "head"])])
-    fig.update_layout(title="Signal dimensionality |S|: singular components of W_QK carrying each score",
-                      yaxis_title="|S|")
-    plot(fig, key="svd_dims")
+    plot(dimensionality_box_figure(data.parquet(folder.table_path("signal_dimensionality"))), key="svd_dims")
     st.dataframe(data.parquet(folder.table_path("svd_edges"), order="abs(contribution) desc"), hide_index=True,
                  width="stretch", key="svd_edges")
 with tabs[2]:
@@ -131,11 +116,11 @@ with tabs[2]:
 with tabs[3]:
     c1, c2 = st.columns(2)
     with c1:
-        plot(heat(data.parquet(folder.table_path("patch_residual")), "layer", "pos", "effect",
-                  "Activation patching: residual stream"), key="patch_resid")
+        plot(patching_table_figure(data.parquet(folder.table_path("patch_residual")), "pos",
+                                   "Activation patching: residual stream"), key="patch_resid")
     with c2:
-        plot(heat(data.parquet(folder.table_path("patch_heads")), "layer", "head", "effect",
-                  "Activation patching: heads"), key="patch_heads")
+        plot(patching_table_figure(data.parquet(folder.table_path("patch_heads")), "head",
+                                   "Activation patching: heads"), key="patch_heads")
 with tabs[4]:
     if folder.has_json("feature_circuit"):
         graph = data.read_json(folder.json_path("feature_circuit"))

@@ -1,15 +1,37 @@
-"""Plotly figures for the circuit analyses: head scores, composition, DLA, logit lens, SVD tracing, patching, feature circuits."""
+"""Plotly figures for the circuit analyses: attention patterns, head scores, composition, DLA, logit lens, SVD tracing,
+patching, feature circuits. A figure with several heat maps gives them one shared colour axis (one colour bar)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
 
+from interp.errors import InputError
+
 
 def _heatmap(values, x, y, title: str, colorscale: str = "RdBu", zmid: float | None = 0.0) -> go.Heatmap:
     return go.Heatmap(z=values, x=x, y=y, colorscale=colorscale, zmid=zmid, name=title)
+
+
+def attention_pattern_figure(pattern: Sequence[Sequence[float]] | np.ndarray, tokens: Sequence[str], layer: int,
+                             head: int) -> go.Figure:
+    """One head's attention pattern ``[query, key]`` over a prompt's ``tokens`` (rows: queries, top to bottom),
+    each axis labelled ``{position}:{token!r}`` so repeated tokens stay apart."""
+    values = np.asarray(pattern, dtype=float)
+    if values.shape != (len(tokens), len(tokens)):
+        raise InputError(f"attention pattern of shape {values.shape} does not match {len(tokens)} tokens: "
+                         "pass one head's [query, key] pattern of this prompt")
+    labels = [f"{i}:{t!r}" for i, t in enumerate(tokens)]
+    fig = go.Figure(_heatmap(values, labels, labels, "attention", "Blues", None).update(
+        zmin=0, zmax=1, colorbar=dict(title="attention")))
+    fig.update_layout(title=f"L{layer}H{head} attention ({len(tokens)} tokens)", height=480,
+                      xaxis_title="key (attended to)", yaxis_title="query")
+    return fig.update_yaxes(autorange="reversed")
 
 
 def head_scores_figure(frame: pd.DataFrame) -> go.Figure:
@@ -64,6 +86,15 @@ def dimensionality_figure(frame: pd.DataFrame) -> go.Figure:
                              xaxis_title="|S|", yaxis_title="destinations")
 
 
+def dimensionality_box_figure(frame: pd.DataFrame) -> go.Figure:
+    """One box of ``|S|`` (singular components of ``W_QK`` carrying the score) per head, from the
+    ``signal_dimensionality`` table (columns ``layer``, ``head``, ``size``), heads in (layer, head) order."""
+    fig = go.Figure([go.Box(y=group["size"], name=f"L{layer}H{head}")
+                     for (layer, head), group in frame.groupby(["layer", "head"])])
+    return fig.update_layout(title="Signal dimensionality |S|: singular components of W_QK carrying each score",
+                             yaxis_title="|S|")
+
+
 def edge_graph_figure(edges: list[dict] | pd.DataFrame, weight: str = "contribution") -> go.Figure:
     """Sankey diagram of head-to-head (or feature) edges with ``source``, ``target`` and a weight column."""
     rows = edges.to_dict("records") if isinstance(edges, pd.DataFrame) else edges
@@ -85,7 +116,21 @@ def head_edges_from_svd(edges: pd.DataFrame, side: str = "key", min_fraction: fl
 
 def patching_figure(values: Tensor, x_title: str, y_title: str, title: str) -> go.Figure:
     """Heat map of patching effects (e.g. residual ``[layer, pos]`` or heads ``[layer, head]``)."""
-    fig = go.Figure(_heatmap(values.numpy(), list(range(values.shape[1])), list(range(values.shape[0])), title))
+    return _effect_map(values.numpy(), list(range(values.shape[1])), list(range(values.shape[0])), x_title, y_title,
+                       title)
+
+
+def patching_table_figure(frame: pd.DataFrame, columns: str, title: str, index: str = "layer",
+                          value: str = "effect") -> go.Figure:
+    """Heat map of a stored patching table (``grid_frame`` rows: e.g. ``patch_residual`` with ``layer, pos, effect``
+    or ``patch_heads`` with ``layer, head, effect``): ``index`` down, ``columns`` across."""
+    table = frame.pivot(index=index, columns=columns, values=value)
+    return _effect_map(table.values, list(table.columns), list(table.index), columns, index, title, value)
+
+
+def _effect_map(values, x, y, x_title: str, y_title: str, title: str, value: str = "effect") -> go.Figure:
+    """A signed heat map centred on zero, first row on top."""
+    fig = go.Figure(_heatmap(values, x, y, title).update(colorbar=dict(title=value)))
     return fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title).update_yaxes(autorange="reversed")
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -35,6 +37,19 @@ def table(at: AppTest, *columns: str, exact: bool = False) -> pd.DataFrame:
 
 def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
+
+
+def chart(at: AppTest, key: str) -> dict:
+    """The plotly figure (JSON) of the chart shown with widget key ``key``, as the page sent it."""
+    return next(json.loads(c.proto.spec) for c in at.get("plotly_chart") if c.proto.id.endswith(f"-{key}"))
+
+
+def array(value) -> np.ndarray:
+    """A figure's data array: plotly sends numpy arrays base64-encoded (``bdata``, ``dtype``, ``shape``)."""
+    if isinstance(value, dict):
+        shape = tuple(int(n) for n in str(value.get("shape", -1)).split(","))
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"]).reshape(shape)
+    return np.asarray(value)
 
 
 def test_safe_path_refuses_everything_outside_the_workspace(tmp_path):
@@ -126,11 +141,16 @@ def test_circuits_page_shows_stored_results_and_a_typed_prompt(app_env):
     assert metric(at, "induction head") == "L{}H{}".format(*summary["heads"]["induction"])
     nodes = pd.read_parquet(folder / "feature_nodes.parquet")
     assert sorted(table(at, "id", "effect").id) == sorted(nodes.id)
+    heads = pd.read_parquet(folder / "patch_heads.parquet").pivot(index="layer", columns="head", values="effect")
+    assert np.array_equal(array(chart(at, "patch_heads")["data"][0]["z"]), heads.values)
     at.text_input(key="prompt").input("one two three one two three")
     at.button[0].click().run()
     assert not at.exception
     if (APP.parent / "interp/demo/weights/model.safetensors").exists() or os.environ.get("CI") == "true":
         assert not at.error and at.selectbox(key="head").options
+        attention = chart(at, "attention")["data"][0]  # the tokens label both axes of the chosen head's pattern
+        assert attention["x"] == attention["y"] and attention["x"][1] == "1:'one'"  # after the BOS token
+        assert array(attention["z"]).shape == (len(attention["x"]),) * 2
     else:  # the demo weights are built by a script; without them the page must say so, not crash
         assert any("demo weights missing" in e.value for e in at.error)
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from interp.errors import InputError
+from interp.figures.circuits import (attention_pattern_figure, dimensionality_box_figure, patching_figure,
+                                     patching_table_figure)
 from interp.figures.compare import matched_cosine_figure
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure
 from interp.figures.training import metric_curve_figure
+from interp.patching import grid_frame
 
 
 def test_matched_cosine_figure_holds_both_directions_and_the_threshold():
@@ -47,3 +51,39 @@ def test_lobe_z_scores_and_galaxy_bars():
     galaxy = pd.DataFrame({"analysis": ["r/sae_0"], "hook": ["h"], "power_law_slope": [1.2], "clustering_entropy": [0.7]})
     bars = galaxy_figure(galaxy)
     assert [t.y[0] for t in bars.data] == [1.2, 0.7] and bars.data[0].x[0] == "r/sae_0<br>h"
+
+
+def test_patching_table_figure_is_the_pivoted_table_with_layers_down():
+    effects = torch.tensor([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]])  # [layer, pos]
+    frame = grid_frame(effects, ("layer", "pos"), "effect").sample(frac=1.0, random_state=0)  # row order is not kept
+    fig = patching_table_figure(frame, "pos", "Residual")
+    heat = fig.data[0]
+    assert np.allclose(np.asarray(heat.z), effects.numpy()) and list(heat.x) == [0, 1, 2] and list(heat.y) == [0, 1]
+    assert heat.zmid == 0 and heat.colorbar.title.text == "effect"
+    assert fig.layout.xaxis.title.text == "pos" and fig.layout.yaxis.title.text == "layer"
+    assert fig.layout.yaxis.autorange == "reversed" and fig.layout.title.text == "Residual"
+    from_tensor = patching_figure(effects, "pos", "layer", "Residual")  # the notebook's path draws the same map
+    assert np.allclose(np.asarray(from_tensor.data[0].z), np.asarray(heat.z))
+    with pytest.raises(ValueError):  # two effects for one cell are refused, not averaged
+        patching_table_figure(pd.concat([frame, frame]), "pos", "Residual")
+
+
+def test_attention_pattern_figure_labels_axes_with_positions_and_tokens():
+    pattern = [[1.0, 0.0, 0.0], [0.3, 0.7, 0.0], [0.2, 0.2, 0.6]]
+    tokens = ["the", " cat", "the"]
+    fig = attention_pattern_figure(pattern, tokens, layer=1, head=2)
+    heat = fig.data[0]
+    assert np.allclose(np.asarray(heat.z), pattern)
+    assert list(heat.x) == list(heat.y) == ["0:'the'", "1:' cat'", "2:'the'"]  # repeated tokens stay apart
+    assert (heat.zmin, heat.zmax) == (0, 1) and fig.layout.title.text == "L1H2 attention (3 tokens)"
+    assert fig.layout.xaxis.title.text.startswith("key") and fig.layout.yaxis.title.text == "query"
+    with pytest.raises(InputError, match="does not match 2 tokens"):
+        attention_pattern_figure(pattern, tokens[:2], 1, 2)
+
+
+def test_dimensionality_box_figure_draws_one_box_per_head_with_its_sizes():
+    frame = pd.DataFrame({"layer": [1, 0, 1, 0, 0], "head": [0, 1, 0, 1, 1], "size": [4, 1, 5, 2, 3]})
+    fig = dimensionality_box_figure(frame)
+    assert [t.type for t in fig.data] == ["box", "box"]
+    assert {t.name: sorted(t.y) for t in fig.data} == {"L0H1": [1, 2, 3], "L1H0": [4, 5]}
+    assert [t.name for t in fig.data] == ["L0H1", "L1H0"] and fig.layout.yaxis.title.text == "|S|"
