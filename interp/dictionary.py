@@ -65,7 +65,9 @@ def load_dictionary(folder: Path | str, device: str = "cpu") -> Dictionary:
     from sae_lens import SAE
 
     folder = Path(folder)
-    for required in ("cfg.json", "sae_weights.safetensors"):
+    from interp.run_folder import SAE_CONFIG, SAE_WEIGHTS
+
+    for required in (SAE_CONFIG, SAE_WEIGHTS):
         if not (folder / required).exists():
             raise DictionaryError(f"{folder} is not a SAELens SAE folder: {required} is missing")
     return SAELensDictionary(SAE.load_from_disk(str(folder), device=device))

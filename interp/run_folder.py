@@ -33,6 +33,7 @@ LAUNCH = "app_launch.json"
 LAUNCH_RESULT = "app_launch_result.json"
 SAE_CONFIG = "cfg.json"  # SAELens: every member folder holds one
 SAE_WEIGHTS = "sae_weights.safetensors"
+SAE_SPARSITY = "sparsity.safetensors"
 FILES = (CONFIG, EVALUATION, METRICS, RUNNING, CHECKPOINTS, LOG, LAUNCH, LAUNCH_RESULT)
 CHECKPOINT = re.compile(r"step_(\d+)\.safetensors")  # one file per step in ``checkpoints/``
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from interp.dictionary import DictionaryError
 from interp.io import write_json, write_safetensors
-from interp.run_folder import SAE_CONFIG, SAE_WEIGHTS
+from interp.run_folder import SAE_CONFIG, SAE_SPARSITY, SAE_WEIGHTS
 from sae_training.architectures import EnsembleSAE
 
 REQUIRED = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
@@ -52,7 +52,7 @@ def save_member(folder: Path | str, sae: EnsembleSAE, i: int, *, scale: float = 
     write_safetensors(folder / SAE_WEIGHTS, tensors)
     if density is not None:
         sparsity = torch.log10(density.float().cpu().clamp_min(1e-10))
-        write_safetensors(folder / "sparsity.safetensors", {"sparsity": sparsity})
+        write_safetensors(folder / SAE_SPARSITY, {"sparsity": sparsity})
     write_json(folder / SAE_CONFIG, saelens_cfg(sae, i, hook_name, model_name, context_size), durable=True)
     return folder
 
@@ -67,19 +67,19 @@ def check_saelens_folder(folder: Path | str) -> dict:
     architecture = cfg.get("architecture", "standard")
     d_in, d_sae = cfg.get("d_in"), cfg.get("d_sae")
     if not isinstance(d_in, int) or not isinstance(d_sae, int):
-        raise DictionaryError(f"{folder / 'cfg.json'} lacks integer d_in / d_sae")
+        raise DictionaryError(f"{folder / SAE_CONFIG} lacks integer d_in / d_sae")
     expected = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,),
                 "threshold": (d_sae,), "b_gate": (d_sae,), "r_mag": (d_sae,), "b_mag": (d_sae,)}
-    with safe_open(str(folder / "sae_weights.safetensors"), framework="pt") as handle:
+    with safe_open(str(folder / SAE_WEIGHTS), framework="pt") as handle:
         present = set(handle.keys())
         for name in REQUIRED.get(architecture, ("W_enc", "W_dec", "b_dec")):
             if name not in present:
-                raise DictionaryError(f"{folder / 'sae_weights.safetensors'} has no tensor '{name}' "
+                raise DictionaryError(f"{folder / SAE_WEIGHTS} has no tensor '{name}' "
                                       f"(needed by a '{architecture}' SAE); the folder is incomplete, re-export it")
             shape = tuple(handle.get_slice(name).get_shape())
             if shape != expected[name]:
-                raise DictionaryError(f"{folder / 'sae_weights.safetensors'}: '{name}' has shape {shape}, "
-                                      f"cfg.json (d_in={d_in}, d_sae={d_sae}) implies {expected[name]}")
+                raise DictionaryError(f"{folder / SAE_WEIGHTS}: '{name}' has shape {shape}, "
+                                      f"{SAE_CONFIG} (d_in={d_in}, d_sae={d_sae}) implies {expected[name]}")
     return cfg
 
 

@@ -16,8 +16,10 @@ OWNED = {
                                   "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
                                   "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet"),
     "interp/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
-                             "app_launch.json", "app_launch_result.json"),
+                             "app_launch.json", "app_launch_result.json",
+                             "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders
     "interp/jobs.py": ("job.json", "job_result.json", "job.log"),
+    "interp/cache/format.py": ("manifest.json",),
 }
 # name patterns of a folder kind that a plain substring cannot express -> their owner
 OWNED_PATTERNS = {

@@ -14,11 +14,12 @@ import typer
 
 from app.commands.errors import user_errors
 from interp.pipeline.demo import DEMO_RUNS, demo_analyses
+from interp.run_folder import SAE_CONFIG
 from interp.pipeline.sae import analyze_compare, analyze_eval, analyze_features, analyze_geometry
 
 
 def features_command(
-    sae: Path = typer.Argument(..., help="An SAE folder (cfg.json) or a run folder with sae_* members."),
+    sae: Path = typer.Argument(..., help=f"An SAE folder ({SAE_CONFIG}) or a run folder with sae_* members."),
     cache: Path = typer.Option(None, help="Activation cache; default: the one recorded in the run's config."),
     hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
     out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/sae_<i>/."),
@@ -67,7 +68,7 @@ def eval_command(
 
 
 def compare_command(
-    sae_a: Path = typer.Argument(..., help="SAE A: an SAE folder runs/<run_id>/sae_<i> (cfg.json)."),
+    sae_a: Path = typer.Argument(..., help=f"SAE A: an SAE folder runs/<run_id>/sae_<i> ({SAE_CONFIG})."),
     sae_b: Path = typer.Argument(..., help="SAE B: another SAE folder, of any run, same d_in."),
     out: Path = typer.Option(Path("analyses"), help="Analyses root holding both SAEs' dashboards."),
 ) -> None:

@@ -22,6 +22,7 @@ from app.ui.workspace import (
     safe_path,
     workspace_root,
 )
+from interp.cache.format import MANIFEST
 from interp.errors import InputError
 from interp.figures.training import metric_curve_figure
 from interp.names import check_name
@@ -67,9 +68,9 @@ def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
     """The cache folder, after refusing anything that would fail or write outside the workspace."""
     cache = safe_path(root, cache_path)
     check_name(run_id, "run id")
-    if not (cache / "manifest.json").exists():
-        raise FileNotFoundError(f"'{cache_path}' is not an activation cache (no manifest.json)")
-    hooks = json.loads(inside(root, cache / "manifest.json").read_text())["hooks"]
+    if not (cache / MANIFEST).exists():
+        raise FileNotFoundError(f"'{cache_path}' is not an activation cache (no {MANIFEST})")
+    hooks = json.loads(inside(root, cache / MANIFEST).read_text())["hooks"]
     if hook not in hooks:
         raise InputError(f"hook '{hook}' is not in this cache; it holds {', '.join(hooks)}")
     if RunFolder(root / "runs" / run_id).exists():
@@ -83,7 +84,7 @@ def check_resume(run: Path) -> None:
     config = json.loads(inside(root, RunFolder(run).config_path).read_text())
     if config.get("cache"):
         cache = inside(root, config["cache"])  # relative paths are the workspace's (the trainer's cwd)
-        if not (cache / "manifest.json").exists():
+        if not (cache / MANIFEST).exists():
             raise FileNotFoundError(f"the run's cache {config['cache']} is not an activation cache in the workspace")
     if config.get("model"):
         model_spec(root, config["model"])

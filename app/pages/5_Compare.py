@@ -16,6 +16,7 @@ from interp.compare import check_comparable
 from interp.dictionary import DictionaryError
 from interp.figures.compare import matched_cosine_figure
 from interp.jobs import Job, JobRunningError
+from interp.run_folder import SAE_CONFIG, SAE_WEIGHTS
 
 
 def stored(folder: Path, other: str) -> pd.DataFrame:
@@ -35,12 +36,12 @@ def sae_folder(root: Path, folder: Path) -> Path:
     candidates = [safe_path(root, recorded)] if recorded else []  # refuses a path leaving the workspace
     candidates.append(safe_path(root, Path("runs") / analysis_id(folder)))
     for candidate in candidates:
-        if (candidate / "cfg.json").exists():
-            for name in ("cfg.json", "sae_weights.safetensors"):
+        if (candidate / SAE_CONFIG).exists():
+            for name in (SAE_CONFIG, SAE_WEIGHTS):
                 inside(root, candidate / name)  # a file linked out of the workspace is refused
             return candidate
     raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing ({AnalysisFolder(folder).meta_path.name} records "
-                            f"{recorded!r}; no runs/{analysis_id(folder)}/cfg.json either)")
+                            f"{recorded!r}; no runs/{analysis_id(folder)}/{SAE_CONFIG} either)")
 
 
 def compute(root: Path, folder_a: Path, folder_b: Path) -> None:

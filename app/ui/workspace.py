@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.cache.format import MANIFEST
 from interp.errors import InputError
 
 ENV_VAR = "WORKBENCH_WORKSPACE"
@@ -127,7 +128,7 @@ def run_state(folder: Path, evaluated: bool) -> str:
 def list_caches(root: Path) -> list[Cache]:
     """The workspace's caches (those whose manifest resolves inside it)."""
     caches = []
-    for manifest in sorted((root / "cached_activations").glob("*/manifest.json")):
+    for manifest in sorted((root / "cached_activations").glob(f"*/{MANIFEST}")):
         if not contained(root, manifest):
             continue
         m = read_json(manifest)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from interp.analysis_folder import AnalysisFolder, analysis_id
 from interp.errors import InputError
-from interp.run_folder import RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
+from interp.run_folder import SAE_CONFIG, RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
 
 
 def run_cache(sae_folder: Path) -> Path:
@@ -73,7 +73,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
         dictionary = load_dictionary(member, device=device)
         site = hook or dictionary.hook_name
         if site is None:
-            raise InputError(f"{member}/cfg.json names no hook (metadata.hook_name); pass --hook")
+            raise InputError(f"{member}/{SAE_CONFIG} names no hook (metadata.hook_name); pass --hook")
         where = f"hook '{site}' of cache {cache_dir}"
         check_fits(dictionary, cache.d(site), where)
         chunks = with_progress(cache_chunks(cache, site, max_rows), cache.n_tokens, f"dashboards {analysis_id(member)}")
@@ -149,7 +149,7 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
     dictionaries = {analysis_id(m): load_dictionary(m, device=device) for m in members}
     site = hook or next(iter(dictionaries.values())).hook_name
     if site is None:
-        raise InputError(f"{members[0]}/cfg.json names no hook (metadata.hook_name); pass --hook")
+        raise InputError(f"{members[0]}/{SAE_CONFIG} names no hook (metadata.hook_name); pass --hook")
     if model_spec is None or isinstance(model_spec, str):
         if model_spec is None:
             model_spec = ActivationCache(run_cache(members[0]), verify=False, allow_incomplete=True).config["model"]
@@ -184,7 +184,7 @@ def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path):
 
     for sae in (sae_a, sae_b):
         if not RunFolder.is_sae(sae):
-            raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no cfg.json); pass runs/<run_id>/sae_<i>")
+            raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no {SAE_CONFIG}); pass runs/<run_id>/sae_<i>")
     if Path(sae_a).resolve() == Path(sae_b).resolve():
         raise InputError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
     return compare_saes(sae_a, sae_b, analyzed_folder(sae_a, out_root).path, analyzed_folder(sae_b, out_root).path)
