@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from interp.data import iter_texts, pack_token_stream
-from interp.demo.general_phase import EXTRA_PHASES, PHASE_3, PHASE_6, train_general_phase
+from interp.demo.general_phase import COMMITTED_PHASES, EXTRA_PHASES, PHASE_3, train_general_phase
 from interp.io import write_json, write_safetensors
 from interp.models import demo_tokenizer
 
@@ -284,8 +284,11 @@ def main() -> None:
         train_induction(model, windows, bos, args.induction_steps, args.text_rows, args.induction_lr, args.seed,
                         alphabet, args.induction_rows, args.induction_context)
     model.set_tokenizer(demo_tokenizer())
-    history = [] if args.phase3_weights else train_general_phase(model, PHASE_3, args.work_dir)
-    history += train_general_phase(model, PHASE_6, args.work_dir)
+    history = []
+    for phase in COMMITTED_PHASES:
+        if phase is PHASE_3 and args.phase3_weights:
+            continue
+        history += train_general_phase(model, phase, args.work_dir)
     for phase in args.extra_phases:
         history += train_general_phase(model, EXTRA_PHASES[phase], args.work_dir)
     save_model(model, args.out, history)
