@@ -288,7 +288,13 @@ def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int
 
 
 def match_features(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"]) -> tuple[np.ndarray, np.ndarray]:
-    """One-to-one matching of A's features to B's maximising decoder cosine (Hungarian); -1 if unmatched."""
+    """One-to-one matching of A's features to B's maximising decoder cosine (Hungarian); -1 if unmatched.
+    Above ``approx_matching.EXACT_MAX`` latents the dense assignment is infeasible (O(n^3), n x m costs): the
+    assignment is solved exactly on each feature's 16 best candidates both ways (``interp/approx_matching.py``)."""
+    from interp.approx_matching import EXACT_MAX, match_by_candidates
+
+    if max(W_a.shape[0], W_b.shape[0]) > EXACT_MAX:
+        return match_by_candidates(W_a, W_b)
     cos = (unit_rows(W_a.detach()) @ unit_rows(W_b.detach()).T).cpu().numpy()
     rows, cols = linear_sum_assignment(cos, maximize=True)
     match = np.full(cos.shape[0], -1)

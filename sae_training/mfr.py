@@ -34,7 +34,13 @@ def cosine_matrix(A: Float[Tensor, "n_a d"], B: Float[Tensor, "n_b d"]) -> Float
 
 
 def hungarian(similarity: Float[Tensor, "n_a n_b"]) -> tuple[Tensor, Tensor]:
-    """Rows and columns of the one-to-one matching that maximises total similarity."""
+    """Rows and columns of the one-to-one matching that maximises total similarity (above
+    ``interp.approx_matching.EXACT_MAX`` latents: exact on each latent's 16 best candidates both ways, since
+    the dense assignment is O(n^3) with n^2 float64 costs; see ``interp/approx_matching.py``)."""
+    from interp.approx_matching import EXACT_MAX, assignment_from_similarity
+
+    if max(similarity.shape) > EXACT_MAX:
+        return assignment_from_similarity(similarity)
     cost = 1.0 - similarity.detach().float().cpu().numpy().astype(np.float64)
     rows, cols = linear_sum_assignment(cost)
     device = similarity.device
