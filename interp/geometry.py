@@ -18,8 +18,9 @@ import scipy.sparse as sp
 from jaxtyping import Float, Int
 from scipy.linalg import eigh
 from scipy.special import digamma, gammaln
-from sklearn.cluster import SpectralClustering
+from sklearn.cluster._spectral import cluster_qr  # SpectralClustering's label step (public class, private helper)
 from sklearn.decomposition import PCA
+from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
@@ -183,17 +184,30 @@ def affinities(counts: sp.spmatrix | np.ndarray, n_blocks: int, kind: str = "phi
     return np.nan_to_num(value)
 
 
-def spectral_labels(affinity: Float[np.ndarray, "n n"], k: int, seed: int = 0) -> Int[np.ndarray, "n"]:
-    """Spectral clustering of a precomputed affinity (negative values clipped to 0)."""
+def spectral_maps(affinity: Float[np.ndarray, "n n"], n_components: int, seed: int = 0) -> Float[np.ndarray, "n c"]:
+    """The spectral embedding ``SpectralClustering(affinity="precomputed")`` computes (negative affinities
+    clipped to 0): the first ``n_components`` eigenvectors of the normalised Laplacian (ARPACK)."""
     a = np.clip(np.nan_to_num(affinity), 0, None)
     a = (a + a.T) / 2 + 1e-9
-    return SpectralClustering(k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr").fit_predict(a)
+    return spectral_embedding(a, n_components=n_components, random_state=np.random.RandomState(seed), drop_first=False)
 
 
-def geometric_labels(W_dec: Float[np.ndarray, "n d"], k: int, seed: int = 0) -> Int[np.ndarray, "n"]:
+def spectral_labels(affinity: Float[np.ndarray, "n n"], k: int, seed: int = 0,
+                    maps: Float[np.ndarray, "n c"] | None = None) -> Int[np.ndarray, "n"]:
+    """Spectral clustering of a precomputed affinity, as ``SpectralClustering(k, assign_labels="cluster_qr")``;
+    ``maps`` (``spectral_maps`` with ``>= k`` components) reuses one eigen-decomposition for several ``k``: the
+    ARPACK solves (LU factorisations of the n x n Laplacian) were most of geometry's time."""
+    maps = spectral_maps(affinity, k, seed) if maps is None else maps
+    return cluster_qr(maps[:, :k])
+
+
+def geometric_labels(W_dec: Float[np.ndarray, "n d"], k: int, seed: int = 0,
+                     maps: Float[np.ndarray, "n c"] | None = None) -> Int[np.ndarray, "n"]:
     """Spectral clusters of decoder directions by cosine similarity."""
-    u = unit(W_dec)
-    return spectral_labels(u @ u.T, k, seed)
+    if maps is None:
+        u = unit(W_dec)
+        maps = spectral_maps(u @ u.T, k, seed)
+    return spectral_labels(None, k, seed, maps)
 
 
 def lobe_agreement(functional: Int[np.ndarray, "n"], geometric: Int[np.ndarray, "n"], n_null: int = 200,
@@ -230,11 +244,13 @@ def lobe_table(counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3,
                n_null: int = 20) -> pd.DataFrame:
     """Per number of clusters and affinity: AMI of co-occurrence lobes with geometric clusters and the
     logistic-regression accuracy of predicting the lobe from the decoder vector."""
-    rows = []
+    rows, u = [], unit(W_dec)
+    geo_maps = spectral_maps(u @ u.T, max(ks), seed)  # one eigen-decomposition per affinity, for every k
+    maps = {kind: spectral_maps(affinities(counts, n_blocks, kind), max(ks), seed) for kind in AFFINITIES}
     for k in ks:
-        geo = geometric_labels(W_dec, k, seed)
+        geo = geometric_labels(W_dec, k, seed, geo_maps)
         for kind in AFFINITIES:
-            lobes = spectral_labels(affinities(counts, n_blocks, kind), k, seed)
+            lobes = spectral_labels(None, k, seed, maps[kind])
             rows.append({"k": k, "affinity": kind, **lobe_agreement(lobes, geo, n_null, seed),
                          **geometry_predicts_lobes(W_dec, lobes, seed=seed)})
     return pd.DataFrame(rows)
