@@ -209,7 +209,8 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
     lo, hi = config.log10_range
     top = Examples.empty(config.n_top, ctx, d_sae, device)
     sample = Examples.empty(config.n_bands * config.n_per_band, ctx, d_sae, device)
-    cooc, n_tokens, n_blocks = None, 0, 0
+    cooc, n_blocks = None, 0
+    n_tokens = torch.zeros((), dtype=torch.long, device=device)  # on the device: no host sync per chunk
     dense_cooc = config.cooccurrence is not None and d_sae <= config.dense_cooccurrence_max
     for chunk in chunks:
         check_fits(dictionary, chunk.activations.shape[-1], where)
@@ -221,7 +222,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
         if config.exclude_bos:
             keep = chunk.position[rows] != 0
             rows, feats = rows[keep], feats[keep]
-        n_tokens += int((chunk.position != 0).sum()) if config.exclude_bos else f.shape[0]
+        n_tokens += (chunk.position != 0).sum() if config.exclude_bos else f.shape[0]
         vals = f[rows, feats]
         fires += torch.bincount(feats, minlength=d_sae)
         act_sum.index_add_(0, feats, vals.double())
@@ -246,6 +247,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                 cooc = counts if cooc is None else cooc + counts
     if dense_cooc and cooc is not None:
         cooc = prune_counts(cooc, n_blocks, config.keep_all_pairs, config.keep_top_others)
+    n_tokens = int(n_tokens)
     if n_tokens == 0:
         raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
     cpu = lambda e: Examples(*(t.cpu() for t in vars(e).values()))  # noqa: E731
@@ -261,12 +263,13 @@ def logit_effects(W_dec: Float[Tensor, "d_sae d_in"], W_U: Float[Tensor, "d_in d
                               "the dictionary must sit in the residual stream of this model")
     out = [[], [], [], []]
     with torch.no_grad():
+        W_U = W_U.float().to(W_dec.device)
         for start in range(0, W_dec.shape[0], batch):
-            logits = W_dec[start:start + batch].float() @ W_U.float().to(W_dec.device)
+            logits = W_dec[start:start + batch].float() @ W_U
             pos, neg = logits.topk(k, dim=1), (-logits).topk(k, dim=1)
             for slot, t in enumerate((pos.values, pos.indices, -neg.values, neg.indices)):
-                out[slot].append(t.cpu())
-    return tuple(torch.cat(o) for o in out)
+                out[slot].append(t)
+    return tuple(torch.cat(o).cpu() for o in out)  # one transfer at the end, not one per batch
 
 
 def unit_rows(W: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
@@ -282,9 +285,9 @@ def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int
         cos = unit[start:start + batch] @ unit.T
         cos[torch.arange(cos.shape[0]), torch.arange(start, start + cos.shape[0])] = -torch.inf
         top = cos.topk(k, dim=1)
-        values.append(top.values.cpu())
-        ids.append(top.indices.cpu())
-    return torch.cat(values), torch.cat(ids)
+        values.append(top.values)
+        ids.append(top.indices)
+    return torch.cat(values).cpu(), torch.cat(ids).cpu()
 
 
 def match_features(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"]) -> tuple[np.ndarray, np.ndarray]:
