@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                            umap=not args.no_umap))
 
         saes = sorted(p for p in run_dir.glob("sae_*") if p.is_dir())
-        comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses), "compare")
+        comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses, device=device), "compare")
         rows.append(report("compare", seconds, None, gram_flops(d_in, args.d_sae, 1), peak, rss,
                            mmcs_ab=round(float(comparison.mmcs_ab), 4), mmcs_ba=round(float(comparison.mmcs_ba), 4)))
     return rows
