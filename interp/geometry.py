@@ -27,6 +27,9 @@ from sklearn.neighbors import NearestNeighbors
 from interp.errors import InputError
 
 AFFINITIES = ("smc", "jaccard", "dice", "overlap", "phi")
+# the map's spectral clusters are computed on at most this many features (a dense n x n affinity: 0.5 GB of float64
+# and ARPACK's LU factorisations at 8k, 4.8 GB at 24k); the others take the label of their nearest sampled feature
+MAP_CLUSTER_MAX = 4096
 
 
 def unit(points: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
@@ -301,13 +304,31 @@ def clustering_entropy(points: Float[np.ndarray, "n d"], n_components: int = 8, 
 
 # ---- maps and tables --------------------------------------------------------------------------
 
+def map_clusters(u: Float[np.ndarray, "n d"], k: int, seed: int = 0, cap: int = MAP_CLUSTER_MAX,
+                 block: int = 4096) -> Int[np.ndarray, "n"]:
+    """``geometric_labels`` of the unit rows ``u``; above ``cap`` rows, of a seeded random sample of ``cap``
+    rows, every other row taking the label of its nearest sampled row by cosine (blocked matmul)."""
+    n = len(u)
+    if n <= cap:
+        return geometric_labels(u, k, seed)
+    sample = np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    labels = np.empty(n, dtype=np.int64)
+    labels[sample] = geometric_labels(u[sample], k, seed)
+    rest = np.setdiff1d(np.arange(n), sample)
+    for start in range(0, len(rest), block):
+        rows = rest[start:start + block]
+        labels[rows] = labels[sample][np.argmax(u[rows] @ u[sample].T, axis=1)]
+    return labels
+
+
 def feature_map(W_dec: Float[np.ndarray, "n d"], n_clusters: int = 5, seed: int = 0,
                 with_umap: bool = True) -> pd.DataFrame:
-    """PCA (and UMAP) 2-D coordinates of the unit decoder rows, with their geometric cluster."""
+    """PCA (and UMAP) 2-D coordinates of the unit decoder rows, with their geometric cluster (``map_clusters``:
+    spectral on at most ``MAP_CLUSTER_MAX`` features)."""
     u = unit(W_dec)
     xy = PCA(2, random_state=seed).fit_transform(u)
     frame = pd.DataFrame({"feature": np.arange(len(u)), "pca_x": xy[:, 0], "pca_y": xy[:, 1],
-                          "cluster": geometric_labels(u, n_clusters, seed)})
+                          "cluster": map_clusters(u, n_clusters, seed)})
     if with_umap:
         import umap
 

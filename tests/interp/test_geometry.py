@@ -228,3 +228,16 @@ def test_one_spectral_embedding_for_several_k_gives_sklearns_labels_for_each():
         expected = SpectralClustering(k, affinity="precomputed", random_state=0, assign_labels="cluster_qr").fit_predict(a)
         assert np.array_equal(spectral_labels(None, k, maps=maps), expected)
         assert np.array_equal(geometric_labels(u, k), expected)
+
+
+def test_map_clusters_above_the_cap_label_every_feature_by_its_nearest_sampled_one():
+    from sklearn.metrics import adjusted_rand_score
+
+    from interp.geometry import map_clusters, unit
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 3, 600)
+    u = unit(5 * rng.normal(size=(3, 24))[truth] + rng.normal(size=(600, 24)))
+    capped = map_clusters(u, 3, cap=150, block=64)
+    assert capped.shape == (600,) and adjusted_rand_score(truth, capped) == 1.0
+    assert np.array_equal(map_clusters(u[:150], 3, cap=150), geometric_labels(u[:150], 3))  # at the cap: unchanged
