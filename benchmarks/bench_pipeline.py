@@ -259,6 +259,7 @@ def final_metrics(run_dir: Path) -> dict:
 
 def run(args: argparse.Namespace) -> list[dict]:
     from interp.cache.writer import CacheConfig, build_cache
+    from interp.features import DashboardConfig
     from interp.models import load_model
     from interp.pipeline import analyze_compare, analyze_features, analyze_geometry
     from sae_training.config import TrainConfig
@@ -307,9 +308,12 @@ def run(args: argparse.Namespace) -> list[dict]:
             return rows
 
         analyses = root / "analyses"
+        # on a GPU the dense co-occurrence (one matmul per chunk, d_sae^2 floats: 2.4 GB at 24k) stays on the device;
+        # the default switches to sparse counts on the host above 16,384 latents, which a CPU needs for memory
+        dashboard_config = DashboardConfig(dense_cooccurrence_max=65_536) if device.startswith("cuda") else None
         with matching_timer() as matching:
             _, seconds, rss = timed(lambda: analyze_features(run_dir, analyses, cache_dir=cache, model_spec=model,
-                                                             device=device), "dashboards")
+                                                             config=dashboard_config, device=device), "dashboards")
         rows.append(report("dashboards", seconds, members * args.tokens,
                            dashboard_flops(args.tokens, d_in, args.d_sae, members, shape.vocab), peak, rss,
                            matching_s=round(matching["seconds"], 2),
