@@ -250,8 +250,10 @@ def gram_flops(d_in: int, d_sae: int, pairs: int) -> float:
 
 def final_metrics(run_dir: Path) -> dict:
     """The last logged line's loss, FVU and MMCS of a run (what a change to the matching could move)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines() if (run_dir / "metrics.jsonl").exists() else []
-    last = json.loads(lines[-1]) if lines else {}
+    from interp.run_folder import RunFolder
+
+    rows = RunFolder(run_dir).metrics_rows()
+    last = rows[-1] if rows else {}
     return {f"final_{key}": round(last[key], 5) for key in ("loss", "fvu", "mmcs") if key in last}
 
 
