@@ -99,16 +99,19 @@ def match_by_candidates(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"], k:
     return match, score
 
 
-def assignment_from_similarity(similarity: Float[Tensor, "n m"], k: int = 16) -> tuple[Tensor, Tensor]:
+def assignment_from_similarity(similarity: Float[Tensor, "n m"], k: int = 16,
+                               block: int = 2048) -> tuple[Tensor, Tensor]:
     """Rows and columns (on the similarity's device) of the candidate-graph assignment of a dense similarity
     already in memory (MFR's per-step cosines): ``sae_training.mfr.hungarian``'s contract."""
     sim = similarity.detach()
     n, m = sim.shape
     while True:
         rows_top = sim.topk(min(k, m), dim=1).indices
-        cols_top = sim.topk(min(k, n), dim=0).indices
+        # each column's best rows, a block of columns at a time made contiguous (a strided topk is slow on a CPU)
+        cols_top = torch.cat([sim[:, start:start + block].T.contiguous().topk(min(k, n), dim=1).indices
+                              for start in range(0, m, block)])  # [m, k]
         keys = torch.unique(torch.cat([(torch.arange(n, device=sim.device)[:, None] * m + rows_top).flatten(),
-                                       (cols_top * m + torch.arange(m, device=sim.device)[None, :]).flatten()]))
+                                       (cols_top * m + torch.arange(m, device=sim.device)[:, None]).flatten()]))
         found = assign_on_edges(keys, sim.flatten()[keys], n, m)
         if found is not None:
             rows, cols = found
