@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -102,16 +103,27 @@ def process_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> tuple[float, float]:
+    """The process's resident set and its anonymous part (Linux ``RssAnon``: what the process allocated,
+    without memory-mapped file pages such as the cache's shards, which the kernel may drop), in MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    kib = lambda name: float(fields.get(name, "0 kB").split()[0])  # noqa: E731
+    return kib("VmRSS") / 1024, kib("RssAnon") / 1024
+
+
 @contextmanager
 def sampled_peak_rss(interval: float = 0.05):
-    """Yield a dict whose ``mb`` is the largest RSS seen (sampled) while the block ran."""
-    import psutil
+    """Yield a dict whose ``mb`` and ``anon_mb`` are the largest RSS and anonymous RSS seen (sampled every
+    ``interval`` s) while the block ran."""
+    seen, done = {"mb": 0.0, "anon_mb": 0.0}, threading.Event()
 
-    process, seen, done = psutil.Process(), {"mb": 0.0}, threading.Event()
+    def take() -> None:
+        rss, anon = rss_mb()
+        seen["mb"], seen["anon_mb"] = max(seen["mb"], rss), max(seen["anon_mb"], anon)
 
     def sample() -> None:
         while not done.is_set():
-            seen["mb"] = max(seen["mb"], process.memory_info().rss / 2**20)
+            take()
             done.wait(interval)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -121,7 +133,7 @@ def sampled_peak_rss(interval: float = 0.05):
     finally:
         done.set()
         thread.join()
-        seen["mb"] = max(seen["mb"], process.memory_info().rss / 2**20)
+        take()
 
 
 def synchronize(device: str) -> None:
@@ -144,11 +156,12 @@ def matmul_peak_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def report(stage: str, seconds: float, tokens: int | None, flops: float | None, peak: float | None,
-           rss_mb: float, **extra) -> dict:
+           rss: dict, **extra) -> dict:
     """One stage's JSON line (printed and returned)."""
     row = {"stage": stage, "wall_s": round(seconds, 2),
            "tokens_per_s": round(tokens / seconds, 1) if tokens else None,
-           "stage_peak_rss_mb": round(rss_mb), "process_peak_rss_mb": round(process_peak_rss_mb()),
+           "stage_peak_rss_mb": round(rss["mb"]), "stage_peak_anon_mb": round(rss["anon_mb"]),
+           "process_peak_rss_mb": round(process_peak_rss_mb()),
            "bound_gflop": round(flops / 1e9, 2) if flops else None,
            "achieved_gflop_s": round(flops / seconds / 1e9, 2) if flops else None,
            "fraction_of_peak": round(flops / seconds / 1e9 / peak, 4) if flops and peak else None, **extra}
@@ -160,8 +173,8 @@ PROFILE: set[str] = set()  # stages to run under cProfile (--profile)
 
 
 def timed(fn, stage: str = ""):
-    """``(result, seconds, peak_rss_mb)`` of ``fn()``; under cProfile (top 20 by own time to stderr) when
-    ``stage`` is in ``PROFILE``."""
+    """``(result, seconds, {"mb", "anon_mb"} peak RSS)`` of ``fn()``; under cProfile (top 20 by own time to
+    stderr) when ``stage`` is in ``PROFILE``."""
     import cProfile
     import pstats
 
@@ -173,7 +186,42 @@ def timed(fn, stage: str = ""):
     if profiler:
         print(f"--- cProfile of stage {stage} ---", file=sys.stderr)
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(20)
-    return result, seconds, rss["mb"]
+    return result, seconds, rss
+
+
+MATCHING = {"seconds": 0.0, "calls": 0}  # time spent in assignments (MFR's and the analyses'), per stage
+
+
+@contextmanager
+def matching_timer():
+    """Count the seconds spent in assignments (``interp.matching.hungarian`` wherever it is bound, and the
+    candidate-graph matching above ``EXACT_MAX``; not the matmuls) while the block runs; yields the counter, reset."""
+    import interp.approx_matching as approx_matching
+    import interp.matching as matching
+    import sae_training.metrics as metrics
+    import sae_training.mfr as mfr
+
+    MATCHING.update(seconds=0.0, calls=0)
+    originals = {(module, "hungarian"): module.hungarian for module in (matching, mfr, metrics)}
+    originals[(approx_matching, "match_by_candidates")] = approx_matching.match_by_candidates
+
+    def wrap(fn):
+        def timed_call(*args, **kwargs):
+            tic = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                MATCHING["seconds"] += time.perf_counter() - tic
+                MATCHING["calls"] += 1
+        return timed_call
+
+    for (module, name), fn in originals.items():
+        setattr(module, name, wrap(fn))
+    try:
+        yield MATCHING
+    finally:
+        for (module, name), fn in originals.items():
+            setattr(module, name, fn)
 
 
 # --- compute bounds ---------------------------------------------------------------------------------
@@ -203,10 +251,20 @@ def gram_flops(d_in: int, d_sae: int, pairs: int) -> float:
     return pairs * 2 * d_sae**2 * d_in
 
 
+def final_metrics(run_dir: Path) -> dict:
+    """The last logged line's loss, FVU and MMCS of a run (what a change to the matching could move)."""
+    from interp.run_folder import RunFolder
+
+    rows = RunFolder(run_dir).metrics_rows()
+    last = rows[-1] if rows else {}
+    return {f"final_{key}": round(last[key], 5) for key in ("loss", "fvu", "mmcs") if key in last}
+
+
 # --- the pipeline -----------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> list[dict]:
     from interp.cache.writer import CacheConfig, build_cache
+    from interp.features import DashboardConfig
     from interp.models import load_model
     from interp.pipeline import analyze_compare, analyze_features, analyze_geometry
     from sae_training.config import TrainConfig
@@ -219,7 +277,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     peak = matmul_peak_gflops(device)
     print(json.dumps({"stage": "peak", "device": device, "threads": torch.get_num_threads(),
                       "matmul_fp32_gflop_s": round(peak, 1), "tokens": args.tokens, "d_sae": args.d_sae,
-                      "shape": vars(shape)}), flush=True)
+                      "load_average": [round(x, 2) for x in os.getloadavg()], "shape": vars(shape)}), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         root = Path(tmp)
         checkpoint = args.checkpoint or root / "gpt2-random"
@@ -231,7 +289,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         rows.append(report("load_model", seconds, None, None, peak, rss))
 
         cache_config = CacheConfig(model=str(checkpoint), data="demo", hooks=hooks, n_tokens=args.tokens,
-                                   context_size=CONTEXT, batch_size=args.cache_batch)
+                                   context_size=CONTEXT, batch_size=args.cache_batch, shard_tokens=args.shard_tokens)
         cache, seconds, rss = timed(lambda: build_cache(cache_config, root=root / "cached_activations",
                                                         cache_id="bench", device=device, progress=False,
                                                         model=model), "cache")
@@ -243,24 +301,37 @@ def run(args: argparse.Namespace) -> list[dict]:
         config = TrainConfig(cache=str(cache), hook=hooks[0], architecture="topk", d_sae=args.d_sae, k=args.k,
                              n_members=members, mfr_coefficient=args.mfr, n_tokens=train_tokens,
                              batch_size=args.batch_size, eval_ce_batches=0, eval_batches=2, device=device,
-                             log_every=10**9, checkpoint_every=10**9)
-        _, seconds, rss = timed(lambda: train_saes(config, run_dir, progress=False), "train")
+                             log_every=10**9, checkpoint_every=10**9, buffer_tokens=args.buffer_tokens,
+                             mfr_match_every=args.mfr_match_every)
+        with matching_timer() as matching:
+            run_, seconds, rss = timed(lambda: train_saes(config, run_dir, progress=False), "train")
         rows.append(report("train", seconds, train_tokens, train_flops(train_tokens, d_in, args.d_sae, members),
-                           peak, rss, mfr_coefficient=args.mfr, mfr_match_every=config.mfr_match_every))
+                           peak, rss, mfr_coefficient=args.mfr, mfr_match_every=config.mfr_match_every,
+                           matching_s=round(matching["seconds"], 4), matchings=matching["calls"],
+                           matching_share=round(matching["seconds"] / seconds, 4), **final_metrics(run_dir)))
+        if args.until == "train":
+            return rows
 
         analyses = root / "analyses"
-        _, seconds, rss = timed(lambda: analyze_features(run_dir, analyses, cache_dir=cache, model_spec=model,
-                                                         device=device), "dashboards")
+        # on a GPU the dense co-occurrence (one matmul per chunk, d_sae^2 floats: 2.4 GB at 24k) stays on the device;
+        # the default switches to sparse counts on the host above 16,384 latents, which a CPU needs for memory
+        dashboard_config = DashboardConfig(dense_cooccurrence_max=65_536) if device.startswith("cuda") else None
+        with matching_timer() as matching:
+            _, seconds, rss = timed(lambda: analyze_features(run_dir, analyses, cache_dir=cache, model_spec=model,
+                                                             config=dashboard_config, device=device), "dashboards")
         rows.append(report("dashboards", seconds, members * args.tokens,
                            dashboard_flops(args.tokens, d_in, args.d_sae, members, shape.vocab), peak, rss,
+                           matching_s=round(matching["seconds"], 4),
                            note="tokens_per_s counts both SAEs' passes; includes the pair's matching"))
+        if args.until == "dashboards":
+            return rows
 
         _, seconds, rss = timed(lambda: analyze_geometry(run_dir, analyses, with_umap=not args.no_umap), "geometry")
         rows.append(report("geometry", seconds, None, gram_flops(d_in, args.d_sae, members), peak, rss,
                            umap=not args.no_umap))
 
         saes = sorted(p for p in run_dir.glob("sae_*") if p.is_dir())
-        comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses), "compare")
+        comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses, device=device), "compare")
         rows.append(report("compare", seconds, None, gram_flops(d_in, args.d_sae, 1), peak, rss,
                            mmcs_ab=round(float(comparison.mmcs_ab), 4), mmcs_ba=round(float(comparison.mmcs_ba), 4)))
     return rows
@@ -280,6 +351,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="an existing Hugging Face checkpoint folder instead of the random GPT-2")
+    parser.add_argument("--shard-tokens", type=int, default=65_536, help="cache shard size (tokens)")
+    parser.add_argument("--buffer-tokens", type=int, default=262_144, help="training shuffle buffer (tokens)")
+    parser.add_argument("--mfr-match-every", type=int, default=1,
+                        help="steps between MFR's re-matchings (1: every step, as the paper)")
+    parser.add_argument("--until", choices=("train", "dashboards"), default=None, help="stop after this stage")
     parser.add_argument("--no-umap", action="store_true")
     parser.add_argument("--profile", nargs="*", default=[], metavar="STAGE",
                         help="run these stages (cache train dashboards geometry compare) under cProfile")

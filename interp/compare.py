@@ -95,14 +95,15 @@ def _hook(folder: Path, dictionary) -> str | None:
     return AnalysisFolder(folder).meta().get("hook") or getattr(dictionary, "hook_name", None)
 
 
-def compare_saes(sae_a: Path, sae_b: Path, folder_a: Path, folder_b: Path) -> Comparison:
-    """Load two SAE folders, match their features both ways, merge into both analysis folders."""
+def compare_saes(sae_a: Path, sae_b: Path, folder_a: Path, folder_b: Path, device: str = "cpu") -> Comparison:
+    """Load two SAE folders, match their features both ways (cosines on ``device``), merge into both analysis
+    folders."""
     from interp.dictionary import load_dictionary
 
-    a, b = load_dictionary(sae_a), load_dictionary(sae_b)
+    a, b = load_dictionary(sae_a, device=device), load_dictionary(sae_b, device=device)
     notes = check_comparable(str(sae_a), a.d_in, _hook(folder_a, a), str(sae_b), b.d_in, _hook(folder_b, b))
     id_a, id_b = analysis_id(folder_a), analysis_id(folder_b)
-    ab, ba = match_frames(a.W_dec.detach().float().cpu(), b.W_dec.detach().float().cpu(), id_a, id_b)
+    ab, ba = match_frames(a.W_dec.detach().float(), b.W_dec.detach().float(), id_a, id_b)
     return Comparison(mmcs(ab), mmcs(ba), notes, (merge_matches(folder_a, ab), merge_matches(folder_b, ba)))
 
 

@@ -19,12 +19,13 @@ def logit_effects(W_dec: Float[Tensor, "d_sae d_in"], W_U: Float[Tensor, "d_in d
                               "the dictionary must sit in the residual stream of this model")
     out = [[], [], [], []]
     with torch.no_grad():
+        W_U = W_U.float().to(W_dec.device)
         for start in range(0, W_dec.shape[0], batch):
-            logits = W_dec[start:start + batch].float() @ W_U.float().to(W_dec.device)
+            logits = W_dec[start:start + batch].float() @ W_U
             pos, neg = logits.topk(k, dim=1), (-logits).topk(k, dim=1)
             for slot, t in enumerate((pos.values, pos.indices, -neg.values, neg.indices)):
-                out[slot].append(t.cpu())
-    return tuple(torch.cat(o) for o in out)
+                out[slot].append(t)
+    return tuple(torch.cat(o).cpu() for o in out)  # one transfer at the end, not one per batch
 
 
 def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int = 2048) -> tuple[Tensor, Tensor]:
@@ -36,6 +37,6 @@ def nearest_features(W_dec: Float[Tensor, "d_sae d_in"], k: int = 10, batch: int
         cos = unit[start:start + batch] @ unit.T
         cos[torch.arange(cos.shape[0]), torch.arange(start, start + cos.shape[0])] = -torch.inf
         top = cos.topk(k, dim=1)
-        values.append(top.values.cpu())
-        ids.append(top.indices.cpu())
-    return torch.cat(values), torch.cat(ids)
+        values.append(top.values)
+        ids.append(top.indices)
+    return torch.cat(values).cpu(), torch.cat(ids).cpu()

@@ -147,7 +147,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
     lo, hi = config.log10_range
     top = Examples.empty(config.n_top, ctx, d_sae, device)
     sample = Examples.empty(config.n_bands * config.n_per_band, ctx, d_sae, device)
-    n_tokens = 0
+    n_tokens = torch.zeros((), dtype=torch.long, device=device)  # on the device: no host sync per chunk
     cooc = CooccurrenceCounter(config.cooccurrence, config.cooccurrence_window, d_sae, device,
                                config.dense_cooccurrence_max, config.keep_all_pairs,
                                config.keep_top_others) if config.cooccurrence else None
@@ -161,7 +161,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
         if config.exclude_bos:
             keep = chunk.position[rows] != 0
             rows, feats = rows[keep], feats[keep]
-        n_tokens += int((chunk.position != 0).sum()) if config.exclude_bos else f.shape[0]
+        n_tokens += (chunk.position != 0).sum() if config.exclude_bos else f.shape[0]
         vals = f[rows, feats]
         fires += torch.bincount(feats, minlength=d_sae)
         act_sum.index_add_(0, feats, vals.double())
@@ -173,6 +173,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
         sample.merge(noise, rows, feats, f, chunk, config.left, config.right)
         if cooc is not None:
             cooc.add(rows, feats, chunk)
+    n_tokens = int(n_tokens)
     if n_tokens == 0:
         raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
     cpu = lambda e: Examples(*(t.cpu() for t in vars(e).values()))  # noqa: E731

@@ -18,14 +18,18 @@ import scipy.sparse as sp
 from jaxtyping import Float, Int
 from scipy.linalg import eigh
 from scipy.special import digamma, gammaln
-from sklearn.cluster import SpectralClustering
+from sklearn.cluster._spectral import cluster_qr  # SpectralClustering's label step (public class, private helper)
 from sklearn.decomposition import PCA
+from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
 from interp.errors import InputError
 
 AFFINITIES = ("smc", "jaccard", "dice", "overlap", "phi")
+# the map's spectral clusters are computed on at most this many features (a dense n x n affinity: 0.5 GB of float64
+# and ARPACK's LU factorisations at 8k, 4.8 GB at 24k); the others take the label of their nearest sampled feature
+MAP_CLUSTER_MAX = 4096
 
 
 def unit(points: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
@@ -183,17 +187,30 @@ def affinities(counts: sp.spmatrix | np.ndarray, n_blocks: int, kind: str = "phi
     return np.nan_to_num(value)
 
 
-def spectral_labels(affinity: Float[np.ndarray, "n n"], k: int, seed: int = 0) -> Int[np.ndarray, "n"]:
-    """Spectral clustering of a precomputed affinity (negative values clipped to 0)."""
+def spectral_maps(affinity: Float[np.ndarray, "n n"], n_components: int, seed: int = 0) -> Float[np.ndarray, "n c"]:
+    """The spectral embedding ``SpectralClustering(affinity="precomputed")`` computes (negative affinities
+    clipped to 0): the first ``n_components`` eigenvectors of the normalised Laplacian (ARPACK)."""
     a = np.clip(np.nan_to_num(affinity), 0, None)
     a = (a + a.T) / 2 + 1e-9
-    return SpectralClustering(k, affinity="precomputed", random_state=seed, assign_labels="cluster_qr").fit_predict(a)
+    return spectral_embedding(a, n_components=n_components, random_state=np.random.RandomState(seed), drop_first=False)
 
 
-def geometric_labels(W_dec: Float[np.ndarray, "n d"], k: int, seed: int = 0) -> Int[np.ndarray, "n"]:
+def spectral_labels(affinity: Float[np.ndarray, "n n"], k: int, seed: int = 0,
+                    maps: Float[np.ndarray, "n c"] | None = None) -> Int[np.ndarray, "n"]:
+    """Spectral clustering of a precomputed affinity, as ``SpectralClustering(k, assign_labels="cluster_qr")``;
+    ``maps`` (``spectral_maps`` with ``>= k`` components) reuses one eigen-decomposition for several ``k``: the
+    ARPACK solves (LU factorisations of the n x n Laplacian) were most of geometry's time."""
+    maps = spectral_maps(affinity, k, seed) if maps is None else maps
+    return cluster_qr(maps[:, :k])
+
+
+def geometric_labels(W_dec: Float[np.ndarray, "n d"], k: int, seed: int = 0,
+                     maps: Float[np.ndarray, "n c"] | None = None) -> Int[np.ndarray, "n"]:
     """Spectral clusters of decoder directions by cosine similarity."""
-    u = unit(W_dec)
-    return spectral_labels(u @ u.T, k, seed)
+    if maps is None:
+        u = unit(W_dec)
+        maps = spectral_maps(u @ u.T, k, seed)
+    return spectral_labels(None, k, seed, maps)
 
 
 def lobe_agreement(functional: Int[np.ndarray, "n"], geometric: Int[np.ndarray, "n"], n_null: int = 200,
@@ -230,11 +247,13 @@ def lobe_table(counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3,
                n_null: int = 20) -> pd.DataFrame:
     """Per number of clusters and affinity: AMI of co-occurrence lobes with geometric clusters and the
     logistic-regression accuracy of predicting the lobe from the decoder vector."""
-    rows = []
+    rows, u = [], unit(W_dec)
+    geo_maps = spectral_maps(u @ u.T, max(ks), seed)  # one eigen-decomposition per affinity, for every k
+    maps = {kind: spectral_maps(affinities(counts, n_blocks, kind), max(ks), seed) for kind in AFFINITIES}
     for k in ks:
-        geo = geometric_labels(W_dec, k, seed)
+        geo = geometric_labels(W_dec, k, seed, geo_maps)
         for kind in AFFINITIES:
-            lobes = spectral_labels(affinities(counts, n_blocks, kind), k, seed)
+            lobes = spectral_labels(None, k, seed, maps[kind])
             rows.append({"k": k, "affinity": kind, **lobe_agreement(lobes, geo, n_null, seed),
                          **geometry_predicts_lobes(W_dec, lobes, seed=seed)})
     return pd.DataFrame(rows)
@@ -285,13 +304,31 @@ def clustering_entropy(points: Float[np.ndarray, "n d"], n_components: int = 8, 
 
 # ---- maps and tables --------------------------------------------------------------------------
 
+def map_clusters(u: Float[np.ndarray, "n d"], k: int, seed: int = 0, cap: int = MAP_CLUSTER_MAX,
+                 block: int = 4096) -> Int[np.ndarray, "n"]:
+    """``geometric_labels`` of the unit rows ``u``; above ``cap`` rows, of a seeded random sample of ``cap``
+    rows, every other row taking the label of its nearest sampled row by cosine (blocked matmul)."""
+    n = len(u)
+    if n <= cap:
+        return geometric_labels(u, k, seed)
+    sample = np.sort(np.random.default_rng(seed).choice(n, cap, replace=False))
+    labels = np.empty(n, dtype=np.int64)
+    labels[sample] = geometric_labels(u[sample], k, seed)
+    rest = np.setdiff1d(np.arange(n), sample)
+    for start in range(0, len(rest), block):
+        rows = rest[start:start + block]
+        labels[rows] = labels[sample][np.argmax(u[rows] @ u[sample].T, axis=1)]
+    return labels
+
+
 def feature_map(W_dec: Float[np.ndarray, "n d"], n_clusters: int = 5, seed: int = 0,
                 with_umap: bool = True) -> pd.DataFrame:
-    """PCA (and UMAP) 2-D coordinates of the unit decoder rows, with their geometric cluster."""
+    """PCA (and UMAP) 2-D coordinates of the unit decoder rows, with their geometric cluster (``map_clusters``:
+    spectral on at most ``MAP_CLUSTER_MAX`` features)."""
     u = unit(W_dec)
     xy = PCA(2, random_state=seed).fit_transform(u)
     frame = pd.DataFrame({"feature": np.arange(len(u)), "pca_x": xy[:, 0], "pca_y": xy[:, 1],
-                          "cluster": geometric_labels(u, n_clusters, seed)})
+                          "cluster": map_clusters(u, n_clusters, seed)})
     if with_umap:
         import umap
 

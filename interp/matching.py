@@ -1,4 +1,5 @@
-"""One-to-one feature matching (Hungarian on decoder cosine): the one place ``linear_sum_assignment`` runs.
+"""One-to-one feature matching (Hungarian on decoder cosine): the one place ``linear_sum_assignment`` runs
+(above ``interp.approx_matching.EXACT_MAX`` latents: scipy's sparse LAPJV on a candidate graph).
 
 MFR's penalty (differentiable, through ``cosine_matrix``), evaluation's cross-member and ground-truth
 MMCS, the dashboards' matched-features table and the Compare step all match through ``hungarian`` here,
@@ -38,7 +39,13 @@ def cosine_matrix(A: Float[Tensor, "n_a d"], B: Float[Tensor, "n_b d"]) -> Float
 
 
 def hungarian(similarity: Float[Tensor, "n_a n_b"]) -> tuple[Int[Tensor, " k"], Int[Tensor, " k"]]:
-    """Rows and columns of the one-to-one matching that maximises total similarity (on ``similarity``'s device)."""
+    """Rows and columns of the one-to-one matching that maximises total similarity (on ``similarity``'s device).
+    Above ``approx_matching.EXACT_MAX`` latents: exact on each latent's 16 best candidates both ways
+    (``interp/approx_matching.py``), since the dense assignment is O(n^3) with n^2 float64 costs."""
+    from interp import approx_matching
+
+    if max(similarity.shape) > approx_matching.EXACT_MAX:
+        return approx_matching.assignment_from_similarity(similarity)
     cost = 1.0 - similarity.detach().float().cpu().numpy().astype(np.float64)
     rows, cols = linear_sum_assignment(cost)
     device = similarity.device
@@ -46,7 +53,14 @@ def hungarian(similarity: Float[Tensor, "n_a n_b"]) -> tuple[Int[Tensor, " k"], 
 
 
 def match_features(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"]) -> FeatureMatch:
-    """Hungarian matching of A's decoder directions to B's by cosine (no gradient; tensors on CPU)."""
+    """Hungarian matching of A's decoder directions to B's by cosine (no gradient; tensors on CPU). Above
+    ``approx_matching.EXACT_MAX`` latents the cosines are never formed whole: the candidate-graph assignment."""
+    from interp import approx_matching
+
+    if max(W_a.shape[0], W_b.shape[0]) > approx_matching.EXACT_MAX:
+        other, score = approx_matching.match_by_candidates(W_a, W_b)
+        rows = np.flatnonzero(other >= 0)
+        return FeatureMatch(torch.as_tensor(rows), torch.as_tensor(other[rows]), torch.as_tensor(score[rows]).float())
     cos = unit_rows(W_a.detach()) @ unit_rows(W_b.detach()).T
     rows, cols = hungarian(cos)
     return FeatureMatch(rows.cpu(), cols.cpu(), cos[rows, cols].cpu())

@@ -20,7 +20,10 @@ def bench():
     return module
 
 
-SMALL_RUN = ["--small", "--tokens", "2048", "--d-sae", "128", "--batch-size", "512", "--no-umap", "--threads", "1"]
+# --device cpu: the same code path as --device cuda (every stage takes the device; nothing branches on it but
+# the autocast in training and the synchronisation of the timers)
+SMALL_RUN = ["--small", "--tokens", "2048", "--d-sae", "128", "--batch-size", "512", "--no-umap", "--threads", "1",
+             "--device", "cpu"]
 
 
 @pytest.mark.slow
@@ -29,6 +32,7 @@ def test_small_pipeline_reports_every_stage_with_its_bound(capsys):
     assert module.main(SMALL_RUN) == 0
     rows = {row["stage"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
     assert list(rows) == ["peak", "checkpoint", "load_model", "cache", "train", "dashboards", "geometry", "compare"]
+    assert rows["peak"]["device"] == "cpu" and len(rows["peak"]["load_average"]) == 3
     shape = module.SMALL
     assert rows["checkpoint"]["bpe_learned"] + rows["checkpoint"]["bpe_fillers"] == shape.vocab
     # 7 blocks up to layer 6, 12 d^2 matmul weights each plus the 128-token attention square
@@ -37,10 +41,13 @@ def test_small_pipeline_reports_every_stage_with_its_bound(capsys):
     assert rows["train"]["bound_gflop"] == pytest.approx(6 * 2048 * 64 * 128 * 2 / 1e9, abs=0.01)
     for stage in ("cache", "train", "dashboards"):
         row = rows[stage]
-        assert row["wall_s"] > 0 and row["tokens_per_s"] > 0 and row["stage_peak_rss_mb"] > 0
+        assert row["wall_s"] > 0 and row["tokens_per_s"] > 0 and 0 < row["stage_peak_anon_mb"] <= row["stage_peak_rss_mb"]
         assert row["fraction_of_peak"] == pytest.approx(row["achieved_gflop_s"] / rows["peak"]["matmul_fp32_gflop_s"],
                                                         rel=0.05, abs=1e-3)
     assert 0 <= rows["compare"]["mmcs_ab"] <= 1
+    train = rows["train"]  # MFR matched every step (4 steps) plus the final evaluation's matching
+    assert train["mfr_match_every"] == 1 and train["matchings"] >= 4 and 0 < train["matching_s"] < train["wall_s"]
+    assert 0 <= train["final_mmcs"] <= 1 and train["final_fvu"] > 0
 
 
 @pytest.mark.slow

@@ -220,9 +220,10 @@ class CacheWriter:
     def _compute_shard(self, index: int, windows: list[torch.Tensor]) -> _Shard:
         ctx = self.config.context_size
         n_tokens = len(windows) * ctx
-        shard = _Shard(
+        device = self.model.cfg.device
+        shard = _Shard(  # activations fill on the model's device and come to the host once per shard, not per batch
             index=index,
-            activations={name: torch.empty((n_tokens, width), dtype=self.storage_dtype)
+            activations={name: torch.empty((n_tokens, width), dtype=self.storage_dtype, device=device)
                          for name, width in self.widths.items()},
             token_ids=torch.stack(windows).flatten(),
             sequence=torch.arange(len(windows)).repeat_interleave(ctx) + index * self.config.windows_per_shard,
@@ -236,11 +237,11 @@ class CacheWriter:
             shard.activations[hook.name][cursor:cursor + flat.shape[0]].copy_(flat)
 
         hooks = [(name, capture) for name in self.config.hooks]
-        device = self.model.cfg.device
         with torch.no_grad(), self.model.hooks(fwd_hooks=hooks):
             for batch in batched_windows(windows, self.config.batch_size):
                 self.model(batch.to(device), stop_at_layer=self.stop_at_layer)
                 cursor += batch.numel()
+        shard.activations = {name: acts.cpu() for name, acts in shard.activations.items()}
         return shard
 
     def _write_shard(self, shard: _Shard, manifest: dict) -> None:

@@ -95,7 +95,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
             "logits": W_U is not None, "config": {k: v for k, v in vars(config).items()},
         })
         folders.append(folder)
-        decoders.append(dictionary.W_dec.detach().to(torch.float32).cpu())
+        decoders.append(dictionary.W_dec.detach().to(torch.float32))  # matched on the device
     if len(members) > 1:
         matches = matched_features_table(decoders)
         for member, folder in enumerate(folders):
@@ -178,8 +178,9 @@ def analyzed_folder(sae: Path, out_root: Path) -> AnalysisFolder:
     return folder
 
 
-def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path):
-    """Match two analysed SAEs' features both ways and merge the rows into both folders' matches."""
+def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path, device: str = "cpu"):
+    """Match two analysed SAEs' features both ways (cosines on ``device``) and merge the rows into both
+    folders' matches."""
     from interp.compare import compare_saes
 
     for sae in (sae_a, sae_b):
@@ -187,4 +188,5 @@ def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path):
             raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no {SAE_CONFIG}); pass runs/<run_id>/sae_<i>")
     if Path(sae_a).resolve() == Path(sae_b).resolve():
         raise InputError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
-    return compare_saes(sae_a, sae_b, analyzed_folder(sae_a, out_root).path, analyzed_folder(sae_b, out_root).path)
+    return compare_saes(sae_a, sae_b, analyzed_folder(sae_a, out_root).path, analyzed_folder(sae_b, out_root).path,
+                        device=device)

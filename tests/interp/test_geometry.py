@@ -212,3 +212,32 @@ def test_geometry_figures_carry_the_fitted_values():
     fig = crystal_figure(points, (2, 0, 6, 4))  # two u-edges of the first two planted squares
     (a0, a1), (c0, c1) = [np.array(list(zip(t.x, t.y))) for t in fig.data[:2]]
     assert np.allclose(a1 - a0, c1 - c0, atol=1e-6)
+
+
+def test_one_spectral_embedding_for_several_k_gives_sklearns_labels_for_each():
+    from sklearn.cluster import SpectralClustering
+
+    from interp.geometry import spectral_maps, unit
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(5, 32))
+    u = unit(centers[rng.integers(0, 5, 300)] + 1.2 * rng.normal(size=(300, 32)))
+    maps = spectral_maps(u @ u.T, 5)
+    a = np.clip(u @ u.T, 0, None) + 1e-9
+    for k in (2, 3, 4, 5):
+        expected = SpectralClustering(k, affinity="precomputed", random_state=0, assign_labels="cluster_qr").fit_predict(a)
+        assert np.array_equal(spectral_labels(None, k, maps=maps), expected)
+        assert np.array_equal(geometric_labels(u, k), expected)
+
+
+def test_map_clusters_above_the_cap_label_every_feature_by_its_nearest_sampled_one():
+    from sklearn.metrics import adjusted_rand_score
+
+    from interp.geometry import map_clusters, unit
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 3, 600)
+    u = unit(5 * rng.normal(size=(3, 24))[truth] + rng.normal(size=(600, 24)))
+    capped = map_clusters(u, 3, cap=150, block=64)
+    assert capped.shape == (600,) and adjusted_rand_score(truth, capped) == 1.0
+    assert np.array_equal(map_clusters(u[:150], 3, cap=150), geometric_labels(u[:150], 3))  # at the cap: unchanged
