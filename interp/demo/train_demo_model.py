@@ -218,7 +218,7 @@ def save_model(model, out_dir: Path, history: list[dict]) -> None:
     """Weights, config, and ``circuit.json``: the named heads with their scores and the checks that
     phase 3 made of the model (repeat-loss ratios, held-out language modelling, IOI)."""
     from interp.attention import head_scores_on_repeated_tokens
-    from interp.demo.general_phase import bigram_held_out_loss
+    from interp.demo.general_phase import bigram_held_out_loss, ioi_generalisation
     from interp.ioi_circuit import ioi_head_table, ioi_roles
     from interp.prompts import demo_ioi_prompts
 
@@ -238,6 +238,7 @@ def save_model(model, out_dir: Path, history: list[dict]) -> None:
         "ioi": {**ioi_roles(ioi_table),
                 "name_mover_dla": [round(float(v), 4) for v in ioi_table[ioi_table.layer == 1].dla_logit_diff]},
         "checks": {k: v for k, v in final.items() if k not in ("step", "seconds")},
+        "ioi_accuracy_per_template": ioi_generalisation(model, n_per_template=512),
         "language_model": {"held_out_loss": final["held_out_lm_loss"],
                            "before_phase_3_held_out_loss": first["held_out_lm_loss"],
                            "bigram_held_out_loss": round(bigram_held_out_loss(model.tokenizer, MODEL_CONFIG["n_ctx"]), 4)},
