@@ -238,8 +238,8 @@ def demo_ioi_prompts(model, n_prompts: int = 64, seed: int = 0, held_out_names: 
                      held_out_templates: bool = False, counterfactual: str = "abc",
                      template: int | None = None) -> IOIPrompts:
     """The demo model's IOI task: its held-out (default) or training names, on its training (default) or
-    held-out templates. The demo model solves held-out names on the training templates, not the held-out
-    templates (``interp/demo/general_phase.py`` says what was tried).
+    held-out templates. The demo model solves held-out names on the training templates (99.6 %) and on
+    the held-out templates (91.9 % on average; ``weights/circuit.json`` has each template's figure).
 
     ``template`` picks one template and the single-token places and objects, so every prompt has
     one length (what position-wise analyses such as patching need).

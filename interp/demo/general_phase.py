@@ -1,7 +1,7 @@
-"""Phase 3 of the demo model: general induction and an IOI-style task, on top of phases 1-2.
+"""Phases 3-9 of the demo model: general induction and an IOI-style task, on top of phases 1-2.
 
 Phases 1-2 (``train_demo_model``) gave an induction circuit that only copied a 64-token alphabet.
-This phase trains, each step, on a mixture:
+Each phase (a ``GeneralPhaseConfig``) trains, each step, on a mixture:
 
 - ``text_rows`` corpus windows of the training works (language modelling keeps it a Shakespeare
   model);
@@ -11,7 +11,8 @@ This phase trains, each step, on a mixture:
 - ``ioi_rows`` IOI prompts ("When A and B went to the court, B gave a ring to" -> A), half with training
   character names, half with random single-token words as the names (so no name can be memorised), each
   on a template assembled at random from pieces (so no position rule of a few fixed templates solves
-  them), loss on the answer only.
+  them), optionally with an aside after the repeated name and a random opener (phases 8-9), loss on
+  the answer only.
 
 The held-out work (``corpus.HELD_OUT_WORKS``), names and templates are never trained on here; the
 periodic evaluation reads them. Training resumes from ``work_dir`` after a kill: each step's data

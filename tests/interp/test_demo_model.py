@@ -10,7 +10,10 @@ from interp.attention import head_scores_on_repeated_tokens
 from interp.demo.corpus import demo_windows
 from interp.induction import most_frequent_tokens, ordinary_token_ids, repeat_loss, spans_from_pool, spans_from_windows
 from interp.models import demo_circuit
-from interp.prompts import demo_ioi_prompts, ioi_scores
+from interp.prompts import (
+    DEMO_IOI_FINAL_TEST_TEMPLATES, DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_HELD_OUT_TEMPLATES, DEMO_IOI_OBJECTS, DEMO_IOI_PLACES,
+    demo_ioi_prompts, ioi_prompts, ioi_scores,
+)
 
 SPAN = 40
 
@@ -55,12 +58,24 @@ def test_named_heads_score_high_on_fresh_prompts_over_the_whole_vocabulary(demo_
 
 def test_ioi_is_solved_for_training_names_and_mostly_for_names_never_trained_on(demo_model):
     """On the training templates with the order of the names drawn at random (so only the names' identities
-    tell IO from S): training names all right, held-out names 84 % (measured; the issue asks 90 %);
-    held-out templates are not solved (see interp/demo/general_phase.py)."""
+    tell IO from S): training names all right, held-out names almost all (99.6 % measured at 512 per template)."""
     train = ioi_scores(demo_model, demo_ioi_prompts(demo_model, 96, seed=2024, held_out_names=False))
     held_out = ioi_scores(demo_model, demo_ioi_prompts(demo_model, 96, seed=2024))
     assert train["accuracy"] >= 0.98 and train["logit_diff"] > 4, train
-    assert held_out["accuracy"] >= 0.8 and held_out["logit_diff"] > 1.5, held_out
+    assert held_out["accuracy"] >= 0.95 and held_out["logit_diff"] > 4, held_out
+
+
+@pytest.mark.parametrize("templates", [DEMO_IOI_HELD_OUT_TEMPLATES, DEMO_IOI_FINAL_TEST_TEMPLATES],
+                         ids=["held_out", "final_test"])
+def test_ioi_holds_on_names_and_templates_never_trained_on(demo_model, templates):
+    """Held-out names on templates never trained on (none of their openers, clauses or verbs is among the
+    training pieces): >= 90 % on average over the templates, each template clearly above chance (one,
+    whose repeated name sits 8 tokens from the end behind a rare split verb, measures 76 %)."""
+    accuracies = [ioi_scores(demo_model, ioi_prompts(demo_model, 128, 99, (template,), DEMO_IOI_HELD_OUT_NAMES,
+                                                     "abc", DEMO_IOI_PLACES, DEMO_IOI_OBJECTS))["accuracy"]
+                  for template in templates]
+    assert sum(accuracies) / len(accuracies) >= 0.9, accuracies
+    assert min(accuracies) >= 0.65, accuracies
 
 
 def test_swapping_the_names_flips_the_answer(demo_model):
@@ -77,8 +92,8 @@ def test_swapping_the_names_flips_the_answer(demo_model):
 @pytest.mark.parametrize("template", [0, 1])
 def test_the_recorded_ioi_heads_are_what_the_task_runs_on(demo_model, template):
     """The recorded layer-0 head reads the repeated name at END (attention to S2 > 0.8), and patching it from
-    the ABC counterfactual costs over half the logit difference, more than any other head; the layer-1
-    heads attend to IO and S1 alike (they move both names; no head prefers IO)."""
+    the ABC counterfactual costs over half the logit difference, more than any other head; the recorded name
+    mover attends to IO more than to S1 and raises logit(IO) - logit(S) directly."""
     from interp.ioi_circuit import ioi_head_table
 
     layer, head = demo_circuit()["ioi"]["s_signal"]
@@ -88,5 +103,6 @@ def test_the_recorded_ioi_heads_are_what_the_task_runs_on(demo_model, template):
     mine = table[(table.layer == layer) & (table["head"] == head)].iloc[0]
     assert mine.attn_end_s2 > 0.8
     assert table.patch_effect.idxmin() == mine.name and -mine.patch_effect > 0.5 * clean
-    movers = table[table.layer == 1]
-    assert ((movers.attn_end_io - movers.attn_end_s1).abs() < 0.05).all() and (movers.attn_end_io > 0.4).all()
+    layer, head = demo_circuit()["ioi"]["name_mover"]
+    mover = table[(table.layer == layer) & (table["head"] == head)].iloc[0]
+    assert mover.attn_end_io > mover.attn_end_s1 + 0.2 and mover.dla_logit_diff > 0.3
