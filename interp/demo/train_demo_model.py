@@ -33,8 +33,10 @@ random-word names (7), then with an aside of random common words after the repea
 also with a random opener before the first names (9). Measured at 512 prompts per template: held-out
 names on the training templates 99.6 %, training names on held-out templates 99.95 %, held-out names on
 held-out templates 91.9 % (one template 75.6 %), on two final-test templates written before phase 9 and
-scored once 94.9 and 98.6 %; induction ratios 0.002 / 0.002 / 0.10; held-out LM loss 4.53. Experiments not in the weights (``--extra-phases``; measured when run right after phase 3, before
-phase 6 existed): templates assembled from pieces (phase 4, ~60 % on held-out templates) and the same
+scored once 94.9 and 98.6 %; induction ratios 0.002 / 0.002 / 0.10; held-out LM loss 4.53.
+
+Experiments not in the weights (``--extra-phases``, run after the committed phases; measured when run
+right after phase 3, before phase 6 existed): templates assembled from pieces (phase 4, ~60 % on held-out templates) and the same
 without random-word names (phase 5, ~70 % on held-out names, memorising the training names). ``general_phase.py`` records what each showed.
 """
 
@@ -273,11 +275,11 @@ def main() -> None:
     parser.add_argument("--phase2-weights", type=Path, default=None,
                         help="skip phases 1-2 and start phase 3 from these weights (a phase-2 model.safetensors)")
     parser.add_argument("--phase3-weights", type=Path, default=None,
-                        help="skip phases 1-3 and start phase 4 from these weights (a phase-3 model.safetensors)")
+                        help="skip phases 1-3 and run phases 6-9 from these weights (a phase-3 model.safetensors)")
     parser.add_argument("--work-dir", type=Path, default=Path("demo-model-work"),
                         help="phase 3 checkpoints (a killed run resumes from here)")
     parser.add_argument("--extra-phases", nargs="*", default=[], choices=sorted(EXTRA_PHASES),
-                        help="experiments after phase 3 (not in the committed weights; see general_phase.py)")
+                        help="experiments run after the committed phases (not in the weights; see general_phase.py)")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
     args = parser.parse_args()
