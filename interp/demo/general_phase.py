@@ -139,7 +139,10 @@ class TokenSources:
 
 def with_aside(template: str, words: tuple[str, ...], rng: random.Random) -> str:
     """``template`` with 1-8 random common words set off by commas right after the repeated name
-    ("..., Romeo, the king and, gave a ring to"): S2 then sits at no fixed distance from the end."""
+    ("..., Romeo, the king and, gave a ring to"): S2 then sits at no fixed distance from the end.
+
+    Character names never occur among these lower-case words; random-word names can (about 2 % of the
+    random-word rows of phases 8-9 repeat a name in an aside or opener: noise the committed weights saw)."""
     aside = "".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
     return template.replace("{C} ", "{C}," + aside + ", ", 1)
 

@@ -7,7 +7,12 @@ import dataclasses
 import pytest
 import torch
 
-from interp.demo.general_phase import GeneralPhaseConfig, TokenSources, induction_batch, train_general_phase
+import random
+
+from interp.demo.general_phase import (
+    GeneralPhaseConfig, TokenSources, induction_batch, ioi_batch, train_general_phase, with_aside, with_prefix,
+)
+from interp.ioi_circuit import name_positions
 
 
 def test_induction_rows_repeat_their_span_and_mask_the_copyable_tokens(demo_model):
@@ -21,6 +26,32 @@ def test_induction_rows_repeat_their_span_and_mask_the_copyable_tokens(demo_mode
         half = len(where) + 1
         first_copy = row[where[0] - half + 1: where[0]]  # the first copy bar its first token
         assert len(where) >= 3 and torch.equal(targets, first_copy)
+
+
+def test_asides_and_openers_move_the_names_but_keep_the_task(demo_model):
+    """With asides and random openers, S2 sits at many distances from the end and IO / S1 at many positions;
+    every prompt still mentions IO once and S twice (``name_positions`` checks that), answer IO."""
+    windows = torch.randint(3, 4096, (50, 128), generator=torch.Generator().manual_seed(0))
+    sources = TokenSources(demo_model.tokenizer, demo_model.cfg.d_vocab, windows)
+    rng = random.Random(0)
+    template = "When{A} and{B} went to the {PLACE},{C} gave a {OBJECT} to"
+    aside = with_aside(template, sources.aside_words, rng)
+    assert aside.startswith("When{A} and{B} went to the {PLACE},{C},") and aside.endswith(", gave a {OBJECT} to")
+    opened = with_prefix(template, sources.aside_words, rng)
+    assert opened.endswith(template[len("When"):]) and opened[0].isupper() and "{" not in opened[:opened.index("{A}")]
+    s2_from_end, first_name_at, clashes, pseudo_rows = set(), set(), 0, 0
+    for seed in range(4):
+        named, pseudo = ioi_batch(demo_model, sources, 64, seed, asides=1.0, prefixes=1.0)
+        at = name_positions(named)  # character names never occur among the lower-case aside words
+        s2_from_end |= set((named.end - at["s2"]).tolist())
+        first_name_at |= set(torch.minimum(at["io"], at["s1"]).tolist())
+        # random-word names can: a known quirk of the committed phases 8-9, kept rare
+        for row, io, subject, end in zip(pseudo.clean, pseudo.io, pseudo.subject, pseudo.end):
+            tokens = row[: int(end) + 1]
+            clashes += int((tokens == io).sum() != 1 or (tokens == subject).sum() != 2)
+        pseudo_rows += len(pseudo.end)
+    assert len(s2_from_end) >= 8 and len(first_name_at) >= 5
+    assert clashes / pseudo_rows < 0.1, f"{clashes} of {pseudo_rows} random-word rows repeat a name"
 
 
 @pytest.mark.slow
