@@ -1,8 +1,9 @@
 """Co-occurrence of features: how often two features fire in the same block (token, window, or sequence).
 
 ``CooccurrenceCounter`` accumulates counts chunk by chunk during the dashboards' streaming pass: one
-matmul per chunk into a dense ``[d_sae, d_sae]`` matrix up to ``dense_max`` features (pruned at the end
-to what the tables use), a sparse ``B^T B`` per chunk above it. ``cooccurrence_table`` turns counts into
+matmul per chunk into a dense ``[d_sae, d_sae]`` matrix up to ``dense_max`` features, each chunk's
+sparse ``B^T B`` added into an int32 host matrix up to ``host_max`` (both pruned at the end to what the
+tables use: memory flat in the token count), a sparse sum above that. ``cooccurrence_table`` turns counts into
 each feature's top co-firing others by phi, with Jaccard (the ``cooccurrence`` table of
 ``interp/ANALYSES.md``).
 """
@@ -55,18 +56,26 @@ def phi_coefficients(counts: Float[Tensor, "n m"], fires_rows: Float[Tensor, "n"
     return num / (n1 * (n_blocks - n1) * m1 * (n_blocks - m1)).clamp_min(1e-12).sqrt()
 
 
-def prune_counts(counts: Float[Tensor, "d_sae d_sae"], n_blocks: int, keep_all: int, keep_top: int) -> sp.csr_matrix:
+def prune_counts(counts: Float[Tensor, "d_sae d_sae"], n_blocks: int, keep_all: int, keep_top: int,
+                 block: int = 2048) -> sp.csr_matrix:
     """The dense counts as a sparse matrix holding what the tables use: every pair among the ``keep_all``
-    most frequent features, each feature's ``keep_top`` others of highest phi, and the diagonal."""
+    most frequent features, each feature's ``keep_top`` others of highest phi, and the diagonal. Phi is
+    computed ``block`` rows at a time, so no float64 ``d_sae x d_sae`` matrix is ever formed."""
     d_sae = counts.shape[0]
-    fires = counts.diagonal()
+    fires = counts.diagonal().double()
     frequent = torch.argsort(-fires, stable=True)[:keep_all]
-    phi = phi_coefficients(counts, fires, fires, n_blocks)
-    phi = phi.masked_fill(counts == 0, -torch.inf)  # never co-firing: nothing to show
-    phi.fill_diagonal_(torch.inf)  # the diagonal is always kept
-    _, top = phi.topk(min(keep_top + 1, d_sae), dim=1)
     arange = torch.arange(d_sae, device=counts.device)
-    rows = torch.cat([frequent.repeat_interleave(len(frequent)), arange.repeat_interleave(top.shape[1]), arange])
+    width = min(keep_top + 1, d_sae)
+    tops = []
+    for start in range(0, d_sae, block):
+        rows = counts[start:start + block]
+        phi = phi_coefficients(rows, fires[start:start + block], fires, n_blocks)
+        phi = phi.masked_fill(rows == 0, -torch.inf)  # never co-firing: nothing to show
+        local = torch.arange(phi.shape[0], device=counts.device)
+        phi[local, local + start] = torch.inf  # the diagonal is always kept
+        tops.append(phi.topk(width, dim=1).indices)
+    top = torch.cat(tops)
+    rows = torch.cat([frequent.repeat_interleave(len(frequent)), arange.repeat_interleave(width), arange])
     cols = torch.cat([frequent.repeat(len(frequent)), top.flatten(), arange])
     keys = torch.unique(rows * d_sae + cols)
     rows, cols = keys // d_sae, keys % d_sae
@@ -87,11 +96,17 @@ def _blocks(rows: Tensor, chunk: TokenChunk, unit: str, window: int) -> tuple[Te
 
 
 class CooccurrenceCounter:
-    """Co-firing counts over a stream of chunks, per block of ``unit`` (``window`` tokens for "window")."""
+    """Co-firing counts over a stream of chunks, per block of ``unit`` (``window`` tokens for "window").
 
-    def __init__(self, unit: str, window: int, d_sae: int, device, dense_max: int, keep_all: int, keep_top: int):
+    Three ways to hold the counts, chosen by ``d_sae``: up to ``dense_max`` features a float matrix on
+    ``device`` fed by one matmul per chunk; up to ``host_max`` an int32 ``d_sae x d_sae`` matrix in host
+    memory fed by each chunk's sparse ``B^T B`` (2.4 GB at 24,576 features, whatever the token count);
+    above that the sparse sum of those products, whose size grows with the pairs seen."""
+
+    def __init__(self, unit: str, window: int, d_sae: int, device, dense_max: int, keep_all: int, keep_top: int,
+                 host_max: int = 32_768):
         self.unit, self.window, self.d_sae, self.device = unit, window, d_sae, device
-        self.dense = d_sae <= dense_max
+        self.mode = "dense" if d_sae <= dense_max else "host" if d_sae <= host_max else "sparse"
         self.keep_all, self.keep_top = keep_all, keep_top
         self.counts: Tensor | sp.csr_matrix | None = None
         self.n_blocks = 0
@@ -100,21 +115,31 @@ class CooccurrenceCounter:
         """Count the firing entries (``rows`` of ``chunk``, features ``feats``) of one chunk."""
         blocks, n = _blocks(rows, chunk, self.unit, self.window)
         self.n_blocks += n
-        if self.dense:
+        if self.mode == "dense":
             if self.counts is None:
                 self.counts = torch.zeros(self.d_sae, self.d_sae, device=self.device)
             if self.n_blocks >= 2**24 and self.counts.dtype == torch.float32:
                 self.counts = self.counts.double()  # float32 counts stop being exact at 2^24
             indicator = block_indicator(blocks, feats, n, self.d_sae).to(self.counts.dtype)
             self.counts.addmm_(indicator.T, indicator)
+            return
+        counts = sparse_block_counts(blocks, feats, n, self.d_sae).tocoo()
+        if self.mode == "host":
+            if self.counts is None:
+                self.counts = torch.zeros(self.d_sae * self.d_sae, dtype=torch.int32)
+            keys = torch.from_numpy(counts.row.astype(np.int64) * self.d_sae + counts.col)
+            self.counts.index_add_(0, keys, torch.from_numpy(counts.data.astype(np.int32)))
         else:
-            counts = sparse_block_counts(blocks, feats, n, self.d_sae)
-            self.counts = counts if self.counts is None else self.counts + counts
+            self.counts = counts.tocsr() if self.counts is None else self.counts + counts.tocsr()
 
     def result(self) -> sp.csr_matrix | None:
         """The counts as a sparse matrix (dense counts pruned to what the tables use); None without chunks."""
-        if self.dense and self.counts is not None:
+        if self.counts is None:
+            return None
+        if self.mode == "dense":
             return prune_counts(self.counts, self.n_blocks, self.keep_all, self.keep_top)
+        if self.mode == "host":
+            return prune_counts(self.counts.view(self.d_sae, self.d_sae), self.n_blocks, self.keep_all, self.keep_top)
         return self.counts
 
 

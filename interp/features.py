@@ -50,6 +50,7 @@ class DashboardConfig:
     # up to this d_sae co-firing is counted with one matmul per chunk into a dense [d_sae, d_sae] matrix
     # (1 GiB at 16k), exact below 2^24 blocks; above it, sparse B^T B per chunk
     dense_cooccurrence_max: int = 16_384
+    host_cooccurrence_max: int = 32_768  # above dense: int32 counts in host memory (d_sae^2 x 4 bytes), flat in tokens
     keep_all_pairs: int = 2048  # dense counts kept in full among this many most frequent features (geometry)
     keep_top_others: int = 64  # and each feature's this many others of highest phi (dashboards show <= this)
     seed: int = 0
@@ -150,7 +151,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
     n_tokens = torch.zeros((), dtype=torch.long, device=device)  # on the device: no host sync per chunk
     cooc = CooccurrenceCounter(config.cooccurrence, config.cooccurrence_window, d_sae, device,
                                config.dense_cooccurrence_max, config.keep_all_pairs,
-                               config.keep_top_others) if config.cooccurrence else None
+                               config.keep_top_others, config.host_cooccurrence_max) if config.cooccurrence else None
     for chunk in chunks:
         check_fits(dictionary, chunk.activations.shape[-1], where)
         chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,

@@ -181,14 +181,17 @@ def test_a_pair_that_always_fires_together_ranks_first_and_one_that_never_does_l
     assert mine.phi.nunique() == len(mine)  # not a flat table
 
 
-def test_dense_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
+def test_dense_host_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
     from interp.cooccurrence import cooccurrence_table, prune_counts
 
     dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
     dense = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3))
-    sparse = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, dense_cooccurrence_max=0))
-    assert dense.n_blocks == sparse.n_blocks
+    host = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, dense_cooccurrence_max=0))
+    sparse = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, dense_cooccurrence_max=0,
+                                                                              host_cooccurrence_max=0))
+    assert dense.n_blocks == host.n_blocks == sparse.n_blocks
     np.testing.assert_array_equal(dense.cooccurrence.toarray(), sparse.cooccurrence.toarray())
+    np.testing.assert_array_equal(host.cooccurrence.toarray(), sparse.cooccurrence.toarray())
     # pruned: full pairs among the 2 most frequent, the 2 top others of each feature, the diagonal
     full = torch.from_numpy(sparse.cooccurrence.toarray())
     pruned = prune_counts(full, dense.n_blocks, keep_all=2, keep_top=2)
@@ -199,6 +202,23 @@ def test_dense_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k
     frequent = np.argsort(-fires, kind="stable")[:2]
     sub = pruned.toarray()[np.ix_(frequent, frequent)]
     np.testing.assert_array_equal(sub, full.numpy()[np.ix_(frequent, frequent)])
+
+
+def test_pruning_a_row_block_at_a_time_keeps_what_pruning_it_whole_keeps():
+    from interp.cooccurrence import prune_counts
+
+    gen = torch.Generator().manual_seed(0)
+    fires = torch.randint(50, 400, (37,), generator=gen)
+    counts = torch.minimum(torch.randint(0, 60, (37, 37), generator=gen), fires[:, None]).float()
+    counts = torch.minimum(counts, counts.T)
+    counts.fill_diagonal_(0)
+    counts += torch.diag(fires.float())
+    whole = prune_counts(counts, 1000, keep_all=5, keep_top=4, block=10_000)
+    for block in (1, 7):
+        np.testing.assert_array_equal(prune_counts(counts, 1000, keep_all=5, keep_top=4, block=block).toarray(),
+                                      whole.toarray())
+        np.testing.assert_array_equal(prune_counts(counts.to(torch.int32), 1000, 5, 4, block=block).toarray(),
+                                      whole.toarray())  # the host counter's int32 counts
 
 
 def test_saelens_sae_gives_the_same_dashboards(planted):
