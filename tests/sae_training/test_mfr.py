@@ -59,3 +59,25 @@ def test_penalty_gradient_pulls_members_together():
         penalty.backward()
         optimizer.step()
     assert float(mmcs) > first + 0.2
+
+
+def test_matched_penalty_has_the_full_similarity_gradient_without_forming_it_under_autograd():
+    """The penalty gathers the matched row pairs; value and gradient equal indexing the full cosine matrix."""
+    import torch.nn.functional as F
+
+    from sae_training.mfr import member_pairs, pairwise_matched_cosine
+
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(3, 200, 24, generator=g).requires_grad_(True)
+    mmcs, assignments = pairwise_matched_cosine(W)
+    (mmcs * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    gathered_grad, W.grad = W.grad.clone(), None
+    normed = F.normalize(W, dim=-1)
+    reference = torch.stack([(normed[a] @ normed[b].T)[rows, cols].mean()
+                             for (a, b), (rows, cols) in zip(member_pairs(3), assignments)])
+    (reference * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+    assert torch.allclose(mmcs, reference, atol=1e-6)
+    assert torch.allclose(gathered_grad, W.grad, atol=1e-7)
+    assert gathered_grad.abs().sum() > 0
+    reused, _ = pairwise_matched_cosine(W.detach(), assignments)
+    assert torch.allclose(reused, mmcs.detach(), atol=1e-6)
