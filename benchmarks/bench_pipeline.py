@@ -14,6 +14,12 @@ measured first in the same run (a large ``torch.matmul`` at the same thread coun
     python benchmarks/bench_pipeline.py --tokens 16384 --d-sae 4096 --threads 1
     python benchmarks/bench_pipeline.py --small                            # d_model 64: a one-minute smoke run
     python benchmarks/bench_pipeline.py --device cuda
+    python benchmarks/bench_pipeline.py --workdir bench-workspace-pipeline   # resumable: rerun after a kill
+
+With ``--workdir`` the checkpoint, cache, run and analyses live in that folder and every finished stage
+appends its line to ``<workdir>/stages.jsonl``; a rerun with the same settings prints those lines again
+(``"resumed": true``) and continues with the first unfinished stage (the cache resumes its shards and
+training its last checkpoint; an interrupted analysis stage starts over).
 """
 
 from __future__ import annotations
@@ -262,6 +268,42 @@ def final_metrics(run_dir: Path) -> dict:
 
 # --- the pipeline -----------------------------------------------------------------------------------
 
+RESULT_KEYS = ("tokens", "train_tokens", "d_sae", "k", "mfr", "batch_size", "cache_batch", "layer", "device",
+               "checkpoint", "shard_tokens", "buffer_tokens", "mfr_match_every", "no_umap", "small")
+
+
+class StageLog:
+    """Finished stages' lines in ``<workdir>/stages.jsonl`` (none without a workdir): what a rerun skips."""
+
+    def __init__(self, workdir: Path | None, args: argparse.Namespace):
+        from interp.errors import InputError
+
+        self.path = workdir / "stages.jsonl" if workdir else None
+        self.settings = {key: str(getattr(args, key)) for key in RESULT_KEYS}
+        self.rows: dict[str, dict] = {}
+        if self.path is None or not self.path.exists():
+            return
+        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        if lines and lines[0].get("settings") != self.settings:
+            raise InputError(f"{workdir} holds a benchmark run with other settings ({lines[0].get('settings')}); "
+                             "rerun with those, or use another --workdir")
+        self.rows = {row["stage"]: row for row in lines[1:]}
+
+    def done(self, stage: str) -> bool:
+        if stage in self.rows:
+            print(json.dumps({**self.rows[stage], "resumed": True}), flush=True)
+            return True
+        return False
+
+    def record(self, row: dict) -> dict:
+        if self.path is not None:
+            if not self.path.exists():
+                self.path.write_text(json.dumps({"settings": self.settings}) + "\n")
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+        return row
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     from interp.cache.writer import CacheConfig, build_cache
     from interp.features import DashboardConfig
@@ -278,37 +320,50 @@ def run(args: argparse.Namespace) -> list[dict]:
     print(json.dumps({"stage": "peak", "device": device, "threads": torch.get_num_threads(),
                       "matmul_fp32_gflop_s": round(peak, 1), "tokens": args.tokens, "d_sae": args.d_sae,
                       "load_average": [round(x, 2) for x in os.getloadavg()], "shape": vars(shape)}), flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-        root = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        if args.workdir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
+        else:
+            root = args.workdir
+            root.mkdir(parents=True, exist_ok=True)
+        log = StageLog(args.workdir, args)
         checkpoint = args.checkpoint or root / "gpt2-random"
-        if args.checkpoint is None:
+        if args.checkpoint is None and not log.done("checkpoint"):
             info, seconds, rss = timed(lambda: write_checkpoint(checkpoint, shape))
-            rows.append(report("checkpoint", seconds, None, None, peak, rss, **info))
+            rows.append(log.record(report("checkpoint", seconds, None, None, peak, rss, **info)))
         with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Moving model to device"
             model, seconds, rss = timed(lambda: load_model(str(checkpoint), device=device))
         rows.append(report("load_model", seconds, None, None, peak, rss))
 
         cache_config = CacheConfig(model=str(checkpoint), data="demo", hooks=hooks, n_tokens=args.tokens,
                                    context_size=CONTEXT, batch_size=args.cache_batch, shard_tokens=args.shard_tokens)
-        cache, seconds, rss = timed(lambda: build_cache(cache_config, root=root / "cached_activations",
-                                                        cache_id="bench", device=device, progress=False,
-                                                        model=model), "cache")
-        rows.append(report("cache", seconds, args.tokens, cache_flops(shape, args.layer, args.tokens), peak, rss,
-                           hooks=list(hooks)))
+        cache = root / "cached_activations" / "bench"
+        if not log.done("cache"):
+            cache, seconds, rss = timed(lambda: build_cache(cache_config, root=root / "cached_activations",
+                                                            cache_id="bench", device=device, progress=False,
+                                                            model=model), "cache")
+            rows.append(log.record(report("cache", seconds, args.tokens, cache_flops(shape, args.layer, args.tokens),
+                                          peak, rss, hooks=list(hooks))))
 
         d_in, train_tokens = model.cfg.d_model, args.train_tokens or args.tokens
         run_dir = root / "runs" / "pair"
         config = TrainConfig(cache=str(cache), hook=hooks[0], architecture="topk", d_sae=args.d_sae, k=args.k,
                              n_members=members, mfr_coefficient=args.mfr, n_tokens=train_tokens,
                              batch_size=args.batch_size, eval_ce_batches=0, eval_batches=2, device=device,
-                             log_every=10**9, checkpoint_every=10**9, buffer_tokens=args.buffer_tokens,
-                             mfr_match_every=args.mfr_match_every)
-        with matching_timer() as matching:
-            run_, seconds, rss = timed(lambda: train_saes(config, run_dir, progress=False), "train")
-        rows.append(report("train", seconds, train_tokens, train_flops(train_tokens, d_in, args.d_sae, members),
-                           peak, rss, mfr_coefficient=args.mfr, mfr_match_every=config.mfr_match_every,
-                           matching_s=round(matching["seconds"], 4), matchings=matching["calls"],
-                           matching_share=round(matching["seconds"] / seconds, 4), **final_metrics(run_dir)))
+                             log_every=10**9, checkpoint_every=8 if args.workdir else 10**9,
+                             buffer_tokens=args.buffer_tokens, mfr_match_every=args.mfr_match_every)
+        if not log.done("train"):
+            from interp.run_folder import RunFolder
+
+            resume = args.workdir is not None and RunFolder(run_dir).exists()
+            with matching_timer() as matching:
+                run_, seconds, rss = timed(lambda: train_saes(config, run_dir, resume=resume, progress=False), "train")
+            rows.append(log.record(report(
+                "train", seconds, train_tokens, train_flops(train_tokens, d_in, args.d_sae, members), peak, rss,
+                mfr_coefficient=args.mfr, mfr_match_every=config.mfr_match_every,
+                matching_s=round(matching["seconds"], 4), matchings=matching["calls"],
+                matching_share=round(matching["seconds"] / seconds, 4), resumed_training=resume,
+                **final_metrics(run_dir))))
         if args.until == "train":
             return rows
 
@@ -316,24 +371,30 @@ def run(args: argparse.Namespace) -> list[dict]:
         # on a GPU the dense co-occurrence (one matmul per chunk, d_sae^2 floats: 2.4 GB at 24k) stays on the device;
         # the default switches to sparse counts on the host above 16,384 latents, which a CPU needs for memory
         dashboard_config = DashboardConfig(dense_cooccurrence_max=65_536) if device.startswith("cuda") else None
-        with matching_timer() as matching:
-            _, seconds, rss = timed(lambda: analyze_features(run_dir, analyses, cache_dir=cache, model_spec=model,
-                                                             config=dashboard_config, device=device), "dashboards")
-        rows.append(report("dashboards", seconds, members * args.tokens,
-                           dashboard_flops(args.tokens, d_in, args.d_sae, members, shape.vocab), peak, rss,
-                           matching_s=round(matching["seconds"], 4),
-                           note="tokens_per_s counts both SAEs' passes; includes the pair's matching"))
+        if not log.done("dashboards"):
+            with matching_timer() as matching:
+                _, seconds, rss = timed(lambda: analyze_features(run_dir, analyses, cache_dir=cache, model_spec=model,
+                                                                 config=dashboard_config, device=device), "dashboards")
+            rows.append(log.record(report(
+                "dashboards", seconds, members * args.tokens,
+                dashboard_flops(args.tokens, d_in, args.d_sae, members, shape.vocab), peak, rss,
+                matching_s=round(matching["seconds"], 4),
+                note="tokens_per_s counts both SAEs' passes; includes the pair's matching")))
         if args.until == "dashboards":
             return rows
 
-        _, seconds, rss = timed(lambda: analyze_geometry(run_dir, analyses, with_umap=not args.no_umap), "geometry")
-        rows.append(report("geometry", seconds, None, gram_flops(d_in, args.d_sae, members), peak, rss,
-                           umap=not args.no_umap))
+        if not log.done("geometry"):
+            _, seconds, rss = timed(lambda: analyze_geometry(run_dir, analyses, with_umap=not args.no_umap), "geometry")
+            rows.append(log.record(report("geometry", seconds, None, gram_flops(d_in, args.d_sae, members), peak, rss,
+                                          umap=not args.no_umap)))
 
-        saes = sorted(p for p in run_dir.glob("sae_*") if p.is_dir())
-        comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses, device=device), "compare")
-        rows.append(report("compare", seconds, None, gram_flops(d_in, args.d_sae, 1), peak, rss,
-                           mmcs_ab=round(float(comparison.mmcs_ab), 4), mmcs_ba=round(float(comparison.mmcs_ba), 4)))
+        if not log.done("compare"):
+            saes = sorted(p for p in run_dir.glob("sae_*") if p.is_dir())
+            comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses, device=device),
+                                             "compare")
+            rows.append(log.record(report("compare", seconds, None, gram_flops(d_in, args.d_sae, 1), peak, rss,
+                                          mmcs_ab=round(float(comparison.mmcs_ab), 4),
+                                          mmcs_ba=round(float(comparison.mmcs_ba), 4))))
     return rows
 
 
@@ -360,6 +421,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", nargs="*", default=[], metavar="STAGE",
                         help="run these stages (cache train dashboards geometry compare) under cProfile")
     parser.add_argument("--small", action="store_true", help="d_model 64, vocabulary 4096: a smoke run")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep every stage's files here and resume a killed run (default: a temporary folder)")
     return parser.parse_args(argv)
 
 

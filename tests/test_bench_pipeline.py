@@ -55,3 +55,20 @@ def test_hook_beyond_the_models_layers_is_a_one_line_error(capsys):
     assert bench().main([*SMALL_RUN, "--layer", "12"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: unknown hook name(s) ['blocks.12.hook_resid_post'")
+
+
+@pytest.mark.slow
+def test_workdir_run_resumes_after_its_finished_stages_and_refuses_other_settings(capsys, tmp_path):
+    module = bench()
+    run = [*SMALL_RUN, "--workdir", str(tmp_path / "work")]
+    assert module.main([*run, "--until", "train"]) == 0
+    first = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["stage"] for row in first] == ["peak", "checkpoint", "load_model", "cache", "train"]
+    assert module.main(run) == 0
+    second = {row["stage"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert [second[s].get("resumed") for s in ("checkpoint", "cache", "train")] == [True] * 3
+    assert second["train"]["wall_s"] == first[-1]["wall_s"]  # the recorded line, not a second training
+    assert all(not second[s].get("resumed") for s in ("dashboards", "geometry", "compare"))
+    assert 0 <= second["compare"]["mmcs_ab"] <= 1
+    assert module.main([*run, "--d-sae", "64"]) == 2
+    assert "other settings" in capsys.readouterr().err
