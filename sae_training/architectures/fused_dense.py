@@ -31,13 +31,14 @@ def _weight_grad(grad_pre: Float[Tensor, "K batch d_sae"], x_in: Tensor) -> Floa
 
 class ReLUStep(torch.autograd.Function):
     """``f = ReLU((x − b_dec) W_enc + b_enc)``, ``x_hat = f W_dec + b_dec`` and ``Σ_batch f`` (for the L1
-    term); ``f`` is returned for logging and takes no gradient; ``x`` is data."""
+    term); ``f`` is returned for logging and takes no gradient; ``x`` is data. ``pre``: the detached
+    pre-activations of these parameters when already computed (overwritten in place by ``f``)."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")  # backward runs under the forward's autocast state
-    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor):
+    def forward(ctx, x: Tensor, b_dec: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, pre: Tensor | None = None):
         x_in = x.unsqueeze(0) - b_dec.unsqueeze(1)
-        f = torch.baddbmm(b_enc.unsqueeze(1), x_in, W_enc).relu_()
+        f = (torch.baddbmm(b_enc.unsqueeze(1), x_in, W_enc) if pre is None else pre).relu_()
         x_hat = torch.baddbmm(b_dec.unsqueeze(1), f, W_dec)
         ctx.save_for_backward(x_in, W_enc, W_dec, f)
         ctx.mark_non_differentiable(f)
@@ -53,7 +54,7 @@ class ReLUStep(torch.autograd.Function):
         grad_b_enc = grad_pre.sum(1)
         grad_W_enc = _weight_grad(grad_pre, x_in)
         grad_b_dec = grad_x_hat.sum(1) - torch.bmm(W_enc, grad_b_enc.unsqueeze(-1)).squeeze(-1)
-        return None, grad_b_dec, grad_W_enc, grad_b_enc, grad_W_dec
+        return None, grad_b_dec, grad_W_enc, grad_b_enc, grad_W_dec, None
 
 
 class GatedStep(torch.autograd.Function):

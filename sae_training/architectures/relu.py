@@ -1,7 +1,9 @@
 """ReLU SAE with an L1 penalty weighted by decoder row norms (SAELens "standard").
 
 Training runs through ``fused_dense.ReLUStep`` (forward and backward written out: no input-gradient matmul
-for ``b_dec``, no dense gradient of the L1 term); ``encode``/``decode`` stay the plain dense ones.
+for ``b_dec``, no dense gradient of the L1 term) while the codes are dense, and through
+``sparse_relu`` (one dense matmul, the rest on the active entries) when the batch's code density is below
+``sparse_relu.SPARSE_BELOW``; ``encode``/``decode`` stay the plain dense ones.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from torch import Tensor
 
 from interp.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, LossParts, option, reconstruction_mse, warmed
+from sae_training.architectures import sparse_relu
 from sae_training.architectures.fused_dense import ReLUStep
+from sae_training.architectures.fused_topk import dense_pre_acts, sparse_decode
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,23 @@ class ReLUSAE(EnsembleSAE):
 
     def loss(self, x: Float[Tensor, "batch d_in"], sparsity_coefficient: float = 0.0,
              dead: Tensor | None = None, mse_reduction: str = "sum") -> LossParts:
-        """As ``EnsembleSAE.loss`` with ``sparsity_loss``, through ``ReLUStep``; the batch sums of ``f`` also
-        give the fired latents (a sum of non-negative floats is > 0 exactly when one of them is)."""
+        """As ``EnsembleSAE.loss`` with ``sparsity_loss``, through the sparse step when this batch's codes are
+        sparse (``sparse_relu.SPARSE_BELOW``), else ``ReLUStep``; both start from the same dense pre-activations,
+        so the choice depends only on the weights and the batch (a resumed run takes the same path). The batch
+        sums of ``f`` also give the fired latents (a sum of non-negative floats is > 0 exactly when one is)."""
         x = x.detach()
-        f, x_hat, f_sum = ReLUStep.apply(x, self.b_dec, self.W_enc, self.b_enc, self.W_dec)
+        pre = dense_pre_acts(x, self.b_dec, self.W_enc, self.b_enc)
+        active = pre > 0
+        counts = active.flatten(1).sum(1)
+        codes = dense_f = None
+        if int(counts.sum()) < sparse_relu.SPARSE_BELOW * pre.numel():
+            codes = sparse_relu.sparse_relu_codes(pre, active, counts, x, self.b_dec, self.W_enc, self.b_enc)
+            x_hat = sparse_decode(codes, self.W_dec, self.b_dec)[0]
+            f_sum = sparse_relu.code_sums(codes)
+        else:
+            del active
+            dense_f, x_hat, f_sum = ReLUStep.apply(x, self.b_dec, self.W_enc, self.b_enc, self.W_dec, pre)
         mse = reconstruction_mse(x_hat, x, mse_reduction)
         sparsity = sparsity_coefficient * (f_sum / x.shape[0] * self.W_dec.norm(dim=-1)).sum(-1)
-        return LossParts(mse, sparsity, mse.new_zeros(self.n_members), x_hat, dense_f=f,
+        return LossParts(mse, sparsity, mse.new_zeros(self.n_members), x_hat, dense_f=dense_f, codes=codes,
                          fired_mask=f_sum.detach() > 0)

@@ -115,3 +115,53 @@ def test_batch_topk_entries_are_the_topk_positions(fill):
         want = flat.topk(n_keep).indices.sort().values
         assert torch.equal(got, want) or torch.equal(flat[got].sort().values, flat[want].sort().values)
         assert bool((got[1:] > got[:-1]).all())
+
+
+@pytest.mark.parametrize("sparse_below", [1.0, 0.0])
+def test_relu_sparse_and_dense_steps_both_equal_the_dense_implementation(monkeypatch, sparse_below):
+    """ReLU-L1 through the sparse-codes step (forced: every batch counts as sparse) and through ``ReLUStep``
+    (forced dense): loss terms, gradients and a few optimiser steps equal autograd on dense codes."""
+    from sae_training.architectures import sparse_relu
+
+    monkeypatch.setattr(sparse_relu, "SPARSE_BELOW", sparse_below)
+    test_fused_loss_and_gradients_equal_the_dense_implementation("relu", {"l1_coefficient": 0.5})
+    test_a_few_training_steps_give_the_weights_of_the_dense_implementation("relu", {"l1_coefficient": 0.5})
+
+
+def test_relu_sparse_step_pads_members_with_different_counts_and_picks_the_path_by_density(monkeypatch):
+    from sae_training.architectures import sparse_relu
+
+    sae = make("relu", {"l1_coefficient": 0.5})
+    x = torch.randn(50, 16, generator=torch.Generator().manual_seed(0), dtype=torch.double)
+    with torch.no_grad():  # member 0 ~8 % active, member 1 ~3 %: padding exercised
+        pre = sae.pre_acts(x)
+        sae.b_enc[0] -= pre[0].flatten().quantile(0.92)
+        sae.b_enc[1] -= pre[1].flatten().quantile(0.97)
+    pre = sae.pre_acts(x).detach()
+    density = float((pre > 0).double().mean())
+    counts = (pre > 0).flatten(1).sum(1)
+    assert 0 < density < 0.2 and counts[0] > counts[1] > 0
+    paths = []
+    real_codes = sparse_relu.sparse_relu_codes
+    monkeypatch.setattr(sparse_relu, "sparse_relu_codes", lambda *a: paths.append("sparse") or real_codes(*a))
+    for threshold in (density * 1.01, density * 0.99):
+        monkeypatch.setattr(sparse_relu, "SPARSE_BELOW", threshold)
+        parts = sae.loss(x, 0.5)
+        assert (parts.codes is not None) == (threshold > density) and (parts.dense_f is None) == (threshold > density)
+        want = sae.activate(pre)
+        torch.testing.assert_close(parts.f, want)
+        torch.testing.assert_close(parts.x_hat, sae.decode(want).detach(), check_dtype=False)
+    assert paths == ["sparse"]
+    tokens, latents = sparse_relu.positive_entries(pre > 0, counts)
+    keys = tokens * 64 + latents
+    assert tokens.shape == (2, int(counts[0])) and all(len(set(k.tolist())) == k.numel() for k in keys)
+    assert bool((keys[:, 1:] > keys[:, :-1]).all())  # token-major and distinct, padding included
+
+
+def test_inactive_positions_widen_past_an_active_prefix():
+    from sae_training.architectures.sparse_relu import _inactive_positions
+
+    active = torch.zeros(10_000, dtype=torch.bool)
+    active[:5_000] = True
+    found = _inactive_positions(active, 7)
+    assert found.tolist() == list(range(5_000, 5_007))

@@ -69,7 +69,7 @@ def test_a_run_finished_without_evaluation_still_leaves_its_saelens_folders(tmp_
             torch.testing.assert_close(sae.decode(f), run.member(i).decode(f), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka", "gated"])
+@pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka", "gated", "relu"])
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path, architecture):
     x, _ = planted()
     config = small_config(architecture=architecture, mfr_match_every=4)
