@@ -20,7 +20,7 @@ from sae_training.architectures.fused_topk import SparseCodes, encode_at
 
 # Code density (active entries / (batch x d_sae)) below which the sparse step is used. Measured at d_in 768,
 # d_sae 24,576, batch 4,096, 1 CPU thread (benchmarks/bench_train.py --sparse-crossover): see README.
-SPARSE_BELOW = 0.02
+SPARSE_BELOW = 0.015
 
 
 def _inactive_positions(active: Bool[Tensor, " n"], count: int) -> Int[Tensor, " count"]:
