@@ -283,11 +283,16 @@ class StageLog:
         self.rows: dict[str, dict] = {}
         if self.path is None or not self.path.exists():
             return
-        lines = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-        if lines and lines[0].get("settings") != self.settings:
+        lines = []
+        for number, line in enumerate(self.path.read_text().splitlines(), 1):
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a kill: that stage reruns
+                print(f"warning: {self.path} line {number} is not JSON; ignoring it", file=sys.stderr)
+        if lines and (not isinstance(lines[0], dict) or lines[0].get("settings") != self.settings):
             raise InputError(f"{workdir} holds a benchmark run with other settings ({lines[0].get('settings')}); "
                              "rerun with those, or use another --workdir")
-        self.rows = {row["stage"]: row for row in lines[1:]}
+        self.rows = {row["stage"]: row for row in lines[1:] if isinstance(row, dict) and "stage" in row}
 
     def done(self, stage: str) -> bool:
         if stage in self.rows:

@@ -72,3 +72,9 @@ def test_workdir_run_resumes_after_its_finished_stages_and_refuses_other_setting
     assert 0 <= second["compare"]["mmcs_ab"] <= 1
     assert module.main([*run, "--d-sae", "64"]) == 2
     assert "other settings" in capsys.readouterr().err
+    stages = tmp_path / "work" / "stages.jsonl"  # a line cut short by a kill: that stage reruns, the rest resume
+    lines = stages.read_text().splitlines()
+    stages.write_text("\n".join(lines[:-1] + [lines[-1][:20]]) + "\n")
+    assert module.main(run) == 0
+    third = {row["stage"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert third["geometry"].get("resumed") and not third["compare"].get("resumed")
