@@ -208,7 +208,8 @@ def matching_timer():
     import sae_training.mfr as mfr
 
     MATCHING.update(seconds=0.0, calls=0)
-    originals = {(module, "hungarian"): module.hungarian for module in (matching, mfr, metrics)}
+    originals = {(module, "hungarian"): module.hungarian for module in (matching, mfr, metrics)
+                 if hasattr(module, "hungarian")}
     originals[(approx_matching, "match_by_candidates")] = approx_matching.match_by_candidates
 
     def wrap(fn):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.matching import cosine_matrix, hungarian
+from interp.matching import cosine_matrix, hungarian, match_features
 
 
 @dataclass
@@ -55,17 +55,18 @@ def pairwise_matched_cosine(W: Float[Tensor, "K d_sae d_in"],
     The gradient of the MMCS flows only through the matched entries, so it is taken through the ``d_sae``
     matched row pairs alone: the same value and gradient as indexing the full similarity, without the
     ``d_sae^2`` matrix in the autograd graph (2.4 GB and two extra ``d_sae^2 d_in`` matmuls at 24k latents).
-    The full similarity is formed only when matching, under ``no_grad``."""
+    The matching itself is ``interp.matching.match_features`` (no gradient; above ``EXACT_MAX`` latents the
+    candidate graph, which never forms the full cosine matrix)."""
     pairs = member_pairs(W.shape[0])
     if not pairs:
         return W.new_zeros(0), []
     a, b = (torch.tensor(side, device=W.device) for side in zip(*pairs))
-    normed = F.normalize(W, dim=-1)
     if assignments is None:
-        with torch.no_grad():
-            similarity = torch.einsum("psd,ptd->pst", normed[a], normed[b])
-            assignments = [hungarian(similarity[p]) for p in range(len(pairs))]
-            del similarity
+        assignments = []
+        for p, q in pairs:
+            match = match_features(W[p].detach(), W[q].detach())
+            assignments.append((match.rows.to(W.device), match.cols.to(W.device)))
+    normed = F.normalize(W, dim=-1)
     rows = torch.stack([r for r, _ in assignments])
     cols = torch.stack([c for _, c in assignments])
     matched = (normed[a.unsqueeze(1), rows] * normed[b.unsqueeze(1), cols]).sum(-1)

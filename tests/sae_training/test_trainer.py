@@ -28,7 +28,7 @@ def small_config(**overrides):
                 n_tokens=256 * 24, batch_size=256, lr=3e-3, log_every=3, checkpoint_every=6,
                 buffer_tokens=2048, eval_batches=2)
     values = {**base, **overrides}
-    if values["architecture"] == "gated":  # no k: an L1 coefficient instead
+    if values["architecture"] in ("gated", "relu"):  # no k: an L1 coefficient instead
         values.pop("k")
         values["l1_coefficient"] = 0.1
     return TrainConfig(**values)
@@ -70,12 +70,21 @@ def test_a_run_finished_without_evaluation_still_leaves_its_saelens_folders(tmp_
 
 
 @pytest.mark.parametrize("architecture", ["topk", "batchtopk", "matryoshka", "gated", "relu"])
-def test_resumed_run_equals_an_uninterrupted_one(tmp_path, architecture):
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path, architecture, monkeypatch):
+    from sae_training.architectures import sparse_relu
+
+    # relu: the code density climbs from 0.51 to 0.58 in this run, so both paths run (counted below)
+    monkeypatch.setattr(sparse_relu, "SPARSE_BELOW", 0.56)
+    sparse_steps = []
+    real_codes = sparse_relu.sparse_relu_codes
+    monkeypatch.setattr(sparse_relu, "sparse_relu_codes", lambda *a: sparse_steps.append(1) or real_codes(*a))
     x, _ = planted()
     config = small_config(architecture=architecture, mfr_match_every=4)
     full = train_saes(config, tmp_path / "full", activations=x, progress=False, evaluate=False)
     train_saes(config, tmp_path / "split", activations=x, progress=False, stop_at_step=12, evaluate=False)
     resumed = train_saes(config, tmp_path / "split", activations=x, progress=False, resume=True, evaluate=False)
+    if architecture == "relu":
+        assert 0 < len(sparse_steps) < 2 * config.n_steps
     assert read_metrics(tmp_path / "split") == read_metrics(tmp_path / "full")
     for name, value in full.sae.state_dict().items():
         assert torch.equal(value, resumed.sae.state_dict()[name]), name
