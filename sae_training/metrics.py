@@ -9,9 +9,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.matching import cosine_matrix, hungarian
+from interp.matching import cosine_matrix, hungarian, match_features
 from sae_training.architectures import EnsembleSAE
-from sae_training.mfr import matched_mean_cosine
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense
 
@@ -77,12 +76,13 @@ def evaluate_ensemble(sae: EnsembleSAE, batches: Iterable[Float[Tensor, "batch d
 
 
 def member_mmcs(W_dec: Float[Tensor, "K d_sae d_in"]) -> Float[Tensor, "K K"]:
-    """Matrix of Hungarian-matched mean cosine similarity between members' decoder directions."""
+    """Matrix of Hungarian-matched mean cosine similarity between members' decoder directions (above
+    ``EXACT_MAX`` latents the candidate graph, without the full cosine matrix)."""
     K = W_dec.shape[0]
     out = torch.eye(K)
     for a in range(K):
         for b in range(a + 1, K):
-            out[a, b] = out[b, a] = float(matched_mean_cosine(W_dec[a].detach(), W_dec[b].detach()).value)
+            out[a, b] = out[b, a] = float(match_features(W_dec[a], W_dec[b]).cos.mean())
     return out
 
 

@@ -223,6 +223,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
         stats = open_store(config, seed=config.seed + 7919, rank=rank if by_shard else 0,
                            world_size=world_size if by_shard else 1, activations=activations, model=model)
         scale = _initialise(config, sae, stats)
+        del stats  # its shuffle buffer (up to buffer_tokens x d_in floats) is not needed again
 
     def checkpoint(step: int) -> None:
         if not is_main:
@@ -321,6 +322,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
         bar.close()
         if wandb_run is not None:
             wandb_run.finish()
+    del store  # the training shuffle buffer, before the evaluation opens its own
     with alive:
         run = Run(run_dir, config, sae, scale, end, train_seconds=train_seconds)
         if end == config.n_steps and is_main:  # a finished run always leaves its SAELens folders

@@ -252,12 +252,14 @@ class ActivationStore:
                     filled += take
                     offset += take
                     if filled == self.buffer_tokens:
-                        buffer = buffer[torch.randperm(filled, generator=generator)]
+                        # the batches of the permuted buffer, gathered through the permutation: no second
+                        # full-size buffer (the permuted copy doubled the store's peak memory)
+                        order = torch.randperm(filled, generator=generator)
                         half = (filled // 2 // self.batch_size) * self.batch_size
                         for start in range(0, half, self.batch_size):
                             yielded_any = True
-                            yield buffer[start:start + self.batch_size].clone()
-                        buffer[:filled - half] = buffer[half:filled].clone()
+                            yield buffer[order[start:start + self.batch_size]]
+                        buffer[:filled - half] = buffer[order[half:filled]]
                         filled -= half
             if filled:
                 rest = buffer[:filled][torch.randperm(filled, generator=generator)]
