@@ -87,7 +87,7 @@ def phi_order(counts: Num[Tensor, "n m"], fires_rows: Num[Tensor, "n"], fires_co
     over the block (``N c a_j - n1_i b_j``) instead of a dozen; into ``out`` (float64) if given."""
     m1 = fires_cols.double()
     inv = (m1 * (n_blocks - m1)).clamp_min_(1e-12).rsqrt_()
-    score = counts.double() if out is None else out.copy_(counts)  # a reused buffer: no page faults per block
+    score = counts.to(torch.float64, copy=True) if out is None else out.copy_(counts)  # reused: no page faults
     score.mul_((n_blocks * inv)[None, :])
     return score.addcmul_(fires_rows.double()[:, None], (m1 * inv)[None, :], value=-1)
 
@@ -111,7 +111,6 @@ def prune_rows(counts: Num[Tensor, "n d_sae"], start: int, fires: Num[Tensor, "d
     phi = phi_order(counts, fires[start:start + n], fires, n_blocks, work).masked_fill_(zero, -torch.inf)
     phi[local, local + start] = torch.inf  # the diagonal is always kept
     top = phi.topk(min(keep_top + 1, d_sae), dim=1).indices
-    del phi
     keep = torch.zeros(n, d_sae, dtype=torch.bool, device=counts.device).scatter_(1, top, True)
     keep[frequent[start:start + n]] |= frequent
     rows, cols = keep.nonzero(as_tuple=True)

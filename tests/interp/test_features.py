@@ -293,6 +293,20 @@ def test_counts_that_do_not_fit_in_memory_raise_an_error_saying_what_to_set(monk
     assert isinstance(error.value, InputError) and "\n" not in str(error.value)
 
 
+def test_phi_order_is_phi_times_a_positive_constant_per_row_and_leaves_its_input_alone():
+    from interp.cooccurrence import phi_order
+
+    gen = torch.Generator().manual_seed(1)
+    n_blocks, fires = 500, torch.randint(20, 300, (12,), generator=gen).double()
+    counts = torch.minimum(torch.randint(0, 40, (12, 12), generator=gen).double(), fires[:, None])
+    before = counts.clone()
+    n1, m1, n11 = fires[:, None].numpy(), fires[None, :].numpy(), counts.numpy()
+    phi = (n11 * n_blocks - n1 * m1) / np.sqrt(n1 * (n_blocks - n1) * m1 * (n_blocks - m1))
+    scaled = phi_order(counts, fires, fires, n_blocks).numpy() / np.sqrt(n1 * (n_blocks - n1))
+    np.testing.assert_allclose(scaled, phi, rtol=1e-12)
+    assert torch.equal(counts, before)
+
+
 def test_pruning_a_row_block_at_a_time_keeps_what_pruning_it_whole_keeps():
     from interp.cooccurrence import prune_counts
 
