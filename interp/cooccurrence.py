@@ -104,7 +104,8 @@ def prune_buffers(n: int, d_sae: int, device) -> tuple[Tensor, Tensor, Tensor]:
     since allocating them per block costs page faults and, on the host, fragments the heap (measured: +600 MB
     of peak RSS at 40,000 features)."""
     return (torch.empty(n, d_sae, dtype=torch.float64, device=device),
-            torch.empty(n, d_sae, dtype=torch.bool, device=device), torch.empty(n, d_sae, dtype=torch.bool, device=device))
+            torch.empty(n, d_sae, dtype=torch.bool, device=device),
+            torch.empty(n, d_sae, dtype=torch.bool, device=device))
 
 
 def prune_rows(counts: Num[Tensor, "n d_sae"], start: int, fires: Num[Tensor, "d_sae"], n_blocks: int,
