@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,10 +48,16 @@ class DashboardConfig:
     # in most sequences and every pair looks alike (phi ~ 0, Jaccard ~ 1).
     cooccurrence: str | None = "window"
     cooccurrence_window: int = 4
-    # up to this d_sae co-firing is counted with one matmul per chunk into a dense [d_sae, d_sae] matrix
-    # (1 GiB at 16k), exact below 2^24 blocks; above it, sparse B^T B per chunk
+    # co-firing counts (interp.cooccurrence), all three modes flat in the token count: up to this d_sae, one
+    # matmul per chunk into a dense float [d_sae, d_sae] matrix on the device (1 GiB at 16k), exact below 2^24 blocks
     dense_cooccurrence_max: int = 16_384
-    host_cooccurrence_max: int = 32_768  # above dense: int32 counts in host memory (d_sae^2 x 4 bytes), flat in tokens
+    # above dense and up to this d_sae: each chunk's sparse B^T B added into an int32 [d_sae, d_sae] host matrix
+    # (d_sae^2 x 4 bytes: 2.4 GB at 24k, 4.3 GB at 32k); above it, firing entries spilled to a temporary file
+    # (8 bytes per deduplicated entry) and counted at the end in passes over rows of features
+    host_cooccurrence_max: int = 32_768
+    # host memory for one pass's int32 [rows, d_sae] counts, and for the float64 temporaries of each pruned
+    # row-block in every mode (the end of the pass peaks at about twice this); at least one row per pass
+    cooccurrence_pass_bytes: int = 1 << 30
     keep_all_pairs: int = 2048  # dense counts kept in full among this many most frequent features (geometry)
     keep_top_others: int = 64  # and each feature's this many others of highest phi (dashboards show <= this)
     seed: int = 0
@@ -135,8 +142,10 @@ class DashboardData:
 
 
 def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
-                       config: DashboardConfig = DashboardConfig(), where: str = "the activations") -> DashboardData:
-    """Stream ``chunks`` (whole sequences, in order) through ``dictionary``; keep per-feature statistics."""
+                       config: DashboardConfig = DashboardConfig(), where: str = "the activations",
+                       progress: bool = False) -> DashboardData:
+    """Stream ``chunks`` (whole sequences, in order) through ``dictionary``; keep per-feature statistics.
+    ``progress``: a tqdm bar over the co-occurrence counting and pruning that follows the stream."""
     check_unit(config.cooccurrence, config.cooccurrence_window)
     device = dictionary.W_dec.device
     d_sae, ctx = dictionary.d_sae, config.left + config.right + 1
@@ -151,36 +160,39 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
     n_tokens = torch.zeros((), dtype=torch.long, device=device)  # on the device: no host sync per chunk
     cooc = CooccurrenceCounter(config.cooccurrence, config.cooccurrence_window, d_sae, device,
                                config.dense_cooccurrence_max, config.keep_all_pairs,
-                               config.keep_top_others, config.host_cooccurrence_max) if config.cooccurrence else None
-    for chunk in chunks:
-        check_fits(dictionary, chunk.activations.shape[-1], where)
-        chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
-                                                    chunk.position)))
-        with torch.no_grad():
-            f = dictionary.encode(chunk.activations.to(dictionary.W_dec.dtype)).float()
-        rows, feats = (f > 0).nonzero(as_tuple=True)
-        if config.exclude_bos:
-            keep = chunk.position[rows] != 0
-            rows, feats = rows[keep], feats[keep]
-        n_tokens += (chunk.position != 0).sum() if config.exclude_bos else f.shape[0]
-        vals = f[rows, feats]
-        fires += torch.bincount(feats, minlength=d_sae)
-        act_sum.index_add_(0, feats, vals.double())
-        act_max.scatter_reduce_(0, feats, vals, "amax")
-        bins = ((vals.log10() - lo) / (hi - lo) * config.n_bins).long().clamp(0, config.n_bins - 1)
-        histogram += torch.bincount(feats * config.n_bins + bins, minlength=histogram.numel())
-        top.merge(vals, rows, feats, f, chunk, config.left, config.right)
-        noise = torch.rand(vals.shape, generator=generator, device=device)
-        sample.merge(noise, rows, feats, f, chunk, config.left, config.right)
-        if cooc is not None:
-            cooc.add(rows, feats, chunk)
-    n_tokens = int(n_tokens)
-    if n_tokens == 0:
-        raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
+                               config.keep_top_others, config.host_cooccurrence_max, config.cooccurrence_pass_bytes,
+                               progress) if config.cooccurrence else None
+    with cooc if cooc is not None else nullcontext():  # closing deletes a spill file, on error too
+        for chunk in chunks:
+            check_fits(dictionary, chunk.activations.shape[-1], where)
+            chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
+                                                        chunk.position)))
+            with torch.no_grad():
+                f = dictionary.encode(chunk.activations.to(dictionary.W_dec.dtype)).float()
+            rows, feats = (f > 0).nonzero(as_tuple=True)
+            if config.exclude_bos:
+                keep = chunk.position[rows] != 0
+                rows, feats = rows[keep], feats[keep]
+            n_tokens += (chunk.position != 0).sum() if config.exclude_bos else f.shape[0]
+            vals = f[rows, feats]
+            fires += torch.bincount(feats, minlength=d_sae)
+            act_sum.index_add_(0, feats, vals.double())
+            act_max.scatter_reduce_(0, feats, vals, "amax")
+            bins = ((vals.log10() - lo) / (hi - lo) * config.n_bins).long().clamp(0, config.n_bins - 1)
+            histogram += torch.bincount(feats * config.n_bins + bins, minlength=histogram.numel())
+            top.merge(vals, rows, feats, f, chunk, config.left, config.right)
+            noise = torch.rand(vals.shape, generator=generator, device=device)
+            sample.merge(noise, rows, feats, f, chunk, config.left, config.right)
+            if cooc is not None:
+                cooc.add(rows, feats, chunk)
+        n_tokens = int(n_tokens)
+        if n_tokens == 0:
+            raise DictionaryError(f"{where} holds no tokens (after excluding BOS): nothing to build dashboards from")
+        counts = cooc.result() if cooc is not None else None
     cpu = lambda e: Examples(*(t.cpu() for t in vars(e).values()))  # noqa: E731
     return DashboardData(config, n_tokens, fires.cpu(), act_sum.float().cpu(), act_max.cpu(),
                          histogram.reshape(d_sae, config.n_bins).cpu(), cpu(top), cpu(sample),
-                         cooc.result() if cooc is not None else None, cooc.n_blocks if cooc is not None else 0)
+                         counts, cooc.n_blocks if cooc is not None else 0)
 
 
 def auto_labels(top_ids: Int[Tensor, "k d_sae"], top_values: Float[Tensor, "k d_sae"], decode,

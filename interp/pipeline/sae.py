@@ -77,7 +77,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
         where = f"hook '{site}' of cache {cache_dir}"
         check_fits(dictionary, cache.d(site), where)
         chunks = with_progress(cache_chunks(cache, site, max_rows), cache.n_tokens, f"dashboards {analysis_id(member)}")
-        data = feature_dashboards(dictionary, chunks, config, where)
+        data = feature_dashboards(dictionary, chunks, config, where, progress=True)
         W_U = None
         if model is not None and dictionary.d_in == model.cfg.d_model:
             W_U = model.W_U.detach()

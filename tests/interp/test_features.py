@@ -181,27 +181,130 @@ def test_a_pair_that_always_fires_together_ranks_first_and_one_that_never_does_l
     assert mine.phi.nunique() == len(mine)  # not a flat table
 
 
-def test_dense_host_and_sparse_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
+def test_dense_host_and_spilled_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
     from interp.cooccurrence import cooccurrence_table, prune_counts
 
     dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
     dense = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3))
     host = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, dense_cooccurrence_max=0))
-    sparse = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, dense_cooccurrence_max=0,
-                                                                              host_cooccurrence_max=0))
-    assert dense.n_blocks == host.n_blocks == sparse.n_blocks
-    np.testing.assert_array_equal(dense.cooccurrence.toarray(), sparse.cooccurrence.toarray())
-    np.testing.assert_array_equal(host.cooccurrence.toarray(), sparse.cooccurrence.toarray())
-    # pruned: full pairs among the 2 most frequent, the 2 top others of each feature, the diagonal
-    full = torch.from_numpy(sparse.cooccurrence.toarray())
+    spilled = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, dense_cooccurrence_max=0,
+                                                                               host_cooccurrence_max=0))
+    assert dense.n_blocks == host.n_blocks == spilled.n_blocks
+    np.testing.assert_array_equal(dense.cooccurrence.toarray(), spilled.cooccurrence.toarray())
+    np.testing.assert_array_equal(host.cooccurrence.toarray(), spilled.cooccurrence.toarray())
+    # 6 features: nothing pruned by default. Pruned to the full pairs among the 2 most frequent, the 2 top
+    # others of each feature and the diagonal, each feature's top 2 is unchanged
+    full = torch.from_numpy(spilled.cooccurrence.toarray())
     pruned = prune_counts(full, dense.n_blocks, keep_all=2, keep_top=2)
+    assert pruned.nnz < (full > 0).sum()
     np.testing.assert_array_equal(pruned.diagonal(), full.diagonal().numpy())
     fires = full.diagonal().numpy()
-    exact, kept = (cooccurrence_table(m, fires, dense.n_blocks, k=2) for m in (sparse.cooccurrence, pruned))
+    exact, kept = (cooccurrence_table(m, fires, dense.n_blocks, k=2) for m in (spilled.cooccurrence, pruned))
     pd.testing.assert_frame_equal(exact[["feature", "other", "phi"]], kept[["feature", "other", "phi"]])  # same top 2
     frequent = np.argsort(-fires, kind="stable")[:2]
     sub = pruned.toarray()[np.ix_(frequent, frequent)]
     np.testing.assert_array_equal(sub, full.numpy()[np.ix_(frequent, frequent)])
+
+
+def reference_counts(dictionary, chunks, unit: str, window: int = 4) -> tuple[torch.Tensor, int]:
+    """Full dense co-firing counts over the whole stream at once (BOS excluded), and the number of blocks."""
+    x = torch.cat([c.activations for c in chunks])
+    sequence, position = torch.cat([c.sequence for c in chunks]), torch.cat([c.position for c in chunks])
+    fired = (dictionary.encode(x) > 0) & (position != 0)[:, None]
+    key = {"token": torch.arange(len(x)), "window": sequence * SEQ + position // window, "sequence": sequence}[unit]
+    _, block = torch.unique(key, return_inverse=True)
+    rows, feats = fired.nonzero(as_tuple=True)
+    indicator = torch.zeros(int(block.max()) + 1, fired.shape[1])
+    indicator[block[rows], feats] = 1.0
+    return indicator.T @ indicator, indicator.shape[0]
+
+
+@pytest.mark.parametrize("unit", ["token", "window", "sequence"])
+def test_spilled_host_and_dense_counts_equal_pruning_the_full_counts(unit):
+    """A random dictionary of 40 features over the planted stream (correlated firing, ties in phi): every
+    mode, and spilled passes of 3 rows (40 = 13 x 3 + 1) or of all rows, keeps exactly what pruning the
+    full dense counts keeps."""
+    from interp.cooccurrence import prune_counts
+
+    d_sae = 40
+    dictionary = PlantedDictionary(torch.randn(d_sae, D_IN, generator=torch.Generator().manual_seed(5)))
+    full, n_blocks = reference_counts(dictionary, planted_stream(), unit)
+    assert (full > 0).float().mean() > 0.3  # enough co-firing for the pruning to choose
+    expected = prune_counts(full, n_blocks, keep_all=8, keep_top=2).toarray()
+    assert 0 < (expected > 0).sum() < (full > 0).sum()  # something pruned, something kept
+    frequent = np.argsort(-full.diagonal().numpy(), kind="stable")[:8]
+    np.testing.assert_array_equal(expected[np.ix_(frequent, frequent)], full.numpy()[np.ix_(frequent, frequent)])
+    assert ((expected > 0).sum(1) >= np.minimum(3, (full > 0).sum(1).numpy())).all()  # each row's top 2 and itself
+    base = DashboardConfig(n_top=3, cooccurrence=unit, keep_all_pairs=8, keep_top_others=2)
+    modes = {"dense": {}, "host": {"dense_cooccurrence_max": 0},
+             "spill, 3 rows a pass": {"dense_cooccurrence_max": 0, "host_cooccurrence_max": 0,
+                                      "cooccurrence_pass_bytes": 3 * 4 * d_sae},
+             "spill, one pass": {"dense_cooccurrence_max": 0, "host_cooccurrence_max": 0}}
+    for mode, fields in modes.items():
+        data = feature_dashboards(dictionary, planted_stream(), DashboardConfig(**{**vars(base), **fields}))
+        assert data.n_blocks == n_blocks, mode
+        np.testing.assert_array_equal(data.cooccurrence.toarray(), expected, err_msg=mode)
+
+
+def test_the_spill_file_exists_while_streaming_and_is_removed_after_the_result_and_after_an_error(
+        tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
+    config = DashboardConfig(n_top=3, dense_cooccurrence_max=0, host_cooccurrence_max=0)
+    seen = []
+
+    def watched(fail: bool):
+        for i, chunk in enumerate(planted_stream()):
+            seen.append([p.name for p in tmp_path.iterdir()])
+            if fail and i == 3:
+                raise KeyboardInterrupt
+            yield chunk
+
+    data = feature_dashboards(dictionary, watched(fail=False), config, progress=True)
+    assert seen[0] == [] and len(seen[1]) == 1 and seen[1][0].startswith("cooccurrence-")  # made by the first chunk
+    assert list(tmp_path.iterdir()) == [] and data.cooccurrence.nnz > 0
+    assert "co-occurrence (spill)" in capsys.readouterr().err  # the progress bar over the passes
+    with pytest.raises(KeyboardInterrupt):
+        feature_dashboards(dictionary, watched(fail=True), config)
+    assert len(seen[-1]) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fields, names", [
+    ({"dense_cooccurrence_max": 0}, "host_cooccurrence_max"),
+    ({"dense_cooccurrence_max": 0, "host_cooccurrence_max": 0}, "cooccurrence_pass_bytes"),
+])
+def test_counts_that_do_not_fit_in_memory_raise_an_error_saying_what_to_set(monkeypatch, fields, names):
+    from interp.cooccurrence import CooccurrenceMemoryError
+    from interp.errors import InputError
+
+    zeros = torch.zeros
+
+    def failing(*shape, **kwargs):  # torch's failed CPU allocation, for the int32 count matrices only
+        if kwargs.get("dtype") == torch.int32 and len(shape) == 2:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory")
+        return zeros(*shape, **kwargs)
+
+    monkeypatch.setattr(torch, "zeros", failing)
+    dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
+    with pytest.raises(CooccurrenceMemoryError, match=f"GB .*{names}.*cooccurrence=None") as error:
+        feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3, **fields))
+    assert isinstance(error.value, InputError) and "\n" not in str(error.value)
+
+
+def test_phi_order_is_phi_times_a_positive_constant_per_row_and_leaves_its_input_alone():
+    from interp.cooccurrence import phi_order
+
+    gen = torch.Generator().manual_seed(1)
+    n_blocks, fires = 500, torch.randint(20, 300, (12,), generator=gen).double()
+    counts = torch.minimum(torch.randint(0, 40, (12, 12), generator=gen).double(), fires[:, None])
+    before = counts.clone()
+    n1, m1, n11 = fires[:, None].numpy(), fires[None, :].numpy(), counts.numpy()
+    phi = (n11 * n_blocks - n1 * m1) / np.sqrt(n1 * (n_blocks - n1) * m1 * (n_blocks - m1))
+    scaled = phi_order(counts, fires, fires, n_blocks).numpy() / np.sqrt(n1 * (n_blocks - n1))
+    np.testing.assert_allclose(scaled, phi, rtol=1e-12)
+    assert torch.equal(counts, before)
 
 
 def test_pruning_a_row_block_at_a_time_keeps_what_pruning_it_whole_keeps():
