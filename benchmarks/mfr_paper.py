@@ -117,6 +117,28 @@ def report(path: Path) -> str:
         lines.append(f"| {sae} | {k} | {lam:g} | {len(paired)} | {', '.join(f'{d:+.4f}' for d in delta['mmcs_true'])}"
                      f" (mean {statistics.fmean(delta['mmcs_true']):+.4f}) | {statistics.fmean(delta['recovered_fraction']):+.4f}"
                      f" | {statistics.fmean(delta['fvu']):+.4f} | {wins}/{len(paired)} |")
+    lines += ["", "Per member (k_i = 32·(i+1) with the 32/64 schedule): MMCS to truth and recovered, and MFR − baseline "
+              "on paired seeds.", "",
+              "| SAE | k | λ | member | seeds | MMCS (Hungarian) | recovered | Δ MMCS per seed | MFR wins |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    per_member: dict[tuple, dict[int, list[dict]]] = {}
+    for r in rows:
+        per_member.setdefault((r["sae"], r["k_schedule"], r["lambda"]), {})[r["seed"]] = r["members"]
+    for (sae, sched, lam), seeds in sorted(per_member.items()):
+        base = per_member.get((sae, sched, 0.0), {})
+        paired = sorted(set(seeds) & set(base)) if lam != 0 else []
+        for i in range(len(next(iter(seeds.values())))):
+            mmcs = [seeds[s][i]["mmcs_true"] for s in seeds]
+            recovered = [seeds[s][i]["recovered_fraction"] for s in seeds]
+            delta = [seeds[s][i]["mmcs_true"] - base[s][i]["mmcs_true"] for s in paired]
+            k = "32/32" if sched == "constant" else "32/64"
+            l0 = seeds[next(iter(seeds))][i]["l0"]
+            cells = [sae, k, f"{lam:g}", f"{i} (L0 {l0:.0f})", str(len(seeds)), f"{statistics.fmean(mmcs):.4f}",
+                     f"{statistics.fmean(recovered):.4f}", "", ""]
+            if delta:
+                cells[7] = ", ".join(f"{d:+.4f}" for d in delta) + f" (mean {statistics.fmean(delta):+.4f})"
+                cells[8] = f"{sum(d > 0 for d in delta)}/{len(delta)}"
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
