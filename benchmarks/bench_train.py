@@ -232,6 +232,8 @@ def main() -> None:
         args.d_in, args.d_sae, args.k, args.batch, args.isolate = 768, 24_576, 32, 4096, True
         args.archs = args.archs if args.archs != "relu,topk" else "topk,relu,matryoshka,gated"
         args.ensembles = ""
+    if args.code_density is not None and not 0 < args.code_density < 1:
+        parser.error(f"--code-density is a fraction of the codes, between 0 and 1 (exclusive), not {args.code_density}")
     if args.code_density is not None and set(args.archs.split(",")) != {"relu"}:
         parser.error("--code-density applies to ReLU-L1 only: pass --archs relu")
     if args.isolate:
