@@ -6,8 +6,8 @@ the bundled corpus (padded with filler tokens where the corpus cannot fill it), 
 steps on it: ``build_cache`` at two layer-6 hooks, ``train_saes`` (a TopK pair with MFR),
 ``analyze_features`` (dashboards + ensemble matching), ``analyze_geometry`` and ``analyze_compare``.
 
-Prints one JSON line per stage: wall seconds, tokens/s, peak RSS of the stage (sampled) and of the
-process so far, the stage's compute bound in FLOPs, the achieved GFLOP/s and its fraction of a peak
+Progress bars go to stderr; stdout holds one JSON line per stage: wall seconds, tokens/s, peak RSS of the
+stage (sampled) and of the process so far, the stage's compute bound in FLOPs, the achieved GFLOP/s and its fraction of a peak
 measured first in the same run (a large ``torch.matmul`` at the same thread count and device).
 
     python benchmarks/bench_pipeline.py                                    # full size (not yet run here)
@@ -208,8 +208,7 @@ def matching_timer():
     import sae_training.mfr as mfr
 
     MATCHING.update(seconds=0.0, calls=0)
-    originals = {(module, "hungarian"): module.hungarian for module in (matching, mfr, metrics)
-                 if hasattr(module, "hungarian")}
+    originals = {(module, "hungarian"): module.hungarian for module in (matching, mfr, metrics)}
     originals[(approx_matching, "match_by_candidates")] = approx_matching.match_by_candidates
 
     def wrap(fn):
@@ -346,7 +345,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         cache = root / "cached_activations" / "bench"
         if not log.done("cache"):
             cache, seconds, rss = timed(lambda: build_cache(cache_config, root=root / "cached_activations",
-                                                            cache_id="bench", device=device, progress=False,
+                                                            cache_id="bench", device=device, progress=True,
                                                             model=model), "cache")
             rows.append(log.record(report("cache", seconds, args.tokens, cache_flops(shape, args.layer, args.tokens),
                                           peak, rss, hooks=list(hooks))))
@@ -363,7 +362,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
             resume = args.workdir is not None and RunFolder(run_dir).exists()
             with matching_timer() as matching:
-                run_, seconds, rss = timed(lambda: train_saes(config, run_dir, resume=resume, progress=False), "train")
+                run_, seconds, rss = timed(lambda: train_saes(config, run_dir, resume=resume, progress=True), "train")
             rows.append(log.record(report(
                 "train", seconds, train_tokens, train_flops(train_tokens, d_in, args.d_sae, members), peak, rss,
                 mfr_coefficient=args.mfr, mfr_match_every=config.mfr_match_every,

@@ -32,6 +32,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -91,7 +92,7 @@ def ours(x: torch.Tensor, arch: str, args, n_members: int = 1, steps: int | None
         if density is not None:
             import sae_training.trainer as trainer
 
-            stack.enter_context(patch_attribute(trainer, "build_sae", our_sae_at_density(density, x[:512])))
+            stack.enter_context(mock.patch.object(trainer, "build_sae", our_sae_at_density(density, x[:512])))
         start = time.perf_counter()
         run = train_saes(config, f"{tmp}/run", activations=x, progress=False, evaluate=False)
         out = {"step_seconds": run.train_seconds, "total_seconds": time.perf_counter() - start}
@@ -99,15 +100,6 @@ def ours(x: torch.Tensor, arch: str, args, n_members: int = 1, steps: int | None
             out["end_code_density"] = code_density(run.sae.pre_acts(x[:512]).detach())
         return {**out, "run": run} if keep else out
 
-
-@contextlib.contextmanager
-def patch_attribute(owner, name: str, value):
-    original = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, original)
 
 
 def saelens_sae(arch: str, d_in: int, d_sae: int, k: int):

@@ -201,7 +201,7 @@ class CooccurrenceCounter:
         self.counts: Tensor | None = None
         self.fires = torch.zeros(d_sae, dtype=torch.long)  # blocks in which each feature fires (host, spill)
         self.spill = None  # the temporary file of firing entries
-        self.chunks: list[tuple[int, int, int]] = []  # per chunk: first entry in the spill, entries, blocks
+        self.chunks: list[tuple[int, int, int]] = []  # spill: per chunk its first entry, entries, blocks
         self.n_blocks = 0
 
     def __enter__(self) -> CooccurrenceCounter:
@@ -235,7 +235,6 @@ class CooccurrenceCounter:
                 self.counts = self.counts.double()  # float32 counts stop being exact at 2^24
             indicator = block_indicator(blocks, feats, n, self.d_sae).to(self.counts.dtype)
             self.counts.addmm_(indicator.T, indicator)
-            self.chunks.append((0, 0, n))
             return
         block, feat = firing_entries(blocks, feats, self.d_sae)
         self.fires += torch.from_numpy(np.bincount(feat, minlength=self.d_sae))
@@ -243,7 +242,6 @@ class CooccurrenceCounter:
             if self.counts is None:
                 self.counts = allocate_counts(self.d_sae, self.d_sae, torch.int32, "cpu", self._advice())
             add_pairs(self.counts, pair_counts(block, feat, n, self.d_sae))
-            self.chunks.append((0, 0, n))
             return
         if self.spill is None:
             self.spill = tempfile.NamedTemporaryFile(prefix="cooccurrence-", suffix=".int32", dir=self.spill_dir)
@@ -277,7 +275,7 @@ class CooccurrenceCounter:
         from tqdm.auto import tqdm
 
         try:
-            if not self.chunks:
+            if self.counts is None and not self.chunks:  # no chunk was added
                 return None
             prune_block = max(1, min(2048, self.pass_bytes // (PRUNE_BYTES_PER_ENTRY * self.d_sae)))
             with tqdm(total=self.d_sae, desc=f"co-occurrence ({self.mode})", unit="feature",
