@@ -7,7 +7,7 @@ import streamlit as st
 
 from app.ui.theme import missing, page
 from app.ui.workspace import COMMANDS, list_analyses, list_caches, list_runs, train_command, workspace_root
-from interp.analysis_folder import AnalysisFolder, circuit_sets
+from interp.store.analysis_folder import AnalysisFolder, circuit_sets
 
 page("Workbench")
 root = workspace_root()

@@ -36,9 +36,9 @@ APP = Path(__file__).resolve().parents[1] / "app"
 
 def build_workspace(root: Path, d_sae: int, n_tokens: int, train_tokens: int) -> None:
     """Cache, a 2-member TopK ensemble of ``d_sae`` latents, dashboards, geometry: the files the app reads."""
-    from interp.analysis_folder import AnalysisFolder
+    from interp.store.analysis_folder import AnalysisFolder
     from interp.pipeline import analyze_features, analyze_geometry
-    from interp.run_folder import RunFolder
+    from interp.store.run_folder import RunFolder
     from interp.cache.writer import CacheConfig, build_cache
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
@@ -115,7 +115,7 @@ def time_page(script: str, steps: list, repeats: int) -> dict:
 def naive_dashboard(folder: Path, feature: int) -> dict[str, pd.DataFrame]:
     """The peer way: read each whole table with pandas, filter in memory."""
     out = {}
-    from interp.analysis_folder import AnalysisFolder
+    from interp.store.analysis_folder import AnalysisFolder
 
     for path in AnalysisFolder(folder).table_files():
         frame = pd.read_parquet(path)
@@ -126,7 +126,7 @@ def naive_dashboard(folder: Path, feature: int) -> dict[str, pd.DataFrame]:
 
 def bench_lookup(folder: Path, feature_ids: list[int]) -> dict:
     """One feature's dashboard tables: ours (DuckDB, filters pushed into the Parquet scan) vs naive pandas."""
-    from interp import tables
+    from interp.store import tables
 
     def run(fn) -> float:
         tic = time.perf_counter()
@@ -209,7 +209,7 @@ def main() -> None:
     root = args.workspace.resolve()
     build_workspace(root, args.d_sae, args.tokens, args.train_tokens)
     os.environ["WORKBENCH_WORKSPACE"] = str(root)
-    from interp.analysis_folder import AnalysisFolder
+    from interp.store.analysis_folder import AnalysisFolder
 
     folder = AnalysisFolder(root / "analyses" / RUN / "sae_0")
     features = folder.read_table("features", columns=["feature", "n_fires"])

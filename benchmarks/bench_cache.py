@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 
 from interp.cache.writer import CacheConfig, CacheWriter
-from interp.data import batched_windows, token_windows
-from interp.models import demo_tokenizer, load_model
+from interp.models.data import batched_windows, token_windows
+from interp.models.loading import demo_tokenizer, load_model
 
 CONTEXT = 128
 BATCH = 32

@@ -22,7 +22,7 @@ import tempfile
 RUN = """
 import json, os, resource, sys, time, torch
 from interp.cache.store import TokenChunk
-from interp.features import DashboardConfig, feature_dashboards
+from interp.features.dashboards import DashboardConfig, feature_dashboards
 d_in, d_sae, k, n_tokens, chunk, context, threads, dense_max, host_max, pass_bytes = map(int, sys.argv[1:11])
 unit = None if sys.argv[11] == "none" else sys.argv[11]
 torch.set_num_threads(threads)

@@ -85,8 +85,8 @@ def live_chunks(model, tokens, batch: int = 32):
 
 
 def ours(root: Path, model, tokens) -> dict:
-    from interp.dictionary import load_dictionary
-    from interp.features import DashboardConfig, dashboard_tables, feature_dashboards
+    from interp.features.dictionary import load_dictionary
+    from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
 
     dictionary = load_dictionary(root / "sae")
     start = time.perf_counter()
@@ -98,7 +98,7 @@ def ours(root: Path, model, tokens) -> dict:
 
 def per_feature(root: Path, model, tokens) -> dict:
     """The straightforward peer: activations once, then one feature at a time (stats, top-k, logits)."""
-    from interp.dictionary import load_dictionary
+    from interp.features.dictionary import load_dictionary
 
     sae = load_dictionary(root / "sae").sae
     start = time.perf_counter()

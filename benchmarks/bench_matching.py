@@ -36,10 +36,10 @@ def timed(fn):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interp.approx_matching import EXACT_MAX, match_by_candidates
+    from interp.features.approx_matching import EXACT_MAX, match_by_candidates
     from scipy.optimize import linear_sum_assignment
 
-    from interp.matching import unit_rows
+    from interp.features.matching import unit_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exact-size", type=int, default=4096)

@@ -70,7 +70,7 @@ def train_tokenizer(vocab: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from interp.data import iter_texts
+    from interp.models.data import iter_texts
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -200,10 +200,10 @@ MATCHING = {"seconds": 0.0, "calls": 0}  # time spent in assignments (MFR's and 
 
 @contextmanager
 def matching_timer():
-    """Count the seconds spent in assignments (``interp.matching.hungarian`` wherever it is bound, and the
+    """Count the seconds spent in assignments (``interp.features.matching.hungarian`` wherever it is bound, and the
     candidate-graph matching above ``EXACT_MAX``; not the matmuls) while the block runs; yields the counter, reset."""
-    import interp.approx_matching as approx_matching
-    import interp.matching as matching
+    import interp.features.approx_matching as approx_matching
+    import interp.features.matching as matching
     import sae_training.metrics as metrics
     import sae_training.mfr as mfr
 
@@ -259,7 +259,7 @@ def gram_flops(d_in: int, d_sae: int, pairs: int) -> float:
 
 def final_metrics(run_dir: Path) -> dict:
     """The last logged line's loss, FVU and MMCS of a run (what a change to the matching could move)."""
-    from interp.run_folder import RunFolder
+    from interp.store.run_folder import RunFolder
 
     rows = RunFolder(run_dir).metrics_rows()
     last = rows[-1] if rows else {}
@@ -276,7 +276,7 @@ class StageLog:
     """Finished stages' lines in ``<workdir>/stages.jsonl`` (none without a workdir): what a rerun skips."""
 
     def __init__(self, workdir: Path | None, args: argparse.Namespace):
-        from interp.errors import InputError
+        from interp.store.errors import InputError
 
         self.path = workdir / "stages.jsonl" if workdir else None
         self.settings = {key: str(getattr(args, key)) for key in RESULT_KEYS}
@@ -311,8 +311,8 @@ class StageLog:
 
 def run(args: argparse.Namespace) -> list[dict]:
     from interp.cache.writer import CacheConfig, build_cache
-    from interp.features import DashboardConfig
-    from interp.models import load_model
+    from interp.features.dashboards import DashboardConfig
+    from interp.models.loading import load_model
     from interp.pipeline import analyze_compare, analyze_features, analyze_geometry
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
@@ -358,7 +358,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                              log_every=10**9, checkpoint_every=8 if args.workdir else 10**9,
                              buffer_tokens=args.buffer_tokens, mfr_match_every=args.mfr_match_every)
         if not log.done("train"):
-            from interp.run_folder import RunFolder
+            from interp.store.run_folder import RunFolder
 
             resume = args.workdir is not None and RunFolder(run_dir).exists()
             with matching_timer() as matching:
@@ -432,7 +432,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interp.errors import InputError
+    from interp.store.errors import InputError
 
     args = parse_args(argv)
     PROFILE.update(args.profile)

@@ -3,7 +3,7 @@
 Stored as safetensors, never pickle: every tensor of the (nested) state is one safetensors entry
 and everything else (the nesting, ints, floats, strings, None) is a JSON tree in the file's
 metadata, so reading a checkpoint from a shared run folder cannot execute code. Written atomically
-(``interp.io``), so a killed process never leaves half a checkpoint.
+(``interp.store.io``), so a killed process never leaves half a checkpoint.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from interp.io import write_safetensors
-from interp.run_folder import checkpoint_files, checkpoint_path
+from interp.store.io import write_safetensors
+from interp.store.run_folder import checkpoint_files, checkpoint_path
 from sae_training.config import ConfigError
 
 TREE_KEY = "state_tree"

@@ -8,9 +8,9 @@ import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from interp.errors import InputError
-from interp.io import write_json
-from interp.run_folder import CONFIG
+from interp.store.errors import InputError
+from interp.store.io import write_json
+from interp.store.run_folder import CONFIG
 from sae_training.architectures import SAEShape, architecture_class, make_options
 
 

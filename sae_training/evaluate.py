@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from interp.run_folder import RunFolder
+from interp.store.run_folder import RunFolder
 from sae_training.config import TrainConfig
 from sae_training.data import open_store
 from sae_training.metrics import ce_loss_recovered, evaluate_ensemble, member_mmcs
@@ -27,7 +27,7 @@ def _model_and_data(config: TrainConfig, model) -> tuple[object | None, str | No
 
 
 def _ce_scores(run, model, data: str, n_batches: int) -> list[dict]:
-    from interp.data import batched_windows, token_windows
+    from interp.models.data import batched_windows, token_windows
 
     windows = token_windows(data, model.tokenizer, run.config.context_size, seed=12345, max_windows=8 * n_batches)
     tokens = [batch.to(model.cfg.device) for batch in batched_windows(windows, 8)][:n_batches]
@@ -62,7 +62,7 @@ def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -
     if config.eval_ce_batches > 0 and model_name is not None and activations is None:
         try:
             if model is None:
-                from interp.models import load_model
+                from interp.models.loading import load_model
 
                 model = load_model(model_name, device=config.device)
             for member, ce in zip(members, _ce_scores(run, model, data, config.eval_ce_batches)):

@@ -9,7 +9,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.matching import cosine_matrix, hungarian, match_features
+from interp.features.matching import cosine_matrix, hungarian, match_features
 from sae_training.architectures import EnsembleSAE
 
 DENSE_THRESHOLD = 0.1  # a latent firing on more than 10% of tokens counts as dense

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.matching import cosine_matrix, hungarian, match_features
+from interp.features.matching import cosine_matrix, hungarian, match_features
 
 
 @dataclass
@@ -55,7 +55,7 @@ def pairwise_matched_cosine(W: Float[Tensor, "K d_sae d_in"],
     The gradient of the MMCS flows only through the matched entries, so it is taken through the ``d_sae``
     matched row pairs alone: the same value and gradient as indexing the full similarity, without the
     ``d_sae^2`` matrix in the autograd graph (2.4 GB and two extra ``d_sae^2 d_in`` matmuls at 24k latents).
-    The matching itself is ``interp.matching.match_features`` (no gradient; above ``EXACT_MAX`` latents the
+    The matching itself is ``interp.features.matching.match_features`` (no gradient; above ``EXACT_MAX`` latents the
     candidate graph, which never forms the full cosine matrix)."""
     pairs = member_pairs(W.shape[0])
     if not pairs:

@@ -13,9 +13,9 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from interp.errors import InputError
-from interp.run_folder import RUNNING as RUNNING_FILE  # noqa: F401 - re-exported: tests plant markers by it
-from interp.run_folder import RunFolder
+from interp.store.errors import InputError
+from interp.store.run_folder import RUNNING as RUNNING_FILE  # noqa: F401 - re-exported: tests plant markers by it
+from interp.store.run_folder import RunFolder
 
 
 def running_pid(run_dir: Path | str) -> int | None:

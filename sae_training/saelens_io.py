@@ -15,9 +15,9 @@ from jaxtyping import Float
 from safetensors import safe_open
 from torch import Tensor
 
-from interp.dictionary import DictionaryError
-from interp.io import write_json, write_safetensors
-from interp.run_folder import SAE_CONFIG, SAE_SPARSITY, SAE_WEIGHTS
+from interp.features.dictionary import DictionaryError
+from interp.store.io import write_json, write_safetensors
+from interp.store.run_folder import SAE_CONFIG, SAE_SPARSITY, SAE_WEIGHTS
 from sae_training.architectures import EnsembleSAE
 
 REQUIRED = {"standard": ("W_enc", "b_enc", "W_dec", "b_dec"), "topk": ("W_enc", "b_enc", "W_dec", "b_dec"),
@@ -85,7 +85,7 @@ def check_saelens_folder(folder: Path | str) -> dict:
 
 def load_saelens(folder: Path | str, device: str = "cpu"):
     """Validated SAELens folder seen through our ``Dictionary`` protocol (SAELens' own loader)."""
-    from interp.dictionary import load_dictionary
+    from interp.features.dictionary import load_dictionary
 
     check_saelens_folder(folder)
     return load_dictionary(folder, device=device)

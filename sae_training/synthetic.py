@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.config import TrainConfig
 from sae_training.metrics import ground_truth_similarity
 

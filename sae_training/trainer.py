@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from interp.names import check_name
-from interp.run_folder import RunFolder
+from interp.store.names import check_name
+from interp.store.run_folder import RunFolder
 from sae_training import distributed as dist_utils
 from sae_training.architectures import EnsembleSAE, build_sae
 from sae_training.checkpoint import load_latest, save_checkpoint
@@ -185,7 +185,7 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     folder = RunFolder(run_dir)
     state = _check_dir(config, run_dir, resume)
     if config.model is not None and model is None and activations is None:
-        from interp.models import load_model
+        from interp.models.loading import load_model
 
         model = load_model(config.model, device=config.device)
     device = torch.device(config.device)

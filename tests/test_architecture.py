@@ -12,22 +12,22 @@ SOURCES = ("interp", "sae_training", "app", "benchmarks")
 
 # file names of each folder kind -> the module that owns them
 OWNED = {
-    "interp/analysis_folder.py": ("meta.json", "summary.json", "features.parquet", "matches.parquet",
+    "interp/store/analysis_folder.py": ("meta.json", "summary.json", "features.parquet", "matches.parquet",
                                   "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
                                   "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet"),
-    "interp/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
+    "interp/store/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
                              "app_launch.json", "app_launch_result.json",
                              "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders
-    "interp/jobs.py": ("job.json", "job_result.json", "job.log"),
+    "interp/store/jobs.py": ("job.json", "job_result.json", "job.log"),
     "interp/cache/format.py": ("manifest.json",),
 }
 # name patterns of a folder kind that a plain substring cannot express -> their owner
 OWNED_PATTERNS = {
-    "interp/run_folder.py": (re.compile(r"step_(?![a-z])"),),  # checkpoints/step_<9 digits>.safetensors
+    "interp/store/run_folder.py": (re.compile(r"step_(?![a-z])"),),  # checkpoints/step_<9 digits>.safetensors
 }
 # Modules that spell an owned name for another reason; remove an entry when it is no longer needed.
 EXCEPTIONS = {
-    "interp/models.py": "a Hugging Face checkpoint's config.json: another folder kind, same file name",
+    "interp/models/loading.py": "a Hugging Face checkpoint's config.json: another folder kind, same file name",
 }
 BENCHMARK_APP_IMPORTS = {"app.commands.app"}  # bench_app launches the app it measures
 
@@ -68,7 +68,7 @@ def test_only_a_folders_owner_spells_its_name_patterns():
 
 def test_the_checkpoint_pattern_catches_the_old_spellings():
     """The pattern test would have flagged the name as ``checkpoint.py`` and ``run_status.py`` spelled it."""
-    (pattern,) = OWNED_PATTERNS["interp/run_folder.py"]
+    (pattern,) = OWNED_PATTERNS["interp/store/run_folder.py"]
     assert pattern.search("step_") and pattern.search(r"step_(\d+)\.safetensors")
     assert not pattern.search("step_seconds")
     tree = ast.parse('f"step_{step:09d}.safetensors"')

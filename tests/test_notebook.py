@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from interp.models import DEMO_WEIGHTS
+from interp.models.loading import DEMO_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 

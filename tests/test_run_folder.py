@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from interp.run_folder import RunFolder
+from interp.store.run_folder import RunFolder
 
 
 def test_writers_round_trip_through_the_readers(tmp_path):
@@ -37,7 +37,7 @@ def test_the_running_marker_is_held_only_inside_the_block(tmp_path):
 
 
 def test_checkpoint_names_round_trip_through_the_run_folder(tmp_path):
-    from interp.run_folder import checkpoint_files, checkpoint_path
+    from interp.store.run_folder import checkpoint_files, checkpoint_path
 
     folder = RunFolder(tmp_path / "run")
     assert folder.checkpoint_step() == 0 and checkpoint_files(folder.checkpoints_path) == {}

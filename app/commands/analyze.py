@@ -14,7 +14,7 @@ import typer
 
 from app.commands.errors import user_errors
 from interp.pipeline.demo import DEMO_RUNS, demo_analyses
-from interp.run_folder import SAE_CONFIG
+from interp.store.run_folder import SAE_CONFIG
 from interp.pipeline.sae import analyze_compare, analyze_eval, analyze_features, analyze_geometry
 
 
@@ -30,7 +30,7 @@ def features_command(
     device: str = typer.Option("cpu", help="Device for encoding (cuda batches on the GPU)."),
 ) -> None:
     """Feature dashboards: statistics, top and quantile examples, histograms, logit effects, labels."""
-    from interp.features import DashboardConfig
+    from interp.features.dashboards import DashboardConfig
 
     with user_errors():
         config = DashboardConfig(n_top=n_top, cooccurrence=None if cooccurrence == "none" else cooccurrence)

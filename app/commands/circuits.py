@@ -12,13 +12,13 @@ from pathlib import Path
 import typer
 
 from app.commands.errors import user_errors
-from interp.attention import CircuitInputError
+from interp.circuits.attention import CircuitInputError
 from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
 from interp.pipeline.demo import demo_circuits
 
 
 def _prepare(model_spec: str, device: str):
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     return load_model(model_spec, device=device)
 
@@ -33,7 +33,7 @@ def induction_command(
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:
     """Induction circuit: head scores, composition, SVD tracing, patching (and a feature circuit with --sae)."""
-    from interp.prompts import induction_prompts
+    from interp.circuits.prompts import induction_prompts
 
     with user_errors(CircuitInputError):
         loaded = _prepare(model, device)

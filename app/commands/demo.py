@@ -53,7 +53,7 @@ def last_fifth_improvement(metrics: list[dict]) -> float:
 
 def train_pair_step(workspace: Path, run_id: str, mfr_coefficient: float) -> str:
     """Train (or resume) one demo pair and summarise its evaluation."""
-    from interp.run_folder import RunFolder
+    from interp.store.run_folder import RunFolder
     from sae_training.trainer import train_saes
 
     folder = workspace / "runs" / run_id

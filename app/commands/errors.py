@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from interp.cache.format import CacheError
-from interp.errors import InputError
+from interp.store.errors import InputError
 
 # bad input (every spec/config/path error derives from InputError), a broken cache, a missing file;
 # any other exception is a bug and keeps its traceback

@@ -11,7 +11,7 @@ import typer
 
 from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
-from interp.run_folder import CONFIG
+from interp.store.run_folder import CONFIG
 
 
 COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
@@ -31,7 +31,7 @@ def _architecture_flags() -> dict[str, tuple[object, dict[str, object]]]:
 
 def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
     """The chosen architecture's options from the flags given; a flag of another architecture is refused."""
-    from interp.errors import InputError
+    from interp.store.errors import InputError
     from sae_training.architectures import architecture_options
     from sae_training.architectures.options import parse_option
 
@@ -47,8 +47,8 @@ def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
 def train(**values) -> None:
     """Train SAEs; writes runs/<run_id>/ (config.json, metrics.jsonl, checkpoints/, sae_<i>/, eval.json).
     Architecture options (--k, --l1-coefficient, ...) apply to the architectures named in their help."""
-    from interp.names import check_name
-    from interp.run_folder import RunFolder
+    from interp.store.names import check_name
+    from interp.store.run_folder import RunFolder
     from sae_training.config import TrainConfig
     from sae_training.trainer import TrainingError, default_run_dir, train_saes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 
 
 def parse_tokens(text: str) -> int:

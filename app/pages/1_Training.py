@@ -23,10 +23,10 @@ from app.ui.workspace import (
     workspace_root,
 )
 from interp.cache.format import MANIFEST
-from interp.errors import InputError
+from interp.store.errors import InputError
 from interp.figures.training import metric_curve_figure
-from interp.names import check_name
-from interp.run_folder import RunFolder
+from interp.store.names import check_name
+from interp.store.run_folder import RunFolder
 from sae_training.architectures import ARCHITECTURES, architecture_options
 from sae_training.run_status import (
     NotTrainerError,

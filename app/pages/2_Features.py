@@ -8,7 +8,7 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis, render
 from app.ui.theme import missing, page
 from app.ui.workspace import COMMANDS, list_runs, workspace_root
-from interp.analysis_folder import AnalysisFolder
+from interp.store.analysis_folder import AnalysisFolder
 
 page("Features")
 root = workspace_root()

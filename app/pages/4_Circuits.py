@@ -7,8 +7,8 @@ import streamlit as st
 from app.ui import data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
-from interp.analysis_folder import AnalysisFolder, circuit_sets
-from interp.attention import CircuitInputError
+from interp.store.analysis_folder import AnalysisFolder, circuit_sets
+from interp.circuits.attention import CircuitInputError
 from interp.figures.circuits import (attention_pattern_figure, dimensionality_box_figure, edge_graph_figure,
                                      faithfulness_figure, feature_circuit_figure, head_edges_from_svd,
                                      head_scores_figure, patching_table_figure)
@@ -19,7 +19,7 @@ root = workspace_root()
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
 def model_for(spec: str):
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     return load_model(spec, device="cpu")
 
@@ -28,7 +28,7 @@ def model_for(spec: str):
 def prompt_attention(spec: str, prompt: str) -> tuple[list[str], list, list[tuple[str, float]]]:
     """Tokens, attention patterns ``[layer][head][q][k]`` and the top next tokens of one prompt
     (milliseconds on the demo model). A prompt longer than the context is refused, not cut."""
-    from interp.attention import prompt_tokens, top_next_tokens
+    from interp.circuits.attention import prompt_tokens, top_next_tokens
 
     model = model_for(spec)
     tokens = prompt_tokens(model, prompt)

@@ -11,12 +11,12 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, safe_path, workspace_root
-from interp.analysis_folder import AnalysisFolder, analysis_id
-from interp.compare import check_comparable
-from interp.dictionary import DictionaryError
+from interp.store.analysis_folder import AnalysisFolder, analysis_id
+from interp.features.compare import check_comparable
+from interp.features.dictionary import DictionaryError
 from interp.figures.compare import matched_cosine_figure
-from interp.jobs import Job, JobRunningError
-from interp.run_folder import SAE_CONFIG, SAE_WEIGHTS
+from interp.store.jobs import Job, JobRunningError
+from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
 
 
 def stored(folder: Path, other: str) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def sae_folder(root: Path, folder: Path) -> Path:
 
 
 def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
-    """The button's work: locate both SAEs, start the matching job (``python -m interp.compare``), rerun."""
+    """The button's work: locate both SAEs, start the matching job (``python -m interp.features.compare``), rerun."""
     try:
         sae_a, sae_b = sae_folder(root, folder_a), sae_folder(root, folder_b)
     except (UnsafePathError, FileNotFoundError) as error:
@@ -53,7 +53,7 @@ def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
         return
     job = AnalysisFolder(folder_a).match_job(analysis_id(folder_b))
     try:
-        job.start("interp.compare", [str(p) for p in (sae_a, sae_b, folder_a, folder_b)], cwd=root)
+        job.start("interp.features.compare", [str(p) for p in (sae_a, sae_b, folder_a, folder_b)], cwd=root)
     except JobRunningError as error:
         st.error(f"{error}.")
         return

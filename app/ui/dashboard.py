@@ -11,7 +11,7 @@ from app.ui import data
 from app.ui.theme import plot
 from app.ui.tokens import highlight
 from app.ui.workspace import UnsafePathError, list_analyses, safe_path
-from interp.analysis_folder import AnalysisFolder
+from interp.store.analysis_folder import AnalysisFolder
 from interp.figures.features import activation_histogram, logit_bars
 
 

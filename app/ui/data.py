@@ -1,4 +1,4 @@
-"""Cached readers: Parquet through DuckDB (``interp.tables``), JSON and metrics, keyed by file mtime.
+"""Cached readers: Parquet through DuckDB (``interp.store.tables``), JSON and metrics, keyed by file mtime.
 
 A file that cannot be read (truncated, not Parquet, bad JSON) stops the page with ``st.error``
 naming the file and the command that rewrites it, never a traceback.
@@ -16,9 +16,9 @@ import pyarrow
 import streamlit as st
 
 from app.ui.workspace import UnsafePathError, inside, workspace_root
-from interp import tables
-from interp.analysis_folder import AnalysisFolder
-from interp.run_folder import RunFolder
+from interp.store import tables
+from interp.store.analysis_folder import AnalysisFolder
+from interp.store.run_folder import RunFolder
 
 UNREADABLE = (tables.TableError, UnsafePathError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError, UnicodeDecodeError, PermissionError,
               IsADirectoryError)
@@ -107,7 +107,7 @@ def _dashboard(folder: str, stamp: float, feature: int, compact: bool) -> dict[s
 
 @readable
 def dashboard(folder: Path, feature: int, compact: bool = False) -> dict[str, pd.DataFrame]:
-    """Every stored table row about one feature (``interp.tables.feature_dashboard``) plus its matches;
+    """Every stored table row about one feature (``interp.store.tables.feature_dashboard``) plus its matches;
     ``compact``: only its summary and examples."""
     return _dashboard(str(folder), _stamp_folder(folder), int(feature), compact)
 

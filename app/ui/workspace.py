@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.cache.format import MANIFEST
-from interp.errors import InputError
+from interp.store.errors import InputError
 
 ENV_VAR = "WORKBENCH_WORKSPACE"
 
@@ -139,7 +139,7 @@ def list_caches(root: Path) -> list[Cache]:
 
 def list_runs(root: Path) -> list[Run]:
     """The workspace's runs: folders whose files (config, evaluation, metrics, status) all resolve inside it."""
-    from interp.run_folder import list_runs as stored
+    from interp.store.run_folder import list_runs as stored
 
     runs = []
     for run in stored(root / "runs"):
@@ -154,8 +154,8 @@ def list_runs(root: Path) -> list[Run]:
 
 def list_analyses(root: Path) -> list[str]:
     """Analysis ids ``<run_id>/sae_<i>`` that hold a feature table."""
-    from interp.analysis_folder import AnalysisFolder
-    from interp.analysis_folder import list_analyses as stored
+    from interp.store.analysis_folder import AnalysisFolder
+    from interp.store.analysis_folder import list_analyses as stored
 
     if not (root / "analyses").exists():
         return []

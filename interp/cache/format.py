@@ -1,6 +1,6 @@
 """On-disk primitives of the activation cache: atomic writes, checksums, memory-mapped shards.
 
-A shard is a safetensors file, written durably through ``interp.io`` (temporary name, fsync,
+A shard is a safetensors file, written durably through ``interp.store.io`` (temporary name, fsync,
 rename), so a reader never sees half a file; readers memory-map the data region after checking the
 header and the file size, so a truncated or corrupted shard fails with the file's name.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.io import write_json, write_safetensors
+from interp.store.io import write_json, write_safetensors
 
 MANIFEST = "manifest.json"
 TOKENS_DIR = "tokens"
@@ -42,7 +42,7 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:
-    """The manifest's writer: sorted, indented JSON, fsynced (``interp.io.write_json``, durable)."""
+    """The manifest's writer: sorted, indented JSON, fsynced (``interp.store.io.write_json``, durable)."""
     write_json(path, payload, durable=True)
 
 

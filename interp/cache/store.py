@@ -25,7 +25,7 @@ from interp.cache.format import (
     memmap_tensor,
     sha256_file,
 )
-from interp.errors import DictionaryError, InputError
+from interp.store.errors import DictionaryError, InputError
 
 
 class ActivationCache:
@@ -152,8 +152,8 @@ def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, 
     """A live token stream: run the model on windows from ``data`` and yield each batch's activations
     (``n_tokens=None``: every window of the data)."""
     from interp.cache.writer import stop_layer_for
-    from interp.data import batched_windows, token_windows
-    from interp.models import check_hooks
+    from interp.models.data import batched_windows, token_windows
+    from interp.models.loading import check_hooks
 
     check_hooks(model, [hook])
     n_windows = None if n_tokens is None else max(1, n_tokens // context_size)
@@ -221,7 +221,7 @@ class ActivationStore:
                    model_batch_size: int = 32, start_batch: int = 0,
                    max_epochs: int | None = None) -> ActivationStore:
         """Live activations from the model: same interface, no disk."""
-        from interp.models import check_hooks
+        from interp.models.loading import check_hooks
 
         check_hooks(model, [hook])
         if not 2 <= context_size <= model.cfg.n_ctx:

@@ -32,10 +32,10 @@ from interp.cache.format import (
     shard_name,
     write_shard,
 )
-from interp.data import batched_windows, data_changes, data_fingerprint, token_windows
-from interp.errors import InputError
-from interp.models import check_hooks, model_fingerprint
-from interp.names import check_name
+from interp.models.data import batched_windows, data_changes, data_fingerprint, token_windows
+from interp.store.errors import InputError
+from interp.models.loading import check_hooks, model_fingerprint
+from interp.store.names import check_name
 
 FORMAT_VERSION = 1
 
@@ -142,7 +142,7 @@ class CacheWriter:
 
     def __init__(self, config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
                  device: str | None = None, model=None, rank: int = 0, world_size: int = 1):
-        from interp.models import load_model
+        from interp.models.loading import load_model
 
         if not 0 <= rank < world_size:
             raise InputError(f"rank {rank} is outside a world of {world_size} processes")

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from torch import Tensor
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 
 
 def _heatmap(values, x, y, title: str, colorscale: str = "RdBu", zmid: float | None = 0.0) -> go.Heatmap:

@@ -1,4 +1,4 @@
-"""Plotly figures for feature dashboards, built from the rows ``interp.tables`` returns."""
+"""Plotly figures for feature dashboards, built from the rows ``interp.store.tables`` returns."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 
 
 def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Series | None = None,

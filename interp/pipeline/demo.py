@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.analysis_folder import AnalysisFolder
+from interp.store.analysis_folder import AnalysisFolder
 from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
 from interp.pipeline.sae import analyze_features, analyze_geometry
-from interp.run_folder import RunFolder
+from interp.store.run_folder import RunFolder
 
 DEMO_RUNS = ("demo-mfr", "demo-plain")
 DEMO_SAE_HOOK = "blocks.1.hook_resid_post"  # the demo SAEs read layer 1's residual stream
@@ -32,8 +32,8 @@ def demo_analyses(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_i
 def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:
     """Induction (16 prompts, repeated span 20) and IOI (32 prompts) circuits of the demo model, written to
     ``analyses/circuits/{demo,ioi}``; returns that folder and both summaries."""
-    from interp.models import load_model
-    from interp.prompts import induction_prompts
+    from interp.models.loading import load_model
+    from interp.circuits.prompts import induction_prompts
 
     model = load_model("demo", device="cpu")
     prompts = induction_prompts(model, 16, 20)

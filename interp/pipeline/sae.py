@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from interp.analysis_folder import AnalysisFolder, analysis_id
-from interp.errors import InputError
-from interp.run_folder import SAE_CONFIG, RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
+from interp.store.analysis_folder import AnalysisFolder, analysis_id
+from interp.store.errors import InputError
+from interp.store.run_folder import SAE_CONFIG, RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
 
 
 def run_cache(sae_folder: Path) -> Path:
@@ -55,11 +55,11 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     import torch
 
     from interp.cache.store import ActivationCache, cache_chunks
-    from interp.compare import merge_matches
-    from interp.dictionary import check_fits, load_dictionary
-    from interp.features import DashboardConfig, dashboard_tables, feature_dashboards
-    from interp.matching import matched_features_table
-    from interp.models import load_model
+    from interp.features.compare import merge_matches
+    from interp.features.dictionary import check_fits, load_dictionary
+    from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
+    from interp.features.matching import matched_features_table
+    from interp.models.loading import load_model
 
     config = config or DashboardConfig()
     members = sae_members(Path(sae_path))
@@ -109,8 +109,8 @@ def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_fe
     """Geometry tables for every SAE under ``sae_path``, using co-occurrence counts from its dashboards."""
     import scipy.sparse as sp
 
-    from interp.dictionary import load_dictionary
-    from interp.geometry import geometry_tables
+    from interp.features.dictionary import load_dictionary
+    from interp.features.geometry import geometry_tables
 
     folders = []
     for member in sae_members(Path(sae_path)):
@@ -133,16 +133,16 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
                  task: str = "induction") -> AnalysisFolder:
     """Principled evaluation of every SAE under ``sae_paths`` (e.g. an MFR run and a plain one) against
     the supervised dictionary, on the ``induction`` task or the ``ioi`` task (attributes IO, S and position
-    at END, ``interp.prompts.ioi_task``); writes the ``eval_summary`` and ``eval_flags`` tables to
+    at END, ``interp.circuits.prompts.ioi_task``); writes the ``eval_summary`` and ``eval_flags`` tables to
     ``<out>/<run_id of the first>/``."""
     if task not in ("induction", "ioi"):
         raise InputError(f"unknown task '{task}'; use 'induction' or 'ioi'")
     import torch
 
     from interp.cache.store import ActivationCache
-    from interp.dictionary import load_dictionary
-    from interp.models import load_model
-    from interp.principled_eval import evaluate_dictionaries, induction_task
+    from interp.features.dictionary import load_dictionary
+    from interp.models.loading import load_model
+    from interp.features.principled_eval import evaluate_dictionaries, induction_task
 
     paths = [sae_paths] if isinstance(sae_paths, Path) else list(sae_paths)
     members = [m for path in paths for m in sae_members(Path(path))]
@@ -157,7 +157,7 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
     else:
         model = model_spec
     if task == "ioi":
-        from interp.prompts import ioi_task
+        from interp.circuits.prompts import ioi_task
 
         prompts = ioi_task(model, n_prompts)
     else:
@@ -181,7 +181,7 @@ def analyzed_folder(sae: Path, out_root: Path) -> AnalysisFolder:
 def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path, device: str = "cpu"):
     """Match two analysed SAEs' features both ways (cosines on ``device``) and merge the rows into both
     folders' matches."""
-    from interp.compare import compare_saes
+    from interp.features.compare import compare_saes
 
     for sae in (sae_a, sae_b):
         if not RunFolder.is_sae(sae):

@@ -6,7 +6,7 @@ Every entry is an ``EnsembleSAE`` subclass (K members as stacked ``[K, ...]`` pa
 
 from __future__ import annotations
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, LossParts, SAEShape
 from sae_training.architectures.batchtopk import BatchTopKSAE
 from sae_training.architectures.gated import GatedSAE

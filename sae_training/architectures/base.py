@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures.fused_topk import SparseCodes
 
 

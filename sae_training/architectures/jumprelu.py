@@ -8,7 +8,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, option, warmed
 
 

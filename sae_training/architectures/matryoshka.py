@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures.base import LossParts, SAEShape, option, reconstruction_mse
 from sae_training.architectures.batchtopk import BatchTopKSAE
 from sae_training.architectures.topk import TopKOptions

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, KOptions, LossParts, option
 
 

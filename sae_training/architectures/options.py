@@ -7,7 +7,7 @@ import math
 import typing
 from dataclasses import MISSING, dataclass, fields
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 
 
 @dataclass(frozen=True)

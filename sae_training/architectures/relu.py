@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, LossParts, option, reconstruction_mse, warmed
 from sae_training.architectures import sparse_relu
 from sae_training.architectures.fused_dense import ReLUStep

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from dataclasses import dataclass
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, KOptions, LossParts, option, reconstruction_mse, scatter_topk
 from sae_training.architectures.fused_topk import SparseCodes, encode_at, sparse_decode, topk_codes, token_major
 

@@ -104,7 +104,7 @@ def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
             prompt.send_keys(Keys.CONTROL, "a")
             prompt.send_keys("one two three one two three")
             browser.find_element("xpath", '//button[.//p[text()="Show attention"]]').click()
-            demo = (Path(__file__).resolve().parents[2] / "interp/demo/weights/model.safetensors").exists()
+            demo = (Path(__file__).resolve().parents[2] / "interp/models/demo/weights/model.safetensors").exists()
             wait_for_text(browser, "attention (" if demo else "demo weights missing")
         time.sleep(1.0)  # let plotly finish drawing before the screenshot
         if page == "Features":  # the dashboard's header, summary and contexts in the screenshot (after layout settles)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from app.cli import app
 from app.commands.errors import user_errors
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.config import ConfigError
 
 

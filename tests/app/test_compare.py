@@ -12,7 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
-from interp.analysis_folder import AnalysisFolder
+from interp.store.analysis_folder import AnalysisFolder
 
 APP = Path(__file__).resolve().parents[2] / "app"
 A, B = "demo-mfr/sae_0", "other/sae_0"
@@ -127,7 +127,7 @@ def test_ensemble_members_still_compare_from_the_stored_matching(two_runs):
 
 
 def test_features_page_shows_only_members_of_the_same_run(two_runs):
-    from interp.compare import compare_saes
+    from interp.features.compare import compare_saes
 
     root = two_runs
     compare_saes(root / "runs" / A, root / "runs" / B, root / "analyses" / A, root / "analyses" / B)

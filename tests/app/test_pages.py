@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from app.ui.workspace import UnsafePathError, safe_path
-from interp import tables
+from interp.store import tables
 
 APP = Path(__file__).resolve().parents[2] / "app"
 SAE0 = "demo-mfr/sae_0"
@@ -146,7 +146,7 @@ def test_circuits_page_shows_stored_results_and_a_typed_prompt(app_env):
     at.text_input(key="prompt").input("one two three one two three")
     at.button[0].click().run()
     assert not at.exception
-    if (APP.parent / "interp/demo/weights/model.safetensors").exists() or os.environ.get("CI") == "true":
+    if (APP.parent / "interp/models/demo/weights/model.safetensors").exists() or os.environ.get("CI") == "true":
         assert not at.error and at.selectbox(key="head").options
         attention = chart(at, "attention")["data"][0]  # the tokens label both axes of the chosen head's pattern
         assert attention["x"] == attention["y"] and attention["x"][1] == "1:'one'"  # after the BOS token

@@ -10,7 +10,7 @@ import pytest
 
 from interp.cache.format import MANIFEST, CacheError
 from interp.cache.writer import CacheConfig, build_cache
-from interp.errors import InputError
+from interp.store.errors import InputError
 from tests.hostile.helpers import assert_one_line_error
 
 HOOK = "blocks.0.hook_resid_post"

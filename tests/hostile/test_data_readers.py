@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from interp.data import DataSpecError, iter_texts
-from interp.errors import InputError
+from interp.models.data import DataSpecError, iter_texts
+from interp.store.errors import InputError
 from tests.hostile.helpers import assert_one_line_error
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from interp.errors import InputError
-from interp.names import check_name
+from interp.store.errors import InputError
+from interp.store.names import check_name
 from sae_training.config import TrainConfig
 from sae_training.trainer import train_saes
 from tests.hostile.helpers import assert_one_line_error

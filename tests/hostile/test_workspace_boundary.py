@@ -18,8 +18,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.ui.workspace import list_analyses, list_caches, list_runs
-from interp import tables
-from interp.analysis_folder import AnalysisFolder
+from interp.store import tables
+from interp.store.analysis_folder import AnalysisFolder
 from sae_training.run_status import RUNNING_FILE, NotTrainerError, is_trainer_of, stop_training
 
 APP = Path(__file__).resolve().parents[2] / "app"
@@ -89,12 +89,12 @@ def test_runs_and_caches_linked_out_of_the_workspace_are_not_listed(copied):
 def test_the_circuits_page_loads_no_model_on_open_and_none_from_outside(copied, monkeypatch):
     import streamlit as st
 
-    import interp.models
+    import interp.models.loading
 
     st.cache_data.clear()  # another test may have cached the demo model's attention already
     st.cache_resource.clear()
     loaded = []
-    monkeypatch.setattr(interp.models, "load_model", lambda spec, **_: loaded.append(spec) or 1 / 0)
+    monkeypatch.setattr(interp.models.loading, "load_model", lambda spec, **_: loaded.append(spec) or 1 / 0)
     outside_model = copied.parent / "outside" / "model"
     outside_model.mkdir()
     (outside_model / "config.json").write_text("{}")

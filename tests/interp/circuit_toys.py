@@ -87,7 +87,7 @@ def train_induction_toy(steps: int = 3000, seed: int = 0) -> HookedTransformer:
     and prefix varied per batch (so no fixed positional offset solves it); loss on the second copy.
     It learns a previous-token head in layer 0 and induction in layer 1: a learned, not planted, circuit.
     """
-    from interp.attention import repeated_random_tokens
+    from interp.circuits.attention import repeated_random_tokens
 
     model = HookedTransformer(HookedTransformerConfig(**INDUCTION_TOY, seed=seed))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)

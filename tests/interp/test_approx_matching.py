@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from interp.approx_matching import (assign_on_edges, assignment_from_similarity, candidate_edges,
+from interp.features.approx_matching import (assign_on_edges, assignment_from_similarity, candidate_edges,
                                     match_by_candidates)
-from interp.errors import InputError
-from interp.matching import match_features, match_per_row, unit_rows
+from interp.store.errors import InputError
+from interp.features.matching import match_features, match_per_row, unit_rows
 
 
 def per_row(W_a, W_b):
@@ -93,7 +93,7 @@ def test_fewer_than_one_candidate_is_refused():
 
 
 def test_above_the_exact_limit_feature_and_mfr_matching_take_the_candidate_graph(monkeypatch):
-    import interp.approx_matching as approx
+    import interp.features.approx_matching as approx
     from sae_training.mfr import matched_mean_cosine
 
     W_a, W_b, perm = planted(120, 16, noise=0.2, seed=5)

@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
 from circuit_toys import induction_toy, one_thread, planted_induction_model, planted_prompts  # noqa: E402, F401
 
-from interp.attention import (
+from interp.circuits.attention import (
     CircuitInputError,
     attention_patterns,
     composition_baseline,
@@ -26,7 +26,7 @@ from interp.attention import (
     logit_lens,
     observable_head_feature,
 )
-from interp.models import DEMO_WEIGHTS
+from interp.models.loading import DEMO_WEIGHTS
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_planted_heads_score_as_planted(planted):
     model, tokens, _ = planted
     patterns = attention_patterns(model, tokens)
     assert patterns.shape == (2, 16, 2, 11, 11)
-    from interp.attention import induction_score, previous_token_score
+    from interp.circuits.attention import induction_score, previous_token_score
 
     assert previous_token_score(patterns[0])[0] > 0.99
     assert induction_score(patterns[1][:, :, :, :], 5)[0] > 0.99
@@ -93,7 +93,7 @@ def test_observable_feature_is_the_planted_copy_direction(planted):
 def test_three_edge_methods_agree_on_the_planted_circuit(planted, tmp_path):
     """Composition, SVD tracing and path patching all rank the planted L0H0 -> L1H0 edge first."""
     from interp.pipeline import analyze_circuits
-    from interp.patching import next_token_metric
+    from interp.circuits.patching import next_token_metric
 
     model, tokens, mask = planted
     corrupt = tokens.clone()
@@ -111,7 +111,7 @@ def test_three_edge_methods_agree_on_a_trained_induction_circuit(tmp_path):
     """A trained (not hand-set) induction model: composition, SVD tracing and path patching single out
     the same previous-token head -> induction head edge on the key side."""
     from interp.pipeline import analyze_circuits
-    from interp.prompts import induction_prompts
+    from interp.circuits.prompts import induction_prompts
 
     model = induction_toy()
     prompts = induction_prompts(model, 12, 16)
@@ -134,7 +134,7 @@ def test_prompt_longer_than_context_is_refused(planted):
 def _demo_not_ready() -> str:
     """Why the bundled demo model cannot serve as the known answer ('' when it can)."""
     if not (DEMO_WEIGHTS / "model.safetensors").exists():
-        return "demo weights not built (python -m interp.demo.train_demo_model)"
+        return "demo weights not built (python -m interp.models.demo.train_demo_model)"
     scores = json.loads((DEMO_WEIGHTS / "circuit.json").read_text()).get("induction_scores_layer1", [1.0])
     if max(scores) < 0.2:
         return f"the bundled demo model has not formed an induction head (induction scores {scores}); retrain it"
@@ -149,8 +149,8 @@ demo_weights = pytest.mark.skipif(bool(_demo_not_ready()), reason=_demo_not_read
 def test_demo_circuit_found_by_scores_composition_svd_and_path_patching(tmp_path):
     """The three edge methods single out previous-token head -> induction head (K-composition)."""
     from interp.pipeline import analyze_circuits
-    from interp.models import demo_circuit, load_model
-    from interp.prompts import induction_prompts
+    from interp.models.loading import demo_circuit, load_model
+    from interp.circuits.prompts import induction_prompts
 
     model = load_model("demo", device="cpu")
     circuit = demo_circuit()
@@ -189,7 +189,7 @@ def test_cli_writes_circuit_results(tmp_path):
 
 
 def test_a_typed_prompt_that_is_empty_or_too_long_is_a_clear_error(tiny_model):
-    from interp.attention import prompt_tokens, top_next_tokens
+    from interp.circuits.attention import prompt_tokens, top_next_tokens
 
     with pytest.raises(CircuitInputError, match="empty"):
         prompt_tokens(tiny_model, "  \n")

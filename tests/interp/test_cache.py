@@ -15,8 +15,8 @@ import torch
 from interp.cache.format import MANIFEST, CacheError, atomic_write_json
 from interp.cache.store import ActivationCache, ActivationStore
 from interp.cache.writer import CacheConfig, build_cache, stop_layer_for
-from interp.data import batched_windows, token_windows
-from interp.models import ModelSpecError
+from interp.models.data import batched_windows, token_windows
+from interp.models.loading import ModelSpecError
 
 HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_mlp_out", "blocks.0.attn.hook_z")
 
@@ -77,7 +77,7 @@ KILL_SCRIPT = textwrap.dedent("""
     sys.path.insert(0, {tests!r})
     from conftest import make_tiny_model
     from interp.cache.writer import CacheConfig, CacheWriter
-    import interp.io as atomic_io
+    import interp.store.io as atomic_io
     config = CacheConfig(**{config!r})
     mode = {mode!r}
     if mode == "during_rename":
@@ -164,7 +164,7 @@ def test_unwritable_directory_leaves_no_corrupt_manifest(tmp_path, tiny_model, m
     config = tiny_config()
     directory = tmp_path / "c"
     calls = []
-    import interp.io as atomic_io
+    import interp.store.io as atomic_io
 
     real_replace = os.replace
 

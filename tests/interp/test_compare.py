@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.compare import MATCH_COLUMNS, check_comparable, match_frames, merge_matches, mmcs, other_member
-from interp.dictionary import DictionaryError
-from interp.io import write_tables
+from interp.features.compare import MATCH_COLUMNS, check_comparable, match_frames, merge_matches, mmcs, other_member
+from interp.features.dictionary import DictionaryError
+from interp.store.io import write_tables
 
 
 def planted(n: int = 24, d: int = 16, noise: float = 0.01, seed: int = 0):

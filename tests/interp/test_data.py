@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp.data import DataSpecError, iter_texts, pack_token_stream, shuffled, token_windows
-from interp.models import demo_tokenizer
+from interp.models.data import DataSpecError, iter_texts, pack_token_stream, shuffled, token_windows
+from interp.models.loading import demo_tokenizer
 
 
 @pytest.fixture(scope="module")

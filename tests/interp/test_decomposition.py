@@ -12,8 +12,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
 from circuit_toys import N_CTX, one_thread, planted_induction_model, planted_prompts, random_ln_model  # noqa: E402, F401
 
-from interp.attention import CircuitInputError, composition_scores
-from interp.decomposition import (
+from interp.circuits.attention import CircuitInputError, composition_scores
+from interp.circuits.decomposition import (
     all_qk_svds,
     cumulative_cutoff,
     decompose_firings,

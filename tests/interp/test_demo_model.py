@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.attention import head_scores_on_repeated_tokens
-from interp.demo.corpus import demo_windows
-from interp.induction import most_frequent_tokens, ordinary_token_ids, repeat_loss, spans_from_pool, spans_from_windows
-from interp.models import demo_circuit
-from interp.prompts import (
+from interp.circuits.attention import head_scores_on_repeated_tokens
+from interp.models.demo.corpus import demo_windows
+from interp.circuits.induction import most_frequent_tokens, ordinary_token_ids, repeat_loss, spans_from_pool, spans_from_windows
+from interp.models.loading import demo_circuit
+from interp.circuits.prompts import (
     DEMO_IOI_FINAL_TEST_TEMPLATES, DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_HELD_OUT_TEMPLATES, DEMO_IOI_OBJECTS, DEMO_IOI_PLACES,
     demo_ioi_prompts, ioi_prompts, ioi_scores,
 )
@@ -94,7 +94,7 @@ def test_the_recorded_ioi_heads_are_what_the_task_runs_on(demo_model, template):
     """The recorded layer-0 head reads the repeated name at END (attention to S2 > 0.8), and patching it from
     the ABC counterfactual costs over half the logit difference, more than any other head; the recorded name
     mover attends to IO more than to S1 and raises logit(IO) - logit(S) directly."""
-    from interp.ioi_circuit import ioi_head_table
+    from interp.circuits.ioi_circuit import ioi_head_table
 
     layer, head = demo_circuit()["ioi"]["s_signal"]
     prompts = demo_ioi_prompts(demo_model, 48, seed=11, template=template)

@@ -12,9 +12,9 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
 from circuit_toys import one_thread, random_ln_model  # noqa: E402, F401
 
-from interp.attention import CircuitInputError
-from interp.dictionary import DictionaryError, as_dictionary
-from interp.feature_circuits import (
+from interp.circuits.attention import CircuitInputError
+from interp.features.dictionary import DictionaryError, as_dictionary
+from interp.circuits.feature_circuits import (
     Attribution,
     SiteValues,
     _patch_values,

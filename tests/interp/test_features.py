@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.dictionary import DictionaryError, as_dictionary
-from interp.features import (
+from interp.features.dictionary import DictionaryError, as_dictionary
+from interp.features.dashboards import (
     DashboardConfig,
     dashboard_tables,
     feature_dashboards,
 )
 from interp.cache.store import TokenChunk
-from interp.io import write_tables
-from interp.feature_weights import nearest_features
-from interp.matching import match_features, match_per_row, matched_features_table
+from interp.store.io import write_tables
+from interp.features.feature_weights import nearest_features
+from interp.features.matching import match_features, match_per_row, matched_features_table
 
 D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
 TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
@@ -182,7 +182,7 @@ def test_a_pair_that_always_fires_together_ranks_first_and_one_that_never_does_l
 
 
 def test_dense_host_and_spilled_cooccurrence_counts_agree_and_pruning_keeps_each_top_k():
-    from interp.cooccurrence import cooccurrence_table, prune_counts
+    from interp.features.cooccurrence import cooccurrence_table, prune_counts
 
     dictionary = PlantedDictionary(torch.eye(D_IN)[:D_SAE].contiguous())
     dense = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=3))
@@ -224,7 +224,7 @@ def test_spilled_host_and_dense_counts_equal_pruning_the_full_counts(unit):
     """A random dictionary of 40 features over the planted stream (correlated firing, ties in phi): every
     mode, and spilled passes of 3 rows (40 = 13 x 3 + 1) or of all rows, keeps exactly what pruning the
     full dense counts keeps."""
-    from interp.cooccurrence import prune_counts
+    from interp.features.cooccurrence import prune_counts
 
     d_sae = 40
     dictionary = PlantedDictionary(torch.randn(d_sae, D_IN, generator=torch.Generator().manual_seed(5)))
@@ -276,8 +276,8 @@ def test_the_spill_file_exists_while_streaming_and_is_removed_after_the_result_a
     ({"dense_cooccurrence_max": 0, "host_cooccurrence_max": 0}, "cooccurrence_pass_bytes"),
 ])
 def test_counts_that_do_not_fit_in_memory_raise_an_error_saying_what_to_set(monkeypatch, fields, names):
-    from interp.cooccurrence import CooccurrenceMemoryError
-    from interp.errors import InputError
+    from interp.features.cooccurrence import CooccurrenceMemoryError
+    from interp.store.errors import InputError
 
     zeros = torch.zeros
 
@@ -294,7 +294,7 @@ def test_counts_that_do_not_fit_in_memory_raise_an_error_saying_what_to_set(monk
 
 
 def test_phi_order_is_phi_times_a_positive_constant_per_row_and_leaves_its_input_alone():
-    from interp.cooccurrence import phi_order
+    from interp.features.cooccurrence import phi_order
 
     gen = torch.Generator().manual_seed(1)
     n_blocks, fires = 500, torch.randint(20, 300, (12,), generator=gen).double()
@@ -308,7 +308,7 @@ def test_phi_order_is_phi_times_a_positive_constant_per_row_and_leaves_its_input
 
 
 def test_pruning_a_row_block_at_a_time_keeps_what_pruning_it_whole_keeps():
-    from interp.cooccurrence import prune_counts
+    from interp.features.cooccurrence import prune_counts
 
     gen = torch.Generator().manual_seed(0)
     fires = torch.randint(50, 400, (37,), generator=gen)
@@ -390,9 +390,9 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
     from app.cli import app
     from interp.pipeline import analyze_features
     from interp.cache.writer import CacheConfig, build_cache
-    from interp.dictionary import load_dictionary
+    from interp.features.dictionary import load_dictionary
     from interp.cache.store import model_chunks
-    from interp.tables import feature_dashboard, matched_features
+    from interp.store.tables import feature_dashboard, matched_features
 
     hook = "blocks.1.hook_resid_post"
     cache = build_cache(CacheConfig(model="tiny", hooks=(hook,), n_tokens=2048, context_size=32, shard_tokens=1024),

@@ -9,10 +9,10 @@ import torch
 
 import random
 
-from interp.demo.general_phase import (
+from interp.models.demo.general_phase import (
     GeneralPhaseConfig, TokenSources, induction_batch, ioi_batch, train_general_phase, with_aside, with_prefix,
 )
-from interp.ioi_circuit import name_positions
+from interp.circuits.ioi_circuit import name_positions
 
 
 def test_induction_rows_repeat_their_span_and_mask_the_copyable_tokens(demo_model):
@@ -56,7 +56,7 @@ def test_asides_and_openers_move_the_names_but_keep_the_task(demo_model):
 
 @pytest.mark.slow
 def test_a_resumed_phase_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     torch.set_num_threads(1)
     cfg = GeneralPhaseConfig(steps=4, warmup=1, text_rows=1, induction_rows=2, ioi_rows=4, eval_every=100,

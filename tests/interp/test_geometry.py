@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from interp.geometry import (
+from interp.features.geometry import (
     affinities,
     axial_kmeans,
     crystal_clusters,
@@ -107,7 +107,7 @@ def test_axial_kmeans_treats_opposite_differences_as_one_relation():
 
 
 def test_lda_needs_two_relations():
-    from interp.errors import InputError
+    from interp.store.errors import InputError
 
     with pytest.raises(InputError, match="at least 2 relations"):
         lda_projection(np.ones((4, 3)), np.zeros(4))
@@ -217,7 +217,7 @@ def test_geometry_figures_carry_the_fitted_values():
 def test_one_spectral_embedding_for_several_k_gives_sklearns_labels_for_each():
     from sklearn.cluster import SpectralClustering
 
-    from interp.geometry import spectral_maps, unit
+    from interp.features.geometry import spectral_maps, unit
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(5, 32))
@@ -233,7 +233,7 @@ def test_one_spectral_embedding_for_several_k_gives_sklearns_labels_for_each():
 def test_map_clusters_above_the_cap_label_every_feature_by_its_nearest_sampled_one():
     from sklearn.metrics import adjusted_rand_score
 
-    from interp.geometry import map_clusters, unit
+    from interp.features.geometry import map_clusters, unit
 
     rng = np.random.default_rng(1)
     truth = rng.integers(0, 3, 600)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from interp.io import FileReadError, read_json, write_json, write_parquet, write_safetensors, write_tables
+from interp.store.io import FileReadError, read_json, write_json, write_parquet, write_safetensors, write_tables
 
 
 def test_json_round_trip_keeps_or_sorts_key_order(tmp_path):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from interp.jobs import Job, JobRunningError
+from interp.store.jobs import Job, JobRunningError
 
 WORKER = """
 import signal, sys, time

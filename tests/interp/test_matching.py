@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from interp.matching import cosine_matrix, hungarian, match_features, match_per_row
+from interp.features.matching import cosine_matrix, hungarian, match_features, match_per_row
 
 
 def planted(n: int = 30, d: int = 12, seed: int = 0):

@@ -16,7 +16,7 @@ SCRIPT = f"""
 import resource, sys, torch
 torch.set_num_threads(1)
 from interp.cache.store import TokenChunk
-from interp.features import DashboardConfig, feature_dashboards
+from interp.features.dashboards import DashboardConfig, feature_dashboards
 
 class RandomTopK:
     d_in, d_sae = {D_IN}, {D_SAE}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.models import ModelSpecError, check_hooks, load_model
+from interp.models.loading import ModelSpecError, check_hooks, load_model
 
 
 def test_demo_model_loads_offline_with_its_tokenizer(demo_model):
@@ -20,7 +20,7 @@ def test_demo_model_loads_offline_with_its_tokenizer(demo_model):
 def test_local_hugging_face_checkpoint_matches_transformers(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from interp.models import demo_tokenizer
+    from interp.models.loading import demo_tokenizer
 
     torch.manual_seed(0)
     hf_model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, n_ctx=64, vocab_size=4096)).eval()
@@ -38,7 +38,7 @@ def test_local_hugging_face_checkpoint_matches_transformers(tmp_path):
 def test_checkpoint_folder_with_missing_files_fails_clearly(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from interp.models import demo_tokenizer
+    from interp.models.loading import demo_tokenizer
 
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, n_ctx=32, vocab_size=4096)).save_pretrained(tmp_path)
     with pytest.raises(ModelSpecError, match="no usable tokenizer"):

@@ -10,8 +10,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
 from circuit_toys import VOCAB, one_thread, planted_induction_model, planted_prompts, random_ln_model  # noqa: E402, F401
 
-from interp.attention import CircuitInputError
-from interp.patching import (
+from interp.circuits.attention import CircuitInputError
+from interp.circuits.patching import (
     agreement,
     atp_agreement,
     attribution_patching,

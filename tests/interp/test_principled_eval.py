@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.principled_eval import (
+from interp.features.principled_eval import (
     evaluate_dictionaries,
     explained_variance,
     induction_task,
@@ -120,8 +120,8 @@ def test_an_exact_dictionary_with_a_full_budget_reaches_the_counterfactual(tiny_
 
 
 def test_a_task_must_have_aligned_prompts(tiny_model):
-    from interp.errors import InputError
-    from interp.principled_eval import Counterfactual, Task
+    from interp.store.errors import InputError
+    from interp.features.principled_eval import Counterfactual, Task
 
     task = induction_task(torch.arange(100, 400), n_prompts=4, vocab=4096)
     with pytest.raises(InputError, match=r"shape \(4, 11\) but the task's prompts have \(4, 10\)"):
@@ -133,8 +133,8 @@ def test_a_task_must_have_aligned_prompts(tiny_model):
 
 
 def test_aligned_tokens_names_the_lengths_that_differ(tiny_model):
-    from interp.errors import InputError
-    from interp.principled_eval import aligned_tokens
+    from interp.store.errors import InputError
+    from interp.features.principled_eval import aligned_tokens
 
     same = aligned_tokens(tiny_model, ["the cat", "the cat"])
     assert same.shape[0] == 2 and torch.equal(same[0], same[1])
@@ -147,7 +147,7 @@ def test_aligned_tokens_names_the_lengths_that_differ(tiny_model):
 def test_ioi_task_on_the_demo_model_supervised_dictionary_is_sufficient_and_edits_io(demo_model):
     """On the demo's IOI task at END of layer 1, the supervised dictionary (IO, S, position) explains most
     of the variance, keeps the logit difference when patched in, and editing IO moves the answer."""
-    from interp.prompts import ioi_task
+    from interp.circuits.prompts import ioi_task
 
     task = ioi_task(demo_model, 128, seed=4)
     summary, _ = evaluate_dictionaries(demo_model, "blocks.1.hook_resid_post", task, {})

@@ -11,17 +11,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
 from circuit_toys import one_thread  # noqa: E402, F401
 
-from interp.attention import CircuitInputError
-from interp.decomposition import trace_circuit
-from interp.patching import patch_heads, path_patch
-from interp.prompts import induction_prompts, ioi_prompts, single_token_names
+from interp.circuits.attention import CircuitInputError
+from interp.circuits.decomposition import trace_circuit
+from interp.circuits.patching import patch_heads, path_patch
+from interp.circuits.prompts import induction_prompts, ioi_prompts, single_token_names
 
 
 @pytest.fixture(scope="module")
 def tiny_gpt2_dir(tmp_path_factory):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from interp.models import demo_tokenizer
+    from interp.models.loading import demo_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     tokenizer = demo_tokenizer()
@@ -35,7 +35,7 @@ def tiny_gpt2_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tiny_gpt2_dir):
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     return load_model(str(tiny_gpt2_dir), device="cpu")
 
@@ -58,7 +58,7 @@ def test_ioi_prompts_are_counterfactual_pairs(tiny_gpt2):
 def test_ioi_order_is_not_tied_to_the_template(tiny_model):
     """With two templates and alternating orders every template would always have one order (a model could
     answer from the template alone); random orders give each template both."""
-    from interp.prompts import DEMO_IOI_NAMES
+    from interp.circuits.prompts import DEMO_IOI_NAMES
 
     templates = ("When{A} and{B} went out,{C} gave a ring to", "Then{A} and{B} sat down.{C} gave a book to")
     for order, both in (("random", True), ("alternate", False)):
@@ -116,7 +116,7 @@ def test_real_gpt2_ioi_trace_reaches_s_inhibition_heads():
     """GPT-2 small: tracing name mover 9.9's query at END ranks S-inhibition heads high (PAPERS.md 2.4)."""
     from huggingface_hub import try_to_load_from_cache
 
-    from interp.models import load_model
+    from interp.models.loading import load_model
 
     if not isinstance(try_to_load_from_cache("gpt2", "config.json"), str):
         pytest.skip("no local GPT-2 small checkpoint in the Hugging Face cache")
@@ -132,7 +132,7 @@ def test_real_gpt2_ioi_trace_reaches_s_inhibition_heads():
 def test_ioi_task_labels_and_counterfactuals_change_one_attribute_each(tiny_model):
     """Each counterfactual changes only its attribute: another IO (one token), another S (both mentions),
     or the order of the first two names; the labels say which name sits where."""
-    from interp.prompts import DEMO_IOI_HELD_OUT_NAMES, ioi_task
+    from interp.circuits.prompts import DEMO_IOI_HELD_OUT_NAMES, ioi_task
 
     task = ioi_task(tiny_model, n_prompts=12, seed=3)
     ids = task.values["IO"]
@@ -153,7 +153,7 @@ def test_ioi_task_labels_and_counterfactuals_change_one_attribute_each(tiny_mode
 
 @pytest.mark.parametrize("n", [0, -3])
 def test_a_prompt_count_below_one_is_a_clear_error(tiny_model, n):
-    from interp.prompts import ioi_task
+    from interp.circuits.prompts import ioi_task
 
     for make in (lambda: ioi_prompts(tiny_model, n), lambda: induction_prompts(tiny_model, n, 4),
                  lambda: ioi_task(tiny_model, n)):

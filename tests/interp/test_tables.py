@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp.dictionary import DictionaryError
-from interp.features import DashboardConfig, dashboard_tables, feature_dashboards
-from interp.io import ROW_GROUP_ROWS, write_tables
-from interp.tables import feature_dashboard, feature_list, list_analyses, search_by_logit, search_by_token
+from interp.features.dictionary import DictionaryError
+from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
+from interp.store.io import ROW_GROUP_ROWS, write_tables
+from interp.store.tables import feature_dashboard, feature_list, list_analyses, search_by_logit, search_by_token
 from tests.interp.test_features import D_SAE, PROMOTED, TRIGGER, PlantedDictionary, decode, planted_stream, planted_unembed
 
 
@@ -96,14 +96,14 @@ def test_figures_show_the_planted_feature(folder):
 
 
 def test_the_table_layer_loads_without_torch_or_scipy():
-    """The app's pages query tables through ``interp.tables``; importing it must not pull in torch or scipy."""
+    """The app's pages query tables through ``interp.store.tables``; importing it must not pull in torch or scipy."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[2])  # this checkout's interp, not an installed one
-    code = "import sys, interp.tables; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
+    code = "import sys, interp.store.tables; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
                          env={**os.environ, "PYTHONPATH": root})
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

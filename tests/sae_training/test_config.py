@@ -2,7 +2,7 @@
 
 import pytest
 
-from interp.errors import InputError
+from interp.store.errors import InputError
 from sae_training.architectures import ARCHITECTURES, architecture_options
 from sae_training.config import ConfigError, TrainConfig
 

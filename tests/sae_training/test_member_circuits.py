@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parents[1] / "interp"))  # the shared circuit toys
 from circuit_toys import one_thread, random_ln_model  # noqa: E402, F401
 
-from interp.feature_circuits import node_attribution
+from interp.circuits.feature_circuits import node_attribution
 from sae_training.architectures import SAEShape, build_sae
 from sae_training.saelens_io import MemberDictionary, load_saelens, save_member
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from sae_lens import SAE
 
-from interp.dictionary import Dictionary, DictionaryError
+from interp.features.dictionary import Dictionary, DictionaryError
 from sae_training.architectures import ARCHITECTURES, SAEShape, architecture_options, build_sae
 from sae_training.saelens_io import MemberDictionary, check_saelens_folder, load_saelens, save_member
 

@@ -1,0 +1,87 @@
+"""The ``Dictionary`` protocol: what every analysis accepts, so our SAEs and SAELens SAEs both fit.
+
+A dictionary maps ``[batch, d_in]`` activations to ``[batch, d_sae]`` codes and back, and exposes
+its decoder rows ``W_dec [d_sae, d_in]``. ``as_dictionary`` adapts a SAELens ``SAE`` (or any
+object with ``encode``/``decode``/``W_dec``) and ``load_dictionary`` opens a SAELens folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.store.errors import DictionaryError, InputError  # noqa: F401  (DictionaryError: imported from here too)
+
+
+@runtime_checkable
+class Dictionary(Protocol):
+    d_in: int
+    d_sae: int
+
+    @property
+    def W_dec(self) -> Float[Tensor, "d_sae d_in"]: ...
+
+    def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]: ...
+
+    def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]: ...
+
+
+class SAELensDictionary:
+    """Adapter: a SAELens ``SAE`` seen through the ``Dictionary`` protocol."""
+
+    def __init__(self, sae):
+        self.sae = sae
+        self.d_in = int(sae.cfg.d_in)
+        self.d_sae = int(sae.cfg.d_sae)
+        metadata = getattr(sae.cfg, "metadata", None)
+        self.hook_name = getattr(metadata, "hook_name", None)
+
+    @property
+    def W_dec(self) -> Float[Tensor, "d_sae d_in"]:
+        return self.sae.W_dec
+
+    def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+        return self.sae.encode(x)
+
+    def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
+        return self.sae.decode(f)
+
+
+def as_dictionary(obj) -> Dictionary:
+    """Return ``obj`` if it already satisfies the protocol, else wrap a SAELens SAE."""
+    if isinstance(obj, Dictionary):
+        return obj
+    if hasattr(obj, "cfg") and hasattr(obj, "encode") and hasattr(obj, "W_dec"):
+        return SAELensDictionary(obj)
+    raise DictionaryError(f"{type(obj).__name__} is not a dictionary: it needs encode, decode, W_dec, d_in, d_sae")
+
+
+def load_dictionary(folder: Path | str, device: str = "cpu") -> Dictionary:
+    """Open a SAELens-format folder (``cfg.json`` + ``sae_weights.safetensors``) with SAELens' loader."""
+    from sae_lens import SAE
+
+    folder = Path(folder)
+    from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
+
+    for required in (SAE_CONFIG, SAE_WEIGHTS):
+        if not (folder / required).exists():
+            raise DictionaryError(f"{folder} is not a SAELens SAE folder: {required} is missing")
+    return SAELensDictionary(SAE.load_from_disk(str(folder), device=device))
+
+
+def check_fits(dictionary: Dictionary, d_in: int, where: str) -> None:
+    """Clear error when a dictionary's width does not match the activations at ``where``."""
+    if dictionary.d_in != d_in:
+        raise DictionaryError(
+            f"the dictionary expects d_in={dictionary.d_in} but {where} has width {d_in}; "
+            "use an SAE trained on that hook"
+        )
+
+
+def reconstruct(dictionary: Dictionary, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"]:
+    with torch.no_grad():
+        return dictionary.decode(dictionary.encode(x))
