@@ -6,7 +6,6 @@ Everything here reads weights or one cached forward pass; the input checks (``ch
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import einops
 import pandas as pd
@@ -16,7 +15,6 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from interp.store.errors import InputError
-from interp.store.analysis_folder import AnalysisFolder
 
 
 class CircuitInputError(InputError):
@@ -301,9 +299,3 @@ def composition_frame(scores: dict[str, Tensor]) -> pd.DataFrame:
                     rows.append({"layer_a": la, "head_a": ha, "layer_b": lb, "head_b": hb,
                                  **{m.lower(): float(scores[m][la, ha, lb, hb]) for m in "QKV"}})
     return pd.DataFrame(rows)
-
-
-def write_attention_results(folder: Path | str, **frames: pd.DataFrame) -> list[Path]:
-    """Store each frame as ``<name>.parquet`` in ``folder`` (atomically, rows in the given order)."""
-    folder = AnalysisFolder(folder).write_tables(frames, by_feature=False)
-    return [folder.table_path(name) for name in frames]

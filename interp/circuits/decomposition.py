@@ -16,7 +16,6 @@ Remaining deviations are listed in ``interp/CIRCUITS.md``.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import einops
 import pandas as pd
@@ -26,7 +25,6 @@ from torch import Tensor
 from transformer_lens import FactoredMatrix
 
 from interp.circuits.attention import CircuitInputError, check_head, check_tokens
-from interp.store.analysis_folder import AnalysisFolder
 
 NORMALIZATIONS = (None, "LN", "LNPre", "RMS", "RMSPre")
 ATTENTION_THRESHOLD = 0.5  # the reference's firing threshold
@@ -374,11 +372,3 @@ def _aggregate_edges(per_prompt: dict[tuple, dict]) -> list[dict]:
     table = grouped[["weight", "contribution", "fraction"]].mean().assign(count=grouped.size()).reset_index()
     records = table.sort_values(["count", "weight"], ascending=False).to_dict("records")
     return [{k: v.item() if hasattr(v, "item") else v for k, v in r.items()} for r in records]
-
-
-def write_decomposition(folder: Path | str, edges: pd.DataFrame, dimensionality: pd.DataFrame, graph: dict) -> list[Path]:
-    """``svd_edges.parquet``, ``signal_dimensionality.parquet``, ``svd_trace.json`` in ``folder``."""
-    folder = AnalysisFolder(folder).write_tables({"svd_edges": edges, "signal_dimensionality": dimensionality},
-                                                 by_feature=False)
-    return [folder.table_path("svd_edges"), folder.table_path("signal_dimensionality"),
-            folder.write_json("svd_trace", graph, sort_keys=False)]

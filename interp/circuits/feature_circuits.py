@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.store.analysis_folder import AnalysisFolder
 from interp.circuits.attention import CircuitInputError, check_tokens
 from interp.features.dictionary import Dictionary, as_dictionary, check_fits
 from interp.models.loading import check_hooks
@@ -343,18 +341,6 @@ def circuit_nodes(graph: dict) -> dict[str, list[Node]]:
     for node in graph["nodes"]:
         nodes[node["hook"]].append((node["pos"], node["feature"]))
     return nodes
-
-
-def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame | None = None) -> list[Path]:
-    """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect``)
-    and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
-    columns = ["id", "hook", "pos", "feature", "effect"]
-    tables = {"feature_nodes": pd.DataFrame(graph["nodes"], columns=columns)}
-    if curve is not None:
-        tables["feature_faithfulness"] = curve
-    folder = AnalysisFolder(folder).write_tables(tables, by_feature=False)
-    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + \
-        [folder.table_path(name) for name in tables if name != "feature_nodes"]
 
 
 def feature_effects_by_patching(

@@ -9,7 +9,6 @@ activations by hook name, which lets tests and notebooks patch in small, hand-ma
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import einops
 import pandas as pd
@@ -18,7 +17,6 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.circuits.attention import CircuitInputError, check_tokens
-from interp.store.analysis_folder import AnalysisFolder
 
 Metric = Callable[[Float[Tensor, "batch pos vocab"]], Float[Tensor, ""]]
 SIDES = ("q", "k", "v")
@@ -326,9 +324,3 @@ def grid_frame(values: Tensor, columns: tuple[str, ...], name: str) -> pd.DataFr
     frame = pd.DataFrame(index.numpy(), columns=list(columns))
     frame[name] = values.flatten().tolist()
     return frame
-
-
-def write_patching(folder: Path | str, **frames: pd.DataFrame) -> list[Path]:
-    """Store each frame as ``<name>.parquet`` (e.g. ``patch_residual``, ``patch_heads``, ``path_patch``)."""
-    folder = AnalysisFolder(folder).write_tables(frames, by_feature=False)
-    return [folder.table_path(name) for name in frames]

@@ -28,8 +28,8 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     by default the top induction head on the repeated tokens. ``extra`` entries go into the summary last
     (a task's own findings, such as IOI's head roles, replace the generic ones)."""
     from interp.circuits import attention, decomposition, patching
-    from interp.circuits.feature_circuits import (circuit_nodes, faithfulness, faithfulness_curve, feature_circuit, node_attribution,
-                                         write_feature_circuit)
+    from interp.circuits.feature_circuits import (circuit_nodes, faithfulness, faithfulness_curve, feature_circuit,
+                                                  node_attribution)
 
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
@@ -45,9 +45,10 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     composition = timed("composition", lambda: attention.composition_scores(model))
     dla = timed("dla", lambda: attention.direct_logit_attribution(model, clean))
     lens = timed("logit_lens", lambda: attention.logit_lens(model, clean))
-    attention.write_attention_results(
-        out, head_scores=attention.head_scores_frame(scores), composition=attention.composition_frame(composition),
-        dla=attention.dla_frame(dla), logit_lens=patching.grid_frame(lens.mean(1), ("layer", "pos"), "log_prob"))
+    folder = AnalysisFolder(out)
+    folder.write_tables(dict(
+        head_scores=attention.head_scores_frame(scores), composition=attention.composition_frame(composition),
+        dla=attention.dla_frame(dla), logit_lens=patching.grid_frame(lens.mean(1), ("layer", "pos"), "log_prob")), by_feature=False)
     prev_head = divmod(int(scores["previous_token"][:-1].flatten().argmax()), H)
     ind_layer, ind_head = divmod(int(scores["induction"].flatten().argmax()), H)
     summary["heads"] = {"previous_token": list(prev_head), "induction": [ind_layer, ind_head]}
@@ -57,7 +58,8 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
     start = start_head or (ind_layer, ind_head)
     graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff))
-    decomposition.write_decomposition(out, edges, dims, graph)
+    folder.write_tables({"svd_edges": edges, "signal_dimensionality": dims}, by_feature=False)
+    folder.write_json("svd_trace", graph, sort_keys=False)
     summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
     summary["svd_trace"] = {"start": f"L{start[0]}H{start[1]}", "cutoff": cutoff, "start_firings": graph["n_start_firings"],
                             "nodes": graph["nodes"]}
@@ -67,13 +69,14 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     paths = timed("path_patch", lambda: patching.path_patch(model, clean, corrupt, metric))
     atp = timed("attribution_patching", lambda: patching.attribution_patching(model, clean, corrupt, metric))
     atp_table = timed("atp_agreement", lambda: patching.atp_agreement(model, clean, corrupt, metric))
-    patching.write_patching(
-        out, patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
+    folder.write_tables(dict(
+        patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
         patch_heads=patching.grid_frame(heads, ("layer", "head"), "effect"),
         path_patch=patching.grid_frame(paths, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
             side=lambda f: f.side.map(dict(enumerate(patching.SIDES)))),
         attribution_residual=patching.grid_frame(atp["residual"], ("layer", "pos"), "effect"),
-        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"), atp_agreement=atp_table)
+        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"), atp_agreement=atp_table),
+        by_feature=False)
     summary["atp_vs_exact_heads"] = atp_table[["scale", "method", "pearson", "spearman"]].to_dict("records")
     summary["attribution_vs_exact"] = {"residual": patching.agreement(resid, atp["residual"]),
                                        "heads": patching.agreement(heads, atp["heads"])}
@@ -104,6 +107,18 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     summary.update(extra or {})  # a task's own findings replace the generic ones (e.g. IOI's head roles)
     AnalysisFolder(out).write_json(SUMMARY, summary, sort_keys=False)
     return summary
+
+
+def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame | None = None) -> list[Path]:
+    """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect``)
+    and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
+    columns = ["id", "hook", "pos", "feature", "effect"]
+    tables = {"feature_nodes": pd.DataFrame(graph["nodes"], columns=columns)}
+    if curve is not None:
+        tables["feature_faithfulness"] = curve
+    folder = AnalysisFolder(folder).write_tables(tables, by_feature=False)
+    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + \
+        [folder.table_path(name) for name in tables if name != "feature_nodes"]
 
 
 def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int] | None = None,

@@ -29,8 +29,8 @@ from interp.circuits.feature_circuits import (
     feature_circuit,
     feature_effects_by_patching,
     node_attribution,
-    write_feature_circuit,
 )
+from interp.pipeline.circuits import write_feature_circuit
 
 SITE = "blocks.0.hook_resid_post"
 
