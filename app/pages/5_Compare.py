@@ -45,7 +45,7 @@ def sae_folder(root: Path, folder: Path) -> Path:
 
 
 def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
-    """The button's work: locate both SAEs, start the matching job (``python -m interp.features.compare``), rerun."""
+    """The button's work: locate both SAEs, start the matching job (``python -m interp.pipeline.compare``), rerun."""
     try:
         sae_a, sae_b = sae_folder(root, folder_a), sae_folder(root, folder_b)
     except (UnsafePathError, FileNotFoundError) as error:
@@ -53,7 +53,7 @@ def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
         return
     job = AnalysisFolder(folder_a).match_job(analysis_id(folder_b))
     try:
-        job.start("interp.features.compare", [str(p) for p in (sae_a, sae_b, folder_a, folder_b)], cwd=root)
+        job.start("interp.pipeline.compare", [str(p) for p in (sae_a, sae_b, folder_a, folder_b)], cwd=root)
     except JobRunningError as error:
         st.error(f"{error}.")
         return

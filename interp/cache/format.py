@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.store.io import write_json, write_safetensors
+from interp.store.io import sha256_file, write_json, write_safetensors  # noqa: F401  (sha256_file: part of this API)
 
 MANIFEST = "manifest.json"
 TOKENS_DIR = "tokens"
@@ -31,14 +31,6 @@ SAFETENSORS_DTYPES = {
 
 class CacheError(RuntimeError):
     """A cache that is missing, incomplete, corrupted or inconsistent; the message names the file."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:

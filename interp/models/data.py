@@ -22,6 +22,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from interp.store.errors import InputError
+from interp.store.io import sha256_file
 
 DEMO_CORPUS = Path(__file__).parent / "demo" / "corpus" / "shakespeare.jsonl.gz"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet", ".jsonl.gz")
@@ -187,8 +188,6 @@ def iter_texts(spec: str | Path) -> Iterator[str]:
 
 
 def _file_entry(path: Path, name: str, content_hash: bool = True) -> dict:
-    from interp.cache.format import sha256_file
-
     stat = path.stat()
     entry = {"name": name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     return {**entry, "sha256": sha256_file(path)} if content_hash else entry

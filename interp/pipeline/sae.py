@@ -55,7 +55,7 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     import torch
 
     from interp.cache.store import ActivationCache, cache_chunks
-    from interp.features.compare import merge_matches
+    from interp.pipeline.compare import merge_matches
     from interp.features.dictionary import check_fits, load_dictionary
     from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
     from interp.features.matching import matched_features_table
@@ -181,7 +181,7 @@ def analyzed_folder(sae: Path, out_root: Path) -> AnalysisFolder:
 def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path, device: str = "cpu"):
     """Match two analysed SAEs' features both ways (cosines on ``device``) and merge the rows into both
     folders' matches."""
-    from interp.features.compare import compare_saes
+    from interp.pipeline.compare import compare_saes
 
     for sae in (sae_a, sae_b):
         if not RunFolder.is_sae(sae):

@@ -10,6 +10,7 @@ temporary name. Imports stay light (no torch) so that table readers can use this
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -110,3 +111,12 @@ def read_json(path: Path | str, what: str = "file", error: type[Exception] = Fil
         raise error(f"{what} {path} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as problem:
         raise error(f"{what} {path} is not valid JSON ({problem})") from problem
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks (bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -127,7 +127,7 @@ def test_ensemble_members_still_compare_from_the_stored_matching(two_runs):
 
 
 def test_features_page_shows_only_members_of_the_same_run(two_runs):
-    from interp.features.compare import compare_saes
+    from interp.pipeline.compare import compare_saes
 
     root = two_runs
     compare_saes(root / "runs" / A, root / "runs" / B, root / "analyses" / A, root / "analyses" / B)
