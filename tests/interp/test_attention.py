@@ -29,13 +29,6 @@ from interp.circuits.attention import (
 from interp.models.loading import DEMO_WEIGHTS
 
 
-@pytest.fixture(scope="module")
-def planted():
-    model = planted_induction_model()
-    tokens, mask = planted_prompts()
-    return model, tokens, mask
-
-
 def test_planted_heads_score_as_planted(planted):
     model, tokens, _ = planted
     patterns = attention_patterns(model, tokens)

@@ -29,13 +29,6 @@ from interp.circuits.decomposition import (
     trace_head_edges,
 )
 
-@pytest.fixture(scope="module")
-def planted():
-    model = planted_induction_model()
-    tokens, mask = planted_prompts()
-    return model, tokens, mask
-
-
 def test_planted_model_does_induction(planted):
     model, tokens, mask = planted
     logits = model(tokens)
