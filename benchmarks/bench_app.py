@@ -36,10 +36,10 @@ APP = Path(__file__).resolve().parents[1] / "app"
 
 def build_workspace(root: Path, d_sae: int, n_tokens: int, train_tokens: int) -> None:
     """Cache, a 2-member TopK ensemble of ``d_sae`` latents, dashboards, geometry: the files the app reads."""
-    from interp.store.analysis_folder import AnalysisFolder
-    from interp.pipeline import analyze_features, analyze_geometry
-    from interp.store.run_folder import RunFolder
     from interp.cache.writer import CacheConfig, build_cache
+    from interp.pipeline import analyze_features, analyze_geometry
+    from interp.store.analysis_folder import AnalysisFolder
+    from interp.store.run_folder import RunFolder
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
 

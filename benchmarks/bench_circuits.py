@@ -32,9 +32,9 @@ def timed(fn, repeats: int = 1) -> tuple[float, object]:
 def bench_attribution(d_sae: int, n_prompts: int, seq: int, naive_features: int) -> dict:
     from sae_lens import StandardSAE, StandardSAEConfig
 
-    from interp.features.dictionary import as_dictionary
     from interp.circuits.feature_circuits import feature_effects_by_patching, node_attribution
     from interp.circuits.prompts import induction_prompts
+    from interp.features.dictionary import as_dictionary
 
     torch.manual_seed(0)
     model = HookedTransformer(HookedTransformerConfig(**DEMO, seed=0)).eval()

@@ -13,7 +13,6 @@ third field out), e.g. an older one whose counts above ``host_cooccurrence_max``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

@@ -85,8 +85,8 @@ def live_chunks(model, tokens, batch: int = 32):
 
 
 def ours(root: Path, model, tokens) -> dict:
-    from interp.features.dictionary import load_dictionary
     from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
+    from interp.features.dictionary import load_dictionary
 
     dictionary = load_dictionary(root / "sae")
     start = time.perf_counter()

@@ -36,9 +36,9 @@ def timed(fn):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from interp.features.approx_matching import EXACT_MAX, match_by_candidates
     from scipy.optimize import linear_sum_assignment
 
+    from interp.features.approx_matching import EXACT_MAX, match_by_candidates
     from interp.features.matching import unit_rows
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 CONTEXT = 128
 BOS = "<|endoftext|>"
@@ -319,7 +320,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     shape = SMALL if args.small else GPT2_SMALL
     device = args.device
-    hooks = (f"blocks.{args.layer}.hook_resid_post", f"blocks.{args.layer}.hook_mlp_out")
+    hooks = (get_act_name("resid_post", args.layer), get_act_name("mlp_out", args.layer))
     members, rows = 2, []
     peak = matmul_peak_gflops(device)
     print(json.dumps({"stage": "peak", "device": device, "threads": torch.get_num_threads(),

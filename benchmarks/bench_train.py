@@ -177,6 +177,7 @@ def _isolated(side: str, arch: str, args_dict: dict, queue) -> None:
     torch.set_num_threads(args.threads)
     x = activations(max(args.steps * args.batch, 4 * args.batch), args.d_in)
     import sae_lens.training.sae_trainer  # noqa: F401 - imports before the baseline, on both sides
+
     import sae_training.trainer  # noqa: F401
 
     before = rss_mb()

@@ -63,8 +63,8 @@ def evaluate(run, stream, seed: int) -> list[dict]:
 
 
 def run_one(key: dict, args, out: Path) -> dict:
-    from sae_training.synthetic import PAPER_DATA, SyntheticStream
     from interp.store.run_folder import RunFolder
+    from sae_training.synthetic import PAPER_DATA, SyntheticStream
     from sae_training.trainer import train_saes
 
     config = config_for(key["sae"], key["k_schedule"], key["lambda"], key["seed"], args)

@@ -8,6 +8,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+from interp.models.loading import DEFAULT_HOOK
 from interp.store.errors import InputError
 from interp.store.io import write_json
 from interp.store.run_folder import CONFIG
@@ -38,7 +39,7 @@ class TrainConfig:
     """
 
     # data: an activation cache directory, or live from `model` on `data`
-    hook: str = "blocks.1.hook_resid_post"
+    hook: str = DEFAULT_HOOK
     cache: str | None = None
     model: str | None = None
     data: str = "demo"
@@ -128,6 +129,12 @@ class TrainConfig:
             raise ConfigError("mfr_coefficient must be >= 0 and mfr_match_every >= 1")
         if self.mfr_coefficient > 0 and self.n_members < 2:
             raise ConfigError("MFR needs an ensemble: set n_members (--ensemble) to 2 or more")
+
+    @classmethod
+    def default(cls, name: str):
+        """A field's default: the one place the CLI, the app and the API take it from."""
+        (field,) = [f for f in fields(cls) if f.name == name]
+        return field.default if field.default is not MISSING else field.default_factory()  # type: ignore[misc]
 
     @property
     def n_steps(self) -> int:

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.cache.store import ActivationCache, ActivationStore, _cache_chunks
+from interp.cache.store import ActivationStore, CacheFolder, _cache_chunks
 from sae_training.config import ConfigError, TrainConfig
 
 
@@ -32,11 +32,14 @@ def open_store(config: TrainConfig, *, seed: int, start_batch: int = 0, rank: in
     if activations is not None:
         data = activations.float()
         d_in = data.shape[1]
-        source = (lambda epoch: iter([data[torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch))]]))
+
+        def source(epoch: int) -> Iterator[Tensor]:  # the whole tensor, reshuffled each epoch
+            return iter([data[torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch))]])
+
         store = ActivationStore(source, d_in, config.batch_size, buffer, seed, start_batch)
         return _RankSlice(store, rank, local) if world_size > 1 else store
     if config.cache is not None:
-        cache = ActivationCache(config.cache)
+        cache = CacheFolder(config.cache)
         if config.hook not in cache.hooks:
             raise ConfigError(f"cache {config.cache} has no hook '{config.hook}'; it holds {cache.hooks}")
         mine = list(range(rank, cache.n_shards, world_size))
@@ -102,7 +105,7 @@ def find_bad_shard(config: TrainConfig) -> str:
     """Name the first cache shard holding NaN/inf at the hook (after a non-finite batch)."""
     if config.cache is None:
         return "the live activations"
-    cache = ActivationCache(config.cache, verify=False)
+    cache = CacheFolder(config.cache, verify=False)
     for shard in range(cache.n_shards):
         if not torch.isfinite(cache.activations(config.hook, shard).float()).all():
             return f"shard {shard} of {config.cache} ({config.hook})"

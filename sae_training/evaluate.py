@@ -7,6 +7,9 @@ from pathlib import Path
 
 import torch
 
+from interp.cache.store import CacheFolder
+from interp.models.data import batched_windows, token_windows
+from interp.models.loading import load_model
 from interp.store.run_folder import RunFolder
 from sae_training.config import TrainConfig
 from sae_training.data import open_store
@@ -19,22 +22,18 @@ def _model_and_data(config: TrainConfig, model) -> tuple[object | None, str | No
     if config.model is not None:
         return model, config.model, config.data
     if config.cache is not None:
-        from interp.cache.store import ActivationCache
-
-        manifest = ActivationCache(config.cache, verify=False).config
+        manifest = CacheFolder(config.cache, verify=False).config
         return model, manifest.get("model"), manifest.get("data", config.data)
     return model, None, config.data
 
 
 def _ce_scores(run, model, data: str, n_batches: int) -> list[dict]:
-    from interp.models.data import batched_windows, token_windows
-
     windows = token_windows(data, model.tokenizer, run.config.context_size, seed=12345, max_windows=8 * n_batches)
     tokens = [batch.to(model.cfg.device) for batch in batched_windows(windows, 8)][:n_batches]
     results = []
     for i in range(run.config.n_members):
         member = run.member(i)
-        scores = [ce_loss_recovered(model, run.config.hook, t, lambda x: member.decode(member.encode(x)))
+        scores = [ce_loss_recovered(model, run.config.hook, t, lambda x: member.decode(member.encode(x)))  # noqa: B023
                   for t in tokens]
         results.append({key: sum(s[key] for s in scores) / len(scores) for key in scores[0]})
     return results
@@ -62,8 +61,6 @@ def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -
     if config.eval_ce_batches > 0 and model_name is not None and activations is None:
         try:
             if model is None:
-                from interp.models.loading import load_model
-
                 model = load_model(model_name, device=config.device)
             for member, ce in zip(members, _ce_scores(run, model, data, config.eval_ce_batches)):
                 member.update(ce)

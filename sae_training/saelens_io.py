@@ -15,7 +15,7 @@ from jaxtyping import Float
 from safetensors import safe_open
 from torch import Tensor
 
-from interp.features.dictionary import DictionaryError
+from interp.features.dictionary import DictionaryError, load_dictionary
 from interp.store.io import write_json, write_safetensors
 from interp.store.run_folder import SAE_CONFIG, SAE_SPARSITY, SAE_WEIGHTS
 from sae_training.architectures import EnsembleSAE
@@ -85,8 +85,6 @@ def check_saelens_folder(folder: Path | str) -> dict:
 
 def load_saelens(folder: Path | str, device: str = "cpu"):
     """Validated SAELens folder seen through our ``Dictionary`` protocol (SAELens' own loader)."""
-    from interp.features.dictionary import load_dictionary
-
     check_saelens_folder(folder)
     return load_dictionary(folder, device=device)
 

@@ -13,10 +13,10 @@ HOOK = "blocks.1.hook_resid_post"
 
 def build_workspace(root: Path, model) -> Path:
     """Write ``cached_activations/demo``, ``runs/demo-mfr``, ``analyses/demo-mfr`` and ``analyses/circuits/demo``."""
-    from interp.pipeline import analyze_circuits, analyze_features, analyze_geometry
     from interp.cache.writer import CacheConfig, build_cache
-    from interp.features.dashboards import DashboardConfig
     from interp.circuits.prompts import induction_prompts
+    from interp.features.dashboards import DashboardConfig
+    from interp.pipeline import analyze_circuits, analyze_features, analyze_geometry
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
 

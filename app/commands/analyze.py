@@ -14,8 +14,8 @@ import typer
 
 from app.commands.errors import user_errors
 from interp.pipeline.demo import DEMO_RUNS, demo_analyses
-from interp.store.run_folder import SAE_CONFIG
 from interp.pipeline.sae import analyze_compare, analyze_eval, analyze_features, analyze_geometry
+from interp.store.run_folder import SAE_CONFIG
 
 
 def features_command(

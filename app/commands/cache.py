@@ -7,18 +7,21 @@ from pathlib import Path
 import typer
 
 from app.commands.errors import split_csv, user_errors
+from interp.cache.writer import CacheConfig
+
+DEFAULT = CacheConfig()  # the one place each cache setting's default is declared
 
 
 def cache(
-    model: str = typer.Option("demo", help="'demo', a TransformerLens name, or a local HF checkpoint directory."),
-    data: str = typer.Option("demo", help="'demo', a .txt/.jsonl/.parquet file or folder, or a HF dataset name."),
-    hooks: str = typer.Option("blocks.0.hook_resid_post", help="Comma-separated TransformerLens hook names."),
-    tokens: int = typer.Option(200_000, help="Number of tokens to cache (rounded up to whole windows)."),
-    context_size: int = typer.Option(128, help="Tokens per window, BOS included."),
-    batch_size: int = typer.Option(32, help="Windows per forward pass."),
-    shard_tokens: int = typer.Option(65_536, help="Tokens per shard file."),
-    dtype: str = typer.Option("float32", help="Storage dtype: float32, float16 or bfloat16."),
-    seed: int = typer.Option(0, help="Seed of the document order."),
+    model: str = typer.Option(DEFAULT.model, help="'demo', a TransformerLens name, or a local HF checkpoint directory."),
+    data: str = typer.Option(DEFAULT.data, help="'demo', a .txt/.jsonl/.parquet file or folder, or a HF dataset name."),
+    hooks: str = typer.Option(",".join(DEFAULT.hooks), help="Comma-separated TransformerLens hook names."),
+    tokens: int = typer.Option(DEFAULT.n_tokens, help="Number of tokens to cache (rounded up to whole windows)."),
+    context_size: int = typer.Option(DEFAULT.context_size, help="Tokens per window, BOS included."),
+    batch_size: int = typer.Option(DEFAULT.batch_size, help="Windows per forward pass."),
+    shard_tokens: int = typer.Option(DEFAULT.shard_tokens, help="Tokens per shard file."),
+    dtype: str = typer.Option(DEFAULT.dtype, help="Storage dtype: float32, float16 or bfloat16."),
+    seed: int = typer.Option(DEFAULT.seed, help="Seed of the document order."),
     cache_id: str = typer.Option(None, help="Folder name; default: model name + config hash."),
     root: Path = typer.Option(Path("cached_activations"), help="Where caches live."),
     device: str = typer.Option("auto", help="cpu, cuda, or auto."),
@@ -30,7 +33,7 @@ def cache(
     """
     import os
 
-    from interp.cache.writer import CacheConfig, build_cache
+    from interp.cache.writer import build_cache
 
     if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch

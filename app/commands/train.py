@@ -13,7 +13,6 @@ from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
 from interp.store.run_folder import CONFIG
 
-
 COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
           "grad_clip", "run_id", "runs", "resume", "resume_from", "checkpoint_every", "device", "wandb_project")
 
@@ -44,6 +43,25 @@ def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
     return {name: parse_option(specs[name], text, arch) for name, text in given.items() if text is not None}
 
 
+def hook_from_cache(cache: Path) -> str:
+    """The hook to train on when ``--hook`` is not given: the cache's only hook (several: the user picks one)."""
+    from interp.cache.store import CacheFolder
+    from interp.store.errors import InputError
+
+    hooks = CacheFolder(cache, verify=False, allow_incomplete=True).hooks
+    if len(hooks) != 1:
+        raise InputError(f"the cache {cache} holds {len(hooks)} hooks ({', '.join(hooks)}); pass --hook with one of them")
+    return hooks[0]
+
+
+def tokens_text(n: int) -> str:
+    """10_000_000 -> '10M' (the form ``parse_tokens`` reads back)."""
+    for unit, size in (("B", 10**9), ("M", 10**6), ("k", 10**3)):
+        if n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
 def train(**values) -> None:
     """Train SAEs; writes runs/<run_id>/ (config.json, metrics.jsonl, checkpoints/, sae_<i>/, eval.json).
     Architecture options (--k, --l1-coefficient, ...) apply to the architectures named in their help."""
@@ -62,10 +80,12 @@ def train(**values) -> None:
             config, run_dir, resume = TrainConfig.load(resume_from.config_path), resume_from.path.resolve(), True
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
-            config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
+            n_tokens = parse_tokens(v["tokens"])
+            hook = v["hook"] or (hook_from_cache(v["cache"]) if v["cache"] else TrainConfig.default("hook"))
+            config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=hook,
                                  architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
                                  mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
-                                 n_tokens=parse_tokens(v["tokens"]), batch_size=v["batch_size"], lr=v["lr"],
+                                 n_tokens=n_tokens, batch_size=v["batch_size"], lr=v["lr"],
                                  grad_clip=v["grad_clip"], checkpoint_every=v["checkpoint_every"], device=v["device"],
                                  wandb_project=v["wandb_project"])
             run_id = v["run_id"]
@@ -87,27 +107,30 @@ def train(**values) -> None:
 def _train_signature() -> inspect.Signature:
     """``train``'s parameters for typer: the common options, then one flag per architecture option."""
     from sae_training.architectures import ARCHITECTURES
+    from sae_training.config import TrainConfig
 
+    default = TrainConfig.default
     common = {
         "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
         "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
-        "hook": (str, typer.Option("blocks.1.hook_resid_post", help="TransformerLens hook name.")),
-        "arch": (str, typer.Option("topk", help=" | ".join(ARCHITECTURES))),
-        "d_sae": (int, typer.Option(4096, "--d-sae")),
-        "ensemble": (int, typer.Option(1, help="Number of SAEs trained together (K).")),
-        "mfr": (float, typer.Option(0.0, help="MFR coefficient lambda (needs --ensemble >= 2).")),
-        "mfr_warmup": (int, typer.Option(100, help="MFR cosine warm-up steps.")),
-        "tokens": (str, typer.Option("10M", help="Training tokens, e.g. 10M.")),
-        "batch_size": (int, typer.Option(4096)),
-        "lr": (float, typer.Option(3e-4)),
-        "grad_clip": (float, typer.Option(1.0, help="Per-member gradient-norm clipping (0: none).")),
+        "hook": (str, typer.Option(None, help="TransformerLens hook name (default: the cache's hook when it holds one; "
+                                              f"{default('hook')} for a live model).")),
+        "arch": (str, typer.Option(default("architecture"), help=" | ".join(ARCHITECTURES))),
+        "d_sae": (int, typer.Option(default("d_sae"), "--d-sae")),
+        "ensemble": (int, typer.Option(default("n_members"), help="Number of SAEs trained together (K).")),
+        "mfr": (float, typer.Option(default("mfr_coefficient"), help="MFR coefficient lambda (needs --ensemble >= 2).")),
+        "mfr_warmup": (int, typer.Option(default("mfr_warmup_steps"), help="MFR cosine warm-up steps.")),
+        "tokens": (str, typer.Option(tokens_text(default("n_tokens")), help="Training tokens, e.g. 10M.")),
+        "batch_size": (int, typer.Option(default("batch_size"))),
+        "lr": (float, typer.Option(default("lr"))),
+        "grad_clip": (float, typer.Option(default("grad_clip"), help="Per-member gradient-norm clipping (0: none).")),
         "run_id": (str, typer.Option(None, help="Run folder name under --runs (default: derived from the config).")),
         "runs": (Path, typer.Option(Path("runs"), help="Where runs are written.")),
         "resume": (bool, typer.Option(False, help="Continue the run in --run-id from its last checkpoint.")),
         "resume_from": (Path, typer.Option(None, help=f"Continue the run in this folder with its saved {CONFIG} "
                                                       "(other options are ignored).")),
-        "checkpoint_every": (int, typer.Option(1000)),
-        "device": (str, typer.Option("cpu")),
+        "checkpoint_every": (int, typer.Option(default("checkpoint_every"))),
+        "device": (str, typer.Option(default("device"))),
         "wandb_project": (str, typer.Option(None, help="Log to Weights & Biases (needs wandb installed).")),
     }
     params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)

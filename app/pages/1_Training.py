@@ -23,11 +23,12 @@ from app.ui.workspace import (
     workspace_root,
 )
 from interp.cache.format import MANIFEST
-from interp.store.errors import InputError
 from interp.figures.training import metric_curve_figure
+from interp.store.errors import InputError
 from interp.store.names import check_name
 from interp.store.run_folder import RunFolder
 from sae_training.architectures import ARCHITECTURES, architecture_options
+from sae_training.config import TrainConfig
 from sae_training.run_status import (
     NotTrainerError,
     checkpoint_step,
@@ -100,14 +101,14 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
         c1, c2, c3 = st.columns(3)
         cache_path = c1.text_input("Cache (inside the workspace)",
                                    f"cached_activations/{caches[0].cache_id}" if caches else "", key="cache_path")
-        hook = c2.text_input("Hook", caches[0].hooks[-1] if caches else "blocks.1.hook_resid_post", key="hook")
+        hook = c2.text_input("Hook", caches[0].hooks[-1] if caches else TrainConfig.default("hook"), key="hook")
         run_id = c3.text_input("Run id", "run-1", key="run_id")
-        d_sae = c1.number_input("d_sae", 16, 1 << 20, 512, key="d_sae")
+        d_sae = c1.number_input("d_sae", 16, 1 << 20, TrainConfig.default("d_sae"), key="d_sae")
         ensemble = c2.number_input("Ensemble size", 1, 16, 2, key="ensemble")
         mfr = c3.number_input("MFR λ (ensembles only)", 0.0, 100.0, 1.0, key="mfr")
         tokens = c1.text_input("Tokens", "1M", key="tokens")
-        batch_size = c2.number_input("Batch size (tokens)", 16, 1 << 16, 4096, key="batch_size")
-        lr = c3.number_input("Learning rate", 1e-6, 1.0, 3e-4, key="lr", format="%.6g")
+        batch_size = c2.number_input("Batch size (tokens)", 16, 1 << 16, TrainConfig.default("batch_size"), key="batch_size")
+        lr = c3.number_input("Learning rate", 1e-6, 1.0, TrainConfig.default("lr"), key="lr", format="%.6g")
         st.caption(f"Options of {arch}")
         columns = st.columns(3)
         options = {spec.flag: option_widget(columns[i % 3], spec) for i, spec in enumerate(architecture_options(arch))}

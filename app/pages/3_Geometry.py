@@ -9,8 +9,8 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis, render
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, list_analyses, workspace_root
-from interp.store.analysis_folder import AnalysisFolder
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure, spectrum_figure
+from interp.store.analysis_folder import AnalysisFolder
 
 page("Geometry")
 root = workspace_root()

@@ -7,11 +7,18 @@ import streamlit as st
 from app.ui import data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
-from interp.store.analysis_folder import AnalysisFolder, circuit_sets
 from interp.circuits.attention import CircuitInputError
-from interp.figures.circuits import (attention_pattern_figure, dimensionality_box_figure, edge_graph_figure,
-                                     faithfulness_figure, feature_circuit_figure, head_edges_from_svd,
-                                     head_scores_figure, patching_table_figure)
+from interp.figures.circuits import (
+    attention_pattern_figure,
+    dimensionality_box_figure,
+    edge_graph_figure,
+    faithfulness_figure,
+    feature_circuit_figure,
+    head_edges_from_svd,
+    head_scores_figure,
+    patching_table_figure,
+)
+from interp.store.analysis_folder import AnalysisFolder, circuit_sets
 
 page("Circuits")
 root = workspace_root()

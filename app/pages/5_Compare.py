@@ -11,10 +11,10 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, safe_path, workspace_root
-from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.features.compare import check_comparable
 from interp.features.dictionary import DictionaryError
 from interp.figures.compare import matched_cosine_figure
+from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.jobs import Job, JobRunningError
 from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
 

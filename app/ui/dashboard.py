@@ -11,8 +11,8 @@ from app.ui import data
 from app.ui.theme import plot
 from app.ui.tokens import highlight
 from app.ui.workspace import UnsafePathError, list_analyses, safe_path
-from interp.store.analysis_folder import AnalysisFolder
 from interp.figures.features import activation_histogram, logit_bars
+from interp.store.analysis_folder import AnalysisFolder
 
 
 def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: str | None = None) -> Path | None:

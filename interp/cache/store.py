@@ -1,6 +1,6 @@
 """Read activation caches: verified, memory-mapped shards and shuffled training batches.
 
-``ActivationCache`` opens a cache directory and checks it (status, hooks, shard files, sizes,
+``CacheFolder`` opens a cache directory and checks it (status, hooks, shard files, sizes,
 dtypes, sha256). ``ActivationStore`` streams shuffled ``[batch, d]`` batches through a bounded
 shuffle buffer, from cache shards or live from a model with no disk; its position is a single
 integer, so a training run can checkpoint it and resume exactly.
@@ -25,11 +25,15 @@ from interp.cache.format import (
     memmap_tensor,
     sha256_file,
 )
+from interp.cache.writer import stop_layer_for
+from interp.models.data import batched_windows, token_windows
+from interp.models.loading import check_hooks
 from interp.store.errors import DictionaryError, InputError
 
 
-class ActivationCache:
-    """A complete activation cache on disk; every shard is verified before it is used."""
+class CacheFolder:
+    """A complete activation cache on disk (``cached_activations/<id>/``); every shard is verified before it is
+    used. Not TransformerLens' ``ActivationCache``, which holds one forward pass in memory."""
 
     def __init__(self, directory: Path | str, verify: bool = True, allow_incomplete: bool = False):
         self.directory = Path(directory)
@@ -119,7 +123,7 @@ class TokenChunk:
     position: Int[Tensor, "tokens"]
 
 
-def cache_chunks(cache: ActivationCache, hook: str, max_rows: int | None = 4096,
+def cache_chunks(cache: CacheFolder, hook: str, max_rows: int | None = 4096,
                  shards: list[int] | None = None) -> Iterator[TokenChunk]:
     """The cache's tokens shard by shard (in order, or in the order ``shards`` gives), in chunks of whole
     sequences of at most ``max_rows`` (or one sequence); ``max_rows=None``: one chunk per shard."""
@@ -151,10 +155,6 @@ def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, 
                  batch_size: int = 16, seed: int | None = 0) -> Iterator[TokenChunk]:
     """A live token stream: run the model on windows from ``data`` and yield each batch's activations
     (``n_tokens=None``: every window of the data)."""
-    from interp.cache.writer import stop_layer_for
-    from interp.models.data import batched_windows, token_windows
-    from interp.models.loading import check_hooks
-
     check_hooks(model, [hook])
     n_windows = None if n_tokens is None else max(1, n_tokens // context_size)
     windows = token_windows(data, model.tokenizer, context_size, seed=seed, max_windows=n_windows)
@@ -167,7 +167,7 @@ def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, 
                          (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))
 
 
-def _cache_chunks(cache: ActivationCache, hook: str, order: list[int], exclude_bos: bool) -> Iterator[Tensor]:
+def _cache_chunks(cache: CacheFolder, hook: str, order: list[int], exclude_bos: bool) -> Iterator[Tensor]:
     """Whole shards in ``order`` as float32 activations (BOS rows dropped): the training store's chunks."""
     for chunk in cache_chunks(cache, hook, None, order):
         yield chunk.activations[chunk.position != 0] if exclude_bos else chunk.activations
@@ -203,10 +203,10 @@ class ActivationStore:
         self.position = start_batch
 
     @classmethod
-    def from_cache(cls, cache: ActivationCache | Path | str, hook: str, batch_size: int = 4096,
+    def from_cache(cls, cache: CacheFolder | Path | str, hook: str, batch_size: int = 4096,
                    buffer_tokens: int = 262_144, seed: int = 0, exclude_bos: bool = True,
                    start_batch: int = 0, max_epochs: int | None = None) -> ActivationStore:
-        cache = cache if isinstance(cache, ActivationCache) else ActivationCache(cache)
+        cache = cache if isinstance(cache, CacheFolder) else CacheFolder(cache)
         d_in = cache.d(hook)
 
         def source(epoch: int) -> Iterator[Tensor]:
@@ -221,8 +221,6 @@ class ActivationStore:
                    model_batch_size: int = 32, start_batch: int = 0,
                    max_epochs: int | None = None) -> ActivationStore:
         """Live activations from the model: same interface, no disk."""
-        from interp.models.loading import check_hooks
-
         check_hooks(model, [hook])
         if not 2 <= context_size <= model.cfg.n_ctx:
             raise InputError(f"context_size must be between 2 and the model's context of {model.cfg.n_ctx} "

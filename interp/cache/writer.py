@@ -33,8 +33,8 @@ from interp.cache.format import (
     write_shard,
 )
 from interp.models.data import batched_windows, data_changes, data_fingerprint, token_windows
+from interp.models.loading import DEFAULT_HOOK, check_hooks, load_model, model_fingerprint
 from interp.store.errors import InputError
-from interp.models.loading import check_hooks, model_fingerprint
 from interp.store.names import check_name
 
 FORMAT_VERSION = 1
@@ -46,7 +46,7 @@ class CacheConfig:
 
     model: str = "demo"
     data: str = "demo"
-    hooks: tuple[str, ...] = ("blocks.0.hook_resid_post",)
+    hooks: tuple[str, ...] = (DEFAULT_HOOK,)
     n_tokens: int = 200_000
     context_size: int = 128
     batch_size: int = 32
@@ -142,8 +142,6 @@ class CacheWriter:
 
     def __init__(self, config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
                  device: str | None = None, model=None, rank: int = 0, world_size: int = 1):
-        from interp.models.loading import load_model
-
         if not 0 <= rank < world_size:
             raise InputError(f"rank {rank} is outside a world of {world_size} processes")
         self.config = config

@@ -6,13 +6,13 @@ Everything here reads weights or one cached forward pass; the input checks (``ch
 
 from __future__ import annotations
 
-
 import einops
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix
+from transformer_lens.utilities import get_act_name
 
 from interp.store.errors import InputError
 
@@ -56,13 +56,13 @@ def prompt_tokens(model, prompt: str) -> Int[Tensor, "1 pos"]:
 
 def top_next_tokens(model, tokens: Int[Tensor, "1 pos"], k: int = 5) -> tuple[Float[Tensor, "layer 1 head q k"], list]:
     """Every layer's attention pattern and the ``k`` most likely next tokens after the last position."""
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)}
+    names = {get_act_name("pattern", layer) for layer in range(model.cfg.n_layers)}
     with torch.no_grad():
         logits, cache = model.run_with_cache(check_tokens(model, tokens), names_filter=lambda name: name in names)
     probs = logits[0, -1].softmax(-1)
     values, ids = probs.topk(k)
     top = [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(values, ids)]
-    return torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)]), top
+    return torch.stack([cache[get_act_name("pattern", layer)] for layer in range(model.cfg.n_layers)]), top
 
 
 def repeated_random_tokens(
@@ -82,10 +82,10 @@ def repeated_random_tokens(
 def attention_patterns(model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "layer batch head q k"]:
     """Every layer's attention pattern, stacked."""
     tokens = check_tokens(model, tokens)
-    names = {f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)}
+    names = {get_act_name("pattern", layer) for layer in range(model.cfg.n_layers)}
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-    return torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"] for layer in range(model.cfg.n_layers)])
+    return torch.stack([cache[get_act_name("pattern", layer)] for layer in range(model.cfg.n_layers)])
 
 
 def previous_token_score(pattern: Float[Tensor, "batch head q k"]) -> Float[Tensor, "head"]:
@@ -183,11 +183,11 @@ def direct_logit_attribution(
     tokens = check_tokens(model, tokens)
     if targets is None:
         targets = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
-    names = {f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
+    names = {get_act_name("z", l) for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
         results = torch.stack([
-            einops.einsum(cache[f"blocks.{l}.attn.hook_z"], model.blocks[l].attn.W_O, "b p h dh, h dh d -> h b p d")
+            einops.einsum(cache[get_act_name("z", l)], model.blocks[l].attn.W_O, "b p h dh, h dh d -> h b p d")
             for l in range(model.cfg.n_layers)
         ])
         results = _center(results, model) / _final_ln_scale(model, cache)
@@ -209,8 +209,8 @@ def logit_lens(
     tokens = check_tokens(model, tokens)
     if targets is None:
         targets = torch.cat([tokens[:, 1:], tokens[:, -1:]], dim=1)
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
-    names.append(f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
+    names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
+    names.append(get_act_name("resid_post", model.cfg.n_layers - 1))
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
         final_ln = getattr(model, "ln_final", torch.nn.Identity())

@@ -7,6 +7,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.circuits.patching import agreement
+
 
 def head_pairs(values: Float[Tensor, "n_layers n_heads n_layers n_heads"]) -> Float[Tensor, "n_pairs"]:
     """The ``[layer_a, head_a, layer_b, head_b]`` entries with ``layer_b > layer_a``, flattened."""
@@ -27,8 +29,6 @@ def pair_label(index: int, n_layers: int, n_heads: int) -> str:
 
 def rank_agreement(methods: dict[str, Tensor]) -> dict:
     """Spearman correlation of every pair of methods' edge weights, and each method's top edge index."""
-    from interp.circuits.patching import agreement
-
     names = list(methods)
     pairs = {f"{a}~{b}": agreement(methods[a], methods[b])["spearman"] for i, a in enumerate(names) for b in names[i + 1:]}
     return {"spearman": pairs, "top_edge": {name: int(values.flatten().argmax()) for name, values in methods.items()}}

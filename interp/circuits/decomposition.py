@@ -16,13 +16,13 @@ Remaining deviations are listed in ``interp/CIRCUITS.md``.
 
 from __future__ import annotations
 
-
 import einops
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import FactoredMatrix
+from transformer_lens.utilities import get_act_name
 
 from interp.circuits.attention import CircuitInputError, check_head, check_tokens
 
@@ -90,7 +90,7 @@ def all_qk_svds(model) -> dict[tuple[int, int], tuple[Tensor, Tensor, Tensor]]:
 
 def normalized_residual(model, cache, layer: int) -> Float[Tensor, "batch pos d_model+1"]:
     """``[x̃; 1]``: the residual before ``layer`` after LN centring and scaling, with a 1 appended."""
-    x = _centered(model, cache[f"blocks.{layer}.hook_resid_pre"]) / _scale(model, cache, layer)
+    x = _centered(model, cache[get_act_name("resid_pre", layer)]) / _scale(model, cache, layer)
     return torch.cat([x, torch.ones_like(x[..., :1])], dim=-1)
 
 
@@ -99,7 +99,7 @@ def _centered(model, x: Tensor) -> Tensor:
 
 
 def _scale(model, cache, layer: int) -> Tensor | float:
-    return cache[f"blocks.{layer}.ln1.hook_scale"] if model.cfg.normalization_type is not None else 1.0
+    return cache[get_act_name("scale", layer, "ln1")] if model.cfg.normalization_type is not None else 1.0
 
 
 def score_terms(
@@ -166,14 +166,14 @@ def residual_components(model, cache, layer: int) -> tuple[list[str], Float[Tens
         names.append("pos_embed")
         parts.append(cache["hook_pos_embed"])
     for l in range(layer):
-        heads = einops.einsum(cache[f"blocks.{l}.attn.hook_z"], model.blocks[l].attn.W_O, "b p h dh, h dh d -> h b p d")
+        heads = einops.einsum(cache[get_act_name("z", l)], model.blocks[l].attn.W_O, "b p h dh, h dh d -> h b p d")
         names += [f"L{l}H{h}" for h in range(model.cfg.n_heads)]
         parts += list(heads)
         names.append(f"L{l}.b_O")
         parts.append(model.blocks[l].attn.b_O.expand_as(parts[0]))
         if not model.cfg.attn_only:
             names.append(f"L{l}.mlp")
-            parts.append(cache[f"blocks.{l}.hook_mlp_out"])
+            parts.append(cache[get_act_name("mlp_out", l)])
     return names, torch.stack(parts)
 
 
@@ -200,8 +200,8 @@ def decompose_firings(
     """
     U, S, V = svd if svd is not None else qk_svd(model, layer, head)
     attn_scale = float(model.blocks[layer].attn.attn_scale)
-    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][:, head]
-    fires = firing_mask(pattern, cache[f"blocks.{layer}.attn.hook_attn_scores"][:, head], dest_mask, attention_threshold)
+    pattern = cache[get_act_name("pattern", layer)][:, head]
+    fires = firing_mask(pattern, cache[get_act_name("attn_scores", layer)][:, head], dest_mask, attention_threshold)
     b, d, s = fires.nonzero(as_tuple=True)
     x = normalized_residual(model, cache, layer)
     x_d, x_s = x[b, d], x[b, s]

@@ -21,9 +21,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.circuits.attention import CircuitInputError, check_tokens
+from interp.circuits.patching import Metric
 from interp.features.dictionary import Dictionary, as_dictionary, check_fits
 from interp.models.loading import check_hooks
-from interp.circuits.patching import Metric
 
 Node = tuple[int, int]  # (position, feature); feature -1 is the position's error node
 

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from interp.circuits.attention import CircuitInputError, check_tokens
 
@@ -75,7 +76,7 @@ def _replace(values: Tensor, index) -> Callable:
 def patch_residual(model, clean, corrupt, metric: Metric) -> Float[Tensor, "layer pos"]:
     """Effect of patching the residual stream before each layer at each position."""
     clean = _check_pair(model, clean, corrupt)
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
+    names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
     source = _corrupt_activations(model, corrupt, names)
     out = torch.zeros(model.cfg.n_layers, clean.shape[1])
     with torch.no_grad():
@@ -90,7 +91,7 @@ def patch_residual(model, clean, corrupt, metric: Metric) -> Float[Tensor, "laye
 def patch_heads(model, clean, corrupt, metric: Metric) -> Float[Tensor, "layer head"]:
     """Effect of patching each head's output (``hook_z``, all positions)."""
     clean = _check_pair(model, clean, corrupt)
-    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    names = [get_act_name("z", l) for l in range(model.cfg.n_layers)]
     source = _corrupt_activations(model, corrupt, names)
     out = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     with torch.no_grad():
@@ -113,7 +114,7 @@ def path_patch(model, clean, corrupt, metric: Metric, sides: tuple[str, ...] = S
     if unknown:
         raise CircuitInputError(f"unknown side(s) {sorted(unknown)}; use q, k, v")
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    z_names = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    z_names = [get_act_name("z", l) for l in range(L)]
     source = _corrupt_activations(model, corrupt, z_names)
     out = torch.zeros(len(sides), L, H, L, H)
     with torch.no_grad():
@@ -124,13 +125,13 @@ def path_patch(model, clean, corrupt, metric: Metric, sides: tuple[str, ...] = S
             for ha in range(H):
                 delta = (source[z_names[la]][:, :, ha] - cache[z_names[la]][:, :, ha]) @ attn_a.W_O[ha]
                 for lb in range(la + 1, L):
-                    normed = model.blocks[lb].ln1(cache[f"blocks.{lb}.hook_resid_pre"] + delta)
+                    normed = model.blocks[lb].ln1(cache[get_act_name("resid_pre", lb)] + delta)
                     attn_b = model.blocks[lb].attn
                     for i, side in enumerate(sides):
                         W, b = {"q": (attn_b.W_Q, attn_b.b_Q), "k": (attn_b.W_K, attn_b.b_K), "v": (attn_b.W_V, attn_b.b_V)}[side]
                         patched = einops.einsum(normed, W, "b p d, h d dh -> b p h dh") + b
                         for hb in range(H):
-                            hooks = [(f"blocks.{lb}.attn.hook_{side}", _replace(patched, (slice(None), slice(None), hb)))]
+                            hooks = [(get_act_name(side, lb), _replace(patched, (slice(None), slice(None), hb)))]
                             out[i, la, ha, lb, hb] = metric(model.run_with_hooks(clean, fwd_hooks=hooks)) - base
     return out
 
@@ -151,8 +152,8 @@ def attribution_patching(model, clean, corrupt, metric: Metric, method: str = "a
         raise CircuitInputError(f"method must be one of {ATP_METHODS}; got {method!r}")
     clean = _check_pair(model, clean, corrupt)
     L = model.cfg.n_layers
-    resid = [f"blocks.{l}.hook_resid_pre" for l in range(L)]
-    z = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    resid = [get_act_name("resid_pre", l) for l in range(L)]
+    z = [get_act_name("z", l) for l in range(L)]
     source = _corrupt_activations(model, corrupt, resid + z)
     saved, grads = _gradients(model, clean, metric, resid + z)
     out = {"residual": torch.stack([_effect(source[n], saved[n], grads[n], "b p d -> p") for n in resid]).cpu(),
@@ -209,8 +210,8 @@ def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> F
     gives its new scores ``S_h' = (q + Δq)(k + Δk)ᵀ / scale``, whose softmax is taken exactly.
     """
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    z = [f"blocks.{l}.attn.hook_z" for l in range(L)]
-    qk = [f"blocks.{l}.attn.hook_{s}" for l in range(L) for s in ("q", "k")]
+    z = [get_act_name("z", l) for l in range(L)]
+    qk = [get_act_name(s, l) for l in range(L) for s in ("q", "k")]
     saved, grads = _gradients(model, clean, metric, z + qk, stop_attention=True)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith(("hook_attn_scores", "hook_pattern")))
@@ -227,10 +228,10 @@ def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> F
                 q, k = saved[qk[2 * lb]], saved[qk[2 * lb + 1]]
                 dq, dk = changes[qk[2 * lb]], changes[qk[2 * lb + 1]]
                 shift = (_scores(q + dq, k + dk) - _scores(q, k)) / attn.attn_scale
-                scores = cache[f"blocks.{lb}.attn.hook_attn_scores"] + shift
+                scores = cache[get_act_name("attn_scores", lb)] + shift
                 new_pattern = scores.softmax(-1)
-                old_pattern = cache[f"blocks.{lb}.attn.hook_pattern"]
-                out[l, h] += float(((new_pattern - old_pattern) * grads[f"blocks.{lb}.attn.hook_pattern"]).sum())
+                old_pattern = cache[get_act_name("pattern", lb)]
+                out[l, h] += float(((new_pattern - old_pattern) * grads[get_act_name("pattern", lb)]).sum())
     return out
 
 
@@ -262,13 +263,13 @@ def graddrop_heads(model, clean, corrupt, metric: Metric) -> Float[Tensor, "laye
     layer). An unsigned magnitude that exposes effects cancelling across paths; rank with it, do not sum it."""
     clean = _check_pair(model, clean, corrupt)
     L = model.cfg.n_layers
-    z = [f"blocks.{l}.attn.hook_z" for l in range(L)]
+    z = [get_act_name("z", l) for l in range(L)]
     source = _corrupt_activations(model, corrupt, z)
     plain_values, plain_grads = _gradients(model, clean, metric, z)
     plain = torch.stack([_effect(source[n], plain_values[n], plain_grads[n], "b p h dh -> h") for n in z]).abs()
     total, count = torch.zeros_like(plain), torch.zeros(L, 1)
     for drop in range(1, L):
-        outputs = (f"blocks.{drop}.hook_attn_out",) + (() if model.cfg.attn_only else (f"blocks.{drop}.hook_mlp_out",))
+        outputs = (get_act_name("attn_out", drop),) + (() if model.cfg.attn_only else (get_act_name("mlp_out", drop),))
         values, grads = _gradients(model, clean, metric, z, drop=outputs)
         effects = torch.stack([_effect(source[n], values[n], grads[n], "b p h dh -> h") for n in z]).abs()
         total[:drop] += effects[:drop]
@@ -283,7 +284,7 @@ def atp_agreement(model, clean, corrupt, metric: Metric, scales: tuple[float, ..
     way from clean to corrupted (small and full corruption). GradDrop is compared on ``|effect|``.
     Columns ``scale, method, pearson, spearman, n``."""
     clean = _check_pair(model, clean, corrupt)
-    z = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    z = [get_act_name("z", l) for l in range(model.cfg.n_layers)]
     full = _corrupt_activations(model, corrupt, z)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean, names_filter=lambda n: n in z)
@@ -300,7 +301,7 @@ def atp_agreement(model, clean, corrupt, metric: Metric, scales: tuple[float, ..
 
 def _with_residual(model, clean, edits: dict[str, Tensor]) -> dict[str, Tensor]:
     """Head edits plus the clean residual (``attribution_patching`` also estimates residual patches)."""
-    names = [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
+    names = [get_act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
     with torch.no_grad():
         _, cache = model.run_with_cache(clean, names_filter=lambda n: n in names)
     return edits | {n: cache[n] for n in names}

@@ -13,8 +13,9 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from interp.circuits.attention import CircuitInputError, repeated_random_tokens
+from interp.circuits.attention import CircuitInputError, default_vocab_range, repeated_random_tokens
 from interp.circuits.patching import Metric, logit_diff_metric, next_token_metric
+from interp.features.principled_eval import Counterfactual, Task, aligned_tokens
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,6 @@ def induction_prompts(model, n_prompts: int = 16, half_length: int = 20, seed: i
                       vocab_range: tuple[int, int] | None = None) -> InductionPrompts:
     """Induction prompt pairs for ``model`` (its BOS id; tokens drawn from ``vocab_range``, by default
     the whole vocabulary but its special tokens)."""
-    from interp.circuits.attention import default_vocab_range
-
     low, high = vocab_range if vocab_range is not None else default_vocab_range(model)
     _check_count(n_prompts)
     if half_length < 2:
@@ -305,8 +304,6 @@ def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] 
     Counterfactuals, one per attribute, are the same prompt with that attribute alone changed: another IO
     name (the answer moves to it), another S name (both mentions), the other order.
     """
-    from interp.features.principled_eval import Counterfactual, Task, aligned_tokens
-
     if model.tokenizer is None:
         raise CircuitInputError("the IOI task needs a model with a tokenizer")
     _check_count(n_prompts)

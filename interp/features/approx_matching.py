@@ -24,6 +24,7 @@ from torch import Tensor
 
 from interp.store.errors import InputError
 
+
 def unit_rows(W: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
     """Rows scaled to unit norm (float32; a zero row stays zero)."""
     return W.float() / W.float().norm(dim=1, keepdim=True).clamp_min(1e-12)

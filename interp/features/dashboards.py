@@ -25,8 +25,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.cache.store import TokenChunk
-from interp.features.dictionary import Dictionary, DictionaryError, check_fits
 from interp.features.cooccurrence import CooccurrenceCounter, check_unit, cooccurrence_table
+from interp.features.dictionary import Dictionary, DictionaryError, check_fits
 from interp.features.feature_weights import logit_effects, nearest_features
 
 

@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.store.errors import DictionaryError, InputError  # noqa: F401  (DictionaryError: imported from here too)
+from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
 
 
 @runtime_checkable
@@ -65,7 +66,6 @@ def load_dictionary(folder: Path | str, device: str = "cpu") -> Dictionary:
     from sae_lens import SAE
 
     folder = Path(folder)
-    from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
 
     for required in (SAE_CONFIG, SAE_WEIGHTS):
         if not (folder / required).exists():

@@ -17,6 +17,7 @@ import torch
 from interp.store.errors import InputError
 
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
+DEFAULT_HOOK = "blocks.0.hook_resid_post"  # the one default site of `workbench cache` and `workbench train`
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

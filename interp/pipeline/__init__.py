@@ -4,7 +4,14 @@ benchmarks and notebooks call these."""
 
 from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
 from interp.pipeline.demo import demo_analyses, demo_circuits
-from interp.pipeline.sae import analyze_compare, analyze_eval, analyze_features, analyze_geometry, run_cache, sae_members
+from interp.pipeline.sae import (
+           analyze_compare,
+           analyze_eval,
+           analyze_features,
+           analyze_geometry,
+           run_cache,
+           sae_members,
+)
 
 __all__ = ["analyze_circuits", "analyze_compare", "analyze_eval", "analyze_features", "analyze_geometry",
            "demo_analyses", "demo_circuits", "ioi_circuit_analysis", "run_cache", "sae_members"]

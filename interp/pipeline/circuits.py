@@ -14,9 +14,28 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from interp.store.analysis_folder import SUMMARY, AnalysisFolder
+from interp.circuits import attention, decomposition, patching
 from interp.circuits.attention import CircuitInputError
 from interp.circuits.circuit_helpers import head_pairs, pair_label, rank_agreement
+from interp.circuits.feature_circuits import (
+    circuit_nodes,
+    faithfulness,
+    faithfulness_curve,
+    feature_circuit,
+    node_attribution,
+)
+from interp.circuits.ioi_circuit import ioi_head_table, ioi_roles
+from interp.circuits.prompts import (
+    IOI_OBJECTS,
+    IOI_PLACES,
+    IOI_TEMPLATES,
+    demo_ioi_prompts,
+    ioi_prompts,
+    ioi_scores,
+    single_token_names,
+)
+from interp.features.dictionary import load_dictionary
+from interp.store.analysis_folder import SUMMARY, AnalysisFolder
 
 
 def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
@@ -27,10 +46,6 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
     by default the top induction head on the repeated tokens. ``extra`` entries go into the summary last
     (a task's own findings, such as IOI's head roles, replace the generic ones)."""
-    from interp.circuits import attention, decomposition, patching
-    from interp.circuits.feature_circuits import (circuit_nodes, faithfulness, faithfulness_curve, feature_circuit,
-                                                  node_attribution)
-
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     timings, summary = {}, {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])}
@@ -88,8 +103,6 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     summary["rank_agreement"] = agreement
 
     if sae_folder is not None:
-        from interp.features.dictionary import load_dictionary
-
         dictionary = load_dictionary(sae_folder)
         hook = sae_hook or getattr(dictionary, "hook_name", None)
         if not hook:
@@ -125,10 +138,6 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
                          sae_folder: Path | None = None, sae_hook: str | None = None) -> dict:
     """IOI prompts (for the demo model: its held-out names on one training template), every circuit
     analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
-    from interp.circuits.ioi_circuit import ioi_head_table, ioi_roles
-    from interp.circuits.prompts import (IOI_OBJECTS, IOI_PLACES, IOI_TEMPLATES, demo_ioi_prompts, ioi_prompts, ioi_scores,
-                                single_token_names)
-
     if model.cfg.model_name == "workbench-demo-2l":
         prompts = demo_ioi_prompts(model, n_prompts, template=0)
     else:  # one template and single-token fillers: every prompt has one length

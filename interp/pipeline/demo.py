@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.store.analysis_folder import AnalysisFolder
+from interp.circuits.prompts import induction_prompts
+from interp.models.loading import load_model
 from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
 from interp.pipeline.sae import analyze_features, analyze_geometry
+from interp.store.analysis_folder import AnalysisFolder
 from interp.store.run_folder import RunFolder
 
 DEMO_RUNS = ("demo-mfr", "demo-plain")
@@ -32,9 +34,6 @@ def demo_analyses(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_i
 def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:
     """Induction (16 prompts, repeated span 20) and IOI (32 prompts) circuits of the demo model, written to
     ``analyses/circuits/{demo,ioi}``; returns that folder and both summaries."""
-    from interp.models.loading import load_model
-    from interp.circuits.prompts import induction_prompts
-
     model = load_model("demo", device="cpu")
     prompts = induction_prompts(model, 16, 20)
     sae = RunFolder(workspace / "runs" / DEMO_RUNS[0]).member_path(0)

@@ -12,6 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from interp.cache.store import CacheFolder, cache_chunks
+from interp.circuits.prompts import ioi_task
+from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
+from interp.features.dictionary import check_fits, load_dictionary
+from interp.features.geometry import geometry_tables
+from interp.features.matching import matched_features_table
+from interp.features.principled_eval import evaluate_dictionaries, induction_task
+from interp.models.loading import load_model
+from interp.pipeline.compare import compare_saes, merge_matches
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.errors import InputError
 from interp.store.run_folder import SAE_CONFIG, RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
@@ -54,17 +63,11 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     ``model_spec``: a loaded model, a model spec, or None for the cache's model (logit effects)."""
     import torch
 
-    from interp.cache.store import ActivationCache, cache_chunks
-    from interp.pipeline.compare import merge_matches
-    from interp.features.dictionary import check_fits, load_dictionary
-    from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
-    from interp.features.matching import matched_features_table
-    from interp.models.loading import load_model
 
     config = config or DashboardConfig()
     members = sae_members(Path(sae_path))
     cache_dir = cache_dir or run_cache(members[0])
-    cache = ActivationCache(cache_dir)
+    cache = CacheFolder(cache_dir)
     model = model_spec if not isinstance(model_spec, (str, type(None))) else (  # a loaded model is used as is
         load_model(model_spec or cache.config["model"], device=device) if with_logits else None)
     decode = _decoder(model)
@@ -109,8 +112,6 @@ def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_fe
     """Geometry tables for every SAE under ``sae_path``, using co-occurrence counts from its dashboards."""
     import scipy.sparse as sp
 
-    from interp.features.dictionary import load_dictionary
-    from interp.features.geometry import geometry_tables
 
     folders = []
     for member in sae_members(Path(sae_path)):
@@ -139,10 +140,6 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
         raise InputError(f"unknown task '{task}'; use 'induction' or 'ioi'")
     import torch
 
-    from interp.cache.store import ActivationCache
-    from interp.features.dictionary import load_dictionary
-    from interp.models.loading import load_model
-    from interp.features.principled_eval import evaluate_dictionaries, induction_task
 
     paths = [sae_paths] if isinstance(sae_paths, Path) else list(sae_paths)
     members = [m for path in paths for m in sae_members(Path(path))]
@@ -152,13 +149,11 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
         raise InputError(f"{members[0]}/{SAE_CONFIG} names no hook (metadata.hook_name); pass --hook")
     if model_spec is None or isinstance(model_spec, str):
         if model_spec is None:
-            model_spec = ActivationCache(run_cache(members[0]), verify=False, allow_incomplete=True).config["model"]
+            model_spec = CacheFolder(run_cache(members[0]), verify=False, allow_incomplete=True).config["model"]
         model = load_model(model_spec, device=device)
     else:
         model = model_spec
     if task == "ioi":
-        from interp.circuits.prompts import ioi_task
-
         prompts = ioi_task(model, n_prompts)
     else:
         vocab = model.cfg.d_vocab
@@ -181,8 +176,6 @@ def analyzed_folder(sae: Path, out_root: Path) -> AnalysisFolder:
 def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path, device: str = "cpu"):
     """Match two analysed SAEs' features both ways (cosines on ``device``) and merge the rows into both
     folders' matches."""
-    from interp.pipeline.compare import compare_saes
-
     for sae in (sae_a, sae_b):
         if not RunFolder.is_sae(sae):
             raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no {SAE_CONFIG}); pass runs/<run_id>/sae_<i>")

@@ -7,8 +7,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from sae_training.architectures.base import EnsembleSAE, LossParts, reconstruction_mse, scatter_topk
-from sae_training.architectures.fused_topk import (SparseCodes, batch_topk_entries, dense_pre_acts, encode_at,
-                                                   sparse_decode)
+from sae_training.architectures.fused_topk import (
+    SparseCodes,
+    batch_topk_entries,
+    dense_pre_acts,
+    encode_at,
+    sparse_decode,
+)
 from sae_training.architectures.topk import TopKOptions, sparse_topk_aux_loss, topk_aux_loss
 
 THRESHOLD_LR = 0.01  # SAELens topk_threshold_lr

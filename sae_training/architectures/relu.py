@@ -14,8 +14,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.store.errors import InputError
-from sae_training.architectures.base import EnsembleSAE, LossParts, option, reconstruction_mse, warmed
 from sae_training.architectures import sparse_relu
+from sae_training.architectures.base import EnsembleSAE, LossParts, option, reconstruction_mse, warmed
 from sae_training.architectures.fused_dense import ReLUStep
 from sae_training.architectures.fused_topk import dense_pre_acts, sparse_decode
 

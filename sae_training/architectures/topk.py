@@ -6,15 +6,15 @@ encoder's forward); ``encode``/``decode``/``forward`` stay dense for analyses an
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from dataclasses import dataclass
-
 from interp.store.errors import InputError
 from sae_training.architectures.base import EnsembleSAE, KOptions, LossParts, option, reconstruction_mse, scatter_topk
-from sae_training.architectures.fused_topk import SparseCodes, encode_at, sparse_decode, topk_codes, token_major
+from sae_training.architectures.fused_topk import SparseCodes, encode_at, sparse_decode, token_major, topk_codes
 
 
 @dataclass(frozen=True)

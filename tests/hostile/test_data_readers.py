@@ -7,7 +7,6 @@ import gzip
 import io
 import json
 import random
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq

@@ -9,10 +9,14 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from interp.features.approx_matching import (assign_on_edges, assignment_from_similarity, candidate_edges,
-                                    match_by_candidates)
-from interp.store.errors import InputError
+from interp.features.approx_matching import (
+    assign_on_edges,
+    assignment_from_similarity,
+    candidate_edges,
+    match_by_candidates,
+)
 from interp.features.matching import match_features, match_per_row, unit_rows
+from interp.store.errors import InputError
 
 
 def per_row(W_a, W_b):

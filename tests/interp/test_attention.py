@@ -85,8 +85,8 @@ def test_observable_feature_is_the_planted_copy_direction(planted):
 
 def test_three_edge_methods_agree_on_the_planted_circuit(planted, tmp_path):
     """Composition, SVD tracing and path patching all rank the planted L0H0 -> L1H0 edge first."""
-    from interp.pipeline import analyze_circuits
     from interp.circuits.patching import next_token_metric
+    from interp.pipeline import analyze_circuits
 
     model, tokens, mask = planted
     corrupt = tokens.clone()
@@ -103,8 +103,8 @@ def test_three_edge_methods_agree_on_the_planted_circuit(planted, tmp_path):
 def test_three_edge_methods_agree_on_a_trained_induction_circuit(tmp_path):
     """A trained (not hand-set) induction model: composition, SVD tracing and path patching single out
     the same previous-token head -> induction head edge on the key side."""
-    from interp.pipeline import analyze_circuits
     from interp.circuits.prompts import induction_prompts
+    from interp.pipeline import analyze_circuits
 
     model = induction_toy()
     prompts = induction_prompts(model, 12, 16)
@@ -141,9 +141,9 @@ demo_weights = pytest.mark.skipif(bool(_demo_not_ready()), reason=_demo_not_read
 @pytest.mark.slow
 def test_demo_circuit_found_by_scores_composition_svd_and_path_patching(tmp_path):
     """The three edge methods single out previous-token head -> induction head (K-composition)."""
-    from interp.pipeline import analyze_circuits
-    from interp.models.loading import demo_circuit, load_model
     from interp.circuits.prompts import induction_prompts
+    from interp.models.loading import demo_circuit, load_model
+    from interp.pipeline import analyze_circuits
 
     model = load_model("demo", device="cpu")
     circuit = demo_circuit()

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from interp.cache.format import MANIFEST, CacheError, atomic_write_json
-from interp.cache.store import ActivationCache, ActivationStore
+from interp.cache.store import ActivationStore, CacheFolder
 from interp.cache.writer import CacheConfig, build_cache, stop_layer_for
 from interp.models.data import batched_windows, token_windows
 from interp.models.loading import ModelSpecError
@@ -36,7 +36,7 @@ def shard_digests(directory: Path) -> list[dict]:
 def test_round_trip_equals_run_with_cache(tmp_path, tiny_model):
     config = tiny_config()
     directory = build_cache(config, root=tmp_path, cache_id="c", progress=False, model=tiny_model)
-    cache = ActivationCache(directory)
+    cache = CacheFolder(directory)
     assert cache.n_tokens == 32 * 40 and cache.n_shards == 5
     windows = torch.stack(list(token_windows("demo", tiny_model.tokenizer, 32, seed=0, max_windows=40)))
     with torch.no_grad():
@@ -56,11 +56,11 @@ def test_round_trip_equals_run_with_cache(tmp_path, tiny_model):
 def test_half_precision_storage(tmp_path, tiny_model, dtype):
     config = tiny_config(dtype=dtype, hooks=("blocks.0.hook_resid_post",), n_tokens=32 * 8)
     directory = build_cache(config, root=tmp_path, cache_id=dtype, progress=False, model=tiny_model)
-    stored = ActivationCache(directory).activations("blocks.0.hook_resid_post", 0)
+    stored = CacheFolder(directory).activations("blocks.0.hook_resid_post", 0)
     assert stored.dtype == getattr(torch, dtype)
     full = build_cache(tiny_config(hooks=("blocks.0.hook_resid_post",), n_tokens=32 * 8), root=tmp_path,
                        cache_id="f32", progress=False, model=tiny_model)
-    reference = ActivationCache(full).activations("blocks.0.hook_resid_post", 0)
+    reference = CacheFolder(full).activations("blocks.0.hook_resid_post", 0)
     torch.testing.assert_close(stored.float(), reference, rtol=2e-2, atol=2e-2)
 
 
@@ -107,12 +107,12 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, tiny_model, mode):
     assert result.returncode == -9, result.stderr[-2000:]
     killed = tmp_path / "killed" / "c"
     with pytest.raises(CacheError, match="incomplete"):
-        ActivationCache(killed)
+        CacheFolder(killed)
     partial = json.loads((killed / MANIFEST).read_text())
     assert 0 < len(partial["shards"]) < config.n_shards
     resumed = build_cache(config, root=tmp_path / "killed", cache_id="c", progress=False, model=tiny_model)
     assert shard_digests(resumed) == shard_digests(reference)
-    cache = ActivationCache(resumed)
+    cache = CacheFolder(resumed)
     tokens = torch.cat([cache.tokens(i)["sequence"] * 32 + cache.tokens(i)["position"] for i in range(cache.n_shards)])
     assert torch.equal(tokens.sort().values, torch.arange(config.n_windows * 32))  # every token exactly once
     assert not list(killed.rglob("*.tmp"))  # a temporary file left by the kill was replaced, never read
@@ -126,18 +126,18 @@ def test_corrupted_truncated_and_missing_shards_are_detected(tmp_path, tiny_mode
     data[-5] ^= 0xFF
     shard0.write_bytes(bytes(data))
     with pytest.raises(CacheError, match="shard_00000.*fails its checksum"):
-        ActivationCache(directory).activations(hook, 0)
+        CacheFolder(directory).activations(hook, 0)
     shard1 = directory / hook / "shard_00001.safetensors"
     shard1.write_bytes(shard1.read_bytes()[:-100])
     with pytest.raises(CacheError, match="shard_00001"):
-        ActivationCache(directory).activations(hook, 1)
+        CacheFolder(directory).activations(hook, 1)
     with pytest.raises(CacheError, match="truncated"):
-        ActivationCache(directory, verify=False).activations(hook, 1)
+        CacheFolder(directory, verify=False).activations(hook, 1)
     (directory / hook / "shard_00002.safetensors").unlink()
     with pytest.raises(CacheError, match="shard_00002.*missing"):
-        ActivationCache(directory).activations(hook, 2)
+        CacheFolder(directory).activations(hook, 2)
     with pytest.raises(CacheError, match="no hook 'blocks.9.hook_resid_post'"):
-        ActivationCache(directory).activations("blocks.9.hook_resid_post", 0)
+        CacheFolder(directory).activations("blocks.9.hook_resid_post", 0)
 
 
 def test_shape_or_dtype_mismatch_with_manifest_is_detected(tmp_path, tiny_model):
@@ -146,7 +146,7 @@ def test_shape_or_dtype_mismatch_with_manifest_is_detected(tmp_path, tiny_model)
     manifest["hooks"][HOOKS[0]]["dtype"] = "float16"
     atomic_write_json(directory / MANIFEST, manifest)
     with pytest.raises(CacheError, match="manifest says"):
-        ActivationCache(directory).activations(HOOKS[0], 0)
+        CacheFolder(directory).activations(HOOKS[0], 0)
 
 
 def test_unknown_hook_lists_valid_names(tmp_path, tiny_model):
@@ -185,13 +185,13 @@ def test_unwritable_directory_leaves_no_corrupt_manifest(tmp_path, tiny_model, m
             assert (directory / entry["path"]).exists()
     assert not list(directory.rglob("*.tmp"))
     resumed = build_cache(config, root=tmp_path, cache_id="c", progress=False, model=tiny_model)
-    assert ActivationCache(resumed).n_tokens == config.n_windows * 32
+    assert CacheFolder(resumed).n_tokens == config.n_windows * 32
 
 
 def test_store_batches_are_a_bounded_shuffle_of_the_cache(tmp_path, tiny_model):
     directory = build_cache(tiny_config(), root=tmp_path, cache_id="c", progress=False, model=tiny_model)
     hook = HOOKS[0]
-    cache = ActivationCache(directory)
+    cache = CacheFolder(directory)
     keep = torch.cat([cache.tokens(i)["position"] != 0 for i in range(cache.n_shards)])
     everything = cache.read_all(hook)[keep]
     store = ActivationStore.from_cache(cache, hook, batch_size=31, buffer_tokens=31 * 8, seed=0, max_epochs=1)
@@ -239,10 +239,10 @@ def test_live_store_gives_model_activations(tiny_model):
 
 def test_incomplete_or_empty_caches_are_refused(tmp_path):
     with pytest.raises(CacheError, match="no cache"):
-        ActivationCache(tmp_path)
+        CacheFolder(tmp_path)
     atomic_write_json(tmp_path / MANIFEST, {"status": "running", "shards": []})
     with pytest.raises(CacheError, match="incomplete"):
-        ActivationCache(tmp_path)
+        CacheFolder(tmp_path)
 
 
 def test_batched_windows_groups_in_order():
@@ -304,7 +304,7 @@ def test_two_ranks_write_the_cache_one_process_writes(tmp_path, tiny_model):
     ours, theirs = (json.loads((d / MANIFEST).read_text()) for d in (merged, reference))
     assert {k: v for k, v in ours.items() if k != "versions"} == {k: v for k, v in theirs.items() if k != "versions"}
     assert not list(merged.glob("manifest.rank*"))  # the parts are gone once merged
-    assert ActivationCache(merged).n_tokens == config.n_windows * config.context_size
+    assert CacheFolder(merged).n_tokens == config.n_windows * config.context_size
     again = build_cache(config, root=tmp_path / "dist", cache_id="c", progress=False, model=tiny_model, rank=1,
                         world_size=2)
     assert again == merged and not list(merged.glob("manifest.rank*"))  # complete: a rerun does nothing

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from interp.features.compare import MATCH_COLUMNS, check_comparable, match_frames, mmcs, other_member
-from interp.pipeline.compare import merge_matches
 from interp.features.dictionary import DictionaryError
+from interp.pipeline.compare import merge_matches
 from interp.store.io import write_tables
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import pytest
 import torch
+
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
 from circuit_toys import N_CTX, one_thread, planted_induction_model, planted_prompts, random_ln_model  # noqa: E402, F401
 
@@ -28,6 +28,7 @@ from interp.circuits.decomposition import (
     trace_circuit,
     trace_head_edges,
 )
+
 
 def test_planted_model_does_induction(planted):
     model, tokens, mask = planted

@@ -7,13 +7,25 @@ import pytest
 import torch
 
 from interp.circuits.attention import head_scores_on_repeated_tokens
-from interp.models.demo.corpus import demo_windows
-from interp.circuits.induction import most_frequent_tokens, ordinary_token_ids, repeat_loss, spans_from_pool, spans_from_windows
-from interp.models.loading import demo_circuit
-from interp.circuits.prompts import (
-    DEMO_IOI_FINAL_TEST_TEMPLATES, DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_HELD_OUT_TEMPLATES, DEMO_IOI_OBJECTS, DEMO_IOI_PLACES,
-    demo_ioi_prompts, ioi_prompts, ioi_scores,
+from interp.circuits.induction import (
+    most_frequent_tokens,
+    ordinary_token_ids,
+    repeat_loss,
+    spans_from_pool,
+    spans_from_windows,
 )
+from interp.circuits.prompts import (
+    DEMO_IOI_FINAL_TEST_TEMPLATES,
+    DEMO_IOI_HELD_OUT_NAMES,
+    DEMO_IOI_HELD_OUT_TEMPLATES,
+    DEMO_IOI_OBJECTS,
+    DEMO_IOI_PLACES,
+    demo_ioi_prompts,
+    ioi_prompts,
+    ioi_scores,
+)
+from interp.models.demo.corpus import demo_windows
+from interp.models.loading import demo_circuit
 
 SPAN = 40
 

@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make 
 from circuit_toys import one_thread, random_ln_model  # noqa: E402, F401
 
 from interp.circuits.attention import CircuitInputError
-from interp.features.dictionary import DictionaryError, as_dictionary
 from interp.circuits.feature_circuits import (
     Attribution,
     SiteValues,
@@ -21,15 +20,16 @@ from interp.circuits.feature_circuits import (
     _splice,
     attribute,
     circuit_nodes,
-    edge_pairs,
-    faithfulness_curve,
-    site_values,
     edge_attribution,
+    edge_pairs,
     faithfulness,
+    faithfulness_curve,
     feature_circuit,
     feature_effects_by_patching,
     node_attribution,
+    site_values,
 )
+from interp.features.dictionary import DictionaryError, as_dictionary
 from interp.pipeline.circuits import write_feature_circuit
 
 SITE = "blocks.0.hook_resid_post"

@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.features.dictionary import DictionaryError, as_dictionary
+from interp.cache.store import TokenChunk
 from interp.features.dashboards import (
     DashboardConfig,
     dashboard_tables,
     feature_dashboards,
 )
-from interp.cache.store import TokenChunk
-from interp.store.io import write_tables
+from interp.features.dictionary import DictionaryError, as_dictionary
 from interp.features.feature_weights import nearest_features
 from interp.features.matching import match_features, match_per_row, matched_features_table
+from interp.store.io import write_tables
 
 D_IN, D_SAE, VOCAB, SEQ = 16, 6, 64, 32
 TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
@@ -388,10 +388,10 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
     from typer.testing import CliRunner
 
     from app.cli import app
-    from interp.pipeline import analyze_features
+    from interp.cache.store import model_chunks
     from interp.cache.writer import CacheConfig, build_cache
     from interp.features.dictionary import load_dictionary
-    from interp.cache.store import model_chunks
+    from interp.pipeline import analyze_features
     from interp.store.tables import feature_dashboard, matched_features
 
     hook = "blocks.1.hook_resid_post"

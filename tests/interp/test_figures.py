@@ -7,13 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.store.errors import InputError
-from interp.figures.circuits import (attention_pattern_figure, dimensionality_box_figure, patching_figure,
-                                     patching_table_figure)
+from interp.circuits.patching import grid_frame
+from interp.figures.circuits import (
+    attention_pattern_figure,
+    dimensionality_box_figure,
+    patching_figure,
+    patching_table_figure,
+)
 from interp.figures.compare import matched_cosine_figure
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure
 from interp.figures.training import metric_curve_figure
-from interp.circuits.patching import grid_frame
+from interp.store.errors import InputError
 
 
 def test_matched_cosine_figure_holds_both_directions_and_the_threshold():

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 import torch
 
-import random
-
-from interp.models.demo.general_phase import (
-    GeneralPhaseConfig, TokenSources, induction_batch, ioi_batch, train_general_phase, with_aside, with_prefix,
-)
 from interp.circuits.ioi_circuit import name_positions
+from interp.models.demo.general_phase import (
+    GeneralPhaseConfig,
+    TokenSources,
+    induction_batch,
+    ioi_batch,
+    train_general_phase,
+    with_aside,
+    with_prefix,
+)
 
 
 def test_induction_rows_repeat_their_span_and_mask_the_copyable_tokens(demo_model):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
 from circuit_toys import VOCAB, one_thread, planted_induction_model, planted_prompts, random_ln_model  # noqa: E402, F401
 

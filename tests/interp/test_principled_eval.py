@@ -120,8 +120,8 @@ def test_an_exact_dictionary_with_a_full_budget_reaches_the_counterfactual(tiny_
 
 
 def test_a_task_must_have_aligned_prompts(tiny_model):
-    from interp.store.errors import InputError
     from interp.features.principled_eval import Counterfactual, Task
+    from interp.store.errors import InputError
 
     task = induction_task(torch.arange(100, 400), n_prompts=4, vocab=4096)
     with pytest.raises(InputError, match=r"shape \(4, 11\) but the task's prompts have \(4, 10\)"):
@@ -133,8 +133,8 @@ def test_a_task_must_have_aligned_prompts(tiny_model):
 
 
 def test_aligned_tokens_names_the_lengths_that_differ(tiny_model):
-    from interp.store.errors import InputError
     from interp.features.principled_eval import aligned_tokens
+    from interp.store.errors import InputError
 
     same = aligned_tokens(tiny_model, ["the cat", "the cat"])
     assert same.shape[0] == 2 and torch.equal(same[0], same[1])

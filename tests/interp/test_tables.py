@@ -8,11 +8,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from interp.features.dictionary import DictionaryError
 from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
+from interp.features.dictionary import DictionaryError
 from interp.store.io import ROW_GROUP_ROWS, write_tables
 from interp.store.tables import feature_dashboard, feature_list, list_analyses, search_by_logit, search_by_token
-from tests.interp.test_features import D_SAE, PROMOTED, TRIGGER, PlantedDictionary, decode, planted_stream, planted_unembed
+from tests.interp.test_features import (
+    D_SAE,
+    PROMOTED,
+    TRIGGER,
+    PlantedDictionary,
+    decode,
+    planted_stream,
+    planted_unembed,
+)
 
 
 @pytest.fixture(scope="module")

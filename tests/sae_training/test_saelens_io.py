@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from sae_lens import SAE
+from safetensors.torch import load_file, save_file
 
 from interp.features.dictionary import Dictionary, DictionaryError
 from sae_training.architectures import ARCHITECTURES, SAEShape, architecture_options, build_sae

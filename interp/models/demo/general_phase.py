@@ -34,16 +34,28 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from interp.models.demo.corpus import demo_windows
-from interp.store.io import write_json, write_safetensors
 from interp.circuits.induction import (
-    RepeatLoss, most_frequent_tokens, ordinary_token_ids, repeat_loss, spans_from_pool, spans_from_windows,
+    RepeatLoss,
+    most_frequent_tokens,
+    ordinary_token_ids,
+    repeat_loss,
+    spans_from_pool,
+    spans_from_windows,
 )
 from interp.circuits.prompts import (
-    DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_NAMES, DEMO_IOI_OBJECTS, DEMO_IOI_PLACES, DEMO_IOI_TRAIN_NAMES,
-    DEMO_IOI_TRAIN_TEMPLATES, demo_ioi_prompts, ioi_prompts, ioi_scores, random_demo_ioi_template,
+    DEMO_IOI_HELD_OUT_NAMES,
+    DEMO_IOI_OBJECTS,
+    DEMO_IOI_PLACES,
+    DEMO_IOI_TRAIN_NAMES,
+    DEMO_IOI_TRAIN_TEMPLATES,
+    demo_ioi_prompts,
+    ioi_prompts,
+    ioi_scores,
+    random_demo_ioi_template,
     single_token_names,
 )
+from interp.models.demo.corpus import demo_windows
+from interp.store.io import write_json, write_safetensors
 
 N_FREQUENT = 2000
 HELD_OUT_EVAL_WINDOWS = 64  # held-out windows of 128 tokens for the language-modelling loss

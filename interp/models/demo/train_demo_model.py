@@ -53,8 +53,8 @@ from tqdm import tqdm
 
 from interp.models.data import iter_texts, pack_token_stream
 from interp.models.demo.general_phase import COMMITTED_PHASES, EXTRA_PHASES, PHASE_3, train_general_phase
-from interp.store.io import write_json, write_safetensors
 from interp.models.loading import demo_tokenizer
+from interp.store.io import write_json, write_safetensors
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SPECIAL_TOKENS = ["<|bos|>", "<|endoftext|>", "<|pad|>"]
@@ -228,9 +228,9 @@ def save_model(model, out_dir: Path, history: list[dict]) -> None:
     """Weights, config, and ``circuit.json``: the named heads with their scores and the checks that
     phase 3 made of the model (repeat-loss ratios, held-out language modelling, IOI)."""
     from interp.circuits.attention import head_scores_on_repeated_tokens
-    from interp.models.demo.general_phase import bigram_held_out_loss, ioi_generalisation
     from interp.circuits.ioi_circuit import ioi_head_table, ioi_roles
     from interp.circuits.prompts import demo_ioi_prompts
+    from interp.models.demo.general_phase import bigram_held_out_loss, ioi_generalisation
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
