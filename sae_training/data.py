@@ -10,7 +10,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.cache.store import ActivationStore, CacheFolder, _cache_chunks
+from interp.cache.store import ActivationStore, CacheFolder, cache_source
+from interp.cache.stream import LazyChunk
 from sae_training.config import ConfigError, TrainConfig
 
 
@@ -33,8 +34,9 @@ def open_store(config: TrainConfig, *, seed: int, start_batch: int = 0, rank: in
         data = activations.float()
         d_in = data.shape[1]
 
-        def source(epoch: int) -> Iterator[Tensor]:  # the whole tensor, reshuffled each epoch
-            return iter([data[torch.randperm(len(data), generator=torch.Generator().manual_seed(seed + epoch))]])
+        def source(epoch: int) -> Iterator[LazyChunk]:  # the whole tensor, reshuffled each epoch, fetched lazily
+            order = torch.Generator().manual_seed(seed + epoch)
+            return iter([LazyChunk(len(data), lambda: data[torch.randperm(len(data), generator=order)])])
 
         store = ActivationStore(source, d_in, config.batch_size, buffer, seed, start_batch)
         return _RankSlice(store, rank, local) if world_size > 1 else store
@@ -48,7 +50,7 @@ def open_store(config: TrainConfig, *, seed: int, start_batch: int = 0, rank: in
 
         def source(epoch: int) -> Iterator[Tensor]:
             order = torch.randperm(len(mine), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-            return _cache_chunks(cache, config.hook, [mine[i] for i in order], exclude_bos=True)
+            return cache_source(cache, config.hook, [mine[i] for i in order], exclude_bos=True)
 
         return ActivationStore(source, cache.d(config.hook), local, max(config.buffer_tokens, 2 * local),
                                seed, start_batch)

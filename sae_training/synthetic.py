@@ -17,6 +17,7 @@ from torch import Tensor
 from interp.store.errors import InputError
 from sae_training.config import TrainConfig
 from sae_training.metrics import ground_truth_similarity
+from sae_training.trainer import train_saes
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,6 @@ def _summarise(values: list[float]) -> dict[str, float]:
 
 def run_benchmark(bench: SyntheticBenchmark, progress: bool = False) -> dict:
     """Train with and without MFR for each seed; report MMCS to truth, recovery at cos > 0.9, FVU, L0."""
-    from sae_training.trainer import train_saes
-
     rows: dict[str, dict[str, list[float]]] = {"baseline": {}, "mfr": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(bench.n_seeds):

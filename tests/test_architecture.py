@@ -102,3 +102,121 @@ def test_pages_draw_only_with_the_figure_builders():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             inline += [f"{path.relative_to(ROOT)} imports {n}" for n in names if n.split(".")[0] == "plotly"]
     assert len(pages) > 1 and not inline, "\n".join(inline)
+
+
+# The rooms of ``interp``, lowest first: a package may import only from itself and the packages before it.
+LAYERS = ("store", "models", "cache", "features", "circuits", "explain", "evals", "figures", "pipeline")
+# Packages whose modules may write files: the owners, the cache writer (the cache folder's owner), the pipeline, and
+# the demo model's recipe (it writes the bundled weights). Everything else returns data.
+WRITERS = ("interp/store/", "interp/cache/", "interp/pipeline/", "interp/models/demo/")
+WRITE_CALLS = {"write_tables", "write_json", "write_text", "write_bytes", "to_parquet", "to_csv", "save_file",
+               "write_parquet", "write_safetensors", "replace_atomically", "write_metrics", "append_metrics"}
+
+
+def first_party_imports(path: Path) -> list[tuple[int, str, bool]]:
+    """(line, module, inside a function) for every import of ``interp``, ``sae_training`` or ``app``."""
+    found = []
+    tree = ast.parse(path.read_text())
+    in_function = {id(node) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   for node in ast.walk(fn)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "interp" else [])
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found += [(node.lineno, n, id(node) in in_function) for n in names
+                  if n.split(".")[0] in ("interp", "sae_training", "app") and n != "interp"]
+    return found
+
+
+def layer_of(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if parts[0] == "interp" and len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def interp_modules() -> list[Path]:
+    return sorted((ROOT / "interp").rglob("*.py"))
+
+
+def test_every_interp_module_lives_in_a_room():
+    loose = [p.relative_to(ROOT).as_posix() for p in interp_modules()
+             if p.parent == ROOT / "interp" and p.name != "__init__.py"]
+    assert not loose, f"modules outside the packages of interp: {loose}"
+    rooms = {p.relative_to(ROOT / "interp").parts[0] for p in interp_modules() if p.parent != ROOT / "interp"}
+    assert rooms <= set(LAYERS), f"packages not in LAYERS: {rooms - set(LAYERS)}"
+
+
+# The demo model's recipe trains the bundled model and checks its circuits as it goes: a script on top of every room,
+# filed beside the weights it writes.
+RECIPE = ("interp/models/demo/general_phase.py", "interp/models/demo/train_demo_model.py")
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for path in (p for p in interp_modules() if p.relative_to(ROOT).as_posix() not in RECIPE):
+        own = layer_of(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for line, module, _ in first_party_imports(path):
+            target = layer_of(module)
+            if module.split(".")[0] != "interp":
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {module} (interp imports no other package)")
+            elif target is not None and target > own:
+                upward.append(f"{path.relative_to(ROOT)}:{line} imports {module} from a higher room")
+    assert not upward, "\n".join(upward)
+
+
+def test_the_ground_floor_never_imports_torch():
+    heavy = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sorted((ROOT / "interp/store").rglob("*.py"))
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                 name.split(".")[0] == "torch" for name in ([a.name for a in node.names] if isinstance(node, ast.Import)
+                                                            else [node.module or ""]))]
+    assert not heavy, "interp/store imports torch at " + ", ".join(heavy)
+    import subprocess
+    import sys
+
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in sorted((ROOT / "interp/store").glob("*.py"))
+               if p.name != "__init__.py"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False", "importing interp.store pulled in torch"
+
+
+def test_library_imports_sit_at_the_top_of_modules():
+    """A first-party import inside a function hides a dependency (or a circle): only the CLI commands keep theirs,
+    so that `workbench --help` does not import every stage."""
+    lazy = [f"{path.relative_to(ROOT)}:{line} imports {module} inside a function"
+            for folder in ("interp", "sae_training") for path in sorted((ROOT / folder).rglob("*.py"))
+            if "demo" not in path.relative_to(ROOT).parts
+            for line, module, inside in first_party_imports(path) if inside]
+    assert not lazy, "\n".join(lazy)
+
+
+def test_only_the_owners_and_the_pipeline_write_files():
+    writes = []
+    for path in interp_modules():
+        name = path.relative_to(ROOT).as_posix()
+        if name.startswith(WRITERS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITE_CALLS:
+                writes.append(f"{name}:{node.lineno} calls .{node.func.attr}()")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("interp.store") and any(
+                    a.name in WRITE_CALLS or a.name in ("AnalysisFolder", "RunFolder") for a in node.names):
+                writes.append(f"{name}:{node.lineno} imports a writer from {node.module}")
+    assert not writes, "\n".join(writes)
+
+
+def test_the_layer_rules_catch_what_they_forbid(tmp_path, monkeypatch):
+    """The checks above would flag an upward import, a lazy import and a write in an analysis module."""
+    bad = tmp_path / "interp" / "features" / "bad.py"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("from interp.pipeline.sae import x\n\ndef f(frame):\n    from interp.store.io import read_json\n"
+                   "    frame.to_parquet('t.parquet')\n")
+    imports = first_party_imports(bad)
+    assert [(m, inside) for _, m, inside in imports] == [("interp.pipeline.sae", False), ("interp.store.io", True)]
+    assert layer_of("interp.pipeline.sae") > layer_of("interp.features.bad")
+    calls = [n.func.attr for n in ast.walk(ast.parse(bad.read_text())) if isinstance(n, ast.Call)
+             and isinstance(n.func, ast.Attribute)]
+    assert "to_parquet" in calls and "to_parquet" in WRITE_CALLS

@@ -81,6 +81,8 @@ def train(**values) -> None:
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
             n_tokens = parse_tokens(v["tokens"])
+            if v["run_id"] is not None:
+                check_name(v["run_id"], "run id")  # before anything is read or computed
             hook = v["hook"] or (hook_from_cache(v["cache"]) if v["cache"] else TrainConfig.default("hook"))
             config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=hook,
                                  architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],

@@ -25,6 +25,7 @@ from interp.cache.format import (
     memmap_tensor,
     sha256_file,
 )
+from interp.cache.stream import LazyChunk, ShuffledStream
 from interp.cache.writer import stop_layer_for
 from interp.models.data import batched_windows, token_windows
 from interp.models.loading import check_hooks
@@ -167,40 +168,43 @@ def model_chunks(model, hook: str, data: str = "demo", context_size: int = 128, 
                          (torch.arange(b) + index * batch_size).repeat_interleave(ctx), torch.arange(ctx).repeat(b))
 
 
-def _cache_chunks(cache: CacheFolder, hook: str, order: list[int], exclude_bos: bool) -> Iterator[Tensor]:
-    """Whole shards in ``order`` as float32 activations (BOS rows dropped): the training store's chunks."""
-    for chunk in cache_chunks(cache, hook, None, order):
-        yield chunk.activations[chunk.position != 0] if exclude_bos else chunk.activations
+def cache_source(cache: CacheFolder, hook: str, order: list[int], exclude_bos: bool) -> Iterator[LazyChunk]:
+    """Whole shards in ``order`` as lazy float32 chunks (BOS rows dropped): sizes from the token files, the
+    activations read only when a chunk is fetched (a seeking store skips the shards it passes)."""
+    if cache.n_tokens == 0:
+        raise DictionaryError(f"cache {cache.directory} holds no tokens; build it with `workbench cache`")
+    for shard in order:
+        keep = cache.tokens(shard)["position"] != 0 if exclude_bos else None
+        size = int(keep.sum()) if keep is not None else int(cache.manifest["shards"][shard]["n_tokens"])
+
+        def fetch(shard=shard, keep=keep) -> Tensor:
+            acts = cache.activations(hook, shard).float()
+            return acts[keep] if keep is not None else acts
+
+        yield LazyChunk(size, fetch)
 
 
-def _live_chunks(model, hook: str, data: str, context_size: int, batch_size: int, seed: int,
-                 exclude_bos: bool) -> Iterator[Tensor]:
-    for chunk in model_chunks(model, hook, data, context_size, None, batch_size, seed):
-        yield chunk.activations[chunk.position != 0] if exclude_bos else chunk.activations
+def live_source(model, hook: str, data: str, context_size: int, batch_size: int, seed: int,
+                exclude_bos: bool) -> Iterator[LazyChunk]:
+    """Windows of ``data`` in batches as lazy chunks: sizes from the token ids, the forward pass run only when a
+    chunk is fetched (a seeking store tokenises the windows it passes but runs no model on them)."""
+    windows = token_windows(data, model.tokenizer, context_size, seed=seed, max_windows=None)
+    for batch in batched_windows(windows, batch_size):
+        b, ctx = batch.shape
+
+        def fetch(batch=batch, b=b, ctx=ctx) -> Tensor:
+            with torch.no_grad():
+                _, acts = model.run_with_cache(batch.to(model.cfg.device), names_filter=hook,
+                                               stop_at_layer=stop_layer_for((hook,)))
+            rows = acts[hook].reshape(b * ctx, -1).float().cpu()
+            return rows[torch.arange(ctx).repeat(b) != 0] if exclude_bos else rows
+
+        yield LazyChunk(b * (ctx - 1) if exclude_bos else b * ctx, fetch)
 
 
-class ActivationStore:
-    """Shuffled ``[batch, d]`` batches through a bounded shuffle buffer, endlessly (epochs).
-
-    ``position`` counts batches yielded; a store rebuilt with the same arguments and
-    ``start_batch=position`` continues with exactly the batches an uninterrupted one would give.
-    """
-
-    def __init__(self, chunk_source, d_in: int, batch_size: int = 4096, buffer_tokens: int = 262_144,
-                 seed: int = 0, start_batch: int = 0, max_epochs: int | None = None):
-        if buffer_tokens < 2 * batch_size:
-            raise InputError(f"buffer_tokens ({buffer_tokens}) must be at least twice batch_size ({batch_size})")
-        self._chunk_source = chunk_source  # callable(epoch) -> iterator of [n, d] chunks
-        self.d_in = d_in
-        self.batch_size = batch_size
-        self.buffer_tokens = buffer_tokens
-        self.seed = seed
-        self.max_epochs = max_epochs
-        self.position = 0
-        self._iterator = self._batches()
-        for _ in range(start_batch):
-            next(self._iterator)
-        self.position = start_batch
+class ActivationStore(ShuffledStream):
+    """Shuffled ``[batch, d]`` batches from a cache or live from a model (``interp.cache.stream.ShuffledStream``):
+    ``start_batch=position`` continues exactly, by seeking (no shard read, no forward pass for skipped batches)."""
 
     @classmethod
     def from_cache(cls, cache: CacheFolder | Path | str, hook: str, batch_size: int = 4096,
@@ -209,9 +213,9 @@ class ActivationStore:
         cache = cache if isinstance(cache, CacheFolder) else CacheFolder(cache)
         d_in = cache.d(hook)
 
-        def source(epoch: int) -> Iterator[Tensor]:
+        def source(epoch: int) -> Iterator[LazyChunk]:
             order = torch.randperm(cache.n_shards, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-            return _cache_chunks(cache, hook, order, exclude_bos)
+            return cache_source(cache, hook, order, exclude_bos)
 
         return cls(source, d_in, batch_size, buffer_tokens, seed, start_batch, max_epochs)
 
@@ -230,51 +234,7 @@ class ActivationStore:
                                             names_filter=hook)
         d_in = cache[hook][0, 0].numel()
 
-        def source(epoch: int) -> Iterator[Tensor]:
-            return _live_chunks(model, hook, data, context_size, model_batch_size, seed + epoch, exclude_bos)
+        def source(epoch: int) -> Iterator[LazyChunk]:
+            return live_source(model, hook, data, context_size, model_batch_size, seed + epoch, exclude_bos)
 
         return cls(source, d_in, batch_size, buffer_tokens, seed, start_batch, max_epochs)
-
-    def _batches(self) -> Iterator[Tensor]:
-        generator = torch.Generator().manual_seed(self.seed)
-        buffer = torch.empty((self.buffer_tokens, self.d_in))
-        epoch = 0
-        while self.max_epochs is None or epoch < self.max_epochs:
-            filled = 0
-            yielded_any = False
-            for chunk in self._chunk_source(epoch):
-                offset = 0
-                while offset < chunk.shape[0]:
-                    take = min(self.buffer_tokens - filled, chunk.shape[0] - offset)
-                    buffer[filled:filled + take] = chunk[offset:offset + take]
-                    filled += take
-                    offset += take
-                    if filled == self.buffer_tokens:
-                        # the batches of the permuted buffer, gathered through the permutation: no second
-                        # full-size buffer (the permuted copy doubled the store's peak memory)
-                        order = torch.randperm(filled, generator=generator)
-                        half = (filled // 2 // self.batch_size) * self.batch_size
-                        for start in range(0, half, self.batch_size):
-                            yielded_any = True
-                            yield buffer[order[start:start + self.batch_size]]
-                        buffer[:filled - half] = buffer[order[half:filled]]
-                        filled -= half
-            if filled:
-                rest = buffer[:filled][torch.randperm(filled, generator=generator)]
-                for start in range(0, filled - self.batch_size + 1, self.batch_size):
-                    yielded_any = True
-                    yield rest[start:start + self.batch_size].clone()
-            if not yielded_any:
-                raise CacheError(f"the data holds fewer than {self.batch_size} activations: no batch to yield")
-            epoch += 1
-
-    def __iter__(self) -> ActivationStore:
-        return self
-
-    def __next__(self) -> Float[Tensor, "batch d"]:
-        batch = next(self._iterator)
-        self.position += 1
-        return batch
-
-    def next_batch(self) -> Float[Tensor, "batch d"]:
-        return next(self)
