@@ -19,7 +19,7 @@ OWNED = {
                              "app_launch.json", "app_launch_result.json",
                              "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders
     "interp/store/jobs.py": ("job.json", "job_result.json", "job.log"),
-    "interp/cache/format.py": ("manifest.json",),
+    "interp/store/cache_manifest.py": ("manifest.json",),
 }
 # name patterns of a folder kind that a plain substring cannot express -> their owner
 OWNED_PATTERNS = {
