@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from interp.store import locks
 from interp.store.names import check_name
 from interp.store.run_folder import RunFolder
 from sae_training import distributed as dist_utils
@@ -174,14 +176,24 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     ``activations`` (an in-memory ``[rows, d_in]`` tensor) replaces the cache / live model;
     ``stop_at_step`` stops early after checkpointing (for tests and time-boxed jobs). A finished run always
     leaves its SAELens folders ``sae_<i>/``; ``evaluate=False`` skips only ``eval.json`` (and the members'
-    ``sparsity.safetensors``, which comes from the evaluation).
+    ``sparsity.safetensors``, which comes from the evaluation). The main process holds the run folder's
+    writer lock throughout (taken before anything is read or written): a second trainer of the same folder
+    is refused at once.
     """
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    check_name(run_dir.name, "run id")  # a name, never '.', '..' or a hidden folder
+    main = (dist_utils.world()[0] if dist_utils.world()[1] > 1 else int(os.environ.get("RANK", "0"))) == 0
+    with locks.writing(run_dir, "run") if main else contextlib.nullcontext():
+        return _train_saes(config, run_dir, resume=resume, progress=progress, stop_at_step=stop_at_step,
+                           activations=activations, model=model, evaluate=evaluate)
+
+
+def _train_saes(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, stop_at_step: int | None,
+                activations: torch.Tensor | None, model, evaluate: bool) -> Run:
     if config.cache is None and config.model is None and activations is None:
         raise ConfigError("no training data: set `cache` or `model` in the config, or pass `activations`")
     rank, world_size = dist_utils.init_from_env(config.device)
     is_main = rank == 0
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    check_name(run_dir.name, "run id")  # a name, never '.', '..' or a hidden folder
     folder = RunFolder(run_dir)
     state = _check_dir(config, run_dir, resume)
     if config.model is not None and model is None and activations is None:

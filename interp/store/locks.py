@@ -92,6 +92,7 @@ def writing(folder: Path | str, what: str = "folder") -> Iterator[Holder]:
                 fd, holder, depth = _held[folder]
                 _held[folder] = (fd, holder, depth - 1)
         return
+    created = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path(folder), os.O_RDWR | os.O_CREAT, 0o644)
@@ -116,7 +117,10 @@ def writing(folder: Path | str, what: str = "folder") -> Iterator[Holder]:
     finally:
         with _guard:
             del _held[folder]
-        os.close(fd)  # releases the lock; the file stays (removing it would race a writer opening it)
+        if created and [p.name for p in folder.iterdir()] == [LOCK]:  # made for nothing: leave no trace
+            lock_path(folder).unlink()
+            folder.rmdir()
+        os.close(fd)  # releases the lock; a folder that holds anything keeps its lock file
 
 
 def holder(folder: Path | str) -> Holder | None:
