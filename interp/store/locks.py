@@ -102,7 +102,9 @@ def writing(folder: Path | str, what: str = "folder") -> Iterator[Holder]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        other = _read_holder(lock_path(folder))
+        deadline = time.time() + 1.0  # the holder writes its record right after locking: give it a moment
+        while (other := _read_holder(lock_path(folder))) is None and time.time() < deadline:
+            time.sleep(0.02)
         who = other.describe() if other else "another process"
         raise FolderBusyError(f"the {what} {folder} is being written by {who}; wait for it to finish or pick "
                               "another id") from None
