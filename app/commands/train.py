@@ -11,6 +11,7 @@ import typer
 
 from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
+from interp.store.jobs import STOPPED_EXIT
 from interp.store.run_folder import CONFIG
 
 
@@ -71,12 +72,16 @@ def train(**values) -> None:
             run_id = v["run_id"]
             run_dir = v["runs"] / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, v["runs"])
             resume = v["resume"]
+            if config.n_tokens % config.batch_size:
+                typer.secho(f"note: --tokens {config.n_tokens:,} is not a multiple of --batch-size "
+                            f"{config.batch_size:,}: training {config.n_steps * config.batch_size:,} tokens "
+                            f"({config.n_steps:,} steps)", fg=typer.colors.YELLOW, err=True)
         with removed_on_failure(run_dir, keep=lambda folder: any(RunFolder(folder).checkpoints_path.glob("*"))):
             run = train_saes(config, run_dir, resume=resume)
         if run.step < config.n_steps:
             typer.echo(f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
                        f"`workbench train --resume-from {run.directory}`")
-            return
+            raise typer.Exit(code=STOPPED_EXIT)  # a job records it as stopped, not finished
         typer.echo(f"run written to {run.directory}")
         if run.evaluation:
             for i, member in enumerate(run.evaluation["members"]):

@@ -218,7 +218,8 @@ class RunFolder:
         if not self.evaluated:
             return {}
         values = read_json(self.evaluation_path, "run evaluation", RunFileError)
-        if not isinstance(values, dict) or not isinstance(values.get("members", []), list):
+        members = values.get("members", []) if isinstance(values, dict) else None
+        if not isinstance(members, list) or not all(isinstance(member, dict) for member in members):
             raise RunFileError(f"run evaluation {self.evaluation_path} is damaged (not an object with a 'members' "
                                "list); resume the run to evaluate it again")
         return values

@@ -29,6 +29,7 @@ def _table_path(folder: Path | str, name: str) -> Path:
     resolved = path.resolve()
     if resolved.parent != Path(folder).resolve():
         raise TableError(f"{path} is a link out of its analysis folder; tables are read only from inside it")
+    AnalysisFolder(folder).verified_path(name)  # dashboards and geometry: only tables their complete record lists
     return resolved
 
 
