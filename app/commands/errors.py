@@ -15,7 +15,8 @@ from interp.store.locks import FolderBusyError
 
 # bad input (every spec/config/path error derives from InputError), a broken cache, a missing file;
 # any other exception is a bug and keeps its traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (InputError, CacheError, FileNotFoundError, FileExistsError)
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, CacheError, FileNotFoundError, FileExistsError,
+                                                NotADirectoryError, PermissionError)
 
 
 @contextlib.contextmanager

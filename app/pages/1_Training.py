@@ -186,7 +186,11 @@ def follow() -> None:
     """Re-read the run's state and metrics.jsonl every two seconds (metrics cached on the file's mtime)."""
     state, pid = status(run)
     frame = data.metrics(run)
-    done, total = checkpoint_step(run), total_steps(run)
+    try:
+        done, total = checkpoint_step(run), total_steps(run)
+    except InputError as error:  # a damaged config.json: named here, the page goes on
+        st.warning(f"{error}")
+        done, total = checkpoint_step(run), None
     c1, c2 = st.columns([3, 1])
     where = f"checkpoint at step {done:,} of {total:,}" if total else "no config yet"
     c1.markdown(f"**{run_id}**: {state}{f' (pid {pid})' if pid else ''}; {len(frame)} logged steps; {where}")

@@ -128,7 +128,10 @@ def search(folder: Path, kind: str, token: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _json(path: str, stamp: float) -> dict:
-    return json.loads(Path(path).read_text())
+    value = json.loads(Path(path).read_text())
+    if not isinstance(value, dict):
+        raise InputError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 @readable

@@ -116,7 +116,10 @@ def run_state(folder: Path, evaluated: bool) -> str:
 
     if running_pid(folder):
         return "running"
-    done, total = checkpoint_step(folder), total_steps(folder)
+    try:
+        done, total = checkpoint_step(folder), total_steps(folder)
+    except InputError as error:  # a damaged config.json: say so, the rest of the page still renders
+        return f"damaged: {error}"
     if evaluated:
         return "finished"
     if total is not None and done >= total:  # killed while evaluating: Resume re-runs the evaluation

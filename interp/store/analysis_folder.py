@@ -180,6 +180,11 @@ class AnalysisFolder:
         entry = self._entry(table)
         return entry is not None and path.stat().st_size == entry["bytes"]
 
+    def expects(self, table: str) -> bool:
+        """Whether a reader should find the table: listed by its kind's complete record (reading it then reports
+        any damage), or, for a table kept alone, present."""
+        return self._entry(table) is not None if recorded_kind(table) else self.table_path(table).exists()
+
     def verified_path(self, table: str) -> Path:
         """The table's file once its record vouches for it (listed, same size, same sha256); else
         ``IncompleteAnalysisError`` naming the file and the command that remakes it."""

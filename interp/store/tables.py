@@ -103,7 +103,7 @@ def feature_dashboard(folder: Path | str, feature: int,
     out = {}
     for name in names:
         order = DASHBOARD_TABLES[name]
-        if name == "features" or AnalysisFolder(folder).has(name):
+        if name == "features" or AnalysisFolder(folder).expects(name):  # a listed table that is damaged: an error
             out[name] = query(f"select * from {_table(folder, name)} where feature = ? order by {order}", [feature])
     return out
 
