@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import time
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -21,6 +20,7 @@ from app.commands.analyze import demo_analysis_step
 from app.commands.circuits import demo_circuits_step
 from app.commands.errors import user_errors
 from interp.store.jobs import STOPPED_EXIT
+
 
 class DemoStopped(Exception):
     """A signal stopped the demo; the message says where."""
@@ -126,6 +126,8 @@ def demo(
     """Run every stage on the bundled demo model and corpus (a few minutes on 2 CPU cores)."""
     summaries = []
     with user_errors(), stop_on_signals() as received:
+        if workspace.exists() and not workspace.is_dir():
+            raise FileExistsError(f"workspace {workspace} is a file, not a folder; pass another --workspace")
         workspace.mkdir(parents=True, exist_ok=True)
         name = "start"
         try:

@@ -28,7 +28,7 @@ from interp.store.io import sweep_temporary
 
 LOCK = ".writer.lock"
 
-_held: dict[Path, tuple[int, "Holder", int]] = {}  # folder -> (fd, holder, depth) of the locks this process holds
+_held: dict[Path, tuple[int, Holder, int]] = {}  # folder -> (fd, holder, depth) of the locks this process holds
 _guard = threading.Lock()
 
 

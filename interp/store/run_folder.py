@@ -241,8 +241,8 @@ class RunFolder:
             try:
                 row = json.loads(line)
                 if not isinstance(row, dict) or not isinstance(row.get("step"), int):
-                    raise ValueError("not an object with an integer 'step'")
-            except ValueError as error:
+                    raise TypeError("not an object with an integer 'step'")
+            except (ValueError, TypeError) as error:
                 if number == len(lines):  # the last line and no newline after it: a write cut short
                     cut = True
                     continue

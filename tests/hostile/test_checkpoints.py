@@ -62,7 +62,7 @@ def test_a_flipped_checkpoint_is_refused_by_name_and_the_previous_good_one_offer
 def test_an_orphaned_temporary_checkpoint_is_swept_on_the_next_run(tmp_path):
     run_dir = tmp_path / "run"
     train_saes(CONFIG, run_dir, activations=rows(), progress=False, stop_at_step=6, evaluate=False)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False)
     orphan = RunFolder(run_dir).checkpoints_path / f".step_000000012.safetensors.{int(dead.stdout)}.0badc0de.tmp"
     orphan.write_bytes(os.urandom(1 << 20))  # what a kill -9 during a checkpoint write leaves
     train_saes(CONFIG, run_dir, activations=rows(), progress=False, resume=True, stop_at_step=12, evaluate=False)

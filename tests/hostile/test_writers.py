@@ -48,7 +48,7 @@ def together(target, *arg_lists) -> list[tuple[str, str]]:
                  for i, args in enumerate(arg_lists)]
     for process in processes:
         process.start()
-    outcomes = dict((i, (kind, text)) for i, kind, text in (results.get(timeout=300) for _ in processes))
+    outcomes = {i: (kind, text) for i, kind, text in (results.get(timeout=300) for _ in processes)}
     for process in processes:
         process.join(60)
     return [outcomes[i] for i in range(len(arg_lists))]
@@ -124,7 +124,7 @@ def test_two_processes_writing_one_file_never_share_a_temporary_name(tmp_path):
 def test_a_dead_writers_temporary_files_are_swept_when_the_folder_is_next_written(tmp_path):
     folder = tmp_path / "cache"
     (folder / "hook").mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False)
     dead_pid = int(dead.stdout)
     left = [folder / f".manifest.json.{dead_pid}.0123abcd.tmp", folder / "hook" / "shard_00003.safetensors.tmp",
             folder / "checkpoints" / f".step_000000008.safetensors.{dead_pid}.89abcdef.tmp"]
