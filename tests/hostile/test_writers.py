@@ -187,3 +187,28 @@ def test_a_folder_that_cannot_be_written_is_one_line_before_any_work(tmp_path, m
     with pytest.raises(locks.FolderWriteError, match="cannot write the run") as error:
         _train(tmp_path / "runs" / "r", 0.001)
     assert why in str(error.value) and "\n" not in str(error.value)
+
+
+def _analyze(run, out):
+    from interp.features.dashboards import DashboardConfig
+    from interp.pipeline import analyze_features
+
+    analyze_features(run, out, config=DashboardConfig(n_top=3), with_logits=False)
+
+
+def test_two_analyses_of_one_run_leave_whole_dashboards_and_one_refusal(workspace, tmp_path):
+    import shutil
+
+    from interp.store import tables
+    from interp.store.analysis_folder import AnalysisFolder
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace, root, symlinks=True)
+    run, out = root / "runs" / "demo-mfr", root / "analyses"
+    one_refused(together(_analyze, (run, out), (run, out)))
+    for member in ("sae_0", "sae_1"):
+        folder = AnalysisFolder(out / "demo-mfr" / member)
+        record = folder.record("dashboards")
+        assert record is not None and record.values["config"]["n_top"] == 3  # the winner's, whole
+        assert all(folder.verified_path(name) for name in record.tables)
+        assert tables.n_features(folder) == 64
