@@ -188,11 +188,11 @@ def follow() -> None:
     frame = data.metrics(run)
     try:
         done, total = checkpoint_step(run), total_steps(run)
-    except InputError as error:  # a damaged config.json: named here, the page goes on
-        st.warning(f"{error}")
+    except InputError:  # a damaged config.json: the state line names it, the page goes on
         done, total = checkpoint_step(run), None
     c1, c2 = st.columns([3, 1])
-    where = f"checkpoint at step {done:,} of {total:,}" if total else "no config yet"
+    where = (f"checkpoint at step {done:,} of {total:,}" if total
+             else "no config yet" if not RunFolder(run).exists() else f"checkpoint at step {done:,}")
     c1.markdown(f"**{run_id}**: {state}{f' (pid {pid})' if pid else ''}; {len(frame)} logged steps; {where}")
     if pid and c2.button("Stop", key="stop", help="SIGTERM: the trainer checkpoints the current step and exits"):
         try:

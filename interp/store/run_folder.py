@@ -195,7 +195,13 @@ class RunFolder:
 
     def read_config(self) -> RunConfig:
         """``config.json`` checked (``RunConfig``); a missing, unparsable or ill-shaped one raises ``RunFileError``."""
-        return parse_config(read_json(self.config_path, "run config", RunFileError), self.config_path)
+        try:
+            values = read_json(self.config_path, "run config", RunFileError)
+        except RunFileError as error:
+            if not self.config_path.exists():
+                raise
+            raise RunFileError(f"{error}; restore that file or train the run again") from None
+        return parse_config(values, self.config_path)
 
     def config(self) -> dict:
         """``config.json`` as a dict, after the checks of ``read_config``."""

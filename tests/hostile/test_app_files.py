@@ -38,7 +38,7 @@ def damaged_copy(workspace: Path, root: Path, case: str) -> Path:
 
 
 def texts(at: AppTest) -> str:
-    parts = [e.value for e in (*at.error, *at.warning, *at.info)]
+    parts = [e.value for e in (*at.error, *at.warning, *at.info, *at.markdown)]
     parts += [str(frame.value.to_dict()) for frame in at.dataframe]
     return "\n".join(parts)
 
@@ -54,6 +54,8 @@ def test_every_page_survives_one_damaged_file_and_names_it(workspace, tmp_path, 
         assert "Traceback" not in texts(at)
         named.append(DAMAGE[case][2] in texts(at))
     assert named[0], (case, "Home must name the damaged file")  # the listing says which file and why
+    if DAMAGE[case][0] == RUN_CONFIG:
+        assert named[1], (case, "Training must name the run's damaged config")
 
 
 def test_workbench_app_never_sends_tracebacks_to_the_browser():
