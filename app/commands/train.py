@@ -72,17 +72,17 @@ def train(**values) -> None:
             run_id = v["run_id"]
             run_dir = v["runs"] / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, v["runs"])
             resume = v["resume"]
-            if config.n_tokens % config.batch_size:
-                typer.secho(f"note: --tokens {config.n_tokens:,} is not a multiple of --batch-size "
-                            f"{config.batch_size:,}: training {config.n_steps * config.batch_size:,} tokens "
-                            f"({config.n_steps:,} steps)", fg=typer.colors.YELLOW, err=True)
         with removed_on_failure(run_dir, keep=lambda folder: any(RunFolder(folder).checkpoints_path.glob("*"))):
             run = train_saes(config, run_dir, resume=resume)
         if run.step < config.n_steps:
             typer.echo(f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
                        f"`workbench train --resume-from {run.directory}`")
             raise typer.Exit(code=STOPPED_EXIT)  # a job records it as stopped, not finished
-        typer.echo(f"run written to {run.directory}")
+        trained = config.n_steps * config.batch_size
+        rounded = (f"; trained {trained:,} tokens ({config.n_steps:,} whole batches of {config.batch_size:,}): "
+                   f"--tokens {config.n_tokens:,} is not a multiple of the batch size"
+                   if trained != config.n_tokens else "")
+        typer.echo(f"run written to {run.directory}{rounded}")
         if run.evaluation:
             for i, member in enumerate(run.evaluation["members"]):
                 typer.echo(f"  sae_{i}: fvu {member['fvu']:.4f}  l0 {member['l0']:.1f}  "

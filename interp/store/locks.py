@@ -6,7 +6,8 @@ lock never outlives its writer. The holder writes ``{pid, started, token}`` into
 second writer is refused with one line naming the pid and its start time, and a reader can prove who
 holds a folder (``holder``: the lock is held, and that pid has the lock file open). Taking the lock
 also sweeps the temporary files (``interp.store.io.TMP``) left by dead writers. Re-entrant within a
-process (a pipeline step may call another that writes the same folder). No torch here.
+thread (a pipeline step may call another that writes the same folder); another thread of the same
+process (an app session) is refused like another process. No torch here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from interp.store.io import sweep_temporary
 
 LOCK = ".writer.lock"
 
-_held: dict[Path, tuple[int, Holder, int]] = {}  # folder -> (fd, holder, depth) of the locks this process holds
+_held: dict[Path, tuple[int, Holder, int, int]] = {}  # folder -> (fd, holder, depth, thread) of this process's locks
 _guard = threading.Lock()
 
 
@@ -78,9 +79,12 @@ def writing(folder: Path | str, what: str = "folder") -> Iterator[Holder]:
     with ``FolderBusyError``, an unwritable place with ``FolderWriteError``, before anything is written."""
     folder = Path(folder).absolute()
     with _guard:
-        if folder in _held:  # this process already writes it: nest
-            fd, holder, depth = _held[folder]
-            _held[folder] = (fd, holder, depth + 1)
+        if folder in _held:
+            fd, holder, depth, thread = _held[folder]
+            if thread != threading.get_ident():  # another thread of this process (an app session) writes it
+                raise FolderBusyError(f"the {what} {folder} is being written by {holder.describe()}; wait for it "
+                                      "to finish or pick another id")
+            _held[folder] = (fd, holder, depth + 1, thread)  # this thread already writes it: nest
             nested = True
         else:
             nested = False
@@ -89,8 +93,8 @@ def writing(folder: Path | str, what: str = "folder") -> Iterator[Holder]:
             yield holder
         finally:
             with _guard:
-                fd, holder, depth = _held[folder]
-                _held[folder] = (fd, holder, depth - 1)
+                fd, holder, depth, thread = _held[folder]
+                _held[folder] = (fd, holder, depth - 1, thread)
         return
     created = not folder.exists()
     try:
@@ -112,16 +116,17 @@ def writing(folder: Path | str, what: str = "folder") -> Iterator[Holder]:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps({"pid": holder.pid, "started": holder.started, "token": holder.token}).encode(), 0)
     with _guard:
-        _held[folder] = (fd, holder, 1)
+        _held[folder] = (fd, holder, 1, threading.get_ident())
     try:
         sweep_temporary(folder)  # we are the only writer: what a dead writer left half-made goes
         yield holder
     finally:
         with _guard:
             del _held[folder]
-        if created and [p.name for p in folder.iterdir()] == [LOCK]:  # made for nothing: leave no trace
-            lock_path(folder).unlink()
-            folder.rmdir()
+        with contextlib.suppress(OSError):  # the body may have removed the folder itself (a failed first write)
+            if created and [p.name for p in folder.iterdir()] == [LOCK]:  # made for nothing: leave no trace
+                lock_path(folder).unlink()
+                folder.rmdir()
         os.close(fd)  # releases the lock; a folder that holds anything keeps its lock file
 
 

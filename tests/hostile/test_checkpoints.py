@@ -76,7 +76,7 @@ def cli_run(workspace, tmp_path):
                        "blocks.1.hook_resid_post", "--d-sae", "32", "--k", "4", "--tokens", "3000",
                        "--batch-size", "256", "--checkpoint-every", "4", "--runs", tmp_path / "runs", "--run-id", "r")
     assert code == 0, output
-    assert "training 2,816 tokens (11 steps)" in output  # 3000 is not a multiple of 256: it says what it trains
+    assert "trained 2,816 tokens (11 whole batches of 256)" in output  # 3000 is not a multiple of 256: it says so
     return tmp_path / "runs" / "r"
 
 

@@ -56,6 +56,30 @@ def test_sigterm_to_the_demo_during_training_stops_it_at_once_with_one_line(tmp_
     assert RunFolder(workspace / "runs" / "demo-mfr").checkpoint_step() > 0  # checkpointed before stopping
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_demo_while_it_caches_stops_it_with_one_line_and_a_resumable_cache(tmp_path, signum):
+    workspace = tmp_path / "ws"
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "demo", "--workspace", str(workspace)], cwd=ROOT,
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    manifest = workspace / "cached_activations" / "demo" / "manifest.json"
+    try:
+        wait_for(lambda: any(manifest.parent.rglob("shard_*.safetensors")) or process.poll() is not None, 300,
+                 "the demo's first shard")
+        process.send_signal(signum)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    name = signal.Signals(signum).name
+    assert process.returncode == (130 if signum == signal.SIGINT else 143), (out[-2000:], err[-2000:])
+    stopped = [line for line in err.splitlines() if line.startswith(f"stopped by {name}")]
+    assert len(stopped) == 1 and "during 'cache activations'" in stopped[0] and "Traceback" not in err, err[-2000:]
+    assert json.loads(manifest.read_text())["status"] == "running"  # resumable by the same command
+    assert "== train" not in out
+
+
 def test_a_job_whose_module_stops_is_recorded_as_stopped_not_finished(tmp_path):
     job = Job.in_folder(tmp_path / "job")
     job.start("tests.hostile.stopped_module", [], cwd=ROOT, env=ENV)
@@ -140,3 +164,12 @@ print(len(windows), time.perf_counter() - start, resource.getrusage(resource.RUS
     n, seconds, grown_kb = result.stdout.split()
     assert int(n) == 64, result.stderr[-2000:]
     assert float(seconds) < 20 and int(grown_kb) < 200_000, (seconds, grown_kb)  # was 115 s and 2.0 GB
+
+
+def test_analyze_into_a_file_is_one_line_before_any_work(workspace, tmp_path):
+    blocker = tmp_path / "analyses"
+    blocker.write_text("not a folder")
+    start = time.perf_counter()
+    assert_one_line_error(["analyze", "features", workspace / "runs" / "demo-mfr", "--out", blocker, "--no-logits"],
+                          "cannot write the analysis", "a file is in the way")
+    assert time.perf_counter() - start < 30  # refused at the lock, not after computing the dashboards

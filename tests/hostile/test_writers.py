@@ -212,3 +212,31 @@ def test_two_analyses_of_one_run_leave_whole_dashboards_and_one_refusal(workspac
         assert record is not None and record.values["config"]["n_top"] == 3  # the winner's, whole
         assert all(folder.verified_path(name) for name in record.tables)
         assert tables.n_features(folder) == 64
+
+
+def test_two_threads_of_one_process_are_two_writers_but_one_thread_nests(tmp_path):
+    """The app serves every session from a thread of one process: a second session writing the same folder is
+    refused like another process, while one thread's nested writes (a pipeline step calling another) go on."""
+    import threading
+
+    folder, inside, seen = tmp_path / "run", threading.Event(), []
+    release = threading.Event()
+
+    def first():
+        with locks.writing(folder, "run"), locks.writing(folder, "run"):  # nested in one thread: fine
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(10)
+    try:
+        with pytest.raises(locks.FolderBusyError, match=BUSY):
+            with locks.writing(folder, "run"):
+                seen.append("entered")
+    finally:
+        release.set()
+        thread.join()
+    assert not seen
+    with locks.writing(folder, "run"):  # released: the next writer gets it
+        assert locks.holder(folder).pid == os.getpid()
