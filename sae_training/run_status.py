@@ -1,8 +1,9 @@
 """What a run folder says about its state, read without torch: who trains it now, how far it got.
 
-``running.json`` (``{"pid": ...}``) exists while a process trains the run; the trainer writes it
-atomically when the loop starts and removes it when it ends or stops. The app reads these to show
-"running"/"stopped"/"finished" and to offer Stop and Resume for any run, however it was launched.
+``running.json`` (``{"pid", "started", "token"}``) exists while a process trains the run; the trainer writes it
+atomically when the loop starts, holding the run folder's writer lock whose token it names, and removes it
+when it ends or stops. The app reads these to show "running"/"stopped"/"finished" and to offer Stop and
+Resume for any run, however it was launched; nothing is read from other processes' command lines.
 """
 
 from __future__ import annotations
@@ -19,46 +20,15 @@ from interp.store.run_folder import RunFolder
 
 
 def running_pid(run_dir: Path | str) -> int | None:
-    """The pid training ``run_dir`` right now (from ``running.json``), or None if none is alive."""
-    pid = RunFolder(run_dir).running_pid()
-    if pid is None:
-        return None
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return pid if b"python" in cmdline else None
-
-
-def _option(args: list[str], flag: str) -> str | None:
-    for i, arg in enumerate(args):
-        if arg == flag and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
+    """The pid training ``run_dir`` right now, or None: proven by the trainer's own record (``RunFolder.trainer``:
+    ``running.json``'s token is that of the live holder of the run's folder lock), never by a command line."""
+    return RunFolder(run_dir).trainer()
 
 
 def is_trainer_of(pid: int, run_dir: Path | str) -> bool:
-    """Whether ``/proc/<pid>`` is a live ``workbench train`` process writing ``run_dir``: its command line runs
-    the CLI's ``train`` with ``--resume-from`` that folder, or ``--run-id`` its name under ``--runs`` (default
-    ``runs``), both resolved against the process's own working directory. A pid read from a file is signalled
+    """Whether ``pid`` is the process training ``run_dir`` (``running_pid``). A pid read from a file is signalled
     only after this check, so a workspace file cannot point Stop at another process."""
-    try:
-        args = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
-    except (OSError, IndexError, ValueError):
-        return False
-    is_cli = any(a == "app.cli" or Path(a).name == "workbench" for a in args[:3])
-    if state == "Z" or not is_cli or "train" not in args:
-        return False
-    target = Path(run_dir).resolve()
-    resumed = _option(args, "--resume-from")
-    if resumed is not None:
-        return (cwd / resumed).resolve() == target
-    run_id = _option(args, "--run-id")
-    return run_id is not None and (cwd / (_option(args, "--runs") or "runs") / run_id).resolve() == target
+    return pid is not None and running_pid(run_dir) == pid
 
 
 @contextlib.contextmanager
@@ -78,8 +48,7 @@ def total_steps(run_dir: Path | str) -> int | None:
     folder = RunFolder(run_dir)
     if not folder.exists():
         return None
-    values = folder.config()
-    return int(values["n_tokens"]) // int(values["batch_size"])
+    return folder.read_config().n_steps
 
 
 class NotTrainerError(InputError):
@@ -106,4 +75,4 @@ def stop_training(run_dir: Path | str, pid: int) -> None:
         os.kill(pid, signal.SIGTERM)
     elif not (RunFolder(run_dir).job().status().pid == pid and RunFolder(run_dir).job().stop()):
         raise NotTrainerError(f"process {pid} is not a `workbench train` process for {Path(run_dir).name} "
-                              "(checked in /proc); stop it from where it was started")
+                              "(it does not hold the run's lock); stop it from where it was started")

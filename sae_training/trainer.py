@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from interp.models.loading import load_model
+from interp.store import locks
 from interp.store.names import check_name
 from interp.store.run_folder import RunFolder
 from sae_training import distributed as dist_utils
@@ -354,12 +356,22 @@ def train_saes(config: TrainConfig, run_dir: Path | str | None = None, *, resume
     ``activations`` (an in-memory ``[rows, d_in]`` tensor) replaces the cache / live model;
     ``stop_at_step`` stops early after checkpointing (for tests and time-boxed jobs). A finished run always
     leaves its SAELens folders ``sae_<i>/``; ``evaluate=False`` skips only ``eval.json`` (and the members'
-    ``sparsity.safetensors``, which comes from the evaluation).
+    ``sparsity.safetensors``, which comes from the evaluation). The main process holds the run folder's
+    writer lock throughout (taken before anything is read or written): a second trainer of the same folder
+    is refused at once.
     """
-    if config.cache is None and config.model is None and activations is None:
-        raise ConfigError("no training data: set `cache` or `model` in the config, or pass `activations`")
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_name(run_dir.name, "run id")  # a name, never '.', '..' or a hidden folder
+    main = (dist_utils.world()[0] if dist_utils.world()[1] > 1 else int(os.environ.get("RANK", "0"))) == 0
+    with locks.writing(run_dir, "run") if main else contextlib.nullcontext():
+        return _train_saes(config, run_dir, resume=resume, progress=progress, stop_at_step=stop_at_step,
+                           activations=activations, model=model, evaluate=evaluate)
+
+
+def _train_saes(config: TrainConfig, run_dir: Path, *, resume: bool, progress: bool, stop_at_step: int | None,
+                activations: torch.Tensor | None, model, evaluate: bool) -> Run:
+    if config.cache is None and config.model is None and activations is None:
+        raise ConfigError("no training data: set `cache` or `model` in the config, or pass `activations`")
     folder, store, state, start, is_main, world_size, model = _prepare(config, run_dir, resume, activations, model)
     device = state.steps_since_fired.device
     end = min(config.n_steps, stop_at_step) if stop_at_step is not None else config.n_steps

@@ -12,14 +12,14 @@ SOURCES = ("interp", "sae_training", "app", "benchmarks")
 
 # file names of each folder kind -> the module that owns them
 OWNED = {
-    "interp/store/analysis_folder.py": ("meta.json", "summary.json", "features.parquet", "matches.parquet",
+    "interp/store/analysis_folder.py": ("meta.json", "geometry.json", "summary.json", "features.parquet", "matches.parquet",
                                   "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
                                   "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet"),
     "interp/store/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
                              "app_launch.json", "app_launch_result.json",
                              "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders
     "interp/store/jobs.py": ("job.json", "job_result.json", "job.log"),
-    "interp/cache/format.py": ("manifest.json",),
+    "interp/store/cache_manifest.py": ("manifest.json",),
 }
 # name patterns of a folder kind that a plain substring cannot express -> their owner
 OWNED_PATTERNS = {

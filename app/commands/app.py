@@ -19,6 +19,7 @@ def app_command_line(workspace: Path, port: int) -> list[str]:
     """The streamlit command line; the workspace also goes after ``--`` so the pages can read it."""
     return [sys.executable, "-m", "streamlit", "run", str(HOME), "--server.headless", "true",
             "--server.port", str(port), "--server.address", "localhost", "--browser.gatherUsageStats", "false",
+            "--client.showErrorDetails", "none",  # a traceback goes to the terminal, never to the browser
             "--", "--workspace", str(workspace)]
 
 
@@ -32,6 +33,10 @@ def app(
     port: int = typer.Option(8501, help="Local port to serve on."),
 ) -> None:
     """Open the Streamlit app (Home, Training, Features, Geometry, Circuits, Compare) on a workspace."""
+    if not 1 <= port <= 65535:
+        typer.secho(f"error: --port {port} is not a TCP port; pick one from 1 to 65535 (e.g. 8501)",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2)
     if not workspace.is_dir():
         typer.secho(f"error: workspace {workspace} is not a folder; create one with `workbench demo --workspace "
                     f"{workspace}`", fg=typer.colors.RED, err=True)

@@ -44,7 +44,8 @@ def cache(
         config = CacheConfig(model=model, data=data, hooks=split_csv(hooks), n_tokens=tokens,
                              context_size=context_size, batch_size=batch_size, shard_tokens=shard_tokens,
                              dtype=dtype, seed=seed)
-        directory = build_cache(config, root=root, cache_id=cache_id, device=device)
+        directory = build_cache(config, root=root, cache_id=cache_id, device=device,
+                                report=lambda note: typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True))
     typer.echo(f"cache complete: {directory}")
 
 

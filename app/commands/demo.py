@@ -1,13 +1,17 @@
 """``workbench demo``: every stage end to end on the embedded default (bundled model and corpus).
 
 Each stage is a function ``step(workspace) -> str`` (a one-line summary of what it wrote); the
-stages run in order, with their wall time, and the demo ends by saying where the results are.
+stages run in order, with their wall time, and the demo ends by saying where the results are. SIGTERM
+and SIGINT stop it at once at any stage (training checkpoints first) with one line saying how to resume:
+rerunning the same command continues from what was written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -15,6 +19,29 @@ import typer
 from app.commands.analyze import demo_analysis_step
 from app.commands.circuits import demo_circuits_step
 from app.commands.errors import user_errors
+from interp.store.jobs import STOPPED_EXIT
+
+
+class DemoStopped(Exception):
+    """A signal stopped the demo; the message says where."""
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[list[int]]:
+    """SIGTERM raises in the main thread as Ctrl-C does (the trainer's own handler checkpoints first, then
+    ``train_pair_step`` raises ``DemoStopped``); yields the list of signals received."""
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 DEMO_HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 DEMO_CACHE_ID = "demo"
@@ -57,7 +84,10 @@ def train_pair_step(workspace: Path, run_id: str, mfr_coefficient: float) -> str
     from sae_training.trainer import train_saes
 
     folder = workspace / "runs" / run_id
-    run = train_saes(demo_train_config(workspace, mfr_coefficient), folder, resume=RunFolder(folder).exists())
+    config = demo_train_config(workspace, mfr_coefficient)
+    run = train_saes(config, folder, resume=RunFolder(folder).exists())
+    if run.step < config.n_steps:  # the trainer got SIGTERM: it checkpointed and returned early
+        raise DemoStopped(f"training {run_id} stopped at step {run.step} of {config.n_steps} (checkpointed)")
     evaluation = run.evaluation or {}
     members = evaluation.get("members", [])
     metrics = RunFolder(folder).metrics_rows()
@@ -94,14 +124,24 @@ def demo(
     tokens: int = typer.Option(262_144, help="Tokens to cache from the bundled corpus."),
 ) -> None:
     """Run every stage on the bundled demo model and corpus (a few minutes on 2 CPU cores)."""
-    workspace.mkdir(parents=True, exist_ok=True)
     summaries = []
-    with user_errors():
-        for name, step in demo_steps(tokens):
-            typer.secho(f"== {name}", bold=True)
-            start = time.perf_counter()
-            summaries.append(step(workspace))
-            typer.echo(f"   {summaries[-1]} ({time.perf_counter() - start:.0f}s)")
+    with user_errors(), stop_on_signals() as received:
+        if workspace.exists() and not workspace.is_dir():
+            raise FileExistsError(f"workspace {workspace} is a file, not a folder; pass another --workspace")
+        workspace.mkdir(parents=True, exist_ok=True)
+        name = "start"
+        try:
+            for name, step in demo_steps(tokens):
+                typer.secho(f"== {name}", bold=True)
+                start = time.perf_counter()
+                summaries.append(step(workspace))
+                typer.echo(f"   {summaries[-1]} ({time.perf_counter() - start:.0f}s)")
+        except (KeyboardInterrupt, DemoStopped) as stop:
+            how = "SIGTERM" if received or isinstance(stop, DemoStopped) else "SIGINT"
+            where = f"{stop}" if isinstance(stop, DemoStopped) else f"during '{name}'"
+            typer.secho(f"stopped by {how}: {where}; run `workbench demo --workspace {workspace}` again to resume",
+                        fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(code=STOPPED_EXIT if how == "SIGTERM" else 130) from None
     typer.secho("\nDemo complete. Results:", fg=typer.colors.GREEN, bold=True)
     for summary in summaries:
         typer.echo(f"  - {summary}")

@@ -11,10 +11,12 @@ import typer
 
 from interp.cache.format import CacheError
 from interp.store.errors import InputError
+from interp.store.locks import FolderBusyError
 
 # bad input (every spec/config/path error derives from InputError), a broken cache, a missing file;
 # any other exception is a bug and keeps its traceback
-USER_ERRORS: tuple[type[BaseException], ...] = (InputError, CacheError, FileNotFoundError, FileExistsError)
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, CacheError, FileNotFoundError, FileExistsError,
+                                                NotADirectoryError, PermissionError)
 
 
 @contextlib.contextmanager
@@ -34,6 +36,8 @@ def removed_on_failure(folder: Path, keep: Callable[[Path], bool]) -> Iterator[N
     created = not folder.exists()
     try:
         yield
+    except FolderBusyError:
+        raise  # another process writes that folder: it is not ours to remove
     except BaseException:
         if created and folder.is_dir() and not keep(folder):
             shutil.rmtree(folder, ignore_errors=True)

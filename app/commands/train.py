@@ -11,6 +11,7 @@ import typer
 
 from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
+from interp.store.jobs import STOPPED_EXIT
 from interp.store.run_folder import CONFIG
 
 COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
@@ -98,8 +99,12 @@ def train(**values) -> None:
         if run.step < config.n_steps:
             typer.echo(f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
                        f"`workbench train --resume-from {run.directory}`")
-            return
-        typer.echo(f"run written to {run.directory}")
+            raise typer.Exit(code=STOPPED_EXIT)  # a job records it as stopped, not finished
+        trained = config.n_steps * config.batch_size
+        rounded = (f"; trained {trained:,} tokens ({config.n_steps:,} whole batches of {config.batch_size:,}): "
+                   f"--tokens {config.n_tokens:,} is not a multiple of the batch size"
+                   if trained != config.n_tokens else "")
+        typer.echo(f"run written to {run.directory}{rounded}")
         if run.evaluation:
             for i, member in enumerate(run.evaluation["members"]):
                 typer.echo(f"  sae_{i}: fvu {member['fvu']:.4f}  l0 {member['l0']:.1f}  "

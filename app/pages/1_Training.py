@@ -1,12 +1,17 @@
-"""Training: launch a run from a form (a subprocess), follow its metrics live, stop and resume any run."""
+"""Training: launch a run from a form (a subprocess), follow its metrics live, stop and resume any run.
+
+The form builds a ``TrainConfig`` (validated as the CLI's would be) and writes it as the run's config through
+its owner; the job then trains that run folder (``workbench train --resume-from runs/<id>``): no command
+line is assembled from the form, and none is read back.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import streamlit as st
 
+from app.commands.train import architecture_values
 from app.commands.units import parse_tokens
 from app.ui import data
 from app.ui.theme import missing, page, plot
@@ -22,9 +27,10 @@ from app.ui.workspace import (
     safe_path,
     workspace_root,
 )
-from interp.cache.format import MANIFEST
 from interp.figures.training import metric_curve_figure
+from interp.store.cache_manifest import MANIFEST, read_manifest
 from interp.store.errors import InputError
+from interp.store.locks import writing
 from interp.store.names import check_name
 from interp.store.run_folder import RunFolder
 from sae_training.architectures import ARCHITECTURES, architecture_options
@@ -71,7 +77,7 @@ def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
     check_name(run_id, "run id")
     if not (cache / MANIFEST).exists():
         raise FileNotFoundError(f"'{cache_path}' is not an activation cache (no {MANIFEST})")
-    hooks = json.loads(inside(root, cache / MANIFEST).read_text())["hooks"]
+    hooks = read_manifest(inside(root, cache)).hooks
     if hook not in hooks:
         raise InputError(f"hook '{hook}' is not in this cache; it holds {', '.join(hooks)}")
     if RunFolder(root / "runs" / run_id).exists():
@@ -82,7 +88,8 @@ def check_launch(cache_path: str, hook: str, run_id: str, tokens: str) -> Path:
 
 def check_resume(run: Path) -> None:
     """Refuse to resume a run whose config trains on a cache (or model folder) outside the workspace."""
-    config = json.loads(inside(root, RunFolder(run).config_path).read_text())
+    inside(root, RunFolder(run).config_path)
+    config = RunFolder(run).config()  # checked: a damaged config is refused, not launched
     if config.get("cache"):
         cache = inside(root, config["cache"])  # relative paths are the workspace's (the trainer's cwd)
         if not (cache / MANIFEST).exists():
@@ -91,7 +98,28 @@ def check_resume(run: Path) -> None:
         model_spec(root, config["model"])
 
 
-caches = list_caches(root)
+def launch_config(cache: Path, hook: str, arch: str, d_sae: int, ensemble: int, mfr: float, tokens: str,
+                  batch_size: int, lr: float, options: dict[str, str]) -> TrainConfig:
+    """The form as a ``TrainConfig`` (every value checked by it, options parsed as the CLI parses its flags)."""
+    return TrainConfig(cache=str(cache.relative_to(root)), hook=hook, architecture=arch,
+                       options=architecture_values(arch, options), d_sae=int(d_sae), n_members=int(ensemble),
+                       mfr_coefficient=float(mfr) if ensemble > 1 else 0.0, n_tokens=parse_tokens(tokens),
+                       batch_size=int(batch_size), lr=float(lr))
+
+
+def start_run(config: TrainConfig, run_id: str) -> Path:
+    """Write ``config`` as the new run's ``config.json`` (under the run's writer lock, refused if the run exists)
+    and start the job that trains it; the cache path is the workspace's (the job's cwd), so a copy resumes."""
+    folder = RunFolder(root / "runs" / run_id)
+    with writing(folder.path, "run"):
+        if folder.exists():
+            raise FileExistsError(f"run '{run_id}' exists already: pick another id, or select it below to resume it")
+        folder.write_config(config.to_dict())
+    launch(["--resume-from", str(folder.path.relative_to(root))], folder.path)
+    return folder.path
+
+
+caches = [cache for cache in list_caches(root) if cache.usable]
 with st.expander("Launch a run", expanded=not list_runs(root)):
     if not caches:
         missing("Training needs an activation cache.", COMMANDS["cache"])
@@ -111,22 +139,19 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
         lr = c3.number_input("Learning rate", 1e-6, 1.0, TrainConfig.default("lr"), key="lr", format="%.6g")
         st.caption(f"Options of {arch}")
         columns = st.columns(3)
-        options = {spec.flag: option_widget(columns[i % 3], spec) for i, spec in enumerate(architecture_options(arch))}
+        options = {spec.name: option_widget(columns[i % 3], spec) for i, spec in enumerate(architecture_options(arch))}
         submitted = st.form_submit_button("Launch")
     if submitted:
         try:
             cache = check_launch(cache_path, hook, run_id, tokens)
+            config = launch_config(cache, hook, arch, d_sae, ensemble, mfr, tokens, batch_size, lr, options)
+            start_run(config, run_id)
         except (UnsafePathError, FileNotFoundError, FileExistsError, ValueError) as error:
             st.error(f"Refused: {error}")
         else:
-            args = ["--cache", str(cache.relative_to(root)), "--hook", hook, "--arch", arch, "--d-sae", str(int(d_sae)),
-                    "--ensemble", str(int(ensemble)), "--mfr", str(mfr if ensemble > 1 else 0.0),
-                    "--tokens", tokens, "--batch-size", str(int(batch_size)), "--lr", str(lr), "--run-id", run_id,
-                    "--runs", "runs"]  # relative to the workspace (the process's cwd): a copied workspace resumes
-            args += [part for flag, value in options.items() for part in (flag, value)]
-            launch(args, root / "runs" / run_id)
             st.session_state["run"] = run_id
-            st.success(f"Launched `workbench train {' '.join(args)}`")
+            st.success(f"Launched the training of run `{run_id}` ({config.n_steps:,} steps of {config.batch_size:,} "
+                       f"tokens on {config.hook})")
 
 runs = list_runs(root)
 run_ids = [r.run_id for r in runs]
@@ -161,9 +186,13 @@ def follow() -> None:
     """Re-read the run's state and metrics.jsonl every two seconds (metrics cached on the file's mtime)."""
     state, pid = status(run)
     frame = data.metrics(run)
-    done, total = checkpoint_step(run), total_steps(run)
+    try:
+        done, total = checkpoint_step(run), total_steps(run)
+    except InputError:  # a damaged config.json: the state line names it, the page goes on
+        done, total = checkpoint_step(run), None
     c1, c2 = st.columns([3, 1])
-    where = f"checkpoint at step {done:,} of {total:,}" if total else "no config yet"
+    where = (f"checkpoint at step {done:,} of {total:,}" if total
+             else "no config yet" if not RunFolder(run).exists() else f"checkpoint at step {done:,}")
     c1.markdown(f"**{run_id}**: {state}{f' (pid {pid})' if pid else ''}; {len(frame)} logged steps; {where}")
     if pid and c2.button("Stop", key="stop", help="SIGTERM: the trainer checkpoints the current step and exits"):
         try:

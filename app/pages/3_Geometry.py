@@ -58,7 +58,7 @@ rows = []
 for name in list_analyses(root):
     other = AnalysisFolder(root / "analyses" / name)
     if other.has("geometry_galaxy"):
-        hook = data.read_json(other.meta_path).get("hook", "?") if other.meta_path.exists() else "?"
+        hook = other.meta().get("hook", "?")  # the dashboards' checked record ({} without one)
         rows.append({"analysis": name, "hook": hook, **data.parquet(other.table_path("geometry_galaxy")).iloc[0].to_dict()})
 galaxy = pd.DataFrame(rows)
 by_layer = galaxy_figure(galaxy)

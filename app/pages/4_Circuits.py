@@ -53,7 +53,7 @@ EXAMPLE_PROMPTS = {
 }
 
 st.subheader("Attention patterns of a prompt")
-specs = sorted({c.model for c in list_caches(root)} | {"demo"})
+specs = sorted({c.model for c in list_caches(root) if c.usable} | {"demo"})
 st.session_state.setdefault("prompt", next(iter(EXAMPLE_PROMPTS.values())))
 st.selectbox("Example prompt", list(EXAMPLE_PROMPTS), key="example",
              on_change=lambda: st.session_state.update(prompt=EXAMPLE_PROMPTS[st.session_state["example"]]))

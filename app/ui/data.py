@@ -18,10 +18,12 @@ import streamlit as st
 from app.ui.workspace import UnsafePathError, inside, workspace_root
 from interp.store import tables
 from interp.store.analysis_folder import AnalysisFolder
+from interp.store.errors import InputError
 from interp.store.run_folder import RunFolder
 
-UNREADABLE = (tables.TableError, UnsafePathError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError, UnicodeDecodeError, PermissionError,
-              IsADirectoryError)
+# a damaged file, or a table no complete analysis lists (InputError: IncompleteAnalysisError, RunFileError, ...)
+UNREADABLE = (tables.TableError, InputError, duckdb.Error, pyarrow.ArrowException, json.JSONDecodeError,
+              UnicodeDecodeError, PermissionError, IsADirectoryError, NotADirectoryError)
 
 
 def readable(reader):
@@ -67,6 +69,7 @@ def parquet(path: Path, where: str = "", params: tuple = (), columns: str = "*",
     """Rows of one Parquet file (filters pushed down by DuckDB); ``where`` is ours, values go in ``params``."""
     if not path.exists():
         raise FileNotFoundError(path)
+    AnalysisFolder(path.parent).verified_path(path.stem)  # dashboards and geometry: only what their record lists
     return _parquet(str(path), _stamp(path), where, tuple(params), columns, order)
 
 
@@ -125,7 +128,10 @@ def search(folder: Path, kind: str, token: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _json(path: str, stamp: float) -> dict:
-    return json.loads(Path(path).read_text())
+    value = json.loads(Path(path).read_text())
+    if not isinstance(value, dict):
+        raise InputError(f"{path} holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 @readable
@@ -137,7 +143,7 @@ def read_json(path: Path) -> dict:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _metrics(path: str, stamp: float) -> pd.DataFrame:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    rows = list(RunFolder(Path(path).parent).read_metrics().rows)  # checked; a line cut short by a kill skipped
     frame = pd.json_normalize(rows, sep="_") if rows else pd.DataFrame()
     if "members" in frame:
         for i in range(max((len(m) for m in frame["members"] if isinstance(m, list)), default=0)):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from interp.cache.format import MANIFEST
+from interp.store.cache_manifest import MANIFEST, read_manifest
 from interp.store.errors import InputError
 
 ENV_VAR = "WORKBENCH_WORKSPACE"
@@ -85,17 +84,17 @@ def model_spec(root: Path, spec: str) -> str:
     return text
 
 
-def read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
 @dataclass(frozen=True)
 class Cache:
     cache_id: str
     model: str
     hooks: tuple[str, ...]
     n_tokens: int
-    status: str
+    status: str  # complete | running | damaged: <why>
+
+    @property
+    def usable(self) -> bool:
+        return not self.status.startswith("damaged")
 
 
 @dataclass(frozen=True)
@@ -117,7 +116,10 @@ def run_state(folder: Path, evaluated: bool) -> str:
 
     if running_pid(folder):
         return "running"
-    done, total = checkpoint_step(folder), total_steps(folder)
+    try:
+        done, total = checkpoint_step(folder), total_steps(folder)
+    except InputError as error:  # a damaged config.json: say so, the rest of the page still renders
+        return f"damaged: {error}"
     if evaluated:
         return "finished"
     if total is not None and done >= total:  # killed while evaluating: Resume re-runs the evaluation
@@ -126,29 +128,38 @@ def run_state(folder: Path, evaluated: bool) -> str:
 
 
 def list_caches(root: Path) -> list[Cache]:
-    """The workspace's caches (those whose manifest resolves inside it)."""
+    """The workspace's caches (those whose manifest resolves inside it); a damaged manifest is a row saying so."""
     caches = []
-    for manifest in sorted((root / "cached_activations").glob(f"*/{MANIFEST}")):
-        if not contained(root, manifest):
+    for path in sorted((root / "cached_activations").glob(f"*/{MANIFEST}")):
+        if not contained(root, path):
             continue
-        m = read_json(manifest)
-        caches.append(Cache(manifest.parent.name, str(m["config"]["model"]), tuple(m["hooks"]),
-                            int(m.get("n_tokens", 0)), str(m.get("status", "unknown"))))
+        try:
+            manifest = read_manifest(path.parent)
+        except InputError as error:
+            caches.append(Cache(path.parent.name, "?", (), 0, f"damaged: {error}"))
+            continue
+        caches.append(Cache(manifest.cache_id, manifest.model, tuple(manifest.hooks), manifest.n_tokens,
+                            manifest.status))
     return caches
 
 
 def list_runs(root: Path) -> list[Run]:
-    """The workspace's runs: folders whose files (config, evaluation, metrics, status) all resolve inside it."""
+    """The workspace's runs: folders whose files (config, evaluation, metrics, status) all resolve inside it;
+    a run with a damaged file is a row whose state says which file and why."""
     from interp.store.run_folder import list_runs as stored
 
     runs = []
     for run in stored(root / "runs"):
         if not contained(root, run.path, *run.files()):
             continue
-        config, evaluation = read_json(run.config_path), run.evaluation()
-        runs.append(Run(run.run_id, run.path, config.get("architecture", "?"), int(config.get("d_sae", 0)),
-                        int(config.get("n_members", 1)), float(config.get("mfr_coefficient", 0.0)),
-                        tuple(evaluation.get("members", [])), run.n_logged(), run_state(run.path, bool(evaluation))))
+        try:
+            config, evaluation = run.read_config(), run.evaluation()
+            state = run_state(run.path, bool(evaluation))
+        except InputError as error:
+            runs.append(Run(run.run_id, run.path, "?", 0, 0, 0.0, (), run.n_logged(), f"damaged: {error}"))
+            continue
+        runs.append(Run(run.run_id, run.path, config.architecture, config.d_sae, config.n_members,
+                        config.mfr_coefficient, tuple(evaluation.get("members", [])), run.n_logged(), state))
     return runs
 
 

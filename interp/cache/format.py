@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interp.store.cache_manifest import MANIFEST  # noqa: F401 - re-exported: the writer and readers name it by this
 from interp.store.io import sha256_file, write_json, write_safetensors  # noqa: F401  (sha256_file: part of this API)
 
-MANIFEST = "manifest.json"
 TOKENS_DIR = "tokens"
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 SAFETENSORS_DTYPES = {

@@ -29,12 +29,15 @@ from interp.cache.format import (
     TOKENS_DIR,
     CacheError,
     atomic_write_json,
+    sha256_file,
     shard_name,
     write_shard,
 )
 from interp.models.data import batched_windows, data_changes, data_fingerprint, token_windows
 from interp.models.loading import DEFAULT_HOOK, check_hooks, load_model, model_fingerprint
+from interp.store.cache_manifest import read_manifest
 from interp.store.errors import InputError
+from interp.store.locks import writing
 from interp.store.names import check_name
 
 FORMAT_VERSION = 1
@@ -153,6 +156,7 @@ class CacheWriter:
         self.storage_dtype = STORAGE_DTYPES[config.dtype]
         self.stop_at_layer = stop_layer_for(config.hooks)
         self.widths = self._probe_widths()
+        self.repaired: list[str] = []  # shards found damaged on opening an existing cache, computed again
 
     def _probe_widths(self) -> dict[str, int]:
         shapes: dict[str, tuple[int, ...]] = {}
@@ -191,7 +195,7 @@ class CacheWriter:
     def _load_or_create_manifest(self, path: Path) -> dict:
         if not path.exists():
             return self._fresh_manifest()
-        manifest = json.loads(path.read_text())
+        manifest = read_manifest(self.directory, path).raw  # a truncated or garbled manifest: one clear error
         if manifest.get("config_hash") != self.config.config_hash():
             raise CacheError(
                 f"{path} was written with a different configuration ({manifest.get('config')}); "
@@ -205,6 +209,24 @@ class CacheWriter:
             raise CacheError(f"the data '{self.config.data}' changed since {self.directory} was cached ({changed}), "
                              "so its activations are stale: delete that folder, or pass another --cache-id, to "
                              "cache the new data")
+        return self._verified(manifest)
+
+    def _verified(self, manifest: dict) -> dict:
+        """``manifest`` without the shards whose files are missing or fail their checksum (they are computed
+        again, as after a kill); each one dropped is noted in ``self.repaired``."""
+        kept = []
+        for shard in manifest["shards"]:
+            bad = next((entry["path"] for entry in shard["files"].values()
+                        if not (self.directory / entry["path"]).is_file()
+                        or sha256_file(self.directory / entry["path"]) != entry["sha256"]), None)
+            if bad is None:
+                kept.append(shard)
+            else:
+                self.repaired.append(f"shard {shard['index']} ({bad} is missing or fails its checksum)")
+        if len(kept) < len(manifest["shards"]):
+            manifest = {**manifest, "shards": kept, "n_tokens": sum(s["n_tokens"] for s in kept),
+                        "status": "running"}
+            manifest.pop("exhausted_data", None)
         return manifest
 
     # -- compute --------------------------------------------------------------------------------
@@ -251,6 +273,7 @@ class CacheWriter:
         token_tensors = {"token_ids": shard.token_ids, "sequence": shard.sequence, "position": shard.position}
         files[TOKENS_DIR] = {"path": relative, "sha256": write_shard(self.directory / relative, token_tensors)}
         manifest["shards"].append({"index": shard.index, "n_tokens": shard.n_tokens, "files": files})
+        manifest["shards"].sort(key=lambda entry: entry["index"])  # a repaired shard goes back in its place
         manifest["n_tokens"] += shard.n_tokens
         atomic_write_json(self.manifest_path, manifest)
 
@@ -260,20 +283,23 @@ class CacheWriter:
         A run that fails before its first shard removes the folder it created (nothing in it is worth
         keeping); a killed one leaves a ``running`` manifest that the same command resumes.
         """
-        created = not self.directory.exists()
-        try:
+        if self.world_size > 1:  # the ranks write one folder together, each its own shards and part manifest
             return self._run(progress, on_shard)
-        except BaseException:
-            if created and self.world_size == 1 and not any(self.directory.rglob("*.safetensors")):
-                shutil.rmtree(self.directory, ignore_errors=True)
-            raise
+        created = not self.directory.exists()
+        with writing(self.directory, "activation cache"):  # one writer per cache, before any write; a busy
+            try:                                            # folder is refused here and never removed
+                return self._run(progress, on_shard)
+            except BaseException:
+                if created and not any(self.directory.rglob("*.safetensors")):
+                    shutil.rmtree(self.directory, ignore_errors=True)
+                raise
 
     def _run(self, progress: bool, on_shard: Callable[[int], None] | None) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / MANIFEST
         if self.world_size > 1 and final.exists():
             self._load_or_create_manifest(final)  # refuses a different config or model
-            if json.loads(final.read_text())["status"] == "complete":
+            if read_manifest(self.directory).complete:
                 return self.directory
         manifest = self._load_or_create_manifest(self.manifest_path)
         if manifest["status"] == "complete":
@@ -365,14 +391,21 @@ def rank_from_env() -> tuple[int, int]:
 
 def build_cache(config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
                 device: str | None = None, progress: bool = True, model=None,
-                rank: int | None = None, world_size: int | None = None) -> Path:
+                rank: int | None = None, world_size: int | None = None,
+                report: Callable[[str], None] | None = None) -> Path:
     """Create or resume the cache described by ``config``; returns its directory.
 
     Under ``torchrun`` (or given ``rank``/``world_size``) each process computes the shards whose index
     is its rank modulo the world size and records them in its own part manifest; rank 0 waits for
-    all parts and writes ``manifest.json``. The files are byte-identical to a one-process cache.
+    all parts and writes ``manifest.json``. The files are byte-identical to a one-process cache. Every
+    shard an existing manifest lists is verified first; a missing or damaged one is computed again (each
+    one passed to ``report``).
     """
     env_rank, env_world = rank_from_env()
     rank, world_size = (env_rank if rank is None else rank), (env_world if world_size is None else world_size)
-    return CacheWriter(config, root=root, cache_id=cache_id, device=device, model=model, rank=rank,
-                       world_size=world_size).run(progress=progress)
+    writer = CacheWriter(config, root=root, cache_id=cache_id, device=device, model=model, rank=rank,
+                         world_size=world_size)
+    directory = writer.run(progress=progress)
+    for note in writer.repaired if report is not None else ():
+        report(f"recomputed {note}")
+    return directory

@@ -70,7 +70,13 @@ def load_dictionary(folder: Path | str, device: str = "cpu") -> Dictionary:
     for required in (SAE_CONFIG, SAE_WEIGHTS):
         if not (folder / required).exists():
             raise DictionaryError(f"{folder} is not a SAELens SAE folder: {required} is missing")
-    return SAELensDictionary(SAE.load_from_disk(str(folder), device=device))
+    try:
+        sae = SAE.load_from_disk(str(folder), device=device)
+    except (RuntimeError, ValueError, KeyError, TypeError, OSError) as error:  # e.g. cfg.json d_in vs the weights
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise DictionaryError(f"{folder} cannot be loaded as a SAELens SAE ({first}); its {SAE_CONFIG} and "
+                              f"{SAE_WEIGHTS} disagree or are damaged: export the SAE again") from None
+    return SAELensDictionary(sae)
 
 
 def check_fits(dictionary: Dictionary, d_in: int, where: str) -> None:

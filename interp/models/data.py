@@ -27,6 +27,8 @@ from interp.store.io import sha256_file
 DEMO_CORPUS = Path(__file__).parent / "demo" / "corpus" / "shakespeare.jsonl.gz"
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet", ".jsonl.gz")
 SHUFFLE_BUFFER_DOCS = 256
+LARGE_TEXT_BYTES = 1 << 20  # a .txt file above this is read in pieces, not held (and tokenized) as one document
+TEXT_PIECE_BYTES = 1 << 16  # the size of those pieces, cut at whitespace (or a UTF-8 character boundary)
 TEXT_FIELD = "text"
 
 
@@ -60,8 +62,34 @@ def _decoded(raw: bytes, path: Path, line_number: int) -> str:
     return text
 
 
+def _cut(data: bytes) -> int:
+    """Where to end a piece of ``data``: after its last whitespace in the second half, else before the last
+    UTF-8 character start (never inside a character)."""
+    cut = max(data.rfind(b"\n", len(data) // 2), data.rfind(b" ", len(data) // 2)) + 1
+    if cut > 0:
+        return cut
+    cut = len(data) - 1
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:
+        cut -= 1
+    return cut or len(data)
+
+
 def _txt_texts(path: Path) -> Iterator[str]:
-    yield _decoded(path.read_bytes(), path, 1)
+    """A text file as one document; a large one (a 10 MB single line, say) as pieces of about
+    ``TEXT_PIECE_BYTES`` streamed from disk, so memory and tokenizing time stay bounded by what is used."""
+    if path.stat().st_size <= LARGE_TEXT_BYTES:
+        yield _decoded(path.read_bytes(), path, 1)
+        return
+    line, rest = 1, b""
+    with open(path, "rb") as handle:
+        while block := handle.read(TEXT_PIECE_BYTES):
+            data = rest + block
+            cut = _cut(data)
+            piece, rest = data[:cut], data[cut:]
+            yield _decoded(piece, path, line)
+            line += piece.count(b"\n")
+    if rest:
+        yield _decoded(rest, path, line)
 
 
 def _jsonl_records(path: Path) -> Iterator[tuple[int, bytes]]:

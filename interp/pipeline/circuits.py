@@ -36,6 +36,7 @@ from interp.circuits.prompts import (
 )
 from interp.features.dictionary import load_dictionary
 from interp.store.analysis_folder import SUMMARY, AnalysisFolder
+from interp.store.locks import writing
 
 
 def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
@@ -45,7 +46,15 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
 
     The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
     by default the top induction head on the repeated tokens. ``extra`` entries go into the summary last
-    (a task's own findings, such as IOI's head roles, replace the generic ones)."""
+    (a task's own findings, such as IOI's head roles, replace the generic ones). ``out``'s writer lock is
+    held throughout: a second analysis of the same prompt set is refused."""
+    with writing(out, "circuit analysis"):
+        return _analyze_circuits(model, clean, corrupt, metric, dest_mask, Path(out), start_head, sae_folder,
+                                 sae_hook, prompt_set, src_mask, cutoff, extra)
+
+
+def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head, sae_folder, sae_hook,
+                      prompt_set, src_mask, cutoff, extra) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     timings, summary = {}, {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])}
@@ -153,9 +162,10 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
     table = ioi_head_table(model, prompts)
     roles = ioi_roles(table)
     extra = {"heads": {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}, "ioi": ioi_scores(model, prompts)}
-    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
-                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi", src_mask=io,
-                               extra=extra)
-    AnalysisFolder(out).write_tables(
-        {"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})})
+    with writing(out, "circuit analysis"):
+        summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
+                                   start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi",
+                                   src_mask=io, extra=extra)
+        AnalysisFolder(out).write_tables(
+            {"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})})
     return summary

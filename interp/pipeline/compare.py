@@ -17,6 +17,7 @@ from interp.features.compare import MATCH_COLUMNS, check_comparable, match_frame
 from interp.features.dictionary import load_dictionary
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.io import write_parquet
+from interp.store.locks import writing
 
 
 def merge_matches(folder: Path | str, rows: pd.DataFrame) -> Path:
@@ -51,7 +52,9 @@ def compare_saes(sae_a: Path, sae_b: Path, folder_a: Path, folder_b: Path, devic
     notes = check_comparable(str(sae_a), a.d_in, _hook(folder_a, a), str(sae_b), b.d_in, _hook(folder_b, b))
     id_a, id_b = analysis_id(folder_a), analysis_id(folder_b)
     ab, ba = match_frames(a.W_dec.detach().float(), b.W_dec.detach().float(), id_a, id_b)
-    return Comparison(mmcs(ab), mmcs(ba), notes, (merge_matches(folder_a, ab), merge_matches(folder_b, ba)))
+    with writing(folder_a, "analysis"), writing(folder_b, "analysis"):  # merges read, then replace, each table
+        written = (merge_matches(folder_a, ab), merge_matches(folder_b, ba))
+    return Comparison(mmcs(ab), mmcs(ba), notes, written)
 
 
 def main(argv: list[str]) -> int:

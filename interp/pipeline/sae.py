@@ -8,6 +8,8 @@ the demo, benchmarks and notebooks call these functions.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,9 +23,20 @@ from interp.features.matching import matched_features_table
 from interp.features.principled_eval import evaluate_dictionaries, induction_task
 from interp.models.loading import load_model
 from interp.pipeline.compare import compare_saes, merge_matches
-from interp.store.analysis_folder import AnalysisFolder, analysis_id
+from interp.store.analysis_folder import COUNTS, AnalysisFolder, IncompleteAnalysisError, analysis_id
 from interp.store.errors import InputError
+from interp.store.locks import writing
 from interp.store.run_folder import SAE_CONFIG, RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
+
+
+@contextlib.contextmanager
+def writing_analyses(folders: list[AnalysisFolder]) -> Iterator[None]:
+    """Hold every folder's writer lock (before any computing: a second analysis of the same SAE is refused at
+    once, and an unwritable place fails before the work, not after it)."""
+    with contextlib.ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(writing(folder.path, "analysis"))
+        yield
 
 
 def run_cache(sae_folder: Path) -> Path:
@@ -61,11 +74,18 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     """Dashboards (and ensemble matches) for every SAE under ``sae_path``; returns their analysis folders.
 
     ``model_spec``: a loaded model, a model spec, or None for the cache's model (logit effects)."""
+    members = sae_members(Path(sae_path))
+    with writing_analyses([AnalysisFolder.of_sae(out_root, member) for member in members]):
+        return _analyze_features(members, out_root, cache_dir, hook, model_spec, config, max_rows, device, with_logits)
+
+
+def _analyze_features(members: list[Path], out_root: Path, cache_dir: Path | None, hook: str | None, model_spec,
+                      config, max_rows: int, device: str, with_logits: bool) -> list[AnalysisFolder]:
+    """Dashboards of ``members`` (the caller holds their folders' locks)."""
     import torch
 
 
     config = config or DashboardConfig()
-    members = sae_members(Path(sae_path))
     cache_dir = cache_dir or run_cache(members[0])
     cache = CacheFolder(cache_dir)
     model = model_spec if not isinstance(model_spec, (str, type(None))) else (  # a loaded model is used as is
@@ -89,8 +109,8 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
             coo = data.cooccurrence.tocoo()
             tables["cooccurrence_counts"] = pd.DataFrame({"feature": coo.row, "other": coo.col,
                                                           "count": coo.data.astype("int64")})
-        folder = AnalysisFolder.of_sae(out_root, member).write_tables(tables)
-        folder.write_meta({
+        folder = AnalysisFolder.of_sae(out_root, member)
+        folder.write_analysis("dashboards", tables, {
             "sae": workspace_relative(member, out_root), "cache": workspace_relative(Path(cache_dir), out_root),
             "hook": site,
             "n_tokens": data.n_tokens,
@@ -109,23 +129,32 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
 
 def analyze_geometry(sae_path: Path, out_root: Path, n_clusters: int = 5, max_features: int = 2000,
                      with_umap: bool = True, seed: int = 0) -> list[AnalysisFolder]:
-    """Geometry tables for every SAE under ``sae_path``, using co-occurrence counts from its dashboards."""
+    """Geometry tables for every SAE under ``sae_path``, lobes from the co-occurrence counts of its complete
+    dashboards (none without dashboards; refused over dashboards that an interrupted run left incomplete)."""
     import scipy.sparse as sp
 
 
-    folders = []
-    for member in sae_members(Path(sae_path)):
-        dictionary = load_dictionary(member)
-        folder = AnalysisFolder.of_sae(out_root, member)
-        counts, n_blocks = None, 0
-        if folder.has("cooccurrence_counts"):
-            frame = folder.read_table("cooccurrence_counts")
-            n_blocks = folder.meta()["n_blocks"]
-            counts = sp.csr_matrix((frame["count"], (frame.feature, frame.other)),
-                                   shape=(dictionary.d_sae, dictionary.d_sae))
-        tables = geometry_tables(dictionary.W_dec.detach().float().cpu().numpy(), counts, n_blocks,
-                                 n_clusters=n_clusters, max_features=max_features, seed=seed, with_umap=with_umap)
-        folders.append(folder.write_tables({f"geometry_{k}": v for k, v in tables.items()}))
+    members = sae_members(Path(sae_path))
+    folders = [AnalysisFolder.of_sae(out_root, member) for member in members]
+    with writing_analyses(folders):
+        for member, folder in zip(members, folders):
+            dictionary = load_dictionary(member)
+            dashboards = folder.record("dashboards")
+            if dashboards is None and folder.partial("dashboards"):
+                raise IncompleteAnalysisError(
+                    f"the dashboards in {folder.path} are incomplete ({', '.join(folder.partial('dashboards'))} "
+                    f"without a complete record); run `workbench analyze features` for {member} first")
+            counts, n_blocks, counts_sha = None, 0, None
+            if dashboards is not None and COUNTS in dashboards.tables:
+                frame = folder.read_table(COUNTS)  # verified against the record's checksum
+                n_blocks, counts_sha = int(dashboards.values["n_blocks"]), dashboards.tables[COUNTS]["sha256"]
+                counts = sp.csr_matrix((frame["count"], (frame.feature, frame.other)),
+                                       shape=(dictionary.d_sae, dictionary.d_sae))
+            tables = geometry_tables(dictionary.W_dec.detach().float().cpu().numpy(), counts, n_blocks,
+                                     n_clusters=n_clusters, max_features=max_features, seed=seed, with_umap=with_umap)
+            folder.write_analysis("geometry", {f"geometry_{k}": v for k, v in tables.items()}, {
+                "options": {"n_clusters": n_clusters, "max_features": max_features, "with_umap": with_umap,
+                            "seed": seed}, "counts_sha256": counts_sha})
     return folders
 
 
@@ -159,9 +188,10 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
         vocab = model.cfg.d_vocab
         candidates = torch.arange(min(100, vocab // 4), min(vocab, 100 + 40 * n_values))
         prompts = induction_task(candidates, n_prompts, n_values, vocab=vocab)
-    summary, flags = evaluate_dictionaries(model, site, prompts, dictionaries, budget)
     folder = AnalysisFolder(Path(out_root) / members[0].resolve().parent.name)
-    return folder.write_tables({"eval_summary": summary, "eval_flags": flags})
+    with writing_analyses([folder]):
+        summary, flags = evaluate_dictionaries(model, site, prompts, dictionaries, budget)
+        return folder.write_tables({"eval_summary": summary, "eval_flags": flags})
 
 
 def analyzed_folder(sae: Path, out_root: Path) -> AnalysisFolder:
@@ -181,5 +211,6 @@ def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path, device: str = "cpu
             raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no {SAE_CONFIG}); pass runs/<run_id>/sae_<i>")
     if Path(sae_a).resolve() == Path(sae_b).resolve():
         raise InputError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
-    return compare_saes(sae_a, sae_b, analyzed_folder(sae_a, out_root).path, analyzed_folder(sae_b, out_root).path,
-                        device=device)
+    folders = [analyzed_folder(sae_a, out_root), analyzed_folder(sae_b, out_root)]
+    with writing_analyses(folders):
+        return compare_saes(sae_a, sae_b, folders[0].path, folders[1].path, device=device)

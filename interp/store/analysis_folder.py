@@ -6,13 +6,26 @@ a prompt set ``analyses/circuits/<set>/`` (tables plus ``summary.json`` and grap
 Every table is ``<name>.parquet`` and every JSON document ``<name>.json``; tables and columns are
 listed in ``interp/ANALYSES.md`` and ``interp/CIRCUITS.md``. Writers are atomic (``interp.store.io``);
 imports stay light (no torch) so that the app's readers can use this module.
+
+Dashboards and geometry are each whole or absent. ``write_analysis`` removes the kind's record
+(``meta.json`` for dashboards, ``geometry.json`` for geometry) first, writes the tables, removes the
+kind's tables the new options no longer make, and writes the record last, listing every table with
+its sha256 and size and the options that made it. Readers trust only the tables a record lists
+(``has``, ``verified_path``: sizes always, checksums once per file version), so a kill at any moment
+leaves the previous complete analysis readable or none, never a mix; geometry made from dashboards
+counts that were since rewritten is stale, hence absent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from interp.store.io import read_json, write_json, write_tables
+from interp.store.errors import InputError
+from interp.store.io import fsync_directory, read_json, write_json, write_parquet
 from interp.store.jobs import Job
 
 META = "meta"  # how the dashboards were made: sae, cache, hook, n_tokens, n_blocks, d_sae, d_in, config
@@ -20,6 +33,56 @@ SUMMARY = "summary"  # a circuit analysis's summary
 CIRCUITS = "circuits"  # analyses/circuits/<set>/
 # which analyses a folder holds, by the table each one always writes
 KINDS = {"dashboards": "features", "geometry": "geometry_map", "matches": "matches", "evaluation": "eval_summary"}
+RECORDS = {"dashboards": META, "geometry": "geometry"}  # kinds written whole or not at all -> their record
+DASHBOARD_TABLES = ("features", "examples", "histograms", "logits", "neighbours", "cooccurrence",
+                    "cooccurrence_counts")
+GEOMETRY_PREFIX = "geometry_"
+COUNTS = "cooccurrence_counts"  # the dashboards table geometry's lobes are computed from
+
+
+class IncompleteAnalysisError(InputError):
+    """A table no complete analysis vouches for (interrupted, stale, damaged or copied in part)."""
+
+
+def recorded_kind(table: str) -> str | None:
+    """The recorded kind a table belongs to (``dashboards`` / ``geometry``), or None for a table kept alone."""
+    if table in DASHBOARD_TABLES:
+        return "dashboards"
+    return "geometry" if table.startswith(GEOMETRY_PREFIX) else None
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+_checked: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) -> sha256: each file version hashed once
+_checked_lock = threading.Lock()
+
+
+def _digest(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    with _checked_lock:
+        known = _checked.get(key)
+    if known is None:
+        known = sha256_of(path)
+        with _checked_lock:
+            _checked[key] = known
+    return known
+
+
+@dataclass(frozen=True)
+class AnalysisRecord:
+    """A complete analysis of one kind: its tables (name -> sha256 and bytes) and what made it (``values``:
+    the whole record, e.g. dashboards' sae, cache, hook, n_tokens, n_blocks, d_sae, d_in, logits, config)."""
+
+    kind: str
+    tables: dict[str, dict]
+    values: dict
 
 
 def analysis_id(folder: Path | str) -> str:
@@ -79,8 +142,67 @@ class AnalysisFolder:
         """The app's job matching this SAE with the analysis ``other`` (``<run>/sae_<i>``), in ``jobs/``."""
         return Job.in_folder(self.path / "jobs" / f"match-{other.replace('/', '--')}")
 
+    def record_path(self, kind: str) -> Path:
+        return self.json_path(RECORDS[kind])
+
+    def record(self, kind: str) -> AnalysisRecord | None:
+        """The complete analysis of ``kind`` here, or None (never made, interrupted, damaged record, or geometry
+        computed from dashboards counts that have since been rewritten)."""
+        path = self.record_path(kind)
+        try:
+            values = read_json(path, f"{kind} record") if path.exists() else None
+        except InputError:
+            return None
+        if not isinstance(values, dict) or not isinstance(values.get("tables"), dict) or not all(
+                isinstance(e, dict) and isinstance(e.get("sha256"), str) and isinstance(e.get("bytes"), int)
+                for e in values["tables"].values()):
+            return None  # no record, or one older versions wrote without its table list
+        if kind == "geometry" and values.get("counts_sha256") is not None:
+            dashboards = self.record("dashboards")
+            counts = dashboards.tables.get(COUNTS) if dashboards else None
+            if counts is None or counts["sha256"] != values["counts_sha256"]:
+                return None  # its lobes came from counts that are no longer these dashboards'
+        return AnalysisRecord(kind, values["tables"], values)
+
+    def _entry(self, table: str) -> dict | None:
+        kind = recorded_kind(table)
+        record = self.record(kind) if kind else None
+        return record.tables.get(table) if record else None
+
     def has(self, table: str) -> bool:
-        return self.table_path(table).exists()
+        """Whether the table is here and, for dashboards and geometry, listed by its complete analysis at its
+        recorded size (``verified_path`` also checks its checksum)."""
+        path = self.table_path(table)
+        if not path.exists():
+            return False
+        if recorded_kind(table) is None:
+            return True
+        entry = self._entry(table)
+        return entry is not None and path.stat().st_size == entry["bytes"]
+
+    def expects(self, table: str) -> bool:
+        """Whether a reader should find the table: listed by its kind's complete record (reading it then reports
+        any damage), or, for a table kept alone, present."""
+        return self._entry(table) is not None if recorded_kind(table) else self.table_path(table).exists()
+
+    def verified_path(self, table: str) -> Path:
+        """The table's file once its record vouches for it (listed, same size, same sha256); else
+        ``IncompleteAnalysisError`` naming the file and the command that remakes it."""
+        path = self.table_path(table)
+        kind = recorded_kind(table)
+        if kind is None:
+            if not path.exists():
+                raise FileNotFoundError(f"{path} is missing")
+            return path
+        entry = self._entry(table)
+        remake = "workbench analyze features" if kind == "dashboards" else "workbench analyze geometry"
+        if entry is None:
+            raise IncompleteAnalysisError(f"{path} is not part of a complete {kind} analysis (interrupted, stale or "
+                                          f"copied in part); run `{remake}` for this SAE again")
+        if not path.exists() or path.stat().st_size != entry["bytes"] or _digest(path) != entry["sha256"]:
+            raise IncompleteAnalysisError(f"{path} is missing or fails its checksum (damaged since the {kind} "
+                                          f"analysis wrote it); run `{remake}` for this SAE again")
+        return path
 
     def has_json(self, name: str) -> bool:
         return self.json_path(name).exists()
@@ -101,10 +223,17 @@ class AnalysisFolder:
     def has_dashboards(self) -> bool:
         return self.has(KINDS["dashboards"])
 
+    def partial(self, kind: str) -> list[str]:
+        """Tables of ``kind`` on disk that no complete record lists (what an interrupted run left)."""
+        record = self.record(kind)
+        listed = set(record.tables) if record else set()
+        return [name for name in self.tables() if recorded_kind(name) == kind and name not in listed]
+
     # reading
     def meta(self) -> dict:
-        """``meta.json``, or ``{}`` when the dashboards were not made here."""
-        return read_json(self.meta_path, "analysis metadata") if self.meta_path.exists() else {}
+        """The dashboards' record (``meta.json``), or ``{}`` without complete dashboards here."""
+        record = self.record("dashboards")
+        return record.values if record else {}
 
     def read_json(self, name: str) -> dict:
         return read_json(self.json_path(name), f"{name} of analysis {self.path}")
@@ -112,26 +241,55 @@ class AnalysisFolder:
     def read_table(self, name: str, columns: list[str] | None = None):
         import pandas as pd
 
-        return pd.read_parquet(self.table_path(name), columns=columns)
+        return pd.read_parquet(self.verified_path(name), columns=columns)
 
     # writing (atomic)
     def write_tables(self, tables: dict, by_feature: bool = True) -> AnalysisFolder:
-        """Each frame as a table of this folder; ``by_feature``: rows sorted by feature for fast lookups."""
-        write_tables(tables, self.path, by_feature)
+        """Each frame as a table of this folder; ``by_feature``: rows sorted by feature for fast lookups. Tables
+        of a recorded kind go through ``write_analysis`` instead."""
+        recorded = sorted(name for name in tables if recorded_kind(name))
+        if recorded:
+            raise ValueError(f"tables {recorded} belong to a recorded analysis: write them with write_analysis")
+        self.path.mkdir(parents=True, exist_ok=True)
+        for name, frame in tables.items():
+            write_parquet(frame, self.table_path(name), by_feature)
         return self
 
-    def write_json(self, name: str, payload: dict, sort_keys: bool = True) -> Path:
-        return write_json(self.json_path(name), payload, durable=name == META, sort_keys=sort_keys)
+    def write_analysis(self, kind: str, tables: dict, values: dict, by_feature: bool = True) -> AnalysisRecord:
+        """Replace this folder's ``kind`` analysis by ``tables`` whole: record removed first, tables written,
+        the kind's tables not in ``tables`` removed, the record (``values`` + every table's sha256 and size)
+        written last. The caller holds the folder's writer lock (``interp.store.locks.writing``)."""
+        wrong = sorted(name for name in tables if recorded_kind(name) != kind)
+        if wrong:
+            raise ValueError(f"tables {wrong} are not {kind} tables")
+        self.path.mkdir(parents=True, exist_ok=True)
+        record = self.record_path(kind)
+        if record.exists():
+            record.unlink()
+            fsync_directory(self.path)  # from here on the kind is absent until its new record lands
+        listed = {}
+        for name, frame in tables.items():
+            path = write_parquet(frame, self.table_path(name), by_feature)
+            listed[name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+        for name in self.tables():
+            if recorded_kind(name) == kind and name not in tables:
+                os.unlink(self.table_path(name))  # made by earlier options: never left to be read as current
+        write_json(record, {**values, "tables": listed}, durable=True)
+        return AnalysisRecord(kind, listed, {**values, "tables": listed})
 
-    def write_meta(self, payload: dict) -> Path:
-        return self.write_json(META, payload)
+    def write_json(self, name: str, payload: dict, sort_keys: bool = True) -> Path:
+        if name in RECORDS.values():
+            raise ValueError(f"{name}.json is an analysis record: write_analysis writes it")
+        return write_json(self.json_path(name), payload, sort_keys=sort_keys)
 
 
 def list_analyses(root: Path | str) -> list[str]:
-    """Analysis ids (``<run_id>/sae_<i>``) under ``root`` (an ``analyses/`` folder) that hold dashboards."""
+    """Analysis ids (``<run_id>/sae_<i>``) under ``root`` (an ``analyses/`` folder) whose dashboards are complete
+    (their record written; a table damaged since is then reported by name when read, not hidden)."""
     root = Path(root)
-    table = AnalysisFolder(root).table_path(KINDS["dashboards"]).name
-    return sorted(str(p.parent.relative_to(root)) for p in root.glob(f"**/{table}"))
+    record = AnalysisFolder(root).record_path("dashboards").name
+    return sorted(str(p.parent.relative_to(root)) for p in root.glob(f"**/{record}")
+                  if AnalysisFolder(p.parent).record("dashboards") is not None)
 
 
 def circuit_sets(root: Path | str) -> list[str]:

@@ -3,9 +3,10 @@
 Every writer puts the new file under a temporary name beside the target and ``os.replace``\\s it,
 so a reader sees the old file or the new one, never half of one. ``durable`` writes also fsync
 the file and its folder (the activation cache's shards and manifest, which a killed run resumes
-from) and use the fixed temporary name ``<name>.tmp``, which the resumed writer overwrites; the
-other writes (analysis tables, which the CLI and the app may write at once) use a unique
-temporary name. Imports stay light (no torch) so that table readers can use this module.
+from). Every temporary name is unique (``.<name>.<pid>.<random>.tmp``: two processes never share
+one), and ``sweep_temporary`` removes those whose writer is gone (the folder lock,
+``interp.store.locks``, calls it when a writer takes a folder). Imports stay light (no torch) so that
+table readers can use this module.
 """
 
 from __future__ import annotations
@@ -13,12 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from interp.store.errors import InputError
 
+# a temporary file: ``.<target name>.<writer pid>.<8 hex>.tmp``, or ``<name>.tmp`` as older versions named it
+TMP = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
+LEGACY_TMP = re.compile(r".+\.(json|safetensors|parquet)\.tmp")
 ROW_GROUP_ROWS = 2048  # small row groups + rows sorted by feature: a one-feature query reads ~one group
 
 
@@ -34,12 +39,39 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def temporary_path(path: Path) -> Path:
+    """A unique temporary name beside ``path`` (pid + random: concurrent writers never collide)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_temporary(folder: Path | str) -> list[Path]:
+    """Remove the temporary files under ``folder`` whose writer process is gone (left by a kill); returns them."""
+    removed = []
+    for path in Path(folder).rglob("*.tmp"):
+        match = TMP.fullmatch(path.name)
+        dead = (match is not None and not _alive(int(match["pid"]))) or (match is None and LEGACY_TMP.fullmatch(path.name))
+        if dead and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def replace_atomically(path: Path | str, write: Callable[[Path], None], durable: bool = False) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``; on any error
     the temporary file is removed and the old ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp" if durable else f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = temporary_path(path)
     try:
         write(tmp)
         if durable:

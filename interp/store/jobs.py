@@ -3,7 +3,8 @@
 ``Job.start`` launches ``python -m interp.store.jobs RECORD -- MODULE ARGS...`` in its own session (so Stop
 can signal the whole process group), output appended to the log. That small wrapper runs
 ``python -m MODULE ARGS`` and, when it ends, writes the result file atomically: ``finished`` (exit 0),
-``failed`` (other exit) or ``stopped`` (it got SIGTERM). The status is read from these files and the
+``failed`` (other exit) or ``stopped`` (it got SIGTERM, or the module exited ``STOPPED_EXIT`` because it was
+stopped by one sent to it directly). The status is read from these files and the
 wrapper's liveness: a record whose wrapper is gone without a result (killed) reads ``failed``. A pid is
 trusted (and signalled) only when ``/proc/<pid>/cmdline`` is this job's wrapper, so a pid planted in a
 workspace file can never point Stop at another process. No torch here: pages import it.
@@ -30,6 +31,7 @@ RECORD = "job.json"
 RESULT = "job_result.json"
 LOG = "job.log"
 WRAPPER = "interp.store.jobs"
+STOPPED_EXIT = 143  # 128 + SIGTERM: a module stopped on request (checkpointed, resumable) exits with it
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds interp/ (and app/, sae_training/ beside it)
 
 
@@ -160,7 +162,8 @@ def _wrap(record: Path, result: Path, module: str, args: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     returncode = child.wait()
-    state = "stopped" if stopped else ("finished" if returncode == 0 else "failed")
+    was_stopped = stopped or returncode in (STOPPED_EXIT, -signal.SIGTERM)  # the app's Stop signals the trainer
+    state = "stopped" if was_stopped else ("finished" if returncode == 0 else "failed")
     write_json(result, {"pid": os.getpid(), "state": state, "returncode": returncode, "ended": time.time()},
                sort_keys=False)
     return returncode

@@ -29,6 +29,7 @@ def _table_path(folder: Path | str, name: str) -> Path:
     resolved = path.resolve()
     if resolved.parent != Path(folder).resolve():
         raise TableError(f"{path} is a link out of its analysis folder; tables are read only from inside it")
+    AnalysisFolder(folder).verified_path(name)  # dashboards and geometry: only tables their complete record lists
     return resolved
 
 
@@ -102,7 +103,7 @@ def feature_dashboard(folder: Path | str, feature: int,
     out = {}
     for name in names:
         order = DASHBOARD_TABLES[name]
-        if name == "features" or AnalysisFolder(folder).has(name):
+        if name == "features" or AnalysisFolder(folder).expects(name):  # a listed table that is damaged: an error
             out[name] = query(f"select * from {_table(folder, name)} where feature = ? order by {order}", [feature])
     return out
 

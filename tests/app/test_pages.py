@@ -225,5 +225,9 @@ def test_run_state_reads_a_runs_files(tmp_path):
     (run / "checkpoints" / "step_000000030.safetensors").write_bytes(b"")
     assert run_state(run, evaluated=False) == "stopped at step 30 of 30 (not evaluated)"
     assert run_state(run, evaluated=True) == "finished"
-    (run / "running.json").write_text(json.dumps({"pid": os.getpid()}))  # this (python) process trains it
-    assert run_state(run, evaluated=False) == "running"
+    (run / "running.json").write_text(json.dumps({"pid": os.getpid()}))  # a pid written in a file proves nothing
+    assert run_state(run, evaluated=False) == "stopped at step 30 of 30 (not evaluated)"
+    from interp.store.run_folder import RunFolder
+
+    with RunFolder(run).running():  # this process holds the run's lock and names its token: it trains the run
+        assert run_state(run, evaluated=False) == "running"

@@ -10,6 +10,7 @@ import torch
 
 from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
 from interp.features.dictionary import DictionaryError
+from interp.store.analysis_folder import AnalysisFolder
 from interp.store.io import ROW_GROUP_ROWS, write_tables
 from interp.store.tables import feature_dashboard, feature_list, list_analyses, search_by_logit, search_by_token
 from tests.interp.test_features import (
@@ -28,7 +29,8 @@ def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("analyses")
     dictionary = PlantedDictionary(torch.eye(16)[:D_SAE].contiguous())
     data = feature_dashboards(dictionary, planted_stream(), DashboardConfig(n_top=5, left=3, right=2))
-    write_tables(dashboard_tables(data, dictionary.W_dec, decode, W_U=planted_unembed()), root / "run" / "sae_0")
+    AnalysisFolder(root / "run" / "sae_0").write_analysis(
+        "dashboards", dashboard_tables(data, dictionary.W_dec, decode, W_U=planted_unembed()), {})
     return root / "run" / "sae_0"
 
 
