@@ -14,14 +14,10 @@ from pathlib import Path
 
 import torch
 
-from interp.store.errors import InputError
+from interp.models.families import ModelSpecError, check_matches_transformers, processing_flags, tl_config
 
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class ModelSpecError(InputError):
-    """A model spec that cannot be loaded, with what to do about it."""
 
 
 def resolve_device(device: str | None = None) -> str:
@@ -72,10 +68,9 @@ def _load_demo(device: str, dtype: torch.dtype):
     return model.eval()
 
 
-def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln: bool):
-    from transformer_lens import HookedTransformer
-    from transformer_lens import loading_from_pretrained as loading
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _checkpoint_config(path: Path):
+    """The checkpoint's ``PretrainedConfig``, read before any weights so a bad folder fails fast."""
+    from transformers import AutoConfig
 
     if not (path / "config.json").exists():
         raise ModelSpecError(
@@ -83,26 +78,49 @@ def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln:
             "saved with `save_pretrained` (config.json, weights and tokenizer files)"
         )
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as error:  # e.g. no model.safetensors beside config.json
-        raise ModelSpecError(f"{path} holds no loadable weights ({error}); save the model there with "
-                             "`save_pretrained`") from error
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelSpecError(f"{path / 'config.json'} is not a config transformers can read ({first_line}); "
+                             "re-save the checkpoint with `save_pretrained`") from error
+
+
+def _checkpoint_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        raise ModelSpecError(f"{path} holds no tokenizer files ({error}); save the tokenizer there too") from error
+    except (OSError, ValueError, TypeError) as error:
+        raise ModelSpecError(f"{path} holds no usable tokenizer ({type(error).__name__}); save the tokenizer "
+                             "there too with `tokenizer.save_pretrained`") from error
     if not tokenizer.encode("The cat sat.", add_special_tokens=False):  # transformers builds an empty one
         raise ModelSpecError(f"{path} holds no usable tokenizer (it encodes text to no tokens); save the "
                              "tokenizer there too with `tokenizer.save_pretrained`")
-    cfg = loading.get_pretrained_model_config(
-        str(path), hf_cfg=hf_model.config.to_dict(), fold_ln=fold_ln, device=device, dtype=dtype
-    )
+    return tokenizer
+
+
+def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln: bool, verify: bool):
+    from transformer_lens import HookedTransformer
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoModelForCausalLM
+
+    hf_config = _checkpoint_config(path)
+    tl_config(hf_config, path.name, fold_ln=fold_ln, device=device, dtype=dtype)  # a bad family fails before weights
+    tokenizer = _checkpoint_tokenizer(path)
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    except OSError as error:  # e.g. no model.safetensors beside config.json
+        raise ModelSpecError(f"{path} holds no loadable weights ({str(error).splitlines()[0]}); save the model "
+                             "there with `save_pretrained`") from error
+    cfg = tl_config(hf_model.config, path.name, fold_ln=fold_ln, device=device, dtype=dtype)
     state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
-    model.load_and_process_state_dict(
-        state_dict, fold_ln=fold_ln, center_writing_weights=fold_ln, center_unembed=fold_ln
-    )
-    return model.to(device).eval()
+    model.load_and_process_state_dict(state_dict, **processing_flags(cfg, fold_ln))
+    with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints each move; keep stdout clean
+        model = model.to(device).eval()
+    if verify:
+        check_matches_transformers(model, hf_model.to(device), path)
+    return model
 
 
 def _load_pretrained_name(name: str, device: str, dtype: torch.dtype, fold_ln: bool):
@@ -141,11 +159,13 @@ def load_model(
     device: str | None = None,
     dtype: str | torch.dtype | None = None,
     fold_ln: bool = False,
+    verify: bool = True,
 ):
     """Load a model spec as a ``HookedTransformer`` (eval mode) with its tokenizer.
 
     ``fold_ln`` folds layer-norm weights into the next linear layers (TransformerLens' usual
     processing); caches default to the unprocessed model so activations match the original.
+    ``verify`` checks a local checkpoint's log-probs against transformers' on 16 tokens once loaded.
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
@@ -153,7 +173,7 @@ def load_model(
         return _load_demo(device, torch_dtype)
     path = Path(spec)
     if path.is_dir():
-        return _load_local_checkpoint(path, device, torch_dtype, fold_ln)
+        return _load_local_checkpoint(path, device, torch_dtype, fold_ln, verify)
     return _load_pretrained_name(spec, device, torch_dtype, fold_ln)
 
 
