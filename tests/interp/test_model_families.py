@@ -91,3 +91,61 @@ def test_a_conversion_that_disagrees_with_transformers_is_refused(checkpoints, o
     with pytest.raises(ModelSpecError, match="disagrees with transformers"):
         load_model(str(folder), device="cpu")
     assert load_model(str(folder), device="cpu", verify=False).cfg.attn_scale == 4.0  # sqrt(d_head 16), wrong
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
+def test_whole_chain_runs_on_each_family(name, checkpoints, offline, tmp_path):
+    """cache -> TopK pair under MFR -> dashboards -> circuits, through the pipeline's own calls, on each family."""
+    from interp.cache.store import ActivationCache
+    from interp.cache.writer import CacheConfig, build_cache
+    from interp.circuits.prompts import induction_prompts
+    from interp.features.dashboards import DashboardConfig
+    from interp.pipeline import analyze_circuits, analyze_features
+    from sae_training.config import TrainConfig
+    from sae_training.trainer import train_saes
+
+    folder, _ = checkpoints(name)
+    model = load_model(str(folder), device="cpu")
+    hook = "blocks.1.hook_resid_post"
+    cache = build_cache(CacheConfig(model=str(folder), hooks=(hook,), n_tokens=1024, context_size=32,
+                                    shard_tokens=512), root=tmp_path / "cached_activations", cache_id=name,
+                        device="cpu", progress=False, model=model)
+    assert ActivationCache(cache).d(hook) == 64
+    run = tmp_path / "runs" / name
+    train_saes(TrainConfig(cache=str(cache), hook=hook, architecture="topk", d_sae=64, k=4, n_members=2,
+                           mfr_coefficient=1.0, mfr_warmup_steps=1, n_tokens=128 * 4, batch_size=128, log_every=2,
+                           checkpoint_every=4, eval_batches=1, eval_ce_batches=0, buffer_tokens=512),
+               run, progress=False, model=model)
+    folders = analyze_features(run, tmp_path / "analyses", cache_dir=cache, model_spec=model,
+                               config=DashboardConfig(n_top=3), max_rows=512)
+    assert len(folders) == 2 and all(len(folder.read_table("features")) == 64 for folder in folders)
+    prompts = induction_prompts(model, 2, 6)
+    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
+                               tmp_path / "analyses" / "circuits" / name, sae_folder=run / "sae_0", sae_hook=hook)
+    assert summary["n_prompts"] == 2 and len(summary["heads"]["induction"]) == 2
+    rotary = model.cfg.positional_embedding_type == "rotary"  # the SVD trace needs additive positions
+    assert ("skipped" in summary["svd_trace"]) == rotary and "feature_circuit" in summary
+
+
+def test_attribution_patching_matches_exact_on_a_rotary_grouped_query_model(checkpoints, offline):
+    """AtP*'s QK term reads the rotated queries and grouped keys through the head's own score function: on
+    small edits of every head's output it matches exact patching (a wrong rotation or key grouping breaks it)."""
+    from interp.circuits.patching import agreement, attribution_patching, next_token_metric, patch_heads, path_patch
+
+    folder, _ = checkpoints("llama")
+    model = load_model(str(folder), device="cpu")
+    assert model.cfg.positional_embedding_type == "rotary" and model.cfg.n_key_value_heads == 2
+    clean = torch.randint(5, 4000, (3, 12), generator=torch.Generator().manual_seed(0))
+    names = [f"blocks.{layer}.{site}" for site in ("hook_resid_pre", "attn.hook_z") for layer in range(2)]
+    _, cache = model.run_with_cache(clean)
+    noise = torch.Generator().manual_seed(1)
+    edits = {n: cache[n] + 0.01 * torch.randn(cache[n].shape, generator=noise) * cache[n].std() for n in names}
+    metric = next_token_metric(clean, slice(None))
+    exact = patch_heads(model, clean, edits, metric)
+    star = attribution_patching(model, clean, edits, metric)["heads"]
+    assert agreement(exact, star)["pearson"] > 0.999  # 0.91 when the QK term read the unrotated q, k
+    assert float((star - exact).abs().max() / exact.abs().max()) < 0.1  # 0.43 then
+    paths = path_patch(model, clean, edits, metric, sides=("k",))  # a key shared by 2 heads: one effect for both
+    torch.testing.assert_close(paths[0, 0, :, 1, 0], paths[0, 0, :, 1, 1])
+    assert paths[0, 0, :, 1].abs().max() > 0
