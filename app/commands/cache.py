@@ -17,7 +17,9 @@ def cache(
     context_size: int = typer.Option(128, help="Tokens per window, BOS included."),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     shard_tokens: int = typer.Option(65_536, help="Tokens per shard file."),
-    dtype: str = typer.Option("float32", help="Storage dtype: float32, float16 or bfloat16."),
+    dtype: str = typer.Option("float32", help="Storage dtype: float32, float16 or bfloat16; the model runs at it "
+                                              "too unless --model-dtype says otherwise."),
+    model_dtype: str = typer.Option(None, help="The model's dtype (float32, float16, bfloat16); default: --dtype."),
     seed: int = typer.Option(0, help="Seed of the document order."),
     cache_id: str = typer.Option(None, help="Folder name; default: model name + config hash."),
     root: Path = typer.Option(Path("cached_activations"), help="Where caches live."),
@@ -30,7 +32,7 @@ def cache(
     """
     import os
 
-    from interp.cache.writer import CacheConfig, build_cache
+    from interp.cache.writer import CacheConfig, build_cache, cache_memory_estimate
 
     if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
@@ -40,7 +42,10 @@ def cache(
     with user_errors():
         config = CacheConfig(model=model, data=data, hooks=split_csv(hooks), n_tokens=tokens,
                              context_size=context_size, batch_size=batch_size, shard_tokens=shard_tokens,
-                             dtype=dtype, seed=seed)
+                             dtype=dtype, seed=seed, model_dtype=model_dtype)
+        estimate = cache_memory_estimate(config)
+        if estimate is not None:
+            typer.echo(f"memory estimate: {estimate.describe()}", err=True)
         directory = build_cache(config, root=root, cache_id=cache_id, device=device)
     typer.echo(f"cache complete: {directory}")
 

@@ -17,6 +17,7 @@ import torch
 from interp.models.families import ModelSpecError, check_matches_transformers, processing_flags, tl_config
 
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
+DEMO_CONFIG = DEMO_WEIGHTS / "config.json"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -53,7 +54,7 @@ def _load_demo(device: str, dtype: torch.dtype):
     from safetensors.torch import load_file
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    config_path = DEMO_WEIGHTS / "config.json"
+    config_path = DEMO_CONFIG
     weights_path = DEMO_WEIGHTS / "model.safetensors"
     if not weights_path.exists():
         raise ModelSpecError(
