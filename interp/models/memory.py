@@ -55,9 +55,8 @@ def _safetensors_parameters(folder: Path) -> int:
     total = 0
     for path in sorted(folder.glob("*.safetensors")):
         with safe_open(str(path), framework="pt") as handle:
-            for name in handle.keys():
-                shape = handle.get_slice(name).get_shape()
-                total += int(torch.Size(shape).numel())
+            names = handle.keys()  # a safe_open handle, not a dict: it does not iterate
+            total += sum(int(torch.Size(handle.get_slice(name).get_shape()).numel()) for name in names)
     return total
 
 

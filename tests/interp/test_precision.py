@@ -56,8 +56,8 @@ def test_bf16_cache_holds_the_bf16_models_activations_and_matches_the_cli(llama,
 
 
 def test_model_dtype_can_differ_from_storage_and_old_cache_ids_stay(llama, tmp_path):
-    from dataclasses import asdict
     import hashlib
+    from dataclasses import asdict
 
     from interp.cache.store import ActivationCache
 
