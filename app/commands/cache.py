@@ -12,9 +12,11 @@ from app.commands.errors import split_csv, user_errors
 def cache(
     model: str = typer.Option("demo", help="'demo', a TransformerLens name, or a local HF checkpoint directory."),
     data: str = typer.Option("demo", help="'demo', a .txt/.jsonl/.parquet file or folder, or a HF dataset name."),
-    hooks: str = typer.Option("blocks.0.hook_resid_post", help="Comma-separated TransformerLens hook names."),
+    hooks: str = typer.Option(None, help="Comma-separated TransformerLens hook names; default: the middle "
+                                         "layer's residual stream, blocks.<n_layers // 2>.hook_resid_post."),
     tokens: int = typer.Option(200_000, help="Number of tokens to cache (rounded up to whole windows)."),
-    context_size: int = typer.Option(128, help="Tokens per window, BOS included."),
+    context_size: int = typer.Option(None, help="Tokens per window, BOS included; default: the model's context, "
+                                               "at most 1024."),
     batch_size: int = typer.Option(32, help="Windows per forward pass."),
     shard_tokens: int = typer.Option(65_536, help="Tokens per shard file."),
     dtype: str = typer.Option("float32", help="Storage dtype: float32, float16 or bfloat16; the model runs at it "
@@ -33,6 +35,7 @@ def cache(
     import os
 
     from interp.cache.writer import CacheConfig, build_cache, cache_memory_estimate
+    from interp.models.loading import model_shape
 
     if device == "auto" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch
@@ -40,6 +43,10 @@ def cache(
         if torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     with user_errors():
+        if hooks is None or context_size is None:  # defaults that fit the model, from its config alone
+            shape = model_shape(model)
+            hooks = shape.default_hook if hooks is None else hooks
+            context_size = shape.default_context if context_size is None else context_size
         config = CacheConfig(model=model, data=data, hooks=split_csv(hooks), n_tokens=tokens,
                              context_size=context_size, batch_size=batch_size, shard_tokens=shard_tokens,
                              dtype=dtype, seed=seed, model_dtype=model_dtype)

@@ -11,6 +11,7 @@ import typer
 
 from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
+from interp.store.errors import InputError
 from interp.store.run_folder import CONFIG
 
 
@@ -31,7 +32,6 @@ def _architecture_flags() -> dict[str, tuple[object, dict[str, object]]]:
 
 def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
     """The chosen architecture's options from the flags given; a flag of another architecture is refused."""
-    from interp.store.errors import InputError
     from sae_training.architectures import architecture_options
     from sae_training.architectures.options import parse_option
 
@@ -42,6 +42,25 @@ def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
         valid = ", ".join(spec.flag for spec in specs.values()) or "none"
         raise InputError(f"{flags} does not apply to --arch {arch}; its options are: {valid}")
     return {name: parse_option(specs[name], text, arch) for name, text in given.items() if text is not None}
+
+
+def fitted_defaults(cache: Path | None, model: str | None, hook: str | None, d_sae: int | None) -> tuple[str, int]:
+    """``--hook`` and ``--d-sae`` when not given: the cache's hook (or the model's middle residual stream)
+    and 16 x its width, so the defaults follow the model rather than the demo's numbers."""
+    from interp.cache.store import ActivationCache
+    from interp.models.loading import model_shape
+
+    if cache is None:
+        shape = model_shape(model or "demo")
+        return hook or shape.default_hook, d_sae or 16 * shape.d_model
+    store = ActivationCache(cache, verify=False, allow_incomplete=True)
+    if hook is None:
+        if len(store.hooks) > 1:
+            raise InputError(f"{cache} holds several hooks ({', '.join(store.hooks)}); pass --hook")
+        hook = store.hooks[0]
+    if hook not in store.hooks:
+        raise InputError(f"{cache} holds no hook '{hook}'; its hooks: {', '.join(store.hooks)}")
+    return hook, d_sae or 16 * store.d(hook)
 
 
 def train(**values) -> None:
@@ -62,6 +81,7 @@ def train(**values) -> None:
             config, run_dir, resume = TrainConfig.load(resume_from.config_path), resume_from.path.resolve(), True
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
+            v["hook"], v["d_sae"] = fitted_defaults(v["cache"], v["model"], v["hook"], v["d_sae"])
             config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
                                  architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
                                  mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
@@ -91,9 +111,11 @@ def _train_signature() -> inspect.Signature:
     common = {
         "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
         "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
-        "hook": (str, typer.Option("blocks.1.hook_resid_post", help="TransformerLens hook name.")),
+        "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's one hook, or with "
+                                              "--model its middle layer's residual stream, "
+                                              "blocks.<n_layers // 2>.hook_resid_post.")),
         "arch": (str, typer.Option("topk", help=" | ".join(ARCHITECTURES))),
-        "d_sae": (int, typer.Option(4096, "--d-sae")),
+        "d_sae": (int, typer.Option(None, "--d-sae", help="Latents per SAE; default: 16 x the hook's width.")),
         "ensemble": (int, typer.Option(1, help="Number of SAEs trained together (K).")),
         "mfr": (float, typer.Option(0.0, help="MFR coefficient lambda (needs --ensemble >= 2).")),
         "mfr_warmup": (int, typer.Option(100, help="MFR cosine warm-up steps.")),

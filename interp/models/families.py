@@ -53,9 +53,18 @@ def _unsupported(architecture: str) -> UnsupportedFamilyError:
     )
 
 
+def architecture_of(hf_config) -> str:
+    """The config's model class, or transformers' causal-LM class of its model type (a config saved alone
+    names no architectures)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    named = getattr(hf_config, "architectures", None)
+    return named[0] if named else MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(hf_config.model_type, hf_config.model_type)
+
+
 def family(hf_config) -> str:
     """The family name of a checkpoint's config (its architecture if untested); one-line error if unsupported."""
-    architecture = (getattr(hf_config, "architectures", None) or ["(no architectures in config)"])[0]
+    architecture = architecture_of(hf_config)
     if architecture in TESTED_FAMILIES:
         return TESTED_FAMILIES[architecture]
     if architecture in UNTESTED_FAMILIES:
@@ -131,8 +140,9 @@ def gemma_config_dict(hf_config) -> dict[str, Any]:
 
 
 def _prepared_hf_config(hf_config):
-    """Fill fields TransformerLens reads but some saved configs lack (GPT-2 without ``n_ctx``)."""
+    """Fill fields TransformerLens reads but some saved configs lack (architectures, GPT-2's ``n_ctx``)."""
     hf_config = copy.deepcopy(hf_config)
+    hf_config.architectures = [architecture_of(hf_config)]
     if hf_config.model_type == "gpt2" and "n_ctx" not in hf_config.to_dict():
         hf_config.n_ctx = hf_config.n_positions
     return hf_config
@@ -143,9 +153,9 @@ def tl_config_dict(hf_config) -> dict[str, Any]:
     from transformer_lens import loading_from_pretrained as loading
 
     family(hf_config)
-    architecture = hf_config.architectures[0]
+    architecture = architecture_of(hf_config)
     if architecture in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"):
-        return gemma_config_dict(hf_config)
+        return gemma_config_dict(_prepared_hf_config(hf_config))
     with tempfile.TemporaryDirectory(prefix="checkpoint-config-") as neutral:
         # TransformerLens picks Llama and Gemma configs by name: a name without those words makes it read config.json
         _prepared_hf_config(hf_config).save_pretrained(neutral)

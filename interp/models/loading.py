@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from interp.models.families import ModelSpecError, check_matches_transformers, processing_flags, tl_config
+from interp.models.families import ModelSpecError, check_matches_transformers, processing_flags, tl_config, tl_config_dict
 
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
 DEMO_CONFIG = DEMO_WEIGHTS / "config.json"
@@ -124,8 +125,7 @@ def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln:
     return model
 
 
-def _load_pretrained_name(name: str, device: str, dtype: torch.dtype, fold_ln: bool):
-    from transformer_lens import HookedTransformer
+def _check_pretrained_name(name: str) -> None:
     from transformer_lens import loading_from_pretrained as loading
 
     try:
@@ -141,18 +141,28 @@ def _load_pretrained_name(name: str, device: str, dtype: torch.dtype, fold_ln: b
             "TransformerLens pretrained name (e.g. 'gpt2'). Pass 'demo', a TransformerLens name, "
             "or a local directory with a Hugging Face checkpoint"
         ) from error
+
+
+def _not_cached(name: str, error: Exception) -> ModelSpecError:
+    return ModelSpecError(
+        f"the weights of '{name}' are not in the local Hugging Face cache and cannot be "
+        f"downloaded here ({error}). Save the checkpoint on a machine with access "
+        "(`AutoModelForCausalLM.from_pretrained(name).save_pretrained(DIR)` plus the tokenizer) "
+        "and pass DIR as the model spec"
+    )
+
+
+def _load_pretrained_name(name: str, device: str, dtype: torch.dtype, fold_ln: bool):
+    from transformer_lens import HookedTransformer
+
+    _check_pretrained_name(name)
     try:
         return HookedTransformer.from_pretrained(
             name, device=device, dtype=dtype, fold_ln=fold_ln,
             center_writing_weights=fold_ln, center_unembed=fold_ln,
         ).eval()
     except OSError as error:
-        raise ModelSpecError(
-            f"the weights of '{name}' are not in the local Hugging Face cache and cannot be "
-            f"downloaded here ({error}). Save the checkpoint on a machine with access "
-            "(`AutoModelForCausalLM.from_pretrained(name).save_pretrained(DIR)` plus the tokenizer) "
-            "and pass DIR as the model spec"
-        ) from error
+        raise _not_cached(name, error) from error
 
 
 def load_model(
@@ -176,6 +186,45 @@ def load_model(
     if path.is_dir():
         return _load_local_checkpoint(path, device, torch_dtype, fold_ln, verify)
     return _load_pretrained_name(spec, device, torch_dtype, fold_ln)
+
+
+MAX_DEFAULT_CONTEXT = 1024  # the default window: the model's context, but no longer than this
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's sizes, read from its config without loading weights: what the defaults follow."""
+
+    n_layers: int
+    d_model: int
+    n_ctx: int
+
+    @property
+    def default_hook(self) -> str:
+        """The middle layer's residual stream (``blocks.{n_layers // 2}.hook_resid_post``)."""
+        return f"blocks.{self.n_layers // 2}.hook_resid_post"
+
+    @property
+    def default_context(self) -> int:
+        return min(self.n_ctx, MAX_DEFAULT_CONTEXT)
+
+
+def model_shape(spec: str) -> ModelShape:
+    """The shape of a model spec from its config alone (the demo's, a checkpoint's, a cached TL name's);
+    the same one-line errors as ``load_model`` for a spec that cannot load."""
+    if spec == "demo":
+        cfg = json.loads(DEMO_CONFIG.read_text())
+    elif Path(spec).is_dir():
+        cfg = tl_config_dict(_checkpoint_config(Path(spec)))
+    else:
+        from transformer_lens import loading_from_pretrained as loading
+
+        _check_pretrained_name(spec)
+        try:
+            cfg = loading.get_pretrained_model_config(spec).to_dict()
+        except OSError as error:
+            raise _not_cached(spec, error) from error
+    return ModelShape(cfg["n_layers"], cfg["d_model"], cfg["n_ctx"])
 
 
 def model_fingerprint(model) -> str:
