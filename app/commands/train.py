@@ -14,7 +14,6 @@ from app.commands.units import parse_tokens
 from interp.store.errors import InputError
 from interp.store.run_folder import CONFIG
 
-
 COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
           "grad_clip", "run_id", "runs", "resume", "resume_from", "checkpoint_every", "device", "wandb_project")
 

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import torch
 
-from interp.models.families import ModelSpecError, check_matches_transformers, processing_flags, tl_config, tl_config_dict
+from interp.models.families import (
+    ModelSpecError,
+    check_matches_transformers,
+    processing_flags,
+    tl_config,
+    tl_config_dict,
+)
 
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
 DEMO_CONFIG = DEMO_WEIGHTS / "config.json"
