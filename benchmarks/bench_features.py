@@ -53,10 +53,11 @@ def setup(root: Path, n_features: int, n_tokens: int, context: int, seed: int, d
     """Random model, SAE and tokens on disk, the same bytes for both sides."""
     from sae_lens import StandardSAE, StandardSAEConfig
     from sae_lens.saes.sae import SAEMetadata
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from interp.models.loading import random_model
 
     torch.manual_seed(seed)
-    model = HookedTransformer(HookedTransformerConfig(**MODEL, seed=seed, device="cpu")).eval()
+    model = random_model(MODEL, seed=seed, device="cpu")
     (root / "model.json").write_text(json.dumps(MODEL))
     save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, str(root / "model.safetensors"))
     sae = StandardSAE(StandardSAEConfig(d_in=MODEL["d_model"], d_sae=n_features,
@@ -85,8 +86,8 @@ def live_chunks(model, tokens, batch: int = 32):
 
 
 def ours(root: Path, model, tokens) -> dict:
-    from interp.features.dictionary import load_dictionary
     from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
+    from interp.features.dictionary import load_dictionary
 
     dictionary = load_dictionary(root / "sae")
     start = time.perf_counter()

@@ -102,3 +102,33 @@ def test_pages_draw_only_with_the_figure_builders():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             inline += [f"{path.relative_to(ROOT)} imports {n}" for n in names if n.split(".")[0] == "plotly"]
     assert len(pages) > 1 and not inline, "\n".join(inline)
+
+
+# TransformerLens 4 removes HookedTransformer (TransformerBridge replaces it): every model is built in
+# interp/models (load_model, random_model), so a 4.x backend is a change to that package alone
+MODEL_CLASSES = {"HookedTransformer", "HookedTransformerConfig", "HookedSAETransformer"}
+MODEL_BUILDERS = ("interp/models/",)
+
+
+def model_class_uses(tree: ast.AST) -> list[str]:
+    """Where a module imports or names a TransformerLens / SAELens model class."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("transformer_lens", "sae_lens"):
+            found += [f"{node.lineno} imports {a.name}" for a in node.names if a.name in MODEL_CLASSES]
+        if isinstance(node, ast.Attribute) and node.attr in MODEL_CLASSES:
+            found.append(f"{node.lineno} uses .{node.attr}")
+    return found
+
+
+def test_only_interp_models_builds_transformer_lens_models():
+    direct = [f"{path.relative_to(ROOT).as_posix()}:{use}" for path in modules()
+              if not path.relative_to(ROOT).as_posix().startswith(MODEL_BUILDERS)
+              for use in model_class_uses(ast.parse(path.read_text()))]
+    assert not direct, "build models with interp.models.loading (load_model, random_model):\n" + "\n".join(direct)
+
+
+def test_the_model_class_rule_catches_imports_and_attributes():
+    tree = ast.parse("from transformer_lens import HookedTransformer\nimport transformer_lens\n"
+                     "m = transformer_lens.HookedTransformerConfig()\nfrom transformer_lens import FactoredMatrix")
+    assert model_class_uses(tree) == ["1 imports HookedTransformer", "3 uses .HookedTransformerConfig"]

@@ -233,6 +233,16 @@ def model_shape(spec: str) -> ModelShape:
     return ModelShape(cfg["n_layers"], cfg["d_model"], cfg["n_ctx"])
 
 
+def random_model(config: dict, tokenizer=None, seed: int | None = 0, device: str | None = None):
+    """A randomly initialised ``HookedTransformer`` of a TransformerLens config dict (benchmarks and tests at a
+    given shape): with ``load_model``, the only way the workbench builds one, so a TransformerLens 4 backend
+    (``TransformerBridge``) replaces these two functions."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(**{**config, "seed": seed, **({"device": device} if device else {})})
+    return HookedTransformer(cfg, tokenizer=tokenizer).eval()
+
+
 def model_fingerprint(model) -> str:
     """A short hash of the model's config and first weights: detects a changed model on resume."""
     import hashlib
