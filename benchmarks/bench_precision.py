@@ -7,6 +7,7 @@ Each dtype runs in its own process so its peak resident memory (CPU) or peak all
 the memory estimate printed before loading is reported beside the measured peak.
 
     python benchmarks/bench_precision.py [--tokens 2048] [--hook blocks.11.hook_resid_post] [--device cpu]
+                                         [--folder DIR  (reuse a checkpoint)]
 """
 
 from __future__ import annotations
@@ -68,15 +69,16 @@ def main() -> None:
     parser.add_argument("--hook", default="blocks.11.hook_resid_post")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", choices=DTYPES, help=argparse.SUPPRESS)
-    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help="Reuse a checkpoint built by an earlier run (default: build one)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.one:
         print(json.dumps(one_run(args.folder, args.one, args.tokens, args.hook, args.device)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "gpt2-medium-random"
-        build_checkpoint(folder)
+        folder = args.folder or Path(tmp) / "gpt2-medium-random"
+        if args.folder is None:
+            build_checkpoint(folder)
         runs = []
         for dtype in DTYPES:
             out = subprocess.run([sys.executable, __file__, "--one", dtype, "--folder", str(folder), "--tokens",

@@ -22,18 +22,25 @@ GIB = 2**30
 
 @dataclass(frozen=True)
 class ModelSize:
-    """What the estimate needs to know of a model: parameter count and widths."""
+    """What the estimate needs to know of a model: parameter count, checkpoint bytes and widths."""
 
     n_params: int
+    checkpoint_bytes: int  # the weight files as stored (read once while converting)
     d_model: int
     d_mlp: int
     n_layers: int
     d_vocab: int
-    converted: bool  # loaded through transformers, so two copies of the weights exist for a moment
+    converted: bool  # loaded through transformers: its copy and the converted one exist for a moment
+
+
+LIBRARIES = GIB  # torch, transformers and TransformerLens in host memory (about 0.5-0.8 GiB measured)
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Bytes a cache run needs: ``weights`` (the TransformerLens model), ``conversion`` (transformers' copy, the
+    converted state dict and the checkpoint read as stored, host memory only), ``forward`` and ``buffers``."""
+
     weights: int
     conversion: int
     forward: int
@@ -41,11 +48,18 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.weights + self.conversion + self.forward + self.buffers
+        return self.weights + self.conversion + self.forward + self.buffers + LIBRARIES
+
+    def on(self, device: str) -> dict[str, int]:
+        """Bytes needed in each memory: all of it on the host for a CPU run; else the model's share on the GPU."""
+        if not str(device).startswith("cuda"):
+            return {"cpu": self.total}
+        return {device: self.weights + self.forward + self.buffers, "cpu": self.weights + self.conversion + LIBRARIES}
 
     def describe(self) -> str:
-        parts = [f"weights {self.weights / GIB:.2f}", f"conversion copy {self.conversion / GIB:.2f}",
-                 f"one forward {self.forward / GIB:.2f}", f"shard buffers {self.buffers / GIB:.2f}"]
+        parts = [f"weights {self.weights / GIB:.2f}", f"conversion {self.conversion / GIB:.2f}",
+                 f"one forward {self.forward / GIB:.2f}", f"shard buffers {self.buffers / GIB:.2f}",
+                 f"libraries {LIBRARIES / GIB:.2f}"]
         return f"~{self.total / GIB:.2f} GiB ({', '.join(parts)} GiB)"
 
 
@@ -78,20 +92,24 @@ def model_size(spec: str) -> ModelSize | None:
             cfg = tl_config_dict(AutoConfig.from_pretrained(folder))
         except (OSError, ValueError, KeyError):
             return None  # load_model reports the bad folder itself
-    return ModelSize(_safetensors_parameters(folder), cfg["d_model"], cfg.get("d_mlp") or 4 * cfg["d_model"],
+    stored = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
+    return ModelSize(_safetensors_parameters(folder), stored, cfg["d_model"], cfg.get("d_mlp") or 4 * cfg["d_model"],
                      cfg["n_layers"], cfg["d_vocab"], converted=spec != "demo")
 
 
 def estimate_memory(size: ModelSize, dtype: torch.dtype, batch_size: int, context_size: int, n_hooks: int,
                     shard_tokens: int, storage_dtype: torch.dtype) -> MemoryEstimate:
-    """Bytes needed to cache with this model: weights at ``dtype`` (twice while converting), the widest layer's
-    activations for one batch (a few tensors of ``[batch, ctx, max(d_mlp, d_vocab)]`` at a time), and one
-    shard of every hook at the storage dtype (each at most ``max(d_model, d_mlp)`` wide)."""
+    """Bytes needed to cache with this model: weights at ``dtype`` (three copies while converting: transformers',
+    the converted state dict, TransformerLens'; plus the checkpoint read as stored), the widest layer's
+    activations for one batch (a few ``[batch, ctx, max(d_mlp, d_vocab)]`` tensors at a time), and one shard
+    of every hook at the storage dtype (each at most ``max(d_model, d_mlp)`` wide). Measured against the peak
+    in ``benchmarks/bench_precision.py``."""
     weights = size.n_params * torch.finfo(dtype).bits // 8
     tokens = batch_size * context_size
     forward = 4 * tokens * max(size.d_mlp, size.d_vocab) * torch.finfo(dtype).bits // 8
     buffers = n_hooks * shard_tokens * max(size.d_model, size.d_mlp) * torch.finfo(storage_dtype).bits // 8
-    return MemoryEstimate(weights, weights if size.converted else 0, forward, buffers)
+    conversion = 2 * weights + size.checkpoint_bytes if size.converted else 0
+    return MemoryEstimate(weights, conversion, forward, buffers)
 
 
 def free_memory(device: str) -> int:
@@ -109,9 +127,11 @@ def free_memory(device: str) -> int:
 
 def check_fits_memory(estimate: MemoryEstimate, device: str, what: str) -> None:
     """Refuse, with the estimate, a run that needs more than the device's free memory."""
-    free = free_memory(device)
-    if estimate.total > free:
-        raise ModelSpecError(
-            f"{what} needs {estimate.describe()} but only {free / GIB:.2f} GiB is free on {device}; use "
-            "--dtype bfloat16 (half the weights), a smaller --batch-size or --shard-tokens, or a larger device"
-        )
+    for where, needed in estimate.on(device).items():
+        free = free_memory(where)
+        if needed > free:
+            raise ModelSpecError(
+                f"{what} needs {needed / GIB:.2f} GiB on {where} of {estimate.describe()} but only {free / GIB:.2f} "
+                f"GiB is free on {where}; use "
+                "--dtype bfloat16 (half the weights), a smaller --batch-size or --shard-tokens, or a larger device"
+            )

@@ -83,7 +83,11 @@ def test_memory_estimate_counts_the_checkpoint_and_refuses_when_too_big(llama, t
     assert size.n_params == hf_model.num_parameters() and (size.d_model, size.n_layers) == (64, 2)
     bf16, fp32 = (cache_memory_estimate(_config(folder, dtype=d)) for d in ("bfloat16", "float32"))
     assert bf16.weights == 2 * size.n_params and fp32.weights == 2 * bf16.weights
-    assert bf16.conversion == bf16.weights  # transformers' copy and TransformerLens' exist together while loading
+    stored = sum(p.stat().st_size for p in folder.glob("*.safetensors"))  # float32 on disk
+    assert bf16.conversion == 2 * bf16.weights + stored  # transformers' copy, the converted dict, the file read
+    assert bf16.on("cpu") == {"cpu": bf16.total}
+    assert bf16.on("cuda:0") == {"cuda:0": bf16.weights + bf16.forward + bf16.buffers,
+                                 "cpu": bf16.weights + bf16.conversion + memory.LIBRARIES}
     monkeypatch.setattr(memory, "free_memory", lambda device: bf16.total - 1)
     with pytest.raises(ModelSpecError) as error:
         build_cache(_config(folder, dtype="bfloat16"), root=tmp_path, device="cpu", progress=False)
