@@ -24,18 +24,16 @@ import torch
 
 from interp.cache.writer import CacheConfig, CacheWriter
 from interp.models.data import batched_windows, token_windows
-from interp.models.loading import demo_tokenizer, load_model
+from interp.models.loading import demo_tokenizer, load_model, random_model
 
 CONTEXT = 128
 BATCH = 32
 
 
 def gpt2_small_random():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
-                                  n_ctx=1024, act_fn="gelu_new", normalization_type="LN", seed=0, device="cpu")
-    return HookedTransformer(cfg, tokenizer=demo_tokenizer()).eval()
+    cfg = {"n_layers": 12, "d_model": 768, "n_heads": 12, "d_head": 64, "d_mlp": 3072, "d_vocab": 50257,
+           "n_ctx": 1024, "act_fn": "gelu_new", "normalization_type": "LN"}
+    return random_model(cfg, tokenizer=demo_tokenizer(), seed=0, device="cpu")
 
 
 def timed(fn) -> float:

@@ -13,7 +13,9 @@ import json
 import time
 
 import torch
-from transformer_lens import FactoredMatrix, HookedTransformer, HookedTransformerConfig
+from transformer_lens import FactoredMatrix
+
+from interp.models.loading import random_model
 
 HOOK = "blocks.1.hook_resid_post"
 DEMO = dict(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=512, d_vocab=4096, n_ctx=128, act_fn="gelu",
@@ -37,7 +39,7 @@ def bench_attribution(d_sae: int, n_prompts: int, seq: int, naive_features: int)
     from interp.features.dictionary import as_dictionary
 
     torch.manual_seed(0)
-    model = HookedTransformer(HookedTransformerConfig(**DEMO, seed=0)).eval()
+    model = random_model(DEMO, seed=0)
     sae = StandardSAE(StandardSAEConfig(d_in=128, d_sae=d_sae))
     with torch.no_grad():
         sae.W_enc.normal_(0, 0.1)
@@ -64,7 +66,7 @@ def bench_attribution(d_sae: int, n_prompts: int, seq: int, naive_features: int)
 def bench_svd() -> dict:
     from interp.circuits.decomposition import all_qk_svds, augmented_qk
 
-    model = HookedTransformer(HookedTransformerConfig(**GPT2_SMALL, seed=0)).eval()
+    model = random_model(GPT2_SMALL, seed=0)
     ours_s, _ = timed(lambda: all_qk_svds(model))
     with torch.no_grad():
         factors = [augmented_qk(model, l, h) for l in range(12) for h in range(12)]

@@ -53,10 +53,11 @@ def setup(root: Path, n_features: int, n_tokens: int, context: int, seed: int, d
     """Random model, SAE and tokens on disk, the same bytes for both sides."""
     from sae_lens import StandardSAE, StandardSAEConfig
     from sae_lens.saes.sae import SAEMetadata
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from interp.models.loading import random_model
 
     torch.manual_seed(seed)
-    model = HookedTransformer(HookedTransformerConfig(**MODEL, seed=seed, device="cpu")).eval()
+    model = random_model(MODEL, seed=seed, device="cpu")
     (root / "model.json").write_text(json.dumps(MODEL))
     save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, str(root / "model.safetensors"))
     sae = StandardSAE(StandardSAEConfig(d_in=MODEL["d_model"], d_sae=n_features,

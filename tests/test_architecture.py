@@ -220,3 +220,33 @@ def test_the_layer_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     calls = [n.func.attr for n in ast.walk(ast.parse(bad.read_text())) if isinstance(n, ast.Call)
              and isinstance(n.func, ast.Attribute)]
     assert "to_parquet" in calls and "to_parquet" in WRITE_CALLS
+
+
+# TransformerLens 4 removes HookedTransformer (TransformerBridge replaces it): every model is built in
+# interp/models (load_model, random_model), so a 4.x backend is a change to that package alone
+MODEL_CLASSES = {"HookedTransformer", "HookedTransformerConfig", "HookedSAETransformer"}
+MODEL_BUILDERS = ("interp/models/",)
+
+
+def model_class_uses(tree: ast.AST) -> list[str]:
+    """Where a module imports or names a TransformerLens / SAELens model class."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("transformer_lens", "sae_lens"):
+            found += [f"{node.lineno} imports {a.name}" for a in node.names if a.name in MODEL_CLASSES]
+        if isinstance(node, ast.Attribute) and node.attr in MODEL_CLASSES:
+            found.append(f"{node.lineno} uses .{node.attr}")
+    return found
+
+
+def test_only_interp_models_builds_transformer_lens_models():
+    direct = [f"{path.relative_to(ROOT).as_posix()}:{use}" for path in modules()
+              if not path.relative_to(ROOT).as_posix().startswith(MODEL_BUILDERS)
+              for use in model_class_uses(ast.parse(path.read_text()))]
+    assert not direct, "build models with interp.models.loading (load_model, random_model):\n" + "\n".join(direct)
+
+
+def test_the_model_class_rule_catches_imports_and_attributes():
+    tree = ast.parse("from transformer_lens import HookedTransformer\nimport transformer_lens\n"
+                     "m = transformer_lens.HookedTransformerConfig()\nfrom transformer_lens import FactoredMatrix")
+    assert model_class_uses(tree) == ["1 imports HookedTransformer", "3 uses .HookedTransformerConfig"]

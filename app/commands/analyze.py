@@ -19,7 +19,8 @@ from interp.store.run_folder import SAE_CONFIG
 
 
 def features_command(
-    sae: Path = typer.Argument(..., help=f"An SAE folder ({SAE_CONFIG}) or a run folder with sae_* members."),
+    sae: Path = typer.Argument(..., help=f"An SAE folder ({SAE_CONFIG}), a run folder with sae_* members, or "
+                                           "saelens:<release>/<sae_id> from the local Hugging Face cache."),
     cache: Path = typer.Option(None, help="Activation cache; default: the one recorded in the run's config."),
     hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
     out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/sae_<i>/."),
@@ -52,7 +53,8 @@ def geometry_command(
 
 
 def eval_command(
-    sae: list[Path] = typer.Argument(..., help="SAE or run folders, compared side by side (e.g. MFR vs not)."),
+    sae: list[Path] = typer.Argument(..., help="SAE or run folders (or saelens:<release>/<sae_id>), compared "
+                                               "side by side (e.g. MFR vs not)."),
     out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/eval_*.parquet."),
     model: str = typer.Option(None, help="Model spec; default: the model of the run's cache."),
     hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),

@@ -28,7 +28,7 @@ def induction_command(
     out: Path = typer.Option(Path("analyses/circuits/demo"), help="Folder for the result tables."),
     n_prompts: int = typer.Option(16, help="Prompts of repeated random tokens."),
     half_length: int = typer.Option(20, help="Length of the repeated span."),
-    sae: Path = typer.Option(None, help="SAELens SAE folder for the feature circuit (optional)."),
+    sae: Path = typer.Option(None, help="SAELens SAE folder or saelens:<release>/<sae_id> (local HF cache) for the feature circuit (optional)."),
     sae_hook: str = typer.Option(None, help="Hook the SAE reads; default: its cfg metadata."),
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:
@@ -49,7 +49,7 @@ def ioi_command(
     n_prompts: int = typer.Option(32, help="IOI prompts (half ABBA, half BABA)."),
     start_layer: int = typer.Option(None, help="Head to trace from (layer); default: the name mover."),
     start_head: int = typer.Option(None, help="Head to trace from (head index)."),
-    sae: Path = typer.Option(None, help="SAELens SAE folder for the feature circuit (optional)."),
+    sae: Path = typer.Option(None, help="SAELens SAE folder or saelens:<release>/<sae_id> (local HF cache) for the feature circuit (optional)."),
     sae_hook: str = typer.Option(None, help="Hook the SAE reads; default: its cfg metadata."),
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:

@@ -11,6 +11,7 @@ import typer
 
 from app.commands.errors import removed_on_failure, user_errors
 from app.commands.units import parse_tokens
+from interp.store.errors import InputError
 from interp.store.jobs import STOPPED_EXIT
 from interp.store.run_folder import CONFIG
 
@@ -31,7 +32,6 @@ def _architecture_flags() -> dict[str, tuple[object, dict[str, object]]]:
 
 def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
     """The chosen architecture's options from the flags given; a flag of another architecture is refused."""
-    from interp.store.errors import InputError
     from sae_training.architectures import architecture_options
     from sae_training.architectures.options import parse_option
 
@@ -44,15 +44,23 @@ def architecture_values(arch: str, given: dict[str, str | None]) -> dict:
     return {name: parse_option(specs[name], text, arch) for name, text in given.items() if text is not None}
 
 
-def hook_from_cache(cache: Path) -> str:
-    """The hook to train on when ``--hook`` is not given: the cache's only hook (several: the user picks one)."""
+def fitted_defaults(cache: Path | None, model: str | None, hook: str | None, d_sae: int | None) -> tuple[str, int]:
+    """``--hook`` and ``--d-sae`` when not given: the cache's hook (or the model's middle residual stream)
+    and 16 x its width, so the defaults follow the model rather than the demo's numbers."""
     from interp.cache.store import CacheFolder
-    from interp.store.errors import InputError
+    from interp.models.loading import model_shape
 
-    hooks = CacheFolder(cache, verify=False, allow_incomplete=True).hooks
-    if len(hooks) != 1:
-        raise InputError(f"the cache {cache} holds {len(hooks)} hooks ({', '.join(hooks)}); pass --hook with one of them")
-    return hooks[0]
+    if cache is None:
+        shape = model_shape(model or "demo")
+        return hook or shape.default_hook, d_sae or 16 * shape.d_model
+    store = CacheFolder(cache, verify=False, allow_incomplete=True)
+    if hook is None:
+        if len(store.hooks) > 1:
+            raise InputError(f"{cache} holds several hooks ({', '.join(store.hooks)}); pass --hook")
+        hook = store.hooks[0]
+    if hook not in store.hooks:
+        raise InputError(f"{cache} holds no hook '{hook}'; its hooks: {', '.join(store.hooks)}")
+    return hook, d_sae or 16 * store.d(hook)
 
 
 def tokens_text(n: int) -> str:
@@ -84,8 +92,8 @@ def train(**values) -> None:
             n_tokens = parse_tokens(v["tokens"])
             if v["run_id"] is not None:
                 check_name(v["run_id"], "run id")  # before anything is read or computed
-            hook = v["hook"] or (hook_from_cache(v["cache"]) if v["cache"] else TrainConfig.default("hook"))
-            config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=hook,
+            v["hook"], v["d_sae"] = fitted_defaults(v["cache"], v["model"], v["hook"], v["d_sae"])
+            config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
                                  architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
                                  mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
                                  n_tokens=n_tokens, batch_size=v["batch_size"], lr=v["lr"],
@@ -120,10 +128,11 @@ def _train_signature() -> inspect.Signature:
     common = {
         "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
         "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
-        "hook": (str, typer.Option(None, help="TransformerLens hook name (default: the cache's hook when it holds one; "
-                                              f"{default('hook')} for a live model).")),
+        "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's one hook, or with "
+                                              "--model its middle layer's residual stream, "
+                                              "blocks.<n_layers // 2>.hook_resid_post.")),
         "arch": (str, typer.Option(default("architecture"), help=" | ".join(ARCHITECTURES))),
-        "d_sae": (int, typer.Option(default("d_sae"), "--d-sae")),
+        "d_sae": (int, typer.Option(None, "--d-sae", help="Latents per SAE; default: 16 x the hook's width.")),
         "ensemble": (int, typer.Option(default("n_members"), help="Number of SAEs trained together (K).")),
         "mfr": (float, typer.Option(default("mfr_coefficient"), help="MFR coefficient lambda (needs --ensemble >= 2).")),
         "mfr_warmup": (int, typer.Option(default("mfr_warmup_steps"), help="MFR cosine warm-up steps.")),

@@ -34,7 +34,8 @@ from interp.cache.format import (
     write_shard,
 )
 from interp.models.data import batched_windows, data_changes, data_fingerprint, token_windows
-from interp.models.loading import DEFAULT_HOOK, check_hooks, load_model, model_fingerprint
+from interp.models.loading import DEFAULT_HOOK, check_hooks, load_model, model_fingerprint, resolve_device
+from interp.models.memory import MemoryEstimate, check_fits_memory, estimate_memory, model_size
 from interp.store.cache_manifest import read_manifest
 from interp.store.errors import InputError
 from interp.store.locks import writing
@@ -56,10 +57,17 @@ class CacheConfig:
     shard_tokens: int = 65_536
     dtype: str = "float32"
     seed: int = 0
+    model_dtype: str | None = None  # the model's precision; None: the storage dtype (a model passed in: its own)
+
+    @property
+    def torch_model_dtype(self) -> torch.dtype:
+        return STORAGE_DTYPES[self.model_dtype or self.dtype]
 
     def __post_init__(self) -> None:
         if self.dtype not in STORAGE_DTYPES:
             raise InputError(f"unknown storage dtype '{self.dtype}'; use one of {sorted(STORAGE_DTYPES)}")
+        if self.model_dtype is not None and self.model_dtype not in STORAGE_DTYPES:
+            raise InputError(f"unknown model dtype '{self.model_dtype}'; use one of {sorted(STORAGE_DTYPES)}")
         if not self.hooks:
             raise InputError("give at least one hook name")
         for name, value, least in (("n_tokens (--tokens)", self.n_tokens, 1), ("batch_size", self.batch_size, 1),
@@ -89,12 +97,23 @@ class CacheConfig:
         return math.ceil(self.n_windows / self.windows_per_shard)
 
     def config_hash(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = {k: v for k, v in asdict(self).items() if not (k == "model_dtype" and v is None)}  # older caches' ids
+        payload = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(payload).hexdigest()[:12]
 
     def default_cache_id(self) -> str:
         model = Path(self.model).name or self.model
         return f"{model}-{self.config_hash()}"
+
+
+def cache_memory_estimate(config: CacheConfig) -> MemoryEstimate | None:
+    """Memory to cache ``config`` (weights, conversion copy, one forward, shard buffers); None if the model's
+    size cannot be read before loading it (a TransformerLens name)."""
+    size = model_size(config.model)
+    if size is None:
+        return None
+    return estimate_memory(size, config.torch_model_dtype, config.batch_size, config.context_size,
+                           len(config.hooks), config.shard_tokens, STORAGE_DTYPES[config.dtype])
 
 
 def stop_layer_for(hooks: tuple[str, ...]) -> int | None:
@@ -150,7 +169,15 @@ class CacheWriter:
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.directory = Path(root) / (check_name(cache_id, "cache id") if cache_id else config.default_cache_id())
-        self.model = model if model is not None else load_model(config.model, device=device)
+        if model is None:
+            estimate = cache_memory_estimate(config)
+            if estimate is not None:
+                check_fits_memory(estimate, resolve_device(device), f"caching with '{config.model}'")
+            model = load_model(config.model, device=device, dtype=config.torch_model_dtype)
+        elif config.model_dtype is not None and model.cfg.dtype != config.torch_model_dtype:  # None: as given
+            raise InputError(f"the model given runs at {model.cfg.dtype} but the cache config asks for "
+                             f"{config.torch_model_dtype}; load it at that dtype or set model_dtype")
+        self.model = model
         config.check_model(self.model.cfg.n_ctx)
         check_hooks(self.model, list(config.hooks))
         self.storage_dtype = STORAGE_DTYPES[config.dtype]

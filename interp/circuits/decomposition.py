@@ -31,14 +31,20 @@ ATTENTION_THRESHOLD = 0.5  # the reference's firing threshold
 CUTOFF = 0.7  # the reference's cumulative share of upstream weight kept when tracing
 
 
-def _check_supported(model) -> None:
+def unsupported_reason(model) -> str | None:
+    """Why the decomposition cannot run on ``model`` (rotary or ALiBi positions, an odd norm), or None."""
     if model.cfg.positional_embedding_type not in ("standard", "shortformer"):
-        raise CircuitInputError(
-            f"sparse attention decomposition needs additive position embeddings; this model uses "
-            f"'{model.cfg.positional_embedding_type}' (rotary scores are not a fixed bilinear form)"
-        )
+        return (f"sparse attention decomposition needs additive position embeddings; this model uses "
+                f"'{model.cfg.positional_embedding_type}' (rotary scores are not a fixed bilinear form)")
     if model.cfg.normalization_type not in NORMALIZATIONS:
-        raise CircuitInputError(f"unsupported normalization '{model.cfg.normalization_type}'")
+        return f"unsupported normalization '{model.cfg.normalization_type}'"
+    return None
+
+
+def _check_supported(model) -> None:
+    reason = unsupported_reason(model)
+    if reason:
+        raise CircuitInputError(reason)
 
 
 def augmented_qk(model, layer: int, head: int) -> tuple[Float[Tensor, "d_model+1 d_head"], Float[Tensor, "d_model+1 d_head"]]:

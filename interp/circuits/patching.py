@@ -128,12 +128,28 @@ def path_patch(model, clean, corrupt, metric: Metric, sides: tuple[str, ...] = S
                     normed = model.blocks[lb].ln1(cache[get_act_name("resid_pre", lb)] + delta)
                     attn_b = model.blocks[lb].attn
                     for i, side in enumerate(sides):
-                        W, b = {"q": (attn_b.W_Q, attn_b.b_Q), "k": (attn_b.W_K, attn_b.b_K), "v": (attn_b.W_V, attn_b.b_V)}[side]
+                        W, b, group = _receiver_weights(attn_b, side, H)
                         patched = einops.einsum(normed, W, "b p d, h d dh -> b p h dh") + b
-                        for hb in range(H):
-                            hooks = [(get_act_name(side, lb), _replace(patched, (slice(None), slice(None), hb)))]
-                            out[i, la, ha, lb, hb] = metric(model.run_with_hooks(clean, fwd_hooks=hooks)) - base
+                        for g in range(W.shape[0]):  # a key/value head shared by a GQA group: one patch, its heads
+                            hooks = [(get_act_name(side, lb), _replace(patched, (slice(None), slice(None), g)))]
+                            out[i, la, ha, lb, g * group:(g + 1) * group] = (
+                                metric(model.run_with_hooks(clean, fwd_hooks=hooks)) - base)
     return out
+
+
+def _receiver_weights(attn, side: str, n_heads: int) -> tuple[Tensor, Tensor, int]:
+    """A receiver's q/k/v weights as its hook sees them, and how many query heads share each one.
+
+    Under grouped-query attention ``hook_k``/``hook_v`` hold the ``n_key_value_heads`` unexpanded heads
+    (TransformerLens' ``_W_K``/``_W_V``), so a path into one key reaches every head of its group."""
+    if side == "q":
+        return attn.W_Q, attn.b_Q, 1
+    grouped = hasattr(attn, "_W_K")
+    if side == "k":
+        W, b = (attn._W_K, attn._b_K) if grouped else (attn.W_K, attn.b_K)
+    else:
+        W, b = (attn._W_V, attn._b_V) if grouped else (attn.W_V, attn.b_V)
+    return W, b, n_heads // W.shape[0]
 
 
 ATP_METHODS = ("atp", "atp*")
@@ -211,7 +227,8 @@ def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> F
     """
     L, H = model.cfg.n_layers, model.cfg.n_heads
     z = [get_act_name("z", l) for l in range(L)]
-    qk = [get_act_name(s, l) for l in range(L) for s in ("q", "k")]
+    rot = "rot_" if model.cfg.positional_embedding_type == "rotary" else ""  # scores read the rotated q, k
+    qk = [get_act_name(rot + s, l) for l in range(L) for s in ("q", "k")]
     saved, grads = _gradients(model, clean, metric, z + qk, stop_attention=True)
     with torch.no_grad():
         _, cache = model.run_with_cache(clean, names_filter=lambda n: n.endswith(("hook_attn_scores", "hook_pattern")))
@@ -227,16 +244,13 @@ def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> F
                 attn = model.blocks[lb].attn
                 q, k = saved[qk[2 * lb]], saved[qk[2 * lb + 1]]
                 dq, dk = changes[qk[2 * lb]], changes[qk[2 * lb + 1]]
-                shift = (_scores(q + dq, k + dk) - _scores(q, k)) / attn.attn_scale
+                # the head's own score function: its scale, softcap and grouped keys
+                shift = attn.calculate_attention_scores(q + dq, k + dk) - attn.calculate_attention_scores(q, k)
                 scores = cache[get_act_name("attn_scores", lb)] + shift
                 new_pattern = scores.softmax(-1)
                 old_pattern = cache[get_act_name("pattern", lb)]
                 out[l, h] += float(((new_pattern - old_pattern) * grads[get_act_name("pattern", lb)]).sum())
     return out
-
-
-def _scores(q: Tensor, k: Tensor) -> Tensor:
-    return einops.einsum(q, k, "b q n dh, b k n dh -> b n q k")
 
 
 def _forward_changes(model, clean, hook: str, tangent: Tensor, names: list[str]) -> dict[str, Tensor]:

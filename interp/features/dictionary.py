@@ -14,7 +14,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.features.releases import load_release
 from interp.store.errors import DictionaryError, InputError  # noqa: F401  (DictionaryError: imported from here too)
+from interp.store.names import is_release_spec
 from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
 
 
@@ -62,9 +64,15 @@ def as_dictionary(obj) -> Dictionary:
 
 
 def load_dictionary(folder: Path | str, device: str = "cpu") -> Dictionary:
-    """Open a SAELens-format folder (``cfg.json`` + ``sae_weights.safetensors``) with SAELens' loader."""
+    """Open a SAELens-format folder (``cfg.json`` + ``sae_weights.safetensors``) with SAELens' loader, or a
+    ``saelens:<release>/<sae_id>`` release SAE from the local Hugging Face cache (``SAE.from_pretrained``).
+
+    The one resolver of an SAE argument: the CLI, the pipeline and the analyses all open SAEs here."""
     from sae_lens import SAE
 
+    if is_release_spec(folder):
+
+        return SAELensDictionary(load_release(str(folder), device=device))
     folder = Path(folder)
 
     for required in (SAE_CONFIG, SAE_WEIGHTS):

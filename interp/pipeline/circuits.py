@@ -78,15 +78,19 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
     summary["heads"] = {"previous_token": list(prev_head), "induction": [ind_layer, ind_head]}
     summary["composition_baseline"] = attention.composition_baseline(model.cfg.d_model, model.cfg.d_head)
 
-    edges = timed("svd_edges", lambda: decomposition.trace_head_edges(model, clean, dest_mask))
-    dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
-    start = start_head or (ind_layer, ind_head)
-    graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff))
-    folder.write_tables({"svd_edges": edges, "signal_dimensionality": dims}, by_feature=False)
-    folder.write_json("svd_trace", graph, sort_keys=False)
-    summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
-    summary["svd_trace"] = {"start": f"L{start[0]}H{start[1]}", "cutoff": cutoff, "start_firings": graph["n_start_firings"],
-                            "nodes": graph["nodes"]}
+    skipped = decomposition.unsupported_reason(model)  # rotary families (Llama, Gemma, Qwen...) have no SVD trace
+    if skipped is None:
+        edges = timed("svd_edges", lambda: decomposition.trace_head_edges(model, clean, dest_mask))
+        dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
+        start = start_head or (ind_layer, ind_head)
+        graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff))
+        folder.write_tables({"svd_edges": edges, "signal_dimensionality": dims}, by_feature=False)
+        folder.write_json("svd_trace", graph, sort_keys=False)
+        summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
+        summary["svd_trace"] = {"start": f"L{start[0]}H{start[1]}", "cutoff": cutoff, "start_firings": graph["n_start_firings"],
+                                "nodes": graph["nodes"]}
+    else:
+        summary["svd_trace"] = {"skipped": skipped}
 
     resid = timed("patch_residual", lambda: patching.patch_residual(model, clean, corrupt, metric))
     heads = timed("patch_heads", lambda: patching.patch_heads(model, clean, corrupt, metric))
@@ -105,8 +109,9 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
     summary["attribution_vs_exact"] = {"residual": patching.agreement(resid, atp["residual"]),
                                        "heads": patching.agreement(heads, atp["heads"])}
     methods = {"composition_k": head_pairs(composition["K"]),
-               "svd_key": head_pairs(decomposition.head_edge_matrix(edges, "key", L, H)),
                "path_patch_k": head_pairs(-paths[patching.SIDES.index("k")])}
+    if skipped is None:
+        methods["svd_key"] = head_pairs(decomposition.head_edge_matrix(edges, "key", L, H))
     agreement = rank_agreement(methods)
     agreement["top_edge"] = {name: pair_label(i, L, H) for name, i in agreement["top_edge"].items()}
     summary["rank_agreement"] = agreement

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from interp.cache.store import CacheFolder, cache_chunks
 from interp.circuits.prompts import ioi_task
@@ -26,6 +27,7 @@ from interp.pipeline.compare import compare_saes, merge_matches
 from interp.store.analysis_folder import COUNTS, AnalysisFolder, IncompleteAnalysisError, analysis_id
 from interp.store.errors import InputError
 from interp.store.locks import writing
+from interp.store.names import is_release_spec
 from interp.store.run_folder import SAE_CONFIG, RunFolder, sae_members  # noqa: F401  (sae_members: part of this API)
 
 
@@ -63,7 +65,9 @@ def _decoder(model):
 
 def workspace_relative(path: Path, out_root: Path) -> str:
     """``path`` relative to the workspace (the folder holding ``out_root``, e.g. ``analyses/``) when it lies
-    inside it, so a copied workspace still finds it; else absolute."""
+    inside it, so a copied workspace still finds it; else absolute. A ``saelens:`` spec stays as it is."""
+    if is_release_spec(path):
+        return str(path)
     resolved, workspace = path.resolve(), Path(out_root).resolve().parent
     return str(resolved.relative_to(workspace)) if workspace in resolved.parents else str(resolved)
 
@@ -74,6 +78,9 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
     """Dashboards (and ensemble matches) for every SAE under ``sae_path``; returns their analysis folders.
 
     ``model_spec``: a loaded model, a model spec, or None for the cache's model (logit effects)."""
+    if cache_dir is None and is_release_spec(sae_path):
+        raise InputError(f"{sae_path} was not trained here, so no cache is recorded for it; pass --cache "
+                         "(a cache of the SAE's hook on its model)")
     members = sae_members(Path(sae_path))
     with writing_analyses([AnalysisFolder.of_sae(out_root, member) for member in members]):
         return _analyze_features(members, out_root, cache_dir, hook, model_spec, config, max_rows, device, with_logits)
@@ -82,9 +89,6 @@ def analyze_features(sae_path: Path, out_root: Path, cache_dir: Path | None = No
 def _analyze_features(members: list[Path], out_root: Path, cache_dir: Path | None, hook: str | None, model_spec,
                       config, max_rows: int, device: str, with_logits: bool) -> list[AnalysisFolder]:
     """Dashboards of ``members`` (the caller holds their folders' locks)."""
-    import torch
-
-
     config = config or DashboardConfig()
     cache_dir = cache_dir or run_cache(members[0])
     cache = CacheFolder(cache_dir)
@@ -177,6 +181,8 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
     if site is None:
         raise InputError(f"{members[0]}/{SAE_CONFIG} names no hook (metadata.hook_name); pass --hook")
     if model_spec is None or isinstance(model_spec, str):
+        if model_spec is None and is_release_spec(members[0]):
+            raise InputError(f"{members[0]} records no model here; pass --model (the model the SAE was trained on)")
         if model_spec is None:
             model_spec = CacheFolder(run_cache(members[0]), verify=False, allow_incomplete=True).config["model"]
         model = load_model(model_spec, device=device)
@@ -188,7 +194,7 @@ def analyze_eval(sae_paths: Path | list[Path], out_root: Path, model_spec=None, 
         vocab = model.cfg.d_vocab
         candidates = torch.arange(min(100, vocab // 4), min(vocab, 100 + 40 * n_values))
         prompts = induction_task(candidates, n_prompts, n_values, vocab=vocab)
-    folder = AnalysisFolder(Path(out_root) / members[0].resolve().parent.name)
+    folder = AnalysisFolder(Path(out_root) / analysis_id(members[0]).split("/")[0])  # the run id (or 'saelens')
     with writing_analyses([folder]):
         summary, flags = evaluate_dictionaries(model, site, prompts, dictionaries, budget)
         return folder.write_tables({"eval_summary": summary, "eval_flags": flags})
@@ -198,8 +204,9 @@ def analyzed_folder(sae: Path, out_root: Path) -> AnalysisFolder:
     """``<out>/<run_id>/sae_<i>`` of an SAE folder; it must hold dashboards."""
     folder = AnalysisFolder.of_sae(out_root, sae)
     if not folder.has_dashboards:
+        again = f"{sae} --cache <cache>" if is_release_spec(sae) else f"runs/{Path(sae).resolve().parent.name}"
         raise FileNotFoundError(f"{sae} has no dashboards in {folder.path}; make them with: "
-                                f"workbench analyze features runs/{Path(sae).resolve().parent.name}")
+                                f"workbench analyze features {again}")
     return folder
 
 
@@ -207,9 +214,9 @@ def analyze_compare(sae_a: Path, sae_b: Path, out_root: Path, device: str = "cpu
     """Match two analysed SAEs' features both ways (cosines on ``device``) and merge the rows into both
     folders' matches."""
     for sae in (sae_a, sae_b):
-        if not RunFolder.is_sae(sae):
+        if not is_release_spec(sae) and not RunFolder.is_sae(sae):
             raise FileNotFoundError(f"{sae} is not a SAELens SAE folder (no {SAE_CONFIG}); pass runs/<run_id>/sae_<i>")
-    if Path(sae_a).resolve() == Path(sae_b).resolve():
+    if analysis_id(sae_a) == analysis_id(sae_b):
         raise InputError(f"{sae_a} and {sae_b} are the same SAE; pass two different ones")
     folders = [analyzed_folder(sae_a, out_root), analyzed_folder(sae_b, out_root)]
     with writing_analyses(folders):

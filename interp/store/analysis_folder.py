@@ -27,6 +27,7 @@ from pathlib import Path
 from interp.store.errors import InputError
 from interp.store.io import fsync_directory, read_json, write_json, write_parquet
 from interp.store.jobs import Job
+from interp.store.names import is_release_spec, release_analysis_id
 
 META = "meta"  # how the dashboards were made: sae, cache, hook, n_tokens, n_blocks, d_sae, d_in, config
 SUMMARY = "summary"  # a circuit analysis's summary
@@ -86,7 +87,10 @@ class AnalysisRecord:
 
 
 def analysis_id(folder: Path | str) -> str:
-    """``<run_id>/sae_<i>``: the last two parts of an SAE or analysis folder (resolved)."""
+    """``<run_id>/sae_<i>``: the last two parts of an SAE or analysis folder (resolved); for a SAELens
+    release SAE, ``saelens/<release>--<sae_id>``."""
+    if is_release_spec(folder):
+        return release_analysis_id(folder)
     folder = Path(folder).resolve()
     return f"{folder.parent.name}/{folder.name}"
 

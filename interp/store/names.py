@@ -25,3 +25,16 @@ def check_name(name: str, what: str = "run id") -> str:
         raise FolderNameError(f"{what} {text!r} is not a folder name: use letters, digits, '-', '_' and '.' "
                          f"(not first), at most {MAX_LENGTH} characters, e.g. 'my-run_1'")
     return text
+
+
+SAELENS_PREFIX = "saelens:"  # an SAE of a SAELens release: saelens:<release>/<sae_id>
+
+
+def is_release_spec(spec) -> bool:
+    """Whether an SAE argument names a SAELens release SAE rather than a folder."""
+    return str(spec).startswith(SAELENS_PREFIX)
+
+
+def release_analysis_id(spec) -> str:
+    """``saelens/<release>--<sae_id>``: the two-part analysis id of a release SAE (slashes become ``--``)."""
+    return "saelens/" + str(spec)[len(SAELENS_PREFIX):].strip("/").replace("/", "--")

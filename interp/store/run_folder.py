@@ -27,6 +27,7 @@ from pathlib import Path
 from interp.store import locks
 from interp.store.io import FileReadError, read_json, write_bytes, write_json
 from interp.store.jobs import Job
+from interp.store.names import is_release_spec
 
 CONFIG = "config.json"
 EVALUATION = "eval.json"
@@ -118,8 +119,8 @@ def checkpoint_files(directory: Path) -> dict[int, Path]:
 
 
 def sae_members(path: Path) -> list[Path]:
-    """An SAE folder itself, or every ``sae_*`` member of a run folder."""
-    if RunFolder.is_sae(path):
+    """An SAE folder itself, every ``sae_*`` member of a run folder, or a ``saelens:`` release spec."""
+    if is_release_spec(path) or RunFolder.is_sae(path):
         return [path]
     members = RunFolder(path).members()
     if not members:
