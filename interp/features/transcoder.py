@@ -176,7 +176,7 @@ def _read_tensors(path: Path) -> dict[str, Tensor]:
         raise DictionaryError(f"{path} is missing; the transcoder folder is incomplete, re-export it")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            return {name: handle.get_tensor(name).float() for name in handle.keys()}
+            return {name: handle.get_tensor(name).float() for name in handle.keys()}  # noqa: SIM118 - a safe_open handle, not a dict
     except Exception as error:  # noqa: BLE001 - a damaged file of any kind becomes one clear line
         raise DictionaryError(f"{path} is not a readable safetensors file ({error}); re-export it") from None
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from attribution_toys import (A_SCALE, A_TOKEN, B_SCALE, TARGET, VOCAB, planted_path_model,  # noqa: E402
-                              random_model_and_transcoders)
-from interp.circuits.attribution import attribute  # noqa: E402
-from interp.circuits.attribution.prune import graph_scores, prune_graph  # noqa: E402
-from interp.circuits.attribution.verify import intervention_check, top_edges  # noqa: E402
-from interp.store.errors import InputError  # noqa: E402
+from attribution_toys import A_SCALE, A_TOKEN, B_SCALE, TARGET, VOCAB, planted_path_model, random_model_and_transcoders
+
+from interp.circuits.attribution import attribute
+from interp.circuits.attribution.prune import graph_scores, prune_graph
+from interp.circuits.attribution.verify import intervention_check, top_edges
+from interp.store.errors import InputError
 
 PROMPT = [0, A_TOKEN, 2, 3]
 

@@ -30,10 +30,10 @@ def planted_pairs(n=20_000, linear: float = 0.0, seed=0):
 
 
 def config(**overrides):
-    base = dict(hook="blocks.0.ln2.hook_normalized", target_hook="blocks.0.hook_mlp_out", architecture="topk",
-                d_sae=2 * N_FEATURES, k=4, n_members=1, n_tokens=256 * 300, batch_size=256, lr=1e-2, log_every=50,
-                checkpoint_every=300, buffer_tokens=8192, eval_batches=4, normalize_activations="none",
-                b_dec_init="zeros", dead_window=50)
+    base = {"hook": "blocks.0.ln2.hook_normalized", "target_hook": "blocks.0.hook_mlp_out", "architecture": "topk",
+            "d_sae": 2 * N_FEATURES, "k": 4, "n_members": 1, "n_tokens": 256 * 300, "batch_size": 256, "lr": 1e-2,
+            "log_every": 50, "checkpoint_every": 300, "buffer_tokens": 8192, "eval_batches": 4,
+            "normalize_activations": "none", "b_dec_init": "zeros", "dead_window": 50}
     base.update(overrides)
     if base["architecture"] in ("relu",):
         base.pop("k")

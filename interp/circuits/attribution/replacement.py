@@ -84,7 +84,7 @@ def check_transcoders(model, transcoders) -> tuple[dict[int, Transcoder], list[s
 
 
 def _frozen_names(model) -> list[str]:
-    return [name for name in model.hook_dict if name.endswith("attn.hook_pattern") or name.endswith("hook_scale")]
+    return [name for name in model.hook_dict if name.endswith(("attn.hook_pattern", "hook_scale"))]
 
 
 @torch.no_grad()

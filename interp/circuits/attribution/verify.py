@@ -71,7 +71,7 @@ def intervention_check(model, graph: AttributionGraph, transcoders, edges: Int[T
     correlation = float(torch.corrcoef(torch.stack([real, expected]))[0, 1]) if len(edges) > 1 else float("nan")
     return {"rows": rows, "max_replacement_error": float((replacement - expected).abs().max()) if len(edges) else 0.0,
             "real_correlation": correlation,
-            "real_mean_abs_ratio": float((real.abs().sum() / expected.abs().sum().clamp(min=1e-30)))}
+            "real_mean_abs_ratio": float(real.abs().sum() / expected.abs().sum().clamp(min=1e-30))}
 
 
 def _replacement_changes(model, graph: AttributionGraph, state: CleanState, edges: Tensor) -> Float[Tensor, " m"]:
