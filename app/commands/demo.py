@@ -15,6 +15,7 @@ import typer
 from app.commands.analyze import demo_analysis_step
 from app.commands.circuits import demo_circuits_step
 from app.commands.errors import user_errors
+from app.commands.graph import demo_transcoders_step
 
 DEMO_HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 DEMO_CACHE_ID = "demo"
@@ -77,7 +78,7 @@ def compare_step(workspace: Path) -> str:
     return f"compare: demo-mfr/sae_0 vs demo-plain/sae_0 (MMCS {result.mmcs_ab:.3f} / {result.mmcs_ba:.3f})"
 
 
-def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
+def demo_steps(tokens: int, transcoders: bool = False) -> list[tuple[str, Callable[[Path], str]]]:
     """The demo's stages, in order (later stages read what earlier ones wrote)."""
     return [
         ("cache activations", lambda workspace: cache_step(workspace, tokens)),
@@ -86,18 +87,20 @@ def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
         ("feature dashboards and geometry", demo_analysis_step),  # needs both runs from the training steps
         ("compare MFR vs no MFR", compare_step),
         ("induction and IOI circuit analyses", demo_circuits_step),  # uses runs/demo-mfr/sae_0 when present
-    ]
+    ] + ([("transcoders and attribution graphs", demo_transcoders_step)] if transcoders else [])
 
 
 def demo(
     workspace: Path = typer.Option(Path("."), help="Workspace root: caches, runs and analyses go below it."),
     tokens: int = typer.Option(262_144, help="Tokens to cache from the bundled corpus."),
+    transcoders: bool = typer.Option(False, help="Also train a transcoder per layer and draw the induction and IOI "
+                                                 "attribution graphs (a few minutes more on 2 cores)."),
 ) -> None:
     """Run every stage on the bundled demo model and corpus (a few minutes on 2 CPU cores)."""
     workspace.mkdir(parents=True, exist_ok=True)
     summaries = []
     with user_errors():
-        for name, step in demo_steps(tokens):
+        for name, step in demo_steps(tokens, transcoders):
             typer.secho(f"== {name}", bold=True)
             start = time.perf_counter()
             summaries.append(step(workspace))

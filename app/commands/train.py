@@ -14,7 +14,7 @@ from app.commands.units import parse_tokens
 from interp.store.run_folder import CONFIG
 
 
-COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
+COMMON = ("cache", "model", "hook", "target_hook", "skip_connection", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
           "grad_clip", "run_id", "runs", "resume", "resume_from", "checkpoint_every", "device", "wandb_project")
 
 
@@ -63,6 +63,7 @@ def train(**values) -> None:
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
             config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
+                                 target_hook=v["target_hook"], skip_connection=v["skip_connection"],
                                  architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
                                  mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
                                  n_tokens=parse_tokens(v["tokens"]), batch_size=v["batch_size"], lr=v["lr"],
@@ -92,6 +93,9 @@ def _train_signature() -> inspect.Signature:
         "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
         "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
         "hook": (str, typer.Option("blocks.1.hook_resid_post", help="TransformerLens hook name.")),
+        "target_hook": (str, typer.Option(None, help="Train transcoders: predict this hook (an MLP's output, "
+                                                      "blocks.L.hook_mlp_out) from --hook (blocks.L.ln2.hook_normalized).")),
+        "skip_connection": (bool, typer.Option(False, help="Transcoders: add an affine skip W_skip x.")),
         "arch": (str, typer.Option("topk", help=" | ".join(ARCHITECTURES))),
         "d_sae": (int, typer.Option(4096, "--d-sae")),
         "ensemble": (int, typer.Option(1, help="Number of SAEs trained together (K).")),

@@ -55,7 +55,7 @@ def prompt_tokens(model, prompt: str | Tensor | list[int]) -> Int[Tensor, " pos"
     if isinstance(prompt, str):
         if not prompt.strip():
             raise InputError("the prompt is empty; give some text to attribute")
-        tokens = model.to_tokens(prompt)[0]
+        tokens = model.to_tokens(prompt, truncate=False)[0]
     else:
         tokens = torch.as_tensor(prompt, dtype=torch.long).flatten()
     if tokens.numel() < 2:
