@@ -70,6 +70,10 @@ def load_dictionary(folder: Path | str, device: str = "cpu") -> Dictionary:
     for required in (SAE_CONFIG, SAE_WEIGHTS):
         if not (folder / required).exists():
             raise DictionaryError(f"{folder} is not a SAELens SAE folder: {required} is missing")
+    from interp.features.transcoder import is_transcoder_folder, load_transcoder
+
+    if is_transcoder_folder(folder):  # SAELens 6 has no TopK transcoder: ours reads every kind (on the MLP input)
+        return load_transcoder(folder, device=device)
     return SAELensDictionary(SAE.load_from_disk(str(folder), device=device))
 
 

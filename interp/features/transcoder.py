@@ -84,6 +84,11 @@ class Transcoder:
         return self.W_dec.shape[1]
 
     @property
+    def hook_name(self) -> str:
+        """Where the features are read (what dashboards encode): the input hook."""
+        return self.hook_in
+
+    @property
     def layer(self) -> int | None:
         """The block index of the input hook (``blocks.<L>.…``), None for another hook."""
         parts = self.hook_in.split(".")

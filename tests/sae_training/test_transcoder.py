@@ -90,6 +90,17 @@ def test_saved_folder_reads_back_through_our_loader_and_saelens(tmp_path, archit
                 torch.testing.assert_close(theirs(x), loaded(x), atol=1e-5, rtol=1e-4)
 
 
+def test_analyses_open_a_transcoder_folder_as_a_dictionary(tmp_path):
+    """Dashboards, geometry and matching take transcoders too (TopK ones included, which SAELens cannot open)."""
+    from interp.features.dictionary import Dictionary, load_dictionary
+
+    pairs, _, _, _ = planted_pairs(n=2048)
+    run = train_saes(config(n_tokens=256 * 4), tmp_path / "run", activations=pairs, progress=False)
+    dictionary = load_dictionary(run.directory / "sae_0")
+    assert isinstance(dictionary, Dictionary) and dictionary.hook_name == "blocks.0.ln2.hook_normalized"
+    torch.testing.assert_close(dictionary.encode(pairs[:64, :D]), run.member(0).encode(pairs[:64, :D]))
+
+
 def test_circuit_tracer_layout_reads_back(tmp_path):
     from safetensors.torch import save_file
 
@@ -102,6 +113,16 @@ def test_circuit_tracer_layout_reads_back(tmp_path):
     assert loaded.activation == "topk" and loaded.k == 5
     torch.testing.assert_close(loaded(x), tc(x))
     assert ((loaded.encode(x) != 0).sum(-1) <= 5).all()
+
+
+def test_a_stopped_transcoder_run_resumes_exactly(tmp_path):
+    pairs, _, _, _ = planted_pairs(n=4096, linear=0.5)
+    cfg = config(skip_connection=True, n_tokens=256 * 12, checkpoint_every=4, log_every=2)
+    whole = train_saes(cfg, tmp_path / "whole", activations=pairs, progress=False)
+    train_saes(cfg, tmp_path / "parts", activations=pairs, progress=False, stop_at_step=6)
+    resumed = train_saes(cfg, tmp_path / "parts", activations=pairs, progress=False, resume=True)
+    for name, value in whole.sae.state_dict().items():
+        torch.testing.assert_close(resumed.sae.state_dict()[name], value, rtol=0, atol=0)
 
 
 def test_bad_transcoder_configs_are_refused():
