@@ -104,18 +104,24 @@ def _constant(model, state: CleanState, layers: Tensor, positions: Tensor, vecto
         if len(layers) else torch.zeros(0)
 
 
-def saved_bytes_per_row(model, state: CleanState) -> int:
-    """Bytes autograd keeps for one batch row of the frozen forward (measured on a one-row forward)."""
+def saved_bytes(model, state: CleanState, batch: int) -> int:
+    """Bytes of the tensors autograd keeps for a ``batch``-row frozen forward (each storage counted once)."""
     seen: dict[int, int] = {}
 
     def pack(t: Tensor):
         seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         return t
 
-    leaves = _leaves(state, 1)
+    leaves = _leaves(state, batch)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         frozen_forward(model, state, leaves[0], leaves[1:])
-    return sum(seen.values())
+    return sum(seen.values()) + sum(leaf.nbytes for leaf in leaves)
+
+
+def saved_bytes_per_row(model, state: CleanState) -> int:
+    """What one more batch row adds to the kept forward: measured as the difference of a two-row and a one-row
+    forward, so weights and the frozen clean tensors (shared by every row) are not counted per row."""
+    return max(0, saved_bytes(model, state, 2) - saved_bytes(model, state, 1))
 
 
 def _leaves(state: CleanState, batch: int) -> list[Tensor]:
