@@ -63,9 +63,17 @@ def describe(summary: dict) -> str:
              (f"interventions on the top edges: replacement model within {check['max_replacement_error']:.1e}, "
               f"real model correlation {check['real_correlation']:.3f}"),
              f"top logit {top['token']!r} (p={top['probability']:.3f}); top paths:"]
-    lines += ["  " + " -> ".join(path) for path in summary["top_paths"]]
+    lines += ["  " + path_text(path) for path in summary["top_paths"]]
     lines += [f"note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
+
+
+def path_text(path: dict) -> str:
+    """``a -(w)-> b -(w)-> c``."""
+    parts = [path["nodes"][0]]
+    for weight, node in zip(path["weights"], path["nodes"][1:]):
+        parts.append(f"-({weight:+.2f})-> {node}")
+    return " ".join(parts)
 
 
 def demo_transcoders_step(workspace: Path) -> str:
@@ -103,7 +111,7 @@ def demo_transcoders_step(workspace: Path) -> str:
     for name, prompt in DEMO_GRAPH_PROMPTS.items():
         _, summary = analyze_graph(model, [run.directory for run in runs], prompt, workspace / "analyses",
                                    slug=f"demo-{name}")
-        path = " -> ".join(summary["top_paths"][0]) if summary["top_paths"] else "none"
+        path = path_text(summary["top_paths"][0]) if summary["top_paths"] else "none"
         summaries.append(f"{name}: replacement {summary['replacement_score']:.2f}, completeness "
                          f"{summary['completeness_score']:.2f}, top path {path}")
     return (f"transcoders ({'; '.join(parts)}; CE recovered with both MLPs replaced "

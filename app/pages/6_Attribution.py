@@ -77,6 +77,7 @@ with st.expander("Checks by intervention (top edges)"):
                "(frozen attention and norms); the real model's change measures how far the linear picture holds.")
 with st.expander("Top paths into the top logit"):
     for path in summary.get("top_paths", []):
-        st.write(" → ".join(path))
+        st.write(" → ".join(f"{node}" + (f" ({w:+.2f})" if i < len(path["weights"]) else "")
+                            for i, (node, w) in enumerate(zip(path["nodes"], path["weights"] + [0.0]))))
 st.caption(f"circuit-tracer's viewer reads `{folder.circuit_tracer_dir()}` "
            "(`<slug>.json` + its graph index) unchanged.")

@@ -8,6 +8,7 @@ the node and kept-edge tables the app draws, the intervention rows, and circuit-
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import time
 from pathlib import Path
@@ -61,9 +62,10 @@ def edge_table(graph: AttributionGraph, pruned: PruneResult) -> pd.DataFrame:
                          "weight": graph.adjacency[targets, sources].numpy()})
 
 
-def top_paths(graph: AttributionGraph, pruned: PruneResult, n: int = 3) -> list[list[str]]:
-    """From the top logit back to a token: start at each of its ``n`` strongest kept inputs, then follow the
-    strongest kept incoming edge. The labels of each path, token first."""
+def top_paths(graph: AttributionGraph, pruned: PruneResult, n: int = 3) -> list[dict]:
+    """From the top logit back to a node without inputs (a token or an error): start at each of its ``n``
+    strongest kept inputs, then follow the strongest kept incoming edge. Each path's labels (source first) and
+    the weights of its edges."""
     kept = graph.adjacency.abs() * pruned.edge_mask
     logit = graph.logit_index(0)
     paths = []
@@ -74,7 +76,9 @@ def top_paths(graph: AttributionGraph, pruned: PruneResult, n: int = 3) -> list[
         while graph.kind(node) != "token" and kept[node].max() > 0 and len(path) < 4 * graph.n_layers + 4:
             node = int(kept[node].argmax())
             path.append(node)
-        paths.append([graph.describe(i)["label"] for i in reversed(path)])
+        path.reverse()
+        paths.append({"nodes": [graph.describe(i)["label"] for i in path],
+                      "weights": [float(graph.adjacency[t, s]) for s, t in itertools.pairwise(path)]})
     return paths
 
 

@@ -123,3 +123,33 @@ def test_a_layer_with_no_active_feature_is_noted():
     graph = attribute(model, transcoders, list(range(1, 8)))
     assert any("layer 1: no feature is active" in note for note in graph.notes)
     assert (graph.active_features[:, 0] == 0).all()
+
+
+def test_supernodes_group_one_feature_across_positions_and_score_as_one_node():
+    """B fires at positions 1..3 (one decoder row): one supernode; only B@3 reaches the logit and the path is
+    linear, so removing the group moves the logit exactly as the sum of its members does (ratio 1)."""
+    from interp.circuits.attribution.supernodes import group_features, group_scores
+
+    model, transcoders, graph = planted_graph()
+    everything = prune_graph(graph, node_threshold=1.0, edge_threshold=1.0)
+    everything.node_mask[:] = True
+    groups = group_features(graph, everything, transcoders)
+    assert groups == [[graph.feature_index(1, pos, 1) for pos in (1, 2, 3)]]
+    (score,) = group_scores(model, graph, transcoders, groups)
+    assert score["ratio"] == pytest.approx(1.0, abs=1e-5)
+    expected = -graph.adjacency[graph.logit_index(0), graph.feature_index(1, 3, 1)]
+    assert score["group_change"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_supernodes_of_a_random_model_are_scored():
+    from interp.circuits.attribution.supernodes import group_features, group_scores
+
+    model, transcoders = random_model_and_transcoders()
+    graph = attribute(model, transcoders, list(range(1, 13)))
+    pruned = prune_graph(graph, node_threshold=0.95)
+    groups = group_features(graph, pruned, transcoders, threshold=0.99)  # the same feature at several positions
+    assert groups
+    for group in groups:
+        assert len({int(graph.active_features[n, 2]) for n in group}) == 1
+    scores = group_scores(model, graph, transcoders, groups)
+    assert len(scores) == len(groups) and all("ratio" in s for s in scores)

@@ -48,8 +48,10 @@ def test_the_stored_graph_round_trips_and_its_tables_agree(stored):
     assert summary["max_completeness_residual"] < 1e-4
     assert summary["intervention"]["max_replacement_error"] < 1e-4 and len(folder.read_table("graph_checks")) == 10
     for path in summary["top_paths"]:  # from a node without inputs (a token or an error) to the top logit
-        assert path[0].startswith("token") or " error " in path[0]
-        assert path[-1].startswith("logit") and len(path) >= 2
+        nodes = path["nodes"]
+        assert nodes[0].startswith("token") or " error " in nodes[0]
+        assert nodes[-1].startswith("logit") and len(path["weights"]) == len(nodes) - 1
+        assert all(w != 0 for w in path["weights"])
 
 
 def test_the_circuit_tracer_export_follows_its_schema(stored):

@@ -131,11 +131,14 @@ def _leaves(state: CleanState, batch: int) -> list[Tensor]:
 
 def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, batch_size: int) -> dict[str, int]:
     """Bytes the attribution will hold: the dense adjacency, the kept forward of ``batch_size`` rows, the
-    gradients of one backward pass and the contraction scratch."""
+    backward pass's working gradients (as large again), the gradients at the leaves and the contraction scratch
+    (``benchmarks/bench_attribution.py`` compares the total with the measured peak)."""
     n_pos, d = state.token_vectors.shape
     n_nodes = n_features + (state.n_layers + 1) * n_pos + n_logits
+    forward = batch_size * saved_bytes_per_row(model, state)
     parts = {"adjacency": 4 * n_nodes * n_nodes,
-             "forward": batch_size * saved_bytes_per_row(model, state),
+             "forward": forward,
+             "backward": forward,  # a backward pass materialises a gradient about as large as what the forward kept
              "gradients": 2 * 4 * (state.n_layers + 1) * batch_size * n_pos * d,
              "scratch": 4 * EINSUM_FLOATS}
     parts["total"] = sum(parts.values())

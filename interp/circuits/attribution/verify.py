@@ -61,7 +61,7 @@ def intervention_check(model, graph: AttributionGraph, transcoders, edges: Int[T
     state = clean_state(model, graph.tokens.to(model.cfg.device), by_layer)
     with frozen_parameters(model):
         replacement = _replacement_changes(model, graph, state, edges)
-        real = _real_changes(model, graph, state, edges)
+        real = real_changes(model, graph, state, [(t, [s]) for t, s in edges.tolist()])
     weights = graph.adjacency[edges[:, 0], edges[:, 1]]
     rows = [{"target": graph.describe(int(t))["label"], "source": graph.describe(int(s))["label"],
              "target_node": int(t), "source_node": int(s), "edge_weight": float(w),
@@ -93,15 +93,18 @@ def inputs_clean(state: CleanState) -> list[Tensor]:
     return list(state.inputs) + [state.unembed_input]
 
 
-def _real_changes(model, graph: AttributionGraph, state: CleanState, edges: Tensor) -> Float[Tensor, " m"]:
-    """The real model with each row's source removed (added ``delta`` at the MLP output or the embedding)."""
-    m, n_pos, d = len(edges), graph.n_pos, state.token_vectors.shape[1]
+def real_changes(model, graph: AttributionGraph, state: CleanState,
+                 items: list[tuple[int, list[int]]]) -> Float[Tensor, " m"]:
+    """The real model, one batch row per ``(target, sources)``: the sources removed (their deltas added at the MLP
+    outputs or the embedding), the target's change read from the recomputed forward."""
+    m, n_pos, d = len(items), graph.n_pos, state.token_vectors.shape[1]
     deltas = {"token": torch.zeros(m, n_pos, d)}
     deltas.update({layer: torch.zeros(m, n_pos, d) for layer in range(graph.n_layers)})
     readers = []
-    for row, (target, source) in enumerate(edges.tolist()):
-        where, layer, pos, delta = _source_delta(graph, state, source)
-        deltas["token" if where == "token" else layer][row, pos] += delta.cpu()
+    for row, (target, sources) in enumerate(items):
+        for source in sources:
+            where, layer, pos, delta = _source_delta(graph, state, source)
+            deltas["token" if where == "token" else layer][row, pos] += delta.cpu()
         readers.append(_target_reader(graph, state, target, model.W_U))
     device = model.cfg.device
     captured: dict = {}
@@ -121,4 +124,3 @@ def _real_changes(model, graph: AttributionGraph, state: CleanState, edges: Tens
     stack = [captured[l] for l in range(graph.n_layers)] + [captured["u"]]
     clean = inputs_clean(state)
     return torch.stack([(stack[l][row, p] - clean[l][p]) @ v for row, (l, p, v) in enumerate(readers)]).cpu()
-
