@@ -78,7 +78,7 @@ def compare_step(workspace: Path) -> str:
     return f"compare: demo-mfr/sae_0 vs demo-plain/sae_0 (MMCS {result.mmcs_ab:.3f} / {result.mmcs_ba:.3f})"
 
 
-def demo_steps(tokens: int, transcoders: bool = False) -> list[tuple[str, Callable[[Path], str]]]:
+def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
     """The demo's stages, in order (later stages read what earlier ones wrote)."""
     return [
         ("cache activations", lambda workspace: cache_step(workspace, tokens)),
@@ -87,7 +87,7 @@ def demo_steps(tokens: int, transcoders: bool = False) -> list[tuple[str, Callab
         ("feature dashboards and geometry", demo_analysis_step),  # needs both runs from the training steps
         ("compare MFR vs no MFR", compare_step),
         ("induction and IOI circuit analyses", demo_circuits_step),  # uses runs/demo-mfr/sae_0 when present
-    ] + ([("transcoders and attribution graphs", demo_transcoders_step)] if transcoders else [])
+    ]
 
 
 def demo(
@@ -100,7 +100,8 @@ def demo(
     workspace.mkdir(parents=True, exist_ok=True)
     summaries = []
     with user_errors():
-        for name, step in demo_steps(tokens, transcoders):
+        extra = [("transcoders and attribution graphs", demo_transcoders_step)] if transcoders else []
+        for name, step in demo_steps(tokens) + extra:
             typer.secho(f"== {name}", bold=True)
             start = time.perf_counter()
             summaries.append(step(workspace))

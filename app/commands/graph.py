@@ -30,7 +30,7 @@ def graph_command(
     node_threshold: float = typer.Option(0.8, help="Keep nodes carrying this share of the influence."),
     edge_threshold: float = typer.Option(0.98, help="Keep edges carrying this share of the influence."),
     checks: int = typer.Option(20, help="Top edges verified by intervention."),
-    batch_size: int = typer.Option(32, help="Target nodes per backward pass."),
+    batch_size: int = typer.Option(64, help="Target nodes per backward pass."),
     max_gib: float = typer.Option(None, help="Refuse graphs needing more memory than this (default: what is free)."),
     device: str = typer.Option("cpu"),
 ) -> None:

@@ -84,7 +84,7 @@ def top_paths(graph: AttributionGraph, pruned: PruneResult, n: int = 3) -> list[
 
 def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[int], out_root: Path | str, *,
                   slug: str | None = None, node_threshold: float = 0.8, edge_threshold: float = 0.98,
-                  n_checks: int = 20, batch_size: int = 32, max_bytes: int | None = None,
+                  n_checks: int = 20, batch_size: int = 64, max_bytes: int | None = None,
                   on_estimate=None) -> tuple[AnalysisFolder, dict]:
     """Compute, prune, score, check and store one prompt's graph; returns its folder and summary."""
     by_layer, sources = load_transcoder_set(transcoder_paths, model.cfg.device)

@@ -130,3 +130,18 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
     assert AnalysisFolder.graph(tmp_path / "analyses", "ioi").has_graph
     bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x " * 200, *paths, "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "context" in bad.output
+
+
+def test_demo_runs_the_transcoder_step_only_when_asked(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.commands import demo
+
+    ran = []
+    monkeypatch.setattr(demo, "demo_steps", lambda tokens: [])
+    monkeypatch.setattr(demo, "demo_transcoders_step", lambda workspace: ran.append(workspace) or "graphs drawn")
+    plain = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "a")])
+    assert plain.exit_code == 0 and not ran
+    with_graphs = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "b"), "--transcoders"])
+    assert with_graphs.exit_code == 0 and ran == [tmp_path / "b"] and "graphs drawn" in with_graphs.output

@@ -156,7 +156,7 @@ def gib(n: float) -> str:
 
 
 def attribute(model, transcoders, prompt: str | Tensor | list[int], *, max_n_logits: int = 10,
-              desired_logit_prob: float = 0.95, batch_size: int = 32, max_bytes: int | None = None,
+              desired_logit_prob: float = 0.95, batch_size: int = 64, max_bytes: int | None = None,
               zero_bos: bool = True, on_estimate=None) -> AttributionGraph:
     """The attribution graph of ``prompt`` (unpruned, dense). ``transcoders``: a list (one per layer, None for
     a layer without) or a dict by layer. The memory estimate is computed first (``on_estimate`` receives it)
