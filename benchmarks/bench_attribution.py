@@ -28,9 +28,10 @@ def one(args: argparse.Namespace, length: int) -> dict:
     from interp.store.errors import InputError
 
     torch.manual_seed(0)
-    shape = (dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, d_sae=24576)
-             if args.gpt2 else dict(n_layers=args.layers, d_model=args.d_model, n_heads=4, d_head=args.d_model // 4,
-                                    d_mlp=4 * args.d_model, d_vocab=4096, d_sae=args.d_sae))
+    shape = ({"n_layers": 12, "d_model": 768, "n_heads": 12, "d_head": 64, "d_mlp": 3072, "d_vocab": 50257,
+              "d_sae": 24576} if args.gpt2 else
+             {"n_layers": args.layers, "d_model": args.d_model, "n_heads": 4, "d_head": args.d_model // 4,
+              "d_mlp": 4 * args.d_model, "d_vocab": 4096, "d_sae": args.d_sae})
     d_sae = shape.pop("d_sae")
     cfg = HookedTransformerConfig(**shape, n_ctx=max(length, 8), act_fn="gelu", normalization_type="LN",
                                   device=args.device)
@@ -76,8 +77,8 @@ def main() -> None:
         return
     results = []
     for length in args.lengths:
-        argv = [a for a in sys.argv[1:]]
-        out = subprocess.run([sys.executable, __file__, *argv, "--one", str(length)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", str(length)], capture_output=True,
+                             text=True, check=False)  # a failed length is reported, not raised
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         results.append(json.loads(lines[-1]) if lines else {"length": length, "error": out.stderr[-500:]})
         print(json.dumps(results[-1]), file=sys.stderr)

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from interp.features.transcoder import transcoder_ce_loss_recovered
-
 from interp.store.run_folder import RunFolder
 from sae_training.config import TrainConfig
 from sae_training.data import open_store
