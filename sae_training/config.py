@@ -13,6 +13,7 @@ from interp.store.errors import InputError
 from interp.store.io import write_json
 from interp.store.run_folder import CONFIG
 from sae_training.architectures import SAEShape, architecture_class, make_options
+from sae_training.transcoder import TRANSCODER_ACTIVATIONS
 
 
 class ConfigError(InputError):
@@ -40,6 +41,9 @@ class TrainConfig:
 
     # data: an activation cache directory, or live from `model` on `data`
     hook: str = DEFAULT_HOOK
+    # a transcoder: read `hook` (an MLP's input), predict `target_hook` (its output); optional affine skip
+    target_hook: str | None = None
+    skip_connection: bool = False
     cache: str | None = None
     model: str | None = None
     data: str = "demo"
@@ -129,6 +133,21 @@ class TrainConfig:
             raise ConfigError("mfr_coefficient must be >= 0 and mfr_match_every >= 1")
         if self.mfr_coefficient > 0 and self.n_members < 2:
             raise ConfigError("MFR needs an ensemble: set n_members (--ensemble) to 2 or more")
+        self._check_transcoder()
+
+    def _check_transcoder(self) -> None:
+
+        if self.target_hook is None:
+            if self.skip_connection:
+                raise ConfigError("skip_connection is a transcoder option: set target_hook (the MLP's output) too")
+            return
+        if self.architecture not in TRANSCODER_ACTIVATIONS:
+            raise ConfigError(f"a transcoder can be trained as {sorted(TRANSCODER_ACTIVATIONS)}, not "
+                              f"'{self.architecture}'")
+        if self.target_hook == self.hook:
+            raise ConfigError(f"target_hook equals hook ({self.hook}): that is an SAE; leave target_hook out")
+        if self.model is not None:
+            raise ConfigError("a transcoder trains from an activation cache holding both hooks (`cache`), not live")
 
     @classmethod
     def default(cls, name: str):
@@ -163,7 +182,11 @@ class TrainConfig:
         return asdict(self)
 
     def resume_key(self) -> dict:
-        return {k: v for k, v in self.to_dict().items() if k not in self.RESUME_FREE}
+        """The fields that determine the result; the transcoder fields only when set, so an SAE's key (and
+        hash, and the checkpoints that carry it) is what it was before they existed."""
+        unset = {"target_hook": None, "skip_connection": False}
+        return {k: v for k, v in self.to_dict().items()
+                if k not in self.RESUME_FREE and not (k in unset and v == unset[k])}
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.resume_key(), sort_keys=True).encode()).hexdigest()[:10]

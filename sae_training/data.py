@@ -13,6 +13,7 @@ from torch import Tensor
 from interp.cache.store import ActivationStore, CacheFolder, cache_source
 from interp.cache.stream import LazyChunk
 from sae_training.config import ConfigError, TrainConfig
+from sae_training.transcoder import paired_chunks, paired_width
 
 
 def open_store(config: TrainConfig, *, seed: int, start_batch: int = 0, rank: int = 0, world_size: int = 1,
@@ -40,6 +41,8 @@ def open_store(config: TrainConfig, *, seed: int, start_batch: int = 0, rank: in
 
         store = ActivationStore(source, d_in, config.batch_size, buffer, seed, start_batch)
         return _RankSlice(store, rank, local) if world_size > 1 else store
+    if config.cache is not None and config.target_hook is not None:
+        return _paired_store(config, seed, start_batch, rank, world_size, local)
     if config.cache is not None:
         cache = CacheFolder(config.cache)
         if config.hook not in cache.hooks:
@@ -57,6 +60,23 @@ def open_store(config: TrainConfig, *, seed: int, start_batch: int = 0, rank: in
     store = ActivationStore.from_model(model, config.hook, config.data, config.context_size, config.batch_size,
                                        buffer, seed, start_batch=start_batch)
     return _RankSlice(store, rank, local) if world_size > 1 else store
+
+
+def _paired_store(config: TrainConfig, seed: int, start_batch: int, rank: int, world_size: int,
+                  local: int) -> ActivationStore:
+    """A transcoder's ``[input | target]`` rows from a cache holding both hooks, split by shards like an SAE's."""
+
+    cache = CacheFolder(config.cache)
+    width = paired_width(cache, config.hook, config.target_hook)
+    mine = list(range(rank, cache.n_shards, world_size))
+    if not mine:
+        raise ConfigError(f"cache {config.cache} has {cache.n_shards} shards, fewer than the {world_size} ranks")
+
+    def source(epoch: int) -> Iterator[Tensor]:
+        order = torch.randperm(len(mine), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        return paired_chunks(cache, config.hook, config.target_hook, [mine[i] for i in order])
+
+    return ActivationStore(source, width, local, max(config.buffer_tokens, 2 * local), seed, start_batch)
 
 
 class _RankSlice:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from interp.cache.store import CacheFolder
+from interp.features.transcoder import transcoder_ce_loss_recovered
 from interp.models.data import batched_windows, token_windows
 from interp.models.loading import load_model
 from interp.store.run_folder import RunFolder
@@ -15,6 +16,7 @@ from sae_training.config import TrainConfig
 from sae_training.data import open_store
 from sae_training.metrics import ce_loss_recovered, evaluate_ensemble, member_mmcs
 from sae_training.saelens_io import save_member
+from sae_training.transcoder import evaluate_transcoders, save_transcoder
 
 
 def _model_and_data(config: TrainConfig, model) -> tuple[object | None, str | None, str]:
@@ -33,8 +35,11 @@ def _ce_scores(run, model, data: str, n_batches: int) -> list[dict]:
     results = []
     for i in range(run.config.n_members):
         member = run.member(i)
-        scores = [ce_loss_recovered(model, run.config.hook, t, lambda x: member.decode(member.encode(x)))  # noqa: B023
-                  for t in tokens]
+        if run.config.target_hook is not None:  # the MLP's output replaced by the transcoder's prediction
+            scores = [transcoder_ce_loss_recovered(model, [member], t) for t in tokens]
+        else:
+            scores = [ce_loss_recovered(model, run.config.hook, t, lambda x: member.decode(member.encode(x)))  # noqa: B023
+                      for t in tokens]
         results.append({key: sum(s[key] for s in scores) / len(scores) for key in scores[0]})
     return results
 
@@ -45,6 +50,11 @@ def export_members(run, model=None, density: torch.Tensor | None = None) -> list
     config: TrainConfig = run.config
     _, model_name, _ = _model_and_data(config, model)
     folder = RunFolder(run.directory)
+    if config.target_hook is not None:
+        return [save_transcoder(folder.member_path(i), run.member(i), model_name=model_name,
+                                context_size=config.context_size, density=None if density is None else density[i],
+                                extra_metadata={"ensemble_member": i, "trained_architecture": config.architecture})
+                for i in range(config.n_members)]
     return [save_member(folder.member_path(i), run.sae, i, scale=run.scale, hook_name=config.hook,
                         model_name=model_name, context_size=config.context_size,
                         density=None if density is None else density[i])
@@ -56,7 +66,8 @@ def write_evaluation(run, activations: torch.Tensor | None = None, model=None) -
     config: TrainConfig = run.config
     store = open_store(config, seed=config.seed + 104729, activations=activations, model=model)
     batches = (next(store) for _ in range(max(1, config.eval_batches)))
-    members, density = evaluate_ensemble(run.sae, batches, run.scale)
+    evaluate = evaluate_transcoders if config.target_hook is not None else evaluate_ensemble
+    members, density = evaluate(run.sae, batches, run.scale)
     model, model_name, data = _model_and_data(config, model)
     if config.eval_ce_batches > 0 and model_name is not None and activations is None:
         try:

@@ -34,6 +34,7 @@ from sae_training.metrics import reconstruction_metrics
 from sae_training.mfr import mfr_penalty, pairwise_matched_cosine
 from sae_training.optim import make_optimizer
 from sae_training.saelens_io import MemberDictionary
+from sae_training.transcoder import EnsembleTranscoder, build_transcoder
 
 
 class TrainingError(RuntimeError):
@@ -52,8 +53,10 @@ class Run:
     evaluation: dict | None = None
     train_seconds: float = 0.0  # wall time of this call's training steps (data + step), excluding set-up and I/O
 
-    def member(self, i: int) -> MemberDictionary:
-        """Member ``i`` as a ``Dictionary`` on raw activations."""
+    def member(self, i: int):
+        """Member ``i`` as a ``Dictionary`` on raw activations (a transcoder: an ``interp`` ``Transcoder``)."""
+        if isinstance(self.sae, EnsembleTranscoder):
+            return self.sae.member(i, self.scale, self.config.hook, self.config.target_hook)
         return MemberDictionary(self.sae, i, self.scale)
 
     def metrics(self) -> list[dict]:
@@ -144,8 +147,9 @@ def _initialise(config: TrainConfig, sae: EnsembleSAE, stats_store) -> float:
     """Input scale and ``b_dec`` from a sample that the training stream never sees first."""
     sample = take_rows(stats_store, min(16_384, max(config.batch_size, 4096)))
     scale = input_scale(sample) if config.normalize_activations == "expected_average_only_in" else 1.0
+    outputs = sae.target_part(sample) if isinstance(sae, EnsembleTranscoder) else sample  # what b_dec offsets
     center = {"geometric_median": lambda s: geometric_median(s), "mean": lambda s: s.mean(0),
-              "zeros": lambda s: torch.zeros(s.shape[1])}[config.b_dec_init](sample * scale)
+              "zeros": lambda s: torch.zeros(s.shape[1])}[config.b_dec_init](outputs * scale)
     scale_t = dist_utils.broadcast_(torch.tensor([scale], dtype=torch.float64))
     center = dist_utils.broadcast_(center.float().contiguous())
     if isinstance(sae.b_dec, torch.nn.Parameter):  # a tied SAE (mfr_tied) has no decoder bias
@@ -254,7 +258,8 @@ def backward_step(state: TrainState, config: TrainConfig, out: StepOutput) -> No
 
 def log_line(config: TrainConfig, step: int, out: StepOutput, mmcs: torch.Tensor) -> dict:
     """One ``metrics.jsonl`` row: loss, lr and the reconstruction metrics, per member under an ensemble."""
-    per = reconstruction_metrics(out.x, out.parts.x_hat.detach().float(), out.parts.f.detach())
+    target = out.x if out.parts.target is None else out.parts.target  # a transcoder predicts another hook
+    per = reconstruction_metrics(target, out.parts.x_hat.detach().float(), out.parts.f.detach())
     per["dead_fraction"] = out.dead.float().mean(-1).cpu()
     per["aux_loss"] = out.parts.aux.detach()
     line = {"step": step, "tokens": step * config.batch_size, "loss": float(out.loss.detach()), "lr": out.lr,
@@ -321,15 +326,17 @@ def _prepare(config: TrainConfig, run_dir: Path, resume: bool, activations, mode
     start = checkpoint["step"] if checkpoint else 0
     store = open_store(config, seed=config.seed, start_batch=start, rank=rank, world_size=world_size,
                        activations=activations, model=model)
-    if config.d_in is not None and config.d_in != store.d_in:
+    d_in = store.d_in // 2 if config.target_hook else store.d_in  # a transcoder's rows are [input | target]
+    if config.d_in is not None and config.d_in != d_in:
         raise ConfigError(f"config d_in={config.d_in} but the activations at {config.hook} have width "
-                          f"{store.d_in}; fix --d-in or pick the right hook")
+                          f"{d_in}; fix --d-in or pick the right hook")
     torch.manual_seed(config.seed)
-    check_memory(config, store.d_in)  # before anything is written or allocated
+    check_memory(config, d_in)  # before anything is written or allocated
     if is_main and not resume:
         _create_dir(config, run_dir)
     dist_utils.barrier()
-    sae = build_sae(config.architecture, config.shape(store.d_in), config.options, seed=config.seed).to(device)
+    sae = (build_transcoder(config, store.d_in, config.seed) if config.target_hook
+           else build_sae(config.architecture, config.shape(store.d_in), config.options, seed=config.seed)).to(device)
     state = TrainState(sae, make_optimizer(sae, config),
                        torch.zeros(config.n_members, config.d_sae, dtype=torch.long, device=device))
     if checkpoint:

@@ -19,6 +19,7 @@ import typer
 from app.commands.analyze import demo_analysis_step
 from app.commands.circuits import demo_circuits_step
 from app.commands.errors import user_errors
+from app.commands.graph import demo_transcoders_step
 from interp.store.jobs import STOPPED_EXIT
 
 
@@ -122,6 +123,8 @@ def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
 def demo(
     workspace: Path = typer.Option(Path("."), help="Workspace root: caches, runs and analyses go below it."),
     tokens: int = typer.Option(262_144, help="Tokens to cache from the bundled corpus."),
+    transcoders: bool = typer.Option(False, help="Also train a transcoder per layer and draw the induction and IOI "
+                                                 "attribution graphs (a few minutes more on 2 cores)."),
 ) -> None:
     """Run every stage on the bundled demo model and corpus (a few minutes on 2 CPU cores)."""
     summaries = []
@@ -131,7 +134,8 @@ def demo(
         workspace.mkdir(parents=True, exist_ok=True)
         name = "start"
         try:
-            for name, step in demo_steps(tokens):
+            extra = [("transcoders and attribution graphs", demo_transcoders_step)] if transcoders else []
+            for name, step in demo_steps(tokens) + extra:
                 typer.secho(f"== {name}", bold=True)
                 start = time.perf_counter()
                 summaries.append(step(workspace))

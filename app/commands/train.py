@@ -15,7 +15,7 @@ from interp.store.errors import InputError
 from interp.store.jobs import STOPPED_EXIT
 from interp.store.run_folder import CONFIG
 
-COMMON = ("cache", "model", "hook", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
+COMMON = ("cache", "model", "hook", "target_hook", "skip_connection", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
           "grad_clip", "run_id", "runs", "resume", "resume_from", "checkpoint_every", "device", "wandb_project")
 
 
@@ -94,6 +94,7 @@ def train(**values) -> None:
                 check_name(v["run_id"], "run id")  # before anything is read or computed
             v["hook"], v["d_sae"] = fitted_defaults(v["cache"], v["model"], v["hook"], v["d_sae"])
             config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
+                                 target_hook=v["target_hook"], skip_connection=v["skip_connection"],
                                  architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
                                  mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
                                  n_tokens=n_tokens, batch_size=v["batch_size"], lr=v["lr"],
@@ -131,6 +132,9 @@ def _train_signature() -> inspect.Signature:
         "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's one hook, or with "
                                               "--model its middle layer's residual stream, "
                                               "blocks.<n_layers // 2>.hook_resid_post.")),
+        "target_hook": (str, typer.Option(None, help="Train transcoders: predict this hook (an MLP's output, "
+                                                      "blocks.L.hook_mlp_out) from --hook (blocks.L.ln2.hook_normalized).")),
+        "skip_connection": (bool, typer.Option(False, help="Transcoders: add an affine skip W_skip x.")),
         "arch": (str, typer.Option(default("architecture"), help=" | ".join(ARCHITECTURES))),
         "d_sae": (int, typer.Option(None, "--d-sae", help="Latents per SAE; default: 16 x the hook's width.")),
         "ensemble": (int, typer.Option(default("n_members"), help="Number of SAEs trained together (K).")),

@@ -162,3 +162,33 @@ def metrics(run: Path) -> pd.DataFrame:
         return pd.DataFrame()
     inside(workspace_root(), path)  # a link out of the workspace is refused, not read
     return _metrics(str(path), _stamp(path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _graph(folder: str, stamp: float):
+    from interp.pipeline.attribution import read_graph
+
+    return read_graph(folder)
+
+
+@readable
+def attribution_graph(folder: Path):
+    """A stored attribution graph and its summary (``interp.pipeline.attribution.read_graph``)."""
+    return _graph(str(folder), _stamp_folder(folder))
+
+
+@readable
+def pruned_graph(folder: Path, node_threshold: float, edge_threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The graph's kept nodes and edges at these thresholds (circuit-tracer's pruning; milliseconds at demo size)."""
+    from interp.circuits.attribution.prune import prune_graph
+
+    graph, _ = _graph(str(folder), _stamp_folder(folder))
+    result = prune_graph(graph, node_threshold, edge_threshold)
+    kept = result.node_mask.nonzero().flatten().tolist()
+    nodes = pd.DataFrame([{"node": n, **graph.describe(n), "influence": float(result.influence[n]),
+                           "activation": float(graph.activations[n]) if n < graph.n_features else float("nan")}
+                          for n in kept])
+    targets, sources = result.edge_mask.nonzero(as_tuple=True)
+    edges = pd.DataFrame({"target": targets.numpy(), "source": sources.numpy(),
+                          "weight": graph.adjacency[targets, sources].numpy()})
+    return nodes, edges

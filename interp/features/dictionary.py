@@ -15,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.features.releases import load_release
+from interp.features.transcoder import is_transcoder_folder, load_transcoder
 from interp.store.errors import DictionaryError, InputError  # noqa: F401  (DictionaryError: imported from here too)
 from interp.store.names import is_release_spec
 from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
@@ -71,13 +72,13 @@ def load_dictionary(folder: Path | str, device: str = "cpu") -> Dictionary:
     from sae_lens import SAE
 
     if is_release_spec(folder):
-
         return SAELensDictionary(load_release(str(folder), device=device))
     folder = Path(folder)
-
     for required in (SAE_CONFIG, SAE_WEIGHTS):
         if not (folder / required).exists():
             raise DictionaryError(f"{folder} is not a SAELens SAE folder: {required} is missing")
+    if is_transcoder_folder(folder):  # SAELens 6 has no TopK transcoder: ours reads every kind (on the MLP input)
+        return load_transcoder(folder, device=device)
     try:
         sae = SAE.load_from_disk(str(folder), device=device)
     except (RuntimeError, ValueError, KeyError, TypeError, OSError) as error:  # e.g. cfg.json d_in vs the weights

@@ -25,13 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.store.errors import InputError
-from interp.store.io import fsync_directory, read_json, write_json, write_parquet
+from interp.store.io import fsync_directory, read_json, write_json, write_parquet, write_safetensors
 from interp.store.jobs import Job
 from interp.store.names import is_release_spec, release_analysis_id
 
 META = "meta"  # how the dashboards were made: sae, cache, hook, n_tokens, n_blocks, d_sae, d_in, config
 SUMMARY = "summary"  # a circuit analysis's summary
 CIRCUITS = "circuits"  # analyses/circuits/<set>/
+GRAPHS = "graphs"  # analyses/graphs/<slug>/: one attribution graph each
+GRAPH = "attribution_graph"  # its tensors (.safetensors) and metadata, scores, checks (.json)
+GRAPH_NODES, GRAPH_EDGES, GRAPH_CHECKS = "graph_nodes", "graph_edges", "graph_checks"  # its tables
+CIRCUIT_TRACER = "circuit_tracer"  # the export circuit-tracer's viewer serves: <slug>.json + graph-metadata.json
+CIRCUIT_TRACER_INDEX = "graph-metadata.json"
 # which analyses a folder holds, by the table each one always writes
 KINDS = {"dashboards": "features", "geometry": "geometry_map", "matches": "matches", "evaluation": "eval_summary"}
 RECORDS = {"dashboards": META, "geometry": "geometry"}  # kinds written whole or not at all -> their record
@@ -109,6 +114,10 @@ class AnalysisFolder:
     @classmethod
     def circuits(cls, out_root: Path | str, prompt_set: str) -> AnalysisFolder:
         return cls(Path(out_root) / CIRCUITS / prompt_set)
+
+    @classmethod
+    def graph(cls, out_root: Path | str, slug: str) -> AnalysisFolder:
+        return cls(Path(out_root) / GRAPHS / slug)
 
     @property
     def id(self) -> str:
@@ -286,6 +295,38 @@ class AnalysisFolder:
             raise ValueError(f"{name}.json is an analysis record: write_analysis writes it")
         return write_json(self.json_path(name), payload, sort_keys=sort_keys)
 
+    # an attribution graph (analyses/graphs/<slug>/)
+    @property
+    def graph_tensors_path(self) -> Path:
+        return self.path / f"{GRAPH}.safetensors"
+
+    @property
+    def has_graph(self) -> bool:
+        return self.graph_tensors_path.exists() and self.json_path(GRAPH).exists()
+
+    def write_graph(self, tensors: dict, meta: dict) -> AnalysisFolder:
+        """The graph's tensors and its metadata (the JSON last: a reader that finds it finds the tensors)."""
+        write_safetensors(self.graph_tensors_path, tensors)
+        write_json(self.json_path(GRAPH), meta, durable=True)
+        return self
+
+    def read_graph(self) -> tuple[dict, dict]:
+        """``(tensors, meta)`` of a stored graph (safetensors and JSON only)."""
+        from safetensors.torch import load_file  # torch only when a graph is read, not when the app lists folders
+
+        meta = read_json(self.json_path(GRAPH), f"attribution graph of {self.path}")
+        return load_file(str(self.graph_tensors_path)), meta
+
+    def circuit_tracer_dir(self) -> Path:
+        return self.path / CIRCUIT_TRACER
+
+    def write_circuit_tracer(self, slug: str, graph_json: dict) -> Path:
+        """circuit-tracer's graph files: ``<slug>.json`` and the index its viewer lists graphs from."""
+        folder = self.circuit_tracer_dir()
+        write_json(folder / f"{slug}.json", graph_json, sort_keys=False)
+        write_json(folder / CIRCUIT_TRACER_INDEX, {"graphs": [graph_json["metadata"]]}, sort_keys=False)
+        return folder / f"{slug}.json"
+
 
 def list_analyses(root: Path | str) -> list[str]:
     """Analysis ids (``<run_id>/sae_<i>``) under ``root`` (an ``analyses/`` folder) whose dashboards are complete
@@ -294,6 +335,11 @@ def list_analyses(root: Path | str) -> list[str]:
     record = AnalysisFolder(root).record_path("dashboards").name
     return sorted(str(p.parent.relative_to(root)) for p in root.glob(f"**/{record}")
                   if AnalysisFolder(p.parent).record("dashboards") is not None)
+
+
+def graph_slugs(root: Path | str) -> list[str]:
+    """Names of the stored attribution graphs under ``root`` (an ``analyses/`` folder)."""
+    return sorted(p.parent.name for p in (Path(root) / GRAPHS).glob(f"*/{GRAPH}.json"))
 
 
 def circuit_sets(root: Path | str) -> list[str]:

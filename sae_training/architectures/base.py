@@ -86,6 +86,7 @@ class LossParts:
     codes: SparseCodes | None = None
     extra: Float[Tensor, " K"] | None = None  # further loss terms (Matryoshka's inner-level MSEs)
     fired_mask: Bool[Tensor, "K d_sae"] | None = None  # set when the loss already knows it (ReLU: column sums)
+    target: Float[Tensor, "batch d_out"] | None = None  # what x_hat predicts when it is not the input (transcoders)
 
     @property
     def total(self) -> Tensor:

@@ -100,5 +100,9 @@ class TopKSAE(EnsembleSAE):
         aux = sparse_topk_aux_loss(self, x, x_hat, pre, dead)
         return LossParts(mse, mse.new_zeros(self.n_members), aux, x_hat, codes=codes)
 
+    def aux_loss(self, x: Tensor, x_hat: Tensor, pre: Tensor, dead: Tensor | None) -> Float[Tensor, " K"]:
+        """AuxK from dense codes (the transcoder's loss, which has no sparse path of its own)."""
+        return topk_aux_loss(self, x, x_hat, pre, dead)
+
     def saelens_extra_cfg(self, i: int) -> dict:
         return {"k": int(self.k_per_member[i]), "rescale_acts_by_decoder_norm": False}

@@ -1,0 +1,89 @@
+"""Attribution-graph time and peak memory per prompt length on a random model, with the estimate printed before
+each run next to the measured growth of the process's peak resident memory (one subprocess per length, so each
+peak is its own).
+
+    python benchmarks/bench_attribution.py --lengths 16 32 --layers 2 --d-model 128 --d-sae 512 --k 16
+    python benchmarks/bench_attribution.py --gpt2 --lengths 64 256 1024 --k 32 --device cuda   # the issue's shape
+
+``--gpt2``: 12 layers, d_model 768, 12 heads, d_mlp 3072, vocabulary 50,257, 24,576-latent TopK transcoders (random
+weights). A length whose estimate exceeds the free memory is reported as refused, with the estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def one(args: argparse.Namespace, length: int) -> dict:
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from interp.circuits.attribution import attribute
+    from interp.features.transcoder import Transcoder
+    from interp.store.errors import InputError
+
+    torch.manual_seed(0)
+    shape = ({"n_layers": 12, "d_model": 768, "n_heads": 12, "d_head": 64, "d_mlp": 3072, "d_vocab": 50257,
+              "d_sae": 24576} if args.gpt2 else
+             {"n_layers": args.layers, "d_model": args.d_model, "n_heads": 4, "d_head": args.d_model // 4,
+              "d_mlp": 4 * args.d_model, "d_vocab": 4096, "d_sae": args.d_sae})
+    d_sae = shape.pop("d_sae")
+    cfg = HookedTransformerConfig(**shape, n_ctx=max(length, 8), act_fn="gelu", normalization_type="LN",
+                                  device=args.device)
+    model = HookedTransformer(cfg).eval()
+    d = cfg.d_model
+    transcoders = [Transcoder(torch.randn(d, d_sae, device=args.device) / d ** 0.5, torch.zeros(d_sae, device=args.device),
+                              torch.randn(d_sae, d, device=args.device) / d_sae ** 0.5, torch.zeros(d, device=args.device),
+                              "topk", k=args.k, hook_in=f"blocks.{layer}.ln2.hook_normalized",
+                              hook_out=f"blocks.{layer}.hook_mlp_out") for layer in range(cfg.n_layers)]
+    tokens = torch.randint(1, cfg.d_vocab, (length,))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if args.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.max_memory_allocated()
+    estimates = []
+    start = time.perf_counter()
+    try:
+        graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=estimates.append)
+    except InputError as error:
+        return {"length": length, "refused": str(error), "estimate_bytes": estimates[0]["total"] if estimates else None}
+    seconds = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"length": length, "seconds": round(seconds, 2), "n_features": graph.n_features, "n_nodes": graph.n_nodes,
+            "estimate_bytes": estimates[0]["total"], "estimate_parts": estimates[0], "peak_growth_bytes": peak - base,
+            "estimate_over_measured": round(estimates[0]["total"] / max(peak - base, 1), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--gpt2", action="store_true")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--d-model", type=int, default=128)
+    parser.add_argument("--d-sae", type=int, default=512)
+    parser.add_argument("--k", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # run one length in this process
+    args = parser.parse_args()
+    if args.one is not None:
+        print(json.dumps(one(args, args.one)))
+        return
+    results = []
+    for length in args.lengths:
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", str(length)], capture_output=True,
+                             text=True, check=False)  # a failed length is reported, not raised
+        lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        results.append(json.loads(lines[-1]) if lines else {"length": length, "error": out.stderr[-500:]})
+        print(json.dumps(results[-1]), file=sys.stderr)
+    print(json.dumps({"config": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

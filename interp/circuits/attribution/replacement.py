@@ -1,0 +1,164 @@
+"""The local replacement model of one prompt (Ameisen et al. 2025): attention patterns and normalisation
+scales frozen at their values on the prompt, each MLP's output written as transcoder features + ``b_dec`` +
+an error term (+ the transcoder's linear skip of its input). The model is then linear in the token vectors
+and the MLP outputs, so direct effects are gradients.
+
+``clean_state`` runs the model once and records what the replacement needs; ``frozen_forward`` runs the
+frozen model on given token vectors and MLP outputs (batched), returning each layer's transcoder input and
+the unembedding's input, from which targets are read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.features.transcoder import Transcoder
+from interp.store.errors import InputError
+
+
+@dataclass
+class CleanState:
+    """The prompt's clean forward pass, as the replacement model needs it (batch dimension dropped)."""
+
+    tokens: Int[Tensor, " pos"]
+    transcoders: dict[int, Transcoder]
+    input_hooks: list[str]  # per layer: where its transcoder reads (the MLP's input for a layer without one)
+    output_hooks: list[str]  # per layer: the MLP's output hook
+    inputs: list[Float[Tensor, "pos d"]]  # per layer, the transcoder input
+    mlp_outs: list[Float[Tensor, "pos d"]]
+    frozen: dict[str, Tensor]  # attention patterns and normalisation scales by hook name
+    token_vectors: Float[Tensor, "pos d"]  # token + position embedding
+    unembed_input: Float[Tensor, "pos d"]
+    logits: Float[Tensor, " vocab"]  # at the last position
+    features: list[tuple[Tensor, Tensor, Tensor]]  # per layer: (positions, feature ids, activations)
+    rest: list[Float[Tensor, "pos d"]]  # per layer: MLP output minus the skip term (features + b_dec + error)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.inputs)
+
+    def errors(self, layer: int) -> Float[Tensor, "pos d"]:
+        """What the layer's transcoder misses: ``rest − (Σ features + b_dec)``; the whole MLP output without one."""
+        transcoder = self.transcoders.get(layer)
+        if transcoder is None:
+            return self.rest[layer]
+        positions, ids, values = self.features[layer]
+        reconstruction = transcoder.b_dec.expand_as(self.rest[layer]).clone()
+        reconstruction.index_add_(0, positions, values[:, None] * transcoder.W_dec[ids])
+        return self.rest[layer] - reconstruction
+
+
+def default_input_hook(model, layer: int) -> str:
+    return f"blocks.{layer}.ln2.hook_normalized" if model.cfg.normalization_type else f"blocks.{layer}.hook_resid_mid"
+
+
+def check_transcoders(model, transcoders) -> tuple[dict[int, Transcoder], list[str]]:
+    """Transcoders by layer (a list or dict), checked against the model: hooks exist and belong to the layer,
+    widths fit. Returns them and a note for each layer without one (its MLP becomes error nodes)."""
+    items = dict(enumerate(transcoders)) if isinstance(transcoders, (list, tuple)) else dict(transcoders)
+    items = {layer: tc for layer, tc in items.items() if tc is not None}
+    if not items:
+        raise InputError("no transcoders given: train some (`workbench train --target-hook ...`) or pass their folders")
+    hooks = set(model.hook_dict)
+    for layer, tc in items.items():
+        if not 0 <= layer < model.cfg.n_layers:
+            raise InputError(f"a transcoder for layer {layer}, but the model has layers 0..{model.cfg.n_layers - 1}")
+        for name in (tc.hook_in, tc.hook_out):
+            if name not in hooks or not name.startswith(f"blocks.{layer}."):
+                raise InputError(f"layer {layer}'s transcoder hook '{name}' is not a hook of that layer of the model; "
+                                 f"use one trained on blocks.{layer} (e.g. {default_input_hook(model, layer)} -> "
+                                 f"blocks.{layer}.hook_mlp_out)")
+        if tc.d_in != model.cfg.d_model or tc.d_out != model.cfg.d_model:
+            raise InputError(f"layer {layer}'s transcoder maps {tc.d_in} -> {tc.d_out} but the model's d_model is "
+                             f"{model.cfg.d_model}; use transcoders trained on this model")
+        if not tc.hook_out.endswith("hook_mlp_out"):
+            raise InputError(f"layer {layer}'s transcoder writes to '{tc.hook_out}'; attribution replaces MLPs, so "
+                             "its output hook must be blocks.<L>.hook_mlp_out")
+    notes = [f"layer {layer} has no transcoder: its MLP output is kept whole as error nodes"
+             for layer in range(model.cfg.n_layers) if layer not in items]
+    return items, notes
+
+
+def _frozen_names(model) -> list[str]:
+    return [name for name in model.hook_dict if name.endswith(("attn.hook_pattern", "hook_scale"))]
+
+
+@torch.no_grad()
+def clean_state(model, tokens: Int[Tensor, " pos"], transcoders: dict[int, Transcoder],
+                zero_bos: bool = True) -> CleanState:
+    """One clean forward pass; active features per layer (none at position 0 with ``zero_bos``, as circuit-tracer:
+    the BOS position's outsized activations go to its error node)."""
+    n_layers = model.cfg.n_layers
+    input_hooks = [transcoders[l].hook_in if l in transcoders else default_input_hook(model, l) for l in range(n_layers)]
+    output_hooks = [f"blocks.{l}.hook_mlp_out" for l in range(n_layers)]
+    names = set(input_hooks) | set(output_hooks) | set(_frozen_names(model)) | {"hook_embed", "hook_pos_embed"}
+    record: dict[str, Tensor] = {}
+    hooks = [(name, lambda act, hook: record.__setitem__(hook.name, act.detach()[0].clone()))
+             for name in names if name in model.hook_dict]
+    captured = {}
+    handle = model.unembed.register_forward_pre_hook(lambda module, args: captured.__setitem__("u", args[0].detach()))
+    try:
+        logits = model.run_with_hooks(tokens[None], fwd_hooks=hooks)
+    finally:
+        handle.remove()
+    token_vectors = record["hook_embed"] + record.get("hook_pos_embed", 0.0)
+    inputs = [record[name].float() for name in input_hooks]
+    mlp_outs = [record[name].float() for name in output_hooks]
+    features, rest = [], []
+    for layer in range(n_layers):
+        tc = transcoders.get(layer)
+        if tc is None:
+            features.append((torch.zeros(0, dtype=torch.long),) * 2 + (torch.zeros(0),))
+            rest.append(mlp_outs[layer])
+            continue
+        f = tc.encode(inputs[layer])
+        if zero_bos:
+            f[0] = 0
+        positions, ids = f.nonzero(as_tuple=True)
+        features.append((positions, ids, f[positions, ids]))
+        rest.append(mlp_outs[layer] - tc.skip(inputs[layer]))
+    frozen = {name: record[name] for name in _frozen_names(model)}
+    return CleanState(tokens, transcoders, input_hooks, output_hooks, inputs, mlp_outs, frozen, token_vectors,
+                      captured["u"][0].float(), logits[0, -1].float(), features, rest)
+
+
+def frozen_forward(model, state: CleanState, token_vectors: Float[Tensor, "B pos d"],
+                   rest: list[Float[Tensor, "B pos d"]]) -> tuple[list[Tensor], Tensor]:
+    """The replacement model on a batch: token vectors in place of the embeddings, each MLP's output replaced by
+    ``rest[l] + skip_l(x_l)``, patterns and scales the clean ones. Returns the transcoder inputs ``x_l`` and the
+    unembedding input, ``[B, pos, d]`` each, differentiable in ``token_vectors`` and ``rest``."""
+    batch = token_vectors.shape[0]
+    inputs: dict[int, Tensor] = {}
+    captured = {}
+
+    def frozen(act, hook):
+        return state.frozen[hook.name].expand(batch, *state.frozen[hook.name].shape).to(act.dtype)
+
+    def keep_input(act, hook, layer):
+        inputs[layer] = act
+        return act
+
+    def replace_out(act, hook, layer):
+        tc = state.transcoders.get(layer)
+        out = rest[layer] if tc is None or tc.W_skip is None else rest[layer] + tc.skip(inputs[layer])
+        return out.to(act.dtype)
+
+    hooks = [("hook_embed", lambda act, hook: token_vectors.to(act.dtype))]
+    if "hook_pos_embed" in model.hook_dict:
+        hooks.append(("hook_pos_embed", lambda act, hook: torch.zeros_like(act)))
+    hooks += [(name, frozen) for name in state.frozen]
+    for layer in range(state.n_layers):
+        hooks.append((state.input_hooks[layer], lambda act, hook, layer=layer: keep_input(act, hook, layer)))
+        if f"blocks.{layer}.mlp.hook_pre" in model.hook_dict:  # the MLP is replaced: no graph through it
+            hooks.append((f"blocks.{layer}.mlp.hook_pre", lambda act, hook: act.detach()))
+        hooks.append((state.output_hooks[layer], lambda act, hook, layer=layer: replace_out(act, hook, layer)))
+    handle = model.unembed.register_forward_pre_hook(lambda module, args: captured.__setitem__("u", args[0]))
+    try:
+        model.run_with_hooks(state.tokens[None].expand(batch, -1), fwd_hooks=hooks)
+    finally:
+        handle.remove()
+    return [inputs[layer] for layer in range(state.n_layers)], captured["u"]

@@ -1,0 +1,155 @@
+"""Attribution graphs: a planted path's edges carry the planted weights, the decomposition is complete, pruning
+keeps the path, edges equal interventions in the replacement model, and bad input is refused."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
+from attribution_toys import A_SCALE, A_TOKEN, B_SCALE, TARGET, VOCAB, planted_path_model, random_model_and_transcoders
+
+from interp.circuits.attribution import attribute
+from interp.circuits.attribution.prune import graph_scores, prune_graph
+from interp.circuits.attribution.verify import intervention_check, top_edges
+from interp.store.errors import InputError
+
+PROMPT = [0, A_TOKEN, 2, 3]
+
+
+def planted_graph():
+    model, transcoders = planted_path_model()
+    return model, transcoders, attribute(model, transcoders, PROMPT)
+
+
+def test_the_planted_path_has_the_planted_weights():
+    _, _, graph = planted_graph()
+    a = graph.feature_index(0, 1, 0)
+    assert graph.adjacency[a, graph.token_index(1)] == pytest.approx(1.0)  # A reads token 1's embedding e0
+    for pos in (1, 2, 3):
+        b = graph.feature_index(1, pos, 1)
+        # B reads A's write directly at A's position and through the uniform head (weight 1/(pos+1)) everywhere
+        expected = A_SCALE * (pos == 1) + A_SCALE / (pos + 1)
+        assert graph.adjacency[b, a] == pytest.approx(expected)
+        assert graph.activations[b] == pytest.approx(expected)  # nothing else feeds B
+    assert int(graph.logit_tokens[0]) == TARGET
+    logit, b_last = graph.logit_index(0), graph.feature_index(1, 3, 1)
+    a_b = A_SCALE / 4
+    assert graph.adjacency[logit, b_last] == pytest.approx(a_b * B_SCALE * (1 - 1 / VOCAB))
+    nonzero = graph.adjacency[logit].nonzero().flatten().tolist()
+    assert nonzero == [b_last]  # the error nodes are exactly 0 here: the MLPs are the transcoders
+
+
+def test_pruning_keeps_the_planted_path():
+    _, _, graph = planted_graph()
+    result = prune_graph(graph)
+    a, b, logit = graph.feature_index(0, 1, 0), graph.feature_index(1, 3, 1), graph.logit_index(0)
+    assert result.node_mask[[a, b, logit, graph.token_index(1)]].all()
+    assert result.edge_mask[b, a] and result.edge_mask[logit, b] and result.edge_mask[a, graph.token_index(1)]
+    assert not result.node_mask[graph.feature_index(1, 2, 1)]  # B at position 2 reaches no logit
+    replacement, completeness = graph_scores(graph)
+    assert replacement == pytest.approx(1.0) and completeness == pytest.approx(1.0)  # no error at all
+
+
+@pytest.mark.parametrize("activation,skip", [("topk", True), ("jumprelu", False), ("relu", True)])
+def test_incoming_edges_sum_to_each_nodes_input(activation, skip):
+    """Linearity with frozen attention and norms: Σ incoming edges + the bias part = the node's pre-activation."""
+    model, transcoders = random_model_and_transcoders(activation=activation, skip=skip)
+    graph = attribute(model, transcoders, list(range(1, 13)), batch_size=7)
+    targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
+    assert graph.n_features > 20 and graph.readout[targets].abs().max() > 0.5
+    torch.testing.assert_close(graph.adjacency[targets].sum(1) + graph.constant[targets], graph.readout[targets],
+                               atol=1e-4, rtol=0)
+    # the feature readouts are the transcoders' own pre-activations (minus b_enc) on the clean run
+    layer, pos, feature = graph.active_features[0].tolist()
+    _, cache = model.run_with_cache(graph.tokens[None])
+    tc = transcoders[layer]
+    assert graph.readout[0] == pytest.approx(float(cache[tc.hook_in][0, pos] @ tc.W_enc[:, feature]), abs=1e-5)
+    _, completeness = graph_scores(graph)
+    assert 0 < completeness < 1  # random transcoders: much of the input comes through error nodes
+
+
+def test_edges_equal_interventions_in_the_replacement_model():
+    model, transcoders = random_model_and_transcoders(activation="topk", skip=True)
+    graph = attribute(model, transcoders, list(range(1, 13)))
+    edges = top_edges(graph, n=25)
+    check = intervention_check(model, graph, transcoders, edges)
+    assert len(check["rows"]) == 25 and check["max_replacement_error"] < 1e-4
+    assert all(row["edge_weight"] != 0 for row in check["rows"])
+    assert -1 <= check["real_correlation"] <= 1
+
+
+def test_the_real_model_agrees_exactly_when_it_is_linear_along_the_path():
+    """The planted model's path is linear on this prompt (ReLUs stay on, attention has constant scores), so
+    removing A changes B and the logit in the real model just as the graph says."""
+    model, transcoders, graph = planted_graph()
+    a, b = graph.feature_index(0, 1, 0), graph.feature_index(1, 3, 1)
+    check = intervention_check(model, graph, transcoders, torch.tensor([[b, a], [graph.logit_index(0), b]]))
+    for row in check["rows"]:
+        assert row["real_change"] == pytest.approx(-row["edge_weight"], abs=1e-5)
+
+
+def test_a_layer_without_a_transcoder_is_kept_as_error_nodes():
+    model, transcoders = random_model_and_transcoders()
+    graph = attribute(model, [transcoders[0], None], list(range(1, 10)))
+    assert any("layer 1 has no transcoder" in note for note in graph.notes)
+    assert (graph.active_features[:, 0] == 0).all()
+    logits = graph.logit_start + torch.arange(graph.n_logits)
+    errors_1 = graph.error_index(1, 0) + torch.arange(graph.n_pos)
+    assert graph.adjacency[logits][:, errors_1].abs().sum() > 0  # the whole MLP 1 acts through its error nodes
+    torch.testing.assert_close(graph.adjacency[logits].sum(1) + graph.constant[logits], graph.readout[logits],
+                               atol=1e-4, rtol=0)
+
+
+def test_bad_input_is_refused_with_what_to_do():
+    model, transcoders = random_model_and_transcoders()
+    with pytest.raises(InputError, match="context is 16"):
+        attribute(model, transcoders, list(range(17)))
+    with pytest.raises(InputError, match="not a hook of that layer"):
+        attribute(model, {1: transcoders[0]}, list(range(5)))
+    wrong = random_model_and_transcoders(d_model=8)[1]
+    with pytest.raises(InputError, match="d_model is 16"):
+        attribute(model, wrong, list(range(5)))
+    estimates = []
+    with pytest.raises(InputError, match=r"needs about .* shorter prompt"):
+        attribute(model, transcoders, list(range(10)), max_bytes=1000, on_estimate=estimates.append)
+    assert estimates and estimates[0]["total"] > 1000 and estimates[0]["adjacency"] > 0
+
+
+def test_a_layer_with_no_active_feature_is_noted():
+    model, transcoders = random_model_and_transcoders(activation="relu", skip=False)
+    transcoders[1].b_enc.fill_(-1e3)  # nothing can fire
+    graph = attribute(model, transcoders, list(range(1, 8)))
+    assert any("layer 1: no feature is active" in note for note in graph.notes)
+    assert (graph.active_features[:, 0] == 0).all()
+
+
+def test_supernodes_group_one_feature_across_positions_and_score_as_one_node():
+    """B fires at positions 1..3 (one decoder row): one supernode; only B@3 reaches the logit and the path is
+    linear, so removing the group moves the logit exactly as the sum of its members does (ratio 1)."""
+    from interp.circuits.attribution.supernodes import group_features, group_scores
+
+    model, transcoders, graph = planted_graph()
+    everything = prune_graph(graph, node_threshold=1.0, edge_threshold=1.0)
+    everything.node_mask[:] = True
+    groups = group_features(graph, everything, transcoders)
+    assert groups == [[graph.feature_index(1, pos, 1) for pos in (1, 2, 3)]]
+    (score,) = group_scores(model, graph, transcoders, groups)
+    assert score["ratio"] == pytest.approx(1.0, abs=1e-5)
+    expected = -graph.adjacency[graph.logit_index(0), graph.feature_index(1, 3, 1)]
+    assert score["group_change"] == pytest.approx(float(expected), abs=1e-5)
+
+
+def test_supernodes_of_a_random_model_are_scored():
+    from interp.circuits.attribution.supernodes import group_features, group_scores
+
+    model, transcoders = random_model_and_transcoders()
+    graph = attribute(model, transcoders, list(range(1, 13)))
+    pruned = prune_graph(graph, node_threshold=0.95)
+    groups = group_features(graph, pruned, transcoders, threshold=0.99)  # the same feature at several positions
+    assert groups
+    for group in groups:
+        assert len({int(graph.active_features[n, 2]) for n in group}) == 1
+    scores = group_scores(model, graph, transcoders, groups)
+    assert len(scores) == len(groups) and all("ratio" in s for s in scores)

@@ -1,0 +1,147 @@
+"""The graph pipeline: stored graph round-trips, tables and the circuit-tracer export agree with the graph, the
+page shows it, and the CLI runs on the demo model."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
+from attribution_toys import random_model_and_transcoders
+
+from interp.circuits.attribution.export import cantor_pairing
+from interp.pipeline.attribution import analyze_graph, read_graph
+from interp.store.analysis_folder import AnalysisFolder, graph_slugs
+from sae_training.transcoder import save_transcoder
+
+IOI_PROMPT = "When Romeo and Juliet went to the court, Romeo gave a ring to"
+APP = Path(__file__).resolve().parents[2] / "app"
+# circuit-tracer's frontend/graph_models.Node fields (pydantic; the viewer reads these keys)
+NODE_FIELDS = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit", "run_idx",
+               "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation"}
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    model, transcoders = random_model_and_transcoders()
+    folders = [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=16)
+               for i, tc in enumerate(transcoders)]
+    folder, summary = analyze_graph(model, [f.parent for f in folders], list(range(1, 12)), root / "analyses",
+                                    slug="toy", n_checks=10)
+    return root, model, transcoders, folder, summary
+
+
+def test_the_stored_graph_round_trips_and_its_tables_agree(stored):
+    root, _, _, folder, summary = stored
+    graph, read_summary = read_graph(folder)
+    assert graph_slugs(root / "analyses") == ["toy"] and read_summary == json.loads(json.dumps(summary))
+    nodes, edges = folder.read_table("graph_nodes"), folder.read_table("graph_edges")
+    assert len(nodes) == graph.n_nodes and int(nodes["kept"].sum()) == summary["kept_nodes"]
+    assert len(edges) == summary["kept_edges"]
+    torch.testing.assert_close(torch.tensor(edges["weight"].to_numpy()),
+                               graph.adjacency[torch.tensor(edges["target"].to_numpy()),
+                                               torch.tensor(edges["source"].to_numpy())])
+    assert summary["max_completeness_residual"] < 1e-4
+    assert summary["intervention"]["max_replacement_error"] < 1e-4 and len(folder.read_table("graph_checks")) == 10
+    for path in summary["top_paths"]:  # from a node without inputs (a token or an error) to the top logit
+        nodes = path["nodes"]
+        assert nodes[0].startswith("token") or " error " in nodes[0]
+        assert nodes[-1].startswith("logit") and len(path["weights"]) == len(nodes) - 1
+        assert all(w != 0 for w in path["weights"])
+
+
+def test_the_circuit_tracer_export_follows_its_schema(stored):
+    _, _, _, folder, summary = stored
+    graph, _ = read_graph(folder)
+    exported = json.loads((folder.circuit_tracer_dir() / "toy.json").read_text())
+    index = json.loads((folder.circuit_tracer_dir() / "graph-metadata.json").read_text())
+    assert index["graphs"][0]["slug"] == "toy" and exported["metadata"]["prompt_tokens"] == graph.token_strings
+    assert set(exported) == {"metadata", "qParams", "nodes", "links"}
+    ids = {node["node_id"]: node for node in exported["nodes"]}
+    assert all(set(node) == NODE_FIELDS for node in exported["nodes"])
+    assert all(link["source"] in ids and link["target"] in ids for link in exported["links"])
+    assert len(exported["links"]) <= summary["kept_edges"]
+    layer, pos, feature = graph.active_features[0].tolist()
+    node_id = f"{layer}_{feature}_{pos}"
+    if node_id in ids:
+        assert ids[node_id]["feature"] == cantor_pairing(layer, feature)
+    logits = [n for n in exported["nodes"] if n["feature_type"] == "logit"]
+    assert len(logits) == graph.n_logits and logits[0]["is_target_logit"]
+    top = next(link for link in exported["links"] if link["target"] == logits[0]["node_id"])
+    source = next(i for i in range(graph.n_nodes) if _node_id(graph, i) == top["source"])
+    assert top["weight"] == pytest.approx(float(graph.adjacency[graph.logit_index(0), source]))
+
+
+def _node_id(graph, node):
+    info = graph.describe(node)
+    if info["kind"] == "feature":
+        return f"{info['layer']}_{info['feature']}_{info['pos']}"
+    if info["kind"] == "error":
+        return f"0_{info['layer']}_{info['pos']}"
+    if info["kind"] == "token":
+        return f"E_{int(graph.tokens[info['pos']])}_{info['pos']}"
+    return f"{graph.n_layers + 1}_{int(graph.logit_tokens[node - graph.logit_start])}_{info['pos']}"
+
+
+def test_the_page_shows_the_graph_and_its_scores(stored, monkeypatch):
+    root, _, _, _, summary = stored
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Replacement score"] == f"{summary['replacement_score']:.3f}"
+    assert len(at.slider) == 2 and at.slider[0].value == 0.8 and at.slider[1].value == 0.98
+    at.slider[0].set_value(0.5).run()
+    assert not at.exception
+    node_box = at.selectbox[1]
+    assert len(node_box.options) <= summary["kept_nodes"]  # fewer nodes kept at the lower threshold
+    assert len(at.dataframe) >= 2
+
+
+def test_the_page_on_an_empty_workspace_names_the_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception and at.error
+    assert any(code.value.startswith("workbench analyze graph") for code in at.code)
+
+
+def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
+    """Random transcoders of the demo model's width: the command runs end to end and says what it found."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from interp.features.transcoder import Transcoder
+
+    g = torch.Generator().manual_seed(0)
+    paths = []
+    for layer in range(2):
+        tc = Transcoder(torch.randn(128, 256, generator=g) / 11, torch.zeros(256), torch.randn(256, 128, generator=g) / 16,
+                        torch.zeros(128), "topk", k=8, hook_in=f"blocks.{layer}.ln2.hook_normalized",
+                        hook_out=f"blocks.{layer}.hook_mlp_out")
+        paths += ["-t", str(save_transcoder(tmp_path / f"L{layer}", tc, model_name="demo", context_size=128))]
+    result = CliRunner().invoke(app, ["analyze", "graph", "--prompt", IOI_PROMPT, *paths, "--out", str(tmp_path / "analyses"),
+                                      "--slug", "ioi", "--checks", "5"])
+    assert result.exit_code == 0, result.output
+    assert "memory estimate" in result.output and "top paths" in result.output
+    assert AnalysisFolder.graph(tmp_path / "analyses", "ioi").has_graph
+    bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x " * 200, *paths, "--out", str(tmp_path)])
+    assert bad.exit_code != 0 and "context" in bad.output
+
+
+def test_demo_runs_the_transcoder_step_only_when_asked(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.commands import demo
+
+    ran = []
+    monkeypatch.setattr(demo, "demo_steps", lambda tokens: [])
+    monkeypatch.setattr(demo, "demo_transcoders_step", lambda workspace: ran.append(workspace) or "graphs drawn")
+    plain = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "a")])
+    assert plain.exit_code == 0 and not ran
+    with_graphs = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "b"), "--transcoders"])
+    assert with_graphs.exit_code == 0 and ran == [tmp_path / "b"] and "graphs drawn" in with_graphs.output
