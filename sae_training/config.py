@@ -13,7 +13,6 @@ from interp.store.errors import InputError
 from interp.store.io import write_json
 from interp.store.run_folder import CONFIG
 from sae_training.architectures import SAEShape, architecture_class, make_options
-from sae_training.transcoder import TRANSCODER_ACTIVATIONS
 
 
 class ConfigError(InputError):
@@ -28,6 +27,9 @@ LEGACY_OPTION_NAMES = {
 }
 LEGACY_KEYS = ("k", "k_schedule", "aux_k_coefficient", "jumprelu_init_threshold", "jumprelu_bandwidth",
                "sparsity_coefficient", "sparsity_warmup_steps")
+
+# architecture -> the SAELens transcoder activation it is saved as (SAELens 6 has no TopK transcoder: "topk" is ours)
+TRANSCODER_ACTIVATIONS = {"topk": "topk", "batchtopk": "jumprelu", "relu": "relu", "jumprelu": "jumprelu"}
 
 
 @dataclass(frozen=True, init=False)

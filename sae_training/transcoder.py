@@ -23,13 +23,11 @@ from interp.store.io import write_json, write_safetensors
 from interp.store.run_folder import SAE_CONFIG, SAE_SPARSITY, SAE_WEIGHTS
 from sae_training.architectures import EnsembleSAE, LossParts, build_sae
 from sae_training.architectures.base import reconstruction_mse
-from sae_training.config import ConfigError
+from sae_training.config import TRANSCODER_ACTIVATIONS, ConfigError
 from sae_training.metrics import DENSE_THRESHOLD, density_histogram
 
+
 # architectures whose codes come from ``activate(x W_enc + b_enc)`` -> the activation they are saved with
-TRANSCODER_ACTIVATIONS = {"topk": "topk", "batchtopk": "jumprelu", "relu": "relu", "jumprelu": "jumprelu"}
-
-
 class EnsembleTranscoder(nn.Module):
     """K transcoders around one ``EnsembleSAE`` (its parameters, ``activate``, sparsity and aux terms) plus
     an optional ``W_skip [K, d_out, d_in]`` (zeros at the start, as SAELens' ``SkipTranscoder``)."""
