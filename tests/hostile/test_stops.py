@@ -98,6 +98,7 @@ def test_cli_one_liners_for_unwritable_places_and_bad_values(tmp_path):
 
 def test_cache_over_a_truncated_manifest_is_one_line(tmp_path):
     args = ["cache", "--root", tmp_path, "--tokens", "512", "--context-size", "32", "--shard-tokens", "128",
+            "--hooks", "blocks.0.hook_resid_post",
             "--cache-id", "c", "--device", "cpu"]
     from tests.hostile.helpers import cli
 
@@ -112,6 +113,7 @@ def test_cache_rerun_over_a_deleted_or_flipped_shard_recomputes_it(tmp_path):
     from tests.hostile.helpers import cli
 
     args = ["cache", "--root", tmp_path, "--tokens", "512", "--context-size", "32", "--shard-tokens", "128",
+            "--hooks", "blocks.0.hook_resid_post",
             "--cache-id", "c", "--device", "cpu"]
     code, _ = cli(*args)
     directory = tmp_path / "c"
