@@ -59,7 +59,8 @@ def sweep_temporary(folder: Path | str) -> list[Path]:
     removed = []
     for path in Path(folder).rglob("*.tmp"):
         match = TMP.fullmatch(path.name)
-        dead = (match is not None and not _alive(int(match["pid"]))) or (match is None and LEGACY_TMP.fullmatch(path.name))
+        legacy = match is None and LEGACY_TMP.fullmatch(path.name) is not None
+        dead = legacy or (match is not None and not _alive(int(match["pid"])))
         if dead and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)

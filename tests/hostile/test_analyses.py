@@ -56,6 +56,7 @@ def killed_after(copied: Path, step: str, table: str) -> None:
     assert result.returncode == -9, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_kill_9_right_after_features_parquet_leaves_no_mixed_dashboards(copied):
     folder = AnalysisFolder(copied / "analyses" / "demo-mfr" / "sae_0")
     assert folder.has_dashboards and tables.n_features(folder) == 64
@@ -73,6 +74,7 @@ def test_kill_9_right_after_features_parquet_leaves_no_mixed_dashboards(copied):
     assert tables.n_features(folder) == 64 and len(tables.feature_dashboard(folder, 39)["examples"]) > 0
 
 
+@pytest.mark.slow
 def test_kill_9_right_after_geometry_map_leaves_no_mixed_geometry(copied):
     folder = AnalysisFolder(copied / "analyses" / "demo-mfr" / "sae_0")
     assert folder.has("geometry_map") and folder.has("geometry_lobes")
@@ -84,6 +86,7 @@ def test_kill_9_right_after_geometry_map_leaves_no_mixed_geometry(copied):
         folder.read_table("geometry_lobes")
 
 
+@pytest.mark.slow
 def test_a_rerun_with_other_options_removes_the_tables_it_no_longer_makes(copied):
     folder = AnalysisFolder(copied / "analyses" / "demo-mfr" / "sae_0")
     assert {"logits", "cooccurrence", "cooccurrence_counts"} <= set(folder.record("dashboards").tables)

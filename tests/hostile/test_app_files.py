@@ -43,6 +43,7 @@ def texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(DAMAGE))
 def test_every_page_survives_one_damaged_file_and_names_it(workspace, tmp_path, monkeypatch, case):
     root = damaged_copy(workspace, tmp_path / "ws", case)

@@ -62,7 +62,8 @@ def test_a_flipped_checkpoint_is_refused_by_name_and_the_previous_good_one_offer
 def test_an_orphaned_temporary_checkpoint_is_swept_on_the_next_run(tmp_path):
     run_dir = tmp_path / "run"
     train_saes(CONFIG, run_dir, activations=rows(), progress=False, stop_at_step=6, evaluate=False)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=False)
     orphan = RunFolder(run_dir).checkpoints_path / f".step_000000012.safetensors.{int(dead.stdout)}.0badc0de.tmp"
     orphan.write_bytes(os.urandom(1 << 20))  # what a kill -9 during a checkpoint write leaves
     train_saes(CONFIG, run_dir, activations=rows(), progress=False, resume=True, stop_at_step=12, evaluate=False)
@@ -80,12 +81,14 @@ def cli_run(workspace, tmp_path):
     return tmp_path / "runs" / "r"
 
 
+@pytest.mark.slow
 def test_cli_resume_over_a_damaged_checkpoint_is_one_line(cli_run):
     newest = list_checkpoints(RunFolder(cli_run).checkpoints_path)[-1]
     flip(newest, "W_dec", 50, high=False)
     assert_one_line_error(["train", "--resume-from", cli_run], newest.name, "fails its checksum", "previous good")
 
 
+@pytest.mark.slow
 def test_cli_resume_after_a_half_written_metrics_line(cli_run):
     metrics = RunFolder(cli_run).metrics_path
     logged = [row["step"] for row in RunFolder(cli_run).metrics_rows()]
@@ -97,6 +100,7 @@ def test_cli_resume_after_a_half_written_metrics_line(cli_run):
     assert_one_line_error(["train", "--resume-from", cli_run], f"{metrics}:2")
 
 
+@pytest.mark.slow
 def test_analyze_and_resume_over_a_garbage_config_are_one_line(cli_run):
     config = RunFolder(cli_run).config_path
     config.write_bytes(config.read_bytes()[:40])  # truncated

@@ -96,6 +96,7 @@ def test_cli_one_liners_for_unwritable_places_and_bad_values(tmp_path):
                            "--device", "cpu"], "cannot write the activation cache", "a file is in the way")
 
 
+@pytest.mark.slow
 def test_cache_over_a_truncated_manifest_is_one_line(tmp_path):
     args = ["cache", "--root", tmp_path, "--tokens", "512", "--context-size", "32", "--shard-tokens", "128",
             "--hooks", "blocks.0.hook_resid_post",
@@ -109,6 +110,7 @@ def test_cache_over_a_truncated_manifest_is_one_line(tmp_path):
     assert_one_line_error(args, "manifest.json", "not valid JSON")
 
 
+@pytest.mark.slow
 def test_cache_rerun_over_a_deleted_or_flipped_shard_recomputes_it(tmp_path):
     from tests.hostile.helpers import cli
 
@@ -142,6 +144,7 @@ def test_an_sae_whose_cfg_disagrees_with_its_weights_is_one_line(workspace, tmp_
                           "cannot be loaded as a SAELens SAE")
 
 
+@pytest.mark.slow
 def test_a_10_mb_single_line_text_streams_in_bounded_memory(tmp_path):
     words = [f"w{i}" for i in range(500)]
     text = tmp_path / "one-line.txt"

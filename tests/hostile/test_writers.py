@@ -124,7 +124,8 @@ def test_two_processes_writing_one_file_never_share_a_temporary_name(tmp_path):
 def test_a_dead_writers_temporary_files_are_swept_when_the_folder_is_next_written(tmp_path):
     folder = tmp_path / "cache"
     (folder / "hook").mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=False)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=False)
     dead_pid = int(dead.stdout)
     left = [folder / f".manifest.json.{dead_pid}.0123abcd.tmp", folder / "hook" / "shard_00003.safetensors.tmp",
             folder / "checkpoints" / f".step_000000008.safetensors.{dead_pid}.89abcdef.tmp"]
@@ -196,6 +197,7 @@ def _analyze(run, out):
     analyze_features(run, out, config=DashboardConfig(n_top=3), with_logits=False)
 
 
+@pytest.mark.slow
 def test_two_analyses_of_one_run_leave_whole_dashboards_and_one_refusal(workspace, tmp_path):
     import shutil
 
