@@ -119,6 +119,14 @@ def word_activations(model, hook: str, words: list[str], examples: list[str], co
     return torch.cat(out)
 
 
+def _l1() -> dict:
+    """An L1 penalty in scikit-learn's spelling of the installed version (``penalty`` is deprecated from 1.8)."""
+    import sklearn
+
+    major, minor = (int(p) for p in sklearn.__version__.split(".")[:2])
+    return {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
+
+
 def _fit(x: np.ndarray, y: np.ndarray, **kwargs) -> LogisticRegression:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -139,7 +147,7 @@ def k_sparse_f1(codes_train: Tensor, y_train: np.ndarray, codes_test: Tensor, y_
     live = torch.nonzero(codes_train.abs().sum(0) > 0).flatten()
     if len(live) == 0:
         return []
-    l1 = _fit(codes_train[:, live].numpy(), y_train, penalty="l1", solver="liblinear", C=0.1)
+    l1 = _fit(codes_train[:, live].numpy(), y_train, solver="liblinear", C=0.1, **_l1())
     ranked = live[torch.argsort(torch.as_tensor(l1.coef_[0]), descending=True, stable=True)]
     out = []
     for k in range(1, min(max_k, len(ranked)) + 1):
