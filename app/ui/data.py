@@ -156,3 +156,11 @@ def metrics(run: Path) -> pd.DataFrame:
         return pd.DataFrame()
     inside(workspace_root(), path)  # a link out of the workspace is refused, not read
     return _metrics(str(path), _stamp(path))
+
+
+@readable
+def eval_results(path: Path) -> pd.DataFrame:
+    """The workspace's ``eval_results`` table (``interp.store.analysis_folder.eval_table_path``), one row per value."""
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return _parquet(str(path), _stamp(path))

@@ -57,7 +57,7 @@ class AbsorptionConfig:
     absorption_fraction_probe_cos_sim_threshold: float = 0.1
     probe_projection_proportion_threshold: float = 0.4
     absorption_fraction_max_absorbing_latents: int = 3
-    max_words: int = 4000  # words drawn from the vocabulary (all of a small one)
+    max_words: int = 2000  # words drawn from the vocabulary (SAEBench takes all of it)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -133,11 +133,30 @@ def _fit(x: np.ndarray, y: np.ndarray, **kwargs) -> LogisticRegression:
         return LogisticRegression(class_weight="balanced", **kwargs).fit(x, y)
 
 
-def letter_probes(x: Float[Tensor, "n d"], letters: list[str]) -> dict[str, LogisticRegression]:
-    """The ground-truth probes: one balanced logistic regression per letter with enough words (one-vs-rest)."""
+@dataclass(frozen=True)
+class LetterProbe:
+    """A ground-truth probe in activation space: ``score = x @ weight + bias`` (positive: the letter)."""
+
+    weight: Tensor
+    bias: float
+
+    def scores(self, x: Float[Tensor, "n d"]) -> np.ndarray:
+        return (x.float() @ self.weight + self.bias).numpy()
+
+
+def letter_probes(x: Float[Tensor, "n d"], letters: list[str]) -> dict[str, LetterProbe]:
+    """The ground-truth probes: one balanced logistic regression per letter with enough words (one-vs-rest),
+    fitted on standardised activations (lbfgs converges) and mapped back to activation space."""
     y = np.array(letters)
-    return {c: _fit(x.numpy(), (y == c).astype(int), max_iter=1000) for c in LETTERS
-            if (y == c).sum() >= MIN_WORDS_PER_LETTER}
+    mean, std = x.float().mean(0), x.float().std(0).clamp_min(1e-6)
+    z = ((x.float() - mean) / std).numpy()
+    probes = {}
+    for c in LETTERS:
+        if (y == c).sum() >= MIN_WORDS_PER_LETTER:
+            fit = _fit(z, (y == c).astype(int), max_iter=1000)
+            weight = torch.as_tensor(fit.coef_[0], dtype=torch.float32) / std
+            probes[c] = LetterProbe(weight, float(fit.intercept_[0]) - float(weight @ mean))
+    return probes
 
 
 def k_sparse_f1(codes_train: Tensor, y_train: np.ndarray, codes_test: Tensor, y_test: np.ndarray,
@@ -191,12 +210,14 @@ def word_absorption(act_proj: float, codes: Float[Tensor, " d_sae"], latent_proj
 
 @torch.no_grad()
 def absorption_from_activations(dictionary: Dictionary, train_x: Tensor, train_words: list[str], test_x: Tensor,
-                                test_words: list[str], config: AbsorptionConfig = AbsorptionConfig()) -> dict:
-    """The whole evaluation on word activations: probes, main latents, per-word absorption, per-letter results."""
+                                test_words: list[str], config: AbsorptionConfig = AbsorptionConfig(),
+                                probes: dict[str, LetterProbe] | None = None) -> dict:
+    """The whole evaluation on word activations: probes (``letter_probes``, fitted here unless given: one set
+    serves every SAE of a hook), main latents, per-word absorption, per-letter results."""
     if len(train_words) != len(train_x) or len(test_words) != len(test_x):
         raise InputError("absorption needs one activation per word")
     train_letters, test_letters = [first_letter(w) for w in train_words], [first_letter(w) for w in test_words]
-    probes = letter_probes(train_x, train_letters)
+    probes = probes if probes is not None else letter_probes(train_x, train_letters)
     codes_train, codes_test = dictionary.encode(train_x).float().cpu(), dictionary.encode(test_x).float().cpu()
     W_dec = dictionary.W_dec.detach().float().cpu()
     norms = W_dec.norm(dim=-1)
@@ -206,13 +227,12 @@ def absorption_from_activations(dictionary: Dictionary, train_x: Tensor, train_w
         truth = y_test == letter
         if truth.sum() < MIN_WORDS_PER_LETTER:
             continue
-        scores = probe.decision_function(test_x.numpy())
+        scores = probe.scores(test_x)
         probe_f1 = float(f1_score(truth, scores > 0))
         f1_by_k = k_sparse_f1(codes_train, (y_train == letter).astype(int), codes_test, truth.astype(int),
                               config.max_k_value)
         main = split_features(f1_by_k, config.f1_jump_threshold)
-        direction = torch.as_tensor(probe.coef_[0], dtype=torch.float32)
-        direction = direction / direction.norm()
+        direction = probe.weight / probe.weight.norm()
         cos = torch.nn.functional.cosine_similarity(W_dec, direction[None], dim=-1)
         positives = np.flatnonzero(truth & (scores > 0))
         fractions, fulls = [], []

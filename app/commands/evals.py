@@ -1,0 +1,45 @@
+"""``workbench eval``: the evaluation suite (SAEBench's core, sparse probing and absorption, the principled
+evaluation on IOI, seed stability) for any SAEs side by side; the steps are ``interp.pipeline.evals``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from app.commands.errors import user_errors
+from interp.pipeline.evals import METRICS
+
+
+def eval_command(
+    sae: list[Path] = typer.Argument(..., help="SAE folders runs/<id>/sae_<i> or run folders (every member)."),
+    metrics: str = typer.Option(",".join(METRICS), help=f"Comma-separated, from: {', '.join(METRICS)}."),
+    out: Path = typer.Option(Path("analyses"), help="Analyses root: <out>/<run_id>/sae_<i>/eval/<metric>.json and "
+                                                   "<out>/eval_results.parquet."),
+    task_file: Path = typer.Option(None, help="Extra sparse-probing task: a .jsonl or .parquet file of text, label."),
+    tokens: int = typer.Option(None, help="Tokens for the core reconstruction metrics (default 65,536)."),
+    ce_batches: int = typer.Option(None, help="Batches of 8 windows for CE loss and KL (default 4; 0 skips them)."),
+    device: str = typer.Option("cpu", help="Device for the model and the SAEs."),
+) -> None:
+    """Evaluate SAEs and print their headline metrics; a run killed mid-way resumes at the metric it was on."""
+    import pandas as pd
+
+    from interp.pipeline.evals import config_from_options, evaluate_saes, headline
+
+    with user_errors():
+        chosen = tuple(m.strip() for m in metrics.split(",") if m.strip())
+        config = config_from_options(core_tokens=tokens, ce_batches=ce_batches,
+                                     task_file=str(task_file) if task_file else None)
+        report = evaluate_saes(sae, out, chosen, config, device=device,
+                               progress=lambda line: typer.echo(f"== {line}", err=True))
+        for note in report.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+        ids = [i for members in report.groups.values() for i in members]
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
+            typer.echo(headline(out, ids).to_string(index=False))
+        done = len(report.computed)
+        typer.echo(f"{done} result(s) computed now, the rest read from disk; table: {report.table}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)
