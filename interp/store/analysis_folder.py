@@ -187,8 +187,8 @@ def wide_eval_table(table):
     if table is None or table.empty:
         return pd.DataFrame(columns=EVAL_INDEX)
     table = table.assign(column=table.metric + "." + table.name).fillna({"model": "?", "hook": "?", "run_id": "?"})
-    wide = table.pivot_table(index=EVAL_INDEX, columns="column", values="value", aggfunc="first", dropna=False)
-    return wide.reset_index().dropna(axis=1, how="all")
+    wide = table.groupby([*EVAL_INDEX, "column"], dropna=False, sort=True)["value"].first().unstack("column")
+    return wide.reset_index().dropna(axis=1, how="all").rename_axis(columns=None)
 
 
 def circuit_sets(root: Path | str) -> list[str]:
