@@ -14,8 +14,8 @@ from interp.pipeline.evals import METRICS
 def eval_command(
     sae: list[Path] = typer.Argument(..., help="SAE folders runs/<id>/sae_<i> or run folders (every member)."),
     metrics: str = typer.Option(",".join(METRICS), help=f"Comma-separated, from: {', '.join(METRICS)}."),
-    out: Path = typer.Option(Path("analyses"), help="Analyses root: <out>/<run_id>/sae_<i>/eval/<metric>.json and "
-                                                   "<out>/eval_results.parquet."),
+    out: Path = typer.Option(Path("analyses"), help="Analyses root: <out>/<run_id>/sae_<i>/eval/<metric>.json per SAE, "
+                                                   "and one table of every result in <out>."),
     task_file: Path = typer.Option(None, help="Extra sparse-probing task: a .jsonl or .parquet file of text, label."),
     tokens: int = typer.Option(None, help="Tokens for the core reconstruction metrics (default 65,536)."),
     ce_batches: int = typer.Option(None, help="Batches of 8 windows for CE loss and KL (default 4; 0 skips them)."),

@@ -73,7 +73,7 @@ def alpha_tokens(tokenizer) -> list[str]:
     words = []
     for token, index in sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1]):
         word = tokenizer.convert_tokens_to_string([token])
-        body = word[1:] if word.startswith(" ") else word
+        body = word.removeprefix(" ")
         if body and body.isascii() and body.isalpha() and tokenizer.encode(word, add_special_tokens=False) == [index]:
             words.append(word)
     return words

@@ -205,8 +205,15 @@ def run_sparse_probing(entries: list[SaeEntry], model, config: EvalConfig) -> No
 def run_absorption(entries: list[SaeEntry], model, config: EvalConfig) -> None:
     import random
 
-    from interp.evals.absorption import (absorption_from_activations, absorption_parts, alpha_tokens, first_letter,
-                                         letter_probes, split_words, word_activations)
+    from interp.evals.absorption import (
+        absorption_from_activations,
+        absorption_parts,
+        alpha_tokens,
+        first_letter,
+        letter_probes,
+        split_words,
+        word_activations,
+    )
 
     cfg = config.absorption
     words = alpha_tokens(model.tokenizer)
@@ -345,5 +352,14 @@ def config_from_options(**options) -> EvalConfig:
     return EvalConfig(**{k: v for k, v in options.items() if v is not None})
 
 
-__all__ = ["METRICS", "EvalConfig", "EvalReport", "evaluate_saes", "collect_eval_table", "summary_table", "headline",
-           "config_from_options", "asdict"]
+__all__ = [
+    "METRICS",
+    "EvalConfig",
+    "EvalReport",
+    "asdict",
+    "collect_eval_table",
+    "config_from_options",
+    "evaluate_saes",
+    "headline",
+    "summary_table",
+]

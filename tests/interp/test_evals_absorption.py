@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.evals.absorption import (LETTERS, AbsorptionConfig, absorption_from_activations, absorption_parts,
-                                     caveat, icl_prompt, split_features)
+from interp.evals.absorption import (
+    LETTERS,
+    AbsorptionConfig,
+    absorption_from_activations,
+    absorption_parts,
+    caveat,
+    icl_prompt,
+    split_features,
+)
 from tests.interp.evals_toys import LinearDictionary
 
 

@@ -7,8 +7,14 @@ import math
 import pytest
 import torch
 
-from interp.evals.core import (core_output_parts, density_metrics, downstream_stats, max_other_cosine,
-                               reconstruction_stats, weight_stats)
+from interp.evals.core import (
+    core_output_parts,
+    density_metrics,
+    downstream_stats,
+    max_other_cosine,
+    reconstruction_stats,
+    weight_stats,
+)
 from tests.interp.evals_toys import LinearDictionary, exact_dictionary
 
 

@@ -13,7 +13,6 @@ from interp.evals.tasks import BinaryTask, file_tasks, read_task_file, verse_or_
 from interp.store.errors import InputError
 from tests.interp.evals_toys import LinearDictionary, exact_dictionary
 
-
 PROJECTION = 0.3 * torch.randn(16, 31, generator=torch.Generator().manual_seed(99))
 
 
