@@ -25,6 +25,7 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import sklearn
 import torch
 from jaxtyping import Float
 from sklearn.exceptions import ConvergenceWarning
@@ -32,7 +33,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from torch import Tensor
 
+from interp.cache.writer import stop_layer_for
 from interp.features.dictionary import Dictionary
+from interp.models.data import bos_token_id
 from interp.store.errors import InputError
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
@@ -97,9 +100,6 @@ def icl_prompt(word: str, examples: list[str], config: AbsorptionConfig, rng: ra
 def word_activations(model, hook: str, words: list[str], examples: list[str], config: AbsorptionConfig,
                      batch_size: int = 64) -> Float[Tensor, "n d"]:
     """The activation at each word's token in its ICL prompt (counted from the end: the template's tail is fixed)."""
-    from interp.cache.writer import stop_layer_for
-    from interp.models.data import bos_token_id
-
     tokenizer = model.tokenizer
     tail = len(tokenizer.encode(config.prompt_template.format(word="").lstrip(), add_special_tokens=False))
     rng = random.Random(config.random_seed)
@@ -115,14 +115,13 @@ def word_activations(model, hook: str, words: list[str], examples: list[str], co
         _, cache = model.run_with_cache(tokens.to(model.cfg.device), names_filter=hook,
                                         stop_at_layer=stop_layer_for((hook,)))
         where = torch.tensor([len(row) - 1 - tail for row in rows])
-        out.append(cache[hook][torch.arange(len(rows)), where.to(model.cfg.device)].reshape(len(rows), -1).float().cpu())
+        acts = cache[hook][torch.arange(len(rows)), where.to(model.cfg.device)]
+        out.append(acts.reshape(len(rows), -1).float().cpu())
     return torch.cat(out)
 
 
 def _l1() -> dict:
     """An L1 penalty in scikit-learn's spelling of the installed version (``penalty`` is deprecated from 1.8)."""
-    import sklearn
-
     major, minor = (int(p) for p in sklearn.__version__.split(".")[:2])
     return {"l1_ratio": 1.0} if (major, minor) >= (1, 8) else {"penalty": "l1"}
 
@@ -203,8 +202,9 @@ def word_absorption(act_proj: float, codes: Float[Tensor, " d_sae"], latent_proj
         absorbed = min(absorbers, act_proj - main_proj)
         fraction = float(np.clip(absorbed / (absorbed + main_proj), 0.0, 1.0))
     first = int(latent_proj.argmax())
-    full = (all(float(codes[i]) < EPS for i in main) and float(cos[first]) >= config.full_absorption_probe_cos_sim_threshold
-            and act_proj >= 0 and float(latent_proj[first]) / max(act_proj, EPS) >= config.probe_projection_proportion_threshold)
+    full = (all(float(codes[i]) < EPS for i in main)
+            and float(cos[first]) >= config.full_absorption_probe_cos_sim_threshold and act_proj >= 0
+            and float(latent_proj[first]) / max(act_proj, EPS) >= config.probe_projection_proportion_threshold)
     return fraction, bool(full)
 
 

@@ -104,7 +104,8 @@ def reconstruction_stats(dictionary: Dictionary, batches: Iterable[tuple[Float[T
         raise InputError("core evaluation got no activations; check the cache or raise --tokens")
     total_variance = sums["x_sq"] / n - float((x_sum / n).pow(2).sum())
     stats = {"n_tokens": n, "l0": sums["l0"] / n, "l1": sums["l1"] / n, "mse": sums["resid"] / n,
-             "explained_variance": 1 - (sums["resid"] / n) / total_variance, "fvu": (sums["resid"] / n) / total_variance,
+             "explained_variance": 1 - (sums["resid"] / n) / total_variance,
+             "fvu": (sums["resid"] / n) / total_variance,
              "explained_variance_legacy": sums["legacy"] / n, "cossim": sums["cos"] / n,
              "l2_norm_in": sums["l2_in"] / n, "l2_norm_out": sums["l2_out"] / n, "l2_ratio": sums["ratio"] / n,
              "relative_reconstruction_bias": sums["xhat_sq"] / sums["x_dot"]}
@@ -205,7 +206,8 @@ def core_output_parts(recon: dict[str, float], per_latent: dict[str, Tensor], we
                         "total_tokens_eval_sparsity_variance": int(recon["n_tokens"])},
         "misc_metrics": misc,
     }
-    columns = {"feature_density": density, "consistent_activation_heuristic": per_latent["consistent_activation_heuristic"],
+    columns = {"feature_density": density,
+               "consistent_activation_heuristic": per_latent["consistent_activation_heuristic"],
                **weights}
     lists = {k: v.tolist() for k, v in columns.items()}
     details = [{"index": i, **{k: lists[k][i] for k in lists}} for i in range(len(density))]

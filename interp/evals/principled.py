@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from interp.circuits.prompts import ioi_task
 from interp.features.dictionary import Dictionary
 from interp.features.principled_eval import evaluate_dictionaries
 
@@ -17,8 +18,6 @@ PER_ATTRIBUTE = ("edit_accuracy", "edit_logit_diff", "edit_error")
 def principled_tables(model, hook: str, dictionaries: dict[str, Dictionary], n_prompts: int = 128,
                       budget: int = 4, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``evaluate_dictionaries`` on ``interp.circuits.prompts.ioi_task`` (one pass for every dictionary)."""
-    from interp.circuits.prompts import ioi_task
-
     return evaluate_dictionaries(model, hook, ioi_task(model, n_prompts, seed=seed), dictionaries, budget)
 
 
@@ -37,6 +36,7 @@ def _metrics(rows: pd.DataFrame) -> dict[str, float]:
 def principled_parts(summary: pd.DataFrame, flags: pd.DataFrame, name: str) -> tuple[dict[str, dict], list[dict], dict]:
     """One SAE's output parts: its metrics, the supervised reference, and its per-value occlusion table."""
     mine = summary[summary.dictionary == name]
-    metrics = {"principled": _metrics(mine), "supervised_reference": _metrics(summary[summary.dictionary == "supervised"])}
+    reference = _metrics(summary[summary.dictionary == "supervised"])
+    metrics = {"principled": _metrics(mine), "supervised_reference": reference}
     details = [] if flags.empty else flags[flags.dictionary == name].drop(columns="dictionary").to_dict("records")
     return metrics, details, {"summary_rows": mine.to_dict("records")}

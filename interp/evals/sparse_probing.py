@@ -96,7 +96,8 @@ def probe_task(llm: tuple[Tensor, Tensor], sae: tuple[Tensor, Tensor], y_train: 
                 out[f"{prefix}_top_{k}_test_accuracy"] = None
                 continue
             cols = top_k_mean_diff(train, y_train, k)
-            out[f"{prefix}_top_{k}_test_accuracy"] = probe_accuracy(train[:, cols].numpy(), yt, test[:, cols].numpy(), ye)
+            out[f"{prefix}_top_{k}_test_accuracy"] = probe_accuracy(train[:, cols].numpy(), yt,
+                                                                    test[:, cols].numpy(), ye)
     return out
 
 

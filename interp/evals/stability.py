@@ -8,6 +8,7 @@ feature 14 matches dead feature 186 at 0.997); such dead-to-live matches are cou
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -57,8 +58,6 @@ def stability_pair(dec_a: Float[Tensor, "n d"], dec_b: Float[Tensor, "m d"], liv
 
 def stability_parts(pairs: dict[str, dict[str, float]]) -> tuple[dict[str, dict], list[dict], dict]:
     """The output parts: the mean over partners (category ``stability``) and one detail per partner."""
-    import numpy as np
-
     keys = list(next(iter(pairs.values()))) if pairs else []
     mean = {k: float(np.nanmean([p[k] for p in pairs.values()])) if any(np.isfinite(p[k]) for p in pairs.values())
             else float("nan") for k in keys}

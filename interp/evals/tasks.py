@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+import pandas as pd
+
 from interp.models.data import DEMO_CORPUS
 from interp.store.errors import InputError
 
@@ -151,8 +153,6 @@ def corpus_tasks(n_train: int = 250, n_test: int = 100, seed: int = 0, path: Pat
 def read_task_file(path: Path | str) -> tuple[list[str], list[str]]:
     """``text`` and ``label`` of a JSONL or Parquet file, checked: every row labelled, two classes or more,
     at least ``MIN_PER_CLASS`` examples of each."""
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"task file {path} does not exist; give a .jsonl or .parquet file with 'text' and 'label'")
@@ -176,7 +176,8 @@ def read_task_file(path: Path | str) -> tuple[list[str], list[str]]:
     labels = frame["label"].astype(str).tolist()
     counts = pd.Series(labels).value_counts()
     if len(counts) < 2:
-        raise InputError(f"task file {path} has one class only ({counts.index[0]!r}); a probe needs two classes or more")
+        raise InputError(f"task file {path} has one class only ({counts.index[0]!r}); a probe needs two classes "
+                         "or more")
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
         raise InputError(f"task file {path}: class {small.index[0]!r} has {int(small.iloc[0])} examples; give at least "

@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 # the columns a reader looks at first (``<metric>.<name>`` of ``wide_eval_table``) and their labels
 HEADLINE = {"core.l0": "L0", "core.explained_variance": "explained variance", "core.ce_loss_score": "CE loss score",
             "core.kl_div_score": "KL score", "core.l2_ratio": "shrinkage", "core.dead_fraction": "dead",
-            "sparse_probing.sae_top_1_test_accuracy": "probe k=1", "sparse_probing.sae_top_5_test_accuracy": "probe k=5",
+            "sparse_probing.sae_top_1_test_accuracy": "probe k=1",
+            "sparse_probing.sae_top_5_test_accuracy": "probe k=5",
             "sparse_probing.llm_test_accuracy": "probe full", "absorption.mean_absorption_fraction_score": "absorption",
             "absorption.meaningful": "absorption meaningful", "principled.sufficiency": "sufficiency",
             "principled.necessity": "necessity", "stability.shared_fraction_0_7": "shared >0.7",
@@ -46,11 +47,12 @@ def pareto_figure(wide: pd.DataFrame, metric: str, x: str = "core.l0", title: st
     for name, group in rows.assign(family=rows.apply(family, axis=1) if len(rows) else []).groupby("family"):
         fig.add_trace(go.Scatter(x=group[x], y=group[metric], mode="markers+text", name=name,
                                  text=group.sae, textposition="top center", customdata=group.sae,
-                                 marker=dict(size=12), hovertemplate="%{customdata}<br>%{x:.3g}, %{y:.4g}<extra></extra>"))
+                                 marker={"size": 12},
+                                 hovertemplate="%{customdata}<br>%{x:.3g}, %{y:.4g}<extra></extra>"))
     if len(rows) > 1:
         front = pareto_front(rows[x].to_numpy(float), rows[metric].to_numpy(float), higher_is_better)
         if len(front) > 1:
             fig.add_trace(go.Scatter(x=rows[x].to_numpy()[front], y=rows[metric].to_numpy()[front], mode="lines",
-                                     line=dict(dash="dash", color="gray"), name="Pareto frontier", hoverinfo="skip"))
+                                     line={"dash": "dash", "color": "gray"}, name="Pareto frontier", hoverinfo="skip"))
     return fig.update_layout(title=title or f"{metric} vs {x}", xaxis_title=x, yaxis_title=metric,
                              legend_title="architecture")

@@ -11,15 +11,42 @@ metric it was computing (a file whose ``eval_config`` differs from the current o
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import torch
 
-from interp.evals.absorption import AbsorptionConfig
+from interp.cache.store import CacheFolder, cache_chunks, model_chunks
+from interp.evals.absorption import (
+    AbsorptionConfig,
+    absorption_from_activations,
+    absorption_parts,
+    alpha_tokens,
+    first_letter,
+    letter_probes,
+    split_words,
+    word_activations,
+)
+from interp.evals.core import core_output_parts, downstream_stats, encoder_matrix, reconstruction_stats, weight_stats
+from interp.evals.principled import principled_parts, principled_tables
 from interp.evals.schema import eval_output, metric_rows
+from interp.evals.sparse_probing import pooled_features, sparse_probing_parts, task_indices
+from interp.evals.stability import stability_pair, stability_parts
+from interp.evals.tasks import corpus_tasks, file_tasks
+from interp.features.dictionary import load_dictionary
 from interp.figures.evals import HEADLINE
-from interp.store.analysis_folder import AnalysisFolder, analysis_id, evaluated_analyses, write_eval_table
+from interp.models.data import batched_windows, token_windows
+from interp.models.loading import load_model
+from interp.store.analysis_folder import (
+    AnalysisFolder,
+    analysis_id,
+    evaluated_analyses,
+    read_eval_table,
+    wide_eval_table,
+    write_eval_table,
+)
 from interp.store.errors import InputError
 from interp.store.run_folder import RunFolder, sae_members
 
@@ -85,8 +112,6 @@ def _json_safe(value) -> dict:
 
 def describe(sae: Path, out_root: Path, device: str = "cpu") -> SaeEntry:
     """Load an SAE folder and find its hook, model and run config (the cache's model when the SAE names none)."""
-    from interp.features.dictionary import load_dictionary
-
     dictionary = load_dictionary(sae, device=device)
     cfg = _json_safe(dictionary.sae.cfg.to_dict()) if hasattr(dictionary, "sae") else {}
     run = RunFolder(Path(sae).parent)
@@ -94,9 +119,7 @@ def describe(sae: Path, out_root: Path, device: str = "cpu") -> SaeEntry:
     hook = dictionary.hook_name or run_config.get("hook")
     model = cfg.get("metadata", {}).get("model_name") or run_config.get("model")
     if model is None and run_config.get("cache"):
-        from interp.cache.store import ActivationCache
-
-        model = ActivationCache(run.cache(for_what=str(sae)), verify=False).config["model"]
+        model = CacheFolder(run.cache(for_what=str(sae)), verify=False).config["model"]
     if hook is None or model is None:
         raise InputError(f"{sae} names no {'hook' if hook is None else 'model'} (cfg metadata or run config); "
                          "evaluate SAEs trained by `workbench train` or with SAELens metadata")
@@ -136,7 +159,8 @@ def stability_partners(entry: SaeEntry, group: list[SaeEntry]) -> list[SaeEntry]
 def _pending(entries: list[SaeEntry], metric: str, config: EvalConfig) -> list[SaeEntry]:
     """The SAEs whose ``metric`` file is missing or was made with another config."""
     wanted = _json_safe(config.for_metric(metric))
-    return [e for e in entries if not e.folder.has_eval(metric) or e.folder.read_eval(metric).get("eval_config") != wanted]
+    return [e for e in entries
+            if not e.folder.has_eval(metric) or e.folder.read_eval(metric).get("eval_config") != wanted]
 
 
 def _write(entry: SaeEntry, metric: str, config: EvalConfig, parts: tuple[dict, list, dict]) -> None:
@@ -148,10 +172,8 @@ def _write(entry: SaeEntry, metric: str, config: EvalConfig, parts: tuple[dict, 
 
 def _activation_batches(entry: SaeEntry, model, n_tokens: int):
     """``(activations, sequence)`` batches without BOS, from the run's cache when it has one, else live."""
-    from interp.cache.store import ActivationCache, cache_chunks, model_chunks
-
     if entry.run_config.get("cache") and Path(entry.run_config["cache"]).exists():
-        chunks = cache_chunks(ActivationCache(entry.run_config["cache"]), entry.hook, 4096)
+        chunks = cache_chunks(CacheFolder(entry.run_config["cache"]), entry.hook, 4096)
     else:
         chunks = model_chunks(model, entry.hook, entry.run_config.get("data", "demo"),
                               entry.run_config.get("context_size", 128), n_tokens)
@@ -165,13 +187,9 @@ def _activation_batches(entry: SaeEntry, model, n_tokens: int):
 
 
 def _ce_tokens(entry: SaeEntry, model, config: EvalConfig) -> list:
-    from interp.models.data import batched_windows, token_windows
-
     data = entry.run_config.get("data", "demo")
     if entry.run_config.get("cache"):
-        from interp.cache.store import ActivationCache
-
-        data = ActivationCache(entry.run_config["cache"], verify=False).config.get("data", data)
+        data = CacheFolder(entry.run_config["cache"], verify=False).config.get("data", data)
     context = entry.run_config.get("context_size", 128)
     windows = token_windows(data, model.tokenizer, min(context, model.cfg.n_ctx), seed=12345,
                             max_windows=config.ce_batches * config.ce_batch_size)
@@ -179,19 +197,15 @@ def _ce_tokens(entry: SaeEntry, model, config: EvalConfig) -> list:
 
 
 def run_core(entries: list[SaeEntry], model, config: EvalConfig) -> None:
-    from interp.evals.core import core_output_parts, downstream_stats, reconstruction_stats, weight_stats
-
     tokens = _ce_tokens(entries[0], model, config) if config.ce_batches > 0 else []
     for entry in entries:
-        recon, per_latent = reconstruction_stats(entry.dictionary, _activation_batches(entry, model, config.core_tokens))
+        batches = _activation_batches(entry, model, config.core_tokens)
+        recon, per_latent = reconstruction_stats(entry.dictionary, batches)
         down = downstream_stats(model, entry.hook, entry.dictionary, tokens) if tokens else None
         _write(entry, "core", config, core_output_parts(recon, per_latent, weight_stats(entry.dictionary), down))
 
 
 def run_sparse_probing(entries: list[SaeEntry], model, config: EvalConfig) -> None:
-    from interp.evals.sparse_probing import pooled_features, sparse_probing_parts, task_indices
-    from interp.evals.tasks import corpus_tasks, file_tasks
-
     tasks = corpus_tasks(config.probe_train, config.probe_test, config.seed)
     if config.task_file:
         tasks += file_tasks(config.task_file, config.probe_train, config.probe_test, config.seed)
@@ -203,18 +217,6 @@ def run_sparse_probing(entries: list[SaeEntry], model, config: EvalConfig) -> No
 
 
 def run_absorption(entries: list[SaeEntry], model, config: EvalConfig) -> None:
-    import random
-
-    from interp.evals.absorption import (
-        absorption_from_activations,
-        absorption_parts,
-        alpha_tokens,
-        first_letter,
-        letter_probes,
-        split_words,
-        word_activations,
-    )
-
     cfg = config.absorption
     words = alpha_tokens(model.tokenizer)
     words = random.Random(cfg.random_seed).sample(words, min(cfg.max_words, len(words)))
@@ -229,8 +231,6 @@ def run_absorption(entries: list[SaeEntry], model, config: EvalConfig) -> None:
 
 
 def run_principled(entries: list[SaeEntry], model, config: EvalConfig) -> None:
-    from interp.evals.principled import principled_parts, principled_tables
-
     summary, flags = principled_tables(model, entries[0].hook, {e.id: e.dictionary for e in entries},
                                        config.principled_prompts, seed=config.seed)
     for entry in entries:
@@ -239,20 +239,13 @@ def run_principled(entries: list[SaeEntry], model, config: EvalConfig) -> None:
 
 def _live(entry: SaeEntry, model, config: EvalConfig):
     """Latents that fired on the core evaluation's tokens (its file when present)."""
-    import torch
-
     if entry.folder.has_eval("core"):
         return torch.tensor([d["feature_density"] > 0 for d in entry.folder.read_eval("core")["eval_result_details"]])
-    from interp.evals.core import reconstruction_stats
-
     _, per_latent = reconstruction_stats(entry.dictionary, _activation_batches(entry, model, config.core_tokens))
     return per_latent["feature_density"] > 0
 
 
 def run_stability(entries: list[SaeEntry], group: list[SaeEntry], model, config: EvalConfig) -> list[str]:
-    from interp.evals.core import encoder_matrix
-    from interp.evals.stability import stability_pair, stability_parts
-
     notes, live = [], {}
     for entry in entries:
         partners = stability_partners(entry, group)
@@ -264,15 +257,16 @@ def run_stability(entries: list[SaeEntry], group: list[SaeEntry], model, config:
         for other in partners:
             for e in (entry, other):
                 live.setdefault(e.id, _live(e, model, config))
-            pairs[other.id] = stability_pair(entry.dictionary.W_dec.detach().cpu(), other.dictionary.W_dec.detach().cpu(),
-                                             live[entry.id], live[other.id], encoder_matrix(entry.dictionary),
-                                             encoder_matrix(other.dictionary))
+            pairs[other.id] = stability_pair(entry.dictionary.W_dec.detach().cpu(),
+                                             other.dictionary.W_dec.detach().cpu(), live[entry.id], live[other.id],
+                                             encoder_matrix(entry.dictionary), encoder_matrix(other.dictionary))
         _write(entry, "stability", config, stability_parts(pairs))
     return notes
 
 
 def collect_eval_table(out_root: Path) -> pd.DataFrame:
-    """Every evaluation file under ``out_root`` as rows: SAE, group, architecture, MFR, metric, category, name, value."""
+    """Every evaluation file under ``out_root`` as rows: SAE, site, architecture, MFR, metric, category, name,
+    value."""
     rows = []
     for sae in evaluated_analyses(out_root):
         folder = AnalysisFolder(Path(out_root) / sae)
@@ -280,7 +274,8 @@ def collect_eval_table(out_root: Path) -> pd.DataFrame:
             output = folder.read_eval(metric)
             cfg = output.get("sae_cfg_dict") or {}
             wb, meta = cfg.get("workbench", {}), cfg.get("metadata", {})
-            base = {"sae": sae, "run_id": wb.get("run_id"), "model": meta.get("model_name"), "hook": meta.get("hook_name"),
+            base = {"sae": sae, "run_id": wb.get("run_id"), "model": meta.get("model_name"),
+                    "hook": meta.get("hook_name"),
                     "architecture": wb.get("architecture") or cfg.get("architecture"), "d_sae": cfg.get("d_sae"),
                     "mfr_coefficient": float(wb.get("mfr_coefficient") or 0.0), "metric": metric}
             rows += [base | row for row in metric_rows(output)]
@@ -295,8 +290,6 @@ def evaluate_saes(saes: list[Path], out_root: Path, metrics: tuple[str, ...] = M
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise InputError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
-    from interp.models.loading import load_model
-
     members = [m for sae in saes for m in sae_members(Path(sae))]
     if len({m.resolve() for m in members}) != len(members):
         raise InputError("an SAE was given twice; pass each SAE or run folder once")
@@ -330,8 +323,6 @@ def evaluate_saes(saes: list[Path], out_root: Path, metrics: tuple[str, ...] = M
 
 def summary_table(out_root: Path, saes: list[str] | None = None) -> pd.DataFrame:
     """One row per SAE, one column per ``<metric>.<name>`` (what the CLI prints and the page shows)."""
-    from interp.store.analysis_folder import read_eval_table, wide_eval_table
-
     table = read_eval_table(out_root)
     if table is not None and saes is not None:
         table = table[table.sae.isin(saes)]
@@ -356,7 +347,6 @@ __all__ = [
     "METRICS",
     "EvalConfig",
     "EvalReport",
-    "asdict",
     "collect_eval_table",
     "config_from_options",
     "evaluate_saes",

@@ -22,13 +22,14 @@ def planted_world(seed: int = 0, per_letter: int = 25, d: int = 64):
     basis, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
     letter, snake_dir = basis[:, :26].T, basis[:, 40]
     words = [f" {c}{'xyzw'[i % 4]}{i}" for c in LETTERS for i in range(per_letter)]
-    x = torch.stack([2 * letter[LETTERS.index(w[1])] for w in words]) + 0.3 * torch.randn(len(words), d, generator=g) / d ** 0.5
+    noise = 0.3 * torch.randn(len(words), d, generator=g) / d ** 0.5
+    x = torch.stack([2 * letter[LETTERS.index(w[1])] for w in words]) + noise
     snake = 2 * letter[LETTERS.index("s")] + snake_dir
     test = [i for i in range(len(words)) if i % per_letter >= per_letter - 5]
     train = [i for i in range(len(words)) if i not in test]
     encoder = torch.cat([letter, snake_dir[None]])
     encoder[LETTERS.index("s")] -= 3 * snake_dir  # the s latent is silenced on " snake"...
-    decoder = torch.cat([letter, (2 * letter[LETTERS.index("s")] + snake_dir)[None]])  # ...which its own latent rebuilds
+    decoder = torch.cat([letter, (2 * letter[LETTERS.index("s")] + snake_dir)[None]])  # ...its own latent rebuilds
     bias = torch.cat([-torch.ones(26), torch.zeros(1)])
     dictionary = LinearDictionary(encoder, decoder, bias)
     test_x, test_words = torch.cat([x[test], snake[None]]), [words[i] for i in test] + [" snake"]

@@ -40,5 +40,6 @@ def test_a_live_latent_matched_to_a_dead_copy_is_not_shared():
     assert out["shared_fraction_0_9"] == pytest.approx(7 / 8)  # ...the live count does not
     assert out["dead_to_live_matches"] == 1 and out["live_matched_to_dead_fraction"] == pytest.approx(1 / 8)
     metrics, details, _ = stability_parts({"run/sae_1": out, "other/sae_0": out})
-    assert metrics["stability"]["n_partners"] == 2 and metrics["stability"]["shared_fraction_0_9"] == pytest.approx(7 / 8)
+    assert metrics["stability"]["n_partners"] == 2
+    assert metrics["stability"]["shared_fraction_0_9"] == pytest.approx(7 / 8)
     assert [d["partner"] for d in details] == ["run/sae_1", "other/sae_0"]
