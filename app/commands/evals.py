@@ -41,5 +41,13 @@ def eval_command(
         typer.echo(f"{done} result(s) computed now, the rest read from disk; table: {report.table}")
 
 
+def demo_eval_step(workspace: Path) -> str:
+    """Demo stage: the whole evaluation suite on the demo's SAEs (``interp.pipeline.demo.demo_evaluations``)."""
+    from interp.pipeline.demo import demo_evaluations
+
+    report = demo_evaluations(workspace)
+    return f"evaluation suite ({', '.join(METRICS)}) of {sum(map(len, report.groups.values()))} SAEs: {report.table}"
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)

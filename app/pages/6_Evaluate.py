@@ -8,7 +8,7 @@ import streamlit as st
 from app.ui import data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import list_analyses, workspace_root
-from interp.figures.evals import HEADLINE, HIGHER_IS_WORSE, pareto_figure
+from interp.figures.evals import DEFAULT_PLOTS, HEADLINE, HIGHER_IS_WORSE, pareto_figure
 from interp.store.analysis_folder import eval_table_path, wide_eval_table
 
 page("Evaluate")
@@ -44,7 +44,7 @@ with st.expander("Every metric"):
 numeric = [c for c in wide.columns if "." in c and wide[c].notna().any()]
 x_axis = st.radio("Against", ["core.l0", "d_sae"], horizontal=True, key="x_axis",
                   format_func=lambda c: {"core.l0": "L0", "d_sae": "width (latents)"}[c])
-default = [c for c in shown if c not in ("core.l0", "absorption.meaningful")][:6]
+default = [c for c in DEFAULT_PLOTS if c in numeric]
 chosen = st.multiselect("Metrics to plot", numeric, default=default, key="plotted")
 columns = st.columns(2)
 analysed = set(list_analyses(root))

@@ -16,6 +16,8 @@ HEADLINE = {"core.l0": "L0", "core.explained_variance": "explained variance", "c
             "absorption.meaningful": "absorption meaningful", "principled.sufficiency": "sufficiency",
             "principled.necessity": "necessity", "stability.shared_fraction_0_7": "shared >0.7",
             "stability.mmcs_live": "MMCS live", "stability.mmcs_all": "MMCS all"}
+DEFAULT_PLOTS = ("core.explained_variance", "core.ce_loss_score", "sparse_probing.sae_top_1_test_accuracy",
+                 "principled.sufficiency", "stability.shared_fraction_0_7", "stability.mmcs_live")
 HIGHER_IS_WORSE = {"core.dead_fraction", "absorption.mean_absorption_fraction_score", "core.l0"}
 
 
@@ -27,10 +29,11 @@ def family(row: pd.Series) -> str:
 
 def pareto_front(x: np.ndarray, y: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
     """Indices of the points no other point beats on both axes (lower x, better y), sorted by x."""
-    order = np.argsort(x, kind="stable")
+    values = y if higher_is_better else -y
+    order = np.lexsort((-values, x))  # by x, the best first among equal x (only it can be on the frontier)
     front, best = [], -np.inf
     for i in order:
-        value = y[i] if higher_is_better else -y[i]
+        value = values[i]
         if np.isfinite(value) and value > best:
             front.append(i)
             best = value

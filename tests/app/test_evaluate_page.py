@@ -58,6 +58,7 @@ def test_the_pareto_frontier_keeps_the_undominated_points():
     x, y = [10.0, 20.0, 15.0, 30.0], [0.5, 0.9, 0.4, 0.8]
     assert pareto_front(np.array(x), np.array(y)).tolist() == [0, 1]
     assert pareto_front(np.array(x), np.array(y), higher_is_better=False).tolist() == [0, 2]
+    assert pareto_front(np.array([16.0, 16.0, 16.0]), np.array([0.2, 0.9, 0.5])).tolist() == [1]  # ties in x
 
 
 def test_the_wide_table_has_one_row_per_sae(evaluated):
