@@ -49,5 +49,26 @@ def demo_eval_step(workspace: Path) -> str:
     return f"evaluation suite ({', '.join(METRICS)}) of {sum(map(len, report.groups.values()))} SAEs: {report.table}"
 
 
+def sweep_command(
+    spec: Path = typer.Argument(..., help="Sweep spec (JSON): base config, grid, metrics (see sae_training/sweep.py)."),
+    workspace: Path = typer.Option(Path("."), help="Workspace: runs/<sweep run> and analyses/ go below it."),
+) -> None:
+    """Train a grid of runs on one cache (each resumed after a kill, finished ones skipped) and evaluate them all."""
+    import pandas as pd
+
+    from interp.pipeline.evals import headline
+    from sae_training.sweep import load_sweep, run_sweep
+
+    with user_errors():
+        runs, report = run_sweep(load_sweep(spec), workspace, progress=lambda line: typer.echo(f"== {line}", err=True))
+        for note in report.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+        ids = [i for members in report.groups.values() for i in members]
+        with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
+            typer.echo(headline(workspace / "analyses", ids).to_string(index=False))
+        typer.echo(f"{len(runs)} runs; table: {report.table}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("sweep")(sweep_command)

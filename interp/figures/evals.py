@@ -58,4 +58,4 @@ def pareto_figure(wide: pd.DataFrame, metric: str, x: str = "core.l0", title: st
             fig.add_trace(go.Scatter(x=rows[x].to_numpy()[front], y=rows[metric].to_numpy()[front], mode="lines",
                                      line={"dash": "dash", "color": "gray"}, name="Pareto frontier", hoverinfo="skip"))
     return fig.update_layout(title=title or f"{metric} vs {x}", xaxis_title=x, yaxis_title=metric,
-                             legend_title="architecture")
+                             legend={"title": "architecture", "orientation": "h", "y": -0.25})
