@@ -48,7 +48,8 @@ def pareto_figure(wide: pd.DataFrame, metric: str, x: str = "core.l0", title: st
     rows = wide.dropna(subset=[c for c in (metric, x) if c in wide.columns]) if {metric, x} <= set(wide.columns) \
         else wide.iloc[0:0]
     for name, group in rows.assign(family=rows.apply(family, axis=1) if len(rows) else []).groupby("family"):
-        fig.add_trace(go.Scatter(x=group[x], y=group[metric], mode="markers+text", name=name,
+        fig.add_trace(go.Scatter(x=group[x], y=group[metric], mode="markers+text" if len(rows) <= 6 else "markers",
+                                 name=name,
                                  text=group.sae, textposition="top center", customdata=group.sae,
                                  marker={"size": 12},
                                  hovertemplate="%{customdata}<br>%{x:.3g}, %{y:.4g}<extra></extra>"))
