@@ -16,7 +16,8 @@ OWNED = {
                                   "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
                                   "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet",
                                   "attribution_graph.safetensors", "attribution_graph.json", "graph_nodes.parquet",
-                                  "graph_edges.parquet", "graph_checks.parquet", "graph-metadata.json"),
+                                  "graph_edges.parquet", "graph_checks.parquet", "graph-metadata.json",
+                                  "eval_results.parquet"),
     "interp/store/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
                              "app_launch.json", "app_launch_result.json",
                              "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders

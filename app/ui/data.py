@@ -192,3 +192,11 @@ def pruned_graph(folder: Path, node_threshold: float, edge_threshold: float) -> 
     edges = pd.DataFrame({"target": targets.numpy(), "source": sources.numpy(),
                           "weight": graph.adjacency[targets, sources].numpy()})
     return nodes, edges
+
+
+@readable
+def eval_results(path: Path) -> pd.DataFrame:
+    """The workspace's ``eval_results`` table (``interp.store.analysis_folder.eval_table_path``), one row per value."""
+    if not path.exists():
+        raise FileNotFoundError(path)
+    return _parquet(str(path), _stamp(path))

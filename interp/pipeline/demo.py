@@ -13,6 +13,7 @@ from pathlib import Path
 from interp.circuits.prompts import induction_prompts
 from interp.models.loading import load_model
 from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
+from interp.pipeline.evals import EvalReport, evaluate_saes
 from interp.pipeline.sae import analyze_features, analyze_geometry
 from interp.store.analysis_folder import AnalysisFolder
 from interp.store.run_folder import RunFolder
@@ -43,3 +44,8 @@ def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:
                                  out / "demo", sae_folder=sae, sae_hook=DEMO_SAE_HOOK)
     ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_folder=sae, sae_hook=DEMO_SAE_HOOK)
     return out, induction, ioi
+
+
+def demo_evaluations(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS) -> EvalReport:
+    """Every metric of the evaluation suite for every member of ``run_ids`` (resumes what is on disk)."""
+    return evaluate_saes([workspace / "runs" / r for r in run_ids], workspace / "analyses", progress=lambda _: None)

@@ -37,6 +37,8 @@ GRAPH = "attribution_graph"  # its tensors (.safetensors) and metadata, scores, 
 GRAPH_NODES, GRAPH_EDGES, GRAPH_CHECKS = "graph_nodes", "graph_edges", "graph_checks"  # its tables
 CIRCUIT_TRACER = "circuit_tracer"  # the export circuit-tracer's viewer serves: <slug>.json + graph-metadata.json
 CIRCUIT_TRACER_INDEX = "graph-metadata.json"
+EVAL_DIR = "eval"  # analyses/<run_id>/sae_<i>/eval/<metric>.json: SAEBench-layout evaluation outputs
+EVAL_RESULTS = "eval_results"  # analyses/eval_results.parquet: every evaluated SAE's metrics, one row per value
 # which analyses a folder holds, by the table each one always writes
 KINDS = {"dashboards": "features", "geometry": "geometry_map", "matches": "matches", "evaluation": "eval_summary"}
 RECORDS = {"dashboards": META, "geometry": "geometry"}  # kinds written whole or not at all -> their record
@@ -327,6 +329,24 @@ class AnalysisFolder:
         write_json(folder / CIRCUIT_TRACER_INDEX, {"graphs": [graph_json["metadata"]]}, sort_keys=False)
         return folder / f"{slug}.json"
 
+    # evaluation outputs (``interp.pipeline.evals``), one JSON per metric in SAEBench's layout
+    def eval_path(self, metric: str) -> Path:
+        return self.path / EVAL_DIR / f"{metric}.json"
+
+    def has_eval(self, metric: str) -> bool:
+        return self.eval_path(metric).exists()
+
+    def evals(self) -> list[str]:
+        """The metrics evaluated here, sorted."""
+        return sorted(p.stem for p in (self.path / EVAL_DIR).glob("*.json"))
+
+    def read_eval(self, metric: str) -> dict:
+        return read_json(self.eval_path(metric), f"{metric} evaluation of analysis {self.path}")
+
+    def write_eval(self, metric: str, payload: dict) -> Path:
+        """Atomically and durably: a metric whose file exists is done, so an interrupted evaluation resumes after it."""
+        return write_json(self.eval_path(metric), payload, durable=True)
+
 
 def list_analyses(root: Path | str) -> list[str]:
     """Analysis ids (``<run_id>/sae_<i>``) under ``root`` (an ``analyses/`` folder) whose dashboards are complete
@@ -340,6 +360,43 @@ def list_analyses(root: Path | str) -> list[str]:
 def graph_slugs(root: Path | str) -> list[str]:
     """Names of the stored attribution graphs under ``root`` (an ``analyses/`` folder)."""
     return sorted(p.parent.name for p in (Path(root) / GRAPHS).glob(f"*/{GRAPH}.json"))
+
+
+def evaluated_analyses(root: Path | str) -> list[str]:
+    """Analysis ids under ``root`` (an ``analyses/`` folder) that hold at least one evaluation output."""
+    root = Path(root)
+    return sorted({str(p.parent.parent.relative_to(root)) for p in root.glob(f"*/*/{EVAL_DIR}/*.json")})
+
+
+def eval_table_path(root: Path | str) -> Path:
+    """``<root>/eval_results.parquet``: the workspace's table of every evaluation result."""
+    return Path(root) / f"{EVAL_RESULTS}.parquet"
+
+
+def write_eval_table(root: Path | str, frame) -> Path:
+    return write_parquet(frame, eval_table_path(root), by_feature=False)
+
+
+def read_eval_table(root: Path | str):
+    """The workspace's evaluation table, or None when nothing was evaluated."""
+    import pandas as pd
+
+    path = eval_table_path(root)
+    return pd.read_parquet(path) if path.exists() else None
+
+
+EVAL_INDEX = ["sae", "run_id", "architecture", "mfr_coefficient", "d_sae", "model", "hook"]
+
+
+def wide_eval_table(table):
+    """The long evaluation table as one row per SAE and one column per ``<metric>.<name>``."""
+    import pandas as pd
+
+    if table is None or table.empty:
+        return pd.DataFrame(columns=EVAL_INDEX)
+    table = table.assign(column=table.metric + "." + table.name).fillna({"model": "?", "hook": "?", "run_id": "?"})
+    wide = table.groupby([*EVAL_INDEX, "column"], dropna=False, sort=True)["value"].first().unstack("column")
+    return wide.reset_index().dropna(axis=1, how="all").rename_axis(columns=None)
 
 
 def circuit_sets(root: Path | str) -> list[str]:

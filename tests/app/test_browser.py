@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 PAGES = {"Home": "Activation caches", "Training": "logged steps", "Features": "Top activating contexts",
-         "Geometry": "Galaxy", "Circuits": "Stored prompt set", "Compare": "MMCS"}
+         "Geometry": "Galaxy", "Circuits": "Stored prompt set", "Compare": "MMCS", "Evaluate": "workbench eval"}
 
 
 def free_port() -> int:
