@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -54,9 +55,10 @@ def fitted_defaults(cache: Path | None, model: str | None, hook: str | None, d_s
         return hook or shape.default_hook, d_sae or 16 * shape.d_model
     store = ActivationCache(cache, verify=False, allow_incomplete=True)
     if hook is None:
-        if len(store.hooks) > 1:
+        resid = sorted((int(m.group(1)), h) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", h)))
+        if len(store.hooks) > 1 and not resid:
             raise InputError(f"{cache} holds several hooks ({', '.join(store.hooks)}); pass --hook")
-        hook = store.hooks[0]
+        hook = store.hooks[0] if len(store.hooks) == 1 else resid[len(resid) // 2][1]  # the middle residual stream
     if hook not in store.hooks:
         raise InputError(f"{cache} holds no hook '{hook}'; its hooks: {', '.join(store.hooks)}")
     return hook, d_sae or 16 * store.d(hook)
@@ -80,11 +82,12 @@ def train(**values) -> None:
             config, run_dir, resume = TrainConfig.load(resume_from.config_path), resume_from.path.resolve(), True
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
+            n_tokens = parse_tokens(v["tokens"])  # before the cache is opened: a bad count is the error to report
             v["hook"], v["d_sae"] = fitted_defaults(v["cache"], v["model"], v["hook"], v["d_sae"])
             config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
                                  architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
                                  mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
-                                 n_tokens=parse_tokens(v["tokens"]), batch_size=v["batch_size"], lr=v["lr"],
+                                 n_tokens=n_tokens, batch_size=v["batch_size"], lr=v["lr"],
                                  grad_clip=v["grad_clip"], checkpoint_every=v["checkpoint_every"], device=v["device"],
                                  wandb_project=v["wandb_project"])
             run_id = v["run_id"]
@@ -110,9 +113,9 @@ def _train_signature() -> inspect.Signature:
     common = {
         "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
         "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
-        "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's one hook, or with "
-                                              "--model its middle layer's residual stream, "
-                                              "blocks.<n_layers // 2>.hook_resid_post.")),
+        "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's hook (of several, "
+                                              "the middle of its residual streams), or with --model its middle "
+                                              "layer's residual stream, blocks.<n_layers // 2>.hook_resid_post.")),
         "arch": (str, typer.Option("topk", help=" | ".join(ARCHITECTURES))),
         "d_sae": (int, typer.Option(None, "--d-sae", help="Latents per SAE; default: 16 x the hook's width.")),
         "ensemble": (int, typer.Option(1, help="Number of SAEs trained together (K).")),
