@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from pathlib import Path
 
 import typer
@@ -55,9 +56,10 @@ def fitted_defaults(cache: Path | None, model: str | None, hook: str | None, d_s
         return hook or shape.default_hook, d_sae or 16 * shape.d_model
     store = CacheFolder(cache, verify=False, allow_incomplete=True)
     if hook is None:
-        if len(store.hooks) > 1:
+        resid = sorted((int(m.group(1)), h) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", h)))
+        if len(store.hooks) > 1 and not resid:
             raise InputError(f"{cache} holds several hooks ({', '.join(store.hooks)}); pass --hook")
-        hook = store.hooks[0]
+        hook = store.hooks[0] if len(store.hooks) == 1 else resid[len(resid) // 2][1]  # the middle residual stream
     if hook not in store.hooks:
         raise InputError(f"{cache} holds no hook '{hook}'; its hooks: {', '.join(store.hooks)}")
     return hook, d_sae or 16 * store.d(hook)
@@ -89,7 +91,7 @@ def train(**values) -> None:
             config, run_dir, resume = TrainConfig.load(resume_from.config_path), resume_from.path.resolve(), True
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
-            n_tokens = parse_tokens(v["tokens"])
+            n_tokens = parse_tokens(v["tokens"])  # before the cache is opened: a bad count is the error to report
             if v["run_id"] is not None:
                 check_name(v["run_id"], "run id")  # before anything is read or computed
             v["hook"], v["d_sae"] = fitted_defaults(v["cache"], v["model"], v["hook"], v["d_sae"])
@@ -129,9 +131,9 @@ def _train_signature() -> inspect.Signature:
     common = {
         "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
         "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
-        "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's one hook, or with "
-                                              "--model its middle layer's residual stream, "
-                                              "blocks.<n_layers // 2>.hook_resid_post.")),
+        "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's hook (of several, "
+                                              "the middle of its residual streams), or with --model its middle "
+                                              "layer's residual stream, blocks.<n_layers // 2>.hook_resid_post.")),
         "target_hook": (str, typer.Option(None, help="Train transcoders: predict this hook (an MLP's output, "
                                                       "blocks.L.hook_mlp_out) from --hook (blocks.L.ln2.hook_normalized).")),
         "skip_connection": (bool, typer.Option(False, help="Transcoders: add an affine skip W_skip x.")),

@@ -199,23 +199,30 @@ def processing_flags(cfg, fold_ln: bool) -> dict[str, bool]:
             "center_unembed": fold_ln and not shortformer and not softcap_enabled(cfg.output_logits_soft_cap)}
 
 
-def check_matches_transformers(model, hf_model, where, n_tokens: int = 16) -> float:
-    """Max |log-prob difference| between the converted model and transformers' on random tokens; raise if too big.
+def reference_logprobs(hf_model, n_tokens: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random tokens and transformers' log-probs on them (on the model's device, before it is freed)."""
+    generator = torch.Generator().manual_seed(0)
+    n_ctx = getattr(hf_model.config, "max_position_embeddings", None) or getattr(hf_model.config, "n_positions", 16)
+    tokens = torch.randint(0, hf_model.config.vocab_size, (1, min(n_tokens, n_ctx)), generator=generator)
+    with torch.no_grad():
+        return tokens, hf_model(tokens.to(hf_model.device)).logits.float().log_softmax(-1).cpu()
+
+
+def check_matches_transformers(model, reference: tuple[torch.Tensor, torch.Tensor], where, family_name: str) -> float:
+    """Max |log-prob difference| between the converted model and transformers' ``reference``; raise if too big.
 
     Log-probs, not logits: TransformerLens' weight processing (centring the unembedding) shifts logits by a
-    constant per position. Run once per load, so a conversion that is silently wrong for a config is caught.
+    constant per position. Run once per load, so a conversion that is silently wrong for a config is caught;
+    the reference is taken first, so the two models never share the device.
     """
-    generator = torch.Generator().manual_seed(0)
-    tokens = torch.randint(0, model.cfg.d_vocab, (1, min(n_tokens, model.cfg.n_ctx)), generator=generator)
-    tokens = tokens.to(model.cfg.device)
+    tokens, theirs = reference
     with torch.no_grad():
-        ours = model(tokens).float().log_softmax(-1)
-        theirs = hf_model(tokens).logits.float().log_softmax(-1)
+        ours = model(tokens.to(model.cfg.device)).float().log_softmax(-1).cpu()
     difference = float((ours - theirs).abs().max())
     tolerance = LOGPROB_TOLERANCE.get(model.cfg.dtype, 1e-3)
     if not difference <= tolerance:
         raise ModelSpecError(
-            f"{where}: the TransformerLens conversion of this {family(hf_model.config)} checkpoint disagrees with "
+            f"{where}: the TransformerLens conversion of this {family_name} checkpoint disagrees with "
             f"transformers (max log-prob difference {difference:.3g} > {tolerance:g}); this config uses an option "
             "TransformerLens 3.x does not convert; load it with transformers instead or report the config"
         )

@@ -18,7 +18,9 @@ import torch
 from interp.models.families import (
     ModelSpecError,
     check_matches_transformers,
+    family,
     processing_flags,
+    reference_logprobs,
     tl_config,
     tl_config_dict,
 )
@@ -125,10 +127,13 @@ def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln:
     state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
     model.load_and_process_state_dict(state_dict, **processing_flags(cfg, fold_ln))
+    reference = reference_logprobs(hf_model) if verify else None  # on the host, before transformers' copy goes
+    name = family(hf_model.config)
+    del hf_model, state_dict
     with contextlib.redirect_stdout(io.StringIO()):  # TransformerLens prints each move; keep stdout clean
         model = model.to(device).eval()
-    if verify:
-        check_matches_transformers(model, hf_model.to(device), path)
+    if reference is not None:
+        check_matches_transformers(model, reference, path, name)
     return model
 
 

@@ -105,7 +105,10 @@ def estimate_memory(size: ModelSize, dtype: torch.dtype, batch_size: int, contex
     tokens = batch_size * context_size
     forward = 4 * tokens * max(size.d_mlp, size.d_vocab) * torch.finfo(dtype).bits // 8
     buffers = n_hooks * shard_tokens * max(size.d_model, size.d_mlp) * torch.finfo(storage_dtype).bits // 8
-    conversion = 2 * weights + size.checkpoint_bytes if size.converted else 0
+    same_dtype = abs(size.checkpoint_bytes - weights) < 0.01 * weights  # stored at this dtype: no cast copies
+    # transformers keeps a checkpoint stored at the load dtype in the file's (mapped) pages; casting makes a copy,
+    # and so does the conversion to TransformerLens' layout (measured: bench_precision.py)
+    conversion = (size.checkpoint_bytes if same_dtype else 2 * weights + size.checkpoint_bytes) if size.converted else 0
     return MemoryEstimate(weights, conversion, forward, buffers)
 
 

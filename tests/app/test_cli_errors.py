@@ -46,8 +46,9 @@ def test_cache_then_train_with_default_hooks_trains_on_what_was_cached(tmp_path)
 
 
 def test_train_without_hook_on_a_cache_of_two_hooks_asks_for_one(tmp_path):
+    """Two hooks and no residual stream among them: no default to pick (of residual streams, the middle one)."""
     runner = CliRunner()
-    hooks = "blocks.0.hook_resid_post,blocks.1.hook_resid_post"
+    hooks = "blocks.0.hook_mlp_out,blocks.1.hook_mlp_out"
     cached = runner.invoke(app, ["cache", "--tokens", "1024", "--context-size", "32", "--cache-id", "c", "--hooks",
                                  hooks, "--root", str(tmp_path), "--device", "cpu"])
     assert cached.exit_code == 0, cached.output

@@ -84,7 +84,8 @@ def test_memory_estimate_counts_the_checkpoint_and_refuses_when_too_big(llama, t
     bf16, fp32 = (cache_memory_estimate(_config(folder, dtype=d)) for d in ("bfloat16", "float32"))
     assert bf16.weights == 2 * size.n_params and fp32.weights == 2 * bf16.weights
     stored = sum(p.stat().st_size for p in folder.glob("*.safetensors"))  # float32 on disk
-    assert bf16.conversion == 2 * bf16.weights + stored  # transformers' copy, the converted dict, the file read
+    assert bf16.conversion == 2 * bf16.weights + stored  # transformers' cast copy, the converted dict, the file read
+    assert fp32.conversion == stored  # stored at float32: transformers' tensors are the file's pages
     assert bf16.on("cpu") == {"cpu": bf16.total}
     assert bf16.on("cuda:0") == {"cuda:0": bf16.weights + bf16.forward + bf16.buffers,
                                  "cpu": bf16.weights + bf16.conversion + memory.LIBRARIES}
