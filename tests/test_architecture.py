@@ -14,7 +14,9 @@ SOURCES = ("interp", "sae_training", "app", "benchmarks")
 OWNED = {
     "interp/store/analysis_folder.py": ("meta.json", "summary.json", "features.parquet", "matches.parquet",
                                   "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
-                                  "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet"),
+                                  "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet",
+                                  "explanations.parquet", "explain_examples.parquet", "explain_run.json",
+                                  "explanations.parts"),
     "interp/store/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
                              "app_launch.json", "app_launch_result.json",
                              "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders

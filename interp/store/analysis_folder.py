@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from interp.store.io import read_json, write_json, write_tables
+from interp.store.io import read_json, write_json, write_parquet, write_tables
 from interp.store.jobs import Job
 
 META = "meta"  # how the dashboards were made: sae, cache, hook, n_tokens, n_blocks, d_sae, d_in, config
@@ -20,6 +20,10 @@ SUMMARY = "summary"  # a circuit analysis's summary
 CIRCUITS = "circuits"  # analyses/circuits/<set>/
 # which analyses a folder holds, by the table each one always writes
 KINDS = {"dashboards": "features", "geometry": "geometry_map", "matches": "matches", "evaluation": "eval_summary"}
+EXPLANATIONS = "explanations"  # every feature's explanation, scores and baselines (interp.explain)
+EXPLAIN_EXAMPLES = "explain_examples"  # the training and held-out windows they were made and scored on
+EXPLAIN_RUN = "explain_run"  # how: example and explainer configs, token counts (the resume check)
+EXPLAIN_PARTS = "explanations.parts"  # finished chunks of features of an unfinished run, one table each
 
 
 def analysis_id(folder: Path | str) -> str:
@@ -125,6 +129,27 @@ class AnalysisFolder:
 
     def write_meta(self, payload: dict) -> Path:
         return self.write_json(META, payload)
+
+    # explanations: written in chunks of features so that a killed run resumes without redoing finished ones
+    @property
+    def has_explanations(self) -> bool:
+        return self.has(EXPLANATIONS)
+
+    def explanation_part_path(self, index: int) -> Path:
+        return self.path / EXPLAIN_PARTS / f"part_{index:05d}.parquet"
+
+    def explanation_parts(self) -> dict[int, Path]:
+        """The finished chunks of an unfinished explanation run, by chunk index."""
+        return {int(p.stem.split("_")[1]): p for p in sorted((self.path / EXPLAIN_PARTS).glob("part_*.parquet"))}
+
+    def write_explanation_part(self, index: int, frame) -> Path:
+        return write_parquet(frame, self.explanation_part_path(index))
+
+    def clear_explanation_parts(self) -> None:
+        for path in self.explanation_parts().values():
+            path.unlink(missing_ok=True)
+        if (self.path / EXPLAIN_PARTS).exists():
+            (self.path / EXPLAIN_PARTS).rmdir()
 
 
 def list_analyses(root: Path | str) -> list[str]:

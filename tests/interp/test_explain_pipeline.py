@@ -1,0 +1,108 @@
+"""``analyze_explain`` on the test workspace: every feature gets a row, the table round-trips, a killed run
+resumes without explaining or scoring its finished chunks again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from interp.explain.examples import TEST_SETS, TRAIN_SETS
+from interp.explain.explanations import Explainer
+from interp.explain.rules import Rule
+from interp.pipeline.explain import analyze_explain, summary
+from interp.store.analysis_folder import EXPLAIN_EXAMPLES, EXPLANATIONS, AnalysisFolder
+
+CHUNK = 16
+
+
+@pytest.fixture()
+def copy(workspace, tmp_path):
+    shutil.copytree(workspace / "analyses", tmp_path / "analyses")
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def explained(workspace, tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("explained")
+    shutil.copytree(workspace / "analyses", root / "analyses")
+    folders = analyze_explain(workspace / "runs" / "demo-mfr", root / "analyses", model_spec=tiny_model,
+                              chunk_features=CHUNK)
+    return root, folders
+
+
+def test_every_feature_of_every_member_gets_an_explanation(explained):
+    _, folders = explained
+    assert len(folders) == 2
+    for folder in folders:
+        table = folder.read_table(EXPLANATIONS)
+        d_sae = len(folder.read_table("features"))
+        assert table.feature.tolist() == list(range(d_sae))
+        assert set(table.status) <= {"explained", "dead", "too rare"} and (table.status == "explained").any()
+        scored = table[table.status == "explained"]
+        for column in ("detection", "fuzzing", "simulation", "baseline_detection"):
+            assert scored[column].notna().all(), column
+        assert ((scored.detection >= 0) & (scored.detection <= 1)).all()
+        for text in scored.rule:
+            Rule.from_json(text)  # every stored rule parses back
+        assert not folder.explanation_parts()  # parts folded into the table
+        assert "explained" in summary(folder)
+
+
+def test_stored_examples_keep_training_and_held_out_sequences_apart(explained):
+    _, folders = explained
+    frame = folders[0].read_table(EXPLAIN_EXAMPLES)
+    for _, group in frame.groupby("feature"):
+        train = set(group[group.set.isin(TRAIN_SETS)].sequence)
+        test = set(group[group.set.isin(TEST_SETS)].sequence)
+        assert not train & test
+
+
+def test_a_killed_run_resumes_without_redoing_finished_chunks(explained, copy, workspace, tiny_model, monkeypatch):
+    _, folders = explained
+    reference = folders[0].read_table(EXPLANATIONS)
+    original = Explainer.rows
+    calls = []
+
+    def dies_on_the_third_chunk(self, features):
+        features = list(features)
+        calls.append(features[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return original(self, features)
+
+    member = workspace / "runs" / "demo-mfr" / "sae_0"
+    monkeypatch.setattr(Explainer, "rows", dies_on_the_third_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        analyze_explain(member, copy / "analyses", model_spec=tiny_model, chunk_features=CHUNK)
+    folder = AnalysisFolder.of_sae(copy / "analyses", member)
+    assert sorted(folder.explanation_parts()) == [0, 1] and not folder.has(EXPLANATIONS)
+    calls.clear()
+    monkeypatch.setattr(Explainer, "rows", lambda self, features: (calls.append(next(iter(features))),
+                                                                   original(self, features))[1])
+    analyze_explain(member, copy / "analyses", model_spec=tiny_model, chunk_features=CHUNK)
+    assert calls == list(range(2 * CHUNK, len(reference), CHUNK))  # only the unfinished chunks
+    pd.testing.assert_frame_equal(folder.read_table(EXPLANATIONS), reference)
+    calls.clear()
+    analyze_explain(member, copy / "analyses", model_spec=tiny_model, chunk_features=CHUNK)
+    assert calls == []  # finished with the same settings: nothing to do
+
+
+def test_changed_settings_start_over(explained, copy, workspace, tiny_model):
+    member = workspace / "runs" / "demo-mfr" / "sae_0"
+    from interp.explain.examples import ExampleConfig
+
+    (folder,) = analyze_explain(member, copy / "analyses", model_spec=tiny_model, chunk_features=CHUNK,
+                                config=ExampleConfig(n_test=8))
+    record = json.loads(folder.json_path("explain_run").read_text())
+    assert record["examples"]["n_test"] == 8
+    counts = folder.read_table(EXPLANATIONS).n_test_positive
+    assert counts.max() <= 8 and np.all(counts >= 0)
+
+
+def test_without_dashboards_the_error_says_what_to_run(workspace, tiny_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="workbench analyze features"):
+        analyze_explain(workspace / "runs" / "demo-mfr" / "sae_0", tmp_path / "analyses", model_spec=tiny_model)
