@@ -15,6 +15,7 @@ import typer
 from app.commands.analyze import demo_analysis_step
 from app.commands.circuits import demo_circuits_step
 from app.commands.errors import user_errors
+from app.commands.explain import demo_explain_step
 
 DEMO_HOOKS = ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")
 DEMO_CACHE_ID = "demo"
@@ -85,6 +86,7 @@ def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
         ("train a pair without MFR (same size, for Compare)", lambda workspace: train_pair_step(workspace, "demo-plain", 0.0)),
         ("feature dashboards and geometry", demo_analysis_step),  # needs both runs from the training steps
         ("compare MFR vs no MFR", compare_step),
+        ("explain and score every feature (offline)", demo_explain_step),  # needs the dashboards
         ("induction and IOI circuit analyses", demo_circuits_step),  # uses runs/demo-mfr/sae_0 when present
     ]
 

@@ -35,3 +35,11 @@ def explain_command(
         for folder in analyze_explain(sae, out, cache_dir=cache, hook=hook, model_spec=model, chunk_features=chunk,
                                       force=force, device=device, progress=True):
             typer.echo(f"explanations: {folder.path} ({summary(folder)})")
+
+
+def demo_explain_step(workspace: Path) -> str:
+    """Demo stage: offline explanations and scores of the demo pairs (``interp.pipeline.demo``)."""
+    from interp.pipeline.demo import demo_explanations
+    from interp.pipeline.explain import summary
+
+    return "explanations: " + "; ".join(f"{folder.id} ({summary(folder)})" for folder in demo_explanations(workspace))

@@ -228,10 +228,12 @@ class FeatureExamples:
         positions = self.position[:, None] - self.left + np.arange(self.ids.shape[1])[None, :]
         return (self.ids >= 0) & (positions > 0)
 
-    def subset(self, names) -> FeatureExamples:
-        keep = np.isin(self.set, list(names))
+    def take(self, keep: np.ndarray) -> FeatureExamples:
         return FeatureExamples(self.ids[keep], self.acts[keep], self.set[keep], self.sequence[keep],
                                self.position[keep], self.band[keep], self.left)
+
+    def subset(self, names) -> FeatureExamples:
+        return self.take(np.isin(self.set, list(names)))
 
     @property
     def positive(self) -> np.ndarray:

@@ -1,18 +1,20 @@
 """Scores of an explanation on held-out windows, each beside the score of a random (another feature's) one.
 
-Three scores, after delphi's classifier scorers and Bills et al.'s simulation (``/work/shared/PAPERS.md``
-10.2), applied to a rule's predictions instead of an LLM's answers:
+Four scores, after delphi's classifier scorers and Bills et al.'s simulation (``/work/shared/PAPERS.md``
+10.2), applied to a rule's predictions instead of an LLM's answers. As in delphi's defaults, the
+non-activating windows are random ones; the hard negatives get a score of their own:
 
 - **detection**: does the explanation tell which windows activate the feature? Activating windows drawn
-  across quantiles against non-activating ones (random and hard negatives); a window is predicted active
-  when the rule matches any of its tokens. Balanced accuracy (0.5 = chance).
+  across quantiles against random non-activating ones; a window is predicted active when the rule matches
+  any of its tokens. Balanced accuracy (0.5 = chance).
+- **detection_hard**: the same against the hard negatives (windows on the feature's top tokens where it is
+  silent): does the explanation tell when its own tokens do not fire?
 - **fuzzing**: are the highlighted tokens the activating ones? delphi's construction: activating windows
-  with their tokens at >= 0.3 of the window's maximum highlighted (correct), and non-activating windows
-  with as many random tokens highlighted as the activating ones have firing tokens, or a hard negative
-  with its centre highlighted (a top token where the feature is silent): incorrect. The rule calls a highlighting correct when it matches every highlighted token.
-  Balanced accuracy.
+  with their tokens at >= 0.3 of the window's maximum highlighted (correct), and random non-activating
+  windows with as many random tokens highlighted as the activating ones have firing tokens (incorrect).
+  The rule calls a highlighting correct when it matches every highlighted token. Balanced accuracy.
 - **simulation**: the correlation of the rule's 0/1 prediction with the true activation over every token
-  of the held-out windows (0 when the prediction is constant).
+  of the activating and random windows (0 when the prediction is constant).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from interp.explain.examples import FeatureExamples
 from interp.explain.rules import Rule, Vocabulary
 
-SCORES = ("detection", "fuzzing", "simulation")
+SCORES = ("detection", "detection_hard", "fuzzing", "simulation")
 HIGHLIGHT = 0.3  # delphi's threshold: tokens at >= 0.3 of the window's maximum are highlighted
 
 
@@ -49,12 +51,7 @@ def highlights(held: FeatureExamples, seed: int = 0) -> tuple[np.ndarray, np.nda
     marked = evaluable & (held.acts > 0) & (held.acts >= HIGHLIGHT * peak)
     n_wrong = max(1, math.ceil(((held.acts > 0) & evaluable)[positive].sum(1).mean())) if positive.any() else 1
     for row in np.nonzero(~positive)[0]:
-        places = np.nonzero(evaluable[row])[0]
-        if held.set[row].endswith("hard") and evaluable[row, held.left]:
-            places = np.array([held.left])  # the feature's top token where it is silent: the hard case
-        else:
-            places = rng.permutation(places)[:n_wrong]
-        marked[row, places.astype(int)] = True
+        marked[row, rng.permutation(np.nonzero(evaluable[row])[0])[:n_wrong]] = True
     return marked, positive, marked.any(1)
 
 
@@ -73,10 +70,14 @@ def simulation(match: np.ndarray, held: FeatureExamples) -> float:
 
 
 def score_rule(rule: Rule, held: FeatureExamples, vocab: Vocabulary, seed: int = 0) -> dict[str, float]:
-    """Detection, fuzzing and simulation of ``rule`` on one feature's held-out windows."""
+    """The four scores of ``rule`` on one feature's held-out windows."""
     match = rule.matches(held.ids, vocab)
-    return {"detection": detection(match, held), "fuzzing": fuzzing(match, held, seed),
-            "simulation": simulation(match, held)}
+    hard = np.char.endswith(held.set.astype(str), "hard")
+    natural, contrast = ~hard, held.positive | hard
+    plain = held.take(natural)
+    return {"detection": detection(match[natural], plain),
+            "detection_hard": detection(match[contrast], held.take(contrast)),
+            "fuzzing": fuzzing(match[natural], plain, seed), "simulation": simulation(match[natural], plain)}
 
 
 def baseline_partners(explained: list[int], n: int, seed: int = 0) -> dict[int, list[int]]:

@@ -29,6 +29,16 @@ def demo_analyses(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_i
     return folders
 
 
+def demo_explanations(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS) -> list[AnalysisFolder]:
+    """Offline explanations and their scores for every member of ``run_ids`` (after their dashboards)."""
+    from interp.models.loading import load_model
+    from interp.pipeline.explain import analyze_explain
+
+    model = load_model("demo", device="cpu")
+    return [folder for run_id in run_ids
+            for folder in analyze_explain(workspace / "runs" / run_id, workspace / "analyses", model_spec=model)]
+
+
 def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:
     """Induction (16 prompts, repeated span 20) and IOI (32 prompts) circuits of the demo model, written to
     ``analyses/circuits/{demo,ioi}``; returns that folder and both summaries."""
