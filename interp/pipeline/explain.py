@@ -84,14 +84,18 @@ def explain_member(member: Path, out_root: Path, cache_dir: Path | None = None, 
     record = {"examples": asdict(config), "explain": asdict(explain_config),
               "llm": llm.record() if llm is not None else None}
     stored = folder.read_json(EXPLAIN_RUN) if folder.has_json(EXPLAIN_RUN) else {}
-    same = {k: stored.get(k) for k in record} == record and folder.has(EXPLAIN_EXAMPLES)
+    same_examples = stored.get("examples") == record["examples"] and folder.has(EXPLAIN_EXAMPLES)
+    same = same_examples and {k: stored.get(k) for k in record} == record
     if not force and same and folder.has(EXPLANATIONS) and not folder.explanation_parts():
         return folder  # done before, with these settings
     if force or not same:
-        folder.clear_explanation_parts()
+        folder.clear_explanation_parts()  # chunks made with other settings are not reused
+    if force or not same_examples:
         counts = collect_and_store_examples(member, folder, config, cache_dir, hook, max_rows, device, progress)
-        stored = {**record, **counts}
-        folder.write_json(EXPLAIN_RUN, stored)
+    else:
+        counts = {k: stored[k] for k in ("n_tokens", "n_fires", "model")}
+    stored = {**record, **counts}
+    folder.write_json(EXPLAIN_RUN, stored)
     vocab = _vocabulary(model_spec or stored["model"], device)
     arrays = ExampleArrays(folder.read_table(EXPLAIN_EXAMPLES), config.left)
     explainer = Explainer(arrays, vocab, np.asarray(stored["n_fires"]), stored["n_tokens"], _promoted(folder),

@@ -106,3 +106,29 @@ def test_changed_settings_start_over(explained, copy, workspace, tiny_model):
 def test_without_dashboards_the_error_says_what_to_run(workspace, tiny_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="workbench analyze features"):
         analyze_explain(workspace / "runs" / "demo-mfr" / "sae_0", tmp_path / "analyses", model_spec=tiny_model)
+
+
+def test_the_cli_with_an_unreachable_llm_keeps_the_offline_explanations(copy, workspace, tiny_model, monkeypatch):
+    import socket
+
+    from typer.testing import CliRunner
+
+    import interp.pipeline.explain as pipeline
+    from app.cli import app
+
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    real = pipeline.analyze_explain
+    monkeypatch.setattr(pipeline, "analyze_explain", lambda *a, **k: real(*a, **{**k, "model_spec": tiny_model}))
+    member = workspace / "runs" / "demo-mfr" / "sae_0"
+    result = CliRunner().invoke(app, ["analyze", "explain", str(member), "--out", str(copy / "analyses"),
+                                      "--llm-url", f"http://127.0.0.1:{port}/v1", "--llm-timeout", "2"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: LLM endpoint http://127.0.0.1:{port}/v1 did not answer" in result.output
+    table = AnalysisFolder.of_sae(copy / "analyses", member).read_table(EXPLANATIONS)
+    explained = table[table.status == "explained"]
+    assert (explained.llm_status == "unreachable").all() and explained.detection.notna().all()
+    bad = CliRunner().invoke(app, ["analyze", "explain", str(member), "--out", str(copy / "analyses"),
+                                   "--llm-url", "localhost:8080"])
+    assert bad.exit_code == 2 and "is not an http(s) URL" in bad.output
