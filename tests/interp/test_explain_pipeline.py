@@ -132,3 +132,39 @@ def test_the_cli_with_an_unreachable_llm_keeps_the_offline_explanations(copy, wo
     bad = CliRunner().invoke(app, ["analyze", "explain", str(member), "--out", str(copy / "analyses"),
                                    "--llm-url", "localhost:8080"])
     assert bad.exit_code == 2 and "is not an http(s) URL" in bad.output
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_from_its_finished_chunks(copy, workspace, tiny_model, monkeypatch):
+    """A real ``kill -9`` of ``workbench analyze explain`` (one feature per chunk), then a resume in process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    member = workspace / "runs" / "demo-mfr" / "sae_0"
+    folder = AnalysisFolder.of_sae(copy / "analyses", member)
+    script = ("import sys; from tests.conftest import make_tiny_model; import interp.pipeline.explain as p; "
+              "from pathlib import Path; p.analyze_explain(Path(sys.argv[1]), Path(sys.argv[2]), "
+              "model_spec=make_tiny_model(), chunk_features=1)")
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen([sys.executable, "-c", script, str(member), str(copy / "analyses")], cwd=root,
+                               env={**os.environ, "PYTHONPATH": str(root)})
+    deadline = time.time() + 300
+    while len(folder.explanation_parts()) < 3 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = sorted(folder.explanation_parts())
+    assert len(finished) >= 3 and not folder.has(EXPLANATIONS), "the run ended before it could be killed"
+    for path in folder.explanation_parts().values():
+        pd.read_parquet(path)  # every part a reader sees is whole
+    calls = []
+    original = Explainer.rows
+    monkeypatch.setattr(Explainer, "rows", lambda self, features: (calls.append(next(iter(features))),
+                                                                   original(self, features))[1])
+    analyze_explain(member, copy / "analyses", model_spec=tiny_model, chunk_features=1)
+    table = folder.read_table(EXPLANATIONS)
+    assert not set(calls) & set(finished) and sorted(calls + finished) == table.feature.tolist()
