@@ -18,6 +18,7 @@ alone a token, with a window the explanation was made from. State is ``O(k * d_s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -223,7 +224,7 @@ class FeatureExamples:
     band: np.ndarray
     left: int
 
-    @property
+    @functools.cached_property
     def evaluable(self) -> np.ndarray:
         positions = self.position[:, None] - self.left + np.arange(self.ids.shape[1])[None, :]
         return (self.ids >= 0) & (positions > 0)

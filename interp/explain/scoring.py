@@ -50,8 +50,9 @@ def highlights(held: FeatureExamples, seed: int = 0) -> tuple[np.ndarray, np.nda
     peak = np.where(evaluable, held.acts, 0).max(1, keepdims=True)
     marked = evaluable & (held.acts > 0) & (held.acts >= HIGHLIGHT * peak)
     n_wrong = max(1, math.ceil(((held.acts > 0) & evaluable)[positive].sum(1).mean())) if positive.any() else 1
-    for row in np.nonzero(~positive)[0]:
-        marked[row, rng.permutation(np.nonzero(evaluable[row])[0])[:n_wrong]] = True
+    draw = np.where(evaluable, rng.random(evaluable.shape), np.inf)  # n_wrong random evaluable places per row
+    rank = np.argsort(np.argsort(draw, axis=1), axis=1)
+    marked |= (~positive)[:, None] & evaluable & (rank < n_wrong)
     return marked, positive, marked.any(1)
 
 
@@ -64,9 +65,9 @@ def fuzzing(match: np.ndarray, held: FeatureExamples, seed: int = 0) -> float:
 def simulation(match: np.ndarray, held: FeatureExamples) -> float:
     keep = held.evaluable
     predicted, actual = match[keep].astype(np.float64), held.acts[keep].astype(np.float64)
-    if predicted.std() == 0 or actual.std() == 0:
-        return 0.0
-    return float(np.corrcoef(predicted, actual)[0, 1])
+    predicted, actual = predicted - predicted.mean(), actual - actual.mean()
+    norm = np.sqrt((predicted ** 2).sum() * (actual ** 2).sum())
+    return float((predicted * actual).sum() / norm) if norm > 0 else 0.0
 
 
 def score_rule(rule: Rule, held: FeatureExamples, vocab: Vocabulary, seed: int = 0) -> dict[str, float]:
