@@ -36,7 +36,7 @@ def _top_ids(folder: AnalysisFolder, d_sae: int):
     width = max((len(r) for r in rows.top_token_ids), default=1)
     out = torch.full((d_sae, max(width, 1)), -1, dtype=torch.long)
     for feature, ids in zip(rows.feature, rows.top_token_ids):
-        out[feature, :len(ids)] = torch.as_tensor(np.asarray(ids, dtype=np.int64))
+        out[feature, :len(ids)] = torch.tensor(np.asarray(ids, dtype=np.int64))
     return out
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from interp.pipeline.explain import analyze_explain
 from interp.store import tables
-from tests.app.test_pages import metric, run_page, table
+from tests.app.test_pages import array, chart, metric, run_page, table
 
 SAE0 = "demo-mfr/sae_0"
 
@@ -68,3 +69,16 @@ def test_features_are_found_by_words_of_their_explanations(env):
     assert sorted(hits.feature) == sorted(expected.feature.head(50)) and len(hits) > 0
     assert at.selectbox(key="explanation_choice").value == hits.feature.iloc[0]
     assert tables.explained_features(env / "analyses" / SAE0, "no-such-word-anywhere").empty
+
+
+def test_compare_shows_both_saes_score_distributions_against_their_baselines(env):
+    at = run_page("pages/5_Compare.py")
+    figure = chart(at, "explanation_scores")
+    a = stored(env)
+    a = a[a.status == "explained"]
+    first, baseline = figure["data"][0], figure["data"][1]
+    assert np.allclose(np.sort(array(first["x"])), np.sort(a.detection.to_numpy()))
+    assert np.allclose(np.sort(array(baseline["x"])), np.sort(a.baseline_detection.to_numpy()))
+    summary = table(at, "SAE", "share beating baseline by 0.2")
+    assert summary["share beating baseline by 0.2"].iloc[0] == pytest.approx(
+        (a.detection >= a.baseline_detection + 0.2).mean())
