@@ -82,3 +82,14 @@ def test_compare_shows_both_saes_score_distributions_against_their_baselines(env
     summary = table(at, "SAE", "share beating baseline by 0.2")
     assert summary["share beating baseline by 0.2"].iloc[0] == pytest.approx(
         (a.detection >= a.baseline_detection + 0.2).mean())
+
+
+def test_the_geometry_map_can_be_coloured_by_detection_score(env):
+    at = run_page("pages/3_Geometry.py")
+    at.radio(key="colour").set_value("explanation detection score").run()
+    assert not at.exception
+    marker = chart(at, "map")["data"][0]
+    points = pd.read_parquet(env / "analyses" / SAE0 / "geometry_map.parquet")
+    detection = stored(env).detection.reindex(points.feature).to_numpy()
+    colours = np.array([np.nan if c is None else c for c in array(marker["marker"]["color"]).tolist()], dtype=float)
+    assert np.allclose(colours, detection, equal_nan=True)
