@@ -78,7 +78,7 @@ class ExampleSets:
 def hard_token_map(top_ids: Int[Tensor, "d_sae m"]) -> tuple[Tensor, Tensor]:
     """(token, feature) pairs sorted by token, for finding the features a token is a hard negative of."""
     d_sae, m = top_ids.shape
-    tokens, feats = top_ids.flatten(), torch.arange(d_sae).repeat_interleave(m)
+    tokens, feats = top_ids.flatten(), torch.arange(d_sae, device=top_ids.device).repeat_interleave(m)
     keep = tokens >= 0
     order = torch.argsort(tokens[keep], stable=True)
     return tokens[keep][order], feats[keep][order]
