@@ -15,6 +15,7 @@ from app.commands import cache as cache_commands
 from app.commands import circuits as circuits_commands
 from app.commands import demo as demo_commands
 from app.commands import evals as evals_commands
+from app.commands import explain as explain_commands
 from app.commands import graph as graph_commands
 from app.commands import train as train_commands
 
@@ -35,6 +36,7 @@ app_commands.register(app)
 analyze_commands.register(analyze_app)
 circuits_commands.register(analyze_app)
 graph_commands.register(analyze_app)
+analyze_app.command("explain")(explain_commands.explain_command)
 train_commands.register(app, bench_app)
 app.add_typer(analyze_app, name="analyze")
 app.add_typer(bench_app, name="bench")

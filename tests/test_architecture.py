@@ -17,7 +17,9 @@ OWNED = {
                                   "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet",
                                   "attribution_graph.safetensors", "attribution_graph.json", "graph_nodes.parquet",
                                   "graph_edges.parquet", "graph_checks.parquet", "graph-metadata.json",
-                                  "eval_results.parquet"),
+                                  "eval_results.parquet",
+                                  "explanations.parquet", "explain_examples.parquet", "explain_run.json",
+                                  "explanations.parts"),
     "interp/store/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
                              "app_launch.json", "app_launch_result.json",
                              "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders

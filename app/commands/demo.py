@@ -20,6 +20,7 @@ from app.commands.analyze import demo_analysis_step
 from app.commands.circuits import demo_circuits_step
 from app.commands.errors import user_errors
 from app.commands.evals import demo_eval_step
+from app.commands.explain import demo_explain_step
 from app.commands.graph import demo_transcoders_step
 from interp.store.jobs import STOPPED_EXIT
 
@@ -117,6 +118,7 @@ def demo_steps(tokens: int) -> list[tuple[str, Callable[[Path], str]]]:
         ("train a pair without MFR (same size, for Compare)", lambda workspace: train_pair_step(workspace, "demo-plain", 0.0)),
         ("feature dashboards and geometry", demo_analysis_step),  # needs both runs from the training steps
         ("compare MFR vs no MFR", compare_step),
+        ("explain and score every feature (offline)", demo_explain_step),  # needs the dashboards
         ("induction and IOI circuit analyses", demo_circuits_step),  # uses runs/demo-mfr/sae_0 when present
         ("evaluation suite (SAEBench metrics, principled, seed stability)", demo_eval_step),  # needs both runs
     ]

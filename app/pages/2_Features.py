@@ -8,6 +8,7 @@ from app.ui import data
 from app.ui.dashboard import choose_analysis, render
 from app.ui.theme import missing, page
 from app.ui.workspace import COMMANDS, list_runs, workspace_root
+from interp.store import tables
 from interp.store.analysis_folder import AnalysisFolder
 
 page("Features")
@@ -22,13 +23,22 @@ if folder is None:
     st.stop()
 
 d_sae = data.n_features(folder)
-how = st.radio("Find a feature", ["by id", "by token it fires on", "by logit it promotes"], horizontal=True,
-               key="how")
+how = st.radio("Find a feature", ["by id", "by token it fires on", "by logit it promotes", "by explanation words"],
+               horizontal=True, key="how")
 feature = None
 if how == "by id":
     start = int(params.get("feature", 0)) if str(params.get("feature", "0")).isdigit() else 0
     feature = int(st.number_input(f"Feature id (0 to {d_sae - 1})", 0, d_sae - 1, min(start, d_sae - 1),
                                   key="feature_id"))
+elif how == "by explanation words":
+    words = st.text_input("Words of the explanation (all must appear)", key="search_explanation")
+    if words.strip():
+        hits = data.explained_features(folder, words, limit=50)
+        if hits.empty:
+            st.warning(f"No stored explanation holds {words!r}.")
+        else:
+            st.dataframe(hits, hide_index=True, width="stretch", key="explanation_hits")
+            feature = int(st.selectbox("Open feature", hits.feature.tolist(), key="explanation_choice"))
 else:
     kind = "token" if how.startswith("by token") else "logit"
     token = st.text_input("Token (exact, surrounding spaces ignored)", key=f"search_{kind}")
@@ -42,6 +52,11 @@ else:
 
 with st.expander("Browse features (most frequent first)"):
     st.dataframe(data.feature_list(folder, limit=200), hide_index=True, width="stretch", key="browse")
+if AnalysisFolder(folder).has_explanations:
+    with st.expander("Browse features by explanation score"):
+        order = st.selectbox("Sort by", tables.EXPLANATION_ORDER, key="explanation_order")
+        st.dataframe(data.explained_features(folder, order_by=order, limit=200), hide_index=True, width="stretch",
+                     key="browse_explained")
 
 if feature is not None:
     st.divider()

@@ -28,13 +28,18 @@ if not analysis.has("geometry_map"):
 points = data.parquet(analysis.table_path("geometry_map"))
 features = data.parquet(analysis.table_path("features"), columns="feature, label, log10_frequency")
 points = points.merge(features, on="feature", how="left")
+colours = {"lobe (cluster)": "cluster", "log10 frequency": "log10_frequency"}
+if analysis.has_explanations:  # dead and too rare features have no score: they stay uncoloured
+    scores = data.parquet(analysis.table_path("explanations"), columns="feature, detection")
+    points = points.merge(scores, on="feature", how="left")
+    colours["explanation detection score"] = "detection"
 left, right = st.columns([3, 1])
 with right:
     layouts = ["UMAP", "PCA"] if "umap_x" in points else ["PCA"]
     layout = st.radio("Layout", layouts, key="layout")
-    colour = st.radio("Colour by", ["lobe (cluster)", "log10 frequency"], key="colour")
+    colour = st.radio("Colour by", list(colours), key="colour")
     chosen = st.number_input("Open feature", 0, len(points) - 1, 0, key="open_feature")
-fig = feature_map_figure(points, layout.lower(), colour="cluster" if colour.startswith("lobe") else "log10_frequency")
+fig = feature_map_figure(points, layout.lower(), colour=colours[colour])
 with left:
     event = plot(fig, key="map", on_select="rerun", selection_mode="points")
 selected = event.selection.points if event is not None and hasattr(event, "selection") else []

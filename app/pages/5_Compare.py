@@ -13,7 +13,7 @@ from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, safe_path, workspace_root
 from interp.features.compare import check_comparable
 from interp.features.dictionary import DictionaryError
-from interp.figures.compare import matched_cosine_figure
+from interp.figures.compare import explanation_score_figure, matched_cosine_figure
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.jobs import Job, JobRunningError
 from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
@@ -75,6 +75,22 @@ def follow(job: Job) -> None:
         st.code(job.log_tail())
 
 
+def explanation_scores(folders: dict[str, Path]) -> None:
+    """Both SAEs' explanation scores against their random baselines (when both were explained)."""
+    tables = {name: AnalysisFolder(folder).table_path("explanations") for name, folder in folders.items()}
+    if not all(path.exists() for path in tables.values()):
+        return
+    with st.expander("Explanation scores, A vs B", expanded=True):
+        score = st.selectbox("Score", ["detection", "detection_hard", "fuzzing", "simulation"], key="explain_score")
+        frames = {name: data.parquet(path, where="status = 'explained'") for name, path in tables.items()}
+        plot(explanation_score_figure(frames, score), key="explanation_scores")
+        st.dataframe(pd.DataFrame([{
+            "SAE": name, "explained": len(f), f"median {score}": f[score].median(),
+            "median baseline": f[f"baseline_{score}"].median(),
+            "share beating baseline by 0.2": (f[score] >= f[f"baseline_{score}"] + 0.2).mean()}
+            for name, f in frames.items()]), hide_index=True, width="stretch", key="explanation_summary")
+
+
 def labelled(matches: pd.DataFrame, mine: Path, other: Path) -> pd.DataFrame:
     labels = data.parquet(AnalysisFolder(mine).table_path("features"), columns="feature, label, frequency")
     other_labels = data.parquet(AnalysisFolder(other).table_path("features"),
@@ -114,6 +130,7 @@ if meta_a.get("d_in") is not None and meta_b.get("d_in") is not None:
 for note in notes:
     st.warning(note)
 
+explanation_scores({f"A {id_a}": folder_a, f"B {id_b}": folder_b})
 a_to_b, b_to_a = stored(folder_a, id_b), stored(folder_b, id_a)
 if a_to_b.empty or b_to_a.empty:
     command = f"workbench analyze compare runs/{id_a} runs/{id_b}"

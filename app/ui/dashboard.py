@@ -40,6 +40,35 @@ def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: 
     return folder
 
 
+SCORE_LABELS = {"detection": "detection", "detection_hard": "detection, hard negatives", "fuzzing": "fuzzing",
+                "simulation": "simulation"}
+
+
+def _plain(text: str) -> str:
+    """``text`` shown literally in markdown (explanations quote tokens such as ``'*'`` or ``'['``)."""
+    return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~$" else c for c in text)
+
+
+def explanation_card(folder: Path, feature: int) -> pd.DataFrame:
+    """The feature's explanation and its held-out scores, each with its change over the random baseline."""
+    row = data.explanation(folder, feature)
+    if row.empty:
+        st.caption(f"No explanations yet: `workbench analyze explain runs/{Path(folder).parent.name}`")
+        return row
+    r = row.iloc[0]
+    st.markdown(f"**Explanation** ({r.status}): {_plain(str(r.explanation))}")
+    if r.status == "explained":
+        cols = st.columns(len(SCORE_LABELS))
+        for col, (name, label) in zip(cols, SCORE_LABELS.items()):
+            score, base = r[name], r[f"baseline_{name}"]
+            if pd.isna(score):
+                col.metric(label, "n/a", help="no windows of this kind held out for this feature")
+            else:
+                col.metric(label, f"{score:.2f}", None if pd.isna(base) else f"{score - base:+.2f} vs random",
+                           help=f"random explanation (other features'): {base:.2f}")
+    return row
+
+
 def summary(row: pd.Series) -> None:
     cols = st.columns(4)
     cols[0].metric("frequency", f"{row.frequency:.4%}")
@@ -83,6 +112,9 @@ def render(folder: Path, feature: int, key: str, compact: bool = False) -> dict[
     tables = data.dashboard(folder, feature, compact)
     row = tables["features"].iloc[0]
     st.markdown(f"**Feature {feature}**: label *{row.label}*")
+    explained = explanation_card(folder, feature)
+    if not explained.empty:
+        tables["explanations"] = explained
     summary(row)
     examples = tables.get("examples", pd.DataFrame(columns=["kind", "activation"]))
     st.markdown("**Top activating contexts**")

@@ -126,6 +126,30 @@ def search(folder: Path, kind: str, token: str) -> pd.DataFrame:
     return _search(str(folder), _stamp_folder(folder), kind, token)
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _explanation(folder: str, stamp: float, feature: int) -> pd.DataFrame:
+    return tables.explanation_of(folder, feature)
+
+
+@readable
+def explanation(folder: Path, feature: int) -> pd.DataFrame:
+    """The feature's stored explanation and scores (one row), or an empty frame when none were made."""
+    if not AnalysisFolder(folder).has_explanations:
+        return pd.DataFrame()
+    return _explanation(str(folder), _stamp_folder(folder), int(feature))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _explained(folder: str, stamp: float, words: str, order_by: str, limit: int) -> pd.DataFrame:
+    return tables.explained_features(folder, words, order_by, limit=limit)
+
+
+@readable
+def explained_features(folder: Path, words: str = "", order_by: str = "detection", limit: int = 200) -> pd.DataFrame:
+    """Features by explanation words, best score first (``interp.store.tables.explained_features``)."""
+    return _explained(str(folder), _stamp_folder(folder), words, order_by, limit)
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def _json(path: str, stamp: float) -> dict:
     value = json.loads(Path(path).read_text())

@@ -12,19 +12,20 @@ from interp.store.errors import InputError
 def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Series | None = None,
                        colour: str = "cluster") -> go.Figure:
     """Decoder directions in 2-D (``umap`` or ``pca`` columns of ``geometry_map``), coloured by ``cluster`` or
-    ``log10_frequency``; each point carries its feature id (``customdata``) so a click can open it."""
+    ``log10_frequency`` or an explanation's ``detection`` score; each point carries its feature id (``customdata``) so a click can open it."""
     x, y = f"{method}_x", f"{method}_y"
     if x not in points:
         raise InputError(f"the map has no {method} coordinates; rerun `workbench analyze geometry` with it")
-    if colour not in ("cluster", "log10_frequency"):
-        raise InputError(f"colour the map by 'cluster' or 'log10_frequency', not {colour!r}")
+    scales = {"cluster": None, "log10_frequency": "log10 f", "detection": "detection"}
+    if colour not in scales:
+        raise InputError(f"colour the map by one of {list(scales)}, not {colour!r}")
     if labels is None and "label" in points:
         labels = points.label
     hover = points.feature.astype(str) if labels is None else points.feature.astype(str) + ": " + labels.astype(str)
     by_cluster = colour == "cluster"
     marker = dict(size=6 if len(points) <= 2000 else 3, color=points[colour],
                   colorscale="Turbo" if by_cluster else "Viridis", showscale=not by_cluster,
-                  colorbar=None if by_cluster else dict(title="log10 f"))
+                  colorbar=None if by_cluster else dict(title=scales[colour]))
     fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", marker=marker, customdata=points.feature,
                                  text=hover, hovertemplate="%{text}<extra></extra>"))
     return fig.update_layout(title=f"{method.upper()} of unit decoder directions ({len(points)} features)",

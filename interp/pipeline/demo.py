@@ -14,6 +14,7 @@ from interp.circuits.prompts import induction_prompts
 from interp.models.loading import load_model
 from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
 from interp.pipeline.evals import EvalReport, evaluate_saes
+from interp.pipeline.explain import analyze_explain
 from interp.pipeline.sae import analyze_features, analyze_geometry
 from interp.store.analysis_folder import AnalysisFolder
 from interp.store.run_folder import RunFolder
@@ -30,6 +31,14 @@ def demo_analyses(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_i
         folders += analyze_features(run, out, cache_dir=workspace / "cached_activations" / cache_id)
         analyze_geometry(run, out, n_clusters=5, max_features=1000, with_umap=True)
     return folders
+
+
+def demo_explanations(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS) -> list[AnalysisFolder]:
+    """Offline explanations and their scores for every member of ``run_ids`` (after their dashboards)."""
+
+    model = load_model("demo", device="cpu")
+    return [folder for run_id in run_ids
+            for folder in analyze_explain(workspace / "runs" / run_id, workspace / "analyses", model_spec=model)]
 
 
 def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:

@@ -91,6 +91,10 @@ class AnalysisRecord:
     kind: str
     tables: dict[str, dict]
     values: dict
+EXPLANATIONS = "explanations"  # every feature's explanation, scores and baselines (interp.explain)
+EXPLAIN_EXAMPLES = "explain_examples"  # the training and held-out windows they were made and scored on
+EXPLAIN_RUN = "explain_run"  # how: example and explainer configs, token counts (the resume check)
+EXPLAIN_PARTS = "explanations.parts"  # finished chunks of features of an unfinished run, one table each
 
 
 def analysis_id(folder: Path | str) -> str:
@@ -346,6 +350,27 @@ class AnalysisFolder:
     def write_eval(self, metric: str, payload: dict) -> Path:
         """Atomically and durably: a metric whose file exists is done, so an interrupted evaluation resumes after it."""
         return write_json(self.eval_path(metric), payload, durable=True)
+
+    # explanations: written in chunks of features so that a killed run resumes without redoing finished ones
+    @property
+    def has_explanations(self) -> bool:
+        return self.has(EXPLANATIONS)
+
+    def explanation_part_path(self, index: int) -> Path:
+        return self.path / EXPLAIN_PARTS / f"part_{index:05d}.parquet"
+
+    def explanation_parts(self) -> dict[int, Path]:
+        """The finished chunks of an unfinished explanation run, by chunk index."""
+        return {int(p.stem.split("_")[1]): p for p in sorted((self.path / EXPLAIN_PARTS).glob("part_*.parquet"))}
+
+    def write_explanation_part(self, index: int, frame) -> Path:
+        return write_parquet(frame, self.explanation_part_path(index))
+
+    def clear_explanation_parts(self) -> None:
+        for path in self.explanation_parts().values():
+            path.unlink(missing_ok=True)
+        if (self.path / EXPLAIN_PARTS).exists():
+            (self.path / EXPLAIN_PARTS).rmdir()
 
 
 def list_analyses(root: Path | str) -> list[str]:

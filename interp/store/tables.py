@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from interp.store.analysis_folder import AnalysisFolder, list_analyses  # noqa: F401  (list_analyses: part of this API)
+from interp.store.analysis_folder import EXPLANATIONS, AnalysisFolder, list_analyses  # noqa: F401  (list_analyses: part of this API)
 from interp.store.errors import DictionaryError, InputError
 
 ORDERABLE = ("feature", "frequency", "max_activation", "mean_activation", "n_fires")
@@ -130,3 +130,28 @@ def matched_features(folder: Path | str, feature: int) -> pd.DataFrame:
     members of its ensemble and any SAE compared with ``workbench analyze compare`` (``other_member`` -1)."""
     check_feature(feature, n_features(folder))
     return query(f"select * from {_table(folder, 'matches')} where feature = ? order by other_member", [feature])
+
+
+EXPLANATION_ORDER = ("detection", "detection_hard", "fuzzing", "simulation", "feature", "n_fires")
+EXPLANATION_COLUMNS = ("feature, status, explanation, detection, baseline_detection, detection_hard, "
+                       "baseline_detection_hard, fuzzing, baseline_fuzzing, simulation, baseline_simulation, n_fires")
+
+
+def explanation_of(folder: Path | str, feature: int) -> pd.DataFrame:
+    """This feature's row of ``explanations`` (text, rule, scores, baselines, example counts)."""
+    check_feature(feature, n_features(folder))
+    return query(f"select * from {_table(folder, EXPLANATIONS)} where feature = ?", [feature])
+
+
+def explained_features(folder: Path | str, words: str = "", order_by: str = "detection", descending: bool = True,
+                       limit: int = 100) -> pd.DataFrame:
+    """Features whose explanation holds every word of ``words`` (case-insensitive), sorted by a score (NaN
+    scores, the dead and too rare, last)."""
+    if order_by not in EXPLANATION_ORDER:
+        raise InputError(f"cannot order explanations by '{order_by}'; use one of {EXPLANATION_ORDER}")
+    terms = words.split()
+    where = " and ".join(["explanation ilike ?"] * len(terms)) or "true"
+    return query(
+        f"select {EXPLANATION_COLUMNS} from {_table(folder, EXPLANATIONS)} where {where} "
+        f"order by {order_by} {'desc' if descending else 'asc'} nulls last, feature limit ?",
+        [f"%{t}%" for t in terms] + [limit])
