@@ -1,7 +1,8 @@
 """App responsiveness on a 16k-feature SAE: every page's server-side render time, cold and on interaction.
 
 Builds (once, reused on later runs) a workspace with the real pipeline: a cache of the demo model,
-two 16,384-latent TopK SAEs trained as one ensemble (no MFR: its per-step matching is not what is measured), their dashboards, geometry (PCA + UMAP) and matching.
+two 16,384-latent TopK SAEs trained as one ensemble (no MFR: its per-step matching is not what is measured), their
+dashboards, geometry (PCA + UMAP) and matching.
 Then runs each page under Streamlit's ``AppTest`` (the same script run a browser session triggers,
 without the browser's drawing) and times:
 
@@ -45,14 +46,28 @@ def build_workspace(root: Path, d_sae: int, n_tokens: int, train_tokens: int) ->
 
     stages = {}
     tic = time.perf_counter()
-    cache = build_cache(CacheConfig(model="demo", data="demo", hooks=(HOOK,), n_tokens=n_tokens, context_size=128),
-                        root=root / "cached_activations", cache_id="demo", device="cpu")
+    cache = build_cache(
+        CacheConfig(model="demo", data="demo", hooks=(HOOK,), n_tokens=n_tokens, context_size=128),
+        root=root / "cached_activations",
+        cache_id="demo",
+        device="cpu",
+    )
     stages["cache_s"] = time.perf_counter() - tic
     run = root / "runs" / RUN
     if not RunFolder(run).evaluated:
         tic = time.perf_counter()
-        config = TrainConfig(cache=str(cache), hook=HOOK, architecture="topk", d_sae=d_sae, k=32, n_members=2,
-                             mfr_coefficient=0.0, n_tokens=train_tokens, batch_size=4096, eval_ce_batches=0)
+        config = TrainConfig(
+            cache=str(cache),
+            hook=HOOK,
+            architecture="topk",
+            d_sae=d_sae,
+            k=32,
+            n_members=2,
+            mfr_coefficient=0.0,
+            n_tokens=train_tokens,
+            batch_size=4096,
+            eval_ce_batches=0,
+        )
         train_saes(config, run, resume=RunFolder(run).exists())
         stages["train_s"] = time.perf_counter() - tic
     if not AnalysisFolder(root / "analyses" / RUN / "sae_1").has("matches"):
@@ -73,9 +88,14 @@ def interactions(feature_ids: list[int]) -> dict[str, tuple[str, list]]:
         "Home": ("Home.py", []),
         "Training": ("pages/1_Training.py", [("selectbox", "run", RUN)]),
         "Features": ("pages/2_Features.py", [("number_input", "feature_id", a), ("number_input", "feature_id", b)]),
-        "Features search": ("pages/2_Features.py", [("radio", "how", "by token it fires on"),
-                                                    ("text_input", "search_token", " the")]),
-        "Geometry": ("pages/3_Geometry.py", [("number_input", "open_feature", a), ("radio", "colour", "log10 frequency")]),
+        "Features search": (
+            "pages/2_Features.py",
+            [("radio", "how", "by token it fires on"), ("text_input", "search_token", " the")],
+        ),
+        "Geometry": (
+            "pages/3_Geometry.py",
+            [("number_input", "open_feature", a), ("radio", "colour", "log10 frequency")],
+        ),
         "Circuits": ("pages/4_Circuits.py", []),
         "Compare": ("pages/5_Compare.py", [("slider", "threshold", 0.5), ("slider", "threshold", 0.9)]),
     }
@@ -107,9 +127,11 @@ def time_page(script: str, steps: list, repeats: int) -> dict:
             clicks.append(time.perf_counter() - tic)
             if at.exception:
                 raise RuntimeError(f"{script} after {key}={value!r}: {[e.value for e in at.exception]}")
-    return {"cold_s": round(statistics.median(cold), 3),
-            "interaction_s": round(statistics.median(clicks), 3) if clicks else None,
-            "interaction_max_s": round(max(clicks), 3) if clicks else None}
+    return {
+        "cold_s": round(statistics.median(cold), 3),
+        "interaction_s": round(statistics.median(clicks), 3) if clicks else None,
+        "interaction_max_s": round(max(clicks), 3) if clicks else None,
+    }
 
 
 def naive_dashboard(folder: Path, feature: int) -> dict[str, pd.DataFrame]:
@@ -154,12 +176,23 @@ def bench_browser(root: Path, feature_ids: list[int]) -> dict:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen(app_command_line(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "WORKBENCH_WORKSPACE": str(root)})
+    server = subprocess.Popen(
+        app_command_line(root, port),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "WORKBENCH_WORKSPACE": str(root)},
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1280,800"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,800",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     text = lambda: driver.execute_script("return document.body.innerText")  # noqa: E731 - .text is far slower
@@ -217,16 +250,27 @@ def main() -> None:
     live = features.feature[features.n_fires > 0].to_numpy()
     feature_ids = [int(f) for f in rng.choice(live, size=min(20, len(live)), replace=False)]
     sizes = {p.name: p.stat().st_size for p in folder.table_files()}
-    pages = {name: time_page(script, steps, args.repeats)
-             for name, (script, steps) in interactions(feature_ids).items()}
-    print(json.dumps({
-        "d_sae": int(len(features)), "dashboard_tokens": args.tokens, "table_bytes": sizes,
-        "pages": pages, "feature_lookup": bench_lookup(folder, feature_ids),
-        "browser_feature_switch": bench_browser(root, feature_ids) if args.browser else None,
-        "target_s": 1.0, "worst_interaction_s": max(p["interaction_max_s"] or 0 for p in pages.values()),
-        "note": "pages: server-side script time under AppTest (no browser drawing), cold = st.cache_data cleared; "
+    pages = {
+        name: time_page(script, steps, args.repeats) for name, (script, steps) in interactions(feature_ids).items()
+    }
+    print(
+        json.dumps(
+            {
+                "d_sae": int(len(features)),
+                "dashboard_tokens": args.tokens,
+                "table_bytes": sizes,
+                "pages": pages,
+                "feature_lookup": bench_lookup(folder, feature_ids),
+                "browser_feature_switch": bench_browser(root, feature_ids) if args.browser else None,
+                "target_s": 1.0,
+                "worst_interaction_s": max(p["interaction_max_s"] or 0 for p in pages.values()),
+                "note": "pages: server-side script time under AppTest (no browser drawing), "
+                        "cold = st.cache_data cleared; "
                 "browser_feature_switch: Enter on a feature id until its dashboard is on screen",
-    }, indent=2))
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,10 +37,19 @@ def one(args: argparse.Namespace, length: int) -> dict:
                                   device=args.device)
     model = HookedTransformer(cfg).eval()
     d = cfg.d_model
-    transcoders = [Transcoder(torch.randn(d, d_sae, device=args.device) / d ** 0.5, torch.zeros(d_sae, device=args.device),
-                              torch.randn(d_sae, d, device=args.device) / d_sae ** 0.5, torch.zeros(d, device=args.device),
-                              "topk", k=args.k, hook_in=f"blocks.{layer}.ln2.hook_normalized",
-                              hook_out=f"blocks.{layer}.hook_mlp_out") for layer in range(cfg.n_layers)]
+    transcoders = [
+        Transcoder(
+            torch.randn(d, d_sae, device=args.device) / d**0.5,
+            torch.zeros(d_sae, device=args.device),
+            torch.randn(d_sae, d, device=args.device) / d_sae**0.5,
+            torch.zeros(d, device=args.device),
+            "topk",
+            k=args.k,
+            hook_in=f"blocks.{layer}.ln2.hook_normalized",
+            hook_out=f"blocks.{layer}.hook_mlp_out",
+        )
+        for layer in range(cfg.n_layers)
+    ]
     tokens = torch.randint(1, cfg.d_vocab, (length,))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.device.startswith("cuda"):
@@ -53,11 +62,21 @@ def one(args: argparse.Namespace, length: int) -> dict:
     except InputError as error:
         return {"length": length, "refused": str(error), "estimate_bytes": estimates[0]["total"] if estimates else None}
     seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if args.device.startswith("cuda")
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"length": length, "seconds": round(seconds, 2), "n_features": graph.n_features, "n_nodes": graph.n_nodes,
-            "estimate_bytes": estimates[0]["total"], "estimate_parts": estimates[0], "peak_growth_bytes": peak - base,
-            "estimate_over_measured": round(estimates[0]["total"] / max(peak - base, 1), 3)}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if args.device.startswith("cuda")
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "length": length,
+        "seconds": round(seconds, 2),
+        "n_features": graph.n_features,
+        "n_nodes": graph.n_nodes,
+        "estimate_bytes": estimates[0]["total"],
+        "estimate_parts": estimates[0],
+        "peak_growth_bytes": peak - base,
+        "estimate_over_measured": round(estimates[0]["total"] / max(peak - base, 1), 3),
+    }
 
 
 def main() -> None:
@@ -77,8 +96,9 @@ def main() -> None:
         return
     results = []
     for length in args.lengths:
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", str(length)], capture_output=True,
-                             text=True, check=False)  # a failed length is reported, not raised
+        out = subprocess.run(
+            [sys.executable, __file__, *sys.argv[1:], "--one", str(length)], capture_output=True, text=True, check=False
+        )  # a failed length is reported, not raised
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
         results.append(json.loads(lines[-1]) if lines else {"length": length, "error": out.stderr[-500:]})
         print(json.dumps(results[-1]), file=sys.stderr)

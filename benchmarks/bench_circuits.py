@@ -49,14 +49,19 @@ def bench_attribution(d_sae: int, n_prompts: int, seq: int, naive_features: int)
     atp_s, effects = timed(lambda: node_attribution(model, prompts.clean, metric, sites, prompts.corrupt, "atp"), 3)
     ig_s, _ = timed(lambda: node_attribution(model, prompts.clean, metric, sites, prompts.corrupt, "ig", steps=10))
     features = effects[HOOK]["features"].sum(0).abs().argsort(descending=True)[:naive_features].tolist()
-    naive_s, exact = timed(lambda: feature_effects_by_patching(model, prompts.clean, metric, sites, HOOK, features, prompts.corrupt))
+    naive_s, exact = timed(
+        lambda: feature_effects_by_patching(model, prompts.clean, metric, sites, HOOK, features, prompts.corrupt)
+    )
     per_feature = naive_s / len(features)
     approx = effects[HOOK]["features"].sum(0)[features]
     corr = float(torch.corrcoef(torch.stack([approx, exact]))[0, 1])
     return {
-        "d_sae": d_sae, "tokens": n_prompts * (1 + 2 * seq),
-        "atp_all_features_s": round(atp_s, 4), "ig10_all_features_s": round(ig_s, 4),
-        "naive_loop_features_timed": len(features), "naive_loop_s_per_feature": round(per_feature, 5),
+        "d_sae": d_sae,
+        "tokens": n_prompts * (1 + 2 * seq),
+        "atp_all_features_s": round(atp_s, 4),
+        "ig10_all_features_s": round(ig_s, 4),
+        "naive_loop_features_timed": len(features),
+        "naive_loop_s_per_feature": round(per_feature, 5),
         "naive_loop_all_features_s": round(per_feature * d_sae, 3),
         "speedup_atp_vs_naive_all_features": round(per_feature * d_sae / atp_s, 1),
         "atp_vs_exact_pearson_on_timed_features": round(corr, 4),
@@ -72,8 +77,12 @@ def bench_svd() -> dict:
         factors = [augmented_qk(model, l, h) for l in range(12) for h in range(12)]
         Q, K = torch.stack([q for q, _ in factors]), torch.stack([k for _, k in factors])
     peer_s, _ = timed(lambda: FactoredMatrix(Q, K.transpose(-1, -2)).svd())
-    return {"heads": 144, "ours_all_qk_svds_s": round(ours_s, 3), "transformer_lens_factored_svd_s": round(peer_s, 3),
-            "ratio_peer_over_ours": round(peer_s / ours_s, 2)}
+    return {
+        "heads": 144,
+        "ours_all_qk_svds_s": round(ours_s, 3),
+        "transformer_lens_factored_svd_s": round(peer_s, 3),
+        "ratio_peer_over_ours": round(peer_s / ours_s, 2),
+    }
 
 
 def main() -> None:
@@ -81,13 +90,17 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=512)
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--half-length", type=int, default=20)
-    parser.add_argument("--naive-features", type=int, default=64, help="features the naive loop times (extrapolated to all)")
+    parser.add_argument(
+        "--naive-features", type=int, default=64, help="features the naive loop times (extrapolated to all)"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"threads": args.threads,
-              "attribution": bench_attribution(args.d_sae, args.prompts, args.half_length, args.naive_features),
-              "qk_svd_gpt2_small_shape": bench_svd()}
+    result = {
+        "threads": args.threads,
+        "attribution": bench_attribution(args.d_sae, args.prompts, args.half_length, args.naive_features),
+        "qk_svd_gpt2_small_shape": bench_svd(),
+    }
     print(json.dumps(result, indent=2))
 
 

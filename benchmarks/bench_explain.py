@@ -54,8 +54,12 @@ def stream(n_tokens: int, vocab: int, d_in: int, context: int, chunk_seqs: int, 
         ids = torch.multinomial(zipf, b * context, replacement=True, generator=g).reshape(b, context)
         ids[:, 0] = 0
         x = embed[ids] + 0.5 * torch.randn(b, context, d_in, generator=g)
-        yield TokenChunk(x.reshape(-1, d_in), ids.reshape(-1), torch.arange(start, start + b).repeat_interleave(context),
-                         torch.arange(context).repeat(b))
+        yield TokenChunk(
+            x.reshape(-1, d_in),
+            ids.reshape(-1),
+            torch.arange(start, start + b).repeat_interleave(context),
+            torch.arange(context).repeat(b),
+        )
 
 
 def main() -> None:
@@ -89,23 +93,39 @@ def main() -> None:
     start = time.perf_counter()
     arrays = ExampleArrays(frame, config.left)
     vocab = Vocabulary([f" w{i}" if i % 7 else f" W{i}" for i in range(args.vocab)])
-    explainer = Explainer(arrays, vocab, (sets.fires["train"] + sets.fires["test"]).numpy(),
-                          sets.n_tokens["train"] + sets.n_tokens["test"])
+    explainer = Explainer(
+        arrays,
+        vocab,
+        (sets.fires["train"] + sets.fires["test"]).numpy(),
+        sets.n_tokens["train"] + sets.n_tokens["test"],
+    )
     table = explainer.rows(range(args.features))
     explain = time.perf_counter() - start
     scored = table.dropna(subset=["detection", "baseline_detection"])
-    print(json.dumps({
-        "features": args.features, "tokens": args.tokens, "threads": args.threads,
-        "top_tokens_seconds (a dashboards pass over --top-chunks chunks; not part of explain)": round(dashboards, 2),
-        "example_pass_seconds": round(collect, 2), "example_pass_tokens_per_s": round(args.tokens / collect),
-        "explain_and_score_seconds": round(explain, 2),
-        "explain_and_score_seconds_per_1000_features": round(1000 * explain / args.features, 2),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "status": table.status.value_counts().to_dict(),
-        "detection_median": round(float(scored.detection.median()), 3),
-        "baseline_detection_median": round(float(scored.baseline_detection.median()), 3),
-        "share_beating_baseline_by_0.2": round(float((scored.detection >= scored.baseline_detection + 0.2).mean()), 3),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "features": args.features,
+                "tokens": args.tokens,
+                "threads": args.threads,
+                "top_tokens_seconds (a dashboards pass over --top-chunks chunks; not part of explain)": round(
+                    dashboards, 2
+                ),
+                "example_pass_seconds": round(collect, 2),
+                "example_pass_tokens_per_s": round(args.tokens / collect),
+                "explain_and_score_seconds": round(explain, 2),
+                "explain_and_score_seconds_per_1000_features": round(1000 * explain / args.features, 2),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "status": table.status.value_counts().to_dict(),
+                "detection_median": round(float(scored.detection.median()), 3),
+                "baseline_detection_median": round(float(scored.baseline_detection.median()), 3),
+                "share_beating_baseline_by_0.2": round(
+                    float((scored.detection >= scored.baseline_detection + 0.2).mean()), 3
+                ),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

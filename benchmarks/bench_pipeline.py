@@ -7,7 +7,8 @@ steps on it: ``build_cache`` at two layer-6 hooks, ``train_saes`` (a TopK pair w
 ``analyze_features`` (dashboards + ensemble matching), ``analyze_geometry`` and ``analyze_compare``.
 
 Progress bars go to stderr; stdout holds one JSON line per stage: wall seconds, tokens/s, peak RSS of the
-stage (sampled) and of the process so far, the stage's compute bound in FLOPs, the achieved GFLOP/s and its fraction of a peak
+stage (sampled) and of the process so far, the stage's compute bound in FLOPs, the achieved GFLOP/s and its fraction
+of a peak
 measured first in the same run (a large ``torch.matmul`` at the same thread count and device).
 
     python benchmarks/bench_pipeline.py                                    # full size (not yet run here)
@@ -66,6 +67,7 @@ SMALL = Shape(n_layer=12, d_model=64, n_head=4, vocab=4096, n_ctx=256)
 
 # --- the checkpoint -------------------------------------------------------------------------------
 
+
 def train_tokenizer(vocab: int):
     """A byte-level BPE of exactly ``vocab`` entries trained on the bundled corpus (fillers pad the rest)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -76,13 +78,18 @@ def train_tokenizer(vocab: int):
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[BOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[BOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tokenizer.train_from_iterator(iter_texts("demo"), trainer=trainer)
     learned = tokenizer.get_vocab_size()
     tokenizer.add_tokens([f"<|filler_{i}|>" for i in range(vocab - learned)])
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=BOS, unk_token=BOS,
-                                      model_max_length=CONTEXT)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=BOS, unk_token=BOS, model_max_length=CONTEXT
+    )
     assert len(wrapped) == vocab, (len(wrapped), vocab)
     return wrapped, learned
 
@@ -93,17 +100,28 @@ def write_checkpoint(folder: Path, shape: Shape) -> dict:
 
     tokenizer, learned = train_tokenizer(shape.vocab)
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=shape.n_layer, n_embd=shape.d_model, n_head=shape.n_head, vocab_size=shape.vocab,
-                        n_positions=shape.n_ctx, n_ctx=shape.n_ctx, bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        n_layer=shape.n_layer,
+        n_embd=shape.d_model,
+        n_head=shape.n_head,
+        vocab_size=shape.vocab,
+        n_positions=shape.n_ctx,
+        n_ctx=shape.n_ctx,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = GPT2LMHeadModel(config)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return {"params": sum(p.numel() for p in model.parameters()), "bpe_learned": learned,
-            "bpe_fillers": shape.vocab - learned}
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "bpe_learned": learned,
+        "bpe_fillers": shape.vocab - learned,
+    }
 
 
 # --- measuring ------------------------------------------------------------------------------------
+
 
 def process_peak_rss_mb() -> float:
     """The process's peak resident set so far (Linux reports KiB)."""
@@ -162,16 +180,22 @@ def matmul_peak_gflops(device: str, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def report(stage: str, seconds: float, tokens: int | None, flops: float | None, peak: float | None,
-           rss: dict, **extra) -> dict:
+def report(
+    stage: str, seconds: float, tokens: int | None, flops: float | None, peak: float | None, rss: dict, **extra
+) -> dict:
     """One stage's JSON line (printed and returned)."""
-    row = {"stage": stage, "wall_s": round(seconds, 2),
-           "tokens_per_s": round(tokens / seconds, 1) if tokens else None,
-           "stage_peak_rss_mb": round(rss["mb"]), "stage_peak_anon_mb": round(rss["anon_mb"]),
-           "process_peak_rss_mb": round(process_peak_rss_mb()),
-           "bound_gflop": round(flops / 1e9, 2) if flops else None,
-           "achieved_gflop_s": round(flops / seconds / 1e9, 2) if flops else None,
-           "fraction_of_peak": round(flops / seconds / 1e9 / peak, 4) if flops and peak else None, **extra}
+    row = {
+        "stage": stage,
+        "wall_s": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1) if tokens else None,
+        "stage_peak_rss_mb": round(rss["mb"]),
+        "stage_peak_anon_mb": round(rss["anon_mb"]),
+        "process_peak_rss_mb": round(process_peak_rss_mb()),
+        "bound_gflop": round(flops / 1e9, 2) if flops else None,
+        "achieved_gflop_s": round(flops / seconds / 1e9, 2) if flops else None,
+        "fraction_of_peak": round(flops / seconds / 1e9 / peak, 4) if flops and peak else None,
+        **extra,
+    }
     print(json.dumps(row), flush=True)
     return row
 
@@ -220,6 +244,7 @@ def matching_timer():
             finally:
                 MATCHING["seconds"] += time.perf_counter() - tic
                 MATCHING["calls"] += 1
+
         return timed_call
 
     for (module, name), fn in originals.items():
@@ -232,6 +257,7 @@ def matching_timer():
 
 
 # --- compute bounds ---------------------------------------------------------------------------------
+
 
 def cache_flops(shape: Shape, layer: int, tokens: int) -> float:
     """Forward FLOPs through block ``layer`` (the cache stops there): 2 x matmul params x tokens, plus the
@@ -269,8 +295,23 @@ def final_metrics(run_dir: Path) -> dict:
 
 # --- the pipeline -----------------------------------------------------------------------------------
 
-RESULT_KEYS = ("tokens", "train_tokens", "d_sae", "k", "mfr", "batch_size", "cache_batch", "layer", "device",
-               "checkpoint", "shard_tokens", "buffer_tokens", "mfr_match_every", "no_umap", "small")
+RESULT_KEYS = (
+    "tokens",
+    "train_tokens",
+    "d_sae",
+    "k",
+    "mfr",
+    "batch_size",
+    "cache_batch",
+    "layer",
+    "device",
+    "checkpoint",
+    "shard_tokens",
+    "buffer_tokens",
+    "mfr_match_every",
+    "no_umap",
+    "small",
+)
 
 
 class StageLog:
@@ -291,8 +332,10 @@ class StageLog:
             except json.JSONDecodeError:  # a line cut short by a kill: that stage reruns
                 print(f"warning: {self.path} line {number} is not JSON; ignoring it", file=sys.stderr)
         if lines and (not isinstance(lines[0], dict) or lines[0].get("settings") != self.settings):
-            raise InputError(f"{workdir} holds a benchmark run with other settings ({lines[0].get('settings')}); "
-                             "rerun with those, or use another --workdir")
+            raise InputError(
+                f"{workdir} holds a benchmark run with other settings ({lines[0].get('settings')}); "
+                "rerun with those, or use another --workdir"
+            )
         self.rows = {row["stage"]: row for row in lines[1:] if isinstance(row, dict) and "stage" in row}
 
     def done(self, stage: str) -> bool:
@@ -323,9 +366,21 @@ def run(args: argparse.Namespace) -> list[dict]:
     hooks = (get_act_name("resid_post", args.layer), get_act_name("mlp_out", args.layer))
     members, rows = 2, []
     peak = matmul_peak_gflops(device)
-    print(json.dumps({"stage": "peak", "device": device, "threads": torch.get_num_threads(),
-                      "matmul_fp32_gflop_s": round(peak, 1), "tokens": args.tokens, "d_sae": args.d_sae,
-                      "load_average": [round(x, 2) for x in os.getloadavg()], "shape": vars(shape)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "stage": "peak",
+                "device": device,
+                "threads": torch.get_num_threads(),
+                "matmul_fp32_gflop_s": round(peak, 1),
+                "tokens": args.tokens,
+                "d_sae": args.d_sae,
+                "load_average": [round(x, 2) for x in os.getloadavg()],
+                "shape": vars(shape),
+            }
+        ),
+        flush=True,
+    )
     with contextlib.ExitStack() as stack:
         if args.workdir is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pipeline-")))
@@ -341,35 +396,87 @@ def run(args: argparse.Namespace) -> list[dict]:
             model, seconds, rss = timed(lambda: load_model(str(checkpoint), device=device))
         rows.append(report("load_model", seconds, None, None, peak, rss))
 
-        cache_config = CacheConfig(model=str(checkpoint), data="demo", hooks=hooks, n_tokens=args.tokens,
-                                   context_size=CONTEXT, batch_size=args.cache_batch, shard_tokens=args.shard_tokens)
+        cache_config = CacheConfig(
+            model=str(checkpoint),
+            data="demo",
+            hooks=hooks,
+            n_tokens=args.tokens,
+            context_size=CONTEXT,
+            batch_size=args.cache_batch,
+            shard_tokens=args.shard_tokens,
+        )
         cache = root / "cached_activations" / "bench"
         if not log.done("cache"):
-            cache, seconds, rss = timed(lambda: build_cache(cache_config, root=root / "cached_activations",
-                                                            cache_id="bench", device=device, progress=True,
-                                                            model=model), "cache")
-            rows.append(log.record(report("cache", seconds, args.tokens, cache_flops(shape, args.layer, args.tokens),
-                                          peak, rss, hooks=list(hooks))))
+            cache, seconds, rss = timed(
+                lambda: build_cache(
+                    cache_config,
+                    root=root / "cached_activations",
+                    cache_id="bench",
+                    device=device,
+                    progress=True,
+                    model=model,
+                ),
+                "cache",
+            )
+            rows.append(
+                log.record(
+                    report(
+                        "cache",
+                        seconds,
+                        args.tokens,
+                        cache_flops(shape, args.layer, args.tokens),
+                        peak,
+                        rss,
+                        hooks=list(hooks),
+                    )
+                )
+            )
 
         d_in, train_tokens = model.cfg.d_model, args.train_tokens or args.tokens
         run_dir = root / "runs" / "pair"
-        config = TrainConfig(cache=str(cache), hook=hooks[0], architecture="topk", d_sae=args.d_sae, k=args.k,
-                             n_members=members, mfr_coefficient=args.mfr, n_tokens=train_tokens,
-                             batch_size=args.batch_size, eval_ce_batches=0, eval_batches=2, device=device,
-                             log_every=10**9, checkpoint_every=8 if args.workdir else 10**9,
-                             buffer_tokens=args.buffer_tokens, mfr_match_every=args.mfr_match_every)
+        config = TrainConfig(
+            cache=str(cache),
+            hook=hooks[0],
+            architecture="topk",
+            d_sae=args.d_sae,
+            k=args.k,
+            n_members=members,
+            mfr_coefficient=args.mfr,
+            n_tokens=train_tokens,
+            batch_size=args.batch_size,
+            eval_ce_batches=0,
+            eval_batches=2,
+            device=device,
+            log_every=10**9,
+            checkpoint_every=8 if args.workdir else 10**9,
+            buffer_tokens=args.buffer_tokens,
+            mfr_match_every=args.mfr_match_every,
+        )
         if not log.done("train"):
             from interp.store.run_folder import RunFolder
 
             resume = args.workdir is not None and RunFolder(run_dir).exists()
             with matching_timer() as matching:
                 run_, seconds, rss = timed(lambda: train_saes(config, run_dir, resume=resume, progress=True), "train")
-            rows.append(log.record(report(
-                "train", seconds, train_tokens, train_flops(train_tokens, d_in, args.d_sae, members), peak, rss,
-                mfr_coefficient=args.mfr, mfr_match_every=config.mfr_match_every,
-                matching_s=round(matching["seconds"], 4), matchings=matching["calls"],
-                matching_share=round(matching["seconds"] / seconds, 4), resumed_training=resume,
-                **final_metrics(run_dir))))
+            rows.append(
+                log.record(
+                    report(
+                        "train",
+                        seconds,
+                        train_tokens,
+                        train_flops(train_tokens, d_in, args.d_sae, members),
+                        peak,
+                        rss,
+                        mfr_coefficient=args.mfr,
+                        mfr_match_every=config.mfr_match_every,
+                        matching_s=round(matching["seconds"], 4),
+                        matchings=matching["calls"],
+                        matching_share=round(matching["seconds"] / seconds, 4),
+                        resumed_training=resume,
+                        **final_metrics(run_dir),
+                    )
+                )
+            )
         if args.until == "train":
             return rows
 
@@ -379,28 +486,64 @@ def run(args: argparse.Namespace) -> list[dict]:
         dashboard_config = DashboardConfig(dense_cooccurrence_max=65_536) if device.startswith("cuda") else None
         if not log.done("dashboards"):
             with matching_timer() as matching:
-                _, seconds, rss = timed(lambda: analyze_features(run_dir, analyses, cache_dir=cache, model_spec=model,
-                                                                 config=dashboard_config, device=device), "dashboards")
-            rows.append(log.record(report(
-                "dashboards", seconds, members * args.tokens,
-                dashboard_flops(args.tokens, d_in, args.d_sae, members, shape.vocab), peak, rss,
-                matching_s=round(matching["seconds"], 4),
-                note="tokens_per_s counts both SAEs' passes; includes the pair's matching")))
+                _, seconds, rss = timed(
+                    lambda: analyze_features(
+                        run_dir, analyses, cache_dir=cache, model_spec=model, config=dashboard_config, device=device
+                    ),
+                    "dashboards",
+                )
+            rows.append(
+                log.record(
+                    report(
+                        "dashboards",
+                        seconds,
+                        members * args.tokens,
+                        dashboard_flops(args.tokens, d_in, args.d_sae, members, shape.vocab),
+                        peak,
+                        rss,
+                        matching_s=round(matching["seconds"], 4),
+                        note="tokens_per_s counts both SAEs' passes; includes the pair's matching",
+                    )
+                )
+            )
         if args.until == "dashboards":
             return rows
 
         if not log.done("geometry"):
             _, seconds, rss = timed(lambda: analyze_geometry(run_dir, analyses, with_umap=not args.no_umap), "geometry")
-            rows.append(log.record(report("geometry", seconds, None, gram_flops(d_in, args.d_sae, members), peak, rss,
-                                          umap=not args.no_umap)))
+            rows.append(
+                log.record(
+                    report(
+                        "geometry",
+                        seconds,
+                        None,
+                        gram_flops(d_in, args.d_sae, members),
+                        peak,
+                        rss,
+                        umap=not args.no_umap,
+                    )
+                )
+            )
 
         if not log.done("compare"):
             saes = sorted(p for p in run_dir.glob("sae_*") if p.is_dir())
-            comparison, seconds, rss = timed(lambda: analyze_compare(saes[0], saes[1], analyses, device=device),
-                                             "compare")
-            rows.append(log.record(report("compare", seconds, None, gram_flops(d_in, args.d_sae, 1), peak, rss,
-                                          mmcs_ab=round(float(comparison.mmcs_ab), 4),
-                                          mmcs_ba=round(float(comparison.mmcs_ba), 4))))
+            comparison, seconds, rss = timed(
+                lambda: analyze_compare(saes[0], saes[1], analyses, device=device), "compare"
+            )
+            rows.append(
+                log.record(
+                    report(
+                        "compare",
+                        seconds,
+                        None,
+                        gram_flops(d_in, args.d_sae, 1),
+                        peak,
+                        rss,
+                        mmcs_ab=round(float(comparison.mmcs_ab), 4),
+                        mmcs_ba=round(float(comparison.mmcs_ba), 4),
+                    )
+                )
+            )
     return rows
 
 
@@ -416,19 +559,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layer", type=int, default=6, help="the hooks' block")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="an existing Hugging Face checkpoint folder instead of the random GPT-2")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="an existing Hugging Face checkpoint folder instead of the random GPT-2",
+    )
     parser.add_argument("--shard-tokens", type=int, default=65_536, help="cache shard size (tokens)")
     parser.add_argument("--buffer-tokens", type=int, default=262_144, help="training shuffle buffer (tokens)")
-    parser.add_argument("--mfr-match-every", type=int, default=1,
-                        help="steps between MFR's re-matchings (1: every step, as the paper)")
+    parser.add_argument(
+        "--mfr-match-every", type=int, default=1, help="steps between MFR's re-matchings (1: every step, as the paper)"
+    )
     parser.add_argument("--until", choices=("train", "dashboards"), default=None, help="stop after this stage")
     parser.add_argument("--no-umap", action="store_true")
-    parser.add_argument("--profile", nargs="*", default=[], metavar="STAGE",
-                        help="run these stages (cache train dashboards geometry compare) under cProfile")
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        default=[],
+        metavar="STAGE",
+        help="run these stages (cache train dashboards geometry compare) under cProfile",
+    )
     parser.add_argument("--small", action="store_true", help="d_model 64, vocabulary 4096: a smoke run")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep every stage's files here and resume a killed run (default: a temporary folder)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep every stage's files here and resume a killed run (default: a temporary folder)",
+    )
     return parser.parse_args(argv)
 
 

@@ -230,7 +230,11 @@ def main() -> None:
     if args.code_density is not None and set(args.archs.split(",")) != {"relu"}:
         parser.error("--code-density applies to ReLU-L1 only: pass --archs relu")
     if args.isolate:
-        run_ours, run_saelens = (lambda x, a, r: isolated("ours", x, a, r)), (lambda x, a, r: isolated("saelens", x, a, r))
+        def run_ours(x, a, r):
+            return isolated("ours", x, a, r)
+
+        def run_saelens(x, a, r):
+            return isolated("saelens", x, a, r)
     else:
         run_ours, run_saelens = ours, saelens
     torch.set_num_threads(args.threads)
@@ -251,8 +255,13 @@ def main() -> None:
                 raw[f"{side}_{arch}"].append(fn(x, arch, args))
         for n in ensembles if repeat % 2 == 0 else ensembles[::-1]:
             raw[f"ensemble_K={n}"].append(ours(x, "topk", args, n, steps=ensemble_steps))
-    result = {"config": vars(args), "timed_regions": __doc__.split("Timed regions (like for like):")[1].split("\n\n")[0],
-              "vs_saelens": {}, "ensemble": {}, "raw": raw}
+    result = {
+        "config": vars(args),
+        "timed_regions": __doc__.split("Timed regions (like for like):")[1].split("\n\n")[0],
+        "vs_saelens": {},
+        "ensemble": {},
+        "raw": raw,
+    }
     for arch in archs:
         mine, peer = raw[f"ours_{arch}"], raw[f"saelens_{arch}"]
         result["vs_saelens"][arch] = {
@@ -263,16 +272,27 @@ def main() -> None:
             "speedup_steps_per_repeat": [p["step_seconds"] / m["step_seconds"] for m, p in zip(mine, peer)],
         }
         if args.code_density is not None:
-            result["vs_saelens"][arch].update({f"{side}_end_code_density": median_of(runs, "end_code_density")
-                                               for side, runs in (("ours", mine), ("saelens", peer))})
+            result["vs_saelens"][arch].update(
+                {
+                    f"{side}_end_code_density": median_of(runs, "end_code_density")
+                    for side, runs in (("ours", mine), ("saelens", peer))
+                }
+            )
         if args.isolate:
-            result["vs_saelens"][arch].update({f"{side}_peak_above_start_mb": median_of(runs, "peak_above_start_mb")
-                                               for side, runs in (("ours", mine), ("saelens", peer))})
+            result["vs_saelens"][arch].update(
+                {
+                    f"{side}_peak_above_start_mb": median_of(runs, "peak_above_start_mb")
+                    for side, runs in (("ours", mine), ("saelens", peer))
+                }
+            )
     single = median_of(raw["ensemble_K=1"], "step_seconds") if ensembles else 0.0
     for n in ensembles:
         seconds = median_of(raw[f"ensemble_K={n}"], "step_seconds")
-        result["ensemble"][f"K={n}"] = {"step_seconds": seconds, "K_times_one_seconds": n * single,
-                                        "ratio_to_K_times_one": seconds / (n * single)}
+        result["ensemble"][f"K={n}"] = {
+            "step_seconds": seconds,
+            "K_times_one_seconds": n * single,
+            "ratio_to_K_times_one": seconds / (n * single),
+        }
     for runs in raw.values():
         for r in runs:
             r.pop("run", None), r.pop("sae", None)

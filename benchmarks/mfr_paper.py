@@ -101,11 +101,16 @@ def report(path: Path) -> str:
         for m in metrics:
             values = [s[m] for s in seeds.values()]
             std = statistics.pstdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.4f} ± {std:.4f}" if m != "l0" else f"{statistics.fmean(values):.1f}")
+            cells.append(
+                f"{statistics.fmean(values):.4f} ± {std:.4f}" if m != "l0" else f"{statistics.fmean(values):.1f}"
+            )
         k = "32/32" if sched == "constant" else "32/64"
         lines.append(f"| {sae} | {k} | {lam:g} | {len(seeds)} | " + " | ".join(cells) + " |")
-    lines += ["", "| SAE | k | λ | paired seeds | Δ MMCS (Hungarian) per seed | Δ recovered | Δ FVU | MFR wins (MMCS) |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| SAE | k | λ | paired seeds | Δ MMCS (Hungarian) per seed | Δ recovered | Δ FVU | MFR wins (MMCS) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for (sae, sched, lam), seeds in sorted(settings.items()):
         base = settings.get((sae, sched, 0.0), {})
         paired = sorted(set(seeds) & set(base))
@@ -114,13 +119,20 @@ def report(path: Path) -> str:
         delta = {m: [seeds[s][m] - base[s][m] for s in paired] for m in metrics}
         wins = sum(d > 0 for d in delta["mmcs_true"])
         k = "32/32" if sched == "constant" else "32/64"
-        lines.append(f"| {sae} | {k} | {lam:g} | {len(paired)} | {', '.join(f'{d:+.4f}' for d in delta['mmcs_true'])}"
-                     f" (mean {statistics.fmean(delta['mmcs_true']):+.4f}) | {statistics.fmean(delta['recovered_fraction']):+.4f}"
-                     f" | {statistics.fmean(delta['fvu']):+.4f} | {wins}/{len(paired)} |")
-    lines += ["", "Per member (k_i = 32·(i+1) with the 32/64 schedule): MMCS to truth and recovered, and MFR − baseline "
-              "on paired seeds.", "",
-              "| SAE | k | λ | member | seeds | MMCS (Hungarian) | recovered | Δ MMCS per seed | MFR wins |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {sae} | {k} | {lam:g} | {len(paired)} | {', '.join(f'{d:+.4f}' for d in delta['mmcs_true'])}"
+            f" (mean {statistics.fmean(delta['mmcs_true']):+.4f}) | "
+            f"{statistics.fmean(delta['recovered_fraction']):+.4f}"
+            f" | {statistics.fmean(delta['fvu']):+.4f} | {wins}/{len(paired)} |"
+        )
+    lines += [
+        "",
+        "Per member (k_i = 32·(i+1) with the 32/64 schedule): MMCS to truth and recovered, and MFR − baseline "
+        "on paired seeds.",
+        "",
+        "| SAE | k | λ | member | seeds | MMCS (Hungarian) | recovered | Δ MMCS per seed | MFR wins |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     per_member: dict[tuple, dict[int, list[dict]]] = {}
     for r in rows:
         per_member.setdefault((r["sae"], r["k_schedule"], r["lambda"]), {})[r["seed"]] = r["members"]
@@ -133,8 +145,17 @@ def report(path: Path) -> str:
             delta = [seeds[s][i]["mmcs_true"] - base[s][i]["mmcs_true"] for s in paired]
             k = "32/32" if sched == "constant" else "32/64"
             l0 = seeds[next(iter(seeds))][i]["l0"]
-            cells = [sae, k, f"{lam:g}", f"{i} (L0 {l0:.0f})", str(len(seeds)), f"{statistics.fmean(mmcs):.4f}",
-                     f"{statistics.fmean(recovered):.4f}", "", ""]
+            cells = [
+                sae,
+                k,
+                f"{lam:g}",
+                f"{i} (L0 {l0:.0f})",
+                str(len(seeds)),
+                f"{statistics.fmean(mmcs):.4f}",
+                f"{statistics.fmean(recovered):.4f}",
+                "",
+                "",
+            ]
             if delta:
                 cells[7] = ", ".join(f"{d:+.4f}" for d in delta) + f" (mean {statistics.fmean(delta):+.4f})"
                 cells[8] = f"{sum(d > 0 for d in delta)}/{len(delta)}"

@@ -85,8 +85,16 @@ class TrainConfig:
     autocast: bool = True
     wandb_project: str | None = None
 
-    RESUME_FREE = ("log_every", "mmcs_log_every", "checkpoint_every", "eval_batches", "eval_ce_batches", "device", "autocast",
-                   "wandb_project")
+    RESUME_FREE = (
+        "log_every",
+        "mmcs_log_every",
+        "checkpoint_every",
+        "eval_batches",
+        "eval_ce_batches",
+        "device",
+        "autocast",
+        "wandb_project",
+    )
 
     def __init__(self, **values) -> None:
         own = {f.name for f in fields(self)}
@@ -101,14 +109,20 @@ class TrainConfig:
         object.__setattr__(self, "options", make_options(architecture, options))
         for f in fields(self):
             if f.name != "options":
-                object.__setattr__(self, f.name, values.get(f.name, f.default if f.default is not MISSING
-                                                            else f.default_factory()))  # type: ignore[misc]
+                object.__setattr__(
+                    self, f.name, values.get(f.name, f.default if f.default is not MISSING else f.default_factory())
+                )  # type: ignore[misc]
         self.__post_init__()
 
     def __post_init__(self) -> None:
         self._check_types()
-        positive = {"d_sae": self.d_sae, "n_members": self.n_members, "n_tokens": self.n_tokens,
-                    "batch_size": self.batch_size, "context_size": self.context_size}
+        positive = {
+            "d_sae": self.d_sae,
+            "n_members": self.n_members,
+            "n_tokens": self.n_tokens,
+            "batch_size": self.batch_size,
+            "context_size": self.context_size,
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{name} must be a positive number, got {value}")
@@ -144,8 +158,9 @@ class TrainConfig:
                 raise ConfigError("skip_connection is a transcoder option: set target_hook (the MLP's output) too")
             return
         if self.architecture not in TRANSCODER_ACTIVATIONS:
-            raise ConfigError(f"a transcoder can be trained as {sorted(TRANSCODER_ACTIVATIONS)}, not "
-                              f"'{self.architecture}'")
+            raise ConfigError(
+                f"a transcoder can be trained as {sorted(TRANSCODER_ACTIVATIONS)}, not '{self.architecture}'"
+            )
         if self.target_hook == self.hook:
             raise ConfigError(f"target_hook equals hook ({self.hook}): that is an SAE; leave target_hook out")
         if self.model is not None:
@@ -187,8 +202,9 @@ class TrainConfig:
         """The fields that determine the result; the transcoder fields only when set, so an SAE's key (and
         hash, and the checkpoints that carry it) is what it was before they existed."""
         unset = {"target_hook": None, "skip_connection": False}
-        return {k: v for k, v in self.to_dict().items()
-                if k not in self.RESUME_FREE and not (k in unset and v == unset[k])}
+        return {
+            k: v for k, v in self.to_dict().items() if k not in self.RESUME_FREE and not (k in unset and v == unset[k])
+        }
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.resume_key(), sort_keys=True).encode()).hexdigest()[:10]
@@ -216,8 +232,9 @@ class TrainConfig:
         try:
             values = json.loads(Path(path).read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ConfigError(f"{path} is not a readable JSON config ({error}); restore it or start a new run") \
-                from None
+            raise ConfigError(
+                f"{path} is not a readable JSON config ({error}); restore it or start a new run"
+            ) from None
         try:
             return cls.from_dict(values)
         except InputError as error:
@@ -260,8 +277,7 @@ def check_same_run(saved: TrainConfig, requested: TrainConfig) -> None:
     """Refuse to resume a run with a config that changes its result."""
     detail = config_changes(saved.resume_key(), requested.resume_key())
     if detail:
-        raise ConfigError(f"cannot resume: the config changed ({detail}); "
-                          "use the saved config or start a new run id")
+        raise ConfigError(f"cannot resume: the config changed ({detail}); use the saved config or start a new run id")
 
 
 def check_checkpoint_config(state: dict, requested: TrainConfig, run_dir: Path) -> None:
@@ -272,5 +288,7 @@ def check_checkpoint_config(state: dict, requested: TrainConfig, run_dir: Path) 
         detail = config_changes(json.loads(state["config_json"]), requested.resume_key())
     else:
         detail = f"config hash {state.get('config_hash')} -> {requested.config_hash()}"
-    raise ConfigError(f"cannot resume {run_dir}: its checkpoint was written under another config ({detail}); "
-                      f"restore {CONFIG} or start a new run id")
+    raise ConfigError(
+        f"cannot resume {run_dir}: its checkpoint was written under another config ({detail}); "
+        f"restore {CONFIG} or start a new run id"
+    )

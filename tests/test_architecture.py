@@ -12,17 +12,42 @@ SOURCES = ("interp", "sae_training", "app", "benchmarks")
 
 # file names of each folder kind -> the module that owns them
 OWNED = {
-    "interp/store/analysis_folder.py": ("meta.json", "geometry.json", "summary.json", "features.parquet", "matches.parquet",
-                                  "geometry_map.parquet", "cooccurrence_counts.parquet", "eval_summary.parquet",
-                                  "svd_edges.parquet", "feature_circuit.json", "ioi_heads.parquet",
-                                  "attribution_graph.safetensors", "attribution_graph.json", "graph_nodes.parquet",
-                                  "graph_edges.parquet", "graph_checks.parquet", "graph-metadata.json",
-                                  "eval_results.parquet",
-                                  "explanations.parquet", "explain_examples.parquet", "explain_run.json",
-                                  "explanations.parts"),
-    "interp/store/run_folder.py": ("config.json", "eval.json", "metrics.jsonl", "running.json", "train.log",
-                             "app_launch.json", "app_launch_result.json",
-                             "cfg.json", "sae_weights.safetensors", "sparsity.safetensors"),  # SAELens member folders
+    "interp/store/analysis_folder.py": (
+        "meta.json",
+        "geometry.json",
+        "summary.json",
+        "features.parquet",
+        "matches.parquet",
+        "geometry_map.parquet",
+        "cooccurrence_counts.parquet",
+        "eval_summary.parquet",
+        "svd_edges.parquet",
+        "feature_circuit.json",
+        "ioi_heads.parquet",
+        "attribution_graph.safetensors",
+        "attribution_graph.json",
+        "graph_nodes.parquet",
+        "graph_edges.parquet",
+        "graph_checks.parquet",
+        "graph-metadata.json",
+        "eval_results.parquet",
+        "explanations.parquet",
+        "explain_examples.parquet",
+        "explain_run.json",
+        "explanations.parts",
+    ),
+    "interp/store/run_folder.py": (
+        "config.json",
+        "eval.json",
+        "metrics.jsonl",
+        "running.json",
+        "train.log",
+        "app_launch.json",
+        "app_launch_result.json",
+        "cfg.json",
+        "sae_weights.safetensors",
+        "sparsity.safetensors",
+    ),  # SAELens member folders
     "interp/store/jobs.py": ("job.json", "job_result.json", "job.log"),
     "interp/store/cache_manifest.py": ("manifest.json",),
 }
@@ -40,11 +65,19 @@ BENCHMARK_APP_IMPORTS = {"app.commands.app"}  # bench_app launches the app it me
 def literals(path: Path) -> list[tuple[int, str]]:
     """String constants of a module, docstrings excepted (docs may name files; code may not)."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
 
 
 def modules() -> list[Path]:
@@ -58,16 +91,25 @@ def test_only_a_folders_owner_spells_its_file_names():
         for owner, files in OWNED.items():
             if name in (owner, *EXCEPTIONS):
                 continue
-            spelled += [f"{name}:{line} spells {file!r} (ask {owner})" for line, text in literals(path)
-                        for file in files if file in text]
+            spelled += [
+                f"{name}:{line} spells {file!r} (ask {owner})"
+                for line, text in literals(path)
+                for file in files
+                if file in text
+            ]
     assert not spelled, "\n".join(spelled)
 
 
 def test_only_a_folders_owner_spells_its_name_patterns():
-    spelled = [f"{path.relative_to(ROOT).as_posix()}:{line} spells {text!r} (ask {owner})"
-               for path in modules() for owner, patterns in OWNED_PATTERNS.items()
-               if path.relative_to(ROOT).as_posix() != owner
-               for line, text in literals(path) for pattern in patterns if pattern.search(text)]
+    spelled = [
+        f"{path.relative_to(ROOT).as_posix()}:{line} spells {text!r} (ask {owner})"
+        for path in modules()
+        for owner, patterns in OWNED_PATTERNS.items()
+        if path.relative_to(ROOT).as_posix() != owner
+        for line, text in literals(path)
+        for pattern in patterns
+        if pattern.search(text)
+    ]
     assert not spelled, "\n".join(spelled)
 
 
@@ -82,18 +124,28 @@ def test_the_checkpoint_pattern_catches_the_old_spellings():
 
 def test_exceptions_are_still_needed():
     """An exception whose module no longer spells an owned name is removed from the list."""
-    stale = [name for name in EXCEPTIONS if (ROOT / name).exists() and not any(
-        file in text for _, text in literals(ROOT / name) for files in OWNED.values() for file in files)]
+    stale = [
+        name
+        for name in EXCEPTIONS
+        if (ROOT / name).exists()
+        and not any(file in text for _, text in literals(ROOT / name) for files in OWNED.values() for file in files)
+    ]
     assert not stale, f"remove from EXCEPTIONS: {stale}"
 
 
 def test_the_library_never_imports_the_cli_or_the_app():
     for path in (p for folder in ("interp", "sae_training", "benchmarks") for p in (ROOT / folder).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            bad = [n for n in names if n.split(".")[0] == "app" and not (
-                "benchmarks" in path.parts and n in BENCHMARK_APP_IMPORTS)]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            bad = [
+                n
+                for n in names
+                if n.split(".")[0] == "app" and not ("benchmarks" in path.parts and n in BENCHMARK_APP_IMPORTS)
+            ]
             assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
 
 
@@ -103,8 +155,11 @@ def test_pages_draw_only_with_the_figure_builders():
     inline = []
     for path in pages:
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             inline += [f"{path.relative_to(ROOT)} imports {n}" for n in names if n.split(".")[0] == "plotly"]
     assert len(pages) > 1 and not inline, "\n".join(inline)
 
@@ -114,16 +169,32 @@ LAYERS = ("store", "models", "cache", "features", "circuits", "explain", "evals"
 # Packages whose modules may write files: the owners, the cache writer (the cache folder's owner), the pipeline, and
 # the demo model's recipe (it writes the bundled weights). Everything else returns data.
 WRITERS = ("interp/store/", "interp/cache/", "interp/pipeline/", "interp/models/demo/")
-WRITE_CALLS = {"write_tables", "write_json", "write_text", "write_bytes", "to_parquet", "to_csv", "save_file",
-               "write_parquet", "write_safetensors", "replace_atomically", "write_metrics", "append_metrics"}
+WRITE_CALLS = {
+    "write_tables",
+    "write_json",
+    "write_text",
+    "write_bytes",
+    "to_parquet",
+    "to_csv",
+    "save_file",
+    "write_parquet",
+    "write_safetensors",
+    "replace_atomically",
+    "write_metrics",
+    "append_metrics",
+}
 
 
 def first_party_imports(path: Path) -> list[tuple[int, str, bool]]:
     """(line, module, inside a function) for every import of ``interp``, ``sae_training`` or ``app``."""
     found = []
     tree = ast.parse(path.read_text())
-    in_function = {id(node) for fn in ast.walk(tree) if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
-                   for node in ast.walk(fn)}
+    in_function = {
+        id(node)
+        for fn in ast.walk(tree)
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(fn)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names = [node.module] + ([f"{node.module}.{a.name}" for a in node.names] if node.module == "interp" else [])
@@ -131,8 +202,11 @@ def first_party_imports(path: Path) -> list[tuple[int, str, bool]]:
             names = [a.name for a in node.names]
         else:
             continue
-        found += [(node.lineno, n, id(node) in in_function) for n in names
-                  if n.split(".")[0] in ("interp", "sae_training", "app") and n != "interp"]
+        found += [
+            (node.lineno, n, id(node) in in_function)
+            for n in names
+            if n.split(".")[0] in ("interp", "sae_training", "app") and n != "interp"
+        ]
     return found
 
 
@@ -146,8 +220,11 @@ def interp_modules() -> list[Path]:
 
 
 def test_every_interp_module_lives_in_a_room():
-    loose = [p.relative_to(ROOT).as_posix() for p in interp_modules()
-             if p.parent == ROOT / "interp" and p.name != "__init__.py"]
+    loose = [
+        p.relative_to(ROOT).as_posix()
+        for p in interp_modules()
+        if p.parent == ROOT / "interp" and p.name != "__init__.py"
+    ]
     assert not loose, f"modules outside the packages of interp: {loose}"
     rooms = {p.relative_to(ROOT / "interp").parts[0] for p in interp_modules() if p.parent != ROOT / "interp"}
     assert rooms <= set(LAYERS), f"packages not in LAYERS: {rooms - set(LAYERS)}"
@@ -172,17 +249,25 @@ def test_imports_point_down_the_layers():
 
 
 def test_the_ground_floor_never_imports_torch():
-    heavy = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sorted((ROOT / "interp/store").rglob("*.py"))
-             for node in ast.walk(ast.parse(path.read_text()))
-             if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
-                 name.split(".")[0] == "torch" for name in ([a.name for a in node.names] if isinstance(node, ast.Import)
-                                                            else [node.module or ""]))]
+    heavy = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in sorted((ROOT / "interp/store").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any(
+            name.split(".")[0] == "torch"
+            for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+        )
+    ]
     assert not heavy, "interp/store imports torch at " + ", ".join(heavy)
     import subprocess
     import sys
 
-    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts) for p in sorted((ROOT / "interp/store").glob("*.py"))
-               if p.name != "__init__.py"]
+    modules = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in sorted((ROOT / "interp/store").glob("*.py"))
+        if p.name != "__init__.py"
+    ]
     code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False", "importing interp.store pulled in torch"
@@ -191,10 +276,14 @@ def test_the_ground_floor_never_imports_torch():
 def test_library_imports_sit_at_the_top_of_modules():
     """A first-party import inside a function hides a dependency (or a circle): only the CLI commands keep theirs,
     so that `workbench --help` does not import every stage."""
-    lazy = [f"{path.relative_to(ROOT)}:{line} imports {module} inside a function"
-            for folder in ("interp", "sae_training") for path in sorted((ROOT / folder).rglob("*.py"))
-            if "demo" not in path.relative_to(ROOT).parts
-            for line, module, inside in first_party_imports(path) if inside]
+    lazy = [
+        f"{path.relative_to(ROOT)}:{line} imports {module} inside a function"
+        for folder in ("interp", "sae_training")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if "demo" not in path.relative_to(ROOT).parts
+        for line, module, inside in first_party_imports(path)
+        if inside
+    ]
     assert not lazy, "\n".join(lazy)
 
 
@@ -207,8 +296,11 @@ def test_only_the_owners_and_the_pipeline_write_files():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITE_CALLS:
                 writes.append(f"{name}:{node.lineno} calls .{node.func.attr}()")
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("interp.store") and any(
-                    a.name in WRITE_CALLS or a.name in ("AnalysisFolder", "RunFolder") for a in node.names):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("interp.store")
+                and any(a.name in WRITE_CALLS or a.name in ("AnalysisFolder", "RunFolder") for a in node.names)
+            ):
                 writes.append(f"{name}:{node.lineno} imports a writer from {node.module}")
     assert not writes, "\n".join(writes)
 
@@ -217,13 +309,18 @@ def test_the_layer_rules_catch_what_they_forbid(tmp_path, monkeypatch):
     """The checks above would flag an upward import, a lazy import and a write in an analysis module."""
     bad = tmp_path / "interp" / "features" / "bad.py"
     bad.parent.mkdir(parents=True)
-    bad.write_text("from interp.pipeline.sae import x\n\ndef f(frame):\n    from interp.store.io import read_json\n"
-                   "    frame.to_parquet('t.parquet')\n")
+    bad.write_text(
+        "from interp.pipeline.sae import x\n\ndef f(frame):\n    from interp.store.io import read_json\n"
+        "    frame.to_parquet('t.parquet')\n"
+    )
     imports = first_party_imports(bad)
     assert [(m, inside) for _, m, inside in imports] == [("interp.pipeline.sae", False), ("interp.store.io", True)]
     assert layer_of("interp.pipeline.sae") > layer_of("interp.features.bad")
-    calls = [n.func.attr for n in ast.walk(ast.parse(bad.read_text())) if isinstance(n, ast.Call)
-             and isinstance(n.func, ast.Attribute)]
+    calls = [
+        n.func.attr
+        for n in ast.walk(ast.parse(bad.read_text()))
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+    ]
     assert "to_parquet" in calls and "to_parquet" in WRITE_CALLS
 
 
@@ -245,13 +342,18 @@ def model_class_uses(tree: ast.AST) -> list[str]:
 
 
 def test_only_interp_models_builds_transformer_lens_models():
-    direct = [f"{path.relative_to(ROOT).as_posix()}:{use}" for path in modules()
-              if not path.relative_to(ROOT).as_posix().startswith(MODEL_BUILDERS)
-              for use in model_class_uses(ast.parse(path.read_text()))]
+    direct = [
+        f"{path.relative_to(ROOT).as_posix()}:{use}"
+        for path in modules()
+        if not path.relative_to(ROOT).as_posix().startswith(MODEL_BUILDERS)
+        for use in model_class_uses(ast.parse(path.read_text()))
+    ]
     assert not direct, "build models with interp.models.loading (load_model, random_model):\n" + "\n".join(direct)
 
 
 def test_the_model_class_rule_catches_imports_and_attributes():
-    tree = ast.parse("from transformer_lens import HookedTransformer\nimport transformer_lens\n"
-                     "m = transformer_lens.HookedTransformerConfig()\nfrom transformer_lens import FactoredMatrix")
+    tree = ast.parse(
+        "from transformer_lens import HookedTransformer\nimport transformer_lens\n"
+        "m = transformer_lens.HookedTransformerConfig()\nfrom transformer_lens import FactoredMatrix"
+    )
     assert model_class_uses(tree) == ["1 imports HookedTransformer", "3 uses .HookedTransformerConfig"]

@@ -41,9 +41,12 @@ def test_small_pipeline_reports_every_stage_with_its_bound(capsys):
     assert rows["train"]["bound_gflop"] == pytest.approx(6 * 2048 * 64 * 128 * 2 / 1e9, abs=0.01)
     for stage in ("cache", "train", "dashboards"):
         row = rows[stage]
-        assert row["wall_s"] > 0 and row["tokens_per_s"] > 0 and 0 < row["stage_peak_anon_mb"] <= row["stage_peak_rss_mb"]
-        assert row["fraction_of_peak"] == pytest.approx(row["achieved_gflop_s"] / rows["peak"]["matmul_fp32_gflop_s"],
-                                                        rel=0.05, abs=1e-3)
+        assert (
+            row["wall_s"] > 0 and row["tokens_per_s"] > 0 and 0 < row["stage_peak_anon_mb"] <= row["stage_peak_rss_mb"]
+        )
+        assert row["fraction_of_peak"] == pytest.approx(
+            row["achieved_gflop_s"] / rows["peak"]["matmul_fp32_gflop_s"], rel=0.05, abs=1e-3
+        )
     assert 0 <= rows["compare"]["mmcs_ab"] <= 1
     train = rows["train"]  # MFR matched every step (4 steps) plus the final evaluation's matching
     assert train["mfr_match_every"] == 1 and train["matchings"] >= 4 and 0 < train["matching_s"] < train["wall_s"]

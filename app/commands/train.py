@@ -16,8 +16,29 @@ from interp.store.errors import InputError
 from interp.store.jobs import STOPPED_EXIT
 from interp.store.run_folder import CONFIG
 
-COMMON = ("cache", "model", "hook", "target_hook", "skip_connection", "arch", "d_sae", "ensemble", "mfr", "mfr_warmup", "tokens", "batch_size", "lr",
-          "grad_clip", "run_id", "runs", "resume", "resume_from", "checkpoint_every", "device", "wandb_project")
+COMMON = (
+    "cache",
+    "model",
+    "hook",
+    "target_hook",
+    "skip_connection",
+    "arch",
+    "d_sae",
+    "ensemble",
+    "mfr",
+    "mfr_warmup",
+    "tokens",
+    "batch_size",
+    "lr",
+    "grad_clip",
+    "run_id",
+    "runs",
+    "resume",
+    "resume_from",
+    "checkpoint_every",
+    "device",
+    "wandb_project",
+)
 
 
 def _architecture_flags() -> dict[str, tuple[object, dict[str, object]]]:
@@ -56,7 +77,9 @@ def fitted_defaults(cache: Path | None, model: str | None, hook: str | None, d_s
         return hook or shape.default_hook, d_sae or 16 * shape.d_model
     store = CacheFolder(cache, verify=False, allow_incomplete=True)
     if hook is None:
-        resid = sorted((int(m.group(1)), h) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", h)))
+        resid = sorted(
+            (int(m.group(1)), h) for h in store.hooks if (m := re.fullmatch(r"blocks\.(\d+)\.hook_resid_post", h))
+        )
         if len(store.hooks) > 1 and not resid:
             raise InputError(f"{cache} holds several hooks ({', '.join(store.hooks)}); pass --hook")
         hook = store.hooks[0] if len(store.hooks) == 1 else resid[len(resid) // 2][1]  # the middle residual stream
@@ -86,8 +109,9 @@ def train(**values) -> None:
         if v["resume_from"] is not None:
             resume_from = RunFolder(v["resume_from"])
             if not resume_from.exists():
-                raise FileNotFoundError(f"{resume_from.path} holds no {resume_from.config_path.name}: "
-                                        "not a run folder to resume")
+                raise FileNotFoundError(
+                    f"{resume_from.path} holds no {resume_from.config_path.name}: not a run folder to resume"
+                )
             config, run_dir, resume = TrainConfig.load(resume_from.config_path), resume_from.path.resolve(), True
         else:
             options = architecture_values(v["arch"], {name: values[name] for name in values if name not in COMMON})
@@ -95,31 +119,52 @@ def train(**values) -> None:
             if v["run_id"] is not None:
                 check_name(v["run_id"], "run id")  # before anything is read or computed
             v["hook"], v["d_sae"] = fitted_defaults(v["cache"], v["model"], v["hook"], v["d_sae"])
-            config = TrainConfig(cache=str(v["cache"]) if v["cache"] else None, model=v["model"], hook=v["hook"],
-                                 target_hook=v["target_hook"], skip_connection=v["skip_connection"],
-                                 architecture=v["arch"], options=options, d_sae=v["d_sae"], n_members=v["ensemble"],
-                                 mfr_coefficient=v["mfr"], mfr_warmup_steps=v["mfr_warmup"],
-                                 n_tokens=n_tokens, batch_size=v["batch_size"], lr=v["lr"],
-                                 grad_clip=v["grad_clip"], checkpoint_every=v["checkpoint_every"], device=v["device"],
-                                 wandb_project=v["wandb_project"])
+            config = TrainConfig(
+                cache=str(v["cache"]) if v["cache"] else None,
+                model=v["model"],
+                hook=v["hook"],
+                target_hook=v["target_hook"],
+                skip_connection=v["skip_connection"],
+                architecture=v["arch"],
+                options=options,
+                d_sae=v["d_sae"],
+                n_members=v["ensemble"],
+                mfr_coefficient=v["mfr"],
+                mfr_warmup_steps=v["mfr_warmup"],
+                n_tokens=n_tokens,
+                batch_size=v["batch_size"],
+                lr=v["lr"],
+                grad_clip=v["grad_clip"],
+                checkpoint_every=v["checkpoint_every"],
+                device=v["device"],
+                wandb_project=v["wandb_project"],
+            )
             run_id = v["run_id"]
-            run_dir = v["runs"] / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, v["runs"])
+            run_dir = (
+                v["runs"] / check_name(run_id, "run id") if run_id is not None else default_run_dir(config, v["runs"])
+            )
             resume = v["resume"]
         with removed_on_failure(run_dir, keep=lambda folder: any(RunFolder(folder).checkpoints_path.glob("*"))):
             run = train_saes(config, run_dir, resume=resume)
         if run.step < config.n_steps:
-            typer.echo(f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
-                       f"`workbench train --resume-from {run.directory}`")
+            typer.echo(
+                f"stopped at step {run.step} of {config.n_steps} (checkpointed); continue with "
+                f"`workbench train --resume-from {run.directory}`"
+            )
             raise typer.Exit(code=STOPPED_EXIT)  # a job records it as stopped, not finished
         trained = config.n_steps * config.batch_size
-        rounded = (f"; trained {trained:,} tokens ({config.n_steps:,} whole batches of {config.batch_size:,}): "
-                   f"--tokens {config.n_tokens:,} is not a multiple of the batch size"
-                   if trained != config.n_tokens else "")
+        rounded = (
+            f"; trained {trained:,} tokens ({config.n_steps:,} whole batches of {config.batch_size:,}): "
+            f"--tokens {config.n_tokens:,} is not a multiple of the batch size"
+            if trained != config.n_tokens
+            else ""
+        )
         typer.echo(f"run written to {run.directory}{rounded}")
         if run.evaluation:
             for i, member in enumerate(run.evaluation["members"]):
-                typer.echo(f"  sae_{i}: fvu {member['fvu']:.4f}  l0 {member['l0']:.1f}  "
-                           f"dead {member['dead_fraction']:.3f}")
+                typer.echo(
+                    f"  sae_{i}: fvu {member['fvu']:.4f}  l0 {member['l0']:.1f}  dead {member['dead_fraction']:.3f}"
+                )
 
 
 def _train_signature() -> inspect.Signature:
@@ -131,16 +176,31 @@ def _train_signature() -> inspect.Signature:
     common = {
         "cache": (Path, typer.Option(None, help="Activation cache directory (cached_activations/<id>).")),
         "model": (str, typer.Option(None, help="Train on live activations of this model spec instead of a cache.")),
-        "hook": (str, typer.Option(None, help="TransformerLens hook name; default: the cache's hook (of several, "
-                                              "the middle of its residual streams), or with --model its middle "
-                                              "layer's residual stream, blocks.<n_layers // 2>.hook_resid_post.")),
-        "target_hook": (str, typer.Option(None, help="Train transcoders: predict this hook (an MLP's output, "
-                                                      "blocks.L.hook_mlp_out) from --hook (blocks.L.ln2.hook_normalized).")),
+        "hook": (
+            str,
+            typer.Option(
+                None,
+                help="TransformerLens hook name; default: the cache's hook (of several, "
+                "the middle of its residual streams), or with --model its middle "
+                "layer's residual stream, blocks.<n_layers // 2>.hook_resid_post.",
+            ),
+        ),
+        "target_hook": (
+            str,
+            typer.Option(
+                None,
+                help="Train transcoders: predict this hook (an MLP's output, "
+                "blocks.L.hook_mlp_out) from --hook (blocks.L.ln2.hook_normalized).",
+            ),
+        ),
         "skip_connection": (bool, typer.Option(False, help="Transcoders: add an affine skip W_skip x.")),
         "arch": (str, typer.Option(default("architecture"), help=" | ".join(ARCHITECTURES))),
         "d_sae": (int, typer.Option(None, "--d-sae", help="Latents per SAE; default: 16 x the hook's width.")),
         "ensemble": (int, typer.Option(default("n_members"), help="Number of SAEs trained together (K).")),
-        "mfr": (float, typer.Option(default("mfr_coefficient"), help="MFR coefficient lambda (needs --ensemble >= 2).")),
+        "mfr": (
+            float,
+            typer.Option(default("mfr_coefficient"), help="MFR coefficient lambda (needs --ensemble >= 2)."),
+        ),
         "mfr_warmup": (int, typer.Option(default("mfr_warmup_steps"), help="MFR cosine warm-up steps.")),
         "tokens": (str, typer.Option(tokens_text(default("n_tokens")), help="Training tokens, e.g. 10M.")),
         "batch_size": (int, typer.Option(default("batch_size"))),
@@ -149,21 +209,36 @@ def _train_signature() -> inspect.Signature:
         "run_id": (str, typer.Option(None, help="Run folder name under --runs (default: derived from the config).")),
         "runs": (Path, typer.Option(Path("runs"), help="Where runs are written.")),
         "resume": (bool, typer.Option(False, help="Continue the run in --run-id from its last checkpoint.")),
-        "resume_from": (Path, typer.Option(None, help=f"Continue the run in this folder with its saved {CONFIG} "
-                                                      "(other options are ignored).")),
+        "resume_from": (
+            Path,
+            typer.Option(
+                None, help=f"Continue the run in this folder with its saved {CONFIG} (other options are ignored)."
+            ),
+        ),
         "checkpoint_every": (int, typer.Option(default("checkpoint_every"))),
         "device": (str, typer.Option(default("device"))),
         "wandb_project": (str, typer.Option(None, help="Log to Weights & Biases (needs wandb installed).")),
     }
-    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-              for name, (kind, default) in common.items()]
+    params = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+        for name, (kind, default) in common.items()
+    ]
     for name, (spec, archs) in _architecture_flags().items():
         defaults = set(map(str, archs.values()))
-        default = (f"default {defaults.pop()}" if len(defaults) == 1
-                   else "defaults " + ", ".join(f"{a}: {d}" for a, d in archs.items()))
+        default = (
+            f"default {defaults.pop()}"
+            if len(defaults) == 1
+            else "defaults " + ", ".join(f"{a}: {d}" for a, d in archs.items())
+        )
         text = f"For {', '.join(archs)}: {spec.help} ({default})"
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str,
-                                        default=typer.Option(None, spec.flag, help=text, show_default=False)))
+        params.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                annotation=str,
+                default=typer.Option(None, spec.flag, help=text, show_default=False),
+            )
+        )
     return inspect.Signature(params)
 
 

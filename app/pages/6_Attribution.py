@@ -53,8 +53,12 @@ chosen = st.selectbox("Node (or click one in the graph)", order, index=default, 
 if chosen is not None:
     node = int(chosen)
     info = graph.describe(node)
-    incoming = edges[edges["target"] == node].assign(source=lambda f: f["source"].map(lambda n: graph.describe(n)["label"]))
-    outgoing = edges[edges["source"] == node].assign(target=lambda f: f["target"].map(lambda n: graph.describe(n)["label"]))
+    incoming = edges[edges["target"] == node].assign(
+        source=lambda f: f["source"].map(lambda n: graph.describe(n)["label"])
+    )
+    outgoing = edges[edges["source"] == node].assign(
+        target=lambda f: f["target"].map(lambda n: graph.describe(n)["label"])
+    )
     a, b = st.columns(2)
     a.markdown("**Incoming edges (kept)**")
     a.dataframe(incoming.sort_values("weight", key=abs, ascending=False)[["source", "weight"]], hide_index=True)
@@ -67,17 +71,26 @@ if chosen is not None:
             st.markdown(f"**Dashboard of feature {info['feature']}** ({analysis.id})")
             dashboard.render(analysis.path, info["feature"], key=f"graph_{node}", compact=True)
         elif source:
-            missing(f"No dashboards for this feature's transcoder ({Path(source).parent.name}) yet.",
-                    f"workbench analyze features {source} --hook {graph.transcoders.get(info['layer'], '')}")
+            missing(
+                f"No dashboards for this feature's transcoder ({Path(source).parent.name}) yet.",
+                f"workbench analyze features {source} --hook {graph.transcoders.get(info['layer'], '')}",
+            )
 
 with st.expander("Checks by intervention (top edges)"):
     if folder.has("graph_checks"):
         st.dataframe(pd.DataFrame(data.parquet(folder.table_path("graph_checks"))), hide_index=True)
-    st.caption("Removing the source changes the target by minus the edge weight in the replacement model "
-               "(frozen attention and norms); the real model's change measures how far the linear picture holds.")
+    st.caption(
+        "Removing the source changes the target by minus the edge weight in the replacement model "
+        "(frozen attention and norms); the real model's change measures how far the linear picture holds."
+    )
 with st.expander("Top paths into the top logit"):
     for path in summary.get("top_paths", []):
-        st.write(" → ".join(f"{node}" + (f" ({w:+.2f})" if i < len(path["weights"]) else "")
-                            for i, (node, w) in enumerate(zip(path["nodes"], path["weights"] + [0.0]))))
-st.caption(f"circuit-tracer's viewer reads `{folder.circuit_tracer_dir()}` "
-           "(`<slug>.json` + its graph index) unchanged.")
+        st.write(
+            " → ".join(
+                f"{node}" + (f" ({w:+.2f})" if i < len(path["weights"]) else "")
+                for i, (node, w) in enumerate(zip(path["nodes"], path["weights"] + [0.0]))
+            )
+        )
+st.caption(
+    f"circuit-tracer's viewer reads `{folder.circuit_tracer_dir()}` (`<slug>.json` + its graph index) unchanged."
+)

@@ -70,7 +70,9 @@ def memmap_tensor(path: Path, name: str) -> torch.Tensor:
     """A read-only memory-mapped view of one tensor of a safetensors file."""
     header, data_offset = read_header(path)
     if name not in header:
-        raise CacheError(f"shard {path} holds no tensor '{name}' (has {sorted(k for k in header if k != '__metadata__')})")
+        raise CacheError(
+            f"shard {path} holds no tensor '{name}' (has {sorted(k for k in header if k != '__metadata__')})"
+        )
     info = header[name]
     if info["dtype"] not in SAFETENSORS_DTYPES:
         raise CacheError(f"shard {path}: unsupported dtype {info['dtype']}")

@@ -1,4 +1,5 @@
-"""``ShuffledStream`` (``interp.cache.store.ActivationStore``'s engine): shuffled ``[batch, d]`` training batches through a bounded shuffle buffer, endlessly (epochs),
+"""``ShuffledStream`` (``interp.cache.store.ActivationStore``'s engine): shuffled ``[batch, d]`` training batches
+through a bounded shuffle buffer, endlessly (epochs),
 from cache shards, live from a model, or from a tensor in memory.
 
 Its position is one integer, and a store opened at ``start_batch=N`` seeks there instead of replaying: the buffer's
@@ -50,13 +51,13 @@ class _Values:
         self.values = torch.empty((rows, d))
 
     def write(self, at: int, chunk: LazyChunk, serial: int, offset: int, take: int) -> None:
-        self.values[at:at + take] = chunk.data()[offset:offset + take]
+        self.values[at : at + take] = chunk.data()[offset : offset + take]
 
     def gather(self, index: Int[Tensor, " n"]) -> Float[Tensor, "n d"]:
         return self.values[index]
 
     def keep(self, index: Int[Tensor, " n"]) -> None:
-        self.values[:len(index)] = self.values[index]
+        self.values[: len(index)] = self.values[index]
 
 
 class _RowIds:
@@ -68,14 +69,14 @@ class _RowIds:
 
     def write(self, at: int, chunk: LazyChunk, serial: int, offset: int, take: int) -> None:
         self.chunks[serial] = chunk
-        self.ids[at:at + take] = (serial << ROW_BITS) + torch.arange(offset, offset + take)
+        self.ids[at : at + take] = (serial << ROW_BITS) + torch.arange(offset, offset + take)
 
     def gather(self, index: Int[Tensor, " n"]) -> None:
         return None  # a skipped batch is never looked at
 
     def keep(self, index: Int[Tensor, " n"]) -> None:
-        self.ids[:len(index)] = self.ids[index]
-        live = set((self.ids[:len(index)] >> ROW_BITS).unique().tolist())
+        self.ids[: len(index)] = self.ids[index]
+        live = set((self.ids[: len(index)] >> ROW_BITS).unique().tolist())
         self.chunks = {serial: chunk for serial, chunk in self.chunks.items() if serial in live}
 
     def materialise(self, filled: int, d: int) -> _Values:
@@ -97,8 +98,16 @@ class ShuffledStream:
     arguments and ``start_batch=position`` continues with exactly the batches an uninterrupted one would give.
     """
 
-    def __init__(self, chunk_source: Callable[[int], Iterator[LazyChunk | Tensor]], d_in: int, batch_size: int = 4096,
-                 buffer_tokens: int = 262_144, seed: int = 0, start_batch: int = 0, max_epochs: int | None = None):
+    def __init__(
+        self,
+        chunk_source: Callable[[int], Iterator[LazyChunk | Tensor]],
+        d_in: int,
+        batch_size: int = 4096,
+        buffer_tokens: int = 262_144,
+        seed: int = 0,
+        start_batch: int = 0,
+        max_epochs: int | None = None,
+    ):
         if buffer_tokens < 2 * batch_size:
             raise InputError(f"buffer_tokens ({buffer_tokens}) must be at least twice batch_size ({batch_size})")
         self._chunk_source = chunk_source
@@ -113,8 +122,9 @@ class ShuffledStream:
 
     def _batches(self) -> Iterator[Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
-        buffer: _Values | _RowIds = _RowIds(self.buffer_tokens) if self.start_batch else _Values(self.buffer_tokens,
-                                                                                                   self.d_in)
+        buffer: _Values | _RowIds = (
+            _RowIds(self.buffer_tokens) if self.start_batch else _Values(self.buffer_tokens, self.d_in)
+        )
         skipped, serial, epoch = 0, 0, 0
 
         def emit(batch_of):
@@ -142,7 +152,7 @@ class ShuffledStream:
                         half = (filled // 2 // self.batch_size) * self.batch_size
                         for start in range(0, half, self.batch_size):
                             yielded_any = True
-                            index = order[start:start + self.batch_size]
+                            index = order[start : start + self.batch_size]
                             batch = emit(lambda b, index=index: b.gather(index))
                             if batch is not None:
                                 yield batch
@@ -156,7 +166,7 @@ class ShuffledStream:
                     yielded_any = True
                     if skipped >= self.start_batch and rest is None:
                         rest = buffer.gather(order)
-                    batch = emit(lambda b, start=start, rest=rest: rest[start:start + self.batch_size].clone())
+                    batch = emit(lambda b, start=start, rest=rest: rest[start : start + self.batch_size].clone())
                     if batch is not None:
                         yield batch
                     buffer = self._maybe_materialise(buffer, skipped, filled)

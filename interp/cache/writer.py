@@ -295,7 +295,8 @@ class CacheWriter:
         files = {}
         for name, activations in shard.activations.items():
             relative = f"{name}/{shard_name(shard.index)}"
-            files[name] = {"path": relative, "sha256": write_shard(self.directory / relative, {"activations": activations})}
+            digest = write_shard(self.directory / relative, {"activations": activations})
+            files[name] = {"path": relative, "sha256": digest}
         relative = f"{TOKENS_DIR}/{shard_name(shard.index)}"
         token_tensors = {"token_ids": shard.token_ids, "sequence": shard.sequence, "position": shard.position}
         files[TOKENS_DIR] = {"path": relative, "sha256": write_shard(self.directory / relative, token_tensors)}
@@ -314,7 +315,7 @@ class CacheWriter:
             return self._run(progress, on_shard)
         created = not self.directory.exists()
         with writing(self.directory, "activation cache"):  # one writer per cache, before any write; a busy
-            try:                                            # folder is refused here and never removed
+            try:  # folder is refused here and never removed
                 return self._run(progress, on_shard)
             except BaseException:
                 if created and not any(self.directory.rglob("*.safetensors")):
@@ -353,8 +354,14 @@ class CacheWriter:
         writer.start()
         total = self.config.n_windows * self.config.context_size // self.world_size
         rank = f" rank {self.rank}/{self.world_size}" if self.world_size > 1 else ""
-        bar = tqdm(total=total, initial=manifest["n_tokens"], unit="tok", unit_scale=True,
-                   desc=f"cache {self.directory.name}{rank}", disable=not progress)
+        bar = tqdm(
+            total=total,
+            initial=manifest["n_tokens"],
+            unit="tok",
+            unit_scale=True,
+            desc=f"cache {self.directory.name}{rank}",
+            disable=not progress,
+        )
         start, computed = time.perf_counter(), 0
         try:
             for index in range(first, self.config.n_shards):
@@ -394,12 +401,18 @@ class CacheWriter:
             time.sleep(poll_seconds)
         shards = sorted((shard for part in loaded for shard in part["shards"]), key=lambda shard: shard["index"])
         if [shard["index"] for shard in shards] != list(range(len(shards))):
-            raise CacheError(f"the ranks' shards of {self.directory} are not contiguous "
-                             f"({[shard['index'] for shard in shards]}); rerun the same command to fill the gaps")
+            raise CacheError(
+                f"the ranks' shards of {self.directory} are not contiguous "
+                f"({[shard['index'] for shard in shards]}); rerun the same command to fill the gaps"
+            )
         if not shards:
             raise CacheError(f"data '{self.config.data}' yielded no full window of {self.config.context_size} tokens")
-        manifest = {**loaded[0], "shards": shards, "n_tokens": sum(shard["n_tokens"] for shard in shards),
-                    "status": "complete"}
+        manifest = {
+            **loaded[0],
+            "shards": shards,
+            "n_tokens": sum(shard["n_tokens"] for shard in shards),
+            "status": "complete",
+        }
         manifest.pop("exhausted_data", None)
         if any(part.get("exhausted_data") for part in loaded):
             manifest["exhausted_data"] = True
@@ -416,10 +429,17 @@ def rank_from_env() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def build_cache(config: CacheConfig, root: Path | str = "cached_activations", cache_id: str | None = None,
-                device: str | None = None, progress: bool = True, model=None,
-                rank: int | None = None, world_size: int | None = None,
-                report: Callable[[str], None] | None = None) -> Path:
+def build_cache(
+    config: CacheConfig,
+    root: Path | str = "cached_activations",
+    cache_id: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    model=None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    report: Callable[[str], None] | None = None,
+) -> Path:
     """Create or resume the cache described by ``config``; returns its directory.
 
     Under ``torchrun`` (or given ``rank``/``world_size``) each process computes the shards whose index
@@ -430,8 +450,9 @@ def build_cache(config: CacheConfig, root: Path | str = "cached_activations", ca
     """
     env_rank, env_world = rank_from_env()
     rank, world_size = (env_rank if rank is None else rank), (env_world if world_size is None else world_size)
-    writer = CacheWriter(config, root=root, cache_id=cache_id, device=device, model=model, rank=rank,
-                         world_size=world_size)
+    writer = CacheWriter(
+        config, root=root, cache_id=cache_id, device=device, model=model, rank=rank, world_size=world_size
+    )
     directory = writer.run(progress=progress)
     for note in writer.repaired if report is not None else ():
         report(f"recomputed {note}")

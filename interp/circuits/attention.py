@@ -33,7 +33,9 @@ def check_tokens(model, tokens: Tensor) -> Int[Tensor, "batch pos"]:
             "shorten or split the prompts"
         )
     if tokens.numel() and (int(tokens.max()) >= model.cfg.d_vocab or int(tokens.min()) < 0):
-        raise CircuitInputError(f"token ids must lie in [0, {model.cfg.d_vocab}); got {int(tokens.min())}..{int(tokens.max())}")
+        raise CircuitInputError(
+            f"token ids must lie in [0, {model.cfg.d_vocab}); got {int(tokens.min())}..{int(tokens.max())}"
+        )
     return tokens.long().to(model.cfg.device)
 
 
@@ -111,7 +113,10 @@ def duplicate_token_score(pattern: Float[Tensor, "batch head q k"], half_length:
 
 
 def head_scores_on_repeated_tokens(
-    model, n_prompts: int = 32, half_length: int | None = None, seed: int = 0,
+    model,
+    n_prompts: int = 32,
+    half_length: int | None = None,
+    seed: int = 0,
     vocab_range: tuple[int, int] | None = None,
 ) -> dict[str, Float[Tensor, "layer head"]]:
     """Previous-token, induction and duplicate-token scores of every head on repeated tokens.
@@ -186,10 +191,12 @@ def direct_logit_attribution(
     names = {get_act_name("z", l) for l in range(model.cfg.n_layers)} | {"ln_final.hook_scale"}
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-        results = torch.stack([
-            einops.einsum(cache[get_act_name("z", l)], model.blocks[l].attn.W_O, "b p h dh, h dh d -> h b p d")
-            for l in range(model.cfg.n_layers)
-        ])
+        results = torch.stack(
+            [
+                einops.einsum(cache[get_act_name("z", l)], model.blocks[l].attn.W_O, "b p h dh, h dh d -> h b p d")
+                for l in range(model.cfg.n_layers)
+            ]
+        )
         results = _center(results, model) / _final_ln_scale(model, cache)
         return einops.einsum(results, _unembed_directions(model, targets), "l h b p d, b p d -> l h b p")
 
@@ -218,13 +225,17 @@ def logit_lens(
     return torch.stack([lp.gather(-1, targets[..., None])[..., 0] for lp in log_probs])
 
 
-def observable_head_feature(model, observable: Float[Tensor, "vocab"], layer: int, head: int) -> Float[Tensor, "d_model"]:
+def observable_head_feature(
+    model, observable: Float[Tensor, "vocab"], layer: int, head: int
+) -> Float[Tensor, "d_model"]:
     """Observable propagation (Dunefsky & Cohan): the pull-back ``W_V W_O W_U n`` of a logit functional
     ``n`` through one head's OV circuit, i.e. the input direction whose value the head carries to ``nᵀ logits``
     (layer norms ignored except for scale)."""
     check_head(model, layer, head)
     if observable.shape != (model.cfg.d_vocab,):
-        raise CircuitInputError(f"an observable is a [d_vocab={model.cfg.d_vocab}] vector; got {tuple(observable.shape)}")
+        raise CircuitInputError(
+            f"an observable is a [d_vocab={model.cfg.d_vocab}] vector; got {tuple(observable.shape)}"
+        )
     attn = model.blocks[layer].attn
     with torch.no_grad():
         return attn.W_V[head] @ (attn.W_O[head] @ (model.W_U @ observable.to(model.W_U)))
@@ -296,6 +307,13 @@ def composition_frame(scores: dict[str, Tensor]) -> pd.DataFrame:
         for lb in range(la + 1, n_layers):
             for ha in range(n_heads):
                 for hb in range(n_heads):
-                    rows.append({"layer_a": la, "head_a": ha, "layer_b": lb, "head_b": hb,
-                                 **{m.lower(): float(scores[m][la, ha, lb, hb]) for m in "QKV"}})
+                    rows.append(
+                        {
+                            "layer_a": la,
+                            "head_a": ha,
+                            "layer_b": lb,
+                            "head_b": hb,
+                            **{m.lower(): float(scores[m][la, ha, lb, hb]) for m in "QKV"},
+                        }
+                    )
     return pd.DataFrame(rows)

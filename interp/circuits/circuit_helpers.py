@@ -30,5 +30,7 @@ def pair_label(index: int, n_layers: int, n_heads: int) -> str:
 def rank_agreement(methods: dict[str, Tensor]) -> dict:
     """Spearman correlation of every pair of methods' edge weights, and each method's top edge index."""
     names = list(methods)
-    pairs = {f"{a}~{b}": agreement(methods[a], methods[b])["spearman"] for i, a in enumerate(names) for b in names[i + 1:]}
+    pairs = {
+        f"{a}~{b}": agreement(methods[a], methods[b])["spearman"] for i, a in enumerate(names) for b in names[i + 1 :]
+    }
     return {"spearman": pairs, "top_edge": {name: int(values.flatten().argmax()) for name, values in methods.items()}}

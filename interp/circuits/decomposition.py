@@ -47,7 +47,9 @@ def _check_supported(model) -> None:
         raise CircuitInputError(reason)
 
 
-def augmented_qk(model, layer: int, head: int) -> tuple[Float[Tensor, "d_model+1 d_head"], Float[Tensor, "d_model+1 d_head"]]:
+def augmented_qk(
+    model, layer: int, head: int
+) -> tuple[Float[Tensor, "d_model+1 d_head"], Float[Tensor, "d_model+1 d_head"]]:
     """``Q_aug, K_aug``: LN weight/bias and Q/K biases folded so the score reads ``[x̃; 1]``."""
     check_head(model, layer, head)
     _check_supported(model)
@@ -55,7 +57,10 @@ def augmented_qk(model, layer: int, head: int) -> tuple[Float[Tensor, "d_model+1
     w = getattr(ln, "w", None)
     b = getattr(ln, "b", None)
     parts = []
-    for W, bias in ((model.blocks[layer].attn.W_Q[head], model.blocks[layer].attn.b_Q[head]), (model.blocks[layer].attn.W_K[head], model.blocks[layer].attn.b_K[head])):
+    for W, bias in (
+        (model.blocks[layer].attn.W_Q[head], model.blocks[layer].attn.b_Q[head]),
+        (model.blocks[layer].attn.W_K[head], model.blocks[layer].attn.b_K[head]),
+    ):
         W_in = W * w[:, None] if w is not None else W
         b_in = bias + (b @ W if b is not None else 0.0)
         parts.append(torch.cat([W_in, b_in[None]], dim=0))
@@ -109,7 +114,12 @@ def _scale(model, cache, layer: int) -> Tensor | float:
 
 
 def score_terms(
-    x_dest: Float[Tensor, "... d_aug"], x_src: Float[Tensor, "... d_aug"], U: Tensor, S: Tensor, V: Tensor, attn_scale: float
+    x_dest: Float[Tensor, "... d_aug"],
+    x_src: Float[Tensor, "... d_aug"],
+    U: Tensor,
+    S: Tensor,
+    V: Tensor,
+    attn_scale: float,
 ) -> Float[Tensor, "... r"]:
     """Per-component contributions ``c_k``; they sum to the head's pre-softmax score."""
     return (x_dest @ U) * S * (x_src @ V) / attn_scale
@@ -128,14 +138,18 @@ def sparse_support(c: Float[Tensor, "... r"], frac: float = 1.0, tol: float = 1e
     sorted_c = c.gather(-1, order)
     target = frac * c.sum(-1, keepdim=True) - tol * c.abs().sum(-1, keepdim=True)
     reached = sorted_c.cumsum(-1) >= target
-    size = torch.where(reached.any(-1), reached.float().argmax(-1) + 1, torch.full_like(reached[..., 0], c.shape[-1], dtype=torch.long))
+    size = torch.where(
+        reached.any(-1), reached.float().argmax(-1) + 1, torch.full_like(reached[..., 0], c.shape[-1], dtype=torch.long)
+    )
     keep_sorted = torch.arange(c.shape[-1], device=c.device) < size[..., None]
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
 def firing_mask(
-    pattern: Float[Tensor, "batch dest src"], scores: Float[Tensor, "batch dest src"],
-    dest_mask: Bool[Tensor, "batch dest"] | None = None, attention_threshold: float = ATTENTION_THRESHOLD,
+    pattern: Float[Tensor, "batch dest src"],
+    scores: Float[Tensor, "batch dest src"],
+    dest_mask: Bool[Tensor, "batch dest"] | None = None,
+    attention_threshold: float = ATTENTION_THRESHOLD,
 ) -> Bool[Tensor, "batch dest src"]:
     """The reference's "firings" of one head: attention >= threshold, score > 0, source != 0
     (BOS attention is a resting state, not a signal), destination allowed by ``dest_mask``."""
@@ -146,7 +160,10 @@ def firing_mask(
 
 def check_cutoff(cutoff: float) -> float:
     if not 0 < cutoff <= 1:
-        raise CircuitInputError(f"cutoff {cutoff} is outside (0, 1]: it is the cumulative share of the edge weight to keep (0.7 in the paper)")
+        raise CircuitInputError(
+            f"cutoff {cutoff} is outside (0, 1]: it is the cumulative share of the edge weight to keep "
+            "(0.7 in the paper)"
+        )
     return float(cutoff)
 
 
@@ -184,15 +201,32 @@ def residual_components(model, cache, layer: int) -> tuple[list[str], Float[Tens
 
 
 def _cache_for_tracing(model, tokens):
-    wanted = ("hook_embed", "hook_pos_embed", "hook_resid_pre", "hook_z", "hook_mlp_out", "hook_scale", "hook_pattern", "hook_attn_scores")
+    wanted = (
+        "hook_embed",
+        "hook_pos_embed",
+        "hook_resid_pre",
+        "hook_z",
+        "hook_mlp_out",
+        "hook_scale",
+        "hook_pattern",
+        "hook_attn_scores",
+    )
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name.endswith(wanted) and "ln_final" not in name)
+        _, cache = model.run_with_cache(
+            tokens, names_filter=lambda name: name.endswith(wanted) and "ln_final" not in name
+        )
     return cache
 
 
 def decompose_firings(
-    model, cache, layer: int, head: int, dest_mask: Bool[Tensor, "batch pos"] | None = None, frac: float = 1.0,
-    attention_threshold: float = ATTENTION_THRESHOLD, svd: tuple[Tensor, Tensor, Tensor] | None = None,
+    model,
+    cache,
+    layer: int,
+    head: int,
+    dest_mask: Bool[Tensor, "batch pos"] | None = None,
+    frac: float = 1.0,
+    attention_threshold: float = ATTENTION_THRESHOLD,
+    svd: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> dict:
     """Decompose ``(layer, head)``'s score at each of its firings ``(batch, dest, src)``.
 
@@ -231,9 +265,16 @@ def decompose_firings(
     bias_query = (support * k_side * S / attn_scale * U[d_model]).sum(-1)
     no_weight = torch.zeros_like(bias_key)[None]  # the constant is inside every writer's reference weight
     return {
-        "names": names + ["bias"], "batch": b, "dest": d, "src": s, "score": terms.sum(-1), "attention": pattern[b, d, s],
-        "terms": terms, "support": support,
-        "weight_key": torch.cat([weight_key, no_weight]), "weight_query": torch.cat([weight_query, no_weight]),
+        "names": names + ["bias"],
+        "batch": b,
+        "dest": d,
+        "src": s,
+        "score": terms.sum(-1),
+        "attention": pattern[b, d, s],
+        "terms": terms,
+        "support": support,
+        "weight_key": torch.cat([weight_key, no_weight]),
+        "weight_query": torch.cat([weight_query, no_weight]),
         "contribution_key": torch.cat([contribution_key, bias_key[None]]),
         "contribution_query": torch.cat([contribution_query, bias_query[None]]),
     }
@@ -250,22 +291,40 @@ def _all_firings(model, cache, dest_mask, frac, attention_threshold) -> dict[tup
     return {key: decompose_firings(model, cache, *key, dest_mask, frac, attention_threshold, svds[key]) for key in svds}
 
 
-def signal_dimensionality(model, tokens: Int[Tensor, "batch pos"], dest_mask=None, frac: float = 1.0,
-                          attention_threshold: float = ATTENTION_THRESHOLD) -> pd.DataFrame:
+def signal_dimensionality(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    dest_mask=None,
+    frac: float = 1.0,
+    attention_threshold: float = ATTENTION_THRESHOLD,
+) -> pd.DataFrame:
     """``|S|`` of every firing of every head (``layer, head, batch, dest, src, score, size``)."""
     tokens = check_tokens(model, tokens)
     dest_mask = default_dest_mask(tokens) if dest_mask is None else dest_mask.to(tokens.device)
     with torch.no_grad():
         firings = _all_firings(model, _cache_for_tracing(model, tokens), dest_mask, frac, attention_threshold)
-    frames = [pd.DataFrame({"layer": layer, "head": head, "batch": out["batch"].cpu().numpy(), "dest": out["dest"].cpu().numpy(),
-                            "src": out["src"].cpu().numpy(), "score": out["score"].cpu().numpy(),
-                            "size": out["support"].sum(-1).cpu().numpy()})
-              for (layer, head), out in firings.items()]
+    frames = [
+        pd.DataFrame(
+            {
+                "layer": layer,
+                "head": head,
+                "batch": out["batch"].cpu().numpy(),
+                "dest": out["dest"].cpu().numpy(),
+                "src": out["src"].cpu().numpy(),
+                "score": out["score"].cpu().numpy(),
+                "size": out["support"].sum(-1).cpu().numpy(),
+            }
+        )
+        for (layer, head), out in firings.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
 def trace_head_edges(
-    model, tokens: Int[Tensor, "batch pos"], dest_mask: Bool[Tensor, "batch pos"] | None = None, frac: float = 1.0,
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    dest_mask: Bool[Tensor, "batch pos"] | None = None,
+    frac: float = 1.0,
     attention_threshold: float = ATTENTION_THRESHOLD,
 ) -> pd.DataFrame:
     """The communication graph: every upstream writer's mean weight into every head, over its firings.
@@ -286,11 +345,36 @@ def trace_head_edges(
             continue
         mean_score = float(out["score"].mean())
         for side in ("query", "key"):
-            weights, contributions = out[f"weight_{side}"].mean(-1).tolist(), out[f"contribution_{side}"].mean(-1).tolist()
+            weights, contributions = (
+                out[f"weight_{side}"].mean(-1).tolist(),
+                out[f"contribution_{side}"].mean(-1).tolist(),
+            )
             for name, weight, value in zip(out["names"], weights, contributions):
-                rows.append({"source": name, "layer": layer, "head": head, "side": side, "weight": weight, "contribution": value,
-                             "fraction": value / mean_score, "n_firings": n, **_parse(name)})
-    columns = ["source", "layer", "head", "side", "weight", "contribution", "fraction", "n_firings", "source_layer", "source_head"]
+                rows.append(
+                    {
+                        "source": name,
+                        "layer": layer,
+                        "head": head,
+                        "side": side,
+                        "weight": weight,
+                        "contribution": value,
+                        "fraction": value / mean_score,
+                        "n_firings": n,
+                        **_parse(name),
+                    }
+                )
+    columns = [
+        "source",
+        "layer",
+        "head",
+        "side",
+        "weight",
+        "contribution",
+        "fraction",
+        "n_firings",
+        "source_layer",
+        "source_head",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -301,8 +385,9 @@ def _parse(name: str) -> dict:
     return {"source_layer": -1, "source_head": -1}
 
 
-def head_edge_matrix(edges: pd.DataFrame, side: str, n_layers: int, n_heads: int,
-                     value: str = "contribution") -> Float[Tensor, "layer_a head_a layer_b head_b"]:
+def head_edge_matrix(
+    edges: pd.DataFrame, side: str, n_layers: int, n_heads: int, value: str = "contribution"
+) -> Float[Tensor, "layer_a head_a layer_b head_b"]:
     """Head-to-head edge weights of one side as a ``[layer_a, head_a, layer_b, head_b]`` tensor."""
     out = torch.zeros(n_layers, n_heads, n_layers, n_heads)
     heads = edges[(edges.side == side) & (edges.source_layer >= 0)]
@@ -312,8 +397,13 @@ def head_edge_matrix(edges: pd.DataFrame, side: str, n_layers: int, n_heads: int
 
 
 def trace_circuit(
-    model, tokens: Int[Tensor, "batch pos"], start: tuple[int, int], dest_mask: Bool[Tensor, "batch pos"] | None = None,
-    src_mask: Bool[Tensor, "batch pos"] | None = None, cutoff: float = CUTOFF, frac: float = 1.0,
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    start: tuple[int, int],
+    dest_mask: Bool[Tensor, "batch pos"] | None = None,
+    src_mask: Bool[Tensor, "batch pos"] | None = None,
+    cutoff: float = CUTOFF,
+    frac: float = 1.0,
     attention_threshold: float = ATTENTION_THRESHOLD,
 ) -> dict:
     """The reference's tracing, per prompt and per firing, from the firings of ``start``.
@@ -333,7 +423,9 @@ def trace_circuit(
         if mask is not None and tuple(mask.shape) != tuple(tokens.shape):
             raise CircuitInputError(f"{name} of shape {tuple(mask.shape)} must match the prompts {tuple(tokens.shape)}")
     with torch.no_grad():
-        firings = _all_firings(model, _cache_for_tracing(model, tokens), default_dest_mask(tokens), frac, attention_threshold)
+        firings = _all_firings(
+            model, _cache_for_tracing(model, tokens), default_dest_mask(tokens), frac, attention_threshold
+        )
     index = {key: {(int(b), int(d)): [] for b, d in zip(out["batch"], out["dest"])} for key, out in firings.items()}
     for key, out in firings.items():
         for i, (b, d) in enumerate(zip(out["batch"].tolist(), out["dest"].tolist())):
@@ -361,19 +453,29 @@ def trace_circuit(
                 name = out["names"][n]
                 edge = (name, f"L{key[0]}H{key[1]}", side, position, b)
                 if edge not in per_prompt:  # the reference counts an edge once per prompt
-                    per_prompt[edge] = {"weight": float(out[f"weight_{side}"][n, i]),
-                                        "contribution": float(out[f"contribution_{side}"][n, i]),
-                                        "fraction": float(out[f"contribution_{side}"][n, i] / out["score"][i])}
+                    per_prompt[edge] = {
+                        "weight": float(out[f"weight_{side}"][n, i]),
+                        "contribution": float(out[f"contribution_{side}"][n, i]),
+                        "fraction": float(out[f"contribution_{side}"][n, i] / out["score"][i]),
+                    }
                 upstream = (_parse(name)["source_layer"], _parse(name)["source_head"])
                 frontier += [(upstream, j) for j in index[upstream].get((b, position), [])]
-    return {"nodes": sorted({e[0] for e in per_prompt} | {e[1] for e in per_prompt} | {f"L{start[0]}H{start[1]}"}),
-            "edges": _aggregate_edges(per_prompt), "n_start_firings": int(keep.sum())}
+    return {
+        "nodes": sorted({e[0] for e in per_prompt} | {e[1] for e in per_prompt} | {f"L{start[0]}H{start[1]}"}),
+        "edges": _aggregate_edges(per_prompt),
+        "n_start_firings": int(keep.sum()),
+    }
 
 
 def _aggregate_edges(per_prompt: dict[tuple, dict]) -> list[dict]:
     if not per_prompt:
         return []
-    frame = pd.DataFrame([dict(zip(("source", "target", "side", "position", "prompt"), key)) | value for key, value in per_prompt.items()])
+    frame = pd.DataFrame(
+        [
+            dict(zip(("source", "target", "side", "position", "prompt"), key)) | value
+            for key, value in per_prompt.items()
+        ]
+    )
     grouped = frame.groupby(["source", "target", "side", "position"], sort=False)
     table = grouped[["weight", "contribution", "fraction"]].mean().assign(count=grouped.size()).reset_index()
     records = table.sort_values(["count", "weight"], ascending=False).to_dict("records")

@@ -45,13 +45,16 @@ def most_frequent_tokens(token_lists, n: int, exclude: set[int] = frozenset()) -
     return torch.tensor(ranked[:n], dtype=torch.long)
 
 
-def spans_from_pool(pool: Int[Tensor, "n"], n_rows: int, span: int, generator: torch.Generator) -> Int[Tensor, "rows span"]:
+def spans_from_pool(
+    pool: Int[Tensor, "n"], n_rows: int, span: int, generator: torch.Generator
+) -> Int[Tensor, "rows span"]:
     """``[n_rows, span]`` ids drawn uniformly (with replacement) from ``pool``."""
     return pool[torch.randint(0, len(pool), (n_rows, span), generator=generator)]
 
 
-def spans_from_windows(windows: Int[Tensor, "n ctx"], n_rows: int, span: int,
-                       generator: torch.Generator) -> Int[Tensor, "rows span"]:
+def spans_from_windows(
+    windows: Int[Tensor, "n ctx"], n_rows: int, span: int, generator: torch.Generator
+) -> Int[Tensor, "rows span"]:
     """``[n_rows, span]`` contiguous slices of text windows (position 0, the BOS, never included)."""
     if span > windows.shape[1] - 1:
         raise InputError(f"span {span} is longer than a text window of {windows.shape[1] - 1} tokens")
@@ -86,10 +89,12 @@ def repeat_loss(model, spans: Int[Tensor, "rows span"], bos: int) -> RepeatLoss:
     span = spans.shape[1]
     tokens = repeated(spans, bos).to(model.cfg.device)
     if tokens.shape[1] > model.cfg.n_ctx:
-        raise InputError(f"a repeated span of {span} needs {tokens.shape[1]} tokens; the model's context is {model.cfg.n_ctx}")
+        raise InputError(
+            f"a repeated span of {span} needs {tokens.shape[1]} tokens; the model's context is {model.cfg.n_ctx}"
+        )
     with torch.no_grad():
         losses: Float[Tensor, "rows pos-1"] = model(tokens, return_type="loss", loss_per_token=True)
     # loss index i predicts token i+1: first copy tokens 2..span sit at 2..span, second copy at span+2..2*span
     first = losses[:, 1:span].mean()
-    second = losses[:, span + 1: 2 * span].mean()
+    second = losses[:, span + 1 : 2 * span].mean()
     return RepeatLoss(float(first), float(second))

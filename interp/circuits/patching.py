@@ -60,7 +60,9 @@ def _corrupt_activations(model, corrupt: Tensor | dict[str, Tensor], names: list
 def _check_pair(model, clean: Tensor, corrupt) -> Tensor:
     clean = check_tokens(model, clean)
     if isinstance(corrupt, Tensor) and check_tokens(model, corrupt).shape != clean.shape:
-        raise CircuitInputError(f"clean {tuple(clean.shape)} and corrupted {tuple(corrupt.shape)} prompts must have the same shape")
+        raise CircuitInputError(
+            f"clean {tuple(clean.shape)} and corrupted {tuple(corrupt.shape)} prompts must have the same shape"
+        )
     return clean
 
 
@@ -103,7 +105,9 @@ def patch_heads(model, clean, corrupt, metric: Metric) -> Float[Tensor, "layer h
     return out
 
 
-def path_patch(model, clean, corrupt, metric: Metric, sides: tuple[str, ...] = SIDES) -> Float[Tensor, "side layer_a head_a layer_b head_b"]:
+def path_patch(
+    model, clean, corrupt, metric: Metric, sides: tuple[str, ...] = SIDES
+) -> Float[Tensor, "side layer_a head_a layer_b head_b"]:
     """Effect of sender head A's corrupted output reaching receiver head B only through B's q, k or v.
 
     B's input is recomputed from the clean residual plus A's output change (every other path frozen
@@ -132,8 +136,9 @@ def path_patch(model, clean, corrupt, metric: Metric, sides: tuple[str, ...] = S
                         patched = einops.einsum(normed, W, "b p d, h d dh -> b p h dh") + b
                         for g in range(W.shape[0]):  # a key/value head shared by a GQA group: one patch, its heads
                             hooks = [(get_act_name(side, lb), _replace(patched, (slice(None), slice(None), g)))]
-                            out[i, la, ha, lb, g * group:(g + 1) * group] = (
-                                metric(model.run_with_hooks(clean, fwd_hooks=hooks)) - base)
+                            out[i, la, ha, lb, g * group : (g + 1) * group] = (
+                                metric(model.run_with_hooks(clean, fwd_hooks=hooks)) - base
+                            )
     return out
 
 
@@ -172,8 +177,10 @@ def attribution_patching(model, clean, corrupt, metric: Metric, method: str = "a
     z = [get_act_name("z", l) for l in range(L)]
     source = _corrupt_activations(model, corrupt, resid + z)
     saved, grads = _gradients(model, clean, metric, resid + z)
-    out = {"residual": torch.stack([_effect(source[n], saved[n], grads[n], "b p d -> p") for n in resid]).cpu(),
-           "heads": torch.stack([_effect(source[n], saved[n], grads[n], "b p h dh -> h") for n in z]).cpu()}
+    out = {
+        "residual": torch.stack([_effect(source[n], saved[n], grads[n], "b p d -> p") for n in resid]).cpu(),
+        "heads": torch.stack([_effect(source[n], saved[n], grads[n], "b p h dh -> h") for n in z]).cpu(),
+    }
     if method == "atp*":
         out["heads"] = atp_star_heads(model, clean, {n: source[n] for n in z}, metric)
     return out
@@ -183,8 +190,9 @@ def _effect(source: Tensor, value: Tensor, grad: Tensor, reduce: str) -> Tensor:
     return einops.reduce((source - value) * grad, reduce, "sum")
 
 
-def _gradients(model, clean, metric: Metric, names: list[str], stop_attention: bool = False,
-               drop: tuple[str, ...] = ()) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def _gradients(
+    model, clean, metric: Metric, names: list[str], stop_attention: bool = False, drop: tuple[str, ...] = ()
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Values and metric gradients at ``names`` from one forward and backward pass.
 
     ``stop_attention``: every attention pattern becomes a leaf (its gradient is kept under
@@ -214,7 +222,9 @@ def _gradients(model, clean, metric: Metric, names: list[str], stop_attention: b
         logits = model.run_with_hooks(clean, fwd_hooks=hooks)
         metric(logits).backward()
     model.zero_grad(set_to_none=True)
-    return {n: v.detach() for n, v in saved.items()}, {n: v.grad if v.grad is not None else torch.zeros_like(v) for n, v in saved.items()}
+    return {n: v.detach() for n, v in saved.items()}, {
+        n: v.grad if v.grad is not None else torch.zeros_like(v) for n, v in saved.items()
+    }
 
 
 def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> Float[Tensor, "layer head"]:
@@ -239,7 +249,7 @@ def atp_star_heads(model, clean, source: dict[str, Tensor], metric: Metric) -> F
         for h in range(H):
             tangent = torch.zeros_like(delta)
             tangent[:, :, h] = delta[:, :, h]
-            changes = _forward_changes(model, clean, z[l], tangent, qk[2 * (l + 1):])
+            changes = _forward_changes(model, clean, z[l], tangent, qk[2 * (l + 1) :])
             for lb in range(l + 1, L):
                 attn = model.blocks[lb].attn
                 q, k = saved[qk[2 * lb]], saved[qk[2 * lb + 1]]
@@ -309,7 +319,13 @@ def atp_agreement(model, clean, corrupt, metric: Metric, scales: tuple[float, ..
         for method in ATP_METHODS:
             estimate = attribution_patching(model, clean, _with_residual(model, clean, edits), metric, method)["heads"]
             rows.append({"scale": scale, "method": method, **agreement(exact, estimate)})
-        rows.append({"scale": scale, "method": "graddrop", **agreement(exact.abs(), graddrop_heads(model, clean, edits, metric))})
+        rows.append(
+            {
+                "scale": scale,
+                "method": "graddrop",
+                **agreement(exact.abs(), graddrop_heads(model, clean, edits, metric)),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -51,11 +51,13 @@ def induction_prompts(model, n_prompts: int = 16, half_length: int = 20, seed: i
             f"induction prompts of {1 + 2 * half_length} tokens exceed the context of {model.cfg.n_ctx}; "
             f"use half_length <= {(model.cfg.n_ctx - 1) // 2}"
         )
-    bos = model.tokenizer.bos_token_id if model.tokenizer is not None and model.tokenizer.bos_token_id is not None else 0
+    bos = (
+        model.tokenizer.bos_token_id if model.tokenizer is not None and model.tokenizer.bos_token_id is not None else 0
+    )
     clean = repeated_random_tokens(n_prompts, half_length, low, high, bos, seed)
     other = repeated_random_tokens(n_prompts, half_length, low, high, bos, seed + 1)
     corrupt = clean.clone()
-    corrupt[:, 1: half_length + 1] = other[:, 1: half_length + 1]
+    corrupt[:, 1 : half_length + 1] = other[:, 1 : half_length + 1]
     return InductionPrompts(clean.to(model.cfg.device), corrupt.to(model.cfg.device), half_length)
 
 
@@ -67,8 +69,30 @@ IOI_TEMPLATES = (
     "Friends{A} and{B} found a {OBJECT} at the {PLACE}.{C} gave it to",
 )
 IOI_NAMES = (
-    "Mary", "John", "Alice", "Bob", "James", "Sarah", "Michael", "Anna", "Tom", "Kate", "Henry", "Richard",
-    "Edward", "Anne", "Romeo", "Juliet", "Hamlet", "Lear", "Paul", "Peter", "David", "Lucy", "Jane", "George",
+    "Mary",
+    "John",
+    "Alice",
+    "Bob",
+    "James",
+    "Sarah",
+    "Michael",
+    "Anna",
+    "Tom",
+    "Kate",
+    "Henry",
+    "Richard",
+    "Edward",
+    "Anne",
+    "Romeo",
+    "Juliet",
+    "Hamlet",
+    "Lear",
+    "Paul",
+    "Peter",
+    "David",
+    "Lucy",
+    "Jane",
+    "George",
 )
 IOI_PLACES = ("store", "garden", "school", "market", "house", "church")
 IOI_OBJECTS = ("ring", "book", "drink", "letter", "flower", "kiss")
@@ -77,11 +101,56 @@ IOI_OBJECTS = ("ring", "book", "drink", "letter", "flower", "kiss")
 # Its training phase uses the train names and templates only; the held-out ones measure whether it
 # learned a general name mover rather than the names.
 DEMO_IOI_NAMES = (
-    "Achilles", "Angelo", "Anne", "Antonio", "Antony", "Bardolph", "Bolingbroke", "Brutus", "Buckingham",
-    "Caesar", "Capulet", "Cassio", "Cassius", "Clarence", "Claudio", "Clifford", "Edward", "Falstaff", "Ford",
-    "Gloucester", "Hamlet", "Harry", "Hector", "Helen", "Henry", "Hero", "Iago", "Jack", "John", "Juliet",
-    "Kate", "Kent", "Lucius", "Macbeth", "Marcius", "Margaret", "Paris", "Percy", "Pompey", "Richard",
-    "Romeo", "Somerset", "Suffolk", "Talbot", "Timon", "Troilus", "Valentine", "Warwick", "William", "York",
+    "Achilles",
+    "Angelo",
+    "Anne",
+    "Antonio",
+    "Antony",
+    "Bardolph",
+    "Bolingbroke",
+    "Brutus",
+    "Buckingham",
+    "Caesar",
+    "Capulet",
+    "Cassio",
+    "Cassius",
+    "Clarence",
+    "Claudio",
+    "Clifford",
+    "Edward",
+    "Falstaff",
+    "Ford",
+    "Gloucester",
+    "Hamlet",
+    "Harry",
+    "Hector",
+    "Helen",
+    "Henry",
+    "Hero",
+    "Iago",
+    "Jack",
+    "John",
+    "Juliet",
+    "Kate",
+    "Kent",
+    "Lucius",
+    "Macbeth",
+    "Marcius",
+    "Margaret",
+    "Paris",
+    "Percy",
+    "Pompey",
+    "Richard",
+    "Romeo",
+    "Somerset",
+    "Suffolk",
+    "Talbot",
+    "Timon",
+    "Troilus",
+    "Valentine",
+    "Warwick",
+    "William",
+    "York",
 )
 DEMO_IOI_HELD_OUT_NAMES = DEMO_IOI_NAMES[2::4]  # every fourth name, spread over the alphabet
 DEMO_IOI_TRAIN_NAMES = tuple(name for name in DEMO_IOI_NAMES if name not in DEMO_IOI_HELD_OUT_NAMES)
@@ -112,28 +181,85 @@ DEMO_IOI_FINAL_TEST_TEMPLATES = (
 # No opener, clause, join or action of the held-out templates ("Once", "had reached", "offered", "In the",
 # "spoke long", "at last", "Ere dawn", "left the", "; later", "passed", "dined", ", but", "refused to pass")
 # is among the pieces.
-DEMO_IOI_OPENERS = ("When", "Then", "After", "While", "Now", "As", "Because", "Before", "So", "Later,",
-                    "At the {PLACE},", "Outside the {PLACE},", "That night,")
-DEMO_IOI_CLAUSES = ("went to the {PLACE}", "came to the {PLACE}", "walked to the {PLACE}", "met in the {PLACE}",
-                    "were at the {PLACE}", "stood in the {PLACE}", "rode to the {PLACE}", "sat in the {PLACE}",
-                    "talked for hours", "were waiting", "laughed together", "argued loudly", "ate and drank")
-DEMO_IOI_FILLERS = ("", "", "", " that night", " at dawn", " in haste", " after supper", " with the king",
-                    " for a while", " again", " in the rain", " with their friends")
+DEMO_IOI_OPENERS = (
+    "When",
+    "Then",
+    "After",
+    "While",
+    "Now",
+    "As",
+    "Because",
+    "Before",
+    "So",
+    "Later,",
+    "At the {PLACE},",
+    "Outside the {PLACE},",
+    "That night,",
+)
+DEMO_IOI_CLAUSES = (
+    "went to the {PLACE}",
+    "came to the {PLACE}",
+    "walked to the {PLACE}",
+    "met in the {PLACE}",
+    "were at the {PLACE}",
+    "stood in the {PLACE}",
+    "rode to the {PLACE}",
+    "sat in the {PLACE}",
+    "talked for hours",
+    "were waiting",
+    "laughed together",
+    "argued loudly",
+    "ate and drank",
+)
+DEMO_IOI_FILLERS = (
+    "",
+    "",
+    "",
+    " that night",
+    " at dawn",
+    " in haste",
+    " after supper",
+    " with the king",
+    " for a while",
+    " again",
+    " in the rain",
+    " with their friends",
+)
 DEMO_IOI_JOINS = (",", ", and", ". Then", "; then", ", where", ". Soon", ". Afterwards,", ". Later")
-DEMO_IOI_ACTIONS = ("gave a {OBJECT} to", "gave the {OBJECT} to", "sent a {OBJECT} to", "brought a {OBJECT} to",
-                    "handed a {OBJECT} to", "threw the {OBJECT} to", "showed the {OBJECT} to", "lent a {OBJECT} to",
-                    "gave his {OBJECT} to", "said goodbye to", "wrote a letter to", "gave it to",
-                    # longer and multi-token verbs: the repeated name sits at varying distances from the end
-                    "quickly gave a {OBJECT} to", "then handed the {OBJECT} to", "at once sent a {OBJECT} to",
-                    "gave a fine {OBJECT} to", "handed over the {OBJECT} to", "sent the {OBJECT} back to",
-                    "delivered a {OBJECT} to", "presented the {OBJECT} to", "returned the {OBJECT} to",
-                    "gave a small {OBJECT} and a kiss to", "bestowed a {OBJECT} on")
+DEMO_IOI_ACTIONS = (
+    "gave a {OBJECT} to",
+    "gave the {OBJECT} to",
+    "sent a {OBJECT} to",
+    "brought a {OBJECT} to",
+    "handed a {OBJECT} to",
+    "threw the {OBJECT} to",
+    "showed the {OBJECT} to",
+    "lent a {OBJECT} to",
+    "gave his {OBJECT} to",
+    "said goodbye to",
+    "wrote a letter to",
+    "gave it to",
+    # longer and multi-token verbs: the repeated name sits at varying distances from the end
+    "quickly gave a {OBJECT} to",
+    "then handed the {OBJECT} to",
+    "at once sent a {OBJECT} to",
+    "gave a fine {OBJECT} to",
+    "handed over the {OBJECT} to",
+    "sent the {OBJECT} back to",
+    "delivered a {OBJECT} to",
+    "presented the {OBJECT} to",
+    "returned the {OBJECT} to",
+    "gave a small {OBJECT} and a kiss to",
+    "bestowed a {OBJECT} on",
+)
 
 
 def random_demo_ioi_template(rng: random.Random) -> str:
     """A training template assembled from the pieces above (never a held-out template)."""
-    return (f"{rng.choice(DEMO_IOI_OPENERS)}{{A}} and{{B}} {rng.choice(DEMO_IOI_CLAUSES)}"
-            f"{rng.choice(DEMO_IOI_FILLERS)}{rng.choice(DEMO_IOI_JOINS)}{{C}} {rng.choice(DEMO_IOI_ACTIONS)}")
+    return (
+        f"{rng.choice(DEMO_IOI_OPENERS)}{{A}} and{{B}} {rng.choice(DEMO_IOI_CLAUSES)}"
+        f"{rng.choice(DEMO_IOI_FILLERS)}{rng.choice(DEMO_IOI_JOINS)}{{C}} {rng.choice(DEMO_IOI_ACTIONS)}"
+    )
 
 
 DEMO_IOI_PLACES = ("court", "palace", "church", "field", "house", "castle", "garden", "tower")
@@ -152,8 +278,8 @@ class IOIPrompts:
     end: Int[Tensor, "batch"]
     io: Int[Tensor, "batch"]
     subject: Int[Tensor, "batch"]
-    abba: Bool[Tensor, "batch"]            # True where IO comes first (A B ... B -> A)
-    corrupt_io: Int[Tensor, "batch"]       # the counterfactual prompt's answer and subject
+    abba: Bool[Tensor, "batch"]  # True where IO comes first (A B ... B -> A)
+    corrupt_io: Int[Tensor, "batch"]  # the counterfactual prompt's answer and subject
     corrupt_subject: Int[Tensor, "batch"]
 
     def metric(self) -> Metric:
@@ -166,10 +292,17 @@ def single_token_names(tokenizer, names: tuple[str, ...] = IOI_NAMES) -> list[st
     return [name for name in names if len(tokenizer.encode(" " + name, add_special_tokens=False)) == 1]
 
 
-def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str, ...] = IOI_TEMPLATES,
-                names: tuple[str, ...] | None = None, counterfactual: str = "abc",
-                places: tuple[str, ...] = IOI_PLACES, objects: tuple[str, ...] = IOI_OBJECTS,
-                order: str = "random") -> IOIPrompts:
+def ioi_prompts(
+    model,
+    n_prompts: int = 16,
+    seed: int = 0,
+    templates: tuple[str, ...] = IOI_TEMPLATES,
+    names: tuple[str, ...] | None = None,
+    counterfactual: str = "abc",
+    places: tuple[str, ...] = IOI_PLACES,
+    objects: tuple[str, ...] = IOI_OBJECTS,
+    order: str = "random",
+) -> IOIPrompts:
     """IOI prompts for ``model``'s tokenizer, half ABBA, half BABA, each with a counterfactual.
 
     ``order``: ``random`` shuffles which prompts are ABBA; ``alternate`` makes prompt i ABBA when i is
@@ -193,7 +326,8 @@ def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str,
         split = [name for name in names if name not in usable]
         if split:
             raise CircuitInputError(
-                f"IOI names must be single tokens (after a space) for this tokenizer; these are not: {split}")
+                f"IOI names must be single tokens (after a space) for this tokenizer; these are not: {split}"
+            )
     if len(usable) < 3:
         raise CircuitInputError(
             f"only {len(usable)} single-token names ({usable}); IOI needs at least 3: "
@@ -229,13 +363,29 @@ def ioi_prompts(model, n_prompts: int = 16, seed: int = 0, templates: tuple[str,
         raise CircuitInputError("a counterfactual prompt tokenised to a different length; use single-token names")
     device = model.cfg.device
     ids = torch.tensor([[_name_id(model.tokenizer, name) for name in row] for row in answers], device=device)
-    return IOIPrompts(texts, corrupt_texts, clean, corrupt, end.to(device), ids[:, 0], ids[:, 1],
-                      torch.tensor(abba, device=device), ids[:, 2], ids[:, 3])
+    return IOIPrompts(
+        texts,
+        corrupt_texts,
+        clean,
+        corrupt,
+        end.to(device),
+        ids[:, 0],
+        ids[:, 1],
+        torch.tensor(abba, device=device),
+        ids[:, 2],
+        ids[:, 3],
+    )
 
 
-def demo_ioi_prompts(model, n_prompts: int = 64, seed: int = 0, held_out_names: bool = True,
-                     held_out_templates: bool = False, counterfactual: str = "abc",
-                     template: int | None = None) -> IOIPrompts:
+def demo_ioi_prompts(
+    model,
+    n_prompts: int = 64,
+    seed: int = 0,
+    held_out_names: bool = True,
+    held_out_templates: bool = False,
+    counterfactual: str = "abc",
+    template: int | None = None,
+) -> IOIPrompts:
     """The demo model's IOI task: its held-out (default) or training names, on its training (default) or
     held-out templates. The demo model solves held-out names on the training templates (99.6 %) and on
     the held-out templates (91.9 % on average; ``weights/circuit.json`` has each template's figure).
@@ -248,7 +398,9 @@ def demo_ioi_prompts(model, n_prompts: int = 64, seed: int = 0, held_out_names: 
     places, objects = DEMO_IOI_PLACES, DEMO_IOI_OBJECTS
     if template is not None:
         if not 0 <= template < len(templates):
-            raise CircuitInputError(f"template {template} out of range: there are {len(templates)} (0..{len(templates) - 1})")
+            raise CircuitInputError(
+                f"template {template} out of range: there are {len(templates)} (0..{len(templates) - 1})"
+            )
         templates = (templates[template],)
         places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (places, objects))
     return ioi_prompts(model, n_prompts, seed, templates, names, counterfactual, places, objects)
@@ -295,9 +447,15 @@ def _pad(model, texts: list[str]) -> tuple[Tensor, Tensor]:
     return tokens.to(model.cfg.device), torch.tensor([len(row) - 1 for row in rows])
 
 
-def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] = DEMO_IOI_HELD_OUT_NAMES,
-             template: str = DEMO_IOI_TRAIN_TEMPLATES[0], places: tuple[str, ...] = DEMO_IOI_PLACES,
-             objects: tuple[str, ...] = DEMO_IOI_OBJECTS):
+def ioi_task(
+    model,
+    n_prompts: int = 256,
+    seed: int = 0,
+    names: tuple[str, ...] = DEMO_IOI_HELD_OUT_NAMES,
+    template: str = DEMO_IOI_TRAIN_TEMPLATES[0],
+    places: tuple[str, ...] = DEMO_IOI_PLACES,
+    objects: tuple[str, ...] = DEMO_IOI_OBJECTS,
+):
     """The IOI task for principled evaluation (Makelov et al.): one template, attributes ``IO`` and ``S``
     (indices into ``names``) and ``position`` (0: ABBA, 1: BABA), read at END.
 
@@ -309,7 +467,9 @@ def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] 
     _check_count(n_prompts)
     split = [name for name in names if name not in single_token_names(model.tokenizer, names)]
     if split:
-        raise CircuitInputError(f"IOI names must be single tokens (after a space) for this tokenizer; these are not: {split}")
+        raise CircuitInputError(
+            f"IOI names must be single tokens (after a space) for this tokenizer; these are not: {split}"
+        )
     places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (places, objects))
     if len(names) < 4 or not places or not objects:
         raise CircuitInputError("the IOI task needs at least 4 names and one single-token place and object")
@@ -317,7 +477,9 @@ def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] 
     rows = []  # (io, s, order, fill, new_io, new_s)
     for _ in range(n_prompts):
         io, s, new_io, new_s = rng.sample(range(len(names)), 4)
-        rows.append((io, s, rng.randrange(2), dict(PLACE=rng.choice(places), OBJECT=rng.choice(objects)), new_io, new_s))
+        rows.append(
+            (io, s, rng.randrange(2), dict(PLACE=rng.choice(places), OBJECT=rng.choice(objects)), new_io, new_s)
+        )
 
     def text(io: int, s: int, order: int, fill: dict) -> str:
         pair = (names[io], names[s]) if order == 0 else (names[s], names[io])
@@ -334,12 +496,22 @@ def ioi_task(model, n_prompts: int = 256, seed: int = 0, names: tuple[str, ...] 
     for attr, texts in variants.items():
         cf_tokens = aligned_tokens(model, texts)
         if cf_tokens.shape != tokens.shape:
-            raise CircuitInputError(f"the '{attr}' counterfactuals tokenize to {tuple(cf_tokens.shape)}, "
-                                    f"the prompts to {tuple(tokens.shape)}")
+            raise CircuitInputError(
+                f"the '{attr}' counterfactuals tokenize to {tuple(cf_tokens.shape)}, "
+                f"the prompts to {tuple(tokens.shape)}"
+            )
         counterfactuals[attr] = Counterfactual(cf_tokens.to(model.cfg.device), torch.tensor(new_labels[attr]))
     ids = torch.tensor([_name_id(model.tokenizer, name) for name in names])
-    labels = {"IO": torch.tensor([r[0] for r in rows]), "S": torch.tensor([r[1] for r in rows]),
-              "position": torch.tensor([r[2] for r in rows])}
-    return Task(tokens.to(model.cfg.device), labels, {"IO": ids, "S": ids, "position": torch.arange(2)},
-                ids[labels["IO"]].to(model.cfg.device), ids[labels["S"]].to(model.cfg.device),
-                counterfactuals=counterfactuals)
+    labels = {
+        "IO": torch.tensor([r[0] for r in rows]),
+        "S": torch.tensor([r[1] for r in rows]),
+        "position": torch.tensor([r[2] for r in rows]),
+    }
+    return Task(
+        tokens.to(model.cfg.device),
+        labels,
+        {"IO": ids, "S": ids, "position": torch.arange(2)},
+        ids[labels["IO"]].to(model.cfg.device),
+        ids[labels["S"]].to(model.cfg.device),
+        counterfactuals=counterfactuals,
+    )

@@ -252,13 +252,25 @@ class ExampleArrays:
         self.left = left
         self.feature = frame["feature"].to_numpy()
         ctx = len(frame["context_ids"].iloc[0]) if len(frame) else left + 1
-        self.ids = np.stack(frame["context_ids"].to_numpy()).astype(np.int64) if len(frame) else np.zeros((0, ctx), np.int64)
-        self.acts = np.stack(frame["context_acts"].to_numpy()).astype(np.float32) if len(frame) else np.zeros((0, ctx), np.float32)
+        self.ids = (np.stack(frame["context_ids"].to_numpy()).astype(np.int64) if len(frame)
+                    else np.zeros((0, ctx), np.int64))
+        self.acts = (
+            np.stack(frame["context_acts"].to_numpy()).astype(np.float32)
+            if len(frame)
+            else np.zeros((0, ctx), np.float32)
+        )
         self.set = frame["set"].to_numpy().astype(str)
         self.sequence, self.position = frame["sequence"].to_numpy(), frame["position"].to_numpy()
         self.band = frame["band"].to_numpy()
 
     def feature_examples(self, feature: int) -> FeatureExamples:
         lo, hi = np.searchsorted(self.feature, feature, "left"), np.searchsorted(self.feature, feature, "right")
-        return FeatureExamples(self.ids[lo:hi], self.acts[lo:hi], self.set[lo:hi], self.sequence[lo:hi],
-                               self.position[lo:hi], self.band[lo:hi], self.left)
+        return FeatureExamples(
+            self.ids[lo:hi],
+            self.acts[lo:hi],
+            self.set[lo:hi],
+            self.sequence[lo:hi],
+            self.position[lo:hi],
+            self.band[lo:hi],
+            self.left,
+        )

@@ -71,11 +71,19 @@ class Explainer:
                "baseline_features": []}
         status = self.status[feature]
         if status == DEAD:
-            return {**row, "explanation": f"dead: never fired in {self.n_tokens:,} tokens", "rule": Rule("never").to_json(),
-                    "family": "never"}
+            return {
+                **row,
+                "explanation": f"dead: never fired in {self.n_tokens:,} tokens",
+                "rule": Rule("never").to_json(),
+                "family": "never",
+            }
         if status == TOO_RARE:
-            return {**row, "explanation": f"too rare to explain ({row['n_fires']} firings in {self.n_tokens:,} tokens)",
-                    "rule": "", "family": ""}
+            return {
+                **row,
+                "explanation": f"too rare to explain ({row['n_fires']} firings in {self.n_tokens:,} tokens)",
+                "rule": "",
+                "family": "",
+            }
         explanation, held = self.explanation(feature), self.held_out(feature)
         seed = self.config.seed + feature
         scores = score_rule(explanation.rule, held, self.vocab, seed)
@@ -84,8 +92,15 @@ class Explainer:
         for s in SCORES:
             values = [b[s] for b in baselines if not math.isnan(b[s])]
             row[f"baseline_{s}"] = float(np.mean(values)) if values else math.nan
-        return {**row, **scores, "fit": explanation.fit, "explanation": explanation.text,
-                "rule": explanation.rule.to_json(), "family": explanation.rule.family, "baseline_features": partners}
+        return {
+            **row,
+            **scores,
+            "fit": explanation.fit,
+            "explanation": explanation.text,
+            "rule": explanation.rule.to_json(),
+            "family": explanation.rule.family,
+            "baseline_features": partners,
+        }
 
     def rows(self, features) -> pd.DataFrame:
         return pd.DataFrame([self.row(int(f)) for f in features])

@@ -166,7 +166,8 @@ def _blocks(rows: Tensor, chunk: TokenChunk, unit: str, window: int) -> tuple[Te
     or its sequence) and the chunk's number of blocks."""
     if unit == "token":
         return rows, len(chunk.sequence)
-    key = chunk.sequence if unit == "sequence" else chunk.sequence * (chunk.position.max() + 1) + chunk.position // window
+    key = (chunk.sequence if unit == "sequence"
+           else chunk.sequence * (chunk.position.max() + 1) + chunk.position // window)
     _, block = torch.unique_consecutive(key, return_inverse=True)
     return block[rows], int(block.max()) + 1
 
@@ -191,9 +192,20 @@ class CooccurrenceCounter:
     about twice it). Use as a context manager (or call ``close``) so the spill file goes on error too;
     ``result`` closes it."""
 
-    def __init__(self, unit: str, window: int, d_sae: int, device, dense_max: int, keep_all: int, keep_top: int,
-                 host_max: int = 32_768, pass_bytes: int = 1 << 30, progress: bool = False,
-                 spill_dir: str | None = None):
+    def __init__(
+        self,
+        unit: str,
+        window: int,
+        d_sae: int,
+        device,
+        dense_max: int,
+        keep_all: int,
+        keep_top: int,
+        host_max: int = 32_768,
+        pass_bytes: int = 1 << 30,
+        progress: bool = False,
+        spill_dir: str | None = None,
+    ):
         self.unit, self.window, self.d_sae, self.device = unit, window, d_sae, device
         self.mode = "dense" if d_sae <= dense_max else "host" if d_sae <= host_max else "spill"
         self.keep_all, self.keep_top, self.pass_bytes, self.progress = keep_all, keep_top, pass_bytes, progress
@@ -220,8 +232,10 @@ class CooccurrenceCounter:
         if self.mode == "dense":
             return f"set a lower dense_cooccurrence_max (now {self.dense_max:,}) to count in host memory"
         if self.mode == "host":
-            return (f"set host_cooccurrence_max below d_sae (now {self.host_max:,}) to count in passes of "
-                    f"cooccurrence_pass_bytes ({self.pass_bytes:,})")
+            return (
+                f"set host_cooccurrence_max below d_sae (now {self.host_max:,}) to count in passes of "
+                f"cooccurrence_pass_bytes ({self.pass_bytes:,})"
+            )
         return f"set a lower cooccurrence_pass_bytes (now {self.pass_bytes:,}) to count in more, smaller passes"
 
     def add(self, rows: Int[Tensor, "nnz"], feats: Int[Tensor, "nnz"], chunk: TokenChunk) -> None:
@@ -262,7 +276,7 @@ class CooccurrenceCounter:
         matrix = allocate_counts(rows_per_pass, self.d_sae, torch.int32, "cpu", self._advice())  # one for all passes
         for r0 in range(0, self.d_sae, rows_per_pass):
             r1 = min(r0 + rows_per_pass, self.d_sae)
-            counts = matrix[:r1 - r0].zero_()
+            counts = matrix[: r1 - r0].zero_()
             for start, count, n in self.chunks:
                 entries = self._spilled(start, count)
                 add_pairs(counts, pair_counts(entries[:, 0], entries[:, 1], n, self.d_sae, r0, r1))
@@ -278,8 +292,9 @@ class CooccurrenceCounter:
             if self.counts is None and not self.chunks:  # no chunk was added
                 return None
             prune_block = max(1, min(2048, self.pass_bytes // (PRUNE_BYTES_PER_ENTRY * self.d_sae)))
-            with tqdm(total=self.d_sae, desc=f"co-occurrence ({self.mode})", unit="feature",
-                      disable=not self.progress) as bar:
+            with tqdm(
+                total=self.d_sae, desc=f"co-occurrence ({self.mode})", unit="feature", disable=not self.progress
+            ) as bar:
                 if self.mode == "spill":
                     blocks = self._passes(prune_block)
                 else:
@@ -302,5 +317,3 @@ def cooccurrence_table(counts: sp.csr_matrix, n_fires: np.ndarray, n_blocks: int
     frame = frame.sort_values(["feature", "phi", "other"], ascending=[True, False, True])
     frame["rank"] = frame.groupby("feature").cumcount()
     return frame[frame["rank"] < k].reset_index(drop=True)
-
-

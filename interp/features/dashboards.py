@@ -253,38 +253,61 @@ def dashboard_tables(data: DashboardData, W_dec: Float[Tensor, "d_sae d_in"], de
     order, band = quantile_order(data.sample, cfg.n_bands)
     quantile = _example_rows(data.sample, "quantile", order, band, cfg.left, decode)
     center_ids = data.top.context_ids[:, cfg.left, :]
-    table = pd.DataFrame({
-        "feature": features, "label": auto_labels(center_ids, data.top.value, decode),
-        "n_fires": fires, "frequency": fires / data.n_tokens, "log10_frequency": np.log10(np.maximum(fires, 1e-9) / data.n_tokens),
-        "mean_activation": (data.act_sum / data.fires.clamp_min(1)).numpy(), "max_activation": data.act_max.numpy(),
-        "top_token_ids": center_ids.T.tolist(),
-    })
+    table = pd.DataFrame(
+        {
+            "feature": features,
+            "label": auto_labels(center_ids, data.top.value, decode),
+            "n_fires": fires,
+            "frequency": fires / data.n_tokens,
+            "log10_frequency": np.log10(np.maximum(fires, 1e-9) / data.n_tokens),
+            "mean_activation": (data.act_sum / data.fires.clamp_min(1)).numpy(),
+            "max_activation": data.act_max.numpy(),
+            "top_token_ids": center_ids.T.tolist(),
+        }
+    )
     edges = np.logspace(*cfg.log10_range, cfg.n_bins + 1)
     hist = data.histogram.numpy()
     f, b = np.nonzero(hist)
     tables = {
-        "features": table, "examples": pd.concat([top, quantile], ignore_index=True),
-        "histograms": pd.DataFrame({"feature": f, "bin": b, "bin_left": edges[b], "bin_right": edges[b + 1],
-                                    "count": hist[f, b]}),
+        "features": table,
+        "examples": pd.concat([top, quantile], ignore_index=True),
+        "histograms": pd.DataFrame(
+            {"feature": f, "bin": b, "bin_left": edges[b], "bin_right": edges[b + 1], "count": hist[f, b]}
+        ),
     }
     cos, ids = nearest_features(W_dec, n_neighbours)
     k = cos.shape[1]
-    tables["neighbours"] = pd.DataFrame({"feature": np.repeat(features, k), "rank": np.tile(np.arange(k), d_sae),
-                                         "other": ids.flatten().numpy(), "cosine": cos.flatten().numpy()})
+    tables["neighbours"] = pd.DataFrame(
+        {
+            "feature": np.repeat(features, k),
+            "rank": np.tile(np.arange(k), d_sae),
+            "other": ids.flatten().numpy(),
+            "cosine": cos.flatten().numpy(),
+        }
+    )
     if W_U is not None:
         pv, pi, nv, ni = logit_effects(W_dec, W_U, cfg.n_logits)
         rows = []
         for sign, values, ids in (("positive", pv, pi), ("negative", nv, ni)):
             k = values.shape[1]
             vocab = {t: decode(t) for t in torch.unique(ids).tolist()}
-            rows.append(pd.DataFrame({"feature": np.repeat(features, k), "sign": sign,
-                                      "rank": np.tile(np.arange(k), d_sae), "token_id": ids.flatten().numpy(),
-                                      "token": [vocab[t] for t in ids.flatten().tolist()],
-                                      "logit": values.flatten().numpy()}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "feature": np.repeat(features, k),
+                        "sign": sign,
+                        "rank": np.tile(np.arange(k), d_sae),
+                        "token_id": ids.flatten().numpy(),
+                        "token": [vocab[t] for t in ids.flatten().tolist()],
+                        "logit": values.flatten().numpy(),
+                    }
+                )
+            )
         tables["logits"] = pd.concat(rows, ignore_index=True)
         positive = tables["logits"].query("sign == 'positive'").groupby("feature")["token"].apply(list)
         table["top_logit_tokens"] = positive.reindex(features).tolist()
     if data.cooccurrence is not None:
-        tables["cooccurrence"] = cooccurrence_table(data.cooccurrence, data.cooccurrence.diagonal(),
-                                                    data.n_blocks, n_cooccurring)
+        tables["cooccurrence"] = cooccurrence_table(
+            data.cooccurrence, data.cooccurrence.diagonal(), data.n_blocks, n_cooccurring
+        )
     return tables

@@ -128,11 +128,18 @@ def crystal_clusters(points: Float[np.ndarray, "n d"], n_clusters: int | None = 
     labels, centroids = axial_kmeans(diffs, min(k, len(diffs)), seed)
     cos = (unit(diffs) * centroids[labels]).sum(1)
     a, b = np.where(cos >= 0, pairs[:, 0], pairs[:, 1]), np.where(cos >= 0, pairs[:, 1], pairs[:, 0])
-    return pd.DataFrame({"a": a, "b": b, "cluster": labels, "cosine": np.abs(cos), "length": np.linalg.norm(diffs, axis=1)})
+    return pd.DataFrame({"a": a, "b": b, "cluster": labels, "cosine": np.abs(cos),
+                         "length": np.linalg.norm(diffs, axis=1)})
 
 
-def crystal_search(points: Float[np.ndarray, "n d"], projection: Float[np.ndarray, "d k"] | None = None,
-                   n_neighbours: int = 8, top: int = 50, n_clusters: int | None = None, seed: int = 0) -> pd.DataFrame:
+def crystal_search(
+    points: Float[np.ndarray, "n d"],
+    projection: Float[np.ndarray, "d k"] | None = None,
+    n_neighbours: int = 8,
+    top: int = 50,
+    n_clusters: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Quadruples ``(a, b, c, d)`` with ``p_a - p_b ~ p_c - p_d`` from the crystal clusters, best first.
 
     Within each cluster every pair is matched to its nearest other pair sharing no point.
@@ -157,7 +164,7 @@ def crystal_search(points: Float[np.ndarray, "n d"], projection: Float[np.ndarra
                 seen.add((min(i, j), max(i, j), cluster))
                 mean_len = (np.linalg.norm(diffs[i]) + np.linalg.norm(diffs[j])) / 2
                 error = np.linalg.norm(diffs[i] - diffs[j]) / max(mean_len, 1e-12)
-                cos = abs(float((unit(diffs[i:i + 1]) @ unit(diffs[j:j + 1]).T)[0, 0]))
+                cos = abs(float((unit(diffs[i : i + 1]) @ unit(diffs[j : j + 1]).T)[0, 0]))
                 rows.append((*ab[i], *ab[j], int(cluster), error, cos))
                 break
     frame = pd.DataFrame(rows, columns=["a", "b", "c", "d", "cluster", "parallelogram_error", "trapezoid_cosine"])
@@ -165,6 +172,7 @@ def crystal_search(points: Float[np.ndarray, "n d"], projection: Float[np.ndarra
 
 
 # ---- lobes ------------------------------------------------------------------------------------
+
 
 def affinities(counts: sp.spmatrix | np.ndarray, n_blocks: int, kind: str = "phi") -> Float[np.ndarray, "n n"]:
     """Co-occurrence affinity from block counts (diagonal = blocks where each feature fires)."""
@@ -195,8 +203,9 @@ def spectral_maps(affinity: Float[np.ndarray, "n n"], n_components: int, seed: i
     return spectral_embedding(a, n_components=n_components, random_state=np.random.RandomState(seed), drop_first=False)
 
 
-def spectral_labels(affinity: Float[np.ndarray, "n n"], k: int, seed: int = 0,
-                    maps: Float[np.ndarray, "n c"] | None = None) -> Int[np.ndarray, "n"]:
+def spectral_labels(
+    affinity: Float[np.ndarray, "n n"], k: int, seed: int = 0, maps: Float[np.ndarray, "n c"] | None = None
+) -> Int[np.ndarray, "n"]:
     """Spectral clustering of a precomputed affinity, as ``SpectralClustering(k, assign_labels="cluster_qr")``;
     ``maps`` (``spectral_maps`` with ``>= k`` components) reuses one eigen-decomposition for several ``k``: the
     ARPACK solves (LU factorisations of the n x n Laplacian) were most of geometry's time."""
@@ -204,8 +213,9 @@ def spectral_labels(affinity: Float[np.ndarray, "n n"], k: int, seed: int = 0,
     return cluster_qr(maps[:, :k])
 
 
-def geometric_labels(W_dec: Float[np.ndarray, "n d"], k: int, seed: int = 0,
-                     maps: Float[np.ndarray, "n c"] | None = None) -> Int[np.ndarray, "n"]:
+def geometric_labels(
+    W_dec: Float[np.ndarray, "n d"], k: int, seed: int = 0, maps: Float[np.ndarray, "n c"] | None = None
+) -> Int[np.ndarray, "n"]:
     """Spectral clusters of decoder directions by cosine similarity."""
     if maps is None:
         u = unit(W_dec)
@@ -213,8 +223,9 @@ def geometric_labels(W_dec: Float[np.ndarray, "n d"], k: int, seed: int = 0,
     return spectral_labels(None, k, seed, maps)
 
 
-def lobe_agreement(functional: Int[np.ndarray, "n"], geometric: Int[np.ndarray, "n"], n_null: int = 200,
-                   seed: int = 0) -> dict[str, float]:
+def lobe_agreement(
+    functional: Int[np.ndarray, "n"], geometric: Int[np.ndarray, "n"], n_null: int = 200, seed: int = 0
+) -> dict[str, float]:
     """AMI between two partitions and its z-score against label-shuffled partitions.
 
     AMI is already chance-adjusted (null mean ~0); the shuffles give the spread for the z-score.
@@ -222,12 +233,17 @@ def lobe_agreement(functional: Int[np.ndarray, "n"], geometric: Int[np.ndarray, 
     rng = np.random.default_rng(seed)
     ami = adjusted_mutual_info_score(functional, geometric)
     null = np.array([adjusted_mutual_info_score(rng.permutation(functional), geometric) for _ in range(n_null)])
-    return {"ami": float(ami), "null_mean": float(null.mean()), "null_std": float(null.std()),
-            "z": float((ami - null.mean()) / max(null.std(), 1e-12))}
+    return {
+        "ami": float(ami),
+        "null_mean": float(null.mean()),
+        "null_std": float(null.std()),
+        "z": float((ami - null.mean()) / max(null.std(), 1e-12)),
+    }
 
 
-def geometry_predicts_lobes(W_dec: Float[np.ndarray, "n d"], lobes: Int[np.ndarray, "n"], folds: int = 5,
-                            seed: int = 0) -> dict[str, float]:
+def geometry_predicts_lobes(
+    W_dec: Float[np.ndarray, "n d"], lobes: Int[np.ndarray, "n"], folds: int = 5, seed: int = 0
+) -> dict[str, float]:
     """The paper's second check: logistic regression from unit decoder vectors to the co-occurrence
     lobe, cross-validated balanced accuracy beside chance (1 / number of lobes)."""
     from sklearn.linear_model import LogisticRegression
@@ -239,12 +255,15 @@ def geometry_predicts_lobes(W_dec: Float[np.ndarray, "n d"], lobes: Int[np.ndarr
     if len(classes) < 2 or folds < 2:
         return {"balanced_accuracy": float("nan"), "chance": 1 / max(len(classes), 1)}
     split = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    scores = cross_val_score(LogisticRegression(max_iter=2000), unit(W_dec), lobes, cv=split, scoring="balanced_accuracy")
+    scores = cross_val_score(
+        LogisticRegression(max_iter=2000), unit(W_dec), lobes, cv=split, scoring="balanced_accuracy"
+    )
     return {"balanced_accuracy": float(scores.mean()), "chance": 1 / len(classes)}
 
 
-def lobe_table(counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3, 4, 5), seed: int = 0,
-               n_null: int = 20) -> pd.DataFrame:
+def lobe_table(
+    counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3, 4, 5), seed: int = 0, n_null: int = 20
+) -> pd.DataFrame:
     """Per number of clusters and affinity: AMI of co-occurrence lobes with geometric clusters and the
     logistic-regression accuracy of predicting the lobe from the decoder vector."""
     rows, u = [], unit(W_dec)
@@ -254,12 +273,19 @@ def lobe_table(counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3,
         geo = geometric_labels(W_dec, k, seed, geo_maps)
         for kind in AFFINITIES:
             lobes = spectral_labels(None, k, seed, maps[kind])
-            rows.append({"k": k, "affinity": kind, **lobe_agreement(lobes, geo, n_null, seed),
-                         **geometry_predicts_lobes(W_dec, lobes, seed=seed)})
+            rows.append(
+                {
+                    "k": k,
+                    "affinity": kind,
+                    **lobe_agreement(lobes, geo, n_null, seed),
+                    **geometry_predicts_lobes(W_dec, lobes, seed=seed),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # ---- galaxy -----------------------------------------------------------------------------------
+
 
 def eigenvalues(points: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "d"]:
     pts = np.asarray(points, np.float64)
@@ -304,8 +330,10 @@ def clustering_entropy(points: Float[np.ndarray, "n d"], n_components: int = 8, 
 
 # ---- maps and tables --------------------------------------------------------------------------
 
-def map_clusters(u: Float[np.ndarray, "n d"], k: int, seed: int = 0, cap: int = MAP_CLUSTER_MAX,
-                 block: int = 4096) -> Int[np.ndarray, "n"]:
+
+def map_clusters(
+    u: Float[np.ndarray, "n d"], k: int, seed: int = 0, cap: int = MAP_CLUSTER_MAX, block: int = 4096
+) -> Int[np.ndarray, "n"]:
     """``geometric_labels`` of the unit rows ``u``; above ``cap`` rows, of a seeded random sample of ``cap``
     rows, every other row taking the label of its nearest sampled row by cosine (blocked matmul)."""
     n = len(u)
@@ -316,19 +344,26 @@ def map_clusters(u: Float[np.ndarray, "n d"], k: int, seed: int = 0, cap: int = 
     labels[sample] = geometric_labels(u[sample], k, seed)
     rest = np.setdiff1d(np.arange(n), sample)
     for start in range(0, len(rest), block):
-        rows = rest[start:start + block]
+        rows = rest[start : start + block]
         labels[rows] = labels[sample][np.argmax(u[rows] @ u[sample].T, axis=1)]
     return labels
 
 
-def feature_map(W_dec: Float[np.ndarray, "n d"], n_clusters: int = 5, seed: int = 0,
-                with_umap: bool = True) -> pd.DataFrame:
+def feature_map(
+    W_dec: Float[np.ndarray, "n d"], n_clusters: int = 5, seed: int = 0, with_umap: bool = True
+) -> pd.DataFrame:
     """PCA (and UMAP) 2-D coordinates of the unit decoder rows, with their geometric cluster (``map_clusters``:
     spectral on at most ``MAP_CLUSTER_MAX`` features)."""
     u = unit(W_dec)
     xy = PCA(2, random_state=seed).fit_transform(u)
-    frame = pd.DataFrame({"feature": np.arange(len(u)), "pca_x": xy[:, 0], "pca_y": xy[:, 1],
-                          "cluster": map_clusters(u, n_clusters, seed)})
+    frame = pd.DataFrame(
+        {
+            "feature": np.arange(len(u)),
+            "pca_x": xy[:, 0],
+            "pca_y": xy[:, 1],
+            "cluster": map_clusters(u, n_clusters, seed),
+        }
+    )
     if with_umap:
         import umap
 
@@ -337,8 +372,15 @@ def feature_map(W_dec: Float[np.ndarray, "n d"], n_clusters: int = 5, seed: int 
     return frame
 
 
-def geometry_tables(W_dec: Float[np.ndarray, "n d"], counts=None, n_blocks: int = 0, n_clusters: int = 5,
-                    max_features: int = 2000, seed: int = 0, with_umap: bool = True) -> dict[str, pd.DataFrame]:
+def geometry_tables(
+    W_dec: Float[np.ndarray, "n d"],
+    counts=None,
+    n_blocks: int = 0,
+    n_clusters: int = 5,
+    max_features: int = 2000,
+    seed: int = 0,
+    with_umap: bool = True,
+) -> dict[str, pd.DataFrame]:
     """The geometry Parquet tables for one dictionary (see ``interp/ANALYSES.md``).
 
     Lobes and crystals use at most ``max_features`` features (the most frequently firing, when
@@ -357,9 +399,17 @@ def geometry_tables(W_dec: Float[np.ndarray, "n d"], counts=None, n_blocks: int 
     tables = {
         "map": feature_map(W, n_clusters, seed, with_umap),
         "spectrum": pd.DataFrame({"rank": np.arange(1, len(lam) + 1), "eigenvalue": lam}),
-        "galaxy": pd.DataFrame([{"power_law_slope": power_law_slope(W), "fit_rank_from": fit_ranks(len(lam))[0],
-                                 "fit_rank_to": fit_ranks(len(lam))[1], "clustering_entropy": clustering_entropy(W),
-                                 "n_features": len(W)}]),
+        "galaxy": pd.DataFrame(
+            [
+                {
+                    "power_law_slope": power_law_slope(W),
+                    "fit_rank_from": fit_ranks(len(lam))[0],
+                    "fit_rank_to": fit_ranks(len(lam))[1],
+                    "clustering_entropy": clustering_entropy(W),
+                    "n_features": len(W),
+                }
+            ]
+        ),
     }
     crystals = crystal_search(unit(W[keep]))
     for column in "abcd":

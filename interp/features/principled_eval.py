@@ -95,18 +95,33 @@ def occlusion_and_splitting(f1: pd.DataFrame, codes: Float[Tensor, "n d_sae"], l
         best = group.loc[group.f1.idxmax()]
         narrow = group[(group.precision >= precise) & (group.recall > 0)]
         truth = labels[attr] == value
-        union = fired[:, torch.as_tensor(narrow.latent.to_numpy().copy())].any(1) if len(narrow) else torch.zeros_like(truth)
+        union = (
+            fired[:, torch.as_tensor(narrow.latent.to_numpy().copy())].any(1)
+            if len(narrow)
+            else torch.zeros_like(truth)
+        )
         covered = float((union & truth).sum() / truth.sum().clamp_min(1))
-        rows.append({"attribute": attr, "value": value, "best_latent": int(best.latent), "best_f1": float(best.f1),
-                     "occluded": bool(best.f1 < good), "n_precise": len(narrow), "covered_recall": covered,
-                     "over_split": bool(len(narrow) >= 2 and best.recall < good <= covered)})
+        rows.append(
+            {
+                "attribute": attr,
+                "value": value,
+                "best_latent": int(best.latent),
+                "best_f1": float(best.f1),
+                "occluded": bool(best.f1 < good),
+                "n_precise": len(narrow),
+                "covered_recall": covered,
+                "over_split": bool(len(narrow) >= 2 and best.recall < good <= covered),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 # ---- control: budgeted SAE edits --------------------------------------------------------------
 
-def sae_edit(dictionary: Dictionary, source: Float[Tensor, "n d"], target: Float[Tensor, "n d"],
-             budget: int = 4) -> Float[Tensor, "n d"]:
+
+def sae_edit(
+    dictionary: Dictionary, source: Float[Tensor, "n d"], target: Float[Tensor, "n d"], budget: int = 4
+) -> Float[Tensor, "n d"]:
     """Move ``source`` toward ``target`` by switching at most ``budget`` latents to the target's values,
     chosen greedily to shrink the remaining distance (error term kept)."""
     with torch.no_grad():
@@ -127,6 +142,7 @@ def sae_edit(dictionary: Dictionary, source: Float[Tensor, "n d"], target: Float
 
 
 # ---- tasks -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Counterfactual:
@@ -156,10 +172,14 @@ class Task:
             self.position = torch.full((n,), ctx - 1, dtype=torch.long)
         for attr, cf in self.counterfactuals.items():
             if attr not in self.labels:
-                raise InputError(f"counterfactual for unknown attribute '{attr}'; the task's attributes are {sorted(self.labels)}")
+                raise InputError(
+                    f"counterfactual for unknown attribute '{attr}'; the task's attributes are {sorted(self.labels)}"
+                )
             if tuple(cf.tokens.shape) != (n, ctx):
-                raise InputError(f"counterfactual prompts for '{attr}' have shape {tuple(cf.tokens.shape)} but the task's "
-                                 f"prompts have {(n, ctx)}: every prompt of a task must tokenize to the same length")
+                raise InputError(
+                    f"counterfactual prompts for '{attr}' have shape {tuple(cf.tokens.shape)} but the task's "
+                    f"prompts have {(n, ctx)}: every prompt of a task must tokenize to the same length"
+                )
 
 
 def aligned_tokens(model, texts: list[str], prepend_bos: bool = True) -> Int[Tensor, "n ctx"]:
@@ -168,34 +188,52 @@ def aligned_tokens(model, texts: list[str], prepend_bos: bool = True) -> Int[Ten
     lengths = sorted({len(r) for r in rows})
     if len(lengths) > 1:
         odd = next(text for text, r in zip(texts, rows) if len(r) != len(rows[0]))
-        raise InputError(f"the task's prompts tokenize to different lengths {lengths} (e.g. {odd!r} vs {texts[0]!r}); "
-                         "use templates and names that give every prompt the same number of tokens")
+        raise InputError(
+            f"the task's prompts tokenize to different lengths {lengths} (e.g. {odd!r} vs {texts[0]!r}); "
+            "use templates and names that give every prompt the same number of tokens"
+        )
     return torch.stack(rows)
 
 
-def induction_task(candidates: Int[Tensor, "m"], n_prompts: int = 256, n_values: int = 8, filler: int = 6,
-                   vocab: int | None = None, bos: int = 0, seed: int = 0) -> Task:
+def induction_task(
+    candidates: Int[Tensor, "m"],
+    n_prompts: int = 256,
+    n_values: int = 8,
+    filler: int = 6,
+    vocab: int | None = None,
+    bos: int = 0,
+    seed: int = 0,
+) -> Task:
     """``[BOS] A B filler... A``: the model should predict ``B`` over ``A``; A and B drawn from ``n_values`` each.
 
     The counterfactual for ``B`` is the same prompt with the next value of B (``B' = B + 1 mod n``)."""
     g = torch.Generator().manual_seed(seed)
-    pick = candidates[torch.randperm(len(candidates), generator=g)[:2 * n_values]]
+    pick = candidates[torch.randperm(len(candidates), generator=g)[: 2 * n_values]]
     if len(pick) < 2 * n_values:
         raise InputError(f"need {2 * n_values} candidate tokens, got {len(candidates)}")
     values = {"A": pick[:n_values], "B": pick[n_values:]}
     a, b = torch.randint(0, n_values, (n_prompts,), generator=g), torch.randint(0, n_values, (n_prompts,), generator=g)
     high = vocab or int(candidates.max()) + 1
     fill = torch.randint(1, high, (n_prompts, filler), generator=g)
-    tokens = torch.cat([torch.full((n_prompts, 1), bos), values["A"][a, None], values["B"][b, None], fill,
-                        values["A"][a, None]], 1)
+    tokens = torch.cat(
+        [torch.full((n_prompts, 1), bos), values["A"][a, None], values["B"][b, None], fill, values["A"][a, None]], 1
+    )
     shifted = (b + 1) % n_values
     cf_tokens = tokens.clone()
     cf_tokens[:, 2] = values["B"][shifted]
-    return Task(tokens, {"A": a, "B": b}, values, values["B"][b], values["A"][a],
-                counterfactuals={"B": Counterfactual(cf_tokens, shifted)})
+    return Task(
+        tokens,
+        {"A": a, "B": b},
+        values,
+        values["B"][b],
+        values["A"][a],
+        counterfactuals={"B": Counterfactual(cf_tokens, shifted)},
+    )
 
 
-def _run(model, tokens, position, hook: str | None = None, replacement: Tensor | None = None) -> Float[Tensor, "n vocab"]:
+def _run(
+    model, tokens, position, hook: str | None = None, replacement: Tensor | None = None
+) -> Float[Tensor, "n vocab"]:
     """Logits at ``position``, optionally with the hook's activation there replaced."""
     rows = torch.arange(len(tokens))
 
@@ -216,7 +254,9 @@ def logit_diff(model, task: Task, hook: str, replacement: Float[Tensor, "n d"] |
     return logits[rows, task.correct] - logits[rows, task.wrong]
 
 
-def position_activations(model, tokens: Int[Tensor, "n ctx"], position: Int[Tensor, "n"], hook: str) -> Float[Tensor, "n d"]:
+def position_activations(
+    model, tokens: Int[Tensor, "n ctx"], position: Int[Tensor, "n"], hook: str
+) -> Float[Tensor, "n d"]:
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=hook)
     return cache[hook][torch.arange(len(tokens)), position].reshape(len(tokens), -1).float().cpu()
@@ -227,8 +267,9 @@ def last_activations(model, task: Task, hook: str) -> Float[Tensor, "n d"]:
     return position_activations(model, task.tokens, task.position, hook)
 
 
-def evaluate_dictionaries(model, hook: str, task: Task, dictionaries: dict[str, Dictionary],
-                          budget: int = 4) -> tuple[pd.DataFrame, pd.DataFrame]:
+def evaluate_dictionaries(
+    model, hook: str, task: Task, dictionaries: dict[str, Dictionary], budget: int = 4
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Sufficiency, necessity, control and F1 of the supervised dictionary and each SAE.
 
     Control, for each attribute with counterfactual prompts: the edit's target is the counterfactual
@@ -252,31 +293,49 @@ def evaluate_dictionaries(model, hook: str, task: Task, dictionaries: dict[str, 
             codes[name] = dictionary.encode(acts).float()
             recon[name] = dictionary.decode(codes[name]).float()
         necessity[name] = acts - recon[name] + recon[name].mean(0)
-        flags.append(occlusion_and_splitting(latent_f1(codes[name], task.labels), codes[name], task.labels).assign(dictionary=name))
+        flags.append(
+            occlusion_and_splitting(latent_f1(codes[name], task.labels), codes[name], task.labels).assign(
+                dictionary=name
+            )
+        )
     rows = []
     for name in recon:
-        row = {"dictionary": name, "explained_variance": explained_variance(acts, recon[name]),
-               "sufficiency": fraction_kept(logit_diff(model, task, hook, recon[name]), clean, ablated),
-               "necessity": fraction_kept(logit_diff(model, task, hook, necessity[name]), clean, ablated)}
+        row = {
+            "dictionary": name,
+            "explained_variance": explained_variance(acts, recon[name]),
+            "sufficiency": fraction_kept(logit_diff(model, task, hook, recon[name]), clean, ablated),
+            "necessity": fraction_kept(logit_diff(model, task, hook, necessity[name]), clean, ablated),
+        }
         if not task.counterfactuals:
             rows.append(row)
         for attr, cf in task.counterfactuals.items():
             target = position_activations(model, cf.tokens, task.position, hook)
             cf_logits = _run(model, cf.tokens, task.position)
-            edited = sup.edit(acts, attr, task.labels[attr], cf.labels) if name == "supervised" else \
-                sae_edit(dictionaries[name], acts, target, budget)
+            edited = (
+                sup.edit(acts, attr, task.labels[attr], cf.labels)
+                if name == "supervised"
+                else sae_edit(dictionaries[name], acts, target, budget)
+            )
             logits = _run(model, task.tokens, task.position, hook, edited)
             rows_idx = torch.arange(len(acts))
             new_answer = cf_logits.argmax(-1)
-            rows.append(row | {
-                "attribute": attr, "edit_accuracy": float((logits.argmax(-1) == new_answer).float().mean()),
-                "edit_logit_diff": float(((logits[rows_idx, new_answer] - logits[rows_idx, task.correct]) > 0).float().mean()),
-                "edit_error": float((edited - target).norm(dim=1).mean() / target.norm(dim=1).mean()),
-                "edit_norm": float((edited - acts).norm(dim=1).mean())})
+            rows.append(
+                row
+                | {
+                    "attribute": attr,
+                    "edit_accuracy": float((logits.argmax(-1) == new_answer).float().mean()),
+                    "edit_logit_diff": float(
+                        ((logits[rows_idx, new_answer] - logits[rows_idx, task.correct]) > 0).float().mean()
+                    ),
+                    "edit_error": float((edited - target).norm(dim=1).mean() / target.norm(dim=1).mean()),
+                    "edit_norm": float((edited - acts).norm(dim=1).mean()),
+                }
+            )
     summary = pd.DataFrame(rows)
     flags = pd.concat(flags, ignore_index=True) if flags else pd.DataFrame()
     if len(flags):
-        per = flags.groupby("dictionary").agg(mean_best_f1=("best_f1", "mean"), n_occluded=("occluded", "sum"),
-                                              n_over_split=("over_split", "sum"))
+        per = flags.groupby("dictionary").agg(
+            mean_best_f1=("best_f1", "mean"), n_occluded=("occluded", "sum"), n_over_split=("over_split", "sum")
+        )
         summary = summary.merge(per, left_on="dictionary", right_index=True, how="left")
     return summary, flags

@@ -116,12 +116,20 @@ def _jsonl_texts(path: Path) -> Iterator[str]:
         try:
             record = json.loads(line)
         except (ValueError, RecursionError) as error:  # JSONDecodeError, absurd numbers, absurd nesting
-            reason = f"{error.msg} at column {error.colno}" if isinstance(error, json.JSONDecodeError) else _first_line(error)
-            raise DataSpecError(f"{where}: not valid JSON ({reason}); each line of a "
-                                f'.jsonl file is one object like {{"{TEXT_FIELD}": "..."}}') from None
+            reason = (
+                f"{error.msg} at column {error.colno}"
+                if isinstance(error, json.JSONDecodeError)
+                else _first_line(error)
+            )
+            raise DataSpecError(
+                f"{where}: not valid JSON ({reason}); each line of a "
+                f'.jsonl file is one object like {{"{TEXT_FIELD}": "..."}}'
+            ) from None
         if not isinstance(record, dict):
-            raise DataSpecError(f"{where}: a JSON {type(record).__name__}, not an object; each line needs "
-                                f'the form {{"{TEXT_FIELD}": "..."}}')
+            raise DataSpecError(
+                f"{where}: a JSON {type(record).__name__}, not an object; each line needs "
+                f'the form {{"{TEXT_FIELD}": "..."}}'
+            )
         if TEXT_FIELD not in record:
             raise DataSpecError(f"{where} has no '{TEXT_FIELD}' field; each JSONL record needs one")
         yield _text(record[TEXT_FIELD], where)
@@ -135,8 +143,10 @@ def _parquet_texts(path: Path) -> Iterator[str]:
         parquet = pq.ParquetFile(path)
         schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataSpecError(f"{path} is not a readable Parquet file ({_first_line(error)}); rewrite it, or remove "
-                            "it from the data folder") from None
+        raise DataSpecError(
+            f"{path} is not a readable Parquet file ({_first_line(error)}); rewrite it, or remove "
+            "it from the data folder"
+        ) from None
     if TEXT_FIELD not in schema.names:
         raise DataSpecError(f"{path} has no '{TEXT_FIELD}' column (columns: {schema.names})")
     kind = schema.field(TEXT_FIELD).type
@@ -149,8 +159,9 @@ def _parquet_texts(path: Path) -> Iterator[str]:
             row += len(texts)
             yield from (text for text in texts if text)  # null rows carry no text: skipped
     except (pa.ArrowException, OSError, ValueError) as error:
-        raise DataSpecError(f"{path}: rows after {row} cannot be read ({_first_line(error)}); the file is "
-                            "damaged: rewrite it") from None
+        raise DataSpecError(
+            f"{path}: rows after {row} cannot be read ({_first_line(error)}); the file is damaged: rewrite it"
+        ) from None
 
 
 def _file_texts(path: Path) -> Iterator[str]:
@@ -253,7 +264,9 @@ def data_changes(recorded: dict, spec: str | Path) -> str | None:
     now = dict(zip(_names(spec, files), files))
     if set(then) != set(now):
         added, removed = sorted(set(now) - set(then)), sorted(set(then) - set(now))
-        return "; ".join(filter(None, [f"new files {added}" if added else "", f"files gone {removed}" if removed else ""]))
+        return "; ".join(
+            filter(None, [f"new files {added}" if added else "", f"files gone {removed}" if removed else ""])
+        )
     for name, path in now.items():
         quick = _file_entry(path, name, content_hash=False)
         if quick["size"] != then[name]["size"]:
@@ -286,9 +299,7 @@ def bos_token_id(tokenizer) -> int:
     return int(bos)
 
 
-def pack_token_stream(
-    token_lists: Iterable[list[int]], context_size: int, bos_id: int
-) -> Iterator[Int[Tensor, "ctx"]]:
+def pack_token_stream(token_lists: Iterable[list[int]], context_size: int, bos_id: int) -> Iterator[Int[Tensor, "ctx"]]:
     """Pack documents' tokens into full windows: BOS then ``context_size - 1`` tokens.
 
     Documents are joined end to end (a BOS separates them inside a window); the tail that
@@ -326,9 +337,7 @@ def token_windows(
         yield window
 
 
-def batched_windows(
-    windows: Iterable[Int[Tensor, "ctx"]], batch_size: int
-) -> Iterator[Int[Tensor, "batch ctx"]]:
+def batched_windows(windows: Iterable[Int[Tensor, "ctx"]], batch_size: int) -> Iterator[Int[Tensor, "batch ctx"]]:
     """Group windows into ``[batch, ctx]`` tensors (the last batch may be smaller)."""
     batch: list[Tensor] = []
     for window in windows:

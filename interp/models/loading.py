@@ -27,7 +27,9 @@ from interp.models.families import (
 
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
 DEMO_CONFIG = DEMO_WEIGHTS / "config.json"
-DEFAULT_HOOK = "blocks.1.hook_resid_post"  # API default = the demo's middle layer, which the CLI's model-fitted default picks too
+DEFAULT_HOOK = (
+    "blocks.1.hook_resid_post"  # API default = the demo's middle layer, which the CLI's model-fitted default picks too
+)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -68,8 +70,7 @@ def _load_demo(device: str, dtype: torch.dtype):
     weights_path = DEMO_WEIGHTS / "model.safetensors"
     if not weights_path.exists():
         raise ModelSpecError(
-            f"demo weights missing at {weights_path}; rebuild them with "
-            "`python -m interp.models.demo.train_demo_model`"
+            f"demo weights missing at {weights_path}; rebuild them with `python -m interp.models.demo.train_demo_model`"
         )
     cfg = HookedTransformerConfig(**json.loads(config_path.read_text()), device=device, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer=demo_tokenizer(), move_to_device=False)
@@ -92,8 +93,10 @@ def _checkpoint_config(path: Path):
         return AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ModelSpecError(f"{path / 'config.json'} is not a config transformers can read ({first_line}); "
-                             "re-save the checkpoint with `save_pretrained`") from error
+        raise ModelSpecError(
+            f"{path / 'config.json'} is not a config transformers can read ({first_line}); "
+            "re-save the checkpoint with `save_pretrained`"
+        ) from error
 
 
 def _checkpoint_tokenizer(path: Path):
@@ -102,11 +105,15 @@ def _checkpoint_tokenizer(path: Path):
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as error:
-        raise ModelSpecError(f"{path} holds no usable tokenizer ({type(error).__name__}); save the tokenizer "
-                             "there too with `tokenizer.save_pretrained`") from error
+        raise ModelSpecError(
+            f"{path} holds no usable tokenizer ({type(error).__name__}); save the tokenizer "
+            "there too with `tokenizer.save_pretrained`"
+        ) from error
     if not tokenizer.encode("The cat sat.", add_special_tokens=False):  # transformers builds an empty one
-        raise ModelSpecError(f"{path} holds no usable tokenizer (it encodes text to no tokens); save the "
-                             "tokenizer there too with `tokenizer.save_pretrained`")
+        raise ModelSpecError(
+            f"{path} holds no usable tokenizer (it encodes text to no tokens); save the "
+            "tokenizer there too with `tokenizer.save_pretrained`"
+        )
     return tokenizer
 
 
@@ -121,8 +128,10 @@ def _load_local_checkpoint(path: Path, device: str, dtype: torch.dtype, fold_ln:
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
     except OSError as error:  # e.g. no model.safetensors beside config.json
-        raise ModelSpecError(f"{path} holds no loadable weights ({str(error).splitlines()[0]}); save the model "
-                             "there with `save_pretrained`") from error
+        raise ModelSpecError(
+            f"{path} holds no loadable weights ({str(error).splitlines()[0]}); save the model "
+            "there with `save_pretrained`"
+        ) from error
     cfg = tl_config(hf_model.config, path.name, fold_ln=fold_ln, device=device, dtype=dtype)
     state_dict = loading.get_pretrained_state_dict(str(path), cfg, hf_model, dtype=dtype)
     model = HookedTransformer(cfg, tokenizer, move_to_device=False)
@@ -170,8 +179,12 @@ def _load_pretrained_name(name: str, device: str, dtype: torch.dtype, fold_ln: b
     _check_pretrained_name(name)
     try:
         return HookedTransformer.from_pretrained(
-            name, device=device, dtype=dtype, fold_ln=fold_ln,
-            center_writing_weights=fold_ln, center_unembed=fold_ln,
+            name,
+            device=device,
+            dtype=dtype,
+            fold_ln=fold_ln,
+            center_writing_weights=fold_ln,
+            center_unembed=fold_ln,
         ).eval()
     except OSError as error:
         raise _not_cached(name, error) from error

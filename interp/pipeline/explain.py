@@ -148,6 +148,8 @@ def summary(folder: AnalysisFolder) -> str:
     line = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in ("explained", "dead", "too rare"))
     if len(scored):
         beat = (scored.detection >= scored.baseline_detection + 0.2).mean()
-        line += (f"; detection median {scored.detection.median():.2f} vs baseline {scored.baseline_detection.median():.2f}"
-                 f", {beat:.0%} beat it by 0.2")
+        line += (
+            f"; detection median {scored.detection.median():.2f} vs baseline {scored.baseline_detection.median():.2f}"
+            f", {beat:.0%} beat it by 0.2"
+        )
     return line

@@ -2,7 +2,8 @@
 
 A run holds ``config.json`` (the training config, including the cache it read), ``metrics.jsonl`` (one
 line per logging step), ``eval.json`` (the final evaluation), ``running.json`` (while a process trains
-it), ``checkpoints/`` (``step_<9 digits>.safetensors``, written by ``sae_training.checkpoint``), ``train.log``, ``app_launch.json`` and ``app_launch_result.json`` (a run launched from the app: an
+it), ``checkpoints/`` (``step_<9 digits>.safetensors``, written by ``sae_training.checkpoint``), ``train.log``,
+``app_launch.json`` and ``app_launch_result.json`` (a run launched from the app: an
 ``interp.store.jobs.Job``) and one
 SAELens folder ``sae_<i>/`` per member (``cfg.json`` + ``sae_weights.safetensors``). The trainer writes
 the run's JSON files through the writer methods here (atomically, via ``interp.store.io``); ``metrics.jsonl``
@@ -80,19 +81,23 @@ class RunMetrics:
 def _field(values: dict, name: str, kind, default, path: Path, positive: bool = False):
     value = values.get(name, default)
     ok = (value is None and default is None) or (
-        isinstance(value, kind) and not isinstance(value, bool) and (not positive or value > 0))
+        isinstance(value, kind) and not isinstance(value, bool) and (not positive or value > 0)
+    )
     if not ok:
         need = f"a positive {kind.__name__}" if positive else (kind.__name__ if isinstance(kind, type) else "a number")
-        raise RunFileError(f"run config {path} is damaged ('{name}' is {value!r}, not {need}); retrain the run "
-                           "or restore that file")
+        raise RunFileError(
+            f"run config {path} is damaged ('{name}' is {value!r}, not {need}); retrain the run or restore that file"
+        )
     return value
 
 
 def parse_config(values, path: Path) -> RunConfig:
     """``config.json``'s parsed JSON checked field by field."""
     if not isinstance(values, dict):
-        raise RunFileError(f"run config {path} is damaged (a JSON {type(values).__name__}, not an object); "
-                           "retrain the run or restore that file")
+        raise RunFileError(
+            f"run config {path} is damaged (a JSON {type(values).__name__}, not an object); "
+            "retrain the run or restore that file"
+        )
     return RunConfig(
         architecture=_field(values, "architecture", str, "topk", path),
         d_sae=_field(values, "d_sae", int, 4096, path, positive=True),
@@ -101,8 +106,10 @@ def parse_config(values, path: Path) -> RunConfig:
         n_tokens=_field(values, "n_tokens", int, None, path, positive=True),
         batch_size=_field(values, "batch_size", int, None, path, positive=True),
         hook=_field(values, "hook", str, "", path),
-        cache=_field(values, "cache", str, None, path), model=_field(values, "model", str, None, path),
-        values=values)
+        cache=_field(values, "cache", str, None, path),
+        model=_field(values, "model", str, None, path),
+        values=values,
+    )
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:
@@ -212,8 +219,9 @@ class RunFolder:
         """The activation cache the run trained on (``config.json`` "cache")."""
         cache = self.read_config().cache if self.config_path.exists() else None
         if not cache:
-            raise FileNotFoundError(f"no cache recorded for {for_what or self.path} (no 'cache' in "
-                                    f"{self.config_path}); pass --cache")
+            raise FileNotFoundError(
+                f"no cache recorded for {for_what or self.path} (no 'cache' in {self.config_path}); pass --cache"
+            )
         return Path(cache)
 
     @property
@@ -227,8 +235,10 @@ class RunFolder:
         values = read_json(self.evaluation_path, "run evaluation", RunFileError)
         members = values.get("members", []) if isinstance(values, dict) else None
         if not isinstance(members, list) or not all(isinstance(member, dict) for member in members):
-            raise RunFileError(f"run evaluation {self.evaluation_path} is damaged (not an object with a 'members' "
-                               "list); resume the run to evaluate it again")
+            raise RunFileError(
+                f"run evaluation {self.evaluation_path} is damaged (not an object with a 'members' "
+                "list); resume the run to evaluate it again"
+            )
         return values
 
     def read_metrics(self) -> RunMetrics:
@@ -253,8 +263,10 @@ class RunFolder:
                 if number == len(lines):  # the last line and no newline after it: a write cut short
                     cut = True
                     continue
-                raise RunFileError(f"metrics {self.metrics_path}:{number} is damaged ({error}); resume the run "
-                                   "(it rewrites the log up to its checkpoint) or delete that line") from None
+                raise RunFileError(
+                    f"metrics {self.metrics_path}:{number} is damaged ({error}); resume the run "
+                    "(it rewrites the log up to its checkpoint) or delete that line"
+                ) from None
             rows.append(row)
         return RunMetrics(tuple(rows), cut)
 
@@ -307,8 +319,11 @@ class RunFolder:
         with contextlib.ExitStack() as stack:
             if active:
                 holder = stack.enter_context(locks.writing(self.path, "run folder"))
-                write_json(self.running_path, {"pid": os.getpid(), "started": time.time(), "token": holder.token},
-                           sort_keys=False)
+                write_json(
+                    self.running_path,
+                    {"pid": os.getpid(), "started": time.time(), "token": holder.token},
+                    sort_keys=False,
+                )
             try:
                 yield
             finally:

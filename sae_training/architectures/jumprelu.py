@@ -67,7 +67,8 @@ class JumpReLUOptions:
 
 
 class JumpReLUSAE(EnsembleSAE):
-    """Per-latent threshold θ (a parameter, kept ≥ 0 as in SAELens 6); sparsity ``λ · mean_batch Σ_j H(pre_j − θ_j)``."""
+    """Per-latent threshold θ (a parameter, kept ≥ 0 as in SAELens 6);
+    sparsity ``λ · mean_batch Σ_j H(pre_j − θ_j)``."""
 
     architecture = "jumprelu"
     saelens_architecture = "jumprelu"
@@ -75,8 +76,9 @@ class JumpReLUSAE(EnsembleSAE):
 
     def init_parameters(self, generator: torch.Generator) -> None:
         super().init_parameters(generator)
-        self.threshold = nn.Parameter(torch.full((self.shape.n_members, self.shape.d_sae),
-                                                 float(self.options.init_threshold)))
+        self.threshold = nn.Parameter(
+            torch.full((self.shape.n_members, self.shape.d_sae), float(self.options.init_threshold))
+        )
 
     def sparsity_at(self, step: int) -> float:
         return warmed(self.options.l0_coefficient, self.options.l0_warmup_steps, step)

@@ -91,7 +91,10 @@ def test_stop_checkpoints_and_resume_continues_from_there(fresh_workspace):
     assert "stopped at step" in (run / "train.log").read_text()
     home = AppTest.from_file(str(Path(PAGE).parents[1] / "Home.py"), default_timeout=60).run()
     runs = next(frame.value for frame in home.dataframe if "state" in frame.value.columns)
-    assert runs.set_index("run").loc["long", "state"] == f"stopped at step {checkpoint_step(run):,} of {total_steps(run):,}"
+    assert (
+        runs.set_index("run").loc["long", "state"]
+        == f"stopped at step {checkpoint_step(run):,} of {total_steps(run):,}"
+    )
 
 
 def test_the_form_shows_every_option_of_the_chosen_architecture(fresh_workspace):

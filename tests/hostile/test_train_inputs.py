@@ -90,11 +90,16 @@ def test_hand_edited_config_json_is_refused_on_resume(tmp_path, field, value, sh
     assert shown in str(error.value) and "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("text, shown", [("{not json", "is not a readable JSON config"),
-                                         ('{"lr": "fast"}', "config field 'lr' must be a float"),
-                                         ('{"options": {"k": 4, "l1_coefficient": 1}}', "l1_coefficient does not belong"),
-                                         ('{"batch_size": 0}', "batch_size must be a positive number"),
-                                         ("[1, 2]", "a training config is a JSON object")])
+@pytest.mark.parametrize(
+    "text, shown",
+    [
+        ("{not json", "is not a readable JSON config"),
+        ('{"lr": "fast"}', "config field 'lr' must be a float"),
+        ('{"options": {"k": 4, "l1_coefficient": 1}}', "l1_coefficient does not belong"),
+        ('{"batch_size": 0}', "batch_size must be a positive number"),
+        ("[1, 2]", "a training config is a JSON object"),
+    ],
+)
 def test_invalid_config_json_on_resume_is_one_line(tmp_path, text, shown):
     run = tmp_path / "run"
     run.mkdir()

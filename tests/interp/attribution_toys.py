@@ -61,11 +61,17 @@ def random_model_and_transcoders(seed: int = 0, d_model: int = 16, n_layers: int
                 p.copy_((1.0 if name.endswith("w") else 0.0) + 0.3 * torch.randn(p.shape, generator=g))
     transcoders = []
     for layer in range(n_layers):
-        tc = Transcoder(torch.randn(d_model, d_sae, generator=g) / d_model ** 0.5, 0.1 * torch.randn(d_sae, generator=g),
-                        torch.randn(d_sae, d_model, generator=g) / d_sae ** 0.5, 0.2 * torch.randn(d_model, generator=g),
-                        activation, torch.full((d_sae,), 0.1) if activation == "jumprelu" else None,
-                        6 if activation == "topk" else None,
-                        0.2 * torch.randn(d_model, d_model, generator=g) if skip else None,
-                        f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out")
+        tc = Transcoder(
+            torch.randn(d_model, d_sae, generator=g) / d_model**0.5,
+            0.1 * torch.randn(d_sae, generator=g),
+            torch.randn(d_sae, d_model, generator=g) / d_sae**0.5,
+            0.2 * torch.randn(d_model, generator=g),
+            activation,
+            torch.full((d_sae,), 0.1) if activation == "jumprelu" else None,
+            6 if activation == "topk" else None,
+            0.2 * torch.randn(d_model, d_model, generator=g) if skip else None,
+            f"blocks.{layer}.ln2.hook_normalized",
+            f"blocks.{layer}.hook_mlp_out",
+        )
         transcoders.append(tc)
     return model.eval(), transcoders

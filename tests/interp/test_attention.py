@@ -96,7 +96,9 @@ def test_three_edge_methods_agree_on_the_planted_circuit(planted, tmp_path):
     assert summary["heads"] == {"previous_token": [0, 0], "induction": [1, 0]}
     assert summary["signal_dimensionality"]["L1H0"] == 1.0
     graph = json.loads((tmp_path / "svd_trace.json").read_text())
-    assert {(e["source"], e["target"], e["side"]) for e in graph["edges"]} == {("L0H0", "L1H0", "key")}  # one per source position
+    assert {(e["source"], e["target"], e["side"]) for e in graph["edges"]} == {
+        ("L0H0", "L1H0", "key")
+    }  # one per source position
     assert summary["svd_trace"]["nodes"] == ["L0H0", "L1H0"]
 
 
@@ -161,7 +163,11 @@ def test_demo_circuit_found_by_scores_composition_svd_and_path_patching(tmp_path
         assert source == f"L{prev[0]}H{prev[1]}" and target in induction_heads, (method, top_edge)
     # beyond the top edge the methods agree loosely on the weak edges (measured 0.37-0.90 on these weights)
     assert min(summary["rank_agreement"]["spearman"].values()) > 0.25
-    print(json.dumps({"rank_agreement": summary["rank_agreement"], "attribution_vs_exact": summary["attribution_vs_exact"]}))
+    print(
+        json.dumps(
+            {"rank_agreement": summary["rank_agreement"], "attribution_vs_exact": summary["attribution_vs_exact"]}
+        )
+    )
     for name in ("head_scores", "composition", "svd_edges", "patch_residual", "path_patch"):
         assert (tmp_path / f"{name}.parquet").exists()
 
@@ -173,8 +179,9 @@ def test_cli_writes_circuit_results(tmp_path):
 
     from app.cli import app
 
-    result = CliRunner().invoke(app, ["analyze", "circuits", "induction", "--out", str(tmp_path), "--n-prompts", "4",
-                                      "--half-length", "12"])
+    result = CliRunner().invoke(
+        app, ["analyze", "circuits", "induction", "--out", str(tmp_path), "--n-prompts", "4", "--half-length", "12"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "summary.json").read_text())["prompt_set"] == "induction"
     bad = CliRunner().invoke(app, ["analyze", "circuits", "induction", "--out", str(tmp_path), "--half-length", "100"])

@@ -119,12 +119,33 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
     g = torch.Generator().manual_seed(0)
     paths = []
     for layer in range(2):
-        tc = Transcoder(torch.randn(128, 256, generator=g) / 11, torch.zeros(256), torch.randn(256, 128, generator=g) / 16,
-                        torch.zeros(128), "topk", k=8, hook_in=f"blocks.{layer}.ln2.hook_normalized",
-                        hook_out=f"blocks.{layer}.hook_mlp_out")
+        tc = Transcoder(
+            torch.randn(128, 256, generator=g) / 11,
+            torch.zeros(256),
+            torch.randn(256, 128, generator=g) / 16,
+            torch.zeros(128),
+            "topk",
+            k=8,
+            hook_in=f"blocks.{layer}.ln2.hook_normalized",
+            hook_out=f"blocks.{layer}.hook_mlp_out",
+        )
         paths += ["-t", str(save_transcoder(tmp_path / f"L{layer}", tc, model_name="demo", context_size=128))]
-    result = CliRunner().invoke(app, ["analyze", "graph", "--prompt", IOI_PROMPT, *paths, "--out", str(tmp_path / "analyses"),
-                                      "--slug", "ioi", "--checks", "5"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "analyze",
+            "graph",
+            "--prompt",
+            IOI_PROMPT,
+            *paths,
+            "--out",
+            str(tmp_path / "analyses"),
+            "--slug",
+            "ioi",
+            "--checks",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "memory estimate" in result.output and "top paths" in result.output
     assert AnalysisFolder.graph(tmp_path / "analyses", "ioi").has_graph

@@ -293,10 +293,17 @@ def test_two_ranks_write_the_cache_one_process_writes(tmp_path, tiny_model):
 
     config = tiny_config()  # 5 shards: rank 0 gets 0, 2, 4 and rank 1 gets 1, 3
     reference = build_cache(config, root=tmp_path / "ref", cache_id="c", progress=False, model=tiny_model)
-    script = RANK_SCRIPT.format(tests=str(Path(__file__).parents[1]), config=asdict(config), root=str(tmp_path / "dist"))
-    ranks = [subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"})
-             for rank in (1, 0)]
+    script = RANK_SCRIPT.format(tests=str(Path(__file__).parents[1]), config=asdict(config),
+                                root=str(tmp_path / "dist"))
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"},
+        )
+        for rank in (1, 0)
+    ]
     for process in ranks:
         assert process.wait(timeout=300) == 0, process.stderr.read()[-2000:]
     merged = tmp_path / "dist" / "c"
@@ -305,8 +312,9 @@ def test_two_ranks_write_the_cache_one_process_writes(tmp_path, tiny_model):
     assert {k: v for k, v in ours.items() if k != "versions"} == {k: v for k, v in theirs.items() if k != "versions"}
     assert not list(merged.glob("manifest.rank*"))  # the parts are gone once merged
     assert CacheFolder(merged).n_tokens == config.n_windows * config.context_size
-    again = build_cache(config, root=tmp_path / "dist", cache_id="c", progress=False, model=tiny_model, rank=1,
-                        world_size=2)
+    again = build_cache(
+        config, root=tmp_path / "dist", cache_id="c", progress=False, model=tiny_model, rank=1, world_size=2
+    )
     assert again == merged and not list(merged.glob("manifest.rank*"))  # complete: a rerun does nothing
 
 

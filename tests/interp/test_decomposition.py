@@ -132,8 +132,11 @@ def reference_weights(model, cache, layer, head, b, d, s, U, S, V):
         for h in range(model.cfg.n_heads):
             out = cache[f"blocks.{l}.attn.hook_z"][b, :, h] @ model.blocks[l].attn.W_O[h]
             out = out - out.mean(-1, keepdim=True)
-            key[f"L{l}H{h}"] = float((signs * mags * (torch.cat([out[s], torch.ones(1)]) @ V[:, svs])).sum() / scale[s, 0])
-            query[f"L{l}H{h}"] = float((signs * mags * (torch.cat([out[d], torch.ones(1)]) @ U[:, svs])).sum() / scale[d, 0])
+            projected = torch.cat([out[s], torch.ones(1)]) @ V[:, svs]
+            key[f"L{l}H{h}"] = float((signs * mags * projected).sum() / scale[s, 0])
+            query[f"L{l}H{h}"] = float(
+                (signs * mags * (torch.cat([out[d], torch.ones(1)]) @ U[:, svs])).sum() / scale[d, 0]
+            )
     return key, query
 
 

@@ -87,7 +87,11 @@ def test_llm_explanations_and_scores_through_the_endpoint(planted, endpoint, mon
     path, headers, body = endpoint.requests[0]
     assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer sk-test"
     assert body["model"] == "tiny-model" and len(body["messages"]) == 1 + 2 * 3 + 1  # system, 3 shots, the task
-    assert llm.problems == [] and "TEST_LLM_KEY" not in json.dumps(llm.record()) and "sk-test" not in json.dumps(llm.record())
+    assert (
+        llm.problems == []
+        and "TEST_LLM_KEY" not in json.dumps(llm.record())
+        and "sk-test" not in json.dumps(llm.record())
+    )
 
 
 def test_a_slow_endpoint_times_out_and_the_offline_explanations_stay(planted, endpoint):  # noqa: F811

@@ -23,7 +23,9 @@ def test_local_hugging_face_checkpoint_matches_transformers(tmp_path):
     from interp.models.loading import demo_tokenizer
 
     torch.manual_seed(0)
-    hf_model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, n_ctx=64, vocab_size=4096)).eval()
+    hf_model = GPT2LMHeadModel(
+        GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, n_ctx=64, vocab_size=4096)
+    ).eval()
     hf_model.save_pretrained(tmp_path)
     demo_tokenizer().save_pretrained(tmp_path)
     model = load_model(str(tmp_path), device="cpu")
@@ -40,7 +42,9 @@ def test_checkpoint_folder_with_missing_files_fails_clearly(tmp_path):
 
     from interp.models.loading import demo_tokenizer
 
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, n_ctx=32, vocab_size=4096)).save_pretrained(tmp_path)
+    GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32, n_ctx=32, vocab_size=4096)
+    ).save_pretrained(tmp_path)
     with pytest.raises(ModelSpecError, match="no usable tokenizer"):
         load_model(str(tmp_path), device="cpu")
     demo_tokenizer().save_pretrained(tmp_path)

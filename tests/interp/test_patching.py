@@ -32,7 +32,9 @@ def planted():
     clean, _ = planted_prompts(n=8, half=5)
     corrupt = clean.clone()
     corrupt[:, 1:6] = torch.roll(clean[:, 1:6], 1, dims=0)  # another prompt's span: no induction possible
-    corrupt[:, 1:6] = torch.where(corrupt[:, 1:6] == clean[:, 1:6], (corrupt[:, 1:6] % (VOCAB - 1)) + 1, corrupt[:, 1:6])
+    corrupt[:, 1:6] = torch.where(
+        corrupt[:, 1:6] == clean[:, 1:6], (corrupt[:, 1:6] % (VOCAB - 1)) + 1, corrupt[:, 1:6]
+    )
     metric = next_token_metric(clean, slice(6, 10))
     return model, clean, corrupt, metric
 
@@ -70,7 +72,9 @@ def test_attribution_patching_matches_exact_on_small_edits():
     names = [f"blocks.{l}.hook_resid_pre" for l in range(2)] + [f"blocks.{l}.attn.hook_z" for l in range(2)]
     _, cache = model.run_with_cache(clean)
     g = torch.Generator().manual_seed(1)
-    edits = {name: cache[name] + 0.02 * torch.randn(cache[name].shape, generator=g) * cache[name].std() for name in names}
+    edits = {
+        name: cache[name] + 0.02 * torch.randn(cache[name].shape, generator=g) * cache[name].std() for name in names
+    }
     metric = next_token_metric(clean, slice(None))
     approx = attribution_patching(model, clean, edits, metric)
     exact_resid = patch_residual(model, clean, edits, metric)
@@ -104,7 +108,7 @@ def test_bad_inputs_raise_clear_errors(planted):
 
 def correct_logit_metric(clean, positions: slice):
     """Mean logit of the correct next token: linear in L1H0's pattern on the planted model."""
-    targets = clean[:, positions.start + 1: positions.stop + 1]
+    targets = clean[:, positions.start + 1 : positions.stop + 1]
     return lambda logits: logits[:, positions].gather(-1, targets[..., None]).mean()
 
 

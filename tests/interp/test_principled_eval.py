@@ -110,8 +110,11 @@ def test_an_exact_dictionary_with_a_full_budget_reaches_the_counterfactual(tiny_
     task = induction_task(torch.arange(100, 400), n_prompts=32, vocab=4096)
     cf = task.counterfactuals["B"]
     assert (cf.tokens[:, 2] == task.values["B"][cf.labels]).all() and (cf.labels != task.labels["B"]).all()
-    exact = type("Exact", (SignedIdentity,), {"d_in": d, "d_sae": 2 * d,
-                                               "W_dec": property(lambda self: torch.cat([torch.eye(d), -torch.eye(d)]))})()
+    exact = type(
+        "Exact",
+        (SignedIdentity,),
+        {"d_in": d, "d_sae": 2 * d, "W_dec": property(lambda self: torch.cat([torch.eye(d), -torch.eye(d)]))},
+    )()
     summary, _ = evaluate_dictionaries(tiny_model, hook, task, {"exact": exact}, budget=2 * d)
     row = summary.set_index("dictionary").loc["exact"]
     assert row.edit_accuracy == 1.0 and row.edit_error < 1e-5
@@ -125,11 +128,23 @@ def test_a_task_must_have_aligned_prompts(tiny_model):
 
     task = induction_task(torch.arange(100, 400), n_prompts=4, vocab=4096)
     with pytest.raises(InputError, match=r"shape \(4, 11\) but the task's prompts have \(4, 10\)"):
-        Task(task.tokens, task.labels, task.values, task.correct, task.wrong,
-             counterfactuals={"B": Counterfactual(torch.zeros(4, 11, dtype=torch.long), task.labels["B"])})
+        Task(
+            task.tokens,
+            task.labels,
+            task.values,
+            task.correct,
+            task.wrong,
+            counterfactuals={"B": Counterfactual(torch.zeros(4, 11, dtype=torch.long), task.labels["B"])},
+        )
     with pytest.raises(InputError, match="unknown attribute 'C'"):
-        Task(task.tokens, task.labels, task.values, task.correct, task.wrong,
-             counterfactuals={"C": Counterfactual(task.tokens, task.labels["B"])})
+        Task(
+            task.tokens,
+            task.labels,
+            task.values,
+            task.correct,
+            task.wrong,
+            counterfactuals={"C": Counterfactual(task.tokens, task.labels["B"])},
+        )
 
 
 def test_aligned_tokens_names_the_lengths_that_differ(tiny_model):

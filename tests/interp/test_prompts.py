@@ -87,8 +87,9 @@ def test_ioi_command_writes_results(tiny_gpt2_dir, tmp_path):
 
     from app.cli import app
 
-    result = CliRunner().invoke(app, ["analyze", "circuits", "ioi", "--model", str(tiny_gpt2_dir), "--out", str(tmp_path),
-                                      "--n-prompts", "4"])
+    result = CliRunner().invoke(
+        app, ["analyze", "circuits", "ioi", "--model", str(tiny_gpt2_dir), "--out", str(tmp_path), "--n-prompts", "4"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["prompt_set"] == "ioi" and summary["n_prompts"] == 4
@@ -155,7 +156,10 @@ def test_ioi_task_labels_and_counterfactuals_change_one_attribute_each(tiny_mode
 def test_a_prompt_count_below_one_is_a_clear_error(tiny_model, n):
     from interp.circuits.prompts import ioi_task
 
-    for make in (lambda: ioi_prompts(tiny_model, n), lambda: induction_prompts(tiny_model, n, 4),
-                 lambda: ioi_task(tiny_model, n)):
+    for make in (
+        lambda: ioi_prompts(tiny_model, n),
+        lambda: induction_prompts(tiny_model, n, 4),
+        lambda: ioi_task(tiny_model, n),
+    ):
         with pytest.raises(CircuitInputError, match="at least 1"):
             make()

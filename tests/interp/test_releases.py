@@ -112,8 +112,12 @@ def test_cli_dashboards_and_bad_width_from_a_release(hub, workspace, tmp_path):
     narrow = save_member(tmp_path / "narrow", build_sae("topk", SAEShape(16, 32, n_members=1), {"k": 4}, seed=0), 0,
                          hook_name="blocks.1.hook_resid_post")
     wrong = plant(hub, narrow, "blocks.1.hook_resid_pre")
-    for bad, message in ((wrong, "expects d_in=16"), (f"saelens:{RELEASE}/blocks.2.hook_resid_pre", "not in the local")):
-        result = CliRunner().invoke(app, ["analyze", "features", bad, "--cache", str(cache), "--out", str(out),
-                                          "--no-logits"])
+    for bad, message in (
+        (wrong, "expects d_in=16"),
+        (f"saelens:{RELEASE}/blocks.2.hook_resid_pre", "not in the local"),
+    ):
+        result = CliRunner().invoke(
+            app, ["analyze", "features", bad, "--cache", str(cache), "--out", str(out), "--no-logits"]
+        )
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output

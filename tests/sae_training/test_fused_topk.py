@@ -1,4 +1,5 @@
-"""The fused training paths (TopK: fused encoder, sparse decode, sparse AuxK; ReLU: fused encoder) equal the dense ones."""
+"""The fused training paths (TopK: fused encoder, sparse decode, sparse AuxK; ReLU: fused encoder) equal the dense
+ones."""
 
 import pytest
 import torch

@@ -169,12 +169,14 @@ def test_training_from_a_cache_writes_ce_loss_recovered(tmp_path, tiny_model):
                                context_size=32, batch_size=16, shard_tokens=1024)
     cache = build_cache(cache_config, root=tmp_path / "caches", cache_id="tiny", device="cpu", progress=False,
                         model=tiny_model)
-    config = small_config(cache=str(cache), hook="blocks.1.hook_resid_post", context_size=32, n_tokens=256 * 6, eval_ce_batches=1)
+    config = small_config(cache=str(cache), hook="blocks.1.hook_resid_post", context_size=32, n_tokens=256 * 6,
+                          eval_ce_batches=1)
     run = train_saes(config, tmp_path / "run", progress=False, model=tiny_model)
     member = run.evaluation["members"][0]
     assert member["ce_clean"] != member["ce_zero_ablation"]  # a random model: ablation may even help
     assert member["ce_loss_recovered"] == pytest.approx(
-        (member["ce_zero_ablation"] - member["ce_sae"]) / (member["ce_zero_ablation"] - member["ce_clean"]))
+        (member["ce_zero_ablation"] - member["ce_sae"]) / (member["ce_zero_ablation"] - member["ce_clean"])
+    )
 
 
 def test_checkpoints_are_safetensors_that_round_trip_the_whole_state(tmp_path):

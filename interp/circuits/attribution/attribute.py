@@ -211,13 +211,27 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
     active = torch.cat([torch.stack([torch.full_like(pos, l), pos, ids], 1) for l, (pos, ids, _) in
                         enumerate(state.features)]) if n_features else torch.zeros(0, 3, dtype=torch.long)
     activations = torch.cat([values for _, _, values in state.features]) if n_features else torch.zeros(0)
-    token_strings = [model.tokenizer.decode([int(t)]) for t in tokens] if model.tokenizer else [str(int(t)) for t in tokens]
+    token_strings = ([model.tokenizer.decode([int(t)]) for t in tokens] if model.tokenizer
+                     else [str(int(t)) for t in tokens])
     logit_strings = [model.tokenizer.decode([int(t)]) for t in logit_ids] if model.tokenizer else []
     text = prompt if isinstance(prompt, str) else "".join(token_strings)
-    return AttributionGraph(text, tokens.cpu(),
-                            token_strings, n_layers, active.cpu(), activations.cpu(), logit_ids.cpu(),
-                            logit_probs.cpu(), adjacency, readout_values, constant, logit_strings,
-                            {l: tc.hook_in for l, tc in by_layer.items()}, notes, model.cfg.model_name)
+    return AttributionGraph(
+        text,
+        tokens.cpu(),
+        token_strings,
+        n_layers,
+        active.cpu(),
+        activations.cpu(),
+        logit_ids.cpu(),
+        logit_probs.cpu(),
+        adjacency,
+        readout_values,
+        constant,
+        logit_strings,
+        {l: tc.hook_in for l, tc in by_layer.items()},
+        notes,
+        model.cfg.model_name,
+    )
 
 
 def _sources(state: CleanState) -> dict:
@@ -231,8 +245,9 @@ def _sources(state: CleanState) -> dict:
     return {"features": features, "errors": errors, "tokens": state.token_vectors.float()}
 
 
-def _edge_rows(grads: list[Tensor], sources: dict, nb: int, n_nodes: int, n_features: int, n_pos: int,
-               n_layers: int) -> Float[Tensor, "nb n_nodes"]:
+def _edge_rows(
+    grads: list[Tensor], sources: dict, nb: int, n_nodes: int, n_features: int, n_pos: int, n_layers: int
+) -> Float[Tensor, "nb n_nodes"]:
     """One batch of adjacency rows from the gradients at the token vectors (``grads[0]``) and MLP outputs."""
     out = grads[0].new_zeros(nb, n_nodes)
     column = 0
@@ -244,10 +259,10 @@ def _edge_rows(grads: list[Tensor], sources: dict, nb: int, n_nodes: int, n_feat
             step = max(1, EINSUM_FLOATS // max(1, nb * dec.shape[1]))
             for begin in range(0, len(pos), step):
                 end = min(begin + step, len(pos))
-                out[:, column + begin:column + end] = torch.einsum("bnd,nd->bn", g[:, pos[begin:end]], dec[begin:end])
+                out[:, column + begin : column + end] = torch.einsum("bnd,nd->bn", g[:, pos[begin:end]], dec[begin:end])
             column += len(pos)
         error_start = n_features + layer * n_pos
-        out[:, error_start:error_start + n_pos] = (g * sources["errors"][layer]).sum(-1)
+        out[:, error_start : error_start + n_pos] = (g * sources["errors"][layer]).sum(-1)
     token_start = n_features + n_layers * n_pos
-    out[:, token_start:token_start + n_pos] = (grads[0][:nb] * sources["tokens"]).sum(-1)
+    out[:, token_start : token_start + n_pos] = (grads[0][:nb] * sources["tokens"]).sum(-1)
     return out

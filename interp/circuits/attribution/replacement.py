@@ -93,12 +93,17 @@ def clean_state(model, tokens: Int[Tensor, " pos"], transcoders: dict[int, Trans
     """One clean forward pass; active features per layer (none at position 0 with ``zero_bos``, as circuit-tracer:
     the BOS position's outsized activations go to its error node)."""
     n_layers = model.cfg.n_layers
-    input_hooks = [transcoders[l].hook_in if l in transcoders else default_input_hook(model, l) for l in range(n_layers)]
+    input_hooks = [
+        transcoders[l].hook_in if l in transcoders else default_input_hook(model, l) for l in range(n_layers)
+    ]
     output_hooks = [f"blocks.{l}.hook_mlp_out" for l in range(n_layers)]
     names = set(input_hooks) | set(output_hooks) | set(_frozen_names(model)) | {"hook_embed", "hook_pos_embed"}
     record: dict[str, Tensor] = {}
-    hooks = [(name, lambda act, hook: record.__setitem__(hook.name, act.detach()[0].clone()))
-             for name in names if name in model.hook_dict]
+    hooks = [
+        (name, lambda act, hook: record.__setitem__(hook.name, act.detach()[0].clone()))
+        for name in names
+        if name in model.hook_dict
+    ]
     captured = {}
     handle = model.unembed.register_forward_pre_hook(lambda module, args: captured.__setitem__("u", args[0].detach()))
     try:
@@ -122,12 +127,25 @@ def clean_state(model, tokens: Int[Tensor, " pos"], transcoders: dict[int, Trans
         features.append((positions, ids, f[positions, ids]))
         rest.append(mlp_outs[layer] - tc.skip(inputs[layer]))
     frozen = {name: record[name] for name in _frozen_names(model)}
-    return CleanState(tokens, transcoders, input_hooks, output_hooks, inputs, mlp_outs, frozen, token_vectors,
-                      captured["u"][0].float(), logits[0, -1].float(), features, rest)
+    return CleanState(
+        tokens,
+        transcoders,
+        input_hooks,
+        output_hooks,
+        inputs,
+        mlp_outs,
+        frozen,
+        token_vectors,
+        captured["u"][0].float(),
+        logits[0, -1].float(),
+        features,
+        rest,
+    )
 
 
-def frozen_forward(model, state: CleanState, token_vectors: Float[Tensor, "B pos d"],
-                   rest: list[Float[Tensor, "B pos d"]]) -> tuple[list[Tensor], Tensor]:
+def frozen_forward(
+    model, state: CleanState, token_vectors: Float[Tensor, "B pos d"], rest: list[Float[Tensor, "B pos d"]]
+) -> tuple[list[Tensor], Tensor]:
     """The replacement model on a batch: token vectors in place of the embeddings, each MLP's output replaced by
     ``rest[l] + skip_l(x_l)``, patterns and scales the clean ones. Returns the transcoder inputs ``x_l`` and the
     unembedding input, ``[B, pos, d]`` each, differentiable in ``token_vectors`` and ``rest``."""

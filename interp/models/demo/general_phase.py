@@ -254,7 +254,8 @@ def evaluate(model, sources: TokenSources, held_out_windows: torch.Tensor, bos: 
     result["held_out_lm_loss"] = round(lm, 4)
     for prefix, names, templates in (("ioi_held_out", True, True), ("ioi_train", False, False),
                                      ("ioi_held_out_names", True, False), ("ioi_held_out_templates", False, True)):
-        scores = ioi_scores(model, demo_ioi_prompts(model, 64, seed=7, held_out_names=names, held_out_templates=templates))
+        prompts = demo_ioi_prompts(model, 64, seed=7, held_out_names=names, held_out_templates=templates)
+        scores = ioi_scores(model, prompts)
         result.update({f"{prefix}_{k}": round(v, 4) for k, v in scores.items()})
     return result
 
@@ -272,10 +273,11 @@ def ioi_generalisation(model, n_per_template: int = 256, seed: int = 0) -> dict:
 
     result = {}
     for label, names, templates in (
-            ("held_out_names_training_templates", DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_TRAIN_TEMPLATES),
-            ("training_names_held_out_templates", DEMO_IOI_TRAIN_NAMES, DEMO_IOI_HELD_OUT_TEMPLATES),
-            ("held_out_names_held_out_templates", DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_HELD_OUT_TEMPLATES),
-            ("held_out_names_final_test_templates", DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_FINAL_TEST_TEMPLATES)):
+        ("held_out_names_training_templates", DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_TRAIN_TEMPLATES),
+        ("training_names_held_out_templates", DEMO_IOI_TRAIN_NAMES, DEMO_IOI_HELD_OUT_TEMPLATES),
+        ("held_out_names_held_out_templates", DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_HELD_OUT_TEMPLATES),
+        ("held_out_names_final_test_templates", DEMO_IOI_HELD_OUT_NAMES, DEMO_IOI_FINAL_TEST_TEMPLATES),
+    ):
         per_template = {template: accuracy(names, template) for template in templates}
         result[label] = {"mean": round(sum(per_template.values()) / len(per_template), 4), "per_template": per_template}
     return result
@@ -288,7 +290,9 @@ def bigram_held_out_loss(tokenizer, context_size: int, alpha: float = 0.1) -> fl
     held_out = demo_windows(tokenizer, context_size, held_out=True)[:HELD_OUT_EVAL_WINDOWS]
     vocab = int(max(train.max(), held_out.max())) + 1
     counts = torch.zeros(vocab * vocab, dtype=torch.float64)
-    counts.index_add_(0, (train[:, :-1] * vocab + train[:, 1:]).flatten(), torch.ones(train[:, 1:].numel(), dtype=torch.float64))
+    counts.index_add_(
+        0, (train[:, :-1] * vocab + train[:, 1:]).flatten(), torch.ones(train[:, 1:].numel(), dtype=torch.float64)
+    )
     counts = counts.view(vocab, vocab) + alpha
     log_probs = (counts / counts.sum(1, keepdim=True)).log()
     return float(-log_probs[held_out[:, :-1], held_out[:, 1:]].mean())
@@ -312,7 +316,7 @@ def _load_checkpoint(model, optimizer, work_dir: Path, tag: str) -> tuple[int, l
     with safe_open(str(work_dir / f"{tag}.safetensors"), "pt") as handle:
         step = int((handle.metadata() or {}).get("step", state["step"]))
     tensors = load_file(str(work_dir / f"{tag}.safetensors"))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, param in enumerate(params):
         moments = {k.split(".")[-1]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
@@ -344,9 +348,17 @@ def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         text = train_windows[torch.randint(0, train_windows.shape[0], (cfg.text_rows,), generator=generator)]
         rows, mask = induction_batch(sources, cfg.induction_rows, cfg.induction_context, bos, generator)
-        ioi = ioi_batch(model, sources, cfg.ioi_rows, seed=cfg.seed * 1_000_003 + step, template_pieces=cfg.template_pieces,
-                        pseudo_names=cfg.pseudo_names, order=cfg.ioi_order, asides=cfg.asides,
-                        prefixes=cfg.prefixes)
+        ioi = ioi_batch(
+            model,
+            sources,
+            cfg.ioi_rows,
+            seed=cfg.seed * 1_000_003 + step,
+            template_pieces=cfg.template_pieces,
+            pseudo_names=cfg.pseudo_names,
+            order=cfg.ioi_order,
+            asides=cfg.asides,
+            prefixes=cfg.prefixes,
+        )
         loss_text = model(text, return_type="loss")
         loss_induction = masked_loss(model, rows, mask)
         loss_ioi = sum(answer_loss(model, prompts) for prompts in ioi) / len(ioi)
@@ -356,11 +368,15 @@ def train_general_phase(model, cfg: GeneralPhaseConfig, work_dir: Path) -> list[
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % 10 == 0:
-            bar.set_postfix(text=f"{loss_text.item():.2f}", ind=f"{loss_induction.item():.2f}", ioi=f"{loss_ioi.item():.2f}")
+            bar.set_postfix(
+                text=f"{loss_text.item():.2f}", ind=f"{loss_induction.item():.2f}", ioi=f"{loss_ioi.item():.2f}"
+            )
         done = step + 1
         if done % cfg.eval_every == 0 or done == stop:
             model.eval()
-            history.append({"step": done, "seconds": round(time.time() - began), **evaluate(model, sources, held_out_windows, bos)})
+            history.append(
+                {"step": done, "seconds": round(time.time() - began), **evaluate(model, sources, held_out_windows, bos)}
+            )
             model.train()
             print(json.dumps(history[-1]), flush=True)
         if done % cfg.checkpoint_every == 0 or done == stop:

@@ -36,8 +36,10 @@ held-out templates 91.9 % (one template 75.6 %), on two final-test templates wri
 scored once 94.9 and 98.6 %; induction ratios 0.002 / 0.002 / 0.10; held-out LM loss 4.53.
 
 Experiments not in the weights (``--extra-phases``, run after the committed phases; measured when run
-right after phase 3, before phase 6 existed): templates assembled from pieces (phase 4, ~60 % on held-out templates) and the same
-without random-word names (phase 5, ~70 % on held-out names, memorising the training names). ``general_phase.py`` records what each showed.
+right after phase 3, before phase 6 existed): templates assembled from pieces (phase 4, ~60 % on held-out templates)
+and the same
+without random-word names (phase 5, ~70 % on held-out names, memorising the training names). ``general_phase.py``
+records what each showed.
 """
 
 from __future__ import annotations
@@ -101,8 +103,12 @@ def save_hf_tokenizer(tokenizer_json: Path) -> None:
     from transformers import PreTrainedTokenizerFast
 
     wrapped = PreTrainedTokenizerFast(
-        tokenizer_file=str(tokenizer_json), bos_token=SPECIAL_TOKENS[0], eos_token=SPECIAL_TOKENS[1],
-        pad_token=SPECIAL_TOKENS[2], add_bos_token=True, model_max_length=MODEL_CONFIG["n_ctx"],
+        tokenizer_file=str(tokenizer_json),
+        bos_token=SPECIAL_TOKENS[0],
+        eos_token=SPECIAL_TOKENS[1],
+        pad_token=SPECIAL_TOKENS[2],
+        add_bos_token=True,
+        model_max_length=MODEL_CONFIG["n_ctx"],
     )
     wrapped.save_pretrained(str(tokenizer_json.parent))
 
@@ -144,8 +150,8 @@ def induction_rows(
         half = int(torch.randint(8, (context_size - 1) // 2 + 1, (1,), generator=generator))
         prefix = int(torch.randint(0, context_size - 1 - 2 * half + 1, (1,), generator=generator))
         start = 1 + prefix
-        rows[row, start + half:start + 2 * half] = rows[row, start:start + half]
-        mask[row, start + half - 1:start + 2 * half - 1] = True  # predicting tokens of the second copy
+        rows[row, start + half : start + 2 * half] = rows[row, start : start + half]
+        mask[row, start + half - 1 : start + 2 * half - 1] = True  # predicting tokens of the second copy
     return rows, mask
 
 
@@ -193,9 +199,7 @@ def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup=100)
         rows = torch.randint(0, windows.shape[0], (batch_size - n_induction,), generator=generator)
-        induction = repeated_random_batch(
-            n_induction, cfg.n_ctx, cfg.d_vocab, bos, len(SPECIAL_TOKENS), generator
-        )
+        induction = repeated_random_batch(n_induction, cfg.n_ctx, cfg.d_vocab, bos, len(SPECIAL_TOKENS), generator)
         tokens = torch.cat([windows[rows], induction])
         loss = model(tokens, return_type="loss")
         optimizer_step(model, optimizer, loss)
@@ -205,8 +209,18 @@ def train(steps: int, batch_size: int, lr: float, seed: int, induction_fraction:
     return model, windows, bos
 
 
-def train_induction(model, windows: torch.Tensor, bos: int, steps: int, text_rows: int, lr: float,
-                    seed: int, alphabet: tuple[int, int], n_induction: int, induction_context: int) -> None:
+def train_induction(
+    model,
+    windows: torch.Tensor,
+    bos: int,
+    steps: int,
+    text_rows: int,
+    lr: float,
+    seed: int,
+    alphabet: tuple[int, int],
+    n_induction: int,
+    induction_context: int,
+) -> None:
     """Phase 2: each step, ``text_rows`` corpus windows plus ``n_induction`` short induction rows
     (loss on the second copy only): many cheap induction examples per step."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -245,13 +259,17 @@ def save_model(model, out_dir: Path, history: list[dict]) -> None:
         "induction_head": [1, int(induction.argmax())],
         "previous_token_scores_layer0": [round(float(v), 4) for v in prev],
         "induction_scores_layer1": [round(float(v), 4) for v in induction],
-        "ioi": {**ioi_roles(ioi_table),
-                "name_mover_dla": [round(float(v), 4) for v in ioi_table[ioi_table.layer == 1].dla_logit_diff]},
+        "ioi": {
+            **ioi_roles(ioi_table),
+            "name_mover_dla": [round(float(v), 4) for v in ioi_table[ioi_table.layer == 1].dla_logit_diff],
+        },
         "checks": {k: v for k, v in final.items() if k not in ("step", "seconds")},
         "ioi_accuracy_per_template": ioi_generalisation(model, n_per_template=512),
-        "language_model": {"held_out_loss": final["held_out_lm_loss"],
-                           "before_phase_3_held_out_loss": first["held_out_lm_loss"],
-                           "bigram_held_out_loss": round(bigram_held_out_loss(model.tokenizer, MODEL_CONFIG["n_ctx"]), 4)},
+        "language_model": {
+            "held_out_loss": final["held_out_lm_loss"],
+            "before_phase_3_held_out_loss": first["held_out_lm_loss"],
+            "bigram_held_out_loss": round(bigram_held_out_loss(model.tokenizer, MODEL_CONFIG["n_ctx"]), 4),
+        },
     }
     write_json(out_dir / "circuit.json", circuit, sort_keys=False)
     print(json.dumps(circuit))
@@ -270,16 +288,37 @@ def main() -> None:
     parser.add_argument("--text-rows", type=int, default=8, help="phase 2 corpus windows per step")
     parser.add_argument("--induction-rows", type=int, default=48, help="phase 2 induction rows per step")
     parser.add_argument("--induction-context", type=int, default=64, help="phase 2 induction row length")
-    parser.add_argument("--phase1-weights", type=Path, default=None,
-                        help="skip phase 1 and start phase 2 from these weights (a phase-1 model.safetensors)")
-    parser.add_argument("--phase2-weights", type=Path, default=None,
-                        help="skip phases 1-2 and start phase 3 from these weights (a phase-2 model.safetensors)")
-    parser.add_argument("--phase3-weights", type=Path, default=None,
-                        help="skip phases 1-3 and run phases 6-9 from these weights (a phase-3 model.safetensors)")
-    parser.add_argument("--work-dir", type=Path, default=Path("demo-model-work"),
-                        help="phase 3 checkpoints (a killed run resumes from here)")
-    parser.add_argument("--extra-phases", nargs="*", default=[], choices=sorted(EXTRA_PHASES),
-                        help="experiments run after the committed phases (not in the weights; see general_phase.py)")
+    parser.add_argument(
+        "--phase1-weights",
+        type=Path,
+        default=None,
+        help="skip phase 1 and start phase 2 from these weights (a phase-1 model.safetensors)",
+    )
+    parser.add_argument(
+        "--phase2-weights",
+        type=Path,
+        default=None,
+        help="skip phases 1-2 and start phase 3 from these weights (a phase-2 model.safetensors)",
+    )
+    parser.add_argument(
+        "--phase3-weights",
+        type=Path,
+        default=None,
+        help="skip phases 1-3 and run phases 6-9 from these weights (a phase-3 model.safetensors)",
+    )
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("demo-model-work"),
+        help="phase 3 checkpoints (a killed run resumes from here)",
+    )
+    parser.add_argument(
+        "--extra-phases",
+        nargs="*",
+        default=[],
+        choices=sorted(EXTRA_PHASES),
+        help="experiments run after the committed phases (not in the weights; see general_phase.py)",
+    )
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared 2-core machine")
     args = parser.parse_args()
@@ -292,8 +331,18 @@ def main() -> None:
             model, windows, bos = train(args.steps, args.batch_size, args.lr, args.seed, args.induction_fraction)
         else:
             model, windows, bos = load_weights(args.phase1_weights), *load_corpus_windows()
-        train_induction(model, windows, bos, args.induction_steps, args.text_rows, args.induction_lr, args.seed,
-                        alphabet, args.induction_rows, args.induction_context)
+        train_induction(
+            model,
+            windows,
+            bos,
+            args.induction_steps,
+            args.text_rows,
+            args.induction_lr,
+            args.seed,
+            alphabet,
+            args.induction_rows,
+            args.induction_context,
+        )
     model.set_tokenizer(demo_tokenizer())
     history = []
     for phase in COMMITTED_PHASES:
