@@ -14,6 +14,7 @@ from app.commands import app as app_commands
 from app.commands import cache as cache_commands
 from app.commands import circuits as circuits_commands
 from app.commands import demo as demo_commands
+from app.commands import live as live_commands
 from app.commands import train as train_commands
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ bench_app = typer.Typer(help="Benchmarks against the peer libraries, JSON out.",
 cache_commands.register(app)
 demo_commands.register(app)
 app_commands.register(app)
+live_commands.register(app)
 analyze_commands.register(analyze_app)
 circuits_commands.register(analyze_app)
 train_commands.register(app, bench_app)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.cache.store import ActivationCache
 from interp.features.dictionary import Dictionary, DictionaryError
+from interp.store.analysis_folder import AnalysisFolder
 from interp.store.errors import InputError
+from interp.store.run_folder import RunFolder
 
 MAX_TOKENS = 8192  # bounded work for a pasted book: about 64 windows of the demo model's context
 CHARS_PER_TOKEN = 16
@@ -188,3 +192,28 @@ def probe(model, dictionaries: Mapping[str, Dictionary], text: str, hooks: Mappi
     """Which features of each SAE fire on each token of ``text`` (see the module docstring)."""
     ids, notes = text_tokens(model, text, max_tokens)
     return probe_tokens(model, dictionaries, ids, hooks, labels, overlap, notes=notes)
+
+
+def recorded_model_spec(sae_folder: Path | str, workspace: Path | str | None = None) -> str:
+    """The model an SAE folder ``runs/<run_id>/sae_<i>`` was trained on: its run's cache's model spec (a cache
+    path recorded relative to the workspace is looked up there)."""
+    sae_folder = Path(sae_folder)
+    try:
+        cache = RunFolder(sae_folder.parent).cache(for_what=str(sae_folder))
+    except FileNotFoundError as error:
+        raise InputError(f"no model recorded for {sae_folder} (its run names no cache); pass --model") from error
+    if not cache.is_absolute() and not cache.exists():
+        cache = Path(workspace if workspace is not None else sae_folder.resolve().parents[2]) / cache
+    return str(ActivationCache(cache, verify=False).config["model"])
+
+
+def stored_labels(analysis_folder: Path | str, d_sae: int) -> list[str] | None:
+    """Each feature's dashboard label, or None when the SAE has no dashboards; stale ones are refused."""
+    folder = AnalysisFolder(analysis_folder)
+    if not folder.has_dashboards:
+        return None
+    table = folder.read_table("features", columns=["feature", "label"]).sort_values("feature")
+    if len(table) != d_sae:
+        raise DictionaryError(f"the dashboards in {folder.path} have {len(table)} features but the SAE has {d_sae}; "
+                              "rebuild them with `workbench analyze features`")
+    return table.label.tolist()
