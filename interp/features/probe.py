@@ -28,8 +28,8 @@ from interp.store.errors import InputError
 from interp.store.run_folder import RunFolder
 
 MAX_TOKENS = 8192  # bounded work for a pasted book: about 64 windows of the demo model's context
-CHARS_PER_TOKEN = 16
-COLUMNS = ["position", "token", "rank", "feature", "activation", "share", "label", "logit_effect"]  # only this many characters per allowed token are tokenised (a 1 MB paste stays cheap)
+CHARS_PER_TOKEN = 16  # only this many characters per allowed token are tokenised (a 1 MB paste stays cheap)
+COLUMNS = ["position", "token", "rank", "feature", "activation", "share", "label", "logit_effect"]
 
 
 @dataclass

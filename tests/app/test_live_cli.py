@@ -31,7 +31,8 @@ def test_probe_json_equals_the_api_and_the_stored_labels(live_workspace, demo_mo
     np.testing.assert_allclose([row["activation"] for row in shown["top_features"]], expected.activation, atol=1e-5)
     labels = AnalysisFolder(live_workspace / "analyses" / "live" / "sae_0").read_table("features").set_index("feature")
     assert all(row["label"] == labels.label[row["feature"]] for row in shown["top_features"])
-    assert shown["tokens"] == [demo_model.tokenizer.decode([t]) for t in demo_model.tokenizer.encode(TEXT, add_special_tokens=False)]
+    ids = demo_model.tokenizer.encode(TEXT, add_special_tokens=False)
+    assert shown["tokens"] == [demo_model.tokenizer.decode([t]) for t in ids]
 
 
 def test_probe_prints_one_line_per_token(live_workspace):
@@ -44,7 +45,8 @@ def test_probe_prints_one_line_per_token(live_workspace):
 
 def test_steer_with_a_zero_coefficient_gives_the_default_and_zero_kl(live_workspace):
     sae = str(live_workspace / "runs" / "live" / "sae_0")
-    out = json.loads(invoke("steer", "--sae", sae, "--feature", "3", "--coef", "0", "--tokens", "6", TEXT, "--json").output)
+    out = invoke("steer", "--sae", sae, "--feature", "3", "--coef", "0", "--tokens", "6", TEXT, "--json")
+    out = json.loads(out.output)
     assert out["default"] == out["steered"] and max(out["kl"]) == 0.0
     moved = invoke("steer", "--sae", sae, "--feature", "3", "--feature", "5", "--coef", "20", "--tokens", "6",
                    "--sweep", "0,5,10", TEXT, "--json")
@@ -79,5 +81,6 @@ def test_bad_input_is_one_error_line(live_workspace, args, message):
 def test_an_sae_of_another_model_is_one_error_line(workspace):
     """The tiny workspace's SAE reads a 32-wide residual; the demo model's is 128 wide."""
     result = invoke("probe", "--sae", str(workspace / "runs" / "demo-mfr" / "sae_0"), "--model", "demo", TEXT)
-    assert result.exit_code == 2 and "expects width 32 but hook 'blocks.1.hook_resid_post' has width 128" in result.output
+    assert result.exit_code == 2
+    assert "expects width 32 but hook 'blocks.1.hook_resid_post' has width 128" in result.output
     assert len(result.output.strip().splitlines()) == 1
