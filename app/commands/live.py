@@ -17,8 +17,9 @@ import typer
 from app.commands.errors import split_csv, user_errors
 from interp.store.analysis_folder import AnalysisFolder
 from interp.store.errors import InputError
+from interp.store.run_folder import SAE_CONFIG
 
-SAE_HELP = "An SAE folder runs/<run_id>/sae_<i> (SAELens cfg.json + weights)."
+SAE_HELP = f"An SAE folder runs/<run_id>/sae_<i> (SAELens {SAE_CONFIG} + weights)."
 MODEL_HELP = "Model spec; default: the model of the cache the SAE was trained on."
 
 
@@ -30,7 +31,8 @@ def _open(sae: Path, model: str | None, analyses: Path | None, device: str):
 
     dictionary = load_dictionary(sae, device=device)
     if dictionary.hook_name is None:
-        raise InputError(f"{sae} names no hook (metadata.hook_name in its cfg.json); it cannot be placed in the model")
+        raise InputError(f"{sae} names no hook (metadata.hook_name in its {SAE_CONFIG}); it cannot be placed in the "
+                         "model")
     analyses = analyses if analyses is not None else sae.resolve().parents[2] / "analyses"
     labels = stored_labels(AnalysisFolder.of_sae(analyses, sae).path, dictionary.d_sae)
     spec = model or recorded_model_spec(sae)
