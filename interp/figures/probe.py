@@ -29,7 +29,7 @@ def logit_change_bars(changes: pd.DataFrame) -> go.Figure:
                            customdata=np.stack([changes.default_prob, changes.steered_prob], -1),
                            hovertemplate="%{y}: %{x:+.2f} (p %{customdata[0]:.3g} → %{customdata[1]:.3g})"))
     return fig.update_layout(title="Next-token logit changes after the prompt", xaxis_title="steered − default logit",
-                             yaxis=dict(autorange="reversed"), height=420)
+                             yaxis=dict(autorange="reversed", tickmode="linear"), height=420)
 
 
 def kl_along_text(kl: np.ndarray, tokens: list[str], prompt_length: int) -> go.Figure:
