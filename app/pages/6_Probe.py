@@ -13,6 +13,7 @@ from app.ui.live import probed, site_of, steered
 from app.ui.theme import missing, page, plot
 from app.ui.tokens import highlight
 from app.ui.workspace import COMMANDS, UnsafePathError, list_runs, workspace_root
+from interp.features.probe import specific_features
 from interp.figures.probe import METRICS, activation_along_text, dose_response_figure, kl_along_text, logit_change_bars
 from interp.store.analysis_folder import AnalysisFolder
 from interp.store.errors import InputError
@@ -69,6 +70,13 @@ if result is not None:
                 match.other_analysis, int(match.other_feature))
     plot(activation_along_text(result.tokens, acts, feature, others), key="along")
     st.markdown(f"[Open feature {feature}'s dashboard](/Features?analysis={analysis_key}&feature={feature})")
+
+    with st.expander("Features most specific to this text (mean activation here over the corpus mean)"):
+        stored = data.parquet(AnalysisFolder(folder).table_path("features"), columns="feature, mean_activation, "
+                              "frequency", order="feature")
+        corpus_mean = (stored.mean_activation * stored.frequency).to_numpy()
+        st.dataframe(specific_features(result, own, corpus_mean, 20), hide_index=True, width="stretch",
+                     key="specific")
 
     st.subheader("Features of one token")
     position = int(st.selectbox("Token", list(range(len(result.tokens))),

@@ -194,6 +194,20 @@ def probe(model, dictionaries: Mapping[str, Dictionary], text: str, hooks: Mappi
     return probe_tokens(model, dictionaries, ids, hooks, labels, overlap, notes=notes)
 
 
+def specific_features(result: ProbeResult, name: str, corpus_mean: np.ndarray, k: int = 20) -> pd.DataFrame:
+    """The features most specific to the text: mean activation per token on it over the mean per token on the
+    corpus (the dashboards' ``mean_activation * frequency``), with the text's max; dead-on-corpus features rank
+    by their text mean."""
+    codes = result.codes[name]
+    text_mean = np.asarray(codes.mean(0)).ravel()
+    ratio = text_mean / np.maximum(np.asarray(corpus_mean, dtype=np.float64), 1e-12)
+    order = np.lexsort((-text_mean, -ratio))[:k]
+    labels = result.labels[name]
+    return pd.DataFrame({"feature": order, "label": [labels[f] if labels is not None else None for f in order],
+                         "text_mean": text_mean[order], "text_max": codes.max(0).toarray().ravel()[order],
+                         "corpus_mean": np.asarray(corpus_mean)[order], "ratio": ratio[order]})
+
+
 def recorded_model_spec(sae_folder: Path | str, workspace: Path | str | None = None) -> str:
     """The model an SAE folder ``runs/<run_id>/sae_<i>`` was trained on: its run's cache's model spec (a cache
     path recorded relative to the workspace is looked up there)."""

@@ -104,3 +104,17 @@ def test_the_features_page_links_each_dashboard_to_the_probe(live_env):
     at.run()
     assert not at.exception
     assert any("/Probe?analysis=live/sae_1&feature=5" in m.value for m in at.markdown)
+
+
+def test_the_specific_features_table_is_the_apis(live_env, demo_model):
+    from interp.features.probe import specific_features
+    from interp.store.analysis_folder import AnalysisFolder
+
+    at = opened()
+    at.text_area(key="probe_text").input(TEXT)
+    submit(at, "Probe")
+    shown = next(f.value for f in at.dataframe if "ratio" in f.value.columns)
+    stored = AnalysisFolder(live_env / "analyses" / "live" / "sae_0").read_table("features").sort_values("feature")
+    result = probe(demo_model, {"s": load_dictionary(live_env / "runs" / "live" / "sae_0")}, TEXT)
+    expected = specific_features(result, "s", (stored.mean_activation * stored.frequency).to_numpy(), 20)
+    assert shown.feature.tolist() == expected.feature.tolist()

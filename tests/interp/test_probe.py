@@ -109,3 +109,24 @@ def test_an_sae_that_does_not_fit_the_model_is_refused(tiny_model, sae):
     result = probe(tiny_model, {"sae_0": sae}, "hello there")
     with pytest.raises(DictionaryError, match="feature 64 is out of range"):
         result.feature("sae_0", 64)
+
+
+def test_probing_the_whole_cache_makes_every_feature_exactly_as_specific_as_on_the_corpus(workspace, tiny_model, sae,
+                                                                                         cached):
+    """The cached sequences back to back, one window each: the text's mean per token is the corpus's."""
+    from interp.features.probe import specific_features
+
+    _, ids, sequence = cached
+    bodies = torch.cat([ids[(sequence == s).nonzero().flatten()[1:]] for s in torch.unique(sequence).tolist()])
+    result = probe_tokens(tiny_model, {"sae_0": sae}, bodies.tolist(), overlap=0)
+    stored = AnalysisFolder.of_sae(workspace / "analyses", workspace / "runs" / "demo-mfr" / "sae_0").read_table(
+        "features").sort_values("feature")
+    corpus_mean = (stored.mean_activation * stored.frequency).to_numpy()
+    table = specific_features(result, "sae_0", corpus_mean, k=sae.d_sae)
+    alive = table[table.corpus_mean > 0]
+    np.testing.assert_allclose(alive.text_mean, alive.corpus_mean, rtol=1e-4)
+    np.testing.assert_allclose(alive.ratio, 1.0, rtol=1e-4)
+    # a text of one repeated cached sequence is specific to the features that fire on it
+    one = probe_tokens(tiny_model, {"sae_0": sae}, bodies[:31].tolist())
+    top = specific_features(one, "sae_0", corpus_mean, k=5)
+    assert (top.ratio > 1).all() and top.ratio.is_monotonic_decreasing
