@@ -30,14 +30,17 @@ TEXT = ("Now is the winter of our discontent made glorious summer by this sun of
 PROMPT = "To be, or not to be, that is the"
 
 
-def median_seconds(fn, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> dict:
+    """Median wall time and median CPU time of this process (on a shared, loaded machine the CPU time with
+    one thread is the closer estimate of the wall time on an idle core)."""
     fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        tic = time.perf_counter()
+        tic, tac = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - tic)
-    return round(statistics.median(times), 4)
+        wall.append(time.perf_counter() - tic)
+        cpu.append(time.process_time() - tac)
+    return {"wall_s": round(statistics.median(wall), 4), "cpu_s": round(statistics.median(cpu), 4)}
 
 
 def bench_demo(workspace: Path, sae_id: str, repeats: int) -> dict:
@@ -51,8 +54,8 @@ def bench_demo(workspace: Path, sae_id: str, repeats: int) -> dict:
     sae = load_dictionary(sae_folder)
     ids = model.tokenizer.encode(TEXT * 2, add_special_tokens=False)[:128]
     edit = steer(sae, sae.hook_name, 0, 8.0)
-    out = {"probe_128_tokens_s": median_seconds(lambda: probe_tokens(model, {"s": sae}, ids).top_features("s"), repeats),
-           "steer_32_tokens_s": median_seconds(lambda: generate(model, PROMPT, [edit], max_new_tokens=32), repeats)}
+    out = {"probe_128_tokens": median_seconds(lambda: probe_tokens(model, {"s": sae}, ids).top_features("s"), repeats),
+           "steer_32_tokens": median_seconds(lambda: generate(model, PROMPT, [edit], max_new_tokens=32), repeats)}
     text = model.tokenizer.decode(ids)
     assert len(probe(model, {"s": sae}, text).tokens) >= 120
     out.update(bench_page(workspace, sae_id, text, repeats))
@@ -67,17 +70,17 @@ def bench_page(workspace: Path, sae_id: str, text: str, repeats: int) -> dict:
     os.environ["WORKBENCH_WORKSPACE"] = str(workspace)
     page = str(Path(__file__).resolve().parents[1] / "app" / "pages" / "6_Probe.py")
 
-    def click(label: str, fill) -> float:
+    def click(label: str, fill) -> tuple[float, float]:
         at = AppTest.from_file(page, default_timeout=300)
         at.query_params["analysis"] = sae_id
         at.run()
         fill(at)
         st.cache_data.clear()  # the model and SAE stay loaded (st.cache_resource); the answer is recomputed
-        tic = time.perf_counter()
+        tic, tac = time.perf_counter(), time.process_time()
         next(b for b in at.button if b.label == label).click()
         at.run()
         assert not at.exception and not at.error, [e.value for e in [*at.exception, *at.error]]
-        return time.perf_counter() - tic
+        return time.perf_counter() - tic, time.process_time() - tac
 
     def fill_text(at):
         at.text_area(key="probe_text").input(text)
@@ -88,8 +91,9 @@ def bench_page(workspace: Path, sae_id: str, text: str, repeats: int) -> dict:
 
     probe_times = [click("Probe", fill_text) for _ in range(repeats + 1)][1:]
     steer_times = [click("Steer", fill_prompt) for _ in range(repeats + 1)][1:]
-    return {"page_probe_click_s": round(statistics.median(probe_times), 4),
-            "page_steer_click_s": round(statistics.median(steer_times), 4)}
+    median = lambda times, i: round(statistics.median(t[i] for t in times), 4)  # noqa: E731
+    return {"page_probe_click": {"wall_s": median(probe_times, 0), "cpu_s": median(probe_times, 1)},
+            "page_steer_click": {"wall_s": median(steer_times, 0), "cpu_s": median(steer_times, 1)}}
 
 
 def bench_gpt2(repeats: int) -> dict:
@@ -112,10 +116,10 @@ def bench_gpt2(repeats: int) -> dict:
     ids = torch.randint(1, 50257, (128,), generator=torch.Generator().manual_seed(0)).tolist()
     prompt = ids[:12]
     edit = steer(dictionary, hook, 0, 8.0)
-    return {"probe_128_tokens_s": median_seconds(
+    return {"probe_128_tokens": median_seconds(
                 lambda: probe_tokens(model, {"s": dictionary}, ids, hooks={"s": hook}, decode=str).top_features("s"),
                 repeats),
-            "steer_32_tokens_s": median_seconds(lambda: generate(model, prompt, [edit], max_new_tokens=32), repeats)}
+            "steer_32_tokens": median_seconds(lambda: generate(model, prompt, [edit], max_new_tokens=32), repeats)}
 
 
 def main() -> None:
@@ -127,7 +131,8 @@ def main() -> None:
     parser.add_argument("--skip-gpt2", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    result = {"threads": args.threads, "demo": bench_demo(args.workspace.resolve(), args.sae, args.repeats)}
+    result = {"threads": args.threads, "load_average": os.getloadavg(),
+              "demo": bench_demo(args.workspace.resolve(), args.sae, args.repeats)}
     if not args.skip_gpt2:
         result["gpt2_small_shape"] = bench_gpt2(args.repeats)
     print(json.dumps(result, indent=1))
