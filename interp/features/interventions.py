@@ -150,8 +150,9 @@ def check_sites(model, interventions: Sequence[Intervention]) -> None:
     hooks = [(name, lambda act, hook: widths.__setitem__(hook.name, act.reshape(*act.shape[:2], -1).shape[-1]))
              for name in names]
     with torch.no_grad():
+        blocks_only = all(name.startswith(("blocks.", "hook_")) for name in names)  # skip the costly unembedding
         model.run_with_hooks(torch.zeros((1, 1), dtype=torch.long, device=model.cfg.device), fwd_hooks=hooks,
-                             return_type=None)
+                             return_type=None, stop_at_layer=model.cfg.n_layers if blocks_only else None)
     for iv in interventions:
         if iv.dictionary.d_in != widths[iv.hook]:
             raise DictionaryError(f"the SAE expects width {iv.dictionary.d_in} but hook '{iv.hook}' of this model "
@@ -179,6 +180,19 @@ def _pick(logits: Float[Tensor, "batch vocab"], temperature: float, u: Tensor) -
     return torch.searchsorted(cdf, (u * cdf[:, -1:]).to(cdf.dtype)).clamp_max(logits.shape[-1] - 1).squeeze(-1)
 
 
+def _last_logits(model, step: Int[Tensor, "batch pos"], cache) -> Float[Tensor, "batch vocab"]:
+    """The next-token logits after ``step`` (one key-value cached forward). Only the last position is unembedded,
+    with ``W_U`` as stored: TransformerLens' ``Unembed`` copies ``W_U``'s transpose on every call, which at
+    GPT-2's vocabulary was 60 % of a 32-token generation."""
+    resid = model(step, past_kv_cache=cache, attention_mask=torch.ones_like(step), stop_at_layer=model.cfg.n_layers)
+    resid = resid[:, -1:]
+    if getattr(model, "ln_final", None) is not None:
+        resid = model.ln_final(resid)
+    logits = resid[:, 0] @ model.W_U + model.b_U
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0)
+    return _finite(cap * torch.tanh(logits / cap) if cap and cap > 0 else logits)
+
+
 def sample(model, tokens: Int[Tensor, "batch pos"], rows: Sequence[Sequence[Intervention]], max_new_tokens: int,
            temperature: float = 1.0, seed: int = 0) -> tuple[Int[Tensor, "batch new"], Float[Tensor, "batch vocab"]]:
     """Continue every row of ``tokens`` with its edits (key-value cache; coupled draws); returns the new
@@ -194,7 +208,7 @@ def sample(model, tokens: Int[Tensor, "batch pos"], rows: Sequence[Sequence[Inte
     with torch.no_grad(), model.hooks(fwd_hooks=edit_hooks(rows, lambda: position[0])):
         step_input = tokens
         for _ in range(max_new_tokens):
-            logits = _finite(model(step_input, past_kv_cache=cache, attention_mask=torch.ones_like(step_input)))[:, -1]
+            logits = _last_logits(model, step_input, cache)
             first = logits if first is None else first
             position[0] += step_input.shape[1]
             u = torch.rand((1, 1), generator=generator, dtype=torch.float64).to(device)
