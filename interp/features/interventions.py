@@ -128,7 +128,8 @@ def edit_activations(x: Float[Tensor, "batch pos *d"], rows: Sequence[Sequence[I
     return flat.reshape(x.shape)
 
 
-def edit_hooks(rows: Sequence[Sequence[Intervention]], offset: Callable[[], int] = lambda: 0) -> list[tuple[str, Callable]]:
+def edit_hooks(rows: Sequence[Sequence[Intervention]],
+               offset: Callable[[], int] = lambda: 0) -> list[tuple[str, Callable]]:
     """TransformerLens forward hooks applying ``rows`` at every hook they name."""
     names = sorted({iv.hook for row in rows for iv in row})
 
@@ -223,7 +224,8 @@ def kl_divergence(p_logits: Float[Tensor, "... vocab"], q_logits: Float[Tensor, 
     return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
 
 
-def logit_changes(default: Float[Tensor, " vocab"], edited: Float[Tensor, " vocab"], decode, k: int = 10) -> pd.DataFrame:
+def logit_changes(default: Float[Tensor, " vocab"], edited: Float[Tensor, " vocab"], decode,
+                  k: int = 10) -> pd.DataFrame:
     """The ``k`` tokens whose next-token logit rose most and the ``k`` that fell most."""
     change = (edited - default).float()
     up, down = change.topk(k), (-change).topk(k)
@@ -266,7 +268,8 @@ def prompt_tokens(model, prompt: str | Sequence[int] | Tensor, extra: int = 0) -
         raise InputError("the prompt has no tokens; type some words")
     if len(ids) + 1 + extra > model.cfg.n_ctx:
         raise InputError(f"the prompt has {len(ids) + 1} tokens (BOS included) and {extra} new ones were asked for: "
-                         f"more than the model's context of {model.cfg.n_ctx}; shorten the prompt or ask for fewer tokens")
+                         f"more than the model's context of {model.cfg.n_ctx}; shorten the prompt or ask for fewer "
+                         "tokens")
     return torch.tensor([[bos, *ids]], dtype=torch.long)
 
 
@@ -311,7 +314,8 @@ def dose_response(model, prompt: str | Sequence[int] | Tensor, intervention: Int
 
     def capture(activation, hook):
         with torch.no_grad():
-            codes = dictionary.encode(activation.reshape(-1, dictionary.d_in)).reshape(activation.shape[0], -1, dictionary.d_sae)
+            codes = dictionary.encode(activation.reshape(-1, dictionary.d_in))
+        codes = codes.reshape(activation.shape[0], -1, dictionary.d_sae)
         seen["activation"] = codes[..., feature].float().mean(-1)
 
     with torch.no_grad(), model.hooks(fwd_hooks=[*edit_hooks(rows), (intervention.hook, capture)]):
