@@ -17,6 +17,7 @@ from app.commands import demo as demo_commands
 from app.commands import evals as evals_commands
 from app.commands import explain as explain_commands
 from app.commands import graph as graph_commands
+from app.commands import live as live_commands
 from app.commands import train as train_commands
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ cache_commands.register(app)
 demo_commands.register(app)
 evals_commands.register(app)
 app_commands.register(app)
+live_commands.register(app)
 analyze_commands.register(analyze_app)
 circuits_commands.register(analyze_app)
 graph_commands.register(analyze_app)

@@ -36,3 +36,23 @@ def build_workspace(root: Path, model) -> Path:
     analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
                      root / "analyses" / "circuits" / "demo", sae_folder=run / "sae_0", sae_hook=HOOK)
     return root
+
+
+def build_live_workspace(root: Path, model) -> Path:
+    """``cached_activations/demo`` and ``runs/live`` (two TopK SAEs at layer 1) with dashboards, on the demo
+    model (``model``: the loaded demo model), so its spec ``demo`` reloads the same model."""
+    from interp.cache.writer import CacheConfig, build_cache
+    from interp.features.dashboards import DashboardConfig
+    from interp.pipeline import analyze_features
+    from sae_training.config import TrainConfig
+    from sae_training.trainer import train_saes
+
+    cache = build_cache(CacheConfig(model="demo", hooks=(HOOK,), n_tokens=4096, context_size=64, shard_tokens=4096),
+                        root=root / "cached_activations", cache_id="demo", device="cpu", progress=False, model=model)
+    config = TrainConfig(cache=str(cache), hook=HOOK, architecture="topk", d_sae=128, k=8, n_members=2,
+                         mfr_coefficient=1.0, mfr_warmup_steps=2, n_tokens=512 * 8, batch_size=512, lr=4e-3,
+                         log_every=4, checkpoint_every=8, eval_batches=1, eval_ce_batches=0, buffer_tokens=4096)
+    train_saes(config, root / "runs" / "live", progress=False, model=model)
+    analyze_features(root / "runs" / "live", root / "analyses", cache_dir=cache, model_spec=model,
+                     config=DashboardConfig(n_top=5, cooccurrence=None), max_rows=4096)
+    return root

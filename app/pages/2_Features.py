@@ -61,6 +61,7 @@ if AnalysisFolder(folder).has_explanations:
 if feature is not None:
     st.divider()
     tables = render(folder, feature, key="main")
+    st.markdown(f"[Test this feature on my text](/Probe?analysis={AnalysisFolder(folder).id}&feature={feature})")
     matches = tables.get("matches")
     if matches is not None:  # only this run's members; cross-run matches live on the Compare page
         matches = matches[matches.other_analysis.str.startswith(f"{folder.resolve().parent.name}/")]

@@ -16,7 +16,7 @@ from interp.figures.evals import pareto_figure, pareto_front
 from interp.pipeline.evals import EvalConfig, evaluate_saes
 from interp.store.analysis_folder import AnalysisFolder, read_eval_table, wide_eval_table
 
-PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "6_Evaluate.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "8_Evaluate.py")
 
 
 @pytest.fixture(scope="module")

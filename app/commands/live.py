@@ -1,0 +1,142 @@
+"""``workbench probe`` and ``workbench steer``: ask the model a question live, on any SAE of the workspace.
+
+``probe``: which of the SAE's features fire on each token of a text (``interp.features.probe``);
+``steer``: default vs steered / clamped / ablated continuations of a prompt from the same seed, the
+next-token logit changes and the KL from the default (``interp.features.interventions``), and with
+``--sweep`` a dose-response table. This module loads the SAE and its model, and prints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import typer
+
+from app.commands.errors import split_csv, user_errors
+from interp.store.analysis_folder import AnalysisFolder
+from interp.store.errors import InputError
+from interp.store.run_folder import SAE_CONFIG
+
+SAE_HELP = f"An SAE folder runs/<run_id>/sae_<i> (SAELens {SAE_CONFIG} + weights)."
+MODEL_HELP = "Model spec; default: the model of the cache the SAE was trained on."
+
+
+def _open(sae: Path, model: str | None, analyses: Path | None, device: str):
+    """The SAE (with its hook and dashboard labels) and its model."""
+    from interp.features.dictionary import load_dictionary
+    from interp.features.probe import recorded_model_spec, stored_labels
+    from interp.models.loading import load_model
+
+    dictionary = load_dictionary(sae, device=device)
+    if dictionary.hook_name is None:
+        raise InputError(f"{sae} names no hook (metadata.hook_name in its {SAE_CONFIG}); it cannot be placed in the "
+                         "model")
+    analyses = analyses if analyses is not None else sae.resolve().parents[2] / "analyses"
+    labels = stored_labels(AnalysisFolder.of_sae(analyses, sae).path, dictionary.d_sae)
+    spec = model or recorded_model_spec(sae)
+    return load_model(spec, device=device), dictionary, labels
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"cannot read a number from {what} '{text}'") from None
+    if not math.isfinite(value):
+        raise InputError(f"{what} is {value}; give a finite number")
+    return value
+
+
+def probe_command(
+    text: str = typer.Argument(..., help="The text to probe (quote it)."),
+    sae: Path = typer.Option(..., help=SAE_HELP),
+    top_k: int = typer.Option(5, help="Features listed per token."),
+    model: str = typer.Option(None, help=MODEL_HELP),
+    analyses: Path = typer.Option(None, help="Analyses root with the SAE's dashboards (labels); default: "
+                                  "<workspace>/analyses beside runs/."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (tokens, top features, windows, notes)."),
+    device: str = typer.Option("cpu", help="Device."),
+) -> None:
+    """Which features fire on each token of TEXT: activation, share of the token's total, label, logit effect."""
+    from interp.features.probe import probe
+
+    with user_errors():
+        if top_k < 1:
+            raise InputError(f"--top-k must be at least 1; got {top_k}")
+        loaded, dictionary, labels = _open(sae, model, analyses, device)
+        result = probe(loaded, {"sae": dictionary}, text, labels={"sae": labels})
+    table = result.top_features("sae", k=top_k)
+    if as_json:
+        typer.echo(json.dumps({"tokens": result.tokens, "token_ids": result.token_ids, "windows": result.windows,
+                               "notes": result.notes, "hook": dictionary.hook_name,
+                               "top_features": table.to_dict(orient="records")}, default=float))
+        return
+    for note in result.notes:
+        typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"{len(result.tokens)} tokens; top {top_k} features of {sae} at {dictionary.hook_name} "
+               "(activation, share of the token's total, direct effect on the next token's logit)")
+    for position, token in enumerate(result.tokens):
+        rows = table[table.position == position]
+        cells = [f"{r.feature}" + (f" [{r.label}]" if r.label else "") + f" {r.activation:.2f} {r.share:.0%} "
+                 f"{r.logit_effect:+.2f}" for r in rows.itertuples()]
+        typer.echo(f"{position:5d} {token!r:>14}  " + (" | ".join(cells) or "(no feature fires)"))
+
+
+METHODS = ("add", "clamp", "ablate")
+
+
+def steer_command(
+    prompt: str = typer.Argument(..., help="The prompt to continue (quote it)."),
+    sae: Path = typer.Option(..., help=SAE_HELP),
+    feature: list[int] = typer.Option(..., help="Feature id; repeat for several features."),
+    coef: str = typer.Option("8", help="add: the coefficient c of c·d_i; clamp: the value v; ablate: unused."),
+    method: str = typer.Option("add", help="add (steer), clamp or ablate."),
+    positions: str = typer.Option("", help="Token positions to edit (0 = BOS), comma-separated; default: all."),
+    tokens: int = typer.Option(32, help="Tokens to generate."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (0: greedy)."),
+    seed: int = typer.Option(0, help="Seed of the draws both continuations share."),
+    sweep: str = typer.Option("", help="Also a dose-response table over these values, comma-separated."),
+    model: str = typer.Option(None, help=MODEL_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    device: str = typer.Option("cpu", help="Device."),
+) -> None:
+    """Default vs steered continuation of PROMPT from the same seed, logit changes, KL per position."""
+    from interp.features.interventions import Intervention, dose_response, generate
+
+    with user_errors():
+        if method not in METHODS:
+            raise InputError(f"unknown --method '{method}'; use one of {', '.join(METHODS)}")
+        value = 0.0 if method == "ablate" else _number(coef, "--coef")
+        where = tuple(int(_number(p, "--positions")) for p in split_csv(positions)) or None
+        loaded, dictionary, _ = _open(sae, model, None, device)
+        edits = [Intervention(dictionary, dictionary.hook_name, f, method, value, where) for f in feature]
+        out = generate(loaded, prompt, edits, max_new_tokens=tokens, temperature=temperature, seed=seed)
+        curve = None
+        if sweep:
+            values = [_number(v, "--sweep") for v in split_csv(sweep)]
+            curve = dose_response(loaded, prompt, edits[0], values)
+    changes = out.logit_changes
+    if as_json:
+        typer.echo(json.dumps({"default": out.default_text, "steered": out.steered_text, "kl": out.kl.tolist(),
+                               "logit_changes": changes.to_dict(orient="records"), "seed": out.seed,
+                               "dose_response": None if curve is None else curve.to_dict(orient="records")},
+                              default=float))
+        return
+    typer.echo(f"prompt:  {prompt}")
+    typer.echo(f"default: {out.default_text}")
+    typer.echo(f"{method}:{' ' * (8 - len(method))}{out.steered_text}")
+    typer.echo(f"KL from the default along the default text: mean {out.kl.mean():.4f}, max {out.kl.max():.4f} nats")
+    up = changes[changes.direction == "up"].head(5)
+    down = changes[changes.direction == "down"].head(5)
+    typer.echo("next-token logits up:   " + ", ".join(f"{t!r} {c:+.2f}" for t, c in zip(up.token, up.change)))
+    typer.echo("next-token logits down: " + ", ".join(f"{t!r} {c:+.2f}" for t, c in zip(down.token, down.change)))
+    if curve is not None:
+        typer.echo(f"dose-response (target {curve.target_token.iloc[0]!r}):")
+        typer.echo(curve[["value", "probability", "activation", "kl"]].to_string(index=False))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("probe")(probe_command)
+    app.command("steer")(steer_command)

@@ -1,0 +1,138 @@
+"""Probe: type a text and see which features fire on each token; steer, clamp or ablate a feature and compare
+the model's continuation with the default one from the same seed. The model runs only on a click."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app.ui import data
+from app.ui.dashboard import choose_analysis
+from app.ui.live import probed, site_of, steered
+from app.ui.theme import missing, page, plot
+from app.ui.tokens import highlight
+from app.ui.workspace import COMMANDS, UnsafePathError, list_runs, workspace_root
+from interp.features.probe import specific_features
+from interp.figures.probe import METRICS, activation_along_text, dose_response_figure, kl_along_text, logit_change_bars
+from interp.store.analysis_folder import AnalysisFolder
+from interp.store.errors import InputError
+
+EXAMPLE = "Now is the winter of our discontent made glorious summer by this sun of York; and all the clouds"
+FAILURES = (InputError, UnsafePathError, FileNotFoundError)  # bad input or a workspace it cannot use: a note
+
+page("Probe")
+root = workspace_root()
+params = st.query_params
+folder = choose_analysis(root, "probe_analysis", default=params.get("analysis"))
+if folder is None:
+    if not st.session_state.get("probe_analysis_typed", "").strip():
+        runs = list_runs(root)
+        missing("No analysed SAE in this workspace yet.",
+                COMMANDS["features"].format(run_id=runs[0].run_id if runs else "demo-mfr"))
+    st.stop()
+try:
+    site = site_of(root, folder)
+except FAILURES as error:
+    st.error(f"Cannot run this SAE: {error}")
+    st.stop()
+d_sae = data.n_features(folder)
+analysis_key = AnalysisFolder(folder).id
+st.caption(f"SAE `{site.sae.relative_to(root)}` at `{site.hook}` of model `{site.spec}`; nothing runs until you click.")
+
+with st.form("probe_form"):
+    text = st.text_area("Your text", EXAMPLE, height=100, key="probe_text")
+    submitted = st.form_submit_button("Probe")
+if submitted:  # the model is loaded on this click only, never when the page opens
+    st.session_state["probed_text"] = text
+result = None
+if "probed_text" in st.session_state:
+    try:
+        result, own = probed(str(root), str(folder), st.session_state["probed_text"])
+    except FAILURES as error:
+        st.error(str(error))
+    for note in result.notes if result is not None else []:
+        st.info(note)
+
+if result is not None:
+    codes = result.codes[own]
+    start = params.get("feature")
+    default = int(start) if str(start).isdigit() and int(start) < d_sae else int(codes.max(0).toarray().argmax())
+    feature = int(st.number_input(f"Colour the tokens by feature (0 to {d_sae - 1})", 0, d_sae - 1, default,
+                                  key="colour_feature"))
+    acts = result.feature(own, feature)
+    st.html(highlight(result.tokens, acts.tolist(), float(acts.max())))
+    matches = data.dashboard(folder, feature).get("matches", pd.DataFrame())
+    others = {}
+    for match in matches.itertuples() if not matches.empty else []:
+        if match.other_analysis in result.codes:  # a member of the same run, probed with it
+            others[f"{match.other_analysis} #{match.other_feature} (cos {match.cosine:.2f})"] = result.feature(
+                match.other_analysis, int(match.other_feature))
+    plot(activation_along_text(result.tokens, acts, feature, others), key="along")
+    st.markdown(f"[Open feature {feature}'s dashboard](/Features?analysis={analysis_key}&feature={feature})")
+
+    with st.expander("Features most specific to this text (mean activation here over the corpus mean)"):
+        stored = data.parquet(AnalysisFolder(folder).table_path("features"), columns="feature, mean_activation, "
+                              "frequency", order="feature")
+        corpus_mean = (stored.mean_activation * stored.frequency).to_numpy()
+        st.dataframe(specific_features(result, own, corpus_mean, 20), hide_index=True, width="stretch",
+                     key="specific")
+
+    st.subheader("Features of one token")
+    position = int(st.selectbox("Token", list(range(len(result.tokens))),
+                                format_func=lambda i: f"{i}: {result.tokens[i]!r}", key="token"))
+    nxt = result.next_ids[position]
+    left, right = st.columns(2)
+    columns = ["feature", "label", "activation", "share", "logit_effect"]
+    with left:
+        st.markdown("**By activation**")
+        st.dataframe(result.token_features(own, position, "activation", 20)[columns], hide_index=True,
+                     width="stretch", key="by_activation")
+    with right:
+        st.markdown(f"**By direct effect on the next token's logit** (next: `{result.tokens[position + 1]!r}`)"
+                    if position + 1 < len(result.tokens) else f"**By direct effect on the logit of the model's "
+                    f"prediction** (token id {nxt})")
+        st.dataframe(result.token_features(own, position, "logit_effect", 20)[columns], hide_index=True,
+                     width="stretch", key="by_effect")
+
+st.divider()
+st.subheader("Steer, clamp or ablate a feature")
+with st.form("steer_form"):
+    c1, c2, c3 = st.columns(3)
+    method = c1.radio("Method", ["add", "clamp", "ablate"], horizontal=True, key="method",
+                      help="add: x + c·d_i; clamp: set the feature to v, keeping the SAE's error; ablate: clamp to 0")
+    start = params.get("feature")
+    steer_feature = int(c2.number_input(f"Feature (0 to {d_sae - 1})", 0, d_sae - 1,
+                                        int(start) if str(start).isdigit() and int(start) < d_sae else 0,
+                                        key="steer_feature"))
+    value = float(c3.slider("Coefficient c (add) or value v (clamp)", -50.0, 50.0, 8.0, 0.5, key="coefficient"))
+    prompt = st.text_input("Prompt", "To be, or not to be, that is the", key="steer_prompt")
+    c4, c5, c6 = st.columns(3)
+    n_tokens = int(c4.slider("Tokens to generate", 1, 64, 24, key="n_tokens"))
+    temperature = float(c5.slider("Temperature", 0.0, 2.0, 1.0, 0.1, key="temperature"))
+    seed = int(c6.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+    steer_now = st.form_submit_button("Steer")
+if steer_now:
+    st.session_state["steer_args"] = (steer_feature, method, value, prompt, n_tokens, temperature, seed)
+if "steer_args" in st.session_state:
+    f, m, v, p, n, t, s = st.session_state["steer_args"]
+    sweep = tuple(float(x) for x in np.linspace(0.0, 2 * v if v else 16.0, 9))
+    try:
+        out, curve, kl_tokens = steered(str(root), str(folder), f, m, v, p, n, t, s, sweep)
+    except FAILURES as error:
+        st.error(str(error))
+    else:
+        left, right = st.columns(2)
+        left.markdown("**Default**")
+        left.code(p + out.default_text, language=None, wrap_lines=True)
+        right.markdown(f"**{m} feature {f}" + (f" ({v:g})**" if m != "ablate" else "**"))
+        right.code(p + out.steered_text, language=None, wrap_lines=True)
+        left, right = st.columns(2)
+        with left:
+            plot(logit_change_bars(out.logit_changes), key="logit_changes")
+        with right:
+            plot(kl_along_text(out.kl, kl_tokens, len(out.prompt_ids)), key="kl")
+            if curve is not None:
+                metric = st.selectbox("Dose-response metric", list(METRICS), format_func=METRICS.get, key="metric")
+                plot(dose_response_figure(curve, metric), key="dose_response")
+        st.dataframe(out.logit_changes, hide_index=True, width="stretch", key="changes_table")

@@ -1,0 +1,103 @@
+"""End to end in headless Chromium: `workbench app` on a demo-model workspace, a text typed and probed, a
+feature steered; screenshots go to ``$WORKBENCH_SCREENSHOTS`` (``docs/screenshots/`` when refreshed)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.app.test_browser import browser, free_port, wait_for_text  # noqa: F401  (browser: a fixture)
+
+TEXT = "Now is the winter of our discontent made glorious summer by this sun of York"
+
+
+@pytest.fixture()
+def live_server(live_workspace):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--workspace", str(live_workspace), "--port",
+                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    url = f"http://localhost:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"workbench app did not start: {process.stdout.read().decode()[-2000:]}")
+    yield url
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        pass  # a loaded machine: the kill below ends it
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def element(driver, css: str, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, 0.5).until(lambda d: d.find_element("css selector", css))
+
+
+def click(driver, label: str) -> None:
+    driver.find_element("xpath", f'//button[.//p[text()="{label}"]]').click()
+
+
+def scroll_to(driver, text: str) -> None:
+    element = driver.find_element("xpath", f'//*[text()="{text}"]')
+    driver.execute_script(
+        "const el = arguments[0]; el.scrollIntoView(); let box = el.parentElement;"
+        "while (box && !['auto', 'scroll'].includes(getComputedStyle(box).overflowY)) box = box.parentElement;"
+        "(box || document.scrollingElement).scrollBy(0, -90);", element)
+    time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_typing_a_text_and_steering_a_feature_in_a_real_browser(live_server, browser, tmp_path):  # noqa: F811
+    from selenium.webdriver.common.keys import Keys
+
+    shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1280, 1300)
+    browser.get(f"{live_server}/Probe?analysis=live/sae_0")
+    wait_for_text(browser, "nothing runs until you click")
+    box = element(browser, 'textarea[aria-label="Your text"]')
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(TEXT)
+    click(browser, "Probe")
+    wait_for_text(browser, "Features of one token")
+    assert "Traceback" not in browser.find_element("tag name", "body").text
+    colour = element(browser, 'input[aria-label^="Colour the tokens by feature"]')
+    feature = colour.get_attribute("value")  # the text's most active feature
+    time.sleep(1.0)  # plotly draws
+    scroll_to(browser, "Features of one token")
+    browser.execute_script("document.querySelector('[data-testid=\"stMain\"]').scrollBy(0, -520)")
+    time.sleep(0.5)
+    browser.save_screenshot(str(shots / "probe.png"))
+    field = element(browser, 'input[aria-label^="Feature (0 to"]')
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(feature)
+    prompt = browser.find_element("css selector", 'input[aria-label="Prompt"]')
+    prompt.send_keys(Keys.CONTROL, "a")
+    prompt.send_keys("To be, or not to be, that is the")
+    click(browser, "Steer")
+    wait_for_text(browser, f"add feature {feature} (8)")
+    body = browser.find_element("tag name", "body").text
+    assert "Traceback" not in body and "Default" in body
+    time.sleep(1.5)
+    scroll_to(browser, "Default")
+    browser.save_screenshot(str(shots / "steer.png"))
+    assert (shots / "probe.png").stat().st_size > 10_000 and (shots / "steer.png").stat().st_size > 10_000

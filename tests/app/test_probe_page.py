@@ -1,0 +1,120 @@
+"""The Probe page under AppTest on a demo-model workspace: nothing runs until a click, the tables shown equal
+the API's answers on the same model, steering shows the API's two continuations, bad input is a note."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from interp.features.dictionary import load_dictionary
+from interp.features.interventions import dose_response, generate, steer
+from interp.features.probe import probe
+from tests.app.test_pages import array, chart
+
+APP = Path(__file__).resolve().parents[2] / "app"
+TEXT = "Now is the winter of our discontent made glorious summer by this sun of York"
+HOOK = "blocks.1.hook_resid_post"
+
+
+@pytest.fixture()
+def live_env(live_workspace, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(live_workspace))
+    return live_workspace
+
+
+def opened(**params) -> AppTest:
+    at = AppTest.from_file(str(APP / "pages" / "7_Probe.py"), default_timeout=120)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def submit(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def token_tables(at: AppTest):
+    """The token's two feature tables, in page order: by activation, by direct logit effect."""
+    columns = ["feature", "label", "activation", "share", "logit_effect"]
+    return [f.value for f in at.dataframe if list(f.value.columns) == columns]
+
+
+def test_typing_a_text_shows_the_probes_answers(live_env, demo_model):
+    at = opened()
+    assert "probed_text" not in at.session_state and not at.dataframe  # nothing ran on opening
+    at.text_area(key="probe_text").input(TEXT)
+    submit(at, "Probe")
+    sae = load_dictionary(live_env / "runs" / "live" / "sae_0")
+    expected = probe(demo_model, {"s": sae}, TEXT)
+    codes = expected.codes["s"]
+    assert at.number_input(key="colour_feature").value == int(codes.max(0).toarray().argmax())
+    at.selectbox(key="token").set_value(3).run()
+    shown, by_effect = token_tables(at)
+    table = expected.token_features("s", 3, "activation", 20)
+    assert shown.feature.tolist() == table.feature.tolist()
+    np.testing.assert_allclose(shown.activation, table.activation, atol=1e-5)
+    assert by_effect.logit_effect.abs().is_monotonic_decreasing
+    assert any("/Features?analysis=live/sae_0&feature=" in m.value for m in at.markdown)
+
+
+def test_steering_shows_the_apis_default_and_steered_continuations(live_env, demo_model):
+    at = opened(analysis="live/sae_0", feature="7")
+    assert at.number_input(key="steer_feature").value == 7
+    at.slider(key="coefficient").set_value(12.0)
+    at.text_input(key="steer_prompt").input("To be, or not to be")
+    at.slider(key="n_tokens").set_value(6)
+    submit(at, "Steer")
+    sae = load_dictionary(live_env / "runs" / "live" / "sae_0")
+    expected = generate(demo_model, "To be, or not to be", [steer(sae, HOOK, 7, 12.0)], max_new_tokens=6, seed=0)
+    shown = [c.value for c in at.code]
+    assert shown == ["To be, or not to be" + expected.default_text, "To be, or not to be" + expected.steered_text]
+    curve = dose_response(demo_model, "To be, or not to be", steer(sae, HOOK, 7, 0.0), list(np.linspace(0, 24, 9)))
+    figure = chart(at, "dose_response")
+    np.testing.assert_allclose(array(figure["data"][0]["y"]), curve.probability, rtol=1e-4)
+
+
+@pytest.mark.parametrize("text, note", [("   ", "the text is empty"), ("\x00\x01", "the text is empty")])
+def test_bad_text_is_a_note_not_a_traceback(live_env, text, note):
+    at = opened()
+    at.text_area(key="probe_text").input(text)
+    submit(at, "Probe")
+    assert any(note in e.value for e in at.error)
+
+
+def test_a_huge_coefficient_cannot_be_entered_and_a_long_prompt_is_a_note(live_env):
+    at = opened()
+    assert at.slider(key="coefficient").max == 50.0  # the form bounds the coefficient: no NaN, no inf
+    at.text_input(key="steer_prompt").input("word " * 200)
+    submit(at, "Steer")
+    assert any("more than the model's context" in e.value for e in at.error)
+
+
+def test_the_features_page_links_each_dashboard_to_the_probe(live_env):
+    at = AppTest.from_file(str(APP / "pages" / "2_Features.py"), default_timeout=120)
+    at.query_params["analysis"] = "live/sae_1"
+    at.query_params["feature"] = "5"
+    at.run()
+    assert not at.exception
+    assert any("/Probe?analysis=live/sae_1&feature=5" in m.value for m in at.markdown)
+
+
+def test_the_specific_features_table_is_the_apis(live_env, demo_model):
+    from interp.features.probe import specific_features
+    from interp.store.analysis_folder import AnalysisFolder
+
+    at = opened()
+    at.text_area(key="probe_text").input(TEXT)
+    submit(at, "Probe")
+    shown = next(f.value for f in at.dataframe if "ratio" in f.value.columns)
+    stored = AnalysisFolder(live_env / "analyses" / "live" / "sae_0").read_table("features").sort_values("feature")
+    result = probe(demo_model, {"s": load_dictionary(live_env / "runs" / "live" / "sae_0")}, TEXT)
+    expected = specific_features(result, "s", (stored.mean_activation * stored.frequency).to_numpy(), 20)
+    assert shown.feature.tolist() == expected.feature.tolist()

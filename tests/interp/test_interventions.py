@@ -1,0 +1,221 @@
+"""Steer / clamp / ablate: identities that must hold exactly, and a hand-set model whose planted feature
+writes one token's unembedding, so every effect has a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from interp.features.dictionary import DictionaryError
+from interp.features.interventions import (
+    InterventionError,
+    ablate,
+    check_sites,
+    clamp,
+    dose_response,
+    edit_activations,
+    edit_hooks,
+    generate,
+    intervened_logits,
+    kl_divergence,
+    prompt_tokens,
+    sample,
+    steer,
+)
+from interp.features.probe import probe_tokens
+from interp.store.errors import InputError
+
+HOOK = "blocks.0.hook_resid_post"
+PROMPT = "Now is the winter of our discontent made glorious summer by this sun of York"
+
+
+class ReluDictionary:
+    """A tied ReLU dictionary: ``f = relu(x W_dec^T + b)``, ``x_hat = f W_dec``."""
+
+    def __init__(self, W_dec: torch.Tensor, bias: float = 0.0, hook_name: str = HOOK):
+        self._W_dec, self.bias, self.hook_name = W_dec, bias, hook_name
+        self.d_sae, self.d_in = W_dec.shape
+
+    @property
+    def W_dec(self):
+        return self._W_dec
+
+    def encode(self, x):
+        return torch.relu(x @ self._W_dec.T + self.bias)
+
+    def decode(self, f):
+        return f @ self._W_dec
+
+
+@pytest.fixture(scope="module")
+def sae(tiny_model):
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(48, tiny_model.cfg.d_model, generator=g)
+    return ReluDictionary(W / W.norm(dim=1, keepdim=True), bias=-0.5)
+
+
+def codes_at(model, dictionary, tokens, hook=HOOK):
+    _, cache = model.run_with_cache(tokens, names_filter=hook)
+    return dictionary.encode(cache[hook][0])
+
+
+def test_clamping_features_to_their_current_values_is_the_identity(tiny_model, sae):
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    f = codes_at(tiny_model, sae, tokens)
+    a, b = f.sum(0).topk(2).indices.tolist()
+    assert f[:, a].max() > 0 and f[:, b].max() > 0  # the clamps act on firing features
+    edits = [clamp(sae, HOOK, j, float(f[p, j]), positions=(p,)) for p in range(tokens.shape[1]) for j in (a, b)]
+    assert torch.equal(intervened_logits(tiny_model, tokens, [edits]), tiny_model(tokens))
+
+
+def test_ablating_a_feature_that_does_not_fire_changes_nothing(tiny_model, sae):
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    f = codes_at(tiny_model, sae, tokens)
+    silent = int((f.max(0).values == 0).nonzero()[0])
+    firing = int(f.sum(0).argmax())
+    assert torch.equal(intervened_logits(tiny_model, tokens, [[ablate(sae, HOOK, silent)]]), tiny_model(tokens))
+    assert not torch.equal(intervened_logits(tiny_model, tokens, [[ablate(sae, HOOK, firing)]]), tiny_model(tokens))
+
+
+def test_add_moves_the_hook_output_by_c_times_the_decoder_row_at_the_chosen_positions(tiny_model, sae):
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    seen = {}
+    downstream = "blocks.1.hook_resid_pre"  # the next block reads exactly what the edited hook wrote
+
+    def capture(act, hook):
+        seen[len(seen)] = act.clone()
+
+    c, feature, positions = 8.0, 5, (2, 7)
+    for rows in ([[]], [[steer(sae, HOOK, feature, c, positions)]]):
+        with tiny_model.hooks(fwd_hooks=[*edit_hooks(rows), (downstream, capture)]):
+            tiny_model(tokens)
+    delta = seen[1] - seen[0]
+    others = [p for p in range(tokens.shape[1]) if p not in positions]
+    assert torch.equal(delta[0, others], torch.zeros_like(delta[0, others]))
+    expected = (c * sae.W_dec[feature]).expand(len(positions), -1)
+    torch.testing.assert_close(delta[0, list(positions)], expected, atol=1e-5, rtol=0)
+
+
+def test_several_features_and_rows_edit_independently():
+    W = torch.eye(4)
+    d = ReluDictionary(W)
+    x = torch.tensor([[[1.0, 2.0, 0.0, -1.0]]]).repeat(3, 1, 1)  # 3 rows, 1 position
+    rows = [[], [steer(d, HOOK, 2, 3.0), clamp(d, HOOK, 1, 5.0)], [ablate(d, HOOK, 0), ablate(d, HOOK, 3)]]
+    out = edit_activations(x, rows)
+    assert out[0].tolist() == [[1.0, 2.0, 0.0, -1.0]]
+    assert out[1].tolist() == [[1.0, 5.0, 3.0, -1.0]]
+    assert out[2].tolist() == [[0.0, 2.0, 0.0, -1.0]]  # feature 3 does not fire (relu): nothing to ablate
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """A 1-layer model with no layer norm and W_U = I, so logits = final residual; feature 0's decoder row is
+    token 5's unembedding, and every embedding carries a positive component along it, so it fires."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=16, n_ctx=16,
+                                  act_fn="relu", normalization_type=None, seed=0, device="cpu")
+    model = HookedTransformer(cfg).eval()
+    with torch.no_grad():
+        model.W_U.copy_(torch.eye(16))
+        model.b_U.zero_()
+        model.W_E[:, 5] += 2.0
+    g = torch.Generator().manual_seed(0)
+    W = torch.randn(4, 16, generator=g)
+    W[0] = torch.eye(16)[5]
+    return model, ReluDictionary(W / W.norm(dim=1, keepdim=True), bias=-0.1)
+
+
+def test_steering_the_planted_feature_raises_its_token_monotonically(planted):
+    model, d = planted
+    tokens = torch.tensor([[0, 3, 9, 5, 1, 7]])
+    curve = dose_response(model, tokens[0, 1:], steer(d, HOOK, 0, 0.0), [0.0, 0.5, 1, 2, 4, 8, 16])
+    assert (curve.target == 5).all()  # the feature's top promoted token
+    assert np.all(np.diff(curve.probability) > 0) and curve.probability.iloc[0] == pytest.approx(curve.default_probability.iloc[0])
+    base = model(tokens)
+    steered = intervened_logits(model, tokens, [[steer(d, HOOK, 0, 3.0)]])
+    expected = base.clone()
+    expected[..., 5] += 3.0  # W_U = I: the token's logit rises by exactly c, no other logit moves
+    torch.testing.assert_close(steered, expected, atol=1e-5, rtol=0)
+
+
+def test_ablating_the_planted_feature_removes_exactly_its_contribution(planted):
+    model, d = planted
+    tokens = torch.tensor([[0, 3, 9, 5, 1, 7, 5, 2]])
+    f = codes_at(model, d, tokens)[:, 0]
+    assert (f > 0).all()
+    ablated = intervened_logits(model, tokens, [[ablate(d, HOOK, 0)]])
+    with torch.no_grad():
+        removed = model(tokens) - ablated
+    torch.testing.assert_close(removed, f[None, :, None] * d.W_dec[0] @ model.W_U, atol=1e-5, rtol=0)
+    # the probe's direct logit effect of the feature on each next token is that same contribution
+    result = probe_tokens(model, {"planted": d}, tokens[0, 1:].tolist(), decode=str)
+    for position in range(tokens.shape[1] - 1):
+        effect = result.token_features("planted", position).set_index("feature").logit_effect[0]
+        nxt = result.next_ids[position]
+        assert effect == pytest.approx(float(removed[0, position + 1, nxt]), abs=1e-5)
+
+
+def test_generation_shares_its_draws_and_an_identity_edit_changes_nothing(tiny_model, sae):
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    f = codes_at(tiny_model, sae, tokens)
+    silent = int((f.max(0).values == 0).nonzero()[0])
+    out = generate(tiny_model, PROMPT, [steer(sae, HOOK, silent, 0.0)], max_new_tokens=8, temperature=1.0, seed=3)
+    assert out.default_ids == out.steered_ids and np.all(out.kl == 0.0)
+    again = generate(tiny_model, PROMPT, [steer(sae, HOOK, 5, 12.0)], max_new_tokens=8, temperature=1.0, seed=3)
+    assert again.default_ids == out.default_ids  # same seed, same default continuation
+    assert again.kl.max() > 0 and len(again.kl) == tokens.shape[1] + 8
+    up = again.logit_changes[again.logit_changes.direction == "up"]
+    np.testing.assert_allclose(up.change, up.steered_logit - up.default_logit, atol=1e-5)
+
+
+def test_key_value_cached_sampling_equals_sampling_with_full_forwards(tiny_model, sae):
+    """Each draw by inverse CDF at the seeded uniform: recompute it without the cache, token by token."""
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    rows = [[steer(sae, HOOK, 5, 4.0)]]
+    new, _ = sample(tiny_model, tokens, rows, 6, temperature=0.8, seed=11)
+    g = torch.Generator().manual_seed(11)
+    sequence = tokens
+    for _ in range(6):
+        logits = intervened_logits(tiny_model, sequence, rows)[0, -1].double()
+        cdf = (logits / 0.8).softmax(-1).cumsum(-1)
+        u = torch.rand((1, 1), generator=g, dtype=torch.float64)
+        nxt = int(torch.searchsorted(cdf, u[0] * cdf[-1]).clamp_max(len(cdf) - 1))
+        sequence = torch.cat([sequence, torch.tensor([[nxt]])], 1)
+    assert new[0].tolist() == sequence[0, tokens.shape[1]:].tolist()
+
+
+def test_kl_of_identical_logits_is_zero_and_positive_otherwise():
+    a = torch.randn(3, 10)
+    assert torch.equal(kl_divergence(a, a), torch.zeros(3, dtype=torch.float64))
+    assert (kl_divergence(a, a.flip(-1)) > 0).all()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: steer(d, HOOK, 48, 1.0), "feature 48 is out of range"),
+    (lambda d: steer(d, HOOK, -1, 1.0), "out of range"),
+    (lambda d: steer(d, HOOK, 0, float("nan")), "finite"),
+    (lambda d: steer(d, HOOK, 0, float("inf")), "finite"),
+    (lambda d: steer(d, HOOK, 0, 1e9), "too large"),
+    (lambda d: clamp(d, HOOK, 0, -1e30), "too large"),
+    (lambda d: steer(d, HOOK, 0, 1.0, positions=(-2,)), "non-negative"),
+])
+def test_bad_interventions_are_refused_with_a_message(sae, make, message):
+    with pytest.raises((InterventionError, DictionaryError), match=message):
+        make(sae)
+
+
+def test_an_sae_that_does_not_fit_the_model_is_refused(tiny_model, sae):
+    with pytest.raises(DictionaryError, match="no hook 'blocks.9.hook_resid_post'"):
+        check_sites(tiny_model, [steer(sae, "blocks.9.hook_resid_post", 0, 1.0)])
+    narrow = ReluDictionary(torch.eye(8))
+    with pytest.raises(DictionaryError, match="expects width 8 but hook 'blocks.0.hook_resid_post'"):
+        generate(tiny_model, PROMPT, [steer(narrow, HOOK, 0, 1.0)], max_new_tokens=2)
+
+
+@pytest.mark.parametrize("prompt, message", [("", "empty"), ("  \n\t ", "empty"), ("\x00\x01\u200b", "empty"),
+                                             ("word " * 200, "more than the model's context")])
+def test_bad_prompts_are_refused_with_a_message(tiny_model, sae, prompt, message):
+    with pytest.raises(InputError, match=message):
+        generate(tiny_model, prompt, [steer(sae, HOOK, 0, 1.0)], max_new_tokens=4)
