@@ -21,10 +21,10 @@ import time
 
 def one(args: argparse.Namespace, length: int) -> dict:
     import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from interp.circuits.attribution import attribute
     from interp.features.transcoder import Transcoder
+    from interp.models.loading import random_model
     from interp.store.errors import InputError
 
     torch.manual_seed(0)
@@ -33,10 +33,9 @@ def one(args: argparse.Namespace, length: int) -> dict:
              {"n_layers": args.layers, "d_model": args.d_model, "n_heads": 4, "d_head": args.d_model // 4,
               "d_mlp": 4 * args.d_model, "d_vocab": 4096, "d_sae": args.d_sae})
     d_sae = shape.pop("d_sae")
-    cfg = HookedTransformerConfig(**shape, n_ctx=max(length, 8), act_fn="gelu", normalization_type="LN",
-                                  device=args.device)
-    model = HookedTransformer(cfg).eval()
-    d = cfg.d_model
+    model = random_model({**shape, "n_ctx": max(length, 8), "act_fn": "gelu", "normalization_type": "LN"}, seed=None,
+                         device=args.device)
+    d = model.cfg.d_model
     transcoders = [
         Transcoder(
             torch.randn(d, d_sae, device=args.device) / d**0.5,
@@ -48,9 +47,9 @@ def one(args: argparse.Namespace, length: int) -> dict:
             hook_in=f"blocks.{layer}.ln2.hook_normalized",
             hook_out=f"blocks.{layer}.hook_mlp_out",
         )
-        for layer in range(cfg.n_layers)
+        for layer in range(model.cfg.n_layers)
     ]
-    tokens = torch.randint(1, cfg.d_vocab, (length,))
+    tokens = torch.randint(1, model.cfg.d_vocab, (length,))
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()

@@ -22,13 +22,10 @@ HOOK = "blocks.0.hook_resid_post"
 
 def random_model(seed: int = 0):
     """GPT-2 small's shape with random weights and the bundled tokenizer (no download)."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from interp.models.loading import demo_tokenizer, random_model
 
-    from interp.models.loading import demo_tokenizer
-
-    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=4096, n_ctx=128,
-                                  act_fn="gelu_new", normalization_type="LN", seed=seed, device="cpu")
-    return HookedTransformer(cfg, tokenizer=demo_tokenizer()).eval()
+    return random_model(dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=4096, n_ctx=128,
+                             act_fn="gelu_new", normalization_type="LN"), demo_tokenizer(), seed=seed, device="cpu")
 
 
 def build(workspace: Path, d_sae: int, k: int, cache_tokens: int) -> Path:

@@ -98,15 +98,14 @@ def bench_page(workspace: Path, sae_id: str, text: str, repeats: int) -> dict:
 
 def bench_gpt2(repeats: int) -> dict:
     from sae_lens import TopKSAE, TopKSAEConfig
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from interp.features.dictionary import as_dictionary
     from interp.features.interventions import generate, steer
     from interp.features.probe import probe_tokens
+    from interp.models.loading import random_model
 
-    cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
-                                  n_ctx=1024, act_fn="gelu_new", normalization_type="LN", seed=0, device="cpu")
-    model = HookedTransformer(cfg).eval()
+    model = random_model(dict(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
+                              act_fn="gelu_new", normalization_type="LN"), seed=0, device="cpu")
     sae = TopKSAE(TopKSAEConfig(d_in=768, d_sae=24576, k=32))
     with torch.no_grad():
         for p in sae.parameters():
