@@ -31,14 +31,17 @@ def cache_step(workspace: Path, tokens: int) -> str:
 DEMO_SAE_STEPS = 400  # measured: FVU improves < 1 % relative over the last fifth of these steps at lr 4e-3
 
 
-def demo_train_config(workspace: Path, mfr_coefficient: float):
-    """The demo's SAE pair: 2 TopK SAEs of 512 latents (k 16) on layer 1's residual stream."""
+DEMO_SEEDS = {"demo-mfr": 0, "demo-plain": 1}  # different seeds: a cross-run match then measures learning, not a shared init
+
+
+def demo_train_config(workspace: Path, mfr_coefficient: float, seed: int = 0):
+    """The demo's SAE pair: 2 TopK SAEs of 512 latents (k 16) on layer 1's residual stream, from ``seed``."""
     from sae_training.config import TrainConfig
 
     return TrainConfig(cache=str(workspace / "cached_activations" / DEMO_CACHE_ID), hook=DEMO_HOOKS[1],
                        architecture="topk", d_sae=512, k=16, n_members=2, mfr_coefficient=mfr_coefficient,
                        mfr_warmup_steps=20, n_tokens=2048 * DEMO_SAE_STEPS, batch_size=2048, lr=4e-3,
-                       log_every=10, mmcs_log_every=50, checkpoint_every=100, eval_ce_batches=2)
+                       log_every=10, mmcs_log_every=50, checkpoint_every=100, eval_ce_batches=2, seed=seed)
 
 
 def last_fifth_improvement(metrics: list[dict]) -> float:
@@ -57,7 +60,7 @@ def train_pair_step(workspace: Path, run_id: str, mfr_coefficient: float) -> str
     from sae_training.trainer import train_saes
 
     folder = workspace / "runs" / run_id
-    run = train_saes(demo_train_config(workspace, mfr_coefficient), folder, resume=RunFolder(folder).exists())
+    run = train_saes(demo_train_config(workspace, mfr_coefficient, DEMO_SEEDS.get(run_id, 0)), folder, resume=RunFolder(folder).exists())
     evaluation = run.evaluation or {}
     members = evaluation.get("members", [])
     metrics = RunFolder(folder).metrics_rows()
