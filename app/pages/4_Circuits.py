@@ -5,13 +5,19 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import data
+from app.ui import feature_circuit as feature_circuit_tab
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
-from interp.store.analysis_folder import AnalysisFolder, circuit_sets
 from interp.circuits.attention import CircuitInputError
-from interp.figures.circuits import (attention_pattern_figure, dimensionality_box_figure, edge_graph_figure,
-                                     faithfulness_figure, feature_circuit_figure, head_edges_from_svd,
-                                     head_scores_figure, patching_table_figure)
+from interp.figures.circuits import (
+    attention_pattern_figure,
+    dimensionality_box_figure,
+    edge_graph_figure,
+    head_edges_from_svd,
+    head_scores_figure,
+    patching_table_figure,
+)
+from interp.store.analysis_folder import AnalysisFolder, circuit_sets
 
 page("Circuits")
 root = workspace_root()
@@ -82,7 +88,11 @@ sets = circuit_sets(root / "analyses")
 if not sets:
     missing("No stored circuit analyses yet.", COMMANDS["circuits"])
     st.stop()
+linked = st.query_params.get("prompt_set")
+if linked in sets and linked != st.session_state.get("_linked_set"):  # a link (?prompt_set=…) sets the box once
+    st.session_state["_linked_set"] = st.session_state["prompt_set"] = linked
 name = st.selectbox("Stored prompt set", sets, key="prompt_set")
+st.query_params["prompt_set"] = name
 folder = AnalysisFolder.circuits(root / "analyses", name)
 summary = data.read_json(folder.summary_path)
 heads = summary.get("heads", {})
@@ -123,11 +133,6 @@ with tabs[3]:
                                    "Activation patching: heads"), key="patch_heads")
 with tabs[4]:
     if folder.has_json("feature_circuit"):
-        graph = data.read_json(folder.json_path("feature_circuit"))
-        plot(feature_circuit_figure(graph), key="feature_circuit")
-        if folder.has("feature_faithfulness"):
-            plot(faithfulness_figure(data.parquet(folder.table_path("feature_faithfulness"))), key="feature_faithfulness")
-        st.dataframe(data.parquet(folder.table_path("feature_nodes"), order="abs(effect) desc"), hide_index=True,
-                     width="stretch", key="feature_nodes")
+        feature_circuit_tab.show(root, folder, summary)
     else:
         missing("No SAE feature circuit for this prompt set.", COMMANDS["circuits"])
