@@ -5,11 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.ui.evaluation import eval_figures, eval_source
+from app.ui.evaluation import eval_figures, eval_note
 from app.ui.links import linked_table, page_link
 from app.ui.theme import missing, page
 from app.ui.workspace import COMMANDS, list_analyses, list_caches, list_runs, train_command, workspace_root
 from interp.store.analysis_folder import AnalysisFolder, circuit_sets
+from interp.store.run_folder import EVALUATION
 
 
 
@@ -45,8 +46,8 @@ if runs:
                          "d_sae": run.d_sae, "ensemble": run.n_members, "MFR λ": run.mfr,
                          **eval_figures(member), "logged steps": run.n_steps_logged})
     linked_table(pd.DataFrame(rows), "runs", lambda row: ("Training", {"run": row.run}),
-                 caption="Click a run to follow it on the Training page. FVU, L0 and dead fraction: each run's "
-                         + eval_source("<run>", runs[0].members).split(": ", 1)[1] + ".")
+                 caption="Click a run to follow it on the Training page. FVU, L0 and dead fraction: "
+                         + eval_note(runs[0].members) + f" ({EVALUATION} of each run).")
 else:
     missing("No SAE run in this workspace yet.", train_command(caches[0].cache_id if caches else "demo"))
 

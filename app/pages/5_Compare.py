@@ -123,7 +123,11 @@ for note in notes + [n for n in [shared_initialisation(root, id_a, id_b)] if n]:
 a_to_b, b_to_a = stored(folder_a, id_b), stored(folder_b, id_a)
 if a_to_b.empty or b_to_a.empty or not (has_liveness(a_to_b) and has_liveness(b_to_a)):
     command = f"workbench analyze compare runs/{id_a} runs/{id_b}"
-    what = "No stored matching" if a_to_b.empty or b_to_a.empty else "The stored matching has no firing counts (dead latents not told apart)"
+    what = (
+        "No stored matching"
+        if a_to_b.empty or b_to_a.empty
+        else "The stored matching has no firing counts (dead latents not told apart)"
+    )
     missing(f"{what} between `{id_a}` and `{id_b}`.", command)
     job = AnalysisFolder(folder_a).match_job(id_b)
     state = job.status().state
@@ -133,24 +137,34 @@ if a_to_b.empty or b_to_a.empty or not (has_liveness(a_to_b) and has_liveness(b_
     if state in ("failed", "stopped"):
         st.error(f"The last matching job {state}. The end of its log:")
         st.code(job.log_tail() or "(empty log)")
-    st.caption("Or compute it here, in the background. The Hungarian matching is O(d_sae^3): seconds for a few "
-               "thousand features, long for 16k and more.")
+    st.caption(
+        "Or compute it here, in the background. The Hungarian matching is O(d_sae^3): seconds for a few "
+        "thousand features, long for 16k and more."
+    )
     if st.button("Compute matching now", key="compute"):
         compute(root, folder_a, folder_b)
     st.stop()
 
-threshold = st.slider("A live feature counts as present in the other SAE when its live match has a cosine of at least",
-                      0.0, 1.0, 0.7, 0.05, key="threshold")
+threshold = st.slider(
+    "A live feature counts as present in the other SAE when its live match has a cosine of at least",
+    0.0,
+    1.0,
+    0.7,
+    0.05,
+    key="threshold",
+)
 summary_ab, summary_ba = match_summary(a_to_b, (threshold, 0.9)), match_summary(b_to_a, (threshold, 0.9))
 live_ab, live_ba = a_to_b[a_to_b.alive.astype(bool)], b_to_a[b_to_a.alive.astype(bool)]
 missing_in_b = live_ab[~(live_ab.live_cosine >= threshold)]  # live, and no live match that close (NaN: none left)
 missing_in_a = live_ba[~(live_ba.live_cosine >= threshold)]
 for name, summary in (("A→B", summary_ab), ("B→A", summary_ba)):
     summary_metrics(summary, st.columns(4), (threshold, 0.9), name)
-st.caption(f"A = `{id_a}` ({len(a_to_b):,} latents, {summary_ab['n_dead']:,} dead), B = `{id_b}` ({len(b_to_a):,} "
-           f"latents, {summary_ba['n_dead']:,} dead). Missing in B: live features of A whose live match in B is below "
-           f"{threshold:.2f} ({len(missing_in_b):,}); missing in A likewise ({len(missing_in_a):,}). Dead latents are "
-           "neither shared nor missing.")
+st.caption(
+    f"A = `{id_a}` ({len(a_to_b):,} latents, {summary_ab['n_dead']:,} dead), B = `{id_b}` ({len(b_to_a):,} "
+    f"latents, {summary_ba['n_dead']:,} dead). Missing in B: live features of A whose live match in B is below "
+    f"{threshold:.2f} ({len(missing_in_b):,}); missing in A likewise ({len(missing_in_a):,}). Dead latents are "
+    "neither shared nor missing."
+)
 plot(matched_cosine_figure(live_ab, live_ba, threshold, column="live_cosine"), key="mmcs_hist")
 
 table_ab, table_ba = labelled(a_to_b, folder_a, folder_b), labelled(b_to_a, folder_b, folder_a)
@@ -158,21 +172,41 @@ columns = ["feature", "label", "frequency", "live_other_feature", "live_cosine"]
 left, right = st.columns(2)
 with left:
     st.markdown(f"**In A, missing in B** ({len(missing_in_b)}; lowest cosine first, unmatched on top)")
-    feature_table(table_ab[table_ab.feature.isin(missing_in_b.feature)].sort_values("live_cosine", na_position="first")[columns],
-                  "missing_table", analysis=id_a)
+    feature_table(
+        table_ab[table_ab.feature.isin(missing_in_b.feature)].sort_values("live_cosine", na_position="first")[columns],
+        "missing_table",
+        analysis=id_a,
+    )
 with right:
     st.markdown(f"**In B, missing in A** ({len(missing_in_a)}; lowest cosine first, unmatched on top)")
-    feature_table(table_ba[table_ba.feature.isin(missing_in_a.feature)].sort_values("live_cosine", na_position="first")[columns],
-                  "missing_in_a_table", analysis=id_b)
-pairs = table_ab[table_ab.alive.astype(bool) & (table_ab.live_other_feature >= 0)].drop(columns="other_label").merge(
-    data.parquet(AnalysisFolder(folder_b).table_path("features"), columns="feature as live_other_feature, label as other_label"),
-    on="live_other_feature", how="left").sort_values("live_cosine", ascending=False)
+    feature_table(
+        table_ba[table_ba.feature.isin(missing_in_a.feature)].sort_values("live_cosine", na_position="first")[columns],
+        "missing_in_a_table",
+        analysis=id_b,
+    )
+pairs = (
+    table_ab[table_ab.alive.astype(bool) & (table_ab.live_other_feature >= 0)]
+    .drop(columns="other_label")
+    .merge(
+        data.parquet(
+            AnalysisFolder(folder_b).table_path("features"),
+            columns="feature as live_other_feature, label as other_label",
+        ),
+        on="live_other_feature",
+        how="left",
+    )
+    .sort_values("live_cosine", ascending=False)
+)
 st.markdown("**Matched pairs of live features** (highest cosine first)")
-feature_table(pairs[["feature", "label", "live_other_feature", "other_label", "live_cosine"]], "pairs_table", analysis=id_a)
+feature_table(
+    pairs[["feature", "label", "live_other_feature", "other_label", "live_cosine"]], "pairs_table", analysis=id_a
+)
 
 st.subheader("Pair view")
 if not pairs.empty:
-    chosen = int(st.selectbox("A's feature (its live match in B beside it)", pairs.feature.tolist(), key="pair_feature"))
+    chosen = int(
+        st.selectbox("A's feature (its live match in B beside it)", pairs.feature.tolist(), key="pair_feature")
+    )
     partner = pairs.set_index("feature").loc[chosen]
     left, right = st.columns(2)
     with left:

@@ -81,10 +81,14 @@ def within_runs(root: Path, analyses: list[str]) -> None:
         matches = stored(root / "analyses" / a, b)
         config = run_config(root, run)
         with column:
-            st.markdown(f"**{run}**: `{a.split('/')[1]}` vs `{b.split('/')[1]}` (MFR λ {config.get('mfr_coefficient', '?')}, "
-                        f"seed {config.get('seed', '?')})")
+            st.markdown(
+                f"**{run}**: `{a.split('/')[1]}` vs `{b.split('/')[1]}` (MFR λ {config.get('mfr_coefficient', '?')}, "
+                f"seed {config.get('seed', '?')})"
+            )
             if matches.empty or not has_liveness(matches):
-                st.warning(f"No matching with firing counts stored; make it with `workbench analyze features runs/{run}`.")
+                st.warning(
+                    f"No matching with firing counts stored; make it with `workbench analyze features runs/{run}`."
+                )
                 continue
             summary = match_summary(matches)
             summary_metrics(summary, st.columns(2) * 2, name=run)

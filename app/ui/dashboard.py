@@ -96,15 +96,21 @@ def render(folder: Path, feature: int, key: str, compact: bool = False) -> dict[
         histogram(tables.get("histograms", pd.DataFrame()), feature, key=f"{key}_hist")
         st.markdown("**Nearest features** (decoder cosine)")
         if "neighbours" in tables:
-            feature_table(tables["neighbours"][["other", "cosine"]], f"{key}_neighbours", analysis=here, feature="other")
+            feature_table(
+                tables["neighbours"][["other", "cosine"]], f"{key}_neighbours", analysis=here, feature="other"
+            )
         else:
             st.info("No neighbour table stored.")
     with right:
         logits(tables.get("logits", pd.DataFrame(columns=["sign"])), key=f"{key}_logits")
         st.markdown("**Co-occurring features**")
         if "cooccurrence" in tables:
-            feature_table(tables["cooccurrence"][["other", "count", "jaccard", "phi"]], f"{key}_cooc", analysis=here,
-                          feature="other")
+            feature_table(
+                tables["cooccurrence"][["other", "count", "jaccard", "phi"]],
+                f"{key}_cooc",
+                analysis=here,
+                feature="other",
+            )
         else:
             st.info("No co-occurrence table (analysis ran with `--cooccurrence none`).")
     with st.expander("Contexts by activation quantile"):

@@ -63,13 +63,21 @@ def show(root: Path, folder: AnalysisFolder, summary: dict) -> None:
         c[3].metric("error share, every node", f"{stored['error_share_all_nodes']:.0%}",
                     help="the same share over every feature and error node of every site, before the threshold")
     if "faithfulness" in stored:
-        c[4].metric("faithfulness", f"{stored['faithfulness']:.2f}",
-                    help=f"(m(C) − m(∅)) / (m(M) − m(∅)); completeness m(M∖C): {stored.get('completeness', float('nan')):.2f}")
-    st.caption(f"A node's **effect** is how much {metric} changes when that node alone takes its value on the "
-               "corrupted prompts (integrated gradients, 10 steps), summed over prompts so the effects add up to "
-               f"the change of the mean. Nodes kept: |effect| > {graph['node_threshold']}"
-               + ("; effects summed over positions (position 'all': random-token prompts share no positions)."
-                  if graph.get("over_positions") else "."))
+        c[4].metric(
+            "faithfulness",
+            f"{stored['faithfulness']:.2f}",
+            help=f"(m(C) − m(∅)) / (m(M) − m(∅)); completeness m(M∖C): {stored.get('completeness', float('nan')):.2f}",
+        )
+    st.caption(
+        f"A node's **effect** is how much {metric} changes when that node alone takes its value on the "
+        "corrupted prompts (integrated gradients, 10 steps), summed over prompts so the effects add up to "
+        f"the change of the mean. Nodes kept: |effect| > {graph['node_threshold']}"
+        + (
+            "; effects summed over positions (position 'all': random-token prompts share no positions)."
+            if graph.get("over_positions")
+            else "."
+        )
+    )
     sites = pd.DataFrame(stored.get("sites") or [{"hook": stored.get("hook"), "sae": stored.get("sae")}])
     if not sites.empty:
         by_site = stored.get("error_share_by_site", {})
@@ -77,6 +85,7 @@ def show(root: Path, folder: AnalysisFolder, summary: dict) -> None:
         sites["error share (every node)"] = sites.hook.map(by_site)
         st.markdown("**The SAE at each site**")
         if "analysis" in sites:
+
             def open_sae(row):
                 return ("Features", {"analysis": row.analysis}) if isinstance(row.analysis, str) else None
 

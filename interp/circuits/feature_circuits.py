@@ -366,18 +366,24 @@ def faithfulness_curve(model, tokens, metric: Metric, sites: dict[str, Dictionar
     else:
         ranked = [(abs(float(e["features"][p, j])), hook, (p, j)) for hook, e in effects.items()
                   for p, j in (e["features"] != 0).nonzero().tolist()]
-        ranked += [(abs(float(e["error"][p])), hook, (p, -1)) for hook, e in effects.items() for p in range(len(e["error"]))]
+        ranked += [(abs(float(e["error"][p])), hook, (p, -1)) for hook, e in effects.items()
+                   for p in range(len(e["error"]))]
     ranked.sort(key=lambda item: -item[0])
     total = len(ranked)
-    sizes = sizes or sorted({min(2 ** i, total) for i in range(total.bit_length() + 1)} | {total})
+    sizes = sizes or sorted({min(2**i, total) for i in range(total.bit_length() + 1)} | {total})
     rows = []
     for n in sizes:
         keep: dict[str, list] = {hook: [] for hook in sites}
         for _, hook, node in ranked[:n]:
             keep[hook].append(node)
-        rows.append({"n_nodes": n, "threshold": ranked[n - 1][0] if n else float("inf"),
-                     "faithfulness": faithfulness(model, tokens, metric, sites, keep, ablate_from=ablate_from),
-                     "completeness": faithfulness(model, tokens, metric, sites, keep, True, ablate_from)})
+        rows.append(
+            {
+                "n_nodes": n,
+                "threshold": ranked[n - 1][0] if n else float("inf"),
+                "faithfulness": faithfulness(model, tokens, metric, sites, keep, ablate_from=ablate_from),
+                "completeness": faithfulness(model, tokens, metric, sites, keep, True, ablate_from),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -391,7 +397,13 @@ def circuit_nodes(graph: dict) -> dict[str, list[Node]]:
 
 
 def feature_effects_by_patching(
-    model, tokens, metric: Metric, sites: dict[str, Dictionary], hook: str, features: list[int], patch: Tensor | str = "zero",
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    hook: str,
+    features: list[int],
+    patch: Tensor | str = "zero",
 ) -> Float[Tensor, "n_features"]:
     """Exact indirect effects, one forward per feature (the naive loop attribution patching replaces)."""
     tokens = check_tokens(model, tokens)

@@ -84,14 +84,21 @@ def _both_ways(W_a: Tensor, W_b: Tensor) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def _frame(match: np.ndarray, score: np.ndarray, member: int, other: str, live: np.ndarray, other_live: np.ndarray,
            live_match: np.ndarray, live_score: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"feature": np.arange(len(match), dtype=np.int64), "other_member": np.int64(member),
-                         "other_feature": match.astype(np.int64), "cosine": score.astype(np.float64),
-                         "other_analysis": other, "alive": live,
-                         "other_alive": np.where(match >= 0, other_live[np.maximum(match, 0)], False),
-                         "live_other_feature": live_match.astype(np.int64), "live_cosine": live_score.astype(np.float64)})
+    return pd.DataFrame(
+        {
+            "feature": np.arange(len(match), dtype=np.int64),
+            "other_member": np.int64(member),
+            "other_feature": match.astype(np.int64),
+            "cosine": score.astype(np.float64),
+            "other_analysis": other,
+            "alive": live,
+            "other_alive": np.where(match >= 0, other_live[np.maximum(match, 0)], False),
+            "live_other_feature": live_match.astype(np.int64),
+            "live_cosine": live_score.astype(np.float64),
+        }
+    )
 
 
 def mmcs(matches: pd.DataFrame) -> float:
     """Mean matched cosine over the matched features (unmatched ones are NaN and skipped)."""
     return float(matches.cosine.mean())
-

@@ -93,8 +93,9 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     if sae_folder is not None:
         sites.setdefault(sae_hook or _named_hook(sae_folder), Path(sae_folder))
     if sites:
-        summary["feature_circuit"] = feature_circuit_step(model, clean, corrupt, metric, sites, out, over_positions, timed,
-                                                          node_threshold)
+        summary["feature_circuit"] = feature_circuit_step(
+            model, clean, corrupt, metric, sites, out, over_positions, timed, node_threshold
+        )
     summary["timings_s"] = timings
     summary.update(extra or {})  # a task's own findings replace the generic ones (e.g. IOI's head roles)
     AnalysisFolder(out).write_json(SUMMARY, summary, sort_keys=False)
@@ -110,8 +111,17 @@ def _named_hook(sae_folder: Path) -> str:
     return hook
 
 
-def feature_circuit_step(model, clean, corrupt, metric, sae_sites: dict[str, Path], out: Path, over_positions: bool,
-                         timed, node_threshold: float = 0.1) -> dict:
+def feature_circuit_step(
+    model,
+    clean,
+    corrupt,
+    metric,
+    sae_sites: dict[str, Path],
+    out: Path,
+    over_positions: bool,
+    timed,
+    node_threshold: float = 0.1,
+) -> dict:
     """The feature circuit through one SAE per site (one IG attribution reused for nodes, edges and the
     faithfulness curve), written to ``out``; returns its summary: each site's SAE, node counts, the share
     of the circuit's |effect| carried by error nodes (and over every node), faithfulness and completeness."""
@@ -127,27 +137,51 @@ def feature_circuit_step(model, clean, corrupt, metric, sae_sites: dict[str, Pat
 
     sites = {hook: load_dictionary(folder) for hook, folder in sae_sites.items()}
     attribution = timed("feature_effects", lambda: attribute(model, clean, metric, sites, corrupt, "ig", 10))
-    circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, sites, corrupt, "ig", 10, node_threshold,
-                                                               over_positions=over_positions, attribution=attribution))
+    circuit = timed(
+        "feature_circuit",
+        lambda: feature_circuit(
+            model,
+            clean,
+            metric,
+            sites,
+            corrupt,
+            "ig",
+            10,
+            node_threshold,
+            over_positions=over_positions,
+            attribution=attribution,
+        ),
+    )
     effects = {hook: attribution.effects(hook) for hook in circuit["sites"]}
-    curve = timed("feature_faithfulness", lambda: faithfulness_curve(model, clean, metric, sites, effects,
-                                                                     ablate_from=corrupt, over_positions=over_positions))
+    curve = timed(
+        "feature_faithfulness",
+        lambda: faithfulness_curve(
+            model, clean, metric, sites, effects, ablate_from=corrupt, over_positions=over_positions
+        ),
+    )
     analyses = {hook: analysis_id(folder) for hook, folder in sae_sites.items()}
     write_feature_circuit(out, circuit, curve, analyses)
     shares = effect_error_shares(effects, over_positions)
     nodes = circuit_nodes(circuit)
-    return {"sites": [{"hook": hook, "sae": str(sae_sites[hook]), "analysis": analyses[hook]} for hook in circuit["sites"]],
-            "hook": circuit["sites"][-1], "sae": str(sae_sites[circuit["sites"][-1]]),  # the last site (older readers)
-            "nodes": len(circuit["nodes"]), "error_nodes": sum(n["feature"] < 0 for n in circuit["nodes"]),
-            "node_threshold": circuit["node_threshold"], "over_positions": over_positions,
-            "error_share": circuit["error_share"], "error_share_all_nodes": shares["all_nodes"],
-            "error_share_by_site": shares["by_site"],
-            "faithfulness": faithfulness(model, clean, metric, sites, nodes, ablate_from=corrupt),
-            "completeness": faithfulness(model, clean, metric, sites, nodes, True, corrupt)}
+    return {
+        "sites": [{"hook": hook, "sae": str(sae_sites[hook]), "analysis": analyses[hook]} for hook in circuit["sites"]],
+        "hook": circuit["sites"][-1],
+        "sae": str(sae_sites[circuit["sites"][-1]]),  # the last site (older readers)
+        "nodes": len(circuit["nodes"]),
+        "error_nodes": sum(n["feature"] < 0 for n in circuit["nodes"]),
+        "node_threshold": circuit["node_threshold"],
+        "over_positions": over_positions,
+        "error_share": circuit["error_share"],
+        "error_share_all_nodes": shares["all_nodes"],
+        "error_share_by_site": shares["by_site"],
+        "faithfulness": faithfulness(model, clean, metric, sites, nodes, ablate_from=corrupt),
+        "completeness": faithfulness(model, clean, metric, sites, nodes, True, corrupt),
+    }
 
 
-def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame | None = None,
-                          analyses: dict[str, str] | None = None) -> list[Path]:
+def write_feature_circuit(
+    folder: Path | str, graph: dict, curve: pd.DataFrame | None = None, analyses: dict[str, str] | None = None
+) -> list[Path]:
     """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect`` and,
     given ``analyses`` (``{hook: <run_id>/sae_<i>}``), each node's ``analysis``: where its dashboard is; pos -1:
     summed over positions) and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
@@ -160,13 +194,20 @@ def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame |
     if curve is not None:
         tables["feature_faithfulness"] = curve
     folder = AnalysisFolder(folder).write_tables(tables, by_feature=False)
-    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + \
-        [folder.table_path(name) for name in tables if name != "feature_nodes"]
+    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + [
+        folder.table_path(name) for name in tables if name != "feature_nodes"
+    ]
 
 
-def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int] | None = None,
-                         sae_folder: Path | None = None, sae_hook: str | None = None,
-                         sae_sites: dict[str, Path] | None = None) -> dict:
+def ioi_circuit_analysis(
+    model,
+    n_prompts: int,
+    out: Path,
+    start: tuple[int, int] | None = None,
+    sae_folder: Path | None = None,
+    sae_hook: str | None = None,
+    sae_sites: dict[str, Path] | None = None,
+) -> dict:
     """IOI prompts (for the demo model: its held-out names on one training template), every circuit
     analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
     from interp.circuits.ioi_circuit import ioi_head_table, ioi_roles
@@ -186,7 +227,9 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
         places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (IOI_PLACES, IOI_OBJECTS))
         prompts = ioi_prompts(model, n_prompts, templates=IOI_TEMPLATES[:1], places=places, objects=objects)
     if not torch.equal(prompts.end, prompts.end[:1].expand_as(prompts.end)):
-        raise CircuitInputError("the IOI prompts tokenise to different lengths; use one template and single-token names")
+        raise CircuitInputError(
+            "the IOI prompts tokenise to different lengths; use one template and single-token names"
+        )
     rows = torch.arange(n_prompts)
     mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
     mask[rows, prompts.end] = True
@@ -194,10 +237,26 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
     io[rows, (prompts.clean == prompts.io[:, None]).long().argmax(1)] = True  # the reference traces END -> IO
     table = ioi_head_table(model, prompts)
     roles = ioi_roles(table)
-    extra = {"heads": {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}, "ioi": ioi_scores(model, prompts)}
-    summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
-                               start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi", src_mask=io,
-                               extra=extra, sae_sites=sae_sites)
+    extra = {
+        "heads": {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]},
+        "ioi": ioi_scores(model, prompts),
+    }
+    summary = analyze_circuits(
+        model,
+        prompts.clean,
+        prompts.corrupt,
+        prompts.metric(),
+        mask,
+        out,
+        start or tuple(roles["name_mover"]),
+        sae_folder,
+        sae_hook,
+        prompt_set="ioi",
+        src_mask=io,
+        extra=extra,
+        sae_sites=sae_sites,
+    )
     AnalysisFolder(out).write_tables(
-        {"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})})
+        {"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})}
+    )
     return summary

@@ -20,7 +20,12 @@ DEMO_RUNS = ("demo-mfr", "demo-plain")
 DEMO_SAE_HOOK = "blocks.1.hook_resid_post"  # the demo SAEs read layer 1's residual stream
 # the feature circuits' sites: each layer's attention and MLP outputs, as Marks et al. (the circuits run there:
 # previous-token head L0H0 -> induction head L1H2; the IOI name signal through layer 0 into the name mover L1H1)
-DEMO_CIRCUIT_SITES = ("blocks.0.hook_attn_out", "blocks.0.hook_mlp_out", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out")
+DEMO_CIRCUIT_SITES = (
+    "blocks.0.hook_attn_out",
+    "blocks.0.hook_mlp_out",
+    "blocks.1.hook_attn_out",
+    "blocks.1.hook_mlp_out",
+)
 
 
 def site_run_id(hook: str) -> str:
@@ -35,7 +40,9 @@ def site_saes(workspace: Path) -> dict[str, Path]:
     return {hook: sae for hook, sae in found.items() if RunFolder.is_sae(sae)}
 
 
-def demo_analyses(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_id: str = "demo") -> list[AnalysisFolder]:
+def demo_analyses(
+    workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_id: str = "demo"
+) -> list[AnalysisFolder]:
     """Dashboards (over ``cached_activations/<cache_id>``) and geometry of every member of ``run_ids``; dashboards
     (labels and links of the feature circuits' nodes) of the site SAEs."""
     out, folders = workspace / "analyses", []
@@ -62,7 +69,15 @@ def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:
         sites = {DEMO_SAE_HOOK: sae} if RunFolder.is_sae(sae) else {}
     out = workspace / "analyses" / "circuits"
     # random-token induction: a position means nothing across prompts, so node effects are summed over positions
-    induction = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
-                                 out / "demo", sae_sites=sites, over_positions=True)
+    induction = analyze_circuits(
+        model,
+        prompts.clean,
+        prompts.corrupt,
+        prompts.metric(),
+        prompts.second_copy,
+        out / "demo",
+        sae_sites=sites,
+        over_positions=True,
+    )
     ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_sites=sites)
     return out, induction, ioi

@@ -246,9 +246,12 @@ def test_feature_circuit_graph_and_files(linear_setup, tmp_path):
     paths = write_feature_circuit(tmp_path, graph, curve, {h: f"run/sae_{i}" for i, h in enumerate(hooks)})
     assert all(p.exists() for p in paths) and len(paths) == 3
     assert set(pd.read_parquet(tmp_path / "feature_nodes.parquet").analysis) <= {"run/sae_0", "run/sae_1"}
-    summed = feature_circuit(model, tokens, metric, hooks, node_threshold=threshold, edge_threshold=1e-6, over_positions=True)
-    assert any(e["source"].startswith("blocks.0.hook_resid_pre/all/") and e["target"].startswith(f"{SITE}/all/")
-               for e in summed["edges"])  # edges between nodes summed over positions
+    summed = feature_circuit(model, tokens, metric, hooks, node_threshold=threshold, edge_threshold=1e-6,
+                             over_positions=True)
+    assert any(
+        e["source"].startswith("blocks.0.hook_resid_pre/all/") and e["target"].startswith(f"{SITE}/all/")
+        for e in summed["edges"]
+    )  # edges between nodes summed over positions
 
 
 def test_faithfulness_is_the_share_of_the_linear_effect_the_circuit_keeps(linear_setup):
@@ -268,13 +271,16 @@ def test_faithfulness_is_the_share_of_the_linear_effect_the_circuit_keeps(linear
     assert faithfulness(model, tokens, metric, sites, circuit, ablate_from=other) == pytest.approx(expected, abs=1e-4)
     assert faithfulness(model, tokens, metric, sites, circuit, True, other) == pytest.approx(1 - expected, abs=1e-4)
     assert faithfulness(model, tokens, metric, sites, {SITE: list(range(32))}, ablate_from=other) == pytest.approx(
-        1 - float(effects["error"].sum()) / total, abs=1e-4)
+        1 - float(effects["error"].sum()) / total, abs=1e-4
+    )
     threshold = float(last.abs().sort(descending=True).values[5])
     graph = feature_circuit(model, tokens, metric, sites, other, "atp", node_threshold=threshold)
     errors = [(p, -1) for p in range(6) if abs(float(effects["error"][p])) > threshold]
     assert sorted(circuit_nodes(graph)[SITE]) == sorted(circuit[SITE] + errors)
     curve = faithfulness_curve(model, tokens, metric, sites, {SITE: effects}, ablate_from=other)
-    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-4) and curve.completeness.iloc[-1] == pytest.approx(0.0, abs=1e-4)
+    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-4) and curve.completeness.iloc[-1] == pytest.approx(
+        0.0, abs=1e-4
+    )
     assert curve.n_nodes.is_monotonic_increasing and curve.threshold.is_monotonic_decreasing
 
 
@@ -324,9 +330,12 @@ def test_nodes_summed_over_positions_and_the_error_share(linear_setup):
     assert graph["error_share"] == pytest.approx(abs(expected.get(-1, 0.0)) / magnitudes)
     total = float(summed.sum()) + error
     assert faithfulness(model, tokens, metric, sites, circuit_nodes(graph), ablate_from=other) == pytest.approx(
-        sum(expected.values()) / total, abs=1e-4)
+        sum(expected.values()) / total, abs=1e-4
+    )
     curve = faithfulness_curve(model, tokens, metric, sites, {SITE: effects}, ablate_from=other, over_positions=True)
-    assert curve.n_nodes.iloc[-1] == int((summed != 0).sum()) + 1 and curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-4)
+    assert curve.n_nodes.iloc[-1] == int((summed != 0).sum()) + 1 and curve.faithfulness.iloc[-1] == pytest.approx(
+        1.0, abs=1e-4
+    )
     shares = effect_error_shares({SITE: effects}, over_positions=True)
     assert shares["all_nodes"] == pytest.approx(abs(error) / (abs(error) + float(summed.abs().sum())))
     assert error_share([{"feature": -1, "effect": -3.0}, {"feature": 4, "effect": 1.0}]) == pytest.approx(0.75)
