@@ -76,7 +76,9 @@ if analysis.has("geometry_lobes"):
     plot(lobe_fig, key="lobes")
 
 st.subheader("Galaxy: power law and clustering entropy")
-spec_fig = spectrum_figure(data.parquet(analysis.table_path("geometry_spectrum")))
+own = data.parquet(analysis.table_path("geometry_galaxy")) if analysis.has("geometry_galaxy") else pd.DataFrame()
+spec_fig = spectrum_figure(data.parquet(analysis.table_path("geometry_spectrum")),
+                           float(own.power_law_slope.iloc[0]) if not own.empty else None)  # the fit the table reports
 rows = []
 for name in list_analyses(root):
     other = AnalysisFolder(root / "analyses" / name)

@@ -124,10 +124,14 @@ with tabs[2]:
     else:
         st.info(f"No head-to-head edge carries ≥ 5% of the {side} signal.")
 with tabs[3]:
+    metric_text = feature_circuit_tab.METRICS.get(summary.get("prompt_set", ""), "the prompt set's metric")
+    st.caption(f"**effect** = {metric_text} on the clean prompts with that one activation taken from the corrupted "
+               "prompts, minus its clean value: a large negative effect marks an activation the task runs through.")
     c1, c2 = st.columns(2)
     with c1:
         plot(patching_table_figure(data.parquet(folder.table_path("patch_residual")), "pos",
-                                   "Activation patching: residual stream"), key="patch_resid")
+                                   "Activation patching: residual stream before each layer").update_layout(
+            xaxis_title="position in the prompt"), key="patch_resid")
     with c2:
         plot(patching_table_figure(data.parquet(folder.table_path("patch_heads")), "head",
                                    "Activation patching: heads"), key="patch_heads")

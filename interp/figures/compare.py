@@ -12,8 +12,8 @@ def matched_cosine_figure(a_to_b: pd.DataFrame, b_to_a: pd.DataFrame, threshold:
     ``live_cosine`` over live ones), overlaid, with the presence threshold."""
     fig = go.Figure(
         [
-            go.Histogram(x=a_to_b[column], xbins=dict(start=0, end=1.0001, size=0.025), name="A → B", opacity=0.7),
-            go.Histogram(x=b_to_a[column], xbins=dict(start=0, end=1.0001, size=0.025), name="B → A", opacity=0.7),
+            go.Histogram(x=a_to_b[column], xbins=dict(start=0, end=1.0001, size=0.025), name="A→B", opacity=0.7),
+            go.Histogram(x=b_to_a[column], xbins=dict(start=0, end=1.0001, size=0.025), name="B→A", opacity=0.7),
         ]
     )
     if threshold is not None:

@@ -162,7 +162,7 @@ def test_geometry_takes_a_typed_id_after_a_click_on_the_map(server, browser, wor
     time.sleep(1.0)
     x, y, clicked = browser.execute_script(
         "const gd = arguments[0], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, t = gd._fullData[0];"
-        "const r = gd.getBoundingClientRect(), i = 1;"
+        "const r = gd.getBoundingClientRect(), i = 0;"
         "return [r.left + xa._offset + xa.l2p(t.x[i]), r.top + ya._offset + ya.l2p(t.y[i]), Number(t.customdata[i])];",
         plot)
     click_at(browser, x, y)
