@@ -140,8 +140,8 @@ def test_a_table_row_opens_its_dashboard_in_the_same_tab_and_the_url_holds_it(se
     neighbours = pd.read_parquet(folder / "neighbours.parquet").query("feature == 3").sort_values("rank")
     browser.get(f"{server}/Features?analysis=demo-mfr/sae_0&feature=3")
     wait_for_text(browser, f"Feature 3: label {labels[3]}")
-    grid = browser.find_element(
-        "xpath", "//p[strong[text()='Nearest features']]/following::*[@data-testid='stDataFrame'][1]")
+    css = ".st-key-main_neighbours [data-testid='stDataFrame']"  # the grid draws after the page's text
+    grid = wait_for(browser, lambda d: (d.find_elements("css selector", css) or [None])[0])
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", grid)
     time.sleep(1.0)
     box = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.left, r.top];", grid)
