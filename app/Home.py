@@ -5,9 +5,20 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app.ui.evaluation import eval_figures, eval_note
+from app.ui.links import linked_table, page_link
 from app.ui.theme import missing, page
 from app.ui.workspace import COMMANDS, list_analyses, list_caches, list_runs, train_command, workspace_root
 from interp.store.analysis_folder import AnalysisFolder, circuit_sets
+from interp.store.run_folder import EVALUATION
+
+
+def analysis_page(row: pd.Series) -> tuple[str, dict]:
+    """Where a row of the analyses table leads: a prompt set's circuits, or an SAE's dashboards."""
+    if row.analysis.startswith("circuits/"):
+        return "Circuits", {"prompt_set": row.analysis.removeprefix("circuits/")}
+    return "Features", {"analysis": row.analysis}
+
 
 page("Workbench")
 root = workspace_root()
@@ -19,6 +30,7 @@ if caches:
     st.dataframe(pd.DataFrame([{"cache": c.cache_id, "model": c.model, "hooks": ", ".join(c.hooks),
                                 "tokens": c.n_tokens, "status": c.status} for c in caches]),
                  hide_index=True, width="stretch", key="caches")
+    page_link("Training", label="Train SAEs on a cache (Training)", icon="🏋️")
 else:
     missing("No activation cache in this workspace yet.", COMMANDS["cache"])
 
@@ -31,9 +43,10 @@ if runs:
             rows.append({"run": run.run_id, "member": i if run.members else None, "state": run.state,
                          "architecture": run.architecture,
                          "d_sae": run.d_sae, "ensemble": run.n_members, "MFR λ": run.mfr,
-                         "FVU": member.get("fvu"), "L0": member.get("l0"),
-                         "dead fraction": member.get("dead_fraction"), "logged steps": run.n_steps_logged})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="runs")
+                         **eval_figures(member), "logged steps": run.n_steps_logged})
+    linked_table(pd.DataFrame(rows), "runs", lambda row: ("Training", {"run": row.run}),
+                 caption="Click a run to follow it on the Training page. FVU, L0 and dead fraction: "
+                         + eval_note(runs[0].members) + f" ({EVALUATION} of each run).")
 else:
     missing("No SAE run in this workspace yet.", train_command(caches[0].cache_id if caches else "demo"))
 
@@ -41,11 +54,11 @@ st.subheader("Analyses")
 analyses = list_analyses(root)
 circuits = circuit_sets(root / "analyses")
 if analyses or circuits:
-    st.dataframe(pd.DataFrame([{"analysis": a, "kind": "feature dashboards"
+    linked_table(pd.DataFrame([{"analysis": a, "kind": "feature dashboards"
                                 + (" + geometry" if AnalysisFolder(root / "analyses" / a).has("geometry_map") else "")}
                                for a in analyses] + [{"analysis": f"circuits/{c}", "kind": "circuits"}
-                                                      for c in circuits]),
-                 hide_index=True, width="stretch", key="analyses")
+                                                      for c in circuits]), "analyses", analysis_page,
+                 caption="Click an analysis to open it (dashboards on Features, circuits on Circuits).")
 else:
     run_id = runs[0].run_id if runs else "demo-mfr"
     missing("No analyses in this workspace yet.", COMMANDS["features"].format(run_id=run_id))

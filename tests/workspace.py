@@ -34,7 +34,8 @@ def build_workspace(root: Path, model) -> Path:
     analyze_geometry(run, root / "analyses", n_clusters=3, max_features=64, with_umap=False)
     prompts = induction_prompts(model, 4, 8)
     analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
-                     root / "analyses" / "circuits" / "demo", sae_folder=run / "sae_0", sae_hook=HOOK)
+                     root / "analyses" / "circuits" / "demo", sae_folder=run / "sae_0", sae_hook=HOOK,
+                     over_positions=True, node_threshold=0.0)  # a random model's effects are small: keep every node
     return root
 
 

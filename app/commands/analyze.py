@@ -79,8 +79,14 @@ def compare_command(
         result = analyze_compare(sae_a, sae_b, out)
         for note in result.notes:
             typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-        typer.echo(f"MMCS A->B: {result.mmcs_ab:.4f}")
-        typer.echo(f"MMCS B->A: {result.mmcs_ba:.4f}")
+        for side, live, every in (
+            ("A->B", result.summary_ab, result.mmcs_ab),
+            ("B->A", result.summary_ba, result.mmcs_ba),
+        ):
+            typer.echo(
+                f"MMCS {side} over live features: {live['mmcs_live']:.4f} ({live['n_dead']} dead latents, "
+                f"{live['live_to_dead']} live features matched to a dead one; over all latents {every:.4f})"
+            )
         for path in result.written:
             typer.echo(f"matches: {path}")
 

@@ -71,6 +71,19 @@ def register(analyze_app: typer.Typer) -> None:
 def demo_circuits_step(workspace: Path) -> str:
     """Demo stage: the demo model's induction and IOI circuits (``interp.pipeline.demo``)."""
     out, induction, ioi = demo_circuits(workspace)
-    return (f"circuits: {out}/demo (previous-token {induction['heads']['previous_token']}, induction "
-            f"{induction['heads']['induction']}), {out}/ioi (repeated-name head {ioi['heads']['s_signal']}, "
-            f"IO-S logit diff {ioi['ioi']['logit_diff']:.2f}, accuracy {ioi['ioi']['accuracy']:.0%})")
+
+    def features(summary: dict) -> str:
+        circuit = summary.get("feature_circuit")
+        if not circuit:
+            return "no feature circuit (no SAE)"
+        return (
+            f"feature circuit of {circuit['nodes']} nodes at {len(circuit['sites'])} sites, {circuit['error_nodes']} "
+            f"of them SAE error nodes carrying {circuit['error_share']:.0%} of its |effect|"
+        )
+
+    return (
+        f"circuits: {out}/demo (previous-token {induction['heads']['previous_token']}, induction "
+        f"{induction['heads']['induction']}; {features(induction)}), {out}/ioi (repeated-name head "
+        f"{ioi['heads']['s_signal']}, IO-S logit diff {ioi['ioi']['logit_diff']:.2f}, accuracy "
+        f"{ioi['ioi']['accuracy']:.0%}; {features(ioi)})"
+    )

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from app.commands.train import architecture_values
 from app.commands.units import parse_tokens
 from app.ui import data
+from app.ui.evaluation import eval_figures, eval_source
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import (
     COMMANDS,
@@ -162,7 +164,11 @@ if (launched_now and launched_now not in run_ids and (root / "runs" / launched_n
 if not run_ids:
     missing("No SAE run in this workspace yet.", COMMANDS["demo"])
     st.stop()
+linked_run = st.query_params.get("run")
+if linked_run in run_ids and linked_run != st.session_state.get("_linked_run"):  # a link (?run=…) sets the box once
+    st.session_state["_linked_run"] = st.session_state["run"] = linked_run
 run_id = st.selectbox("Run", run_ids, key="run")
+st.query_params["run"] = run_id
 run = root / "runs" / run_id
 
 
@@ -181,10 +187,15 @@ def log_tail(run: Path, lines: int = 12) -> str:
     return job.log_tail(lines) if contained(root, job.log_path) else ""
 
 
-@st.fragment(run_every=2.0)
-def follow() -> None:
-    """Re-read the run's state and metrics.jsonl every two seconds (metrics cached on the file's mtime)."""
+LIVE_STATES = ("running", "starting")
+
+
+def follow(live: bool) -> None:
+    """The run's state and metrics.jsonl (cached on the file's mtime); re-read every two seconds while the run is
+    ``live`` (a fragment), and the whole page once when it stops, so a finished run's page settles."""
     state, pid = status(run)
+    if live and state not in LIVE_STATES:
+        st.rerun()
     frame = data.metrics(run)
     try:
         done, total = checkpoint_step(run), total_steps(run)
@@ -221,6 +232,13 @@ def follow() -> None:
     names = [("loss", "loss"), ("fvu", "FVU"), ("l0", "L0"), ("dead_fraction", "dead fraction"),
              ("mfr_penalty", "MFR penalty"), ("mmcs", "MMCS")]
     names = [(col, title) for col, title in names if col in frame]
+    evaluation = RunFolder(run).evaluation() if contained(root, RunFolder(run).evaluation_path) else {}
+    if evaluation.get("members"):  # the figures every page shows: the final evaluation
+        st.markdown("**Final evaluation**")
+        st.dataframe(pd.DataFrame([{"member": i, **eval_figures(m)} for i, m in enumerate(evaluation["members"])]),
+                     hide_index=True, key="evaluation")
+        st.caption("From " + eval_source(run_id, evaluation["members"]) + ". The curves below are training batches.")
+    st.markdown("**Last logged training step**" if evaluation.get("members") else "**Last logged step**")
     for column, (col, title) in zip(st.columns(len(names)), names):
         logged = frame[col].dropna()  # MMCS of an ensemble without MFR is logged every mmcs_log_every steps
         column.metric(title, f"{logged.iloc[-1]:.4g}" if len(logged) else "-")
@@ -231,4 +249,5 @@ def follow() -> None:
             plot(fig, key=f"curve_{col}")
 
 
-follow()
+live = status(run)[0] in LIVE_STATES
+st.fragment(run_every=2.0 if live else None)(follow)(live)

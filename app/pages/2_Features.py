@@ -6,14 +6,25 @@ import streamlit as st
 
 from app.ui import data
 from app.ui.dashboard import choose_analysis, render
+from app.ui.links import feature_link, feature_table
 from app.ui.theme import missing, page
-from app.ui.workspace import COMMANDS, list_runs, workspace_root
+from app.ui.workspace import COMMANDS, list_analyses, list_runs, workspace_root
 from interp.store import tables
-from interp.store.analysis_folder import AnalysisFolder
+from interp.store.analysis_folder import AnalysisFolder, analysis_id
+from interp.store.matches import has_liveness
 
 page("Features")
 root = workspace_root()
 params = st.query_params
+# a link (?analysis=…&feature=…) sets the widgets once; after that the widgets write the URL
+if params.get("analysis") and params.get("analysis") != st.session_state.get("_linked_analysis"):
+    st.session_state["_linked_analysis"] = params["analysis"]
+    if params["analysis"] in list_analyses(root):
+        st.session_state["analysis"] = params["analysis"]
+if str(params.get("feature", "")).isdigit() and params.get("feature") != st.session_state.get("_linked_feature"):
+    st.session_state["_linked_feature"] = params["feature"]
+    st.session_state["how"] = "by id"
+    st.session_state["feature_id"] = int(params["feature"])
 folder = choose_analysis(root, "analysis", default=params.get("analysis"))
 if folder is None:
     if not st.session_state.get("analysis_typed", "").strip():
@@ -23,13 +34,14 @@ if folder is None:
     st.stop()
 
 d_sae = data.n_features(folder)
+here = analysis_id(folder)
 how = st.radio("Find a feature", ["by id", "by token it fires on", "by logit it promotes", "by explanation words"],
                horizontal=True, key="how")
 feature = None
 if how == "by id":
-    start = int(params.get("feature", 0)) if str(params.get("feature", "0")).isdigit() else 0
-    feature = int(st.number_input(f"Feature id (0 to {d_sae - 1})", 0, d_sae - 1, min(start, d_sae - 1),
-                                  key="feature_id"))
+    if st.session_state.get("feature_id", 0) > d_sae - 1:  # a link past this SAE's width
+        st.session_state["feature_id"] = d_sae - 1
+    feature = int(st.number_input(f"Feature id (0 to {d_sae - 1})", 0, d_sae - 1, key="feature_id"))
 elif how == "by explanation words":
     words = st.text_input("Words of the explanation (all must appear)", key="search_explanation")
     if words.strip():
@@ -47,11 +59,11 @@ else:
         if hits.empty:
             st.warning(f"No feature {'fires on' if kind == 'token' else 'promotes'} {token!r} in the stored tables.")
         else:
-            st.dataframe(hits, hide_index=True, width="stretch", key="hits")
+            feature_table(hits, "hits", analysis=here)
             feature = int(st.selectbox("Open feature", hits.feature.tolist(), key="hit_choice"))
 
 with st.expander("Browse features (most frequent first)"):
-    st.dataframe(data.feature_list(folder, limit=200), hide_index=True, width="stretch", key="browse")
+    feature_table(data.feature_list(folder, limit=200), "browse", analysis=here)
 if AnalysisFolder(folder).has_explanations:
     with st.expander("Browse features by explanation score"):
         order = st.selectbox("Sort by", tables.EXPLANATION_ORDER, key="explanation_order")
@@ -59,6 +71,8 @@ if AnalysisFolder(folder).has_explanations:
                      key="browse_explained")
 
 if feature is not None:
+    st.query_params.update(analysis=here, feature=str(feature))  # the address holds the view: bookmark, share
+    st.session_state["_linked_analysis"], st.session_state["_linked_feature"] = here, str(feature)
     st.divider()
     tables = render(folder, feature, key="main")
     st.markdown(f"[Test this feature on my text](/Probe?analysis={AnalysisFolder(folder).id}&feature={feature})")
@@ -71,10 +85,25 @@ if feature is not None:
         columns = st.columns(len(matches))
         for column, match in zip(columns, matches.itertuples()):
             other = AnalysisFolder(root / "analyses" / match.other_analysis)
+            shown, cosine = int(match.other_feature), match.cosine
             with column:
-                st.markdown(f"`{match.other_analysis}` feature **{match.other_feature}** (cosine {match.cosine:.3f})")
+                if not has_liveness(matches):
+                    st.caption("Stored without firing counts (dead latents not told apart): rerun "
+                               f"`workbench analyze features runs/{here.split('/')[0]}`.")
+                elif not match.alive:
+                    st.info("This feature never fires in the dashboards' tokens (dead): a match says nothing "
+                            "about a shared feature.")
+                elif not match.other_alive:
+                    st.warning(f"Its match over all latents, feature {shown} (cosine {cosine:.3f}), never fires "
+                               "(dead): not a shared feature. Shown: its match among live features.")
+                    shown, cosine = int(match.live_other_feature), match.live_cosine
+                if shown < 0:
+                    st.markdown(f"`{match.other_analysis}`: no live feature left to match.")
+                    continue
+                st.markdown(f"`{match.other_analysis}` feature **{shown}** (cosine {cosine:.3f})")
+                feature_link(match.other_analysis, shown, label=f"Open {match.other_analysis} feature {shown}")
                 if other.has_dashboards:
-                    render(other.path, int(match.other_feature), key=f"match_{match.other_analysis}", compact=True)
+                    render(other.path, shown, key=f"match_{match.other_analysis}", compact=True)
                 else:
                     missing(f"No dashboards for {match.other_analysis}.", "workbench analyze features runs/"
                             + match.other_analysis.split("/")[0])

@@ -7,14 +7,23 @@ import streamlit as st
 
 from app.ui import data
 from app.ui.dashboard import choose_analysis, render
+from app.ui.links import feature_link, feature_table
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, list_analyses, workspace_root
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure, spectrum_figure
-from interp.store.analysis_folder import AnalysisFolder
+from interp.store.analysis_folder import AnalysisFolder, analysis_id
 
 page("Geometry")
 root = workspace_root()
-folder = choose_analysis(root, "analysis")
+params = st.query_params
+if params.get("analysis") and params.get("analysis") != st.session_state.get("_linked_analysis"):
+    st.session_state["_linked_analysis"] = params["analysis"]
+    if params["analysis"] in list_analyses(root):
+        st.session_state["analysis"] = params["analysis"]
+if str(params.get("feature", "")).isdigit() and params.get("feature") != st.session_state.get("_linked_feature"):
+    st.session_state["_linked_feature"] = params["feature"]
+    st.session_state["open_feature"] = int(params["feature"])
+folder = choose_analysis(root, "analysis", default=params.get("analysis"))
 if folder is None:
     if not st.session_state.get("analysis_typed", "").strip():
         missing("No analyses in this workspace yet.", COMMANDS["features"].format(run_id="demo-mfr"))
@@ -38,27 +47,43 @@ with right:
     layouts = ["UMAP", "PCA"] if "umap_x" in points else ["PCA"]
     layout = st.radio("Layout", layouts, key="layout")
     colour = st.radio("Colour by", list(colours), key="colour")
-    chosen = st.number_input("Open feature", 0, len(points) - 1, 0, key="open_feature")
+    if st.session_state.get("open_feature", 0) > len(points) - 1:
+        st.session_state["open_feature"] = 0
+    # one source of truth: a click on the map writes this field (on_select below), typing overrides the click
+    feature = int(st.number_input("Open feature", 0, len(points) - 1, key="open_feature",
+                                  help="Type an id, or click a point on the map"))
+
+
+def clicked() -> None:
+    """A click on the map opens that point's feature (before the rerun, so the field shows it)."""
+    selected = st.session_state["map"].selection.points
+    if selected:
+        value = selected[0]["customdata"]
+        st.session_state["open_feature"] = int(value[0] if isinstance(value, list) else value)
+
+
 fig = feature_map_figure(points, layout.lower(), colour=colours[colour])
 with left:
-    event = plot(fig, key="map", on_select="rerun", selection_mode="points")
-selected = event.selection.points if event is not None and hasattr(event, "selection") else []
-feature = int(selected[0]["customdata"]) if selected else int(chosen)
-st.markdown(f"[Open feature {feature} on the Features page](/Features?analysis={folder.relative_to(root / 'analyses')}"
-            f"&feature={feature})")
+    plot(fig, key="map", on_select=clicked, selection_mode="points")
+here = analysis_id(folder)
+st.query_params.update(analysis=here, feature=str(feature))
+st.session_state["_linked_analysis"], st.session_state["_linked_feature"] = here, str(feature)
+feature_link(here, feature, label=f"Open feature {feature}'s full dashboard on the Features page")
 render(folder, feature, key="geo", compact=True)
 
 st.divider()
 st.subheader("Crystals (parallelograms and trapezoids of decoder directions)")
 if analysis.has("geometry_crystals"):
-    st.dataframe(data.parquet(analysis.table_path("geometry_crystals"), order="parallelogram_error").head(50),
-                 hide_index=True, width="stretch", key="crystals")
+    feature_table(data.parquet(analysis.table_path("geometry_crystals"), order="parallelogram_error").head(50),
+                  "crystals", analysis=here, feature="a")
 if analysis.has("geometry_lobes"):
     lobe_fig = lobe_agreement_figure(data.parquet(analysis.table_path("geometry_lobes")), score="z")
     plot(lobe_fig, key="lobes")
 
 st.subheader("Galaxy: power law and clustering entropy")
-spec_fig = spectrum_figure(data.parquet(analysis.table_path("geometry_spectrum")))
+own = data.parquet(analysis.table_path("geometry_galaxy")) if analysis.has("geometry_galaxy") else pd.DataFrame()
+spec_fig = spectrum_figure(data.parquet(analysis.table_path("geometry_spectrum")),
+                           float(own.power_law_slope.iloc[0]) if not own.empty else None)  # the fit the table reports
 rows = []
 for name in list_analyses(root):
     other = AnalysisFolder(root / "analyses" / name)

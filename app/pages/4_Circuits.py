@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import data
+from app.ui import feature_circuit as feature_circuit_tab
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
 from interp.circuits.attention import CircuitInputError
@@ -12,8 +13,6 @@ from interp.figures.circuits import (
     attention_pattern_figure,
     dimensionality_box_figure,
     edge_graph_figure,
-    faithfulness_figure,
-    feature_circuit_figure,
     head_edges_from_svd,
     head_scores_figure,
     patching_table_figure,
@@ -89,7 +88,11 @@ sets = circuit_sets(root / "analyses")
 if not sets:
     missing("No stored circuit analyses yet.", COMMANDS["circuits"])
     st.stop()
+linked = st.query_params.get("prompt_set")
+if linked in sets and linked != st.session_state.get("_linked_set"):  # a link (?prompt_set=…) sets the box once
+    st.session_state["_linked_set"] = st.session_state["prompt_set"] = linked
 name = st.selectbox("Stored prompt set", sets, key="prompt_set")
+st.query_params["prompt_set"] = name
 folder = AnalysisFolder.circuits(root / "analyses", name)
 summary = data.read_json(folder.summary_path)
 heads = summary.get("heads", {})
@@ -121,20 +124,19 @@ with tabs[2]:
     else:
         st.info(f"No head-to-head edge carries ≥ 5% of the {side} signal.")
 with tabs[3]:
+    metric_text = feature_circuit_tab.METRICS.get(summary.get("prompt_set", ""), "the prompt set's metric")
+    st.caption(f"**effect** = {metric_text} on the clean prompts with that one activation taken from the corrupted "
+               "prompts, minus its clean value: a large negative effect marks an activation the task runs through.")
     c1, c2 = st.columns(2)
     with c1:
         plot(patching_table_figure(data.parquet(folder.table_path("patch_residual")), "pos",
-                                   "Activation patching: residual stream"), key="patch_resid")
+                                   "Activation patching: residual stream before each layer").update_layout(
+            xaxis_title="position in the prompt"), key="patch_resid")
     with c2:
         plot(patching_table_figure(data.parquet(folder.table_path("patch_heads")), "head",
                                    "Activation patching: heads"), key="patch_heads")
 with tabs[4]:
     if folder.has_json("feature_circuit"):
-        graph = data.read_json(folder.json_path("feature_circuit"))
-        plot(feature_circuit_figure(graph), key="feature_circuit")
-        if folder.has("feature_faithfulness"):
-            plot(faithfulness_figure(data.parquet(folder.table_path("feature_faithfulness"))), key="feature_faithfulness")
-        st.dataframe(data.parquet(folder.table_path("feature_nodes"), order="abs(effect) desc"), hide_index=True,
-                     width="stretch", key="feature_nodes")
+        feature_circuit_tab.show(root, folder, summary)
     else:
         missing("No SAE feature circuit for this prompt set.", COMMANDS["circuits"])

@@ -1,4 +1,6 @@
-"""Compare: any two analysed SAEs: matching, MMCS histogram, features each has and the other lacks."""
+"""Compare: first each ensemble's members side by side (MFR vs no MFR: MMCS over live features, shares above
+0.7 / 0.9, one histogram each), then any two analysed SAEs: their matching with dead latents apart, the
+features each has and the other lacks, and a pair view (two dashboards side by side)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import data
-from app.ui.dashboard import choose_analysis
+from app.ui.compare_view import LIVE_HELP, shared_initialisation, stored, summary_metrics, within_runs
+from app.ui.dashboard import choose_analysis, render
+from app.ui.links import feature_table
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, safe_path, workspace_root
 from interp.features.compare import check_comparable
@@ -16,13 +20,8 @@ from interp.features.dictionary import DictionaryError
 from interp.figures.compare import explanation_score_figure, matched_cosine_figure
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.jobs import Job, JobRunningError
+from interp.store.matches import has_liveness, match_summary
 from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
-
-
-def stored(folder: Path, other: str) -> pd.DataFrame:
-    """``folder``'s stored matches with the analysis ``other`` (empty when there are none)."""
-    path = AnalysisFolder(folder).table_path("matches")
-    return data.parquet(path, where="other_analysis = ?", params=(other,)) if path.exists() else pd.DataFrame()
 
 
 def meta(folder: Path) -> dict:
@@ -101,10 +100,17 @@ def labelled(matches: pd.DataFrame, mine: Path, other: Path) -> pd.DataFrame:
 page("Compare")
 root = workspace_root()
 options = list_analyses(root)
+st.subheader("Within each run: how much do an ensemble's members share?")
+st.caption("Each run's first two members matched to each other. MFR is meant to make them agree; without MFR "
+           f"the members agree only as much as training makes them. {LIVE_HELP[0].upper() + LIVE_HELP[1:]}.")
+within_runs(root, options)
+
+st.divider()
+st.subheader("Any two SAEs")
+# by default the first ensemble's two members (the within-run story), else the first two analyses
 default_a = options[0] if options else None
-# by default B is the first SAE of another run (the demo: MFR vs no MFR), else A's neighbour
-other_runs = [o for o in options if default_a and o.split("/")[0] != default_a.split("/")[0]]
-default_b = other_runs[0] if other_runs else (options[1] if len(options) > 1 else None)
+siblings = [o for o in options if default_a and o != default_a and o.split("/")[0] == default_a.split("/")[0]]
+default_b = siblings[0] if siblings else (options[1] if len(options) > 1 else None)
 a_col, b_col = st.columns(2)
 with a_col:
     folder_a = choose_analysis(root, "sae_a", "SAE A", default=default_a)
@@ -127,14 +133,19 @@ if meta_a.get("d_in") is not None and meta_b.get("d_in") is not None:
     except DictionaryError as error:
         st.error(f"{error}.")
         st.stop()
-for note in notes:
+for note in notes + [n for n in [shared_initialisation(root, id_a, id_b)] if n]:
     st.warning(note)
 
 explanation_scores({f"A {id_a}": folder_a, f"B {id_b}": folder_b})
 a_to_b, b_to_a = stored(folder_a, id_b), stored(folder_b, id_a)
-if a_to_b.empty or b_to_a.empty:
+if a_to_b.empty or b_to_a.empty or not (has_liveness(a_to_b) and has_liveness(b_to_a)):
     command = f"workbench analyze compare runs/{id_a} runs/{id_b}"
-    missing(f"No stored matching between `{id_a}` and `{id_b}`.", command)
+    what = (
+        "No stored matching"
+        if a_to_b.empty or b_to_a.empty
+        else "The stored matching has no firing counts (dead latents not told apart)"
+    )
+    missing(f"{what} between `{id_a}` and `{id_b}`.", command)
     job = AnalysisFolder(folder_a).match_job(id_b)
     state = job.status().state
     if state == "running":
@@ -143,37 +154,81 @@ if a_to_b.empty or b_to_a.empty:
     if state in ("failed", "stopped"):
         st.error(f"The last matching job {state}. The end of its log:")
         st.code(job.log_tail() or "(empty log)")
-    st.caption("Or compute it here, in the background. The Hungarian matching is O(d_sae^3): seconds for a few "
-               "thousand features, long for 16k and more.")
+    st.caption(
+        "Or compute it here, in the background. The Hungarian matching is O(d_sae^3): seconds for a few "
+        "thousand features, long for 16k and more."
+    )
     if st.button("Compute matching now", key="compute"):
         compute(root, folder_a, folder_b)
     st.stop()
 
-threshold = st.slider("A feature counts as present in the other SAE when its matched cosine is at least",
-                      0.0, 1.0, 0.7, 0.05, key="threshold")
-missing_in_b = a_to_b[~(a_to_b.cosine >= threshold)]  # unmatched (NaN) count as missing
-missing_in_a = b_to_a[~(b_to_a.cosine >= threshold)]
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("MMCS A→B", f"{a_to_b.cosine.mean():.4f}", help="mean cosine of A's features to their Hungarian match in B")
-c2.metric("MMCS B→A", f"{b_to_a.cosine.mean():.4f}")
-c3.metric(f"missing in B (cos < {threshold:.2f})", f"{len(missing_in_b):,}")
-c4.metric(f"missing in A (cos < {threshold:.2f})", f"{len(missing_in_a):,}")
-st.caption(f"A = `{id_a}` ({len(a_to_b):,} features), B = `{id_b}` ({len(b_to_a):,} features).")
-fig = matched_cosine_figure(a_to_b, b_to_a, threshold)
-plot(fig, key="mmcs_hist")
+threshold = st.slider(
+    "A live feature counts as present in the other SAE when its live match has a cosine of at least",
+    0.0,
+    1.0,
+    0.7,
+    0.05,
+    key="threshold",
+)
+summary_ab, summary_ba = match_summary(a_to_b, (threshold, 0.9)), match_summary(b_to_a, (threshold, 0.9))
+live_ab, live_ba = a_to_b[a_to_b.alive.astype(bool)], b_to_a[b_to_a.alive.astype(bool)]
+missing_in_b = live_ab[~(live_ab.live_cosine >= threshold)]  # live, and no live match that close (NaN: none left)
+missing_in_a = live_ba[~(live_ba.live_cosine >= threshold)]
+for name, summary in (("A→B", summary_ab), ("B→A", summary_ba)):
+    summary_metrics(summary, st.columns(4), (threshold, 0.9), name)
+st.caption(
+    f"A = `{id_a}` ({len(a_to_b):,} latents, {summary_ab['n_dead']:,} dead), B = `{id_b}` ({len(b_to_a):,} "
+    f"latents, {summary_ba['n_dead']:,} dead). Missing in B: live features of A whose live match in B is below "
+    f"{threshold:.2f} ({len(missing_in_b):,}); missing in A likewise ({len(missing_in_a):,}). Dead latents are "
+    "neither shared nor missing."
+)
+plot(matched_cosine_figure(live_ab, live_ba, threshold, column="live_cosine"), key="mmcs_hist")
 
 table_ab, table_ba = labelled(a_to_b, folder_a, folder_b), labelled(b_to_a, folder_b, folder_a)
-columns = ["feature", "label", "frequency", "other_feature", "cosine"]
+columns = ["feature", "label", "frequency", "live_other_feature", "live_cosine"]
 left, right = st.columns(2)
 with left:
     st.markdown(f"**In A, missing in B** ({len(missing_in_b)}; lowest cosine first, unmatched on top)")
-    st.dataframe(table_ab[~(table_ab.cosine >= threshold)].sort_values("cosine", na_position="first")[columns],
-                 hide_index=True, width="stretch", key="missing_table")
+    feature_table(
+        table_ab[table_ab.feature.isin(missing_in_b.feature)].sort_values("live_cosine", na_position="first")[columns],
+        "missing_table",
+        analysis=id_a,
+    )
 with right:
     st.markdown(f"**In B, missing in A** ({len(missing_in_a)}; lowest cosine first, unmatched on top)")
-    st.dataframe(table_ba[~(table_ba.cosine >= threshold)].sort_values("cosine", na_position="first")[columns],
-                 hide_index=True, width="stretch", key="missing_in_a_table")
-st.markdown("**Matched pairs** (highest cosine first)")
-st.dataframe(table_ab[table_ab.other_feature >= 0].sort_values("cosine", ascending=False)[
-    ["feature", "label", "other_feature", "other_label", "cosine"]], hide_index=True, width="stretch",
-    key="pairs_table")
+    feature_table(
+        table_ba[table_ba.feature.isin(missing_in_a.feature)].sort_values("live_cosine", na_position="first")[columns],
+        "missing_in_a_table",
+        analysis=id_b,
+    )
+pairs = (
+    table_ab[table_ab.alive.astype(bool) & (table_ab.live_other_feature >= 0)]
+    .drop(columns="other_label")
+    .merge(
+        data.parquet(
+            AnalysisFolder(folder_b).table_path("features"),
+            columns="feature as live_other_feature, label as other_label",
+        ),
+        on="live_other_feature",
+        how="left",
+    )
+    .sort_values("live_cosine", ascending=False)
+)
+st.markdown("**Matched pairs of live features** (highest cosine first)")
+feature_table(
+    pairs[["feature", "label", "live_other_feature", "other_label", "live_cosine"]], "pairs_table", analysis=id_a
+)
+
+st.subheader("Pair view")
+if not pairs.empty:
+    chosen = int(
+        st.selectbox("A's feature (its live match in B beside it)", pairs.feature.tolist(), key="pair_feature")
+    )
+    partner = pairs.set_index("feature").loc[chosen]
+    left, right = st.columns(2)
+    with left:
+        st.markdown(f"`{id_a}` feature **{chosen}**")
+        render(folder_a, chosen, key="pair_a", compact=True)
+    with right:
+        st.markdown(f"`{id_b}` feature **{int(partner.live_other_feature)}** (cosine {partner.live_cosine:.3f})")
+        render(folder_b, int(partner.live_other_feature), key="pair_b", compact=True)

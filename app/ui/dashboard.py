@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import data
+from app.ui.links import feature_table
 from app.ui.theme import plot
 from app.ui.tokens import highlight
 from app.ui.workspace import UnsafePathError, list_analyses, safe_path
 from interp.figures.features import activation_histogram, logit_bars
-from interp.store.analysis_folder import AnalysisFolder
+from interp.store.analysis_folder import AnalysisFolder, analysis_id
 
 
 def choose_analysis(root: Path, key: str, label: str = "SAE analysis", default: str | None = None) -> Path | None:
@@ -110,6 +111,7 @@ def logits(table: pd.DataFrame, key: str) -> None:
 def render(folder: Path, feature: int, key: str, compact: bool = False) -> dict[str, pd.DataFrame]:
     """The dashboard of ``feature`` in ``folder``; returns the tables it showed (tests compare them)."""
     tables = data.dashboard(folder, feature, compact)
+    here = analysis_id(folder)
     row = tables["features"].iloc[0]
     st.markdown(f"**Feature {feature}**: label *{row.label}*")
     explained = explanation_card(folder, feature)
@@ -125,14 +127,22 @@ def render(folder: Path, feature: int, key: str, compact: bool = False) -> dict[
     with left:
         histogram(tables.get("histograms", pd.DataFrame()), feature, key=f"{key}_hist")
         st.markdown("**Nearest features** (decoder cosine)")
-        st.dataframe(tables.get("neighbours", pd.DataFrame())[["other", "cosine"]] if "neighbours" in tables
-                     else pd.DataFrame(), hide_index=True, width="stretch", key=f"{key}_neighbours")
+        if "neighbours" in tables:
+            feature_table(
+                tables["neighbours"][["other", "cosine"]], f"{key}_neighbours", analysis=here, feature="other"
+            )
+        else:
+            st.info("No neighbour table stored.")
     with right:
         logits(tables.get("logits", pd.DataFrame(columns=["sign"])), key=f"{key}_logits")
         st.markdown("**Co-occurring features**")
         if "cooccurrence" in tables:
-            st.dataframe(tables["cooccurrence"][["other", "count", "jaccard", "phi"]], hide_index=True,
-                         width="stretch", key=f"{key}_cooc")
+            feature_table(
+                tables["cooccurrence"][["other", "count", "jaccard", "phi"]],
+                f"{key}_cooc",
+                analysis=here,
+                feature="other",
+            )
         else:
             st.info("No co-occurrence table (analysis ran with `--cooccurrence none`).")
     with st.expander("Contexts by activation quantile"):

@@ -26,6 +26,7 @@ from interp.features.dictionary import Dictionary, as_dictionary, check_fits
 from interp.models.loading import check_hooks
 
 Node = tuple[int, int]  # (position, feature); feature -1 is the position's error node
+ALL = -1  # a node's position when effects are summed over positions (the paper's choice for non-templatic prompts)
 
 
 @dataclass
@@ -220,6 +221,7 @@ def edge_attribution(
         model.run_with_hooks(tokens, fwd_hooks=splices)
         down = store[downstream]
         for pos, j in downstream_nodes:
+            pos = slice(None) if pos == ALL else pos
             scalar = (g.features[:, pos, j] * down.features[:, pos, j]).sum() if j >= 0 else (g.error[:, pos] * down.error[:, pos]).sum()
             grad_f, grad_e = torch.autograd.grad(scalar, [leaf.features, leaf.error], retain_graph=True, allow_unused=True)
             rows_f.append((grad_f * delta.features).sum(0) if grad_f is not None else torch.zeros_like(delta.features[0]))
@@ -231,31 +233,68 @@ def edge_attribution(
 
 
 def _node_id(hook: str, pos: int, feature: int) -> str:
-    return f"{hook}/{pos}/{'error' if feature < 0 else feature}"
+    return f"{hook}/{'all' if pos == ALL else pos}/{'error' if feature < 0 else feature}"
 
 
-def kept_nodes(effects: dict[str, Tensor], threshold: float) -> list[Node]:
-    """``(pos, feature)`` with ``|effect| > threshold`` (features) and error nodes likewise (feature -1)."""
+def _over_positions(effects: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Effects summed over positions, kept as one position (index 0 stands for ``ALL``)."""
+    return {"features": effects["features"].sum(0, keepdim=True), "error": effects["error"].sum(0, keepdim=True)}
+
+
+def kept_nodes(effects: dict[str, Tensor], threshold: float, over_positions: bool = False) -> list[Node]:
+    """``(pos, feature)`` with ``|effect| > threshold`` (features) and error nodes likewise (feature -1);
+    ``over_positions``: effects summed over positions first, nodes ``(ALL, feature)``."""
+    if over_positions:
+        return [(ALL, j) for _, j in kept_nodes(_over_positions(effects), threshold)]
     features = [tuple(ix) for ix in (effects["features"].abs() > threshold).nonzero().tolist()]
     errors = [(int(p), -1) for p in (effects["error"].abs() > threshold).nonzero().flatten().tolist()]
     return features + errors
 
 
+def _value(table: dict[str, Tensor], pos: int, j: int) -> float:
+    """One node's entry of a ``{"features": [pos, d_sae], "error": [pos]}`` table (summed for ``ALL``)."""
+    at = slice(None) if pos == ALL else pos
+    return float((table["features"][at, j] if j >= 0 else table["error"][at]).sum())
+
+
+def error_share(nodes: list[dict]) -> float:
+    """Share of the nodes' total ``|effect|`` carried by SAE error nodes (feature -1): how much of a circuit
+    the dictionaries do not explain. NaN without nodes."""
+    total = sum(abs(n["effect"]) for n in nodes)
+    return sum(abs(n["effect"]) for n in nodes if n["feature"] < 0) / total if total else float("nan")
+
+
+def effect_error_shares(effects: dict[str, dict[str, Tensor]], over_positions: bool = False) -> dict:
+    """``error_share`` over every node of every site (no threshold), overall and per site."""
+    totals = {}
+    for hook, e in effects.items():
+        e = _over_positions(e) if over_positions else e
+        totals[hook] = (float(e["error"].abs().sum()), float(e["features"].abs().sum()))
+
+    def share(err: float, feat: float) -> float:
+        return err / (err + feat) if err + feat else float("nan")
+
+    return {"all_nodes": share(sum(t[0] for t in totals.values()), sum(t[1] for t in totals.values())),
+            "by_site": {hook: share(*t) for hook, t in totals.items()}}
+
+
 def feature_circuit(
     model, tokens, metric: Metric, sites: dict[str, Dictionary], patch: Tensor | str = "zero",
     method: str = "ig", steps: int = 10, node_threshold: float = 0.1, edge_threshold: float = 0.01,
+    over_positions: bool = False, attribution: Attribution | None = None,
 ) -> dict:
     """The circuit graph: nodes ``(site, position, feature or error)`` with ``|IE| > node_threshold``,
     edges (``|IE| > edge_threshold``) between the kept nodes of every ``edge_pairs`` site pair, and the
-    last site's kept nodes into ``metric``. Effects are summed over prompts (mean-metric units).
+    last site's kept nodes into ``metric``. Effects are summed over prompts (mean-metric units);
+    ``over_positions`` sums them over positions too (position ``ALL``), as the paper does for prompts
+    whose positions mean nothing across prompts (random-token induction). ``attribution``: reuse one.
     """
     tokens = check_tokens(model, tokens)
     sites = _check_sites(model, sites)
-    attribution = attribute(model, tokens, metric, sites, patch, method, steps)
+    attribution = attribution or attribute(model, tokens, metric, sites, patch, method, steps)
     effects = {hook: attribution.effects(hook) for hook in sites}
-    kept = {hook: kept_nodes(effects[hook], node_threshold) for hook in sites}
-    nodes = [{"id": _node_id(hook, p, j), "hook": hook, "pos": p, "feature": j,
-              "effect": float(effects[hook]["features"][p, j] if j >= 0 else effects[hook]["error"][p])}
+    kept = {hook: kept_nodes(effects[hook], node_threshold, over_positions) for hook in sites}
+    nodes = [{"id": _node_id(hook, p, j), "hook": hook, "pos": p, "feature": j, "effect": _value(effects[hook], p, j)}
              for hook in sites for p, j in kept[hook]]
     edges = []
     for up, down in edge_pairs(list(sites)):
@@ -264,13 +303,13 @@ def feature_circuit(
         weights = edge_attribution(model, tokens, metric, sites, up, down, kept[down], attribution=attribution)
         for row, (pd_, jd) in enumerate(kept[down]):
             for pu, ju in kept[up]:
-                w = float(weights["features"][row, pu, ju] if ju >= 0 else weights["error"][row, pu])
+                w = _value({"features": weights["features"][row], "error": weights["error"][row]}, pu, ju)
                 if abs(w) > edge_threshold:
                     edges.append({"source": _node_id(up, pu, ju), "target": _node_id(down, pd_, jd), "weight": w})
     last = list(sites)[-1]
     edges += [{"source": n["id"], "target": "metric", "weight": n["effect"]} for n in nodes if n["hook"] == last]
     return {"sites": list(sites), "method": method, "node_threshold": node_threshold, "edge_threshold": edge_threshold,
-            "nodes": nodes, "edges": edges}
+            "over_positions": over_positions, "nodes": nodes, "edges": edges, "error_share": error_share(nodes)}
 
 
 def ablated_metric(model, tokens, metric: Metric, sites: dict[str, Dictionary], keep: dict[str, list],
@@ -313,38 +352,58 @@ def faithfulness(model, tokens, metric: Metric, sites: dict[str, Dictionary], ci
 
 
 def faithfulness_curve(model, tokens, metric: Metric, sites: dict[str, Dictionary], effects: dict[str, dict[str, Tensor]],
-                       sizes: list[int] | None = None, ablate_from: Tensor | None = None) -> pd.DataFrame:
+                       sizes: list[int] | None = None, ablate_from: Tensor | None = None,
+                       over_positions: bool = False) -> pd.DataFrame:
     """Faithfulness and completeness of the top-``n`` nodes by ``|effect|`` (features and errors,
-    every site and position), for each ``n`` in ``sizes`` (default: doubling up to all nodes).
-    Columns ``n_nodes, threshold, faithfulness, completeness``."""
+    every site and position; ``over_positions``: nodes summed over positions), for each ``n`` in ``sizes``
+    (default: doubling up to all nodes). Columns ``n_nodes, threshold, faithfulness, completeness``."""
     sites = _check_sites(model, sites)
-    ranked = [(abs(float(e["features"][p, j])), hook, (p, j)) for hook, e in effects.items()
-              for p, j in (e["features"] != 0).nonzero().tolist()]
-    ranked += [(abs(float(e["error"][p])), hook, (p, -1)) for hook, e in effects.items() for p in range(len(e["error"]))]
+    if over_positions:  # a bare id keeps the node at every position (ablated_metric)
+        summed = {hook: _over_positions(e) for hook, e in effects.items()}
+        ranked = [(abs(float(e["features"][0, j])), hook, j) for hook, e in summed.items()
+                  for j in (e["features"][0] != 0).nonzero().flatten().tolist()]
+        ranked += [(abs(float(e["error"][0])), hook, -1) for hook, e in summed.items()]
+    else:
+        ranked = [(abs(float(e["features"][p, j])), hook, (p, j)) for hook, e in effects.items()
+                  for p, j in (e["features"] != 0).nonzero().tolist()]
+        ranked += [(abs(float(e["error"][p])), hook, (p, -1)) for hook, e in effects.items()
+                   for p in range(len(e["error"]))]
     ranked.sort(key=lambda item: -item[0])
     total = len(ranked)
-    sizes = sizes or sorted({min(2 ** i, total) for i in range(total.bit_length() + 1)} | {total})
+    sizes = sizes or sorted({min(2**i, total) for i in range(total.bit_length() + 1)} | {total})
     rows = []
     for n in sizes:
         keep: dict[str, list] = {hook: [] for hook in sites}
         for _, hook, node in ranked[:n]:
             keep[hook].append(node)
-        rows.append({"n_nodes": n, "threshold": ranked[n - 1][0] if n else float("inf"),
-                     "faithfulness": faithfulness(model, tokens, metric, sites, keep, ablate_from=ablate_from),
-                     "completeness": faithfulness(model, tokens, metric, sites, keep, True, ablate_from)})
+        rows.append(
+            {
+                "n_nodes": n,
+                "threshold": ranked[n - 1][0] if n else float("inf"),
+                "faithfulness": faithfulness(model, tokens, metric, sites, keep, ablate_from=ablate_from),
+                "completeness": faithfulness(model, tokens, metric, sites, keep, True, ablate_from),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def circuit_nodes(graph: dict) -> dict[str, list[Node]]:
-    """The ``{hook: [(pos, feature)]}`` of a ``feature_circuit`` graph (feature -1: error), for ``faithfulness``."""
-    nodes: dict[str, list[Node]] = {hook: [] for hook in graph["sites"]}
+    """The ``{hook: [(pos, feature)]}`` of a ``feature_circuit`` graph (feature -1: error; a node over all
+    positions as its bare feature id), for ``faithfulness``."""
+    nodes: dict[str, list] = {hook: [] for hook in graph["sites"]}
     for node in graph["nodes"]:
-        nodes[node["hook"]].append((node["pos"], node["feature"]))
+        nodes[node["hook"]].append(node["feature"] if node["pos"] == ALL else (node["pos"], node["feature"]))
     return nodes
 
 
 def feature_effects_by_patching(
-    model, tokens, metric: Metric, sites: dict[str, Dictionary], hook: str, features: list[int], patch: Tensor | str = "zero",
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    hook: str,
+    features: list[int],
+    patch: Tensor | str = "zero",
 ) -> Float[Tensor, "n_features"]:
     """Exact indirect effects, one forward per feature (the naive loop attribution patching replaces)."""
     tokens = check_tokens(model, tokens)

@@ -44,8 +44,9 @@ def head_scores_figure(frame: pd.DataFrame) -> go.Figure:
             coloraxis="coloraxis"), 1, i + 1)
     # one colour bar for all panels: every score is an attention weight in [0, 1]
     fig.update_layout(title="Head scores on repeated random tokens", height=320,
-                      coloraxis=dict(colorscale="Blues", cmin=0, cmax=1, colorbar=dict(title="score")))
-    return fig.update_xaxes(title="head").update_yaxes(title="layer", autorange="reversed")
+                      coloraxis=dict(colorscale="Blues", cmin=0, cmax=1,
+                                     colorbar=dict(title="score", len=0.75, y=0.4, yanchor="middle")))
+    return fig.update_xaxes(title="head", dtick=1).update_yaxes(title="layer", autorange="reversed", dtick=1)
 
 
 def composition_figure(scores: dict[str, Tensor]) -> go.Figure:
@@ -129,9 +130,10 @@ def patching_table_figure(frame: pd.DataFrame, columns: str, title: str, index: 
 
 
 def _effect_map(values, x, y, x_title: str, y_title: str, title: str, value: str = "effect") -> go.Figure:
-    """A signed heat map centred on zero, first row on top."""
-    fig = go.Figure(_heatmap(values, x, y, title).update(colorbar=dict(title=value)))
-    return fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title).update_yaxes(autorange="reversed")
+    """A signed heat map centred on zero, first row on top; integer axes tick every integer."""
+    fig = go.Figure(_heatmap(values, x, y, title).update(colorbar=dict(title=value, len=0.75, y=0.4, yanchor="middle")))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title).update_yaxes(autorange="reversed", dtick=1)
+    return fig.update_xaxes(dtick=1) if x_title in ("head", "layer") else fig
 
 
 def agreement_figure(exact: Tensor, approx: Tensor, title: str) -> go.Figure:

@@ -20,17 +20,20 @@ def activation_histogram(histogram: pd.DataFrame, feature: int | None = None) ->
     centre = np.sqrt(histogram.bin_left * histogram.bin_right)
     fig = go.Figure(go.Bar(x=centre, y=histogram["count"], width=histogram.bin_right - histogram.bin_left))
     title = "Activation histogram" + (f" of feature {feature}" if feature is not None else "")
-    return fig.update_layout(title=title, xaxis_type="log", xaxis_title="activation", yaxis_title="count",
-                             height=280)
+    return fig.update_layout(title=title, xaxis=dict(type="log", dtick=1, exponentformat="power"),
+                             xaxis_title="activation (log scale)", yaxis_title="tokens", height=280)
 
 
 def logit_bars(logits: pd.DataFrame) -> go.Figure:
     """Top promoted (positive) and suppressed (negative) tokens of ``W_dec @ W_U``, in the table's rank order."""
     pos, neg = logits[logits.sign == "positive"], logits[logits.sign == "negative"]
-    fig = go.Figure([go.Bar(y=[repr(t) for t in pos.token], x=pos.logit, orientation="h", name="promotes"),
-                     go.Bar(y=[repr(t) for t in neg.token], x=neg.logit, orientation="h", name="suppresses")])
-    return fig.update_layout(title="Logit effects (decoder direction · W_U)", height=420, barmode="overlay",
-                             yaxis=dict(autorange="reversed"), legend=dict(orientation="h", y=-0.15))
+    names = [f"{i}. {t!r}" for i, t in enumerate(list(pos.token) + list(neg.token), 1)]  # unique: every bar named
+    fig = go.Figure([go.Bar(y=names[:len(pos)], x=pos.logit, orientation="h", name="promotes"),
+                     go.Bar(y=names[len(pos):], x=neg.logit, orientation="h", name="suppresses")])
+    return fig.update_layout(title="Logit effects (decoder direction · W_U)", height=max(320, 22 * len(names) + 120),
+                             barmode="overlay", xaxis_title="logit change per unit activation",
+                             yaxis=dict(autorange="reversed", tickmode="array", tickvals=names, ticktext=names),
+                             legend=dict(orientation="h", y=-0.15))
 
 
 def example_heatmap(examples: pd.DataFrame, max_rows: int = 20) -> go.Figure:

@@ -22,14 +22,20 @@ def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Se
     if labels is None and "label" in points:
         labels = points.label
     hover = points.feature.astype(str) if labels is None else points.feature.astype(str) + ": " + labels.astype(str)
-    by_cluster = colour == "cluster"
-    marker = dict(size=6 if len(points) <= 2000 else 3, color=points[colour],
-                  colorscale="Turbo" if by_cluster else "Viridis", showscale=not by_cluster,
-                  colorbar=None if by_cluster else dict(title=scales[colour]))
-    fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", marker=marker, customdata=points.feature,
-                                 text=hover, hovertemplate="%{text}<extra></extra>"))
+    size = 6 if len(points) <= 2000 else 3
+    if colour == "cluster":  # one trace per lobe: the legend names every colour
+        fig = go.Figure([go.Scattergl(x=group[x], y=group[y], mode="markers", marker=dict(size=size),
+                                      customdata=group.feature, text=hover[group.index], name=f"lobe {c}",
+                                      hovertemplate="%{text}<extra></extra>")
+                         for c, group in points.groupby("cluster")])
+        fig.update_layout(legend=dict(title="cluster"))
+    else:
+        marker = dict(size=size, color=points[colour], colorscale="Viridis", showscale=True,
+                      colorbar=dict(title=scales[colour]))
+        fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", marker=marker,
+                                     customdata=points.feature, text=hover, hovertemplate="%{text}<extra></extra>"))
     return fig.update_layout(title=f"{method.upper()} of unit decoder directions ({len(points)} features)",
-                             height=520, xaxis_title=x, yaxis_title=y)
+                             height=520, xaxis_title=f"{method.upper()} 1", yaxis_title=f"{method.upper()} 2")
 
 
 def spectrum_figure(spectrum: pd.DataFrame, slope: float | None = None) -> go.Figure:
@@ -39,16 +45,22 @@ def spectrum_figure(spectrum: pd.DataFrame, slope: float | None = None) -> go.Fi
         i = spectrum["rank"].to_numpy()
         anchor = spectrum.eigenvalue.iloc[len(i) // 4] * (i / i[len(i) // 4]) ** -slope
         fig.add_trace(go.Scatter(x=i, y=anchor, mode="lines", name=f"i^-{slope:.2f}"))
-    return fig.update_layout(title="Eigenvalue spectrum of decoder directions", xaxis_type="log", yaxis_type="log",
-                             xaxis_title="rank", yaxis_title="eigenvalue")
+    return fig.update_layout(title="Eigenvalue spectrum of decoder directions",
+                             xaxis=dict(type="log", dtick=1, exponentformat="power", title="rank"),
+                             yaxis=dict(type="log", dtick=1, exponentformat="power", title="eigenvalue"),
+                             legend=dict(orientation="h", y=-0.25))
 
 
 def galaxy_figure(galaxy: pd.DataFrame) -> go.Figure:
     """Power-law slope and clustering entropy side by side, one group per analysis (its hook below its id)."""
+    from plotly.subplots import make_subplots
+
     x = galaxy.analysis + "<br>" + galaxy.hook
-    fig = go.Figure([go.Bar(x=x, y=galaxy.power_law_slope, name="power-law slope"),
-                     go.Bar(x=x, y=galaxy.clustering_entropy, name="clustering entropy")])
-    return fig.update_layout(title="By layer / SAE", barmode="group", legend=dict(orientation="h", y=-0.3))
+    fig = make_subplots(1, 2, subplot_titles=["power-law slope of the eigenvalues", "clustering entropy"])
+    fig.add_trace(go.Bar(x=x, y=galaxy.power_law_slope, name="power-law slope"), 1, 1)
+    fig.add_trace(go.Bar(x=x, y=galaxy.clustering_entropy, name="clustering entropy"), 1, 2)
+    fig.update_yaxes(title_text="slope α (λ_i ∝ i^-α)", row=1, col=1).update_yaxes(title_text="entropy", row=1, col=2)
+    return fig.update_layout(title="By layer / SAE (two measures, two axes)", showlegend=False)
 
 
 def lobe_agreement_figure(lobes: pd.DataFrame, score: str = "ami") -> go.Figure:

@@ -18,11 +18,12 @@ from interp.circuits import attention, decomposition, patching
 from interp.circuits.attention import CircuitInputError
 from interp.circuits.circuit_helpers import head_pairs, pair_label, rank_agreement
 from interp.circuits.feature_circuits import (
+    attribute,
     circuit_nodes,
+    effect_error_shares,
     faithfulness,
     faithfulness_curve,
     feature_circuit,
-    node_attribution,
 )
 from interp.circuits.ioi_circuit import ioi_head_table, ioi_roles
 from interp.circuits.prompts import (
@@ -35,14 +36,19 @@ from interp.circuits.prompts import (
     single_token_names,
 )
 from interp.features.dictionary import load_dictionary
-from interp.store.analysis_folder import SUMMARY, AnalysisFolder
+from interp.store.analysis_folder import SUMMARY, AnalysisFolder, analysis_id
 from interp.store.locks import writing
 
 
 def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
                      sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction",
-                     src_mask=None, cutoff: float = 0.7, extra: dict | None = None) -> dict:
+                     src_mask=None, cutoff: float = 0.7, extra: dict | None = None,
+                     sae_sites: dict[str, Path] | None = None, over_positions: bool = False,
+                     node_threshold: float = 0.1) -> dict:
     """Run every analysis on one prompt set, write the tables to ``out`` and return the summary.
+
+    The feature circuit runs through ``sae_sites`` (``{hook: SAE folder}``, the sites where the circuit
+    runs) or the one ``sae_folder`` at ``sae_hook``; ``over_positions`` sums its node effects over positions.
 
     The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
     by default the top induction head on the repeated tokens. ``extra`` entries go into the summary last
@@ -50,11 +56,12 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     held throughout: a second analysis of the same prompt set is refused."""
     with writing(out, "circuit analysis"):
         return _analyze_circuits(model, clean, corrupt, metric, dest_mask, Path(out), start_head, sae_folder,
-                                 sae_hook, prompt_set, src_mask, cutoff, extra)
+                                 sae_hook, prompt_set, src_mask, cutoff, extra, sae_sites, over_positions,
+                                 node_threshold)
 
 
 def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head, sae_folder, sae_hook,
-                      prompt_set, src_mask, cutoff, extra) -> dict:
+                      prompt_set, src_mask, cutoff, extra, sae_sites, over_positions, node_threshold) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     timings, summary = {}, {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])}
@@ -116,40 +123,115 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
     agreement["top_edge"] = {name: pair_label(i, L, H) for name, i in agreement["top_edge"].items()}
     summary["rank_agreement"] = agreement
 
+    sites = dict(sae_sites or {})
     if sae_folder is not None:
-        dictionary = load_dictionary(sae_folder)
-        hook = sae_hook or getattr(dictionary, "hook_name", None)
-        if not hook:
-            raise CircuitInputError(f"the SAE at {sae_folder} names no hook; pass --sae-hook")
-        sites = {hook: dictionary}
-        circuit = timed("feature_circuit", lambda: feature_circuit(model, clean, metric, sites, corrupt, "ig", steps=10))
-        effects = timed("feature_effects", lambda: node_attribution(model, clean, metric, sites, corrupt, "ig", steps=10))
-        curve = timed("feature_faithfulness", lambda: faithfulness_curve(model, clean, metric, sites, effects, ablate_from=corrupt))
-        write_feature_circuit(out, circuit, curve)
-        summary["feature_circuit"] = {
-            "hook": hook, "sae": str(sae_folder), "nodes": len(circuit["nodes"]), "node_threshold": circuit["node_threshold"],
-            "faithfulness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), ablate_from=corrupt),
-            "completeness": faithfulness(model, clean, metric, sites, circuit_nodes(circuit), True, corrupt)}
+        sites.setdefault(sae_hook or _named_hook(sae_folder), Path(sae_folder))
+    if sites:
+        summary["feature_circuit"] = feature_circuit_step(
+            model, clean, corrupt, metric, sites, out, over_positions, timed, node_threshold
+        )
     summary["timings_s"] = timings
     summary.update(extra or {})  # a task's own findings replace the generic ones (e.g. IOI's head roles)
     AnalysisFolder(out).write_json(SUMMARY, summary, sort_keys=False)
     return summary
 
 
-def write_feature_circuit(folder: Path | str, graph: dict, curve: pd.DataFrame | None = None) -> list[Path]:
-    """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect``)
-    and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
+def _named_hook(sae_folder: Path) -> str:
+
+    hook = getattr(load_dictionary(sae_folder), "hook_name", None)
+    if not hook:
+        raise CircuitInputError(f"the SAE at {sae_folder} names no hook; pass --sae-hook")
+    return hook
+
+
+def feature_circuit_step(
+    model,
+    clean,
+    corrupt,
+    metric,
+    sae_sites: dict[str, Path],
+    out: Path,
+    over_positions: bool,
+    timed,
+    node_threshold: float = 0.1,
+) -> dict:
+    """The feature circuit through one SAE per site (one IG attribution reused for nodes, edges and the
+    faithfulness curve), written to ``out``; returns its summary: each site's SAE, node counts, the share
+    of the circuit's |effect| carried by error nodes (and over every node), faithfulness and completeness."""
+
+    sites = {hook: load_dictionary(folder) for hook, folder in sae_sites.items()}
+    attribution = timed("feature_effects", lambda: attribute(model, clean, metric, sites, corrupt, "ig", 10))
+    circuit = timed(
+        "feature_circuit",
+        lambda: feature_circuit(
+            model,
+            clean,
+            metric,
+            sites,
+            corrupt,
+            "ig",
+            10,
+            node_threshold,
+            over_positions=over_positions,
+            attribution=attribution,
+        ),
+    )
+    effects = {hook: attribution.effects(hook) for hook in circuit["sites"]}
+    curve = timed(
+        "feature_faithfulness",
+        lambda: faithfulness_curve(
+            model, clean, metric, sites, effects, ablate_from=corrupt, over_positions=over_positions
+        ),
+    )
+    analyses = {hook: analysis_id(folder) for hook, folder in sae_sites.items()}
+    write_feature_circuit(out, circuit, curve, analyses)
+    shares = effect_error_shares(effects, over_positions)
+    nodes = circuit_nodes(circuit)
+    return {
+        "sites": [{"hook": hook, "sae": str(sae_sites[hook]), "analysis": analyses[hook]} for hook in circuit["sites"]],
+        "hook": circuit["sites"][-1],
+        "sae": str(sae_sites[circuit["sites"][-1]]),  # the last site (older readers)
+        "nodes": len(circuit["nodes"]),
+        "error_nodes": sum(n["feature"] < 0 for n in circuit["nodes"]),
+        "node_threshold": circuit["node_threshold"],
+        "over_positions": over_positions,
+        "error_share": circuit["error_share"],
+        "error_share_all_nodes": shares["all_nodes"],
+        "error_share_by_site": shares["by_site"],
+        "faithfulness": faithfulness(model, clean, metric, sites, nodes, ablate_from=corrupt),
+        "completeness": faithfulness(model, clean, metric, sites, nodes, True, corrupt),
+    }
+
+
+def write_feature_circuit(
+    folder: Path | str, graph: dict, curve: pd.DataFrame | None = None, analyses: dict[str, str] | None = None
+) -> list[Path]:
+    """``feature_circuit.json`` (the graph), ``feature_nodes.parquet`` (``id, hook, pos, feature, effect`` and,
+    given ``analyses`` (``{hook: <run_id>/sae_<i>}``), each node's ``analysis``: where its dashboard is; pos -1:
+    summed over positions) and, when given, ``feature_faithfulness.parquet`` (the faithfulness curve)."""
     columns = ["id", "hook", "pos", "feature", "effect"]
-    tables = {"feature_nodes": pd.DataFrame(graph["nodes"], columns=columns)}
+    nodes = pd.DataFrame(graph["nodes"], columns=columns)
+    if analyses is not None:
+        nodes["analysis"] = nodes.hook.map(analyses)
+        graph = {**graph, "analyses": analyses}
+    tables = {"feature_nodes": nodes}
     if curve is not None:
         tables["feature_faithfulness"] = curve
     folder = AnalysisFolder(folder).write_tables(tables, by_feature=False)
-    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + \
-        [folder.table_path(name) for name in tables if name != "feature_nodes"]
+    return [folder.table_path("feature_nodes"), folder.write_json("feature_circuit", graph, sort_keys=False)] + [
+        folder.table_path(name) for name in tables if name != "feature_nodes"
+    ]
 
 
-def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int] | None = None,
-                         sae_folder: Path | None = None, sae_hook: str | None = None) -> dict:
+def ioi_circuit_analysis(
+    model,
+    n_prompts: int,
+    out: Path,
+    start: tuple[int, int] | None = None,
+    sae_folder: Path | None = None,
+    sae_hook: str | None = None,
+    sae_sites: dict[str, Path] | None = None,
+) -> dict:
     """IOI prompts (for the demo model: its held-out names on one training template), every circuit
     analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
     if model.cfg.model_name == "workbench-demo-2l":
@@ -158,7 +240,9 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
         places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (IOI_PLACES, IOI_OBJECTS))
         prompts = ioi_prompts(model, n_prompts, templates=IOI_TEMPLATES[:1], places=places, objects=objects)
     if not torch.equal(prompts.end, prompts.end[:1].expand_as(prompts.end)):
-        raise CircuitInputError("the IOI prompts tokenise to different lengths; use one template and single-token names")
+        raise CircuitInputError(
+            "the IOI prompts tokenise to different lengths; use one template and single-token names"
+        )
     rows = torch.arange(n_prompts)
     mask = torch.zeros_like(prompts.clean, dtype=torch.bool)
     mask[rows, prompts.end] = True
@@ -170,7 +254,7 @@ def ioi_circuit_analysis(model, n_prompts: int, out: Path, start: tuple[int, int
     with writing(out, "circuit analysis"):
         summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
                                    start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi",
-                                   src_mask=io, extra=extra)
+                                   src_mask=io, extra=extra, sae_sites=sae_sites)
         AnalysisFolder(out).write_tables(
             {"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})})
     return summary

@@ -2,7 +2,8 @@
 
 ``demo_analyses``: dashboards and geometry of the demo's SAE runs over the demo cache;
 ``demo_circuits``: the demo model's induction and IOI circuits, with feature circuits through the
-MFR pair's first SAE when it exists. Each reads and writes the workspace's folders and returns what
+site SAEs (one per attention and MLP output, where the circuits run) when they exist, else the MFR
+pair's first SAE. Each reads and writes the workspace's folders and returns what
 it wrote.
 """
 
@@ -21,15 +22,40 @@ from interp.store.run_folder import RunFolder
 
 DEMO_RUNS = ("demo-mfr", "demo-plain")
 DEMO_SAE_HOOK = "blocks.1.hook_resid_post"  # the demo SAEs read layer 1's residual stream
+# the feature circuits' sites: each layer's attention and MLP outputs, as Marks et al. (the circuits run there:
+# previous-token head L0H0 -> induction head L1H2; the IOI name signal through layer 0 into the name mover L1H1)
+DEMO_CIRCUIT_SITES = (
+    "blocks.0.hook_attn_out",
+    "blocks.0.hook_mlp_out",
+    "blocks.1.hook_attn_out",
+    "blocks.1.hook_mlp_out",
+)
 
 
-def demo_analyses(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_id: str = "demo") -> list[AnalysisFolder]:
-    """Dashboards (over ``cached_activations/<cache_id>``) and geometry of every member of ``run_ids``."""
+def site_run_id(hook: str) -> str:
+    """The demo's run of one site SAE: ``blocks.0.hook_attn_out`` -> ``demo-site-L0-attn_out``."""
+    layer, _, name = hook.removeprefix("blocks.").partition(".hook_")
+    return f"demo-site-L{layer}-{name}"
+
+
+def site_saes(workspace: Path) -> dict[str, Path]:
+    """``{hook: runs/<site run>/sae_0}`` of the site SAEs the workspace holds."""
+    found = {hook: RunFolder(workspace / "runs" / site_run_id(hook)).member_path(0) for hook in DEMO_CIRCUIT_SITES}
+    return {hook: sae for hook, sae in found.items() if RunFolder.is_sae(sae)}
+
+
+def demo_analyses(
+    workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS, cache_id: str = "demo"
+) -> list[AnalysisFolder]:
+    """Dashboards (over ``cached_activations/<cache_id>``) and geometry of every member of ``run_ids``; dashboards
+    (labels and links of the feature circuits' nodes) of the site SAEs."""
     out, folders = workspace / "analyses", []
     for run_id in run_ids:
         run = workspace / "runs" / run_id
         folders += analyze_features(run, out, cache_dir=workspace / "cached_activations" / cache_id)
         analyze_geometry(run, out, n_clusters=5, max_features=1000, with_umap=True)
+    for sae in site_saes(workspace).values():
+        folders += analyze_features(sae.parent, out, cache_dir=workspace / "cached_activations" / cache_id)
     return folders
 
 
@@ -46,12 +72,23 @@ def demo_circuits(workspace: Path) -> tuple[Path, dict, dict]:
     ``analyses/circuits/{demo,ioi}``; returns that folder and both summaries."""
     model = load_model("demo", device="cpu")
     prompts = induction_prompts(model, 16, 20)
-    sae = RunFolder(workspace / "runs" / DEMO_RUNS[0]).member_path(0)
-    sae = sae if RunFolder.is_sae(sae) else None
+    sites = site_saes(workspace)
+    if not sites:  # a workspace from before the site SAEs: the MFR pair's first SAE
+        sae = RunFolder(workspace / "runs" / DEMO_RUNS[0]).member_path(0)
+        sites = {DEMO_SAE_HOOK: sae} if RunFolder.is_sae(sae) else {}
     out = workspace / "analyses" / "circuits"
-    induction = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
-                                 out / "demo", sae_folder=sae, sae_hook=DEMO_SAE_HOOK)
-    ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_folder=sae, sae_hook=DEMO_SAE_HOOK)
+    # random-token induction: a position means nothing across prompts, so node effects are summed over positions
+    induction = analyze_circuits(
+        model,
+        prompts.clean,
+        prompts.corrupt,
+        prompts.metric(),
+        prompts.second_copy,
+        out / "demo",
+        sae_sites=sites,
+        over_positions=True,
+    )
+    ioi = ioi_circuit_analysis(model, 32, out / "ioi", sae_sites=sites)
     return out, induction, ioi
 
 

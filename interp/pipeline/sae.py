@@ -20,7 +20,6 @@ from interp.circuits.prompts import ioi_task
 from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
 from interp.features.dictionary import check_fits, load_dictionary
 from interp.features.geometry import geometry_tables
-from interp.features.matching import matched_features_table
 from interp.features.principled_eval import evaluate_dictionaries, induction_task
 from interp.models.loading import load_model
 from interp.pipeline.compare import compare_saes, merge_matches
@@ -95,7 +94,7 @@ def _analyze_features(members: list[Path], out_root: Path, cache_dir: Path | Non
     model = model_spec if not isinstance(model_spec, (str, type(None))) else (  # a loaded model is used as is
         load_model(model_spec or cache.config["model"], device=device) if with_logits else None)
     decode = _decoder(model)
-    folders, decoders = [], []
+    folders, decoders, live = [], [], []
     for member in members:
         dictionary = load_dictionary(member, device=device)
         site = hook or dictionary.hook_name
@@ -123,11 +122,13 @@ def _analyze_features(members: list[Path], out_root: Path, cache_dir: Path | Non
         })
         folders.append(folder)
         decoders.append(dictionary.W_dec.detach().to(torch.float32))  # matched on the device
-    if len(members) > 1:
-        matches = matched_features_table(decoders)
-        for member, folder in enumerate(folders):
-            mine = matches[matches.member == member].drop(columns="member")
-            merge_matches(folder.path, mine.assign(other_analysis=[analysis_id(members[m]) for m in mine.other_member]))
+        live.append(tables["features"].sort_values("feature").n_fires.to_numpy() > 0)
+    ids = [analysis_id(member) for member in members]
+    for a in range(len(members)):  # each pair once, read both ways; dead latents matched apart
+        for b in range(a + 1, len(members)):
+            ab, ba = match_frames(decoders[a], decoders[b], ids[a], ids[b], live[a], live[b])
+            merge_matches(folders[a].path, ab)
+            merge_matches(folders[b].path, ba)
     return folders
 
 

@@ -116,3 +116,63 @@ def test_every_page_in_a_real_browser(server, browser, workspace, tmp_path):
         assert "Traceback" not in browser.find_element("tag name", "body").text
         browser.save_screenshot(str(shots / f"{page.lower()}.png"))
         assert (shots / f"{page.lower()}.png").stat().st_size > 10_000
+
+
+def click_at(driver, x: float, y: float) -> None:
+    """A mouse click at viewport coordinates (x, y)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    actions = ActionChains(driver)
+    actions.w3c_actions.pointer_action.move_to_location(int(x), int(y)).click()
+    actions.perform()
+
+
+def wait_for(driver, condition, timeout: float = 60):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, 0.5).until(lambda d: condition(d))
+
+
+@pytest.mark.slow
+def test_a_table_row_opens_its_dashboard_in_the_same_tab_and_the_url_holds_it(server, browser, workspace):
+    folder = workspace / "analyses/demo-mfr/sae_0"
+    labels = pd.read_parquet(folder / "features.parquet").label
+    neighbours = pd.read_parquet(folder / "neighbours.parquet").query("feature == 3").sort_values("rank")
+    browser.get(f"{server}/Features?analysis=demo-mfr/sae_0&feature=3")
+    wait_for_text(browser, f"Feature 3: label {labels[3]}")
+    css = ".st-key-main_neighbours [data-testid='stDataFrame']"  # the grid draws after the page's text
+    grid = wait_for(browser, lambda d: (d.find_elements("css selector", css) or [None])[0])
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", grid)
+    time.sleep(1.0)
+    box = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.left, r.top];", grid)
+    click_at(browser, box[0] + 18, box[1] + 35 + 17)  # the first row's selection box (header row: 35 px)
+    target = int(neighbours.other.iloc[0])
+    wait_for_text(browser, f"Feature {target}: label {labels[target]}")
+    assert f"feature={target}" in browser.current_url and "analysis=demo-mfr" in browser.current_url
+    assert len(browser.window_handles) == 1  # the same tab, not a new one
+
+
+@pytest.mark.slow
+def test_geometry_takes_a_typed_id_after_a_click_on_the_map(server, browser, workspace):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{server}/Geometry?analysis=demo-mfr/sae_0")
+    wait_for_text(browser, "Galaxy")
+    plot = browser.find_element("css selector", ".st-key-map .js-plotly-plot")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", plot)
+    time.sleep(1.0)
+    x, y, clicked = browser.execute_script(
+        "const gd = arguments[0], xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, t = gd._fullData[0];"
+        "const r = gd.getBoundingClientRect(), i = 0;"
+        "return [r.left + xa._offset + xa.l2p(t.x[i]), r.top + ya._offset + ya.l2p(t.y[i]), Number(t.customdata[i])];",
+        plot)
+    click_at(browser, x, y)
+    field = browser.find_element("css selector", ".st-key-open_feature input")
+    wait_for(browser, lambda d: field.get_attribute("value") == str(clicked))
+    wait_for_text(browser, f"Feature {clicked}:")
+    typed = 5 if clicked != 5 else 6
+    field = browser.find_element("css selector", ".st-key-open_feature input")
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(str(typed), Keys.ENTER)
+    wait_for_text(browser, f"Feature {typed}:")  # the typed id wins over the earlier click
+    assert f"feature={typed}" in browser.current_url

@@ -28,12 +28,13 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
-TABLES = ("missing_table", "missing_in_a_table", "pairs_table")  # in page order (plain st.dataframe keeps no key)
-
-
 def frame(at: AppTest, key: str) -> pd.DataFrame:
-    assert len(at.dataframe) == len(TABLES)
-    return at.dataframe[TABLES.index(key)].value
+    """The table shown with widget key ``key`` (linked tables are selection widgets: their id ends in the key)."""
+    return next(f.value for f in at.dataframe if f.proto.id.endswith(f"-{key}"))
+
+
+def live(stored: pd.DataFrame) -> pd.DataFrame:
+    return stored[stored.alive.astype(bool)]
 
 
 def set_sae(root: Path, analysis: str, sae: str) -> None:
@@ -90,18 +91,19 @@ def test_page_offers_the_command_and_computes_the_matching_on_click(two_runs):
     pd.testing.assert_frame_equal(matches(two_runs, A, "demo-mfr/sae_1"), ensemble_before, check_dtype=False)  # kept
     same = ensemble_before.set_index("feature")  # B's weights are sae_1's: the ensemble matching again
     assert a_to_b.set_index("feature").other_feature.equals(same.other_feature)
-    assert metric(at, "MMCS A→B") == f"{a_to_b.cosine.mean():.4f}"
-    assert metric(at, "MMCS B→A") == f"{b_to_a.cosine.mean():.4f}"
+    assert metric(at, "A→B: MMCS, live features") == f"{live(a_to_b).live_cosine.mean():.3f}"
+    assert metric(at, "B→A: MMCS, live features") == f"{live(b_to_a).live_cosine.mean():.3f}"
+    dead = (pd.read_parquet(two_runs / "analyses" / A / "features.parquet").n_fires == 0).sum()
+    assert metric(at, "A→B: dead latents") == f"{dead:,} of {len(a_to_b):,}"
 
     at.slider(key="threshold").set_value(0.3).run()
-    for key, stored, label in (("missing_table", a_to_b, "missing in B"),
-                               ("missing_in_a_table", b_to_a, "missing in A")):
+    for key, stored in (("missing_table", a_to_b), ("missing_in_a_table", b_to_a)):
         shown = frame(at, key)
-        expected = stored[~(stored.cosine >= 0.3)]
+        expected = live(stored)[~(live(stored).live_cosine >= 0.3)]  # dead latents are neither shared nor missing
         assert sorted(shown.feature) == sorted(expected.feature), key
-        assert metric(at, f"{label} (cos < 0.30)") == f"{len(expected):,}"
     pairs = frame(at, "pairs_table")
-    assert dict(zip(pairs.feature, pairs.other_feature)) == dict(zip(a_to_b.feature, a_to_b.other_feature))
+    matched = live(a_to_b)[live(a_to_b).live_other_feature >= 0]
+    assert dict(zip(pairs.feature, pairs.live_other_feature)) == dict(zip(matched.feature, matched.live_other_feature))
 
 
 def test_page_refuses_an_sae_outside_the_workspace_and_says_when_one_is_missing(two_runs, tmp_path):
@@ -122,7 +124,8 @@ def test_page_refuses_an_sae_outside_the_workspace_and_says_when_one_is_missing(
 def test_ensemble_members_still_compare_from_the_stored_matching(two_runs):
     at = open_pair("demo-mfr/sae_1")
     stored = matches(two_runs, A, "demo-mfr/sae_1")
-    assert metric(at, "MMCS A→B") == f"{stored.cosine.mean():.4f}"
+    assert metric(at, "A→B: MMCS, live features") == f"{live(stored).live_cosine.mean():.3f}"
+    assert metric(at, "demo-mfr: MMCS, live features") == f"{live(stored).live_cosine.mean():.3f}"  # the within-run one
     assert not at.code
 
 
@@ -146,8 +149,9 @@ def test_cli_compares_two_runs_and_explains_missing_dashboards(two_runs):
     result = CliRunner().invoke(app, ["analyze", "compare", str(sae_a), str(sae_b), "--out", str(root / "analyses")])
     assert result.exit_code == 0, result.output
     a_to_b, b_to_a = matches(root, A, B), matches(root, B, A)
-    assert f"MMCS A->B: {a_to_b.cosine.mean():.4f}" in result.output
-    assert f"MMCS B->A: {b_to_a.cosine.mean():.4f}" in result.output
+    assert f"MMCS A->B over live features: {live(a_to_b).live_cosine.mean():.4f}" in result.output
+    assert f"MMCS B->A over live features: {live(b_to_a).live_cosine.mean():.4f}" in result.output
+    assert f"over all latents {a_to_b.cosine.mean():.4f}" in result.output
     assert str(root / "analyses" / B / "matches.parquet") in result.output
 
     shutil.copytree(sae_b, root / "runs/third/sae_0")

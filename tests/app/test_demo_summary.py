@@ -14,3 +14,18 @@ def test_last_fifth_improvement_reads_the_logged_curve():
     assert last_fifth_improvement(flat) == 0.0
     assert math.isnan(last_fifth_improvement(rows[:3]))  # too short a curve to say
     assert math.isclose(last_fifth_improvement(rows + [{"step": 100, "mmcs": 0.5}]), 0.2)  # rows without FVU skipped
+
+
+def test_the_demo_pairs_differ_in_seed_and_mfr_only_and_every_site_is_cached(tmp_path):
+    """Different seeds, so Compare's cross-run match measures learned agreement, not a shared initialisation;
+    the feature circuits' site SAEs read hooks the demo's one cache pass writes."""
+    from dataclasses import asdict
+
+    from app.commands.demo import DEMO_HOOKS, DEMO_SEEDS, demo_train_config
+    from interp.pipeline.demo import DEMO_CIRCUIT_SITES, site_run_id
+
+    mfr, plain = (asdict(demo_train_config(tmp_path, m, DEMO_SEEDS[run])) for run, m in (("demo-mfr", 1.0),
+                                                                                             ("demo-plain", 0.0)))
+    assert {k for k in mfr if mfr[k] != plain[k]} == {"seed", "mfr_coefficient"}
+    assert set(DEMO_CIRCUIT_SITES) <= set(DEMO_HOOKS)
+    assert site_run_id("blocks.1.hook_mlp_out") == "demo-site-L1-mlp_out"

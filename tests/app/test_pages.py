@@ -96,7 +96,8 @@ def test_features_dashboard_equals_the_tables(app_env):
     neighbours = pd.read_parquet(folder / "neighbours.parquet").query("feature == @feature").sort_values("rank")
     assert table(at, "other", "cosine", exact=True).other.tolist() == neighbours.other.tolist()
     match = pd.read_parquet(folder / "matches.parquet").query("feature == @feature").iloc[0]
-    assert any(f"feature **{match.other_feature}**" in md.value for md in at.markdown)
+    shown = match.other_feature if match.other_alive else match.live_other_feature  # a dead match is not shown
+    assert any(f"feature **{shown}**" in md.value for md in at.markdown)
 
 
 @pytest.mark.parametrize("kind", ["token", "logit"])
@@ -140,7 +141,7 @@ def test_circuits_page_shows_stored_results_and_a_typed_prompt(app_env):
     summary = json.loads((folder / "summary.json").read_text())
     assert metric(at, "induction head") == "L{}H{}".format(*summary["heads"]["induction"])
     nodes = pd.read_parquet(folder / "feature_nodes.parquet")
-    assert sorted(table(at, "id", "effect").id) == sorted(nodes.id)
+    assert sorted(table(at, "site", "effect").effect) == sorted(nodes.effect)
     heads = pd.read_parquet(folder / "patch_heads.parquet").pivot(index="layer", columns="head", values="effect")
     assert np.array_equal(array(chart(at, "patch_heads")["data"][0]["z"]), heads.values)
     at.text_input(key="prompt").input("one two three one two three")
@@ -171,12 +172,19 @@ def test_circuits_page_examples_fill_the_prompt(app_env):
     assert at.text_input(key="prompt").value.startswith("When Romeo and Juliet")
 
 
-def test_compare_mmcs_equals_the_stored_matching(app_env):
+def test_compare_opens_on_the_within_run_comparison_with_dead_latents_apart(app_env):
+    from interp.store.matches import match_summary
+
     at = run_page("pages/5_Compare.py")
     matches = pd.read_parquet(app_env / "analyses" / SAE0 / "matches.parquet")
-    assert metric(at, "MMCS A→B") == f"{matches.cosine.mean():.4f}"
-    at.slider(key="threshold").set_value(0.3).run()
-    assert metric(at, "missing in B (cos < 0.30)") == f"{(matches.cosine < 0.3).sum():,}"
+    summary = match_summary(matches[matches.other_analysis == "demo-mfr/sae_1"])
+    assert metric(at, "demo-mfr: MMCS, live features") == f"{summary['mmcs_live']:.3f}"
+    assert metric(at, "demo-mfr: dead latents") == f"{summary['n_dead']:,} of {summary['n_features']:,}"
+    assert metric(at, "demo-mfr: live matched to dead") == f"{summary['live_to_dead']:,}"
+    assert at.selectbox(key="sae_b").value == "demo-mfr/sae_1"  # the pair below starts on the same run
+    histogram = chart(at, "within_demo-mfr")["data"][0]
+    live = matches[(matches.other_analysis == "demo-mfr/sae_1") & matches.alive]
+    assert sorted(array(histogram["x"]).tolist()) == sorted(live.live_cosine.tolist())
 
 
 def test_training_follows_metrics_and_refuses_a_cache_outside(app_env):
@@ -231,3 +239,59 @@ def test_run_state_reads_a_runs_files(tmp_path):
 
     with RunFolder(run).running():  # this process holds the run's lock and names its token: it trains the run
         assert run_state(run, evaluated=False) == "running"
+
+
+def open_linked(page: str, **params) -> AppTest:
+    """``page`` opened as a link would open it: inside the app (Home is the entry script), ``params`` in the URL."""
+    at = AppTest.from_file(str(APP / "Home.py"), default_timeout=120)
+    at.switch_page(page)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def click_row(at: AppTest, key: str, row: int) -> AppTest:
+    """Select ``row`` of the linked table ``key`` as a click in the browser does."""
+    at.session_state[key] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def linked_frame(at: AppTest, key: str) -> pd.DataFrame:
+    return next(f.value for f in at.dataframe if f.proto.id.endswith(f"-{key}"))
+
+
+def test_the_url_holds_the_dashboard_and_a_table_row_links_to_another(app_env):
+    at = open_linked("pages/2_Features.py", analysis="demo-mfr/sae_1", feature="5")
+    assert at.selectbox(key="analysis").value == "demo-mfr/sae_1" and at.number_input(key="feature_id").value == 5
+    assert any(md.value.startswith("**Feature 5**") for md in at.markdown)
+    at.number_input(key="feature_id").set_value(7).run()
+    assert at.query_params["feature"] == "7" and at.query_params["analysis"] == "demo-mfr/sae_1"
+    neighbours = linked_frame(at, "main_neighbours")
+    click_row(at, "main_neighbours", 1)  # the second-nearest feature's dashboard, same tab
+    target = int(neighbours.other.iloc[1])
+    assert at.query_params["feature"] == str(target) and at.number_input(key="feature_id").value == target
+    assert any(md.value.startswith(f"**Feature {target}**") for md in at.markdown)
+
+
+def test_feature_circuit_nodes_are_labelled_linked_and_the_error_share_shown(app_env):
+    folder = app_env / "analyses/circuits/demo"
+    summary = json.loads((folder / "summary.json").read_text())["feature_circuit"]
+    nodes = pd.read_parquet(folder / "feature_nodes.parquet")
+    share = nodes[nodes.feature < 0].effect.abs().sum() / nodes.effect.abs().sum()
+    assert summary["error_share"] == pytest.approx(share)
+    at = open_linked("pages/4_Circuits.py", prompt_set="demo")
+    assert metric(at, "error share of the circuit") == f"{share:.0%}"
+    assert any("error nodes carry" in w.value for w in at.warning) == (share > 0.5)
+    shown = linked_frame(at, "feature_nodes")
+    assert sorted(shown.effect) == sorted(nodes.effect)
+    features = pd.read_parquet(app_env / "analyses" / SAE0 / "features.parquet").set_index("feature")
+    for row in shown[shown.feature >= 0].itertuples():
+        assert row.label == features.label[row.feature] and row.analysis == SAE0
+    if (shown.feature >= 0).any():
+        row = int(np.flatnonzero(shown.feature.to_numpy() >= 0)[0])
+        click_row(at, "feature_nodes", row)
+        assert at.query_params["analysis"] == SAE0 and at.query_params["feature"] == str(shown.feature.iloc[row])

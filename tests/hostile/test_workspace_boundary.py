@@ -164,4 +164,4 @@ def test_a_copied_workspace_works_in_every_page(workspace, tmp_path, monkeypatch
     assert AnalysisFolder(moved / "analyses" / "demo-mfr" / "sae_0").match_job("demo-mfr/sae_1").wait(120).state == "finished"
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any(m.label == "MMCS A→B" for m in at.metric)
+    assert any(m.label == "A→B: MMCS, live features" for m in at.metric)

@@ -7,7 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.features.compare import MATCH_COLUMNS, check_comparable, match_frames, mmcs, other_member
+from interp.features.compare import (
+    LIVE_COLUMNS,
+    MATCH_COLUMNS,
+    check_comparable,
+    has_liveness,
+    match_frames,
+    match_summary,
+    mmcs,
+    other_member,
+)
 from interp.features.dictionary import DictionaryError
 from interp.pipeline.compare import merge_matches
 from interp.store.io import write_tables
@@ -81,3 +90,50 @@ def test_a_failed_write_leaves_the_old_table_and_no_temp_file(tmp_path, monkeypa
     monkeypatch.undo()
     assert pd.read_parquet(tmp_path / "features.parquet").feature.tolist() == [0, 1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["features.parquet"]
+
+
+def test_a_live_feature_matched_to_a_dead_latent_is_not_counted_as_shared():
+    """B holds a dead latent that kept a near copy of A's live feature 3 (cosine ~1) and a live, noisier copy of
+    it (cosine ~0.8); A's latent 5 is dead but points at B's live feature 5. Over all latents the Hungarian pairs
+    3 with the dead copy; over live features 3 gets its live partner, and dead 5 is left out of the live MMCS."""
+    gen = torch.Generator().manual_seed(1)
+    n, d = 12, 32
+    W_a = torch.linalg.qr(torch.randn(d, n, generator=gen))[0].T  # orthonormal rows: cosines are exact
+    W_b = torch.cat([W_a, torch.zeros(1, d)])
+    spare = torch.linalg.qr(torch.cat([W_a, torch.randn(1, d, generator=gen)]).T)[0].T[n]  # orthogonal to all of A
+    W_b[3] = 0.8 * W_a[3] + 0.6 * spare  # live, cosine 0.8 with A's 3
+    W_b[n] = W_a[3] + 0.01 * torch.randn(d, generator=gen)  # dead latent n: a near copy of A's live 3
+    live_a = np.ones(n, dtype=bool)
+    live_a[5] = False
+    live_b = np.ones(n + 1, dtype=bool)
+    live_b[n] = False
+    ab, ba = match_frames(W_a, W_b, "r/sae_0", "r/sae_1", live_a, live_b)
+    assert list(ab.columns) == MATCH_COLUMNS
+    assert ab.other_feature[3] == n and ab.cosine[3] > 0.99 and not ab.other_alive[3]  # all latents: the dead copy
+    assert ab.live_other_feature[3] == 3 and ab.live_cosine[3] == pytest.approx(float(W_a[3] @ W_b[3]), abs=1e-5)
+    assert ab.live_other_feature[5] == -1 and np.isnan(ab.live_cosine[5])  # dead: no live match
+    summary = match_summary(ab)
+    assert summary["n_dead"] == 1 and summary["n_live"] == n - 1
+    assert summary["live_to_dead"] == 1 and summary["dead_to_live"] == 1
+    live_cosines = ab.live_cosine[live_a]
+    assert summary["mmcs_live"] == pytest.approx(live_cosines.mean())
+    assert summary["share_live_above_0.9"] == pytest.approx((live_cosines >= 0.9).mean())
+    assert summary["share_live_above_0.9"] < 1.0 and ab.live_cosine[3] < 0.9  # 3's live partner is a weak match
+    assert summary["mmcs_all"] > summary["mmcs_live"]  # the dead copy inflated the old figure
+    back = match_summary(ba)
+    assert back["n_dead"] == 1 and back["dead_to_live"] == 1  # B's dead n -> A's live 3
+    assert back["live_to_dead"] == 1 and ba.other_feature[5] == 5  # B's live 5 -> A's dead 5
+
+
+def test_stored_matches_without_liveness_ask_for_a_recompute(tmp_path):
+    W_a, W_b, _ = planted()
+    ab, _ = match_frames(W_a, W_b, "r/sae_0", "o/sae_0")
+    old = ab.drop(columns=LIVE_COLUMNS)
+    write_tables({"matches": old}, tmp_path)
+    new, _ = match_frames(W_a, W_b, "r/sae_0", "p/sae_0")
+    merge_matches(tmp_path, new)
+    stored = pd.read_parquet(tmp_path / "matches.parquet")
+    assert has_liveness(stored[stored.other_analysis == "p/sae_0"])
+    assert not has_liveness(stored[stored.other_analysis == "o/sae_0"])
+    with pytest.raises(DictionaryError, match="recompute"):
+        match_summary(stored[stored.other_analysis == "o/sae_0"])

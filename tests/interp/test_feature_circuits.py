@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -14,6 +15,7 @@ from circuit_toys import one_thread, random_ln_model  # noqa: E402, F401
 
 from interp.circuits.attention import CircuitInputError
 from interp.circuits.feature_circuits import (
+    ALL,
     Attribution,
     SiteValues,
     _patch_values,
@@ -22,6 +24,8 @@ from interp.circuits.feature_circuits import (
     circuit_nodes,
     edge_attribution,
     edge_pairs,
+    effect_error_shares,
+    error_share,
     faithfulness,
     faithfulness_curve,
     feature_circuit,
@@ -239,8 +243,15 @@ def test_feature_circuit_graph_and_files(linear_setup, tmp_path):
     assert any(e["target"] == "metric" for e in graph["edges"])
     assert any(e["source"].startswith("blocks.0.hook_resid_pre/") and e["target"].startswith(SITE) for e in graph["edges"])
     curve = faithfulness_curve(model, tokens, metric, hooks, effects, sizes=[1, 4, 16])
-    paths = write_feature_circuit(tmp_path, graph, curve)
+    paths = write_feature_circuit(tmp_path, graph, curve, {h: f"run/sae_{i}" for i, h in enumerate(hooks)})
     assert all(p.exists() for p in paths) and len(paths) == 3
+    assert set(pd.read_parquet(tmp_path / "feature_nodes.parquet").analysis) <= {"run/sae_0", "run/sae_1"}
+    summed = feature_circuit(model, tokens, metric, hooks, node_threshold=threshold, edge_threshold=1e-6,
+                             over_positions=True)
+    assert any(
+        e["source"].startswith("blocks.0.hook_resid_pre/all/") and e["target"].startswith(f"{SITE}/all/")
+        for e in summed["edges"]
+    )  # edges between nodes summed over positions
 
 
 def test_faithfulness_is_the_share_of_the_linear_effect_the_circuit_keeps(linear_setup):
@@ -260,13 +271,16 @@ def test_faithfulness_is_the_share_of_the_linear_effect_the_circuit_keeps(linear
     assert faithfulness(model, tokens, metric, sites, circuit, ablate_from=other) == pytest.approx(expected, abs=1e-4)
     assert faithfulness(model, tokens, metric, sites, circuit, True, other) == pytest.approx(1 - expected, abs=1e-4)
     assert faithfulness(model, tokens, metric, sites, {SITE: list(range(32))}, ablate_from=other) == pytest.approx(
-        1 - float(effects["error"].sum()) / total, abs=1e-4)
+        1 - float(effects["error"].sum()) / total, abs=1e-4
+    )
     threshold = float(last.abs().sort(descending=True).values[5])
     graph = feature_circuit(model, tokens, metric, sites, other, "atp", node_threshold=threshold)
     errors = [(p, -1) for p in range(6) if abs(float(effects["error"][p])) > threshold]
     assert sorted(circuit_nodes(graph)[SITE]) == sorted(circuit[SITE] + errors)
     curve = faithfulness_curve(model, tokens, metric, sites, {SITE: effects}, ablate_from=other)
-    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-4) and curve.completeness.iloc[-1] == pytest.approx(0.0, abs=1e-4)
+    assert curve.faithfulness.iloc[-1] == pytest.approx(1.0, abs=1e-4) and curve.completeness.iloc[-1] == pytest.approx(
+        0.0, abs=1e-4
+    )
     assert curve.n_nodes.is_monotonic_increasing and curve.threshold.is_monotonic_decreasing
 
 
@@ -292,3 +306,36 @@ def test_bad_inputs_raise_clear_errors(linear_setup):
         feature_circuit(model, tokens, metric, {SITE: ReluDictionary(8, 16)})
     with pytest.raises(CircuitInputError, match="rule must be"):
         node_attribution(model, tokens, metric, {SITE: dictionary}, method="ig", rule="trapezoid")
+
+
+def test_nodes_summed_over_positions_and_the_error_share(linear_setup):
+    """Linear toy whose metric reads every position: a node over all positions carries the sum of its
+    per-position effects, the circuit of such nodes keeps that share of the effect (faithfulness adds up),
+    and the error share is the error nodes' part of the kept nodes' |effect|."""
+    model, dictionary, tokens = linear_setup
+    other = torch.randint(0, 20, tokens.shape, generator=torch.Generator().manual_seed(9))
+    metric = lambda logits: logits[:, :, 5].mean()  # noqa: E731
+    sites = {SITE: dictionary}
+    effects = node_attribution(model, tokens, metric, sites, other, "atp")[SITE]
+    summed, error = effects["features"].sum(0), float(effects["error"].sum())
+    threshold = float(summed.abs().sort(descending=True).values[4])
+    graph = feature_circuit(model, tokens, metric, sites, other, "atp", node_threshold=threshold, over_positions=True)
+    kept = {n["feature"]: n["effect"] for n in graph["nodes"]}
+    expected = {j: float(summed[j]) for j in (summed.abs() > threshold).nonzero().flatten().tolist()}
+    if abs(error) > threshold:
+        expected[-1] = error
+    assert kept.keys() == expected.keys() and all(n["pos"] == ALL for n in graph["nodes"])
+    assert all(kept[j] == pytest.approx(v, abs=1e-5) for j, v in expected.items())
+    magnitudes = sum(abs(v) for v in expected.values())
+    assert graph["error_share"] == pytest.approx(abs(expected.get(-1, 0.0)) / magnitudes)
+    total = float(summed.sum()) + error
+    assert faithfulness(model, tokens, metric, sites, circuit_nodes(graph), ablate_from=other) == pytest.approx(
+        sum(expected.values()) / total, abs=1e-4
+    )
+    curve = faithfulness_curve(model, tokens, metric, sites, {SITE: effects}, ablate_from=other, over_positions=True)
+    assert curve.n_nodes.iloc[-1] == int((summed != 0).sum()) + 1 and curve.faithfulness.iloc[-1] == pytest.approx(
+        1.0, abs=1e-4
+    )
+    shares = effect_error_shares({SITE: effects}, over_positions=True)
+    assert shares["all_nodes"] == pytest.approx(abs(error) / (abs(error) + float(summed.abs().sum())))
+    assert error_share([{"feature": -1, "effect": -3.0}, {"feature": 4, "effect": 1.0}]) == pytest.approx(0.75)

@@ -91,3 +91,11 @@ def test_dimensionality_box_figure_draws_one_box_per_head_with_its_sizes():
     assert [t.type for t in fig.data] == ["box", "box"]
     assert {t.name: sorted(t.y) for t in fig.data} == {"L0H1": [1, 2, 3], "L1H0": [4, 5]}
     assert [t.name for t in fig.data] == ["L0H1", "L1H0"] and fig.layout.yaxis.title.text == "|S|"
+
+
+def test_the_lobe_map_names_each_cluster_in_its_legend_and_keeps_feature_ids():
+    points = pd.DataFrame({"feature": [0, 1, 2, 3], "pca_x": [0.0, 1.0, 2.0, 3.0], "pca_y": [1.0, 0.0, 1.0, 0.0],
+                           "cluster": [1, 0, 1, 2], "log10_frequency": [-1.0] * 4, "label": list("abcd")})
+    fig = feature_map_figure(points, "pca", colour="cluster")
+    assert {t.name: sorted(t.customdata) for t in fig.data} == {"lobe 0": [1], "lobe 1": [0, 2], "lobe 2": [3]}
+    assert fig.layout.xaxis.title.text == "PCA 1"

@@ -204,7 +204,7 @@ def test_geometry_figures_carry_the_fitted_values():
     tables = geometry_tables(W, *block_counts(fired), n_clusters=3, with_umap=False)
     slope = tables["galaxy"].power_law_slope[0]
     assert spectrum_figure(tables["spectrum"], slope).data[1].name == f"i^-{slope:.2f}"
-    assert len(feature_map_figure(tables["map"], "pca").data[0].x) == len(W)
+    assert sum(len(t.x) for t in feature_map_figure(tables["map"], "pca").data) == len(W)
     with pytest.raises(ValueError, match="no umap coordinates"):
         feature_map_figure(tables["map"], "umap")
     assert {t.name for t in lobe_agreement_figure(tables["lobes"]).data} >= {"phi", "jaccard", "shuffled null"}

@@ -96,7 +96,9 @@ def test_figures_show_the_planted_feature(folder):
     rows = feature_dashboard(folder, 2)
     bars = logit_bars(rows["logits"])
     positive = next(t for t in bars.data if t.name == "promotes")
-    assert positive.y[int(np.argmax(positive.x))] == repr(f"t{PROMOTED[2]}")
+    assert positive.y[int(np.argmax(positive.x))].endswith(repr(f"t{PROMOTED[2]}"))
+    names = [name for trace in bars.data for name in trace.y]
+    assert list(bars.layout.yaxis.tickvals) == names and len(set(names)) == len(rows["logits"])  # every bar named
     top = rows["examples"].query("kind == 'top'")
     heat = example_heatmap(top).data[0]
     assert all(heat.text[i][c] == f"t{TRIGGER[2]}" and np.nanargmax(heat.z[i]) == c
