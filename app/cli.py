@@ -27,7 +27,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-analyze_app = typer.Typer(help="Analyses over caches and SAEs: features, geometry, eval, circuits.", no_args_is_help=True)
+analyze_app = typer.Typer(
+    help="Analyses over caches and SAEs: features, geometry, eval, circuits.", no_args_is_help=True
+)
 bench_app = typer.Typer(help="Benchmarks against the peer libraries, JSON out.", no_args_is_help=True)
 
 cache_commands.register(app)

@@ -53,14 +53,17 @@ def geometry_command(
 
 
 def eval_command(
-    sae: list[Path] = typer.Argument(..., help="SAE or run folders (or saelens:<release>/<sae_id>), compared "
-                                               "side by side (e.g. MFR vs not)."),
+    sae: list[Path] = typer.Argument(
+        ..., help="SAE or run folders (or saelens:<release>/<sae_id>), compared side by side (e.g. MFR vs not)."
+    ),
     out: Path = typer.Option(Path("analyses"), help="Analyses root; results go to <out>/<run_id>/eval_*.parquet."),
     model: str = typer.Option(None, help="Model spec; default: the model of the run's cache."),
     hook: str = typer.Option(None, help="Hook name; default: the SAE's metadata.hook_name."),
     prompts: int = typer.Option(256, help="Prompts of the task."),
     budget: int = typer.Option(4, help="Latents an SAE edit may change."),
-    task: str = typer.Option("induction", help="induction ([BOS] A B filler... A -> B) or ioi (IO, S, position at END)."),
+    task: str = typer.Option(
+        "induction", help="induction ([BOS] A B filler... A -> B) or ioi (IO, S, position at END)."
+    ),
 ) -> None:
     """Principled evaluation: supervised dictionary vs each SAE on sufficiency, necessity, control, F1."""
     with user_errors():

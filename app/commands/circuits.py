@@ -2,7 +2,8 @@
 (the steps are ``interp.pipeline.circuits``; this module parses options and prints).
 
 ``induction`` runs on repeated random tokens (the demo model's known circuit), ``ioi`` on IOI
-prompts (the demo model's IOI task, or the classic IOI set for GPT-2-style models). Files and columns are documented in ``interp/CIRCUITS.md``.
+prompts (the demo model's IOI task, or the classic IOI set for GPT-2-style models). Files and columns are documented
+in ``interp/CIRCUITS.md``.
 """
 
 from __future__ import annotations
@@ -24,11 +25,16 @@ def _prepare(model_spec: str, device: str):
 
 
 def induction_command(
-    model: str = typer.Option("demo", help="Model spec: demo, a TransformerLens name, or a local HF checkpoint directory."),
+    model: str = typer.Option(
+        "demo", help="Model spec: demo, a TransformerLens name, or a local HF checkpoint directory."
+    ),
     out: Path = typer.Option(Path("analyses/circuits/demo"), help="Folder for the result tables."),
     n_prompts: int = typer.Option(16, help="Prompts of repeated random tokens."),
     half_length: int = typer.Option(20, help="Length of the repeated span."),
-    sae: Path = typer.Option(None, help="SAELens SAE folder or saelens:<release>/<sae_id> (local HF cache) for the feature circuit (optional)."),
+    sae: Path = typer.Option(
+        None,
+        help="SAELens SAE folder or saelens:<release>/<sae_id> (local HF cache) for the feature circuit (optional).",
+    ),
     sae_hook: str = typer.Option(None, help="Hook the SAE reads; default: its cfg metadata."),
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:
@@ -38,18 +44,33 @@ def induction_command(
     with user_errors(CircuitInputError):
         loaded = _prepare(model, device)
         prompts = induction_prompts(loaded, n_prompts, half_length)
-        summary = analyze_circuits(loaded, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy, out,
-                                   sae_folder=sae, sae_hook=sae_hook)
-        typer.echo(f"circuits: {out} (heads {summary['heads']}, rank agreement {summary['rank_agreement']['spearman']})")
+        summary = analyze_circuits(
+            loaded,
+            prompts.clean,
+            prompts.corrupt,
+            prompts.metric(),
+            prompts.second_copy,
+            out,
+            sae_folder=sae,
+            sae_hook=sae_hook,
+        )
+        typer.echo(
+            f"circuits: {out} (heads {summary['heads']}, rank agreement {summary['rank_agreement']['spearman']})"
+        )
 
 
 def ioi_command(
-    model: str = typer.Option("demo", help="Model spec: demo (its IOI task), a TransformerLens name or a local HF directory."),
+    model: str = typer.Option(
+        "demo", help="Model spec: demo (its IOI task), a TransformerLens name or a local HF directory."
+    ),
     out: Path = typer.Option(Path("analyses/circuits/ioi"), help="Folder for the result tables."),
     n_prompts: int = typer.Option(32, help="IOI prompts (half ABBA, half BABA)."),
     start_layer: int = typer.Option(None, help="Head to trace from (layer); default: the name mover."),
     start_head: int = typer.Option(None, help="Head to trace from (head index)."),
-    sae: Path = typer.Option(None, help="SAELens SAE folder or saelens:<release>/<sae_id> (local HF cache) for the feature circuit (optional)."),
+    sae: Path = typer.Option(
+        None,
+        help="SAELens SAE folder or saelens:<release>/<sae_id> (local HF cache) for the feature circuit (optional).",
+    ),
     sae_hook: str = typer.Option(None, help="Hook the SAE reads; default: its cfg metadata."),
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:
@@ -62,7 +83,9 @@ def ioi_command(
 
 
 def register(analyze_app: typer.Typer) -> None:
-    circuits_app = typer.Typer(help="Circuit analyses: attention, SVD tracing, patching, feature circuits.", no_args_is_help=True)
+    circuits_app = typer.Typer(
+        help="Circuit analyses: attention, SVD tracing, patching, feature circuits.", no_args_is_help=True
+    )
     circuits_app.command("induction")(induction_command)
     circuits_app.command("ioi")(ioi_command)
     analyze_app.add_typer(circuits_app, name="circuits")

@@ -137,7 +137,8 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
         ensemble = c2.number_input("Ensemble size", 1, 16, 2, key="ensemble")
         mfr = c3.number_input("MFR λ (ensembles only)", 0.0, 100.0, 1.0, key="mfr")
         tokens = c1.text_input("Tokens", "1M", key="tokens")
-        batch_size = c2.number_input("Batch size (tokens)", 16, 1 << 16, TrainConfig.default("batch_size"), key="batch_size")
+        batch_size = c2.number_input("Batch size (tokens)", 16, 1 << 16, TrainConfig.default("batch_size"),
+                                     key="batch_size")
         lr = c3.number_input("Learning rate", 1e-6, 1.0, TrainConfig.default("lr"), key="lr", format="%.6g")
         st.caption(f"Options of {arch}")
         columns = st.columns(3)
@@ -152,14 +153,20 @@ with st.expander("Launch a run", expanded=not list_runs(root)):
             st.error(f"Refused: {error}")
         else:
             st.session_state["run"] = run_id
-            st.success(f"Launched the training of run `{run_id}` ({config.n_steps:,} steps of {config.batch_size:,} "
-                       f"tokens on {config.hook})")
+            st.success(
+                f"Launched the training of run `{run_id}` ({config.n_steps:,} steps of {config.batch_size:,} "
+                f"tokens on {config.hook})"
+            )
 
 runs = list_runs(root)
 run_ids = [r.run_id for r in runs]
 launched_now = st.session_state.get("run")
-if (launched_now and launched_now not in run_ids and (root / "runs" / launched_now).is_dir()
-        and contained(root, root / "runs" / launched_now)):
+if (
+    launched_now
+    and launched_now not in run_ids
+    and (root / "runs" / launched_now).is_dir()
+    and contained(root, root / "runs" / launched_now)
+):
     run_ids.append(launched_now)  # started a moment ago: config.json not written yet
 if not run_ids:
     missing("No SAE run in this workspace yet.", COMMANDS["demo"])
@@ -202,8 +209,13 @@ def follow(live: bool) -> None:
     except InputError:  # a damaged config.json: the state line names it, the page goes on
         done, total = checkpoint_step(run), None
     c1, c2 = st.columns([3, 1])
-    where = (f"checkpoint at step {done:,} of {total:,}" if total
-             else "no config yet" if not RunFolder(run).exists() else f"checkpoint at step {done:,}")
+    where = (
+        f"checkpoint at step {done:,} of {total:,}"
+        if total
+        else "no config yet"
+        if not RunFolder(run).exists()
+        else f"checkpoint at step {done:,}"
+    )
     c1.markdown(f"**{run_id}**: {state}{f' (pid {pid})' if pid else ''}; {len(frame)} logged steps; {where}")
     if pid and c2.button("Stop", key="stop", help="SIGTERM: the trainer checkpoints the current step and exits"):
         try:
@@ -229,14 +241,23 @@ def follow(live: bool) -> None:
     if frame.empty:
         st.info("No metrics logged yet.")
         return
-    names = [("loss", "loss"), ("fvu", "FVU"), ("l0", "L0"), ("dead_fraction", "dead fraction"),
-             ("mfr_penalty", "MFR penalty"), ("mmcs", "MMCS")]
+    names = [
+        ("loss", "loss"),
+        ("fvu", "FVU"),
+        ("l0", "L0"),
+        ("dead_fraction", "dead fraction"),
+        ("mfr_penalty", "MFR penalty"),
+        ("mmcs", "MMCS"),
+    ]
     names = [(col, title) for col, title in names if col in frame]
     evaluation = RunFolder(run).evaluation() if contained(root, RunFolder(run).evaluation_path) else {}
     if evaluation.get("members"):  # the figures every page shows: the final evaluation
         st.markdown("**Final evaluation**")
-        st.dataframe(pd.DataFrame([{"member": i, **eval_figures(m)} for i, m in enumerate(evaluation["members"])]),
-                     hide_index=True, key="evaluation")
+        st.dataframe(
+            pd.DataFrame([{"member": i, **eval_figures(m)} for i, m in enumerate(evaluation["members"])]),
+            hide_index=True,
+            key="evaluation",
+        )
         st.caption("From " + eval_source(run_id, evaluation["members"]) + ". The curves below are training batches.")
     st.markdown("**Last logged training step**" if evaluation.get("members") else "**Last logged step**")
     for column, (col, title) in zip(st.columns(len(names)), names):

@@ -89,7 +89,9 @@ for name in list_analyses(root):
     other = AnalysisFolder(root / "analyses" / name)
     if other.has("geometry_galaxy"):
         hook = other.meta().get("hook", "?")  # the dashboards' checked record ({} without one)
-        rows.append({"analysis": name, "hook": hook, **data.parquet(other.table_path("geometry_galaxy")).iloc[0].to_dict()})
+        rows.append(
+            {"analysis": name, "hook": hook, **data.parquet(other.table_path("geometry_galaxy")).iloc[0].to_dict()}
+        )
 galaxy = pd.DataFrame(rows)
 by_layer = galaxy_figure(galaxy)
 c1, c2 = st.columns(2)

@@ -44,18 +44,23 @@ def prompt_attention(spec: str, prompt: str) -> tuple[list[str], list, list[tupl
 
 EXAMPLE_PROMPTS = {
     "Induction: a repeated line": "Now is the winter of our discontent made glorious summer by this sun of York. "
-                                  "Now is the winter of our discontent made glorious summer by this sun of",
+    "Now is the winter of our discontent made glorious summer by this sun of",
     "IOI: who gets the ring?": "When Romeo and Juliet went to the court, Romeo gave a ring to",
     "IOI: a held-out template (the demo model does not solve these)":
         "Once Hero and Paris had reached the palace, Paris offered a letter to",
-    "Induction: repeated common words": "The cat sat on the mat and the dog ran to the door. The cat sat on the mat and the dog ran to the",
+    "Induction: repeated common words":
+        "The cat sat on the mat and the dog ran to the door. The cat sat on the mat and the dog ran to the",
 }
 
 st.subheader("Attention patterns of a prompt")
 specs = sorted({c.model for c in list_caches(root) if c.usable} | {"demo"})
 st.session_state.setdefault("prompt", next(iter(EXAMPLE_PROMPTS.values())))
-st.selectbox("Example prompt", list(EXAMPLE_PROMPTS), key="example",
-             on_change=lambda: st.session_state.update(prompt=EXAMPLE_PROMPTS[st.session_state["example"]]))
+st.selectbox(
+    "Example prompt",
+    list(EXAMPLE_PROMPTS),
+    key="example",
+    on_change=lambda: st.session_state.update(prompt=EXAMPLE_PROMPTS[st.session_state["example"]]),
+)
 with st.form("prompt_form"):
     spec = st.selectbox("Model", specs, key="model_spec")
     prompt = st.text_input("Prompt", key="prompt")
@@ -96,15 +101,22 @@ st.query_params["prompt_set"] = name
 folder = AnalysisFolder.circuits(root / "analyses", name)
 summary = data.read_json(folder.summary_path)
 heads = summary.get("heads", {})
-ROLE_NAMES = {"previous_token": "previous-token head", "induction": "induction head",
-              "name_mover": "name mover", "s_signal": "repeated-name signal"}
+ROLE_NAMES = {
+    "previous_token": "previous-token head",
+    "induction": "induction head",
+    "name_mover": "name mover",
+    "s_signal": "repeated-name signal",
+}
 columns = st.columns(len(heads) + 2)
 for column, (role, (layer, head)) in zip(columns, heads.items()):
     column.metric(ROLE_NAMES.get(role, role), f"L{layer}H{head}")
 columns[len(heads)].metric("prompts", summary.get("n_prompts", "–"))
 if "ioi" in summary:
-    columns[-1].metric("IO − S logit diff", f"{summary['ioi']['logit_diff']:.2f}",
-                       help=f"accuracy {summary['ioi']['accuracy']:.0%} (logit IO > logit S)")
+    columns[-1].metric(
+        "IO − S logit diff",
+        f"{summary['ioi']['logit_diff']:.2f}",
+        help=f"accuracy {summary['ioi']['accuracy']:.0%} (logit IO > logit S)",
+    )
 if folder.has("ioi_heads"):
     with st.expander("IOI head roles (per head)"):
         st.dataframe(data.parquet(folder.table_path("ioi_heads")), hide_index=True, width="stretch", key="ioi_heads")
@@ -114,8 +126,12 @@ with tabs[0]:
     plot(head_scores_figure(data.parquet(folder.table_path("head_scores"))), key="head_scores")
 with tabs[1]:
     plot(dimensionality_box_figure(data.parquet(folder.table_path("signal_dimensionality"))), key="svd_dims")
-    st.dataframe(data.parquet(folder.table_path("svd_edges"), order="abs(contribution) desc"), hide_index=True,
-                 width="stretch", key="svd_edges")
+    st.dataframe(
+        data.parquet(folder.table_path("svd_edges"), order="abs(contribution) desc"),
+        hide_index=True,
+        width="stretch",
+        key="svd_edges",
+    )
 with tabs[2]:
     side = st.radio("Side", ["key", "query", "value"], horizontal=True, key="side")
     edges = head_edges_from_svd(data.parquet(folder.table_path("svd_edges")), side=side)
@@ -125,16 +141,25 @@ with tabs[2]:
         st.info(f"No head-to-head edge carries ≥ 5% of the {side} signal.")
 with tabs[3]:
     metric_text = feature_circuit_tab.METRICS.get(summary.get("prompt_set", ""), "the prompt set's metric")
-    st.caption(f"**effect** = {metric_text} on the clean prompts with that one activation taken from the corrupted "
-               "prompts, minus its clean value: a large negative effect marks an activation the task runs through.")
+    st.caption(
+        f"**effect** = {metric_text} on the clean prompts with that one activation taken from the corrupted "
+        "prompts, minus its clean value: a large negative effect marks an activation the task runs through."
+    )
     c1, c2 = st.columns(2)
     with c1:
-        plot(patching_table_figure(data.parquet(folder.table_path("patch_residual")), "pos",
-                                   "Activation patching: residual stream before each layer").update_layout(
-            xaxis_title="position in the prompt"), key="patch_resid")
+        plot(
+            patching_table_figure(
+                data.parquet(folder.table_path("patch_residual")),
+                "pos",
+                "Activation patching: residual stream before each layer",
+            ).update_layout(xaxis_title="position in the prompt"),
+            key="patch_resid",
+        )
     with c2:
-        plot(patching_table_figure(data.parquet(folder.table_path("patch_heads")), "head",
-                                   "Activation patching: heads"), key="patch_heads")
+        plot(
+            patching_table_figure(data.parquet(folder.table_path("patch_heads")), "head", "Activation patching: heads"),
+            key="patch_heads",
+        )
 with tabs[4]:
     if folder.has_json("feature_circuit"):
         feature_circuit_tab.show(root, folder, summary)

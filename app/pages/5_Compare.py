@@ -39,8 +39,10 @@ def sae_folder(root: Path, folder: Path) -> Path:
             for name in (SAE_CONFIG, SAE_WEIGHTS):
                 inside(root, candidate / name)  # a file linked out of the workspace is refused
             return candidate
-    raise FileNotFoundError(f"the SAE folder of `{analysis_id(folder)}` is missing ({AnalysisFolder(folder).meta_path.name} records "
-                            f"{recorded!r}; no runs/{analysis_id(folder)}/{SAE_CONFIG} either)")
+    raise FileNotFoundError(
+        f"the SAE folder of `{analysis_id(folder)}` is missing ({AnalysisFolder(folder).meta_path.name} records "
+        f"{recorded!r}; no runs/{analysis_id(folder)}/{SAE_CONFIG} either)"
+    )
 
 
 def compute(root: Path, folder_a: Path, folder_b: Path) -> None:
@@ -65,8 +67,10 @@ def follow(job: Job) -> None:
     status = job.status()
     if status.state != "running":
         st.rerun()
-    st.info(f"Matching features in the background (pid {status.pid}; Hungarian, O(d_sae^3): large SAEs take a "
-            "while). The page shows the result when it is done.")
+    st.info(
+        f"Matching features in the background (pid {status.pid}; Hungarian, O(d_sae^3): large SAEs take a "
+        "while). The page shows the result when it is done."
+    )
     if st.button("Stop matching", key="stop_matching"):
         job.stop()
         st.rerun()
@@ -83,17 +87,30 @@ def explanation_scores(folders: dict[str, Path]) -> None:
         score = st.selectbox("Score", ["detection", "detection_hard", "fuzzing", "simulation"], key="explain_score")
         frames = {name: data.parquet(path, where="status = 'explained'") for name, path in tables.items()}
         plot(explanation_score_figure(frames, score), key="explanation_scores")
-        st.dataframe(pd.DataFrame([{
-            "SAE": name, "explained": len(f), f"median {score}": f[score].median(),
-            "median baseline": f[f"baseline_{score}"].median(),
-            "share beating baseline by 0.2": (f[score] >= f[f"baseline_{score}"] + 0.2).mean()}
-            for name, f in frames.items()]), hide_index=True, width="stretch", key="explanation_summary")
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "SAE": name,
+                        "explained": len(f),
+                        f"median {score}": f[score].median(),
+                        "median baseline": f[f"baseline_{score}"].median(),
+                        "share beating baseline by 0.2": (f[score] >= f[f"baseline_{score}"] + 0.2).mean(),
+                    }
+                    for name, f in frames.items()
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+            key="explanation_summary",
+        )
 
 
 def labelled(matches: pd.DataFrame, mine: Path, other: Path) -> pd.DataFrame:
     labels = data.parquet(AnalysisFolder(mine).table_path("features"), columns="feature, label, frequency")
-    other_labels = data.parquet(AnalysisFolder(other).table_path("features"),
-                                columns="feature as other_feature, label as other_label")
+    other_labels = data.parquet(
+        AnalysisFolder(other).table_path("features"), columns="feature as other_feature, label as other_label"
+    )
     return matches.merge(labels, on="feature").merge(other_labels, on="other_feature", how="left")
 
 
@@ -101,8 +118,10 @@ page("Compare")
 root = workspace_root()
 options = list_analyses(root)
 st.subheader("Within each run: how much do an ensemble's members share?")
-st.caption("Each run's first two members matched to each other. MFR is meant to make them agree; without MFR "
-           f"the members agree only as much as training makes them. {LIVE_HELP[0].upper() + LIVE_HELP[1:]}.")
+st.caption(
+    "Each run's first two members matched to each other. MFR is meant to make them agree; without MFR "
+    f"the members agree only as much as training makes them. {LIVE_HELP[0].upper() + LIVE_HELP[1:]}."
+)
 within_runs(root, options)
 
 st.divider()

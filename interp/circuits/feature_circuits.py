@@ -54,7 +54,9 @@ def _check_sites(model, sites: dict[str, Dictionary]) -> dict[str, Dictionary]:
     return {hook: as_dictionary(sites[hook]) for hook in sorted(sites, key=order.__getitem__)}
 
 
-def _splice(hook: str, dictionary: Dictionary, store: dict, override: SiteValues | None = None, track: bool = False) -> Callable:
+def _splice(
+    hook: str, dictionary: Dictionary, store: dict, override: SiteValues | None = None, track: bool = False
+) -> Callable:
     """Hook that splices the dictionary in at ``hook`` and records ``f``/``ε`` in ``store[hook]``.
 
     ``track``: ``f`` and ``ε`` become grad leaves while the output keeps the value and the gradient
@@ -94,15 +96,19 @@ def site_values(model, tokens: Int[Tensor, "batch pos"], sites: dict[str, Dictio
 
 def _batch_mean(value: SiteValues) -> SiteValues:
     """The reference's mean ablation: the mean over prompts, per position."""
-    return SiteValues(value.features.mean(0, keepdim=True).expand_as(value.features),
-                      value.error.mean(0, keepdim=True).expand_as(value.error))
+    return SiteValues(
+        value.features.mean(0, keepdim=True).expand_as(value.features),
+        value.error.mean(0, keepdim=True).expand_as(value.error),
+    )
 
 
 def _patch_values(model, tokens, patch, sites) -> dict[str, SiteValues]:
     if isinstance(patch, Tensor):
         patch = check_tokens(model, patch)
         if patch.shape != tokens.shape:
-            raise CircuitInputError(f"patch prompts {tuple(patch.shape)} must match the clean prompts {tuple(tokens.shape)}")
+            raise CircuitInputError(
+                f"patch prompts {tuple(patch.shape)} must match the clean prompts {tuple(tokens.shape)}"
+            )
         return site_values(model, patch, sites)
     clean = site_values(model, tokens, sites)
     if patch == "zero":
@@ -123,12 +129,22 @@ class Attribution:
     def effects(self, hook: str) -> dict[str, Tensor]:
         """``{"features": [pos, d_sae], "error": [pos]}`` summed over prompts."""
         v, t, g = self.values[hook], self.target[hook], self.grads[hook]
-        return {"features": ((t.features - v.features) * g.features).sum(0).detach(),
-                "error": ((t.error - v.error) * g.error).sum((0, -1)).detach()}
+        return {
+            "features": ((t.features - v.features) * g.features).sum(0).detach(),
+            "error": ((t.error - v.error) * g.error).sum((0, -1)).detach(),
+        }
 
 
-def attribute(model, tokens, metric: Metric, sites: dict[str, Dictionary], patch: Tensor | str = "zero",
-              method: str = "ig", steps: int = 10, rule: str = "left") -> Attribution:
+def attribute(
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    patch: Tensor | str = "zero",
+    method: str = "ig",
+    steps: int = 10,
+    rule: str = "left",
+) -> Attribution:
     """Values, targets and gradients for node and edge effects.
 
     ``atp``: the clean gradient (one forward + backward). ``ig``: the mean gradient at
@@ -144,21 +160,32 @@ def attribute(model, tokens, metric: Metric, sites: dict[str, Dictionary], patch
     if method == "atp":
         store: dict[str, SiteValues] = {}
         with torch.enable_grad():
-            logits = model.run_with_hooks(tokens, fwd_hooks=[(h, _splice(h, d, store, track=True)) for h, d in sites.items()])
+            logits = model.run_with_hooks(
+                tokens, fwd_hooks=[(h, _splice(h, d, store, track=True)) for h, d in sites.items()]
+            )
             metric(logits).backward()
         grads = {h: SiteValues(v.features.grad, v.error.grad) for h, v in store.items()}
         values = {h: SiteValues(v.features.detach(), v.error.detach()) for h, v in store.items()}
     else:
         values = site_values(model, tokens, sites)
         offset = 0.0 if rule == "left" else 0.5
-        grads = {hook: _ig_gradients(model, tokens, metric, sites, hook, values[hook], target[hook], steps, offset) for hook in sites}
+        grads = {
+            hook: _ig_gradients(model, tokens, metric, sites, hook, values[hook], target[hook], steps, offset)
+            for hook in sites
+        }
     model.zero_grad(set_to_none=True)
     return Attribution(values, target, grads)
 
 
 def node_attribution(
-    model, tokens: Int[Tensor, "batch pos"], metric: Metric, sites: dict[str, Dictionary],
-    patch: Tensor | str = "zero", method: str = "atp", steps: int = 10, rule: str = "left",
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    patch: Tensor | str = "zero",
+    method: str = "atp",
+    steps: int = 10,
+    rule: str = "left",
 ) -> dict[str, dict[str, Tensor]]:
     """Indirect effect of patching each feature and each error term, per site and position.
 
@@ -170,30 +197,48 @@ def node_attribution(
     return {hook: result.effects(hook) for hook in sites}
 
 
-def _ig_gradients(model, tokens, metric, sites, hook, clean: SiteValues, patched: SiteValues, steps: int, offset: float) -> SiteValues:
+def _ig_gradients(
+    model, tokens, metric, sites, hook, clean: SiteValues, patched: SiteValues, steps: int, offset: float
+) -> SiteValues:
     batch = tokens.shape[0]
     alphas = ((torch.arange(steps, device=tokens.device) + offset) / steps).repeat_interleave(batch)[:, None, None]
-    f = (clean.features.repeat(steps, 1, 1) + alphas * (patched.features - clean.features).repeat(steps, 1, 1)).requires_grad_()
+    f = (
+        clean.features.repeat(steps, 1, 1) + alphas * (patched.features - clean.features).repeat(steps, 1, 1)
+    ).requires_grad_()
     e = (clean.error.repeat(steps, 1, 1) + alphas * (patched.error - clean.error).repeat(steps, 1, 1)).requires_grad_()
     store: dict[str, SiteValues] = {}
     hooks = [(h, _splice(h, d, store, SiteValues(f, e) if h == hook else None)) for h, d in sites.items()]
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens.repeat(steps, 1), fwd_hooks=hooks)
-        sum(metric(logits[k * batch:(k + 1) * batch]) for k in range(steps)).backward()
-    return SiteValues(f.grad.reshape(steps, *clean.features.shape).mean(0), e.grad.reshape(steps, *clean.error.shape).mean(0))
+        sum(metric(logits[k * batch : (k + 1) * batch]) for k in range(steps)).backward()
+    return SiteValues(
+        f.grad.reshape(steps, *clean.features.shape).mean(0), e.grad.reshape(steps, *clean.error.shape).mean(0)
+    )
 
 
 def edge_pairs(hooks: list[str]) -> list[tuple[str, str]]:
     """Site pairs that get edges: ``u`` before ``d`` with no residual-stream site strictly between
     (past one, every path runs through it, so stopping gradients there leaves nothing)."""
-    return [(u, d) for i, u in enumerate(hooks) for j, d in enumerate(hooks[i + 1:], i + 1)
-            if not any("hook_resid" in m for m in hooks[i + 1:j])]
+    return [
+        (u, d)
+        for i, u in enumerate(hooks)
+        for j, d in enumerate(hooks[i + 1 :], i + 1)
+        if not any("hook_resid" in m for m in hooks[i + 1 : j])
+    ]
 
 
 def edge_attribution(
-    model, tokens, metric: Metric, sites: dict[str, Dictionary], upstream: str, downstream: str,
-    downstream_nodes: list[Node], patch: Tensor | str = "zero", attribution: Attribution | None = None,
-    method: str = "ig", steps: int = 10,
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    upstream: str,
+    downstream: str,
+    downstream_nodes: list[Node],
+    patch: Tensor | str = "zero",
+    attribution: Attribution | None = None,
+    method: str = "ig",
+    steps: int = 10,
 ) -> dict[str, Tensor]:
     """``IE(u -> d) ≈ Σ_b g_d · ∂d/∂u · Δu`` from every upstream node into each given downstream node.
 
@@ -210,11 +255,16 @@ def edge_attribution(
     attribution = attribution or attribute(model, tokens, metric, sites, patch, method, steps)
     up = attribution.values[upstream]
     leaf = SiteValues(up.features.clone().requires_grad_(), up.error.clone().requires_grad_())
-    between = hooks[hooks.index(upstream) + 1: hooks.index(downstream)]
+    between = hooks[hooks.index(upstream) + 1 : hooks.index(downstream)]
     store: dict[str, SiteValues] = {}
-    splices = [(upstream, _splice(upstream, sites[upstream], {}, leaf)), (downstream, _splice(downstream, sites[downstream], store))]
+    splices = [
+        (upstream, _splice(upstream, sites[upstream], {}, leaf)),
+        (downstream, _splice(downstream, sites[downstream], store)),
+    ]
     splices += [(h, _stop_gradient) for h in between]
-    delta = SiteValues(attribution.target[upstream].features - up.features, attribution.target[upstream].error - up.error)
+    delta = SiteValues(
+        attribution.target[upstream].features - up.features, attribution.target[upstream].error - up.error
+    )
     g = attribution.grads[downstream]
     rows_f, rows_e = [], []
     with torch.enable_grad():
@@ -222,14 +272,26 @@ def edge_attribution(
         down = store[downstream]
         for pos, j in downstream_nodes:
             pos = slice(None) if pos == ALL else pos
-            scalar = (g.features[:, pos, j] * down.features[:, pos, j]).sum() if j >= 0 else (g.error[:, pos] * down.error[:, pos]).sum()
-            grad_f, grad_e = torch.autograd.grad(scalar, [leaf.features, leaf.error], retain_graph=True, allow_unused=True)
-            rows_f.append((grad_f * delta.features).sum(0) if grad_f is not None else torch.zeros_like(delta.features[0]))
-            rows_e.append((grad_e * delta.error).sum((0, -1)) if grad_e is not None else torch.zeros_like(delta.error[0, :, 0]))
+            scalar = (
+                (g.features[:, pos, j] * down.features[:, pos, j]).sum()
+                if j >= 0
+                else (g.error[:, pos] * down.error[:, pos]).sum()
+            )
+            grad_f, grad_e = torch.autograd.grad(
+                scalar, [leaf.features, leaf.error], retain_graph=True, allow_unused=True
+            )
+            rows_f.append(
+                (grad_f * delta.features).sum(0) if grad_f is not None else torch.zeros_like(delta.features[0])
+            )
+            rows_e.append(
+                (grad_e * delta.error).sum((0, -1)) if grad_e is not None else torch.zeros_like(delta.error[0, :, 0])
+            )
     model.zero_grad(set_to_none=True)
     empty = (0, *delta.features.shape[1:])
-    return {"features": torch.stack(rows_f).detach() if rows_f else torch.zeros(empty),
-            "error": torch.stack(rows_e).detach() if rows_e else torch.zeros(0, delta.error.shape[1])}
+    return {
+        "features": torch.stack(rows_f).detach() if rows_f else torch.zeros(empty),
+        "error": torch.stack(rows_e).detach() if rows_e else torch.zeros(0, delta.error.shape[1]),
+    }
 
 
 def _node_id(hook: str, pos: int, feature: int) -> str:
@@ -274,14 +336,24 @@ def effect_error_shares(effects: dict[str, dict[str, Tensor]], over_positions: b
     def share(err: float, feat: float) -> float:
         return err / (err + feat) if err + feat else float("nan")
 
-    return {"all_nodes": share(sum(t[0] for t in totals.values()), sum(t[1] for t in totals.values())),
-            "by_site": {hook: share(*t) for hook, t in totals.items()}}
+    return {
+        "all_nodes": share(sum(t[0] for t in totals.values()), sum(t[1] for t in totals.values())),
+        "by_site": {hook: share(*t) for hook, t in totals.items()},
+    }
 
 
 def feature_circuit(
-    model, tokens, metric: Metric, sites: dict[str, Dictionary], patch: Tensor | str = "zero",
-    method: str = "ig", steps: int = 10, node_threshold: float = 0.1, edge_threshold: float = 0.01,
-    over_positions: bool = False, attribution: Attribution | None = None,
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    patch: Tensor | str = "zero",
+    method: str = "ig",
+    steps: int = 10,
+    node_threshold: float = 0.1,
+    edge_threshold: float = 0.01,
+    over_positions: bool = False,
+    attribution: Attribution | None = None,
 ) -> dict:
     """The circuit graph: nodes ``(site, position, feature or error)`` with ``|IE| > node_threshold``,
     edges (``|IE| > edge_threshold``) between the kept nodes of every ``edge_pairs`` site pair, and the
@@ -294,8 +366,11 @@ def feature_circuit(
     attribution = attribution or attribute(model, tokens, metric, sites, patch, method, steps)
     effects = {hook: attribution.effects(hook) for hook in sites}
     kept = {hook: kept_nodes(effects[hook], node_threshold, over_positions) for hook in sites}
-    nodes = [{"id": _node_id(hook, p, j), "hook": hook, "pos": p, "feature": j, "effect": _value(effects[hook], p, j)}
-             for hook in sites for p, j in kept[hook]]
+    nodes = [
+        {"id": _node_id(hook, p, j), "hook": hook, "pos": p, "feature": j, "effect": _value(effects[hook], p, j)}
+        for hook in sites
+        for p, j in kept[hook]
+    ]
     edges = []
     for up, down in edge_pairs(list(sites)):
         if not kept[up] or not kept[down]:
@@ -308,20 +383,38 @@ def feature_circuit(
                     edges.append({"source": _node_id(up, pu, ju), "target": _node_id(down, pd_, jd), "weight": w})
     last = list(sites)[-1]
     edges += [{"source": n["id"], "target": "metric", "weight": n["effect"]} for n in nodes if n["hook"] == last]
-    return {"sites": list(sites), "method": method, "node_threshold": node_threshold, "edge_threshold": edge_threshold,
-            "over_positions": over_positions, "nodes": nodes, "edges": edges, "error_share": error_share(nodes)}
+    return {
+        "sites": list(sites),
+        "method": method,
+        "node_threshold": node_threshold,
+        "edge_threshold": edge_threshold,
+        "over_positions": over_positions,
+        "nodes": nodes,
+        "edges": edges,
+        "error_share": error_share(nodes),
+    }
 
 
-def ablated_metric(model, tokens, metric: Metric, sites: dict[str, Dictionary], keep: dict[str, list],
-                   complement: bool = False, ablate_from: Tensor | None = None) -> float:
+def ablated_metric(
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    keep: dict[str, list],
+    complement: bool = False,
+    ablate_from: Tensor | None = None,
+) -> float:
     """The metric with every node outside ``keep`` mean-ablated (the mean over the prompts of
     ``ablate_from``, default the clean ones, per position). ``keep[hook]`` holds ``(pos, feature)``
     nodes (feature -1: the error) or bare feature ids (every position); ``complement`` ablates ``keep``."""
     tokens = check_tokens(model, tokens)
     sites = _check_sites(model, sites)
     clean = site_values(model, tokens, sites)
-    means = _patch_values(model, tokens, "mean", sites) if ablate_from is None else \
-        {h: _batch_mean(v) for h, v in _patch_values(model, tokens, ablate_from, sites).items()}
+    means = (
+        _patch_values(model, tokens, "mean", sites)
+        if ablate_from is None
+        else {h: _batch_mean(v) for h, v in _patch_values(model, tokens, ablate_from, sites).items()}
+    )
     overrides = {}
     for hook, value in clean.items():
         f_mask = torch.zeros(value.features.shape[1:], dtype=torch.bool, device=value.features.device)
@@ -334,15 +427,26 @@ def ablated_metric(model, tokens, metric: Metric, sites: dict[str, Dictionary], 
                 e_mask[pos] = True
         if complement:
             f_mask, e_mask = ~f_mask, ~e_mask
-        overrides[hook] = SiteValues(torch.where(f_mask, value.features, means[hook].features),
-                                     torch.where(e_mask[:, None], value.error, means[hook].error))
+        overrides[hook] = SiteValues(
+            torch.where(f_mask, value.features, means[hook].features),
+            torch.where(e_mask[:, None], value.error, means[hook].error),
+        )
     with torch.no_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=[(h, _splice(h, d, {}, overrides[h])) for h, d in sites.items()])
+        logits = model.run_with_hooks(
+            tokens, fwd_hooks=[(h, _splice(h, d, {}, overrides[h])) for h, d in sites.items()]
+        )
         return float(metric(logits))
 
 
-def faithfulness(model, tokens, metric: Metric, sites: dict[str, Dictionary], circuit: dict[str, list],
-                 complement: bool = False, ablate_from: Tensor | None = None) -> float:
+def faithfulness(
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    circuit: dict[str, list],
+    complement: bool = False,
+    ablate_from: Tensor | None = None,
+) -> float:
     """``(m(C) - m(∅)) / (m(M) - m(∅))`` with the rest mean-ablated; ``complement=True`` gives the
     completeness measure ``m(M \\ C)`` in the same units (near 0 for a complete circuit)."""
     with torch.no_grad():
@@ -351,23 +455,37 @@ def faithfulness(model, tokens, metric: Metric, sites: dict[str, Dictionary], ci
     return (ablated_metric(model, tokens, metric, sites, circuit, complement, ablate_from) - empty) / (full - empty)
 
 
-def faithfulness_curve(model, tokens, metric: Metric, sites: dict[str, Dictionary], effects: dict[str, dict[str, Tensor]],
-                       sizes: list[int] | None = None, ablate_from: Tensor | None = None,
-                       over_positions: bool = False) -> pd.DataFrame:
+def faithfulness_curve(
+    model,
+    tokens,
+    metric: Metric,
+    sites: dict[str, Dictionary],
+    effects: dict[str, dict[str, Tensor]],
+    sizes: list[int] | None = None,
+    ablate_from: Tensor | None = None,
+    over_positions: bool = False,
+) -> pd.DataFrame:
     """Faithfulness and completeness of the top-``n`` nodes by ``|effect|`` (features and errors,
     every site and position; ``over_positions``: nodes summed over positions), for each ``n`` in ``sizes``
     (default: doubling up to all nodes). Columns ``n_nodes, threshold, faithfulness, completeness``."""
     sites = _check_sites(model, sites)
     if over_positions:  # a bare id keeps the node at every position (ablated_metric)
         summed = {hook: _over_positions(e) for hook, e in effects.items()}
-        ranked = [(abs(float(e["features"][0, j])), hook, j) for hook, e in summed.items()
-                  for j in (e["features"][0] != 0).nonzero().flatten().tolist()]
+        ranked = [
+            (abs(float(e["features"][0, j])), hook, j)
+            for hook, e in summed.items()
+            for j in (e["features"][0] != 0).nonzero().flatten().tolist()
+        ]
         ranked += [(abs(float(e["error"][0])), hook, -1) for hook, e in summed.items()]
     else:
-        ranked = [(abs(float(e["features"][p, j])), hook, (p, j)) for hook, e in effects.items()
-                  for p, j in (e["features"] != 0).nonzero().tolist()]
-        ranked += [(abs(float(e["error"][p])), hook, (p, -1)) for hook, e in effects.items()
-                   for p in range(len(e["error"]))]
+        ranked = [
+            (abs(float(e["features"][p, j])), hook, (p, j))
+            for hook, e in effects.items()
+            for p, j in (e["features"] != 0).nonzero().tolist()
+        ]
+        ranked += [
+            (abs(float(e["error"][p])), hook, (p, -1)) for hook, e in effects.items() for p in range(len(e["error"]))
+        ]
     ranked.sort(key=lambda item: -item[0])
     total = len(ranked)
     sizes = sizes or sorted({min(2**i, total) for i in range(total.bit_length() + 1)} | {total})

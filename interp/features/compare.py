@@ -1,4 +1,5 @@
-"""Match any two SAEs' features (Hungarian on decoder cosine) as ``matches`` rows (``interp.pipeline.compare`` stores them).
+"""Match any two SAEs' features (Hungarian on decoder cosine) as ``matches`` rows (``interp.pipeline.compare`` stores
+them).
 
 ``match_frames`` matches A to B once and reads the assignment both ways; given which latents fire, it also
 matches the live features among themselves, so a live feature matched to a dead latent (a decoder row that
@@ -29,22 +30,32 @@ def other_member(me: str, other: str) -> int:
     return int(found.group(1)) if found and me.split("/")[0] == run else -1
 
 
-def check_comparable(name_a: str, d_in_a: int, hook_a: str | None, name_b: str, d_in_b: int,
-                     hook_b: str | None) -> list[str]:
+def check_comparable(
+    name_a: str, d_in_a: int, hook_a: str | None, name_b: str, d_in_b: int, hook_b: str | None
+) -> list[str]:
     """Raise when the decoders live in different spaces (d_in); return notes (different hooks) otherwise."""
     if d_in_a != d_in_b:
-        raise DictionaryError(f"cannot compare {name_a} (d_in={d_in_a}) with {name_b} (d_in={d_in_b}): their "
-                              "decoder directions live in different spaces; compare SAEs trained on the same "
-                              "hook of the same model")
+        raise DictionaryError(
+            f"cannot compare {name_a} (d_in={d_in_a}) with {name_b} (d_in={d_in_b}): their "
+            "decoder directions live in different spaces; compare SAEs trained on the same "
+            "hook of the same model"
+        )
     if hook_a and hook_b and hook_a != hook_b:
-        return [f"{name_a} reads {hook_a} but {name_b} reads {hook_b}: same width, but the cosines compare "
-                "directions of different activation spaces"]
+        return [
+            f"{name_a} reads {hook_a} but {name_b} reads {hook_b}: same width, but the cosines compare "
+            "directions of different activation spaces"
+        ]
     return []
 
 
-def match_frames(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"], id_a: str, id_b: str,
-                 live_a: Bool[np.ndarray, " n"] | None = None,
-                 live_b: Bool[np.ndarray, " m"] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def match_frames(
+    W_a: Float[Tensor, "n d"],
+    W_b: Float[Tensor, "m d"],
+    id_a: str,
+    id_b: str,
+    live_a: Bool[np.ndarray, " n"] | None = None,
+    live_b: Bool[np.ndarray, " m"] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A's features matched in B and B's in A (one Hungarian assignment over all latents, and one over the
     live ones: ``live_a`` / ``live_b``, default every latent live); unmatched: -1 and NaN cosine."""
     if W_a.shape[1] != W_b.shape[1]:
@@ -60,8 +71,10 @@ def match_frames(W_a: Float[Tensor, "n d"], W_b: Float[Tensor, "m d"], id_a: str
         hit, back_hit = m >= 0, bk >= 0
         live_match[rows_a[hit]], live_score[rows_a[hit]] = rows_b[m[hit]], sc[hit]
         live_back[rows_b[back_hit]], live_back_score[rows_b[back_hit]] = rows_a[bk[back_hit]], bk_sc[back_hit]
-    return (_frame(match, score, other_member(id_a, id_b), id_b, live_a, live_b, live_match, live_score),
-            _frame(back, back_score, other_member(id_b, id_a), id_a, live_b, live_a, live_back, live_back_score))
+    return (
+        _frame(match, score, other_member(id_a, id_b), id_b, live_a, live_b, live_match, live_score),
+        _frame(back, back_score, other_member(id_b, id_a), id_a, live_b, live_a, live_back, live_back_score),
+    )
 
 
 def _live(live, n: int, name: str) -> np.ndarray:
@@ -69,8 +82,10 @@ def _live(live, n: int, name: str) -> np.ndarray:
         return np.ones(n, dtype=bool)
     live = np.asarray(live, dtype=bool)
     if live.shape != (n,):
-        raise DictionaryError(f"{name} has {n} latents but its firing mask has shape {live.shape}; "
-                              "pass one flag per latent (n_fires > 0 of its features table)")
+        raise DictionaryError(
+            f"{name} has {n} latents but its firing mask has shape {live.shape}; "
+            "pass one flag per latent (n_fires > 0 of its features table)"
+        )
     return live
 
 
@@ -82,8 +97,16 @@ def _both_ways(W_a: Tensor, W_b: Tensor) -> tuple[np.ndarray, np.ndarray, np.nda
     return match, score, back, back_score
 
 
-def _frame(match: np.ndarray, score: np.ndarray, member: int, other: str, live: np.ndarray, other_live: np.ndarray,
-           live_match: np.ndarray, live_score: np.ndarray) -> pd.DataFrame:
+def _frame(
+    match: np.ndarray,
+    score: np.ndarray,
+    member: int,
+    other: str,
+    live: np.ndarray,
+    other_live: np.ndarray,
+    live_match: np.ndarray,
+    live_score: np.ndarray,
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "feature": np.arange(len(match), dtype=np.int64),

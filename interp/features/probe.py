@@ -139,16 +139,19 @@ def probe_tokens(model, dictionaries: Mapping[str, Dictionary], token_ids: Seque
         raise InputError(f"SAE '{missing[0]}' names no hook (metadata.hook_name); pass its hook")
     unknown = [hook for hook in hooks.values() if hook not in model.hook_dict]
     if unknown:
-        raise DictionaryError(f"the model has no hook '{unknown[0]}' (the SAE's hook); use an SAE trained on this model")
+        raise DictionaryError(f"the model has no hook '{unknown[0]}' (the SAE's hook); "
+                              "use an SAE trained on this model")
     bos = model.tokenizer.bos_token_id if model.tokenizer is not None else 0
     body = model.cfg.n_ctx - 1
     overlap = body // 4 if overlap is None else overlap
     spans = windows_of(len(token_ids), body, overlap)
     notes = list(notes)
     if len(spans) > 1:
-        notes.append(f"the text is longer than the model's context ({model.cfg.n_ctx} tokens with BOS): read in "
-                     f"{len(spans)} windows overlapping by {overlap} tokens; every token after the first window "
-                     f"has at least {overlap} tokens of context")
+        notes.append(
+            f"the text is longer than the model's context ({model.cfg.n_ctx} tokens with BOS): read in "
+            f"{len(spans)} windows overlapping by {overlap} tokens; every token after the first window "
+            f"has at least {overlap} tokens of context"
+        )
     scale_hook = "ln_final.hook_scale" if "ln_final.hook_scale" in model.hook_dict else None
     names = set(hooks.values()) | ({scale_hook} if scale_hook else set())
     parts: dict[str, list] = {name: [] for name in dictionaries}
@@ -166,29 +169,47 @@ def probe_tokens(model, dictionaries: Mapping[str, Dictionary], token_ids: Seque
         for name, dictionary in dictionaries.items():
             act = cache[hooks[name]][0, rows].reshape(end - keep, -1)
             if act.shape[-1] != dictionary.d_in:
-                raise DictionaryError(f"SAE '{name}' expects width {dictionary.d_in} but hook '{hooks[name]}' has "
-                                      f"width {act.shape[-1]}; use an SAE trained on this model at that hook")
+                raise DictionaryError(
+                    f"SAE '{name}' expects width {dictionary.d_in} but hook '{hooks[name]}' has "
+                    f"width {act.shape[-1]}; use an SAE trained on this model at that hook"
+                )
             f = dictionary.encode(act.to(dictionary.W_dec.dtype)).float()
             row, col = f.nonzero(as_tuple=True)
-            parts[name].append(sp.csr_matrix((f[row, col].cpu().numpy(), (row.cpu().numpy(), col.cpu().numpy())),
-                                             shape=tuple(f.shape)))
+            parts[name].append(
+                sp.csr_matrix((f[row, col].cpu().numpy(), (row.cpu().numpy(), col.cpu().numpy())), shape=tuple(f.shape))
+            )
             if dictionary.d_in == model.cfg.d_model:
-                effect = f[row, col] * _unembed_effect(model, dictionary.W_dec[col].detach().float(), scale[row],
-                                                       targets[row])
-                effects[name].append(sp.csr_matrix((effect.cpu().numpy(), (row.cpu().numpy(), col.cpu().numpy())),
-                                                   shape=tuple(f.shape)))
-    decode = decode or ((lambda t: model.tokenizer.decode([t])) if model.tokenizer is not None else (lambda t: f"<{t}>"))
+                effect = f[row, col] * _unembed_effect(
+                    model, dictionary.W_dec[col].detach().float(), scale[row], targets[row]
+                )
+                effects[name].append(
+                    sp.csr_matrix((effect.cpu().numpy(), (row.cpu().numpy(), col.cpu().numpy())), shape=tuple(f.shape))
+                )
+    decode = decode or (
+        (lambda t: model.tokenizer.decode([t])) if model.tokenizer is not None else (lambda t: f"<{t}>")
+    )
     vocab = {t: decode(t) for t in set(token_ids)}
     return ProbeResult(
-        list(token_ids), [vocab[t] for t in token_ids], {name: sp.vstack(p, format="csr") for name, p in parts.items()},
+        list(token_ids),
+        [vocab[t] for t in token_ids],
+        {name: sp.vstack(p, format="csr") for name, p in parts.items()},
         {name: (labels or {}).get(name) for name in dictionaries},
         {name: sp.vstack(e, format="csr") if e else None for name, e in effects.items()},
-        list(next_ids), [(start, end) for start, end, _ in spans], notes)
+        list(next_ids),
+        [(start, end) for start, end, _ in spans],
+        notes,
+    )
 
 
-def probe(model, dictionaries: Mapping[str, Dictionary], text: str, hooks: Mapping[str, str] | None = None,
-          labels: Mapping[str, Sequence[str]] | None = None, overlap: int | None = None,
-          max_tokens: int = MAX_TOKENS) -> ProbeResult:
+def probe(
+    model,
+    dictionaries: Mapping[str, Dictionary],
+    text: str,
+    hooks: Mapping[str, str] | None = None,
+    labels: Mapping[str, Sequence[str]] | None = None,
+    overlap: int | None = None,
+    max_tokens: int = MAX_TOKENS,
+) -> ProbeResult:
     """Which features of each SAE fire on each token of ``text`` (see the module docstring)."""
     ids, notes = text_tokens(model, text, max_tokens)
     return probe_tokens(model, dictionaries, ids, hooks, labels, overlap, notes=notes)
@@ -203,9 +224,16 @@ def specific_features(result: ProbeResult, name: str, corpus_mean: np.ndarray, k
     ratio = text_mean / np.maximum(np.asarray(corpus_mean, dtype=np.float64), 1e-12)
     order = np.lexsort((-text_mean, -ratio))[:k]
     labels = result.labels[name]
-    return pd.DataFrame({"feature": order, "label": [labels[f] if labels is not None else None for f in order],
-                         "text_mean": text_mean[order], "text_max": codes.max(0).toarray().ravel()[order],
-                         "corpus_mean": np.asarray(corpus_mean)[order], "ratio": ratio[order]})
+    return pd.DataFrame(
+        {
+            "feature": order,
+            "label": [labels[f] if labels is not None else None for f in order],
+            "text_mean": text_mean[order],
+            "text_max": codes.max(0).toarray().ravel()[order],
+            "corpus_mean": np.asarray(corpus_mean)[order],
+            "ratio": ratio[order],
+        }
+    )
 
 
 def recorded_model_spec(sae_folder: Path | str, workspace: Path | str | None = None) -> str:
@@ -228,6 +256,8 @@ def stored_labels(analysis_folder: Path | str, d_sae: int) -> list[str] | None:
         return None
     table = folder.read_table("features", columns=["feature", "label"]).sort_values("feature")
     if len(table) != d_sae:
-        raise DictionaryError(f"the dashboards in {folder.path} have {len(table)} features but the SAE has {d_sae}; "
-                              "rebuild them with `workbench analyze features`")
+        raise DictionaryError(
+            f"the dashboards in {folder.path} have {len(table)} features but the SAE has {d_sae}; "
+            "rebuild them with `workbench analyze features`"
+        )
     return table.label.tolist()

@@ -74,7 +74,9 @@ def logit_lens_figure(log_probs: Tensor) -> go.Figure:
     means = log_probs.mean(dim=1)
     fig = go.Figure()
     for layer, row in enumerate(means):
-        fig.add_trace(go.Scatter(y=row.numpy(), mode="lines", name=f"before L{layer}" if layer < len(means) - 1 else "final"))
+        fig.add_trace(
+            go.Scatter(y=row.numpy(), mode="lines", name=f"before L{layer}" if layer < len(means) - 1 else "final")
+        )
     return fig.update_layout(title="Logit lens", xaxis_title="position", yaxis_title="log p(next token)")
 
 
@@ -83,17 +85,20 @@ def dimensionality_figure(frame: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for (layer, head), group in frame.groupby(["layer", "head"]):
         fig.add_trace(go.Histogram(x=group["size"], name=f"L{layer}H{head}", opacity=0.6))
-    return fig.update_layout(barmode="overlay", title="Signal dimensionality |S| per head",
-                             xaxis_title="|S|", yaxis_title="destinations")
+    return fig.update_layout(
+        barmode="overlay", title="Signal dimensionality |S| per head", xaxis_title="|S|", yaxis_title="destinations"
+    )
 
 
 def dimensionality_box_figure(frame: pd.DataFrame) -> go.Figure:
     """One box of ``|S|`` (singular components of ``W_QK`` carrying the score) per head, from the
     ``signal_dimensionality`` table (columns ``layer``, ``head``, ``size``), heads in (layer, head) order."""
-    fig = go.Figure([go.Box(y=group["size"], name=f"L{layer}H{head}")
-                     for (layer, head), group in frame.groupby(["layer", "head"])])
-    return fig.update_layout(title="Signal dimensionality |S|: singular components of W_QK carrying each score",
-                             yaxis_title="|S|")
+    fig = go.Figure(
+        [go.Box(y=group["size"], name=f"L{layer}H{head}") for (layer, head), group in frame.groupby(["layer", "head"])]
+    )
+    return fig.update_layout(
+        title="Signal dimensionality |S|: singular components of W_QK carrying each score", yaxis_title="|S|"
+    )
 
 
 def edge_graph_figure(edges: list[dict] | pd.DataFrame, weight: str = "contribution") -> go.Figure:
@@ -101,28 +106,35 @@ def edge_graph_figure(edges: list[dict] | pd.DataFrame, weight: str = "contribut
     rows = edges.to_dict("records") if isinstance(edges, pd.DataFrame) else edges
     names = sorted({r["source"] for r in rows} | {r["target"] for r in rows})
     index = {name: i for i, name in enumerate(names)}
-    link = dict(source=[index[r["source"]] for r in rows], target=[index[r["target"]] for r in rows],
-                value=[abs(r[weight]) for r in rows],
-                label=[f"{r.get('side', '')} {r[weight]:.3g}" for r in rows],
-                color=["rgba(31,119,180,0.5)" if r[weight] >= 0 else "rgba(214,39,40,0.5)" for r in rows])
+    link = dict(
+        source=[index[r["source"]] for r in rows],
+        target=[index[r["target"]] for r in rows],
+        value=[abs(r[weight]) for r in rows],
+        label=[f"{r.get('side', '')} {r[weight]:.3g}" for r in rows],
+        color=["rgba(31,119,180,0.5)" if r[weight] >= 0 else "rgba(214,39,40,0.5)" for r in rows],
+    )
     return go.Figure(go.Sankey(node=dict(label=names, pad=12), link=link)).update_layout(title="Communication graph")
 
 
 def head_edges_from_svd(edges: pd.DataFrame, side: str = "key", min_fraction: float = 0.05) -> list[dict]:
     """Head-to-head rows of ``trace_head_edges`` as Sankey edges (targets named ``L{layer}H{head}``)."""
     heads = edges[(edges.source_layer >= 0) & (edges.side == side) & (edges.fraction.abs() >= min_fraction)]
-    return [{"source": r.source, "target": f"L{r.layer}H{r.head}", "side": side, "contribution": r.contribution}
-            for r in heads.itertuples()]
+    return [
+        {"source": r.source, "target": f"L{r.layer}H{r.head}", "side": side, "contribution": r.contribution}
+        for r in heads.itertuples()
+    ]
 
 
 def patching_figure(values: Tensor, x_title: str, y_title: str, title: str) -> go.Figure:
     """Heat map of patching effects (e.g. residual ``[layer, pos]`` or heads ``[layer, head]``)."""
-    return _effect_map(values.numpy(), list(range(values.shape[1])), list(range(values.shape[0])), x_title, y_title,
-                       title)
+    return _effect_map(
+        values.numpy(), list(range(values.shape[1])), list(range(values.shape[0])), x_title, y_title, title
+    )
 
 
-def patching_table_figure(frame: pd.DataFrame, columns: str, title: str, index: str = "layer",
-                          value: str = "effect") -> go.Figure:
+def patching_table_figure(
+    frame: pd.DataFrame, columns: str, title: str, index: str = "layer", value: str = "effect"
+) -> go.Figure:
     """Heat map of a stored patching table (``grid_frame`` rows: e.g. ``patch_residual`` with ``layer, pos, effect``
     or ``patch_heads`` with ``layer, head, effect``): ``index`` down, ``columns`` across."""
     table = frame.pivot(index=index, columns=columns, values=value)
@@ -144,13 +156,22 @@ def agreement_figure(exact: Tensor, approx: Tensor, title: str) -> go.Figure:
 
 def feature_circuit_figure(graph: dict) -> go.Figure:
     """Sankey of a ``feature_circuit`` graph (features and error nodes into the metric)."""
-    return edge_graph_figure(graph["edges"], weight="weight").update_layout(title=f"Feature circuit ({graph['method']})")
+    return edge_graph_figure(graph["edges"], weight="weight").update_layout(
+        title=f"Feature circuit ({graph['method']})"
+    )
 
 
-def faithfulness_figure(curve: pd.DataFrame, title: str = "Feature circuit: faithfulness and completeness") -> go.Figure:
+def faithfulness_figure(
+    curve: pd.DataFrame, title: str = "Feature circuit: faithfulness and completeness"
+) -> go.Figure:
     """The paper's curves: faithfulness of the top-n nodes and of their complement against circuit size."""
-    fig = go.Figure([go.Scatter(x=curve.n_nodes, y=curve.faithfulness, mode="lines+markers", name="faithfulness (C)"),
-                     go.Scatter(x=curve.n_nodes, y=curve.completeness, mode="lines+markers", name="completeness (M \\ C)")])
+    fig = go.Figure(
+        [
+            go.Scatter(x=curve.n_nodes, y=curve.faithfulness, mode="lines+markers", name="faithfulness (C)"),
+            go.Scatter(x=curve.n_nodes, y=curve.completeness, mode="lines+markers", name="completeness (M \\ C)"),
+        ]
+    )
     fig.add_hline(y=1.0, line_dash="dot").add_hline(y=0.0, line_dash="dot")
-    return fig.update_layout(title=title, xaxis_title="nodes in the circuit", yaxis_title="(m(·) - m(∅)) / (m(M) - m(∅))",
-                             xaxis_type="log")
+    return fig.update_layout(
+        title=title, xaxis_title="nodes in the circuit", yaxis_title="(m(·) - m(∅)) / (m(M) - m(∅))", xaxis_type="log"
+    )

@@ -12,7 +12,8 @@ from interp.store.errors import InputError
 def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Series | None = None,
                        colour: str = "cluster") -> go.Figure:
     """Decoder directions in 2-D (``umap`` or ``pca`` columns of ``geometry_map``), coloured by ``cluster`` or
-    ``log10_frequency`` or an explanation's ``detection`` score; each point carries its feature id (``customdata``) so a click can open it."""
+    ``log10_frequency`` or an explanation's ``detection`` score; each point carries its feature id (``customdata``) so
+    a click can open it."""
     x, y = f"{method}_x", f"{method}_y"
     if x not in points:
         raise InputError(f"the map has no {method} coordinates; rerun `workbench analyze geometry` with it")
@@ -24,18 +25,43 @@ def feature_map_figure(points: pd.DataFrame, method: str = "umap", labels: pd.Se
     hover = points.feature.astype(str) if labels is None else points.feature.astype(str) + ": " + labels.astype(str)
     size = 6 if len(points) <= 2000 else 3
     if colour == "cluster":  # one trace per lobe: the legend names every colour
-        fig = go.Figure([go.Scattergl(x=group[x], y=group[y], mode="markers", marker=dict(size=size),
-                                      customdata=group.feature, text=hover[group.index], name=f"lobe {c}",
-                                      hovertemplate="%{text}<extra></extra>")
-                         for c, group in points.groupby("cluster")])
+        fig = go.Figure(
+            [
+                go.Scattergl(
+                    x=group[x],
+                    y=group[y],
+                    mode="markers",
+                    marker=dict(size=size),
+                    customdata=group.feature,
+                    text=hover[group.index],
+                    name=f"lobe {c}",
+                    hovertemplate="%{text}<extra></extra>",
+                )
+                for c, group in points.groupby("cluster")
+            ]
+        )
         fig.update_layout(legend=dict(title="cluster"))
     else:
-        marker = dict(size=size, color=points[colour], colorscale="Viridis", showscale=True,
-                      colorbar=dict(title=scales[colour]))
-        fig = go.Figure(go.Scattergl(x=points[x], y=points[y], mode="markers", marker=marker,
-                                     customdata=points.feature, text=hover, hovertemplate="%{text}<extra></extra>"))
-    return fig.update_layout(title=f"{method.upper()} of unit decoder directions ({len(points)} features)",
-                             height=520, xaxis_title=f"{method.upper()} 1", yaxis_title=f"{method.upper()} 2")
+        marker = dict(
+            size=size, color=points[colour], colorscale="Viridis", showscale=True, colorbar=dict(title=scales[colour])
+        )
+        fig = go.Figure(
+            go.Scattergl(
+                x=points[x],
+                y=points[y],
+                mode="markers",
+                marker=marker,
+                customdata=points.feature,
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+    return fig.update_layout(
+        title=f"{method.upper()} of unit decoder directions ({len(points)} features)",
+        height=520,
+        xaxis_title=f"{method.upper()} 1",
+        yaxis_title=f"{method.upper()} 2",
+    )
 
 
 def spectrum_figure(spectrum: pd.DataFrame, slope: float | None = None) -> go.Figure:
@@ -45,10 +71,12 @@ def spectrum_figure(spectrum: pd.DataFrame, slope: float | None = None) -> go.Fi
         i = spectrum["rank"].to_numpy()
         anchor = spectrum.eigenvalue.iloc[len(i) // 4] * (i / i[len(i) // 4]) ** -slope
         fig.add_trace(go.Scatter(x=i, y=anchor, mode="lines", name=f"i^-{slope:.2f}"))
-    return fig.update_layout(title="Eigenvalue spectrum of decoder directions",
-                             xaxis=dict(type="log", dtick=1, exponentformat="power", title="rank"),
-                             yaxis=dict(type="log", dtick=1, exponentformat="power", title="eigenvalue"),
-                             legend=dict(orientation="h", y=-0.25))
+    return fig.update_layout(
+        title="Eigenvalue spectrum of decoder directions",
+        xaxis=dict(type="log", dtick=1, exponentformat="power", title="rank"),
+        yaxis=dict(type="log", dtick=1, exponentformat="power", title="eigenvalue"),
+        legend=dict(orientation="h", y=-0.25),
+    )
 
 
 def galaxy_figure(galaxy: pd.DataFrame) -> go.Figure:
@@ -70,11 +98,15 @@ def lobe_agreement_figure(lobes: pd.DataFrame, score: str = "ami") -> go.Figure:
     for kind, rows in lobes.groupby("affinity"):
         fig.add_trace(go.Scatter(x=rows.k, y=rows[score], mode="lines+markers", name=kind))
     if score == "z":
-        return fig.update_layout(title="Lobes: functional vs geometric clusters (AMI z-score vs null)",
-                                 xaxis_title="clusters k", yaxis_title="z")
+        return fig.update_layout(
+            title="Lobes: functional vs geometric clusters (AMI z-score vs null)",
+            xaxis_title="clusters k",
+            yaxis_title="z",
+        )
     null = lobes.groupby("k").null_mean.mean()
-    fig.add_trace(go.Scatter(x=null.index, y=null.values, mode="lines", name="shuffled null",
-                             line=dict(dash="dot", color="grey")))
+    fig.add_trace(
+        go.Scatter(x=null.index, y=null.values, mode="lines", name="shuffled null", line=dict(dash="dot", color="grey"))
+    )
     return fig.update_layout(title="Lobes vs geometry (AMI)", xaxis_title="clusters k", yaxis_title="AMI")
 
 
@@ -88,6 +120,14 @@ def crystal_figure(points: np.ndarray, quadruple: tuple[int, int, int, int]) -> 
     fig = go.Figure()
     for (p, q), name in (((b, a), "a - b"), ((d, c), "c - d")):
         fig.add_trace(go.Scatter(x=[p[0], q[0]], y=[p[1], q[1]], mode="lines+markers", name=name))
-    fig.add_trace(go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="text", text=[str(i) for i in quadruple],
-                             textposition="top center", showlegend=False))
+    fig.add_trace(
+        go.Scatter(
+            x=xy[:, 0],
+            y=xy[:, 1],
+            mode="text",
+            text=[str(i) for i in quadruple],
+            textposition="top center",
+            showlegend=False,
+        )
+    )
     return fig.update_layout(title="Crystal", xaxis_title="PC1", yaxis_title="PC2")

@@ -64,7 +64,10 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
                       prompt_set, src_mask, cutoff, extra, sae_sites, over_positions, node_threshold) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    timings, summary = {}, {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])}
+    timings, summary = (
+        {},
+        {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])},
+    )
 
     def timed(name, fn):
         start = time.perf_counter()
@@ -72,14 +75,22 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
         timings[name] = round(time.perf_counter() - start, 3)
         return result
 
-    scores = timed("head_scores", lambda: attention.head_scores_on_repeated_tokens(model, 16, min(20, (model.cfg.n_ctx - 1) // 2)))
+    scores = timed(
+        "head_scores", lambda: attention.head_scores_on_repeated_tokens(model, 16, min(20, (model.cfg.n_ctx - 1) // 2))
+    )
     composition = timed("composition", lambda: attention.composition_scores(model))
     dla = timed("dla", lambda: attention.direct_logit_attribution(model, clean))
     lens = timed("logit_lens", lambda: attention.logit_lens(model, clean))
     folder = AnalysisFolder(out)
-    folder.write_tables(dict(
-        head_scores=attention.head_scores_frame(scores), composition=attention.composition_frame(composition),
-        dla=attention.dla_frame(dla), logit_lens=patching.grid_frame(lens.mean(1), ("layer", "pos"), "log_prob")), by_feature=False)
+    folder.write_tables(
+        dict(
+            head_scores=attention.head_scores_frame(scores),
+            composition=attention.composition_frame(composition),
+            dla=attention.dla_frame(dla),
+            logit_lens=patching.grid_frame(lens.mean(1), ("layer", "pos"), "log_prob"),
+        ),
+        by_feature=False,
+    )
     prev_head = divmod(int(scores["previous_token"][:-1].flatten().argmax()), H)
     ind_layer, ind_head = divmod(int(scores["induction"].flatten().argmax()), H)
     summary["heads"] = {"previous_token": list(prev_head), "induction": [ind_layer, ind_head]}
@@ -90,12 +101,20 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
         edges = timed("svd_edges", lambda: decomposition.trace_head_edges(model, clean, dest_mask))
         dims = timed("signal_dimensionality", lambda: decomposition.signal_dimensionality(model, clean, dest_mask))
         start = start_head or (ind_layer, ind_head)
-        graph = timed("svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff))
+        graph = timed(
+            "svd_trace", lambda: decomposition.trace_circuit(model, clean, start, dest_mask, src_mask, cutoff=cutoff)
+        )
         folder.write_tables({"svd_edges": edges, "signal_dimensionality": dims}, by_feature=False)
         folder.write_json("svd_trace", graph, sort_keys=False)
-        summary["signal_dimensionality"] = {f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])}
-        summary["svd_trace"] = {"start": f"L{start[0]}H{start[1]}", "cutoff": cutoff, "start_firings": graph["n_start_firings"],
-                                "nodes": graph["nodes"]}
+        summary["signal_dimensionality"] = {
+            f"L{l}H{h}": float(g["size"].median()) for (l, h), g in dims.groupby(["layer", "head"])
+        }
+        summary["svd_trace"] = {
+            "start": f"L{start[0]}H{start[1]}",
+            "cutoff": cutoff,
+            "start_firings": graph["n_start_firings"],
+            "nodes": graph["nodes"],
+        }
     else:
         summary["svd_trace"] = {"skipped": skipped}
 
@@ -104,19 +123,28 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
     paths = timed("path_patch", lambda: patching.path_patch(model, clean, corrupt, metric))
     atp = timed("attribution_patching", lambda: patching.attribution_patching(model, clean, corrupt, metric))
     atp_table = timed("atp_agreement", lambda: patching.atp_agreement(model, clean, corrupt, metric))
-    folder.write_tables(dict(
-        patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
-        patch_heads=patching.grid_frame(heads, ("layer", "head"), "effect"),
-        path_patch=patching.grid_frame(paths, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
-            side=lambda f: f.side.map(dict(enumerate(patching.SIDES)))),
-        attribution_residual=patching.grid_frame(atp["residual"], ("layer", "pos"), "effect"),
-        attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"), atp_agreement=atp_table),
-        by_feature=False)
+    folder.write_tables(
+        dict(
+            patch_residual=patching.grid_frame(resid, ("layer", "pos"), "effect"),
+            patch_heads=patching.grid_frame(heads, ("layer", "head"), "effect"),
+            path_patch=patching.grid_frame(paths, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
+                side=lambda f: f.side.map(dict(enumerate(patching.SIDES)))
+            ),
+            attribution_residual=patching.grid_frame(atp["residual"], ("layer", "pos"), "effect"),
+            attribution_heads=patching.grid_frame(atp["heads"], ("layer", "head"), "effect"),
+            atp_agreement=atp_table,
+        ),
+        by_feature=False,
+    )
     summary["atp_vs_exact_heads"] = atp_table[["scale", "method", "pearson", "spearman"]].to_dict("records")
-    summary["attribution_vs_exact"] = {"residual": patching.agreement(resid, atp["residual"]),
-                                       "heads": patching.agreement(heads, atp["heads"])}
-    methods = {"composition_k": head_pairs(composition["K"]),
-               "path_patch_k": head_pairs(-paths[patching.SIDES.index("k")])}
+    summary["attribution_vs_exact"] = {
+        "residual": patching.agreement(resid, atp["residual"]),
+        "heads": patching.agreement(heads, atp["heads"]),
+    }
+    methods = {
+        "composition_k": head_pairs(composition["K"]),
+        "path_patch_k": head_pairs(-paths[patching.SIDES.index("k")]),
+    }
     if skipped is None:
         methods["svd_key"] = head_pairs(decomposition.head_edge_matrix(edges, "key", L, H))
     agreement = rank_agreement(methods)
@@ -250,11 +278,30 @@ def ioi_circuit_analysis(
     io[rows, (prompts.clean == prompts.io[:, None]).long().argmax(1)] = True  # the reference traces END -> IO
     table = ioi_head_table(model, prompts)
     roles = ioi_roles(table)
-    extra = {"heads": {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]}, "ioi": ioi_scores(model, prompts)}
+    extra = {
+        "heads": {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]},
+        "ioi": ioi_scores(model, prompts),
+    }
     with writing(out, "circuit analysis"):
-        summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), mask, out,
-                                   start or tuple(roles["name_mover"]), sae_folder, sae_hook, prompt_set="ioi",
-                                   src_mask=io, extra=extra, sae_sites=sae_sites)
+        summary = analyze_circuits(
+            model,
+            prompts.clean,
+            prompts.corrupt,
+            prompts.metric(),
+            mask,
+            out,
+            start or tuple(roles["name_mover"]),
+            sae_folder,
+            sae_hook,
+            prompt_set="ioi",
+            src_mask=io,
+            extra=extra,
+            sae_sites=sae_sites,
+        )
         AnalysisFolder(out).write_tables(
-            {"ioi_heads": table, "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts})})
+            {
+                "ioi_heads": table,
+                "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}),
+            }
+        )
     return summary

@@ -156,7 +156,8 @@ def test_circuits_page_shows_stored_results_and_a_typed_prompt(app_env):
         assert any("demo weights missing" in e.value for e in at.error)
 
 
-@pytest.mark.parametrize("prompt, message", [("   ", "Type a prompt"), ("word " * 300, "longer than the model's context")])
+@pytest.mark.parametrize("prompt, message", [("   ", "Type a prompt"),
+                                             ("word " * 300, "longer than the model's context")])
 def test_circuits_page_says_what_is_wrong_with_a_prompt(app_env, prompt, message):
     at = run_page("pages/4_Circuits.py")
     at.text_input(key="prompt").input(prompt)

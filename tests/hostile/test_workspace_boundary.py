@@ -161,7 +161,8 @@ def test_a_copied_workspace_works_in_every_page(workspace, tmp_path, monkeypatch
         (moved / "analyses" / "demo-mfr" / member / "matches.parquet").unlink()
     at = page("pages/5_Compare.py")
     at.button(key="compute").click().run()  # starts the matching job; the page shows the result once it is done
-    assert AnalysisFolder(moved / "analyses" / "demo-mfr" / "sae_0").match_job("demo-mfr/sae_1").wait(120).state == "finished"
+    job = AnalysisFolder(moved / "analyses" / "demo-mfr" / "sae_0").match_job("demo-mfr/sae_1")
+    assert job.wait(120).state == "finished"
     at.run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any(m.label == "A→B: MMCS, live features" for m in at.metric)

@@ -186,7 +186,8 @@ def two_node_patch(model, tokens, metric, sites, values, target, upstream, node_
     else:
         up.error[:, pu] = target[upstream].error[:, pu]
     store = {}
-    splices = [(upstream, _splice(upstream, sites[upstream], {}, up)), (downstream, _splice(downstream, sites[downstream], store))]
+    splices = [(upstream, _splice(upstream, sites[upstream], {}, up)),
+               (downstream, _splice(downstream, sites[downstream], store))]
     splices += [(h, _splice(h, sites[h], {}, values[h])) for h in between]
     with torch.no_grad():
         model.run_with_hooks(tokens, fwd_hooks=splices)
@@ -195,7 +196,9 @@ def two_node_patch(model, tokens, metric, sites, values, target, upstream, node_
             moved.features[:, pd_, jd] = store[downstream].features[:, pd_, jd]
         else:
             moved.error[:, pd_] = store[downstream].error[:, pd_]
-        patched = metric(model.run_with_hooks(tokens, fwd_hooks=[(downstream, _splice(downstream, sites[downstream], {}, moved))]))
+        patched = metric(
+            model.run_with_hooks(tokens, fwd_hooks=[(downstream, _splice(downstream, sites[downstream], {}, moved))])
+        )
         return float(patched - metric(model(tokens)))
 
 
@@ -209,8 +212,10 @@ def test_every_edge_kind_matches_exact_two_node_patching_on_a_small_edit():
     metric = lambda logits: logits[:, -1].log_softmax(-1)[:, 7].mean()  # noqa: E731
     eps = 1e-3
     values, far = site_values(model, tokens, sites), site_values(model, corrupt, sites)
-    target = {h: SiteValues(v.features + eps * (far[h].features - v.features), v.error + eps * (far[h].error - v.error))
-              for h, v in values.items()}
+    target = {
+        h: SiteValues(v.features + eps * (far[h].features - v.features), v.error + eps * (far[h].error - v.error))
+        for h, v in values.items()
+    }
     grads = attribute(model, tokens, metric, sites, method="atp").grads
     attribution = Attribution(values, target, grads)
     checked = 0
@@ -218,12 +223,19 @@ def test_every_edge_kind_matches_exact_two_node_patching_on_a_small_edit():
         effect = attribution.effects(downstream)["features"]
         pd_, jd = divmod(int(effect[3:].abs().argmax()), effect.shape[1])
         down_nodes = [(pd_ + 3, jd), (6, -1)]
-        weights = edge_attribution(model, tokens, metric, sites, upstream, downstream, down_nodes, attribution=attribution)
+        weights = edge_attribution(
+            model, tokens, metric, sites, upstream, downstream, down_nodes, attribution=attribution
+        )
         for row, node_d in enumerate(down_nodes):
             up_w = weights["features"][row]
             pu, ju = divmod(int(up_w.abs().argmax()), up_w.shape[1])
-            for node_u, w in (((pu, ju), float(up_w[pu, ju])), ((node_d[0], -1), float(weights["error"][row, node_d[0]]))):
-                exact = two_node_patch(model, tokens, metric, sites, values, target, upstream, node_u, downstream, node_d)
+            for node_u, w in (
+                ((pu, ju), float(up_w[pu, ju])),
+                ((node_d[0], -1), float(weights["error"][row, node_d[0]])),
+            ):
+                exact = two_node_patch(
+                    model, tokens, metric, sites, values, target, upstream, node_u, downstream, node_d
+                )
                 assert abs(w - exact) <= 2e-2 * abs(exact) + 1e-9, (upstream, downstream, node_u, node_d, w, exact)
                 checked += 1
     assert checked == 24
@@ -241,13 +253,16 @@ def test_feature_circuit_graph_and_files(linear_setup, tmp_path):
     assert sum(n["feature"] >= 0 for n in site_nodes) == 3  # per position and feature, above the threshold
     assert all(n["pos"] == 5 for n in site_nodes)  # the metric reads the last position only
     assert any(e["target"] == "metric" for e in graph["edges"])
-    assert any(e["source"].startswith("blocks.0.hook_resid_pre/") and e["target"].startswith(SITE) for e in graph["edges"])
+    assert any(
+        e["source"].startswith("blocks.0.hook_resid_pre/") and e["target"].startswith(SITE) for e in graph["edges"]
+    )
     curve = faithfulness_curve(model, tokens, metric, hooks, effects, sizes=[1, 4, 16])
     paths = write_feature_circuit(tmp_path, graph, curve, {h: f"run/sae_{i}" for i, h in enumerate(hooks)})
     assert all(p.exists() for p in paths) and len(paths) == 3
     assert set(pd.read_parquet(tmp_path / "feature_nodes.parquet").analysis) <= {"run/sae_0", "run/sae_1"}
-    summed = feature_circuit(model, tokens, metric, hooks, node_threshold=threshold, edge_threshold=1e-6,
-                             over_positions=True)
+    summed = feature_circuit(
+        model, tokens, metric, hooks, node_threshold=threshold, edge_threshold=1e-6, over_positions=True
+    )
     assert any(
         e["source"].startswith("blocks.0.hook_resid_pre/all/") and e["target"].startswith(f"{SITE}/all/")
         for e in summed["edges"]

@@ -52,7 +52,9 @@ def test_lobe_z_scores_and_galaxy_bars():
                           "z": [3.0, 4.0, 1.0], "null_mean": [0.0, 0.0, 0.0]})
     fig = lobe_agreement_figure(lobes, score="z")
     assert {t.name: list(t.y) for t in fig.data} == {"jaccard": [1.0], "phi": [3.0, 4.0]}  # no null line for z
-    galaxy = pd.DataFrame({"analysis": ["r/sae_0"], "hook": ["h"], "power_law_slope": [1.2], "clustering_entropy": [0.7]})
+    galaxy = pd.DataFrame(
+        {"analysis": ["r/sae_0"], "hook": ["h"], "power_law_slope": [1.2], "clustering_entropy": [0.7]}
+    )
     bars = galaxy_figure(galaxy)
     assert [t.y[0] for t in bars.data] == [1.2, 0.7] and bars.data[0].x[0] == "r/sae_0<br>h"
 
@@ -94,8 +96,16 @@ def test_dimensionality_box_figure_draws_one_box_per_head_with_its_sizes():
 
 
 def test_the_lobe_map_names_each_cluster_in_its_legend_and_keeps_feature_ids():
-    points = pd.DataFrame({"feature": [0, 1, 2, 3], "pca_x": [0.0, 1.0, 2.0, 3.0], "pca_y": [1.0, 0.0, 1.0, 0.0],
-                           "cluster": [1, 0, 1, 2], "log10_frequency": [-1.0] * 4, "label": list("abcd")})
+    points = pd.DataFrame(
+        {
+            "feature": [0, 1, 2, 3],
+            "pca_x": [0.0, 1.0, 2.0, 3.0],
+            "pca_y": [1.0, 0.0, 1.0, 0.0],
+            "cluster": [1, 0, 1, 2],
+            "log10_frequency": [-1.0] * 4,
+            "label": list("abcd"),
+        }
+    )
     fig = feature_map_figure(points, "pca", colour="cluster")
     assert {t.name: sorted(t.customdata) for t in fig.data} == {"lobe 0": [1], "lobe 1": [0, 2], "lobe 2": [3]}
     assert fig.layout.xaxis.title.text == "PCA 1"

@@ -225,7 +225,8 @@ def test_one_spectral_embedding_for_several_k_gives_sklearns_labels_for_each():
     maps = spectral_maps(u @ u.T, 5)
     a = np.clip(u @ u.T, 0, None) + 1e-9
     for k in (2, 3, 4, 5):
-        expected = SpectralClustering(k, affinity="precomputed", random_state=0, assign_labels="cluster_qr").fit_predict(a)
+        clustering = SpectralClustering(k, affinity="precomputed", random_state=0, assign_labels="cluster_qr")
+        expected = clustering.fit_predict(a)
         assert np.array_equal(spectral_labels(None, k, maps=maps), expected)
         assert np.array_equal(geometric_labels(u, k), expected)
 

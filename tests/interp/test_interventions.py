@@ -132,7 +132,8 @@ def test_steering_the_planted_feature_raises_its_token_monotonically(planted):
     tokens = torch.tensor([[0, 3, 9, 5, 1, 7]])
     curve = dose_response(model, tokens[0, 1:], steer(d, HOOK, 0, 0.0), [0.0, 0.5, 1, 2, 4, 8, 16])
     assert (curve.target == 5).all()  # the feature's top promoted token
-    assert np.all(np.diff(curve.probability) > 0) and curve.probability.iloc[0] == pytest.approx(curve.default_probability.iloc[0])
+    assert np.all(np.diff(curve.probability) > 0)
+    assert curve.probability.iloc[0] == pytest.approx(curve.default_probability.iloc[0])
     base = model(tokens)
     steered = intervened_logits(model, tokens, [[steer(d, HOOK, 0, 3.0)]])
     expected = base.clone()
@@ -183,7 +184,7 @@ def test_key_value_cached_sampling_equals_sampling_with_full_forwards(tiny_model
         u = torch.rand((1, 1), generator=g, dtype=torch.float64)
         nxt = int(torch.searchsorted(cdf, u[0] * cdf[-1]).clamp_max(len(cdf) - 1))
         sequence = torch.cat([sequence, torch.tensor([[nxt]])], 1)
-    assert new[0].tolist() == sequence[0, tokens.shape[1]:].tolist()
+    assert new[0].tolist() == sequence[0, tokens.shape[1] :].tolist()
 
 
 def test_kl_of_identical_logits_is_zero_and_positive_otherwise():
@@ -192,15 +193,18 @@ def test_kl_of_identical_logits_is_zero_and_positive_otherwise():
     assert (kl_divergence(a, a.flip(-1)) > 0).all()
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda d: steer(d, HOOK, 48, 1.0), "feature 48 is out of range"),
-    (lambda d: steer(d, HOOK, -1, 1.0), "out of range"),
-    (lambda d: steer(d, HOOK, 0, float("nan")), "finite"),
-    (lambda d: steer(d, HOOK, 0, float("inf")), "finite"),
-    (lambda d: steer(d, HOOK, 0, 1e9), "too large"),
-    (lambda d: clamp(d, HOOK, 0, -1e30), "too large"),
-    (lambda d: steer(d, HOOK, 0, 1.0, positions=(-2,)), "non-negative"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: steer(d, HOOK, 48, 1.0), "feature 48 is out of range"),
+        (lambda d: steer(d, HOOK, -1, 1.0), "out of range"),
+        (lambda d: steer(d, HOOK, 0, float("nan")), "finite"),
+        (lambda d: steer(d, HOOK, 0, float("inf")), "finite"),
+        (lambda d: steer(d, HOOK, 0, 1e9), "too large"),
+        (lambda d: clamp(d, HOOK, 0, -1e30), "too large"),
+        (lambda d: steer(d, HOOK, 0, 1.0, positions=(-2,)), "non-negative"),
+    ],
+)
 def test_bad_interventions_are_refused_with_a_message(sae, make, message):
     with pytest.raises((InterventionError, DictionaryError), match=message):
         make(sae)
@@ -214,8 +218,15 @@ def test_an_sae_that_does_not_fit_the_model_is_refused(tiny_model, sae):
         generate(tiny_model, PROMPT, [steer(narrow, HOOK, 0, 1.0)], max_new_tokens=2)
 
 
-@pytest.mark.parametrize("prompt, message", [("", "empty"), ("  \n\t ", "empty"), ("\x00\x01\u200b", "empty"),
-                                             ("word " * 200, "more than the model's context")])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ("", "empty"),
+        ("  \n\t ", "empty"),
+        ("\x00\x01\u200b", "empty"),
+        ("word " * 200, "more than the model's context"),
+    ],
+)
 def test_bad_prompts_are_refused_with_a_message(tiny_model, sae, prompt, message):
     with pytest.raises(InputError, match=message):
         generate(tiny_model, prompt, [steer(sae, HOOK, 0, 1.0)], max_new_tokens=4)

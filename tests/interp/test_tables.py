@@ -36,7 +36,9 @@ def folder(tmp_path_factory):
 
 def test_feature_list_filters_and_sorts(folder):
     everything = feature_list(folder, order_by="frequency")
-    assert list(everything.feature) == sorted(range(D_SAE), key=lambda f: (-everything.set_index("feature").frequency[f], f))
+    assert list(everything.feature) == sorted(
+        range(D_SAE), key=lambda f: (-everything.set_index("feature").frequency[f], f)
+    )
     cut = everything.frequency.median()
     assert (feature_list(folder, min_frequency=cut).frequency >= cut).all()
     assert list(feature_list(folder, label_contains="t13").feature) == [3]
@@ -67,8 +69,10 @@ def test_tables_are_sorted_by_feature_in_row_groups_a_lookup_can_skip(tmp_path):
     write_tables({"examples": frame}, tmp_path)
     meta = pq.ParquetFile(tmp_path / "examples.parquet").metadata
     assert meta.num_row_groups == 6
-    ranges = [(meta.row_group(i).column(0).statistics.min, meta.row_group(i).column(0).statistics.max)
-              for i in range(meta.num_row_groups)]
+    ranges = [
+        (meta.row_group(i).column(0).statistics.min, meta.row_group(i).column(0).statistics.max)
+        for i in range(meta.num_row_groups)
+    ]
     assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:]))
     back = pd.read_parquet(tmp_path / "examples.parquet")
     pd.testing.assert_frame_equal(back, frame.sort_values("feature", kind="stable").reset_index(drop=True))
@@ -101,8 +105,7 @@ def test_figures_show_the_planted_feature(folder):
     assert list(bars.layout.yaxis.tickvals) == names and len(set(names)) == len(rows["logits"])  # every bar named
     top = rows["examples"].query("kind == 'top'")
     heat = example_heatmap(top).data[0]
-    assert all(heat.text[i][c] == f"t{TRIGGER[2]}" and np.nanargmax(heat.z[i]) == c
-               for i, c in enumerate(top.center))
+    assert all(heat.text[i][c] == f"t{TRIGGER[2]}" and np.nanargmax(heat.z[i]) == c for i, c in enumerate(top.center))
     assert sum(activation_histogram(rows["histograms"]).data[0].y) == rows["features"].n_fires[0]
     assert len(frequency_histogram(feature_list(folder)).data[0].x) == D_SAE
 
@@ -116,6 +119,12 @@ def test_the_table_layer_loads_without_torch_or_scipy():
 
     root = str(Path(__file__).resolve().parents[2])  # this checkout's interp, not an installed one
     code = "import sys, interp.store.tables; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": root})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
