@@ -17,6 +17,7 @@ import torch
 
 from interp.cache.store import CacheFolder, cache_chunks
 from interp.circuits.prompts import ioi_task
+from interp.features.compare import match_frames
 from interp.features.dashboards import DashboardConfig, dashboard_tables, feature_dashboards
 from interp.features.dictionary import check_fits, load_dictionary
 from interp.features.geometry import geometry_tables
