@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from transformer_lens.utilities import get_act_name
+
 
 def one(args: argparse.Namespace, length: int) -> dict:
     import torch
@@ -44,8 +46,8 @@ def one(args: argparse.Namespace, length: int) -> dict:
             torch.zeros(d, device=args.device),
             "topk",
             k=args.k,
-            hook_in=f"blocks.{layer}.ln2.hook_normalized",
-            hook_out=f"blocks.{layer}.hook_mlp_out",
+            hook_in=get_act_name("normalized", layer, "ln2"),
+            hook_out=get_act_name("mlp_out", layer),
         )
         for layer in range(model.cfg.n_layers)
     ]

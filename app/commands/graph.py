@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from transformer_lens.utilities import get_act_name
 
 from app.commands.errors import user_errors
 
@@ -88,14 +89,15 @@ def demo_transcoders_step(workspace: Path) -> str:
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
 
-    hooks = tuple(f"blocks.{layer}.{name}" for layer in range(2) for name in ("ln2.hook_normalized", "hook_mlp_out"))
+    hooks = tuple(hook for layer in range(2)
+                  for hook in (get_act_name("normalized", layer, "ln2"), get_act_name("mlp_out", layer)))
     cache = build_cache(CacheConfig(model="demo", data="demo", hooks=hooks, n_tokens=DEMO_TRANSCODER_TOKENS,
                                     context_size=128), root=workspace / "cached_activations",
                         cache_id=DEMO_TRANSCODER_CACHE, device="cpu")
     runs, parts = [], []
     for layer in range(2):
-        config = TrainConfig(cache=str(cache), hook=f"blocks.{layer}.ln2.hook_normalized",
-                             target_hook=f"blocks.{layer}.hook_mlp_out", skip_connection=True, architecture="topk",
+        config = TrainConfig(cache=str(cache), hook=get_act_name("normalized", layer, "ln2"),
+                             target_hook=get_act_name("mlp_out", layer), skip_connection=True, architecture="topk",
                              d_sae=512, k=16, n_tokens=2048 * DEMO_TRANSCODER_STEPS, batch_size=2048, lr=4e-3,
                              dead_window=50, log_every=20, checkpoint_every=DEMO_TRANSCODER_STEPS, eval_ce_batches=2)
         folder = workspace / "runs" / f"demo-transcoder-L{layer}"

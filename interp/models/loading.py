@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformer_lens.utilities import get_act_name
 
 from interp.models.families import (
     ModelSpecError,
@@ -227,7 +228,7 @@ class ModelShape:
     @property
     def default_hook(self) -> str:
         """The middle layer's residual stream (``blocks.{n_layers // 2}.hook_resid_post``)."""
-        return f"blocks.{self.n_layers // 2}.hook_resid_post"
+        return get_act_name("resid_post", self.n_layers // 2)
 
     @property
     def default_context(self) -> int:

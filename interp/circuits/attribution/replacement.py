@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from transformer_lens.utilities import get_act_name
 
 from interp.features.transcoder import Transcoder
 from interp.store.errors import InputError
@@ -53,7 +54,9 @@ class CleanState:
 
 
 def default_input_hook(model, layer: int) -> str:
-    return f"blocks.{layer}.ln2.hook_normalized" if model.cfg.normalization_type else f"blocks.{layer}.hook_resid_mid"
+    if model.cfg.normalization_type:
+        return get_act_name("normalized", layer, "ln2")
+    return get_act_name("resid_mid", layer)
 
 
 def check_transcoders(model, transcoders) -> tuple[dict[int, Transcoder], list[str]]:
@@ -96,7 +99,7 @@ def clean_state(model, tokens: Int[Tensor, " pos"], transcoders: dict[int, Trans
     input_hooks = [
         transcoders[l].hook_in if l in transcoders else default_input_hook(model, l) for l in range(n_layers)
     ]
-    output_hooks = [f"blocks.{l}.hook_mlp_out" for l in range(n_layers)]
+    output_hooks = [get_act_name("mlp_out", l) for l in range(n_layers)]
     names = set(input_hooks) | set(output_hooks) | set(_frozen_names(model)) | {"hook_embed", "hook_pos_embed"}
     record: dict[str, Tensor] = {}
     hooks = [
@@ -171,8 +174,8 @@ def frozen_forward(
     hooks += [(name, frozen) for name in state.frozen]
     for layer in range(state.n_layers):
         hooks.append((state.input_hooks[layer], lambda act, hook, layer=layer: keep_input(act, hook, layer)))
-        if f"blocks.{layer}.mlp.hook_pre" in model.hook_dict:  # the MLP is replaced: no graph through it
-            hooks.append((f"blocks.{layer}.mlp.hook_pre", lambda act, hook: act.detach()))
+        if get_act_name("pre", layer) in model.hook_dict:  # the MLP is replaced: no graph through it
+            hooks.append((get_act_name("pre", layer), lambda act, hook: act.detach()))
         hooks.append((state.output_hooks[layer], lambda act, hook, layer=layer: replace_out(act, hook, layer)))
     handle = model.unembed.register_forward_pre_hook(lambda module, args: captured.__setitem__("u", args[0]))
     try:
