@@ -158,6 +158,10 @@ def test_geometry_takes_a_typed_id_after_a_click_on_the_map(server, browser, wor
 
     browser.get(f"{server}/Geometry?analysis=demo-mfr/sae_0")
     wait_for_text(browser, "Galaxy")
+    # the map is drawn after the page's text: wait until plotly has its traces
+    wait_for(browser, lambda d: d.execute_script(
+        "const g = document.querySelector('.st-key-map .js-plotly-plot');"
+        "return !!(g && g._fullData && g._fullData.length)"))
     plot = browser.find_element("css selector", ".st-key-map .js-plotly-plot")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", plot)
     time.sleep(1.0)
