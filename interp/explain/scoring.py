@@ -1,6 +1,6 @@
 """Scores of an explanation on held-out windows, each beside the score of a random (another feature's) one.
 
-Four scores, after delphi's classifier scorers and Bills et al.'s simulation (``/work/shared/PAPERS.md``
+Four scores, after delphi's classifier scorers and Bills et al.'s simulation (``PAPERS.md`` of the project
 10.2), applied to a rule's predictions instead of an LLM's answers. As in delphi's defaults, the
 non-activating windows are random ones; the hard negatives get a score of their own:
 
