@@ -34,7 +34,7 @@ from interp.store.cache_manifest import MANIFEST, read_manifest
 from interp.store.errors import InputError
 from interp.store.locks import writing
 from interp.store.names import check_name
-from interp.store.run_folder import RunFolder
+from interp.store.run_folder import RunFileError, RunFolder
 from sae_training.architectures import ARCHITECTURES, architecture_options
 from sae_training.config import TrainConfig
 from sae_training.run_status import (
@@ -250,7 +250,11 @@ def follow(live: bool) -> None:
         ("mmcs", "MMCS"),
     ]
     names = [(col, title) for col, title in names if col in frame]
-    evaluation = RunFolder(run).evaluation() if contained(root, RunFolder(run).evaluation_path) else {}
+    try:
+        evaluation = RunFolder(run).evaluation() if contained(root, RunFolder(run).evaluation_path) else {}
+    except RunFileError as damaged:  # named once, the rest of the page still renders
+        st.warning(str(damaged))
+        evaluation = {}
     if evaluation.get("members"):  # the figures every page shows: the final evaluation
         st.markdown("**Final evaluation**")
         st.dataframe(
