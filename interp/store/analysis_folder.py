@@ -18,14 +18,13 @@ counts that were since rewritten is stale, hence absent.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from interp.store.errors import InputError
-from interp.store.io import fsync_directory, read_json, write_json, write_parquet, write_safetensors
+from interp.store.io import fsync_directory, read_json, sha256_file, write_json, write_parquet, write_safetensors
 from interp.store.jobs import Job
 from interp.store.names import is_release_spec, release_analysis_id
 
@@ -59,14 +58,6 @@ def recorded_kind(table: str) -> str | None:
     return "geometry" if table.startswith(GEOMETRY_PREFIX) else None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 _checked: dict[tuple[str, int, int], str] = {}  # (path, mtime_ns, size) -> sha256: each file version hashed once
 _checked_lock = threading.Lock()
 
@@ -77,7 +68,7 @@ def _digest(path: Path) -> str:
     with _checked_lock:
         known = _checked.get(key)
     if known is None:
-        known = sha256_of(path)
+        known = sha256_file(path)
         with _checked_lock:
             _checked[key] = known
     return known
@@ -289,7 +280,7 @@ class AnalysisFolder:
         listed = {}
         for name, frame in tables.items():
             path = write_parquet(frame, self.table_path(name), by_feature)
-            listed[name] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
+            listed[name] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         for name in self.tables():
             if recorded_kind(name) == kind and name not in tables:
                 os.unlink(self.table_path(name))  # made by earlier options: never left to be read as current
