@@ -26,8 +26,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def server(workspace):
+@contextlib.contextmanager
+def running_app(workspace: Path, stop_wait: float = 30):
+    """`workbench app` on ``workspace`` at a free port until the block ends; yields its URL."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--workspace", str(workspace), "--port",
                                 str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -42,13 +43,23 @@ def server(workspace):
     else:
         os.killpg(process.pid, signal.SIGKILL)
         pytest.fail(f"workbench app did not start: {process.stdout.read().decode()[-2000:]}")
-    yield url
-    process.terminate()  # `workbench app` is Streamlit itself (exec): this stops the server
     try:
-        process.wait(10)
+        yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # and anything it started
+        process.terminate()  # `workbench app` is Streamlit itself (exec): this stops the server
+        try:
+            process.wait(stop_wait)
+        except subprocess.TimeoutExpired:
+            pass  # a loaded machine: the kill below ends it
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # and anything it started
+
+
+@pytest.fixture()
+def server(workspace):
+    with running_app(workspace, stop_wait=10) as url:
+        yield url
 
 
 @pytest.fixture()

@@ -3,47 +3,21 @@ feature steered; screenshots go to ``$WORKBENCH_SCREENSHOTS`` (``docs/screenshot
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.app.test_browser import browser, free_port, wait_for_text  # noqa: F401  (browser: a fixture)
+from tests.app.test_browser import browser, running_app, wait_for_text  # noqa: F401  (browser: a fixture)
 
 TEXT = "Now is the winter of our discontent made glorious summer by this sun of York"
 
 
 @pytest.fixture()
 def live_server(live_workspace):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "app.cli", "app", "--workspace", str(live_workspace), "--port",
-                                str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               cwd=Path(__file__).resolve().parents[2], start_new_session=True)
-    url = f"http://localhost:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        os.killpg(process.pid, signal.SIGKILL)
-        pytest.fail(f"workbench app did not start: {process.stdout.read().decode()[-2000:]}")
-    yield url
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        pass  # a loaded machine: the kill below ends it
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+    with running_app(live_workspace) as url:
+        yield url
 
 
 def element(driver, css: str, timeout: float = 60):
