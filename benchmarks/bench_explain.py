@@ -21,25 +21,14 @@ import time
 import torch
 
 
-class RandomDictionary:
-    """ReLU(x W_enc + b): unit random directions, thresholds set for about ``density`` firing."""
+def random_dictionary(d_in: int, d_sae: int, density: float, seed: int):
+    """ReLU(x W_enc + b): unit random directions, thresholds set for about ``density`` firing, decoder = W_encᵀ."""
+    from interp.features.dictionary import ReluDictionary
 
-    def __init__(self, d_in: int, d_sae: int, density: float, seed: int):
-        g = torch.Generator().manual_seed(seed)
-        self.W_enc = torch.nn.functional.normalize(torch.randn(d_in, d_sae, generator=g), dim=0)
-        self.b_enc = torch.full((d_sae,), -float(torch.distributions.Normal(0, 1).icdf(torch.tensor(1 - density))))
-        self._W_dec = self.W_enc.T.contiguous()
-        self.d_in, self.d_sae = d_in, d_sae
-
-    @property
-    def W_dec(self):
-        return self._W_dec
-
-    def encode(self, x):
-        return torch.relu(x @ self.W_enc + self.b_enc)
-
-    def decode(self, f):
-        return f @ self._W_dec
+    g = torch.Generator().manual_seed(seed)
+    W_enc = torch.nn.functional.normalize(torch.randn(d_in, d_sae, generator=g), dim=0)
+    b_enc = torch.full((d_sae,), -float(torch.distributions.Normal(0, 1).icdf(torch.tensor(1 - density))))
+    return ReluDictionary(W_enc, b_enc, W_enc.T.contiguous())
 
 
 def stream(n_tokens: int, vocab: int, d_in: int, context: int, chunk_seqs: int, seed: int):
@@ -79,7 +68,7 @@ def main() -> None:
     from interp.explain.rules import Vocabulary
     from interp.features.dashboards import DashboardConfig, feature_dashboards
 
-    dictionary = RandomDictionary(args.d_in, args.features, args.density, args.seed)
+    dictionary = random_dictionary(args.d_in, args.features, args.density, args.seed)
     chunks = lambda: stream(args.tokens, args.vocab, args.d_in, 128, 32, args.seed)
     start = time.perf_counter()  # the hard-negative tokens: the dashboards' top tokens, here over the first chunks
     first = itertools.islice(chunks(), args.top_chunks)

@@ -5,33 +5,18 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import data
-from app.ui.dashboard import choose_analysis, render
+from app.ui.dashboard import render
 from app.ui.links import feature_link, feature_table
 from app.ui.theme import missing, page
-from app.ui.workspace import COMMANDS, list_analyses, list_runs, workspace_root
+from app.ui.url_state import hold_in_url, open_analysis
+from app.ui.workspace import workspace_root
 from interp.store import tables
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.matches import has_liveness
 
 page("Features")
 root = workspace_root()
-params = st.query_params
-# a link (?analysis=…&feature=…) sets the widgets once; after that the widgets write the URL
-if params.get("analysis") and params.get("analysis") != st.session_state.get("_linked_analysis"):
-    st.session_state["_linked_analysis"] = params["analysis"]
-    if params["analysis"] in list_analyses(root):
-        st.session_state["analysis"] = params["analysis"]
-if str(params.get("feature", "")).isdigit() and params.get("feature") != st.session_state.get("_linked_feature"):
-    st.session_state["_linked_feature"] = params["feature"]
-    st.session_state["how"] = "by id"
-    st.session_state["feature_id"] = int(params["feature"])
-folder = choose_analysis(root, "analysis", default=params.get("analysis"))
-if folder is None:
-    if not st.session_state.get("analysis_typed", "").strip():
-        runs = list_runs(root)
-        missing("No feature dashboards in this workspace yet.",
-                COMMANDS["features"].format(run_id=runs[0].run_id if runs else "demo-mfr"))
-    st.stop()
+folder = open_analysis(root, "feature_id", "feature dashboards", with_feature={"how": "by id"})
 
 d_sae = data.n_features(folder)
 here = analysis_id(folder)
@@ -71,8 +56,7 @@ if AnalysisFolder(folder).has_explanations:
                      key="browse_explained")
 
 if feature is not None:
-    st.query_params.update(analysis=here, feature=str(feature))  # the address holds the view: bookmark, share
-    st.session_state["_linked_analysis"], st.session_state["_linked_feature"] = here, str(feature)
+    hold_in_url(here, feature)  # the address holds the view: bookmark, share
     st.divider()
     tables = render(folder, feature, key="main")
     st.markdown(f"[Test this feature on my text](/Probe?analysis={AnalysisFolder(folder).id}&feature={feature})")

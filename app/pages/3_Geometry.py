@@ -6,28 +6,17 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import data
-from app.ui.dashboard import choose_analysis, render
+from app.ui.dashboard import render
 from app.ui.links import feature_link, feature_table
 from app.ui.theme import missing, page, plot
+from app.ui.url_state import hold_in_url, open_analysis
 from app.ui.workspace import COMMANDS, list_analyses, workspace_root
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure, spectrum_figure
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
 
 page("Geometry")
 root = workspace_root()
-params = st.query_params
-if params.get("analysis") and params.get("analysis") != st.session_state.get("_linked_analysis"):
-    st.session_state["_linked_analysis"] = params["analysis"]
-    if params["analysis"] in list_analyses(root):
-        st.session_state["analysis"] = params["analysis"]
-if str(params.get("feature", "")).isdigit() and params.get("feature") != st.session_state.get("_linked_feature"):
-    st.session_state["_linked_feature"] = params["feature"]
-    st.session_state["open_feature"] = int(params["feature"])
-folder = choose_analysis(root, "analysis", default=params.get("analysis"))
-if folder is None:
-    if not st.session_state.get("analysis_typed", "").strip():
-        missing("No analyses in this workspace yet.", COMMANDS["features"].format(run_id="demo-mfr"))
-    st.stop()
+folder = open_analysis(root, "open_feature", "analyses")
 run_id = folder.parent.name
 analysis = AnalysisFolder(folder)
 if not analysis.has("geometry_map"):
@@ -66,8 +55,7 @@ fig = feature_map_figure(points, layout.lower(), colour=colours[colour])
 with left:
     plot(fig, key="map", on_select=clicked, selection_mode="points")
 here = analysis_id(folder)
-st.query_params.update(analysis=here, feature=str(feature))
-st.session_state["_linked_analysis"], st.session_state["_linked_feature"] = here, str(feature)
+hold_in_url(here, feature)
 feature_link(here, feature, label=f"Open feature {feature}'s full dashboard on the Features page")
 render(folder, feature, key="geo", compact=True)
 

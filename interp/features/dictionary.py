@@ -55,6 +55,33 @@ class SAELensDictionary:
         return self.sae.decode(f)
 
 
+class ReluDictionary:
+    """A dictionary from given weights: ``encode(x) = ReLU(x W_enc + b_enc)``, ``decode(f) = f W_dec + b_dec``.
+
+    The documented toy of planted tests and benchmarks (hand-set rule latents, random directions): any weights
+    that satisfy the ``Dictionary`` protocol without an SAE folder. ``b_dec`` defaults to zero.
+    """
+
+    def __init__(self, W_enc: Float[Tensor, "d_in d_sae"], b_enc: Float[Tensor, "d_sae"],
+                 W_dec: Float[Tensor, "d_sae d_in"], b_dec: Float[Tensor, "d_in"] | None = None):
+        if W_enc.shape != W_dec.T.shape or b_enc.shape != (W_enc.shape[1],):
+            raise DictionaryError(f"W_enc {tuple(W_enc.shape)}, b_enc {tuple(b_enc.shape)} and W_dec "
+                                  f"{tuple(W_dec.shape)} do not fit: need [d_in, d_sae], [d_sae], [d_sae, d_in]")
+        self.W_enc, self.b_enc, self._W_dec = W_enc, b_enc, W_dec
+        self.b_dec = torch.zeros(W_dec.shape[1], dtype=W_dec.dtype) if b_dec is None else b_dec
+        self.d_in, self.d_sae = int(W_enc.shape[0]), int(W_enc.shape[1])
+
+    @property
+    def W_dec(self) -> Float[Tensor, "d_sae d_in"]:
+        return self._W_dec
+
+    def encode(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_sae"]:
+        return torch.relu(x @ self.W_enc + self.b_enc)
+
+    def decode(self, f: Float[Tensor, "batch d_sae"]) -> Float[Tensor, "batch d_in"]:
+        return f @ self._W_dec + self.b_dec
+
+
 def as_dictionary(obj) -> Dictionary:
     """Return ``obj`` if it already satisfies the protocol, else wrap a SAELens SAE."""
     if isinstance(obj, Dictionary):

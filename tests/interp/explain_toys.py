@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from interp.cache.store import TokenChunk
+from interp.features.dictionary import ReluDictionary
 
 WORDS = ["<bos>", "\n", ".", ",", ";", "!", " 7", " 42",
          " King", " Queen", " Rome", " France", " Lord", " Duke", " Hamlet", " Mary",
@@ -35,33 +36,19 @@ def decode(token: int) -> str:
     return WORDS[token]
 
 
-class RuleDictionary:
-    """ReLU(x @ W_enc + b_enc): one latent per planted rule."""
-
-    def __init__(self):
-        W = torch.zeros(D_IN, D_SAE)
-        b = torch.full((D_SAE,), -0.5)
-        W[ID[" king"], KING] = 1.0
-        W[ID[" crown"], CROWN_AFTER_THE], W[V + ID[" the"], CROWN_AFTER_THE] = 1.0, 4.0
-        b[CROWN_AFTER_THE] = -4.5  # needs both: s + 4 - 4.5 > 0, while s - 4.5 < 0 and 4 - 4.5 < 0
-        W[CAPITALS, CAPITAL] = 1.0
-        b[DEAD] = -1.0
-        W[ID[" unicorn"], RARE] = 1.0
-        for latent, word in zip(OTHERS, OTHER_WORDS):
-            W[ID[word], latent] = 1.0
-        self.W_enc, self.b_enc = W, b
-        self._W_dec = torch.eye(D_SAE, D_IN)
-        self.d_in, self.d_sae = D_IN, D_SAE
-
-    @property
-    def W_dec(self):
-        return self._W_dec
-
-    def encode(self, x):
-        return torch.relu(x @ self.W_enc + self.b_enc)
-
-    def decode(self, f):
-        return f @ self._W_dec
+def RuleDictionary() -> ReluDictionary:
+    """ReLU(x @ W_enc + b_enc): one latent per planted rule; its decoder rows are the first ``D_SAE`` unit axes."""
+    W = torch.zeros(D_IN, D_SAE)
+    b = torch.full((D_SAE,), -0.5)
+    W[ID[" king"], KING] = 1.0
+    W[ID[" crown"], CROWN_AFTER_THE], W[V + ID[" the"], CROWN_AFTER_THE] = 1.0, 4.0
+    b[CROWN_AFTER_THE] = -4.5  # needs both: s + 4 - 4.5 > 0, while s - 4.5 < 0 and 4 - 4.5 < 0
+    W[CAPITALS, CAPITAL] = 1.0
+    b[DEAD] = -1.0
+    W[ID[" unicorn"], RARE] = 1.0
+    for latent, word in zip(OTHERS, OTHER_WORDS):
+        W[ID[word], latent] = 1.0
+    return ReluDictionary(W, b, torch.eye(D_SAE, D_IN))
 
 
 def rule_stream(n_seq: int = 160, seed: int = 0, chunk_seqs: int = 16) -> list[TokenChunk]:
@@ -94,7 +81,7 @@ def rule_stream(n_seq: int = 160, seed: int = 0, chunk_seqs: int = 16) -> list[T
     return chunks
 
 
-def top_ids(chunks: list[TokenChunk], dictionary: RuleDictionary, k: int = 20) -> torch.Tensor:
+def top_ids(chunks: list[TokenChunk], dictionary: ReluDictionary, k: int = 20) -> torch.Tensor:
     """Each latent's top-k activating token ids (what the dashboards' ``top_token_ids`` hold), -1 padded."""
     acts = torch.cat([dictionary.encode(c.activations) for c in chunks])
     ids = torch.cat([c.token_ids for c in chunks])

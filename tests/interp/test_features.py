@@ -14,7 +14,7 @@ from interp.features.dashboards import (
     dashboard_tables,
     feature_dashboards,
 )
-from interp.features.dictionary import DictionaryError, as_dictionary
+from interp.features.dictionary import DictionaryError, ReluDictionary, as_dictionary
 from interp.features.feature_weights import nearest_features
 from interp.features.matching import match_features, match_per_row, matched_features_table
 from interp.store.io import write_tables
@@ -24,22 +24,9 @@ TRIGGER = {f: 10 + f for f in range(D_SAE)}  # feature f fires on token 10 + f
 PROMOTED = {f: 40 + f for f in range(D_SAE)}  # and its decoder promotes token 40 + f
 
 
-class PlantedDictionary:
-    """ReLU dictionary whose features are the first ``D_SAE`` basis directions."""
-
-    def __init__(self, W_dec: torch.Tensor):
-        self._W_dec = W_dec
-        self.d_sae, self.d_in = W_dec.shape
-
-    @property
-    def W_dec(self):
-        return self._W_dec
-
-    def encode(self, x):
-        return torch.relu(x @ self._W_dec.T - 0.5)
-
-    def decode(self, f):
-        return f @ self._W_dec
+def PlantedDictionary(W_dec: torch.Tensor) -> ReluDictionary:
+    """ReLU dictionary whose features are the rows of ``W_dec`` (encoder = decoderᵀ, threshold 0.5)."""
+    return ReluDictionary(W_dec.T, torch.full((W_dec.shape[0],), -0.5), W_dec)
 
 
 def planted_stream(n_seq: int = 40, seed: int = 0, chunk_seqs: int = 3):
@@ -367,6 +354,18 @@ def test_bad_input_raises_clear_errors():
         feature_dashboards(dictionary, planted_stream())
     with pytest.raises(DictionaryError, match="no tokens"):
         feature_dashboards(dictionary, [])
+
+
+def test_a_relu_dictionary_from_weights_encodes_decodes_and_refuses_weights_that_do_not_fit():
+    W_dec = torch.eye(D_IN)[:D_SAE]
+    dictionary = ReluDictionary(W_dec.T, torch.full((D_SAE,), -0.5), W_dec)
+    x = torch.zeros(2, D_IN)
+    x[0, 1], x[1, 3] = 2.0, 0.4  # above and below the threshold
+    codes = dictionary.encode(x)
+    assert codes[0, 1] == pytest.approx(1.5) and codes.count_nonzero() == 1
+    assert torch.equal(dictionary.decode(codes)[0], 1.5 * W_dec[1]) and (dictionary.d_in, dictionary.d_sae) == (16, 6)
+    with pytest.raises(DictionaryError, match="do not fit"):
+        ReluDictionary(W_dec.T, torch.zeros(D_SAE + 1), W_dec)
 
 
 def write_sae(folder, d_in, d_sae, hook, seed):
