@@ -7,12 +7,89 @@ import streamlit as st
 
 from app.ui import data
 from app.ui.dashboard import render
-from app.ui.links import feature_link, feature_table
+from app.ui.links import feature_link, feature_params, page_link
 from app.ui.theme import missing, page, plot
 from app.ui.url_state import hold_in_url, open_analysis
 from app.ui.workspace import COMMANDS, list_analyses, workspace_root
-from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure, spectrum_figure
+from interp.features.crystals import chance_share, without_hubs
+from interp.figures.geometry import (
+    crystal_error_figure,
+    crystal_figure,
+    feature_map_figure,
+    galaxy_figure,
+    lobe_agreement_figure,
+    spectrum_figure,
+)
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
+
+HUB_PERCENT, RARE_FIRES = 10.0, 10  # the hub filter's defaults, said on the page
+CORNERS = list("abcd")
+
+
+def crystals_section(analysis: AnalysisFolder, features: pd.DataFrame, here: str, run_id: str) -> None:
+    """The stored crystals without hub features, each error beside chance (random quadruples of the same
+    features), the chosen one drawn with its four features linked."""
+    crystals = data.parquet(analysis.table_path("geometry_crystals"), order="parallelogram_error")
+    by_id = features.set_index("feature")
+    c1, c2 = st.columns(2)
+    percent = c1.number_input("Hide crystals with a feature firing on more than this % of tokens", 0.0, 100.0,
+                              HUB_PERCENT, step=1.0, key="hub_percent",
+                              help=f"Dense hub features sit in many quadruples and crowd out the rest "
+                                   f"(default {HUB_PERCENT:g} %)")
+    rare = c2.number_input("…or on fewer than this many tokens", 0, 1 << 30, RARE_FIRES, key="rare_fires",
+                           help=f"A feature that fired a handful of times has an untrained direction "
+                                f"(default {RARE_FIRES})")
+    shown = without_hubs(crystals, by_id.frequency, percent / 100, int(rare), by_id.n_fires).reset_index(drop=True)
+    st.caption(f"{len(crystals) - len(shown)} of the {len(crystals)} stored crystals hidden: they hold a feature "
+               f"firing on more than {percent:g} % of tokens or on fewer than {int(rare)} "
+               f"(defaults {HUB_PERCENT:g} % and {RARE_FIRES}).")
+    if shown.empty:
+        st.info("No crystal left: raise the frequency limit or lower the firing count.")
+        return
+    baseline = pd.DataFrame()
+    if analysis.has("geometry_crystal_baseline"):
+        baseline = without_hubs(data.parquet(analysis.table_path("geometry_crystal_baseline")), by_id.frequency,
+                                percent / 100, int(rare), by_id.n_fires)
+    columns = [*CORNERS, "parallelogram_error", "trapezoid_cosine", "cluster"]
+    table = shown[columns].copy()
+    for corner in CORNERS:
+        table.insert(table.columns.get_loc(corner) + 1, f"{corner} label", table[corner].map(by_id.label))
+    if baseline.empty:
+        st.info("No random baseline stored with these crystals: rerun "
+                f"`{COMMANDS['geometry'].format(run_id=run_id)}` for the chance level of the error.")
+    else:
+        table.insert(table.columns.get_loc("parallelogram_error") + 1, "random as good",
+                     chance_share(table.parallelogram_error, baseline.parallelogram_error))
+        st.markdown(
+            f"**Chance level**: {len(baseline):,} random quadruples of the same features (same filter) have a median "
+            f"parallelogram error of **{baseline.parallelogram_error.median():.2f}** (best 5 %: "
+            f"{baseline.parallelogram_error.quantile(0.05):.2f}). *random as good*: the share of them with an "
+            "error at or below the crystal's (0 = better than every random quadruple).")
+    st.caption("Click a row to draw that crystal; its four features link to their dashboards below the drawing.")
+    event = st.dataframe(table, key="crystals", on_select="rerun", selection_mode="single-row", hide_index=True,
+                         width="stretch", height=280,
+                         column_config={"random as good": st.column_config.NumberColumn(format="%.3f"),
+                                        "parallelogram_error": st.column_config.NumberColumn(format="%.3f"),
+                                        "trapezoid_cosine": st.column_config.NumberColumn(format="%.3f")})
+    rows = event.selection.rows if event is not None else []
+    chosen = shown.iloc[rows[0] if rows and rows[0] < len(shown) else 0]
+    left, right = st.columns(2)
+    with left:
+        if "a_x" in shown:
+            plot(crystal_figure(chosen, by_id.label.to_dict()), key="crystal")
+        else:
+            st.info(f"These crystals were stored without their drawing: rerun "
+                    f"`{COMMANDS['geometry'].format(run_id=run_id)}`.")
+        links = st.columns(4)
+        for column, corner in zip(links, CORNERS):
+            with column:
+                feature_id = int(chosen[corner])
+                page_link("Features", feature_params(here, feature_id), label=f"{corner}: {feature_id} "
+                          f"{by_id.label.get(feature_id, '')}", icon=":material/open_in_browser:")
+    with right:
+        if not baseline.empty:
+            plot(crystal_error_figure(shown, baseline), key="crystal_errors")
+
 
 page("Geometry")
 root = workspace_root()
@@ -24,7 +101,7 @@ if not analysis.has("geometry_map"):
     st.stop()
 
 points = data.parquet(analysis.table_path("geometry_map"))
-features = data.parquet(analysis.table_path("features"), columns="feature, label, log10_frequency")
+features = data.parquet(analysis.table_path("features"), columns="feature, label, log10_frequency, frequency, n_fires")
 points = points.merge(features, on="feature", how="left")
 colours = {"lobe (cluster)": "cluster", "log10 frequency": "log10_frequency"}
 if analysis.has_explanations:  # dead and too rare features have no score: they stay uncoloured
@@ -62,8 +139,7 @@ render(folder, feature, key="geo", compact=True)
 st.divider()
 st.subheader("Crystals (parallelograms and trapezoids of decoder directions)")
 if analysis.has("geometry_crystals"):
-    feature_table(data.parquet(analysis.table_path("geometry_crystals"), order="parallelogram_error").head(50),
-                  "crystals", analysis=here, feature="a")
+    crystals_section(analysis, features, here, run_id)
 if analysis.has("geometry_lobes"):
     lobe_fig = lobe_agreement_figure(data.parquet(analysis.table_path("geometry_lobes")), score="z")
     plot(lobe_fig, key="lobes")

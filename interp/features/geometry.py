@@ -24,12 +24,14 @@ from sklearn.manifold import spectral_embedding
 from sklearn.metrics import adjusted_mutual_info_score
 from sklearn.neighbors import NearestNeighbors
 
+from interp.features.crystals import crystal_baseline, crystal_plane
 from interp.store.errors import InputError
 
 AFFINITIES = ("smc", "jaccard", "dice", "overlap", "phi")
 # the map's spectral clusters are computed on at most this many features (a dense n x n affinity: 0.5 GB of float64
 # and ARPACK's LU factorisations at 8k, 4.8 GB at 24k); the others take the label of their nearest sampled feature
 MAP_CLUSTER_MAX = 4096
+CRYSTALS_KEPT = 500  # the best quadruples stored: room for the app to hide those with hub features
 
 
 def unit(points: Float[np.ndarray, "n d"]) -> Float[np.ndarray, "n d"]:
@@ -411,10 +413,14 @@ def geometry_tables(
             ]
         ),
     }
-    crystals = crystal_search(unit(W[keep]))
+    crystals = crystal_search(unit(W[keep]), top=CRYSTALS_KEPT)
+    plane = crystal_plane(unit(W[keep]), crystals[list("abcd")].to_numpy()).reshape(len(crystals), 8)
+    baseline = crystal_baseline(unit(W[keep]), seed=seed)
     for column in "abcd":
         crystals[column] = keep[crystals[column].to_numpy()]
-    tables["crystals"] = crystals
+        baseline[column] = keep[baseline[column].to_numpy()]
+    crystals[[f"{c}_{axis}" for c in "abcd" for axis in "xy"]] = plane
+    tables["crystals"], tables["crystal_baseline"] = crystals, baseline
     if counts is not None and len(keep) >= 2 * n_clusters:
         tables["lobes"] = lobe_table(counts, n_blocks, W[keep], ks=tuple(range(2, n_clusters + 1)), seed=seed)
     return tables

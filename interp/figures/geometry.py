@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -110,24 +109,45 @@ def lobe_agreement_figure(lobes: pd.DataFrame, score: str = "ami") -> go.Figure:
     return fig.update_layout(title="Lobes vs geometry (AMI)", xaxis_title="clusters k", yaxis_title="AMI")
 
 
-def crystal_figure(points: np.ndarray, quadruple: tuple[int, int, int, int]) -> go.Figure:
-    """One parallelogram ``a - b ~ c - d`` drawn in the PCA plane of its four points."""
-    four = np.asarray(points)[list(quadruple)]
-    centred = four - four.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    xy = centred @ vt[:2].T
-    a, b, c, d = xy
+def crystal_figure(crystal: pd.Series, labels: dict[int, str] | None = None) -> go.Figure:
+    """One quadruple ``a - b ~ c - d`` drawn in the plane of its own four points (``a_x … d_y`` columns of
+    ``geometry_crystals``): the two sides as arrows, the two other sides dotted, every corner named."""
+    corners = {c: (float(crystal[f"{c}_x"]), float(crystal[f"{c}_y"])) for c in "abcd"}
+    ids = {c: int(crystal[c]) for c in "abcd"}
+    name = {c: f"{ids[c]}" + (f" {labels[ids[c]]}" if labels and ids[c] in labels else "") for c in "abcd"}
     fig = go.Figure()
-    for (p, q), name in (((b, a), "a - b"), ((d, c), "c - d")):
-        fig.add_trace(go.Scatter(x=[p[0], q[0]], y=[p[1], q[1]], mode="lines+markers", name=name))
-    fig.add_trace(
-        go.Scatter(
-            x=xy[:, 0],
-            y=xy[:, 1],
-            mode="text",
-            text=[str(i) for i in quadruple],
-            textposition="top center",
-            showlegend=False,
-        )
-    )
-    return fig.update_layout(title="Crystal", xaxis_title="PC1", yaxis_title="PC2")
+    for (tip, tail), colour in ((("a", "b"), "#1f77b4"), (("c", "d"), "#ff7f0e")):
+        fig.add_annotation(x=corners[tip][0], y=corners[tip][1], ax=corners[tail][0], ay=corners[tail][1],
+                           xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=3, arrowwidth=2,
+                           arrowcolor=colour, text="")
+        fig.add_trace(go.Scatter(x=[corners[tail][0], corners[tip][0]], y=[corners[tail][1], corners[tip][1]],
+                                 mode="lines", line=dict(color=colour, width=2),
+                                 name=f"{name[tip]} − {name[tail]}"))
+    for p, q in (("a", "c"), ("b", "d")):
+        fig.add_trace(go.Scatter(x=[corners[p][0], corners[q][0]], y=[corners[p][1], corners[q][1]], mode="lines",
+                                 line=dict(color="grey", dash="dot", width=1), showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=[corners[c][0] for c in "abcd"], y=[corners[c][1] for c in "abcd"],
+                             mode="markers+text", text=[name[c] for c in "abcd"], textposition="top center",
+                             marker=dict(size=9, color="black"), showlegend=False, hoverinfo="text"))
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)  # equal scales: a parallelogram looks like one
+    return fig.update_layout(
+        title=f"Crystal {name['a']} − {name['b']} ≈ {name['c']} − {name['d']} "
+              f"(error {float(crystal.parallelogram_error):.2f})",
+        xaxis_title="PC1 of the four unit decoder rows", yaxis_title="PC2", height=380,
+        legend=dict(orientation="h", y=-0.25))
+
+
+def crystal_error_figure(crystals: pd.DataFrame, baseline: pd.DataFrame) -> go.Figure:
+    """Parallelogram errors of the shown crystals against the same statistic on random quadruples (chance)."""
+    bins = dict(start=0.0, end=float(max(crystals.parallelogram_error.max(), baseline.parallelogram_error.max(), 1e-9))
+                * 1.01, size=0.05)
+    fig = go.Figure([
+        go.Histogram(x=baseline.parallelogram_error, xbins=bins, histnorm="probability", name="random quadruples",
+                     marker_color="lightgrey"),
+        go.Histogram(x=crystals.parallelogram_error, xbins=bins, histnorm="probability", name="crystals shown",
+                     marker_color="#1f77b4", opacity=0.8),
+    ])
+    return fig.update_layout(
+        title="Parallelogram error: crystals vs random quadruples of the same features", barmode="overlay",
+        xaxis_title="parallelogram error |(a − b) − (c − d)| / mean side (0 = exact)",
+        yaxis_title="share of quadruples", height=380, legend=dict(orientation="h", y=-0.3))

@@ -129,7 +129,21 @@ def test_geometry_tables_equal_disk(app_env):
     on_disk = pd.read_parquet(folder / "geometry_galaxy.parquet").iloc[0]
     assert galaxy.loc[SAE0, "power_law_slope"] == on_disk.power_law_slope
     crystals = pd.read_parquet(folder / "geometry_crystals.parquet").sort_values("parallelogram_error")
-    assert table(at, "parallelogram_error").a.tolist() == crystals.a.head(50).tolist()
+    features = pd.read_parquet(folder / "features.parquet").set_index("feature")
+    hub = (features.frequency > 0.1) | (features.n_fires < 10)  # the page's stated defaults
+    expected = crystals[~crystals[list("abcd")].isin(features.index[hub]).any(axis=1)]
+    shown = table(at, "parallelogram_error", "random as good")
+    assert shown.a.tolist() == expected.a.tolist() and len(shown) < len(crystals)
+    baseline = pd.read_parquet(folder / "geometry_crystal_baseline.parquet")
+    baseline = baseline[~baseline[list("abcd")].isin(features.index[hub]).any(axis=1)].parallelogram_error
+    assert shown["random as good"].iloc[0] == (baseline <= shown.parallelogram_error.iloc[0]).mean()
+    at.number_input(key="hub_percent").set_value(100.0).run()
+    at.number_input(key="rare_fires").set_value(0).run()
+    assert table(at, "parallelogram_error", "random as good").a.tolist() == crystals.a.tolist()
+    at.session_state["crystals"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    third = crystals.iloc[2]
+    assert chart(at, "crystal")["layout"]["title"]["text"].startswith(f"Crystal {int(third.a)} ")
     at.number_input(key="open_feature").set_value(5).run()
     row = pd.read_parquet(folder / "features.parquet").set_index("feature").loc[5]
     assert metric(at, "firings") == f"{int(row.n_fires):,}"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from interp.features.crystals import chance_share, crystal_baseline, crystal_plane, quadruple_errors, without_hubs
 from interp.features.geometry import (
     affinities,
     axial_kmeans,
@@ -55,6 +57,45 @@ def test_planted_parallelograms_are_recovered_first():
     assert found.parallelogram_error.iloc[0] < 1e-6
     assert all(is_planted(row, n_planted) for row in found.itertuples())
     assert (found.trapezoid_cosine > 0.999).all()
+
+
+def test_the_parallelogram_error_of_a_hand_made_quadruple():
+    points = np.array([[1.0, 0.0], [0.0, 0.0], [3.0, 1.0], [2.0, 1.0], [2.0, 2.0]])
+    # a - b = (1, 0) = c - d: exact; a - b = (1, 0) vs c - e = (1, -1): |(0, 1)| / mean(1, sqrt 2)
+    errors = quadruple_errors(points, np.array([[0, 1, 2, 3], [0, 1, 2, 4]]))
+    assert errors == pytest.approx([0.0, 1 / ((1 + np.sqrt(2)) / 2)])
+
+
+def test_planted_crystals_beat_the_random_baseline_and_the_hub_filter_drops_only_hub_rows():
+    points, n_planted = planted_parallelograms(n_random=80)
+    found = crystal_search(points, n_neighbours=20, top=40)
+    baseline = crystal_baseline(points, n=3000, seed=1)
+    assert len(baseline) == 3000 and (baseline[list("abcd")].nunique(axis=1) == 4).all()
+    assert np.allclose(baseline.parallelogram_error, quadruple_errors(points, baseline[list("abcd")].to_numpy()))
+    exact = found[found.parallelogram_error < 1e-6]
+    assert len(exact) >= 5 and all(is_planted(row, n_planted) for row in exact.itertuples())
+    assert (chance_share(exact.parallelogram_error, baseline.parallelogram_error) == 0).all()  # beats every random one
+    assert baseline.parallelogram_error.median() > 0.8  # random quadruples are far from parallelograms
+    assert chance_share(np.array([baseline.parallelogram_error.median()]), baseline.parallelogram_error)[0] == \
+        pytest.approx(0.5, abs=0.01)
+    # a hub: planted feature 0 fires on 60 % of tokens, one rare feature fired once; the rest on 1 %
+    frequency = pd.Series(0.01, index=range(len(points)))
+    frequency[0] = 0.6
+    n_fires = pd.Series(1000, index=range(len(points)))
+    n_fires[5] = 1
+    kept = without_hubs(found, frequency, max_frequency=0.1, min_fires=10, n_fires=n_fires)
+    has_hub = found[list("abcd")].isin([0, 5]).any(axis=1)
+    assert has_hub.any() and kept.index.tolist() == found.index[~has_hub].tolist()
+    assert len(without_hubs(found, frequency, max_frequency=1.0)) == len(found)  # no threshold, nothing dropped
+    assert without_hubs(found, frequency.drop(index=[1]), max_frequency=1.0)[list("abcd")].ne(1).all().all()
+
+
+def test_the_crystal_plane_keeps_a_parallelograms_sides():
+    points, _ = planted_parallelograms()
+    quad = np.array([[0, 1, 2, 3]])  # square 0: base, base + v, base + u, base + u + v
+    xy = crystal_plane(points, quad)[0]
+    for i, j in ((0, 1), (2, 3), (0, 2), (1, 3), (0, 3)):
+        assert np.linalg.norm(xy[i] - xy[j]) == pytest.approx(np.linalg.norm(points[i] - points[j]))
 
 
 def planted_relations(n_relations=4, per_relation=8, n_random_pairs=16, d=16, distractor=6.0, seed=0):
@@ -175,7 +216,7 @@ def test_geometry_tables_from_planted_lobes():
     W, fired, group = planted_lobes()
     counts, n = block_counts(fired)
     tables = geometry_tables(W, counts, n, n_clusters=2, with_umap=False)
-    assert set(tables) == {"map", "spectrum", "galaxy", "crystals", "lobes"}
+    assert set(tables) == {"map", "spectrum", "galaxy", "crystals", "crystal_baseline", "lobes"}
     best = tables["lobes"].query("affinity == 'phi'").ami.iloc[0]
     assert best > 0.95
     assert adjusted(tables["map"].cluster.to_numpy(), group) > 0.95
@@ -198,7 +239,13 @@ def test_umap_map_separates_planted_groups():
 
 
 def test_geometry_figures_carry_the_fitted_values():
-    from interp.figures.geometry import crystal_figure, feature_map_figure, lobe_agreement_figure, spectrum_figure
+    from interp.figures.geometry import (
+        crystal_error_figure,
+        crystal_figure,
+        feature_map_figure,
+        lobe_agreement_figure,
+        spectrum_figure,
+    )
 
     W, fired, _ = planted_lobes()
     tables = geometry_tables(W, *block_counts(fired), n_clusters=3, with_umap=False)
@@ -209,9 +256,17 @@ def test_geometry_figures_carry_the_fitted_values():
         feature_map_figure(tables["map"], "umap")
     assert {t.name for t in lobe_agreement_figure(tables["lobes"]).data} >= {"phi", "jaccard", "shuffled null"}
     points, _ = planted_parallelograms()
-    fig = crystal_figure(points, (2, 0, 6, 4))  # two u-edges of the first two planted squares
+    quad = (2, 0, 6, 4)  # two u-edges of the first two planted squares
+    xy = crystal_plane(points, np.array([quad]))[0]
+    row = pd.Series({**dict(zip("abcd", quad)), "parallelogram_error": 0.0,
+                     **{f"{c}_{axis}": xy[i, j] for i, c in enumerate("abcd") for j, axis in enumerate("xy")}})
+    fig = crystal_figure(row, labels={2: "king"})
     (a0, a1), (c0, c1) = [np.array(list(zip(t.x, t.y))) for t in fig.data[:2]]
-    assert np.allclose(a1 - a0, c1 - c0, atol=1e-6)
+    assert np.allclose(a1 - a0, c1 - c0, atol=1e-6) and "2 king" in fig.layout.title.text
+    crystals = tables["crystals"]
+    assert {f"{c}_{axis}" for c in "abcd" for axis in "xy"} <= set(crystals.columns)
+    errors = crystal_error_figure(crystals, tables["crystal_baseline"])
+    assert [len(t.x) for t in errors.data] == [len(tables["crystal_baseline"]), len(crystals)]
 
 
 def test_one_spectral_embedding_for_several_k_gives_sklearns_labels_for_each():
