@@ -27,10 +27,10 @@ st.caption(f"Workspace: `{root}`")
 st.subheader("Activation caches")
 caches = list_caches(root)
 if caches:
-    st.dataframe(pd.DataFrame([{"cache": c.cache_id, "model": c.model, "hooks": ", ".join(c.hooks),
-                                "tokens": c.n_tokens, "status": c.status} for c in caches]),
-                 hide_index=True, width="stretch", key="caches")
-    page_link("Training", label="Train SAEs on a cache (Training)", icon="🏋️")
+    linked_table(pd.DataFrame([{"cache": c.cache_id, "model": c.model, "hooks": ", ".join(c.hooks),
+                                "tokens": c.n_tokens, "status": c.status} for c in caches]), "caches",
+                 lambda row: ("Training", {}), caption="Click a cache to train SAEs on it (Training page).")
+    page_link("Training", label="Train SAEs on a cache (Training)", icon=":material/model_training:")
 else:
     missing("No activation cache in this workspace yet.", COMMANDS["cache"])
 

@@ -49,8 +49,10 @@ def feature_link(analysis: str, feature: int, label: str | None = None) -> None:
     page_link("Features", feature_params(analysis, feature), label or f"Open feature {int(feature)} of {analysis}")
 
 
-def page_link(page: str, params: dict[str, str] | None = None, label: str | None = None, icon: str = "🔎") -> None:
-    """A same-tab link to ``page`` with ``params`` in its URL."""
+def page_link(page: str, params: dict[str, str] | None = None, label: str | None = None,
+              icon: str = ":material/arrow_forward:") -> None:
+    """A same-tab link to ``page`` with ``params`` in its URL (a Material icon: Streamlit serves its font, so it
+    draws without an emoji font, which a headless or minimal machine may lack)."""
     path = registered(page)
     if path is not None:
         st.page_link(path, label=label or page, query_params=params, icon=icon)

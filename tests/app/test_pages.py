@@ -310,3 +310,20 @@ def test_feature_circuit_nodes_are_labelled_linked_and_the_error_share_shown(app
         row = int(np.flatnonzero(shown.feature.to_numpy() >= 0)[0])
         click_row(at, "feature_nodes", row)
         assert at.query_params["analysis"] == SAE0 and at.query_params["feature"] == str(shown.feature.iloc[row])
+
+
+def test_home_rows_open_their_pages_and_its_links_draw_without_an_emoji_font(app_env):
+    at = run_page("Home.py")
+    icons = [link.proto.icon for link in at.get("page_link")]
+    assert icons and all(icon.startswith(":material/") for icon in icons)  # Streamlit's bundled icon font
+    runs = linked_frame(at, "runs")
+    click_row(at, "runs", 0)
+    assert at.query_params["run"] == runs.run.iloc[0] and at.selectbox(key="run").value == runs.run.iloc[0]
+    at = run_page("Home.py")
+    analyses = linked_frame(at, "analyses")
+    row = analyses.analysis.tolist().index(SAE0)
+    click_row(at, "analyses", row)
+    assert at.query_params["analysis"] == SAE0 and at.selectbox(key="analysis").value == SAE0
+    at = run_page("Home.py")
+    click_row(at, "caches", 0)
+    assert [t.value for t in at.title] == ["Training"]
