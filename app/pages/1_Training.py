@@ -29,7 +29,7 @@ from app.ui.workspace import (
     safe_path,
     workspace_root,
 )
-from interp.figures.training import metric_curve_figure
+from interp.figures.training import metric_curve_figure, runs_overlay_figure
 from interp.store.cache_manifest import MANIFEST, read_manifest
 from interp.store.errors import InputError
 from interp.store.locks import writing
@@ -276,3 +276,30 @@ def follow(live: bool) -> None:
 
 live = status(run)[0] in LIVE_STATES
 st.fragment(run_every=2.0 if live else None)(follow)(live)
+
+
+OVERLAY = {"MMCS (members' mean max cosine)": "mmcs", "loss": "loss", "FVU": "fvu", "L0": "l0",
+           "dead fraction": "dead_fraction", "MFR penalty": "mfr_penalty"}
+
+
+def overlay(runs) -> None:
+    """Chosen runs' curves of one metric on one chart (default: the ensembles, e.g. the MFR pair vs the plain pair)."""
+    ensembles = [r.run_id for r in runs if (r.n_members or 0) > 1]
+    ids = [r.run_id for r in runs]
+    chosen = st.multiselect("Runs", ids, default=ensembles if len(ensembles) > 1 else ids[:2], key="overlay_runs")
+    label = st.radio("Metric", list(OVERLAY), horizontal=True, key="overlay_metric")
+    column = OVERLAY[label]
+    if not chosen:
+        st.info("Choose runs to overlay.")
+        return
+    fig = runs_overlay_figure({r: data.metrics(root / "runs" / r) for r in chosen}, column, f"{label} by run")
+    plot(fig, key="overlay")
+    st.caption("Training batches as logged (members averaged). An MFR run's loss includes its MFR penalty; MMCS is "
+               "logged only for ensembles.")
+
+
+if len(runs) > 1:
+    st.divider()
+    st.subheader("Overlay runs")
+    overlay(runs)
+

@@ -1,4 +1,4 @@
-"""Plotly figures for training runs: one logged metric over steps, one line per ensemble member."""
+"""Plotly figures for training runs: one logged metric over steps, per ensemble member or per run (overlaid)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,20 @@ import re
 
 import pandas as pd
 import plotly.graph_objects as go
+
+FRACTIONS = ("dead_fraction", "mmcs")  # bounded in [0, 1]: drawn on that range, never autoscaled around a constant
+AXIS_TITLES = {"loss": "loss (MSE + penalties)", "fvu": "FVU (variance unexplained)", "l0": "L0 (latents per token)",
+               "dead_fraction": "dead fraction of latents", "mfr_penalty": "MFR penalty",
+               "mmcs": "MMCS (members' mean max cosine)"}
+
+
+def _axes(fig: go.Figure, column: str) -> go.Figure:
+    """Step on x; the metric's name (and for fractions the fixed range [0, 1]) on y."""
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(title_text=AXIS_TITLES.get(column, column))
+    if column in FRACTIONS:
+        fig.update_yaxes(range=[0, 1])
+    return fig
 
 
 def metric_curve_figure(metrics: pd.DataFrame, column: str, title: str) -> go.Figure:
@@ -16,4 +30,21 @@ def metric_curve_figure(metrics: pd.DataFrame, column: str, title: str) -> go.Fi
               for c in members] or [go.Scatter(x=metrics.step, y=metrics[column], mode="lines+markers", name=column,
                                                connectgaps=True)]
     fig = go.Figure(traces)
-    return fig.update_layout(title=title, xaxis_title="step", height=260, legend=dict(orientation="h", y=-0.35))
+    fig.update_layout(title=title, height=260, legend=dict(orientation="h", y=-0.45))
+    return _axes(fig, column)
+
+
+def runs_overlay_figure(runs: dict[str, pd.DataFrame], column: str, title: str) -> go.Figure:
+    """One line per run: its run-level ``column`` (the members' mean for per-member metrics) over ``step``; a run
+    that never logged ``column`` is left out of the chart and named in the title."""
+    fig, missing = go.Figure(), []
+    for run_id, metrics in runs.items():
+        if column not in metrics or metrics[column].isna().all():
+            missing.append(run_id)
+            continue
+        logged = metrics[["step", column]].dropna()
+        fig.add_trace(go.Scatter(x=logged.step, y=logged[column], mode="lines+markers", marker=dict(size=4),
+                                 name=run_id))
+    note = f" ({', '.join(missing)}: not logged)" if missing else ""
+    fig.update_layout(title=title + note, height=360, legend=dict(orientation="h", y=-0.25))
+    return _axes(fig, column)

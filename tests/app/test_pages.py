@@ -327,3 +327,30 @@ def test_home_rows_open_their_pages_and_its_links_draw_without_an_emoji_font(app
     at = run_page("Home.py")
     click_row(at, "caches", 0)
     assert [t.value for t in at.title] == ["Training"]
+
+
+def test_training_overlays_chosen_runs_on_one_chart_and_draws_fractions_on_zero_to_one(workspace, tmp_path,
+                                                                                      monkeypatch):
+    import shutil
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace / "cached_activations", root / "cached_activations")
+    shutil.copytree(workspace / "runs/demo-mfr", root / "runs/demo-mfr")
+    shutil.copytree(workspace / "runs/demo-mfr", root / "runs/demo-other")
+    lines = [json.loads(line) for line in (root / "runs/demo-other/metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        line["mmcs"] = None if line.get("mmcs") is None else line["mmcs"] / 2  # another run's curve
+    (root / "runs/demo-other/metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    at = run_page("pages/1_Training.py")
+    assert at.multiselect(key="overlay_runs").value == ["demo-mfr", "demo-other"]  # both ensembles
+    figure = chart(at, "overlay")
+    assert [t["name"] for t in figure["data"]] == ["demo-mfr", "demo-other"]
+    mfr = [line["mmcs"] for line in map(json.loads, (root / "runs/demo-mfr/metrics.jsonl").read_text().splitlines())
+           if line.get("mmcs") is not None]
+    assert array(figure["data"][0]["y"]).tolist() == pytest.approx(mfr)
+    assert array(figure["data"][1]["y"]).tolist() == pytest.approx([m / 2 for m in mfr])
+    assert tuple(figure["layout"]["yaxis"]["range"]) == (0, 1)
+    at.radio(key="overlay_metric").set_value("L0").run()
+    assert [t["name"] for t in chart(at, "overlay")["data"]] == ["demo-mfr", "demo-other"]
+    assert tuple(chart(at, "curve_dead_fraction")["layout"]["yaxis"]["range"]) == (0, 1)

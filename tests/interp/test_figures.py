@@ -16,7 +16,7 @@ from interp.figures.circuits import (
 )
 from interp.figures.compare import matched_cosine_figure
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure
-from interp.figures.training import metric_curve_figure
+from interp.figures.training import metric_curve_figure, runs_overlay_figure
 from interp.store.errors import InputError
 
 
@@ -35,6 +35,23 @@ def test_metric_curve_draws_one_line_per_member_else_the_run_column():
     assert [t.name for t in per_member.data] == ["member0", "member1"] and list(per_member.data[1].y) == [0.4, 0.3, 0.2]
     run_level = metric_curve_figure(metrics, "loss", "loss")
     assert [t.name for t in run_level.data] == ["loss"] and run_level.data[0].connectgaps
+    assert run_level.layout.yaxis.title.text.startswith("loss") and run_level.layout.xaxis.title.text == "training step"
+
+
+def test_a_fraction_is_drawn_on_zero_to_one_even_when_it_is_all_zeros():
+    metrics = pd.DataFrame({"step": [1, 2], "dead_fraction": [0.0, 0.0], "l0": [16.0, 16.0]})
+    assert tuple(metric_curve_figure(metrics, "dead_fraction", "dead").layout.yaxis.range) == (0, 1)
+    assert metric_curve_figure(metrics, "l0", "L0").layout.yaxis.range is None  # counts autoscale
+
+
+def test_runs_overlay_draws_one_line_per_run_and_names_a_run_that_never_logged_the_metric():
+    mfr = pd.DataFrame({"step": [10, 50, 100], "mmcs": [0.3, None, 0.7]})
+    plain = pd.DataFrame({"step": [50, 100], "mmcs": [0.2, 0.5]})
+    single = pd.DataFrame({"step": [10], "loss": [1.0]})
+    fig = runs_overlay_figure({"mfr": mfr, "plain": plain, "single": single}, "mmcs", "MMCS")
+    assert [t.name for t in fig.data] == ["mfr", "plain"]
+    assert list(fig.data[0].x) == [10, 100] and list(fig.data[0].y) == [0.3, 0.7] and list(fig.data[1].y) == [0.2, 0.5]
+    assert "single: not logged" in fig.layout.title.text and tuple(fig.layout.yaxis.range) == (0, 1)
 
 
 def test_feature_map_colours_by_the_chosen_column_and_carries_feature_ids():
