@@ -12,15 +12,24 @@ without the browser's drawing) and times:
 against the naive way of answering the same dashboard query: pandas reading whole Parquet files and
 filtering in memory, measured in the same run. With ``--browser`` it also serves the app with
 ``workbench app`` and, in headless Chromium (Debian's chromium + chromium-driver), times typing a
-feature id on Features and Geometry until the new dashboard is on screen. Prints one JSON object.
+feature id on Features and Geometry until the new dashboard is on screen, and every page's first paint: from
+navigation in a fresh browser (empty profile, nothing cached) to the page's title on screen (first content) and to
+its last chart drawn (complete). Prints one JSON object.
+
+``--demo-workspace PATH`` measures an existing workspace (``workbench demo``'s, read only: nothing is written) instead
+of building the 16k one: each page's server-side script time under AppTest, its first paint in fresh Chromium, and on
+the Probe page the browser time of probing a 128-token text and of a steered 32-token generation (first click, which
+loads the model, and a second one).
 
     python benchmarks/bench_app.py                          # builds bench-workspace/ first (~40 min on 2 cores)
     python benchmarks/bench_app.py --workspace bench-workspace --repeats 5 --browser
+    python benchmarks/bench_app.py --demo-workspace demo-workspace --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -160,59 +169,189 @@ def bench_lookup(folder: Path, feature_ids: list[int]) -> dict:
     return {"ours_s": round(ours, 4), "naive_pandas_s": round(naive, 4), "speedup": round(naive / ours, 2)}
 
 
-def bench_browser(root: Path, feature_ids: list[int]) -> dict:
-    """Seconds from pressing Enter on a feature id to its dashboard on screen, in headless Chromium."""
-    import shutil
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,800")
+# page -> (path, its st.title): the title on screen is the page's first content
+FIRST_PAINT = {"Home": ("/", "Workbench"), "Training": ("/Training", "Training"), "Features": ("/Features", "Features"),
+               "Geometry": ("/Geometry", "Geometry"), "Circuits": ("/Circuits", "Circuits"),
+               "Compare": ("/Compare", "Compare"), "Attribution": ("/Attribution", "Attribution graphs"),
+               "Probe": ("/Probe", "Probe"), "Evaluate": ("/Evaluate", "Evaluate")}
+SCRIPTS = {"Home": "Home.py", "Training": "pages/1_Training.py", "Features": "pages/2_Features.py",
+           "Geometry": "pages/3_Geometry.py", "Circuits": "pages/4_Circuits.py", "Compare": "pages/5_Compare.py",
+           "Attribution": "pages/6_Attribution.py", "Probe": "pages/7_Probe.py", "Evaluate": "pages/8_Evaluate.py"}
+# true once the script has finished (no status widget), something is shown and every plotly chart has drawn
+SETTLED_JS = (
+    "const charts = document.querySelectorAll('[data-testid=\"stPlotlyChart\"]');"
+    "return !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+    " && document.querySelectorAll('[data-testid=\"stElementContainer\"]').length > 2"
+    " && Array.from(charts).every(c => c.querySelector('.main-svg'));"
+)
+
+
+@contextlib.contextmanager
+def serving(root: Path):
+    """``workbench app`` on ``root`` at a free port until the block ends; yields its URL."""
     import socket
     import subprocess
     import urllib.request
-
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.keys import Keys
 
     from app.commands.app import app_command_line
 
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        app_command_line(root, port),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "WORKBENCH_WORKSPACE": str(root)},
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,800",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    text = lambda: driver.execute_script("return document.body.innerText")  # noqa: E731 - .text is far slower
-
-    def wait(condition, timeout: float = 120.0) -> float:
-        tic = time.perf_counter()
-        while time.perf_counter() - tic < timeout:
-            try:
-                if condition():
-                    return time.perf_counter() - tic
-            except Exception:  # noqa: BLE001 - the page is still being replaced
-                pass
-            time.sleep(0.01)
-        raise TimeoutError("the page did not show the expected text")
-
+    server = subprocess.Popen(app_command_line(root, port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "WORKBENCH_WORKSPACE": str(root)})
     try:
         wait(lambda: urllib.request.urlopen(f"http://localhost:{port}/_stcore/health").status == 200)
+        yield f"http://localhost:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def chromium():
+    """A fresh headless Chromium (its own empty profile: nothing cached from an earlier page)."""
+    import shutil
+    import tempfile
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    with tempfile.TemporaryDirectory() as profile:
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium")
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+def wait(condition, timeout: float = 180.0) -> float:
+    """Seconds until ``condition()`` holds (polled every 10 ms)."""
+    tic = time.perf_counter()
+    while time.perf_counter() - tic < timeout:
+        try:
+            if condition():
+                return time.perf_counter() - tic
+        except Exception:  # noqa: BLE001 - the page is still being replaced
+            pass
+        time.sleep(0.01)
+    raise TimeoutError("the page did not show the expected content")
+
+
+def title_shown(driver, title: str) -> bool:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('h1')).some(h => h.innerText.trim().startsWith(arguments[0]))",
+        title)
+
+
+def settle(driver, hold: float = 1.0) -> float:
+    """Seconds until ``SETTLED_JS`` holds and keeps holding for ``hold`` seconds (the time it first held)."""
+    tic = time.perf_counter()
+    while True:
+        wait(lambda: driver.execute_script(SETTLED_JS))
+        first = time.perf_counter() - tic
+        time.sleep(hold)
+        if driver.execute_script(SETTLED_JS):
+            return first
+
+
+def first_paint(url: str, path: str, title: str) -> dict:
+    """In a fresh browser: seconds from navigation to the page's title on screen and to the page settled, the
+    browser's first contentful paint (Streamlit's empty shell counts), and the JavaScript it fetched."""
+    with chromium() as driver:
+        driver.set_page_load_timeout(180)
+        tic = time.perf_counter()
+        driver.get(url + path)  # returns on the load event: the shell, before the script's first message
+        wait(lambda: title_shown(driver, title))
+        content = time.perf_counter() - tic
+        complete = settle(driver) + content
+        scripts = driver.execute_script(
+            "return performance.getEntriesByType('resource').filter(r => r.initiatorType === 'script' ||"
+            " r.name.endsWith('.js')).map(r => [r.name.split('/').pop(), r.decodedBodySize || r.encodedBodySize])")
+        fcp = driver.execute_script(
+            "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null")
+    return {"first_content_s": round(content, 3), "complete_s": round(complete, 3),
+            "browser_fcp_s": round(fcp / 1000, 3) if fcp else None,
+            "js_mib": round(sum(size or 0 for _, size in scripts) / 2**20, 2),
+            "plotly_fetched": any(name.startswith("PlotlyChart") for name, _ in scripts)}
+
+
+def probe_text(n_tokens: int = 128) -> str:
+    """A text of ``n_tokens`` tokens of the demo tokenizer (the Probe page prepends BOS)."""
+    from interp.models.loading import demo_tokenizer
+
+    tokenizer = demo_tokenizer()
+    words = ("Now is the winter of our discontent made glorious summer by this sun of York; and all the clouds "
+             "that lour'd upon our house in the deep bosom of the ocean buried. ") * 20
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"][:n_tokens]
+    return tokenizer.decode(ids)
+
+
+def bench_probe(url: str, analysis: str, n_tokens: int = 32) -> dict:
+    """On the Probe page (fresh browser): seconds from the click to the result on screen, for Probe on a
+    128-token text and for a steered ``n_tokens``-token generation; the first click of each loads the model."""
+    from selenium.webdriver.common.keys import Keys
+
+    text = probe_text()
+    out = {"probe_tokens": 128, "steer_tokens": n_tokens}
+    with chromium() as driver:
+        driver.get(f"{url}/Probe?analysis={analysis}")
+        settle(driver)
+        for attempt, words in (("first", text), ("second", text.replace("winter", "summer", 1))):
+            box = driver.find_element("css selector", 'textarea[aria-label="Your text"]')
+            box.send_keys(Keys.CONTROL, "a")
+            box.send_keys(words)
+            time.sleep(0.3)
+            tic = time.perf_counter()
+            driver.find_element("xpath", '//button[.//p[text()="Probe"]]').click()
+            wait(lambda: "Features of one token" in driver.execute_script("return document.body.innerText"))
+            out[f"probe_{attempt}_s"] = round(time.perf_counter() - tic + settle(driver, 0.5), 3)
+        thumb = driver.find_element(
+            "xpath", '//div[@data-testid="stSlider"][.//p[text()="Tokens to generate"]]//div[@role="slider"]')
+        while int(thumb.get_attribute("aria-valuenow")) < n_tokens:
+            thumb.send_keys(Keys.ARROW_RIGHT)
+        for attempt, seed in (("first", "1"), ("second", "2")):
+            field = driver.find_element("css selector", 'input[aria-label="Seed"]')
+            field.send_keys(Keys.CONTROL, "a")
+            field.send_keys(seed)
+            time.sleep(0.3)
+            tic = time.perf_counter()
+            driver.find_element("xpath", '//button[.//p[text()="Steer"]]').click()
+            wait(lambda: "Default" in driver.execute_script("return document.body.innerText")
+                 and not driver.find_elements("css selector", '[data-testid="stStatusWidget"]'))
+            out[f"steer_{attempt}_s"] = round(time.perf_counter() - tic + settle(driver, 0.5), 3)
+    return out
+
+
+def bench_first_paint(url: str, repeats: int) -> dict:
+    """Median first paint of every page over ``repeats`` fresh browsers (pages in turn, so caches warm alike)."""
+    runs = {page: [] for page in FIRST_PAINT}
+    for _ in range(repeats):
+        for page, (path, title) in FIRST_PAINT.items():
+            runs[page].append(first_paint(url, path, title))
+    out = {}
+    for page, rows in runs.items():
+        out[page] = {key: round(statistics.median(r[key] for r in rows), 3) for key in
+                     ("first_content_s", "complete_s")}
+        out[page].update({key: rows[-1][key] for key in ("browser_fcp_s", "js_mib", "plotly_fetched")})
+    return out
+
+
+def bench_browser(root: Path, feature_ids: list[int]) -> dict:
+    """Seconds from pressing Enter on a feature id to its dashboard on screen, in headless Chromium."""
+    from selenium.webdriver.common.keys import Keys
+
+    with serving(root) as url, chromium() as driver:
+        text = lambda: driver.execute_script("return document.body.innerText")  # noqa: E731 - .text is far slower
         out = {}
         for page in ("Features", "Geometry"):
-            driver.get(f"http://localhost:{port}/{page}")
+            driver.get(f"{url}/{page}")
             wait(lambda: "Top activating contexts" in text())
             time.sleep(2.0)  # first render and plotly drawing done
             seconds = []
@@ -222,11 +361,39 @@ def bench_browser(root: Path, feature_ids: list[int]) -> dict:
                 field.send_keys(str(feature), Keys.ENTER)
                 seconds.append(wait(lambda: f"Feature {feature}" in text() and "Running" not in text()))
             out[page] = {"median_s": round(statistics.median(seconds), 3), "max_s": round(max(seconds), 3)}
+        out["first_paint"] = bench_first_paint(url, 1)
         return out
-    finally:
-        driver.quit()
-        server.terminate()
-        server.wait(timeout=30)
+
+
+def bench_demo(root: Path, repeats: int, analysis: str) -> dict:
+    """An existing workspace, read only: server-side cold script time per page, first paint, Probe timings."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["WORKBENCH_WORKSPACE"] = str(root)
+    server = {}
+    for page, script in SCRIPTS.items():
+        seconds = []
+        for _ in range(repeats):
+            st.cache_data.clear()
+            at = AppTest.from_file(str(APP / script), default_timeout=600)
+            tic = time.perf_counter()
+            at.run()
+            seconds.append(time.perf_counter() - tic)
+            if at.exception:
+                raise RuntimeError(f"{script}: {[e.value for e in at.exception]}")
+        server[page] = round(statistics.median(seconds), 3)
+    load_before = os.getloadavg()[0]
+    with serving(root) as url:
+        paint = bench_first_paint(url, repeats)
+        probe = bench_probe(url, analysis)
+    return {"workspace": str(root), "cpus": os.cpu_count(), "load_1min": [round(load_before, 1),
+                                                                          round(os.getloadavg()[0], 1)],
+            "server_cold_s": server, "first_paint": paint, "probe": probe, "target_first_content_s": 3.0,
+            "note": "server_cold_s: the page's script under AppTest, st.cache_data cleared (median); first_paint: "
+                    "fresh Chromium per page, navigation to the page title on screen (first_content_s) and to "
+                    "no status widget with every chart drawn, held 1 s (complete_s), medians; probe: click to "
+                    "result on screen, the first click loads the model"}
 
 
 def main() -> None:
@@ -237,7 +404,16 @@ def main() -> None:
     parser.add_argument("--train-tokens", type=int, default=500_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--browser", action="store_true", help="also time interactions in headless Chromium")
+    parser.add_argument("--demo-workspace", type=Path, default=None,
+                        help="measure this existing workspace (read only, no 16k build): pages, first paint, Probe")
+    parser.add_argument("--analysis", default="demo-mfr/sae_0", help="with --demo-workspace: the SAE the Probe uses")
     args = parser.parse_args()
+    if args.demo_workspace is not None:
+        if not (args.demo_workspace / "analyses" / args.analysis).is_dir():
+            parser.error(f"{args.demo_workspace} has no analyses/{args.analysis}: make it with `workbench demo "
+                         f"--workspace {args.demo_workspace}` or pass --analysis")
+        print(json.dumps(bench_demo(args.demo_workspace.resolve(), args.repeats, args.analysis), indent=2))
+        return
 
     root = args.workspace.resolve()
     build_workspace(root, args.d_sae, args.tokens, args.train_tokens)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app.commands.train import architecture_values
 from app.commands.units import parse_tokens
 from app.ui import data
 from app.ui.evaluation import eval_figures, eval_source
@@ -35,8 +34,6 @@ from interp.store.errors import InputError
 from interp.store.locks import writing
 from interp.store.names import check_name
 from interp.store.run_folder import RunFileError, RunFolder
-from sae_training.architectures import ARCHITECTURES, architecture_options
-from sae_training.config import TrainConfig
 from sae_training.run_status import (
     NotTrainerError,
     checkpoint_step,
@@ -46,8 +43,12 @@ from sae_training.run_status import (
     total_steps,
 )
 
-page("Training")
+page("Training")  # the title is on screen before the form's imports below load torch (seconds on a cold server)
 root = workspace_root()
+
+from app.commands.train import architecture_values  # noqa: E402
+from sae_training.architectures import ARCHITECTURES, architecture_options  # noqa: E402
+from sae_training.config import TrainConfig  # noqa: E402
 
 
 def launch(args: list[str], run: Path) -> None:

@@ -15,10 +15,9 @@ from app.ui.dashboard import choose_analysis, render
 from app.ui.links import feature_table
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, inside, list_analyses, safe_path, workspace_root
-from interp.features.compare import check_comparable
-from interp.features.dictionary import DictionaryError
 from interp.figures.compare import explanation_score_figure, matched_cosine_figure
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
+from interp.store.errors import DictionaryError
 from interp.store.jobs import Job, JobRunningError
 from interp.store.matches import has_liveness, match_summary
 from interp.store.run_folder import SAE_CONFIG, SAE_WEIGHTS
@@ -146,6 +145,9 @@ if folder_a == folder_b:
 id_a, id_b = analysis_id(folder_a), analysis_id(folder_b)
 meta_a, meta_b = meta(folder_a), meta(folder_b)
 notes = []
+# torch comes with this import: only here, after the within-run comparison above is on screen
+from interp.features.compare import check_comparable  # noqa: E402
+
 if meta_a.get("d_in") is not None and meta_b.get("d_in") is not None:
     try:
         notes = check_comparable(id_a, meta_a["d_in"], meta_a.get("hook"), id_b, meta_b["d_in"], meta_b.get("hook"))
