@@ -191,3 +191,26 @@ def test_geometry_takes_a_typed_id_after_a_click_on_the_map(server, browser, wor
     field.send_keys(str(typed), Keys.ENTER)
     wait_for_text(browser, f"Feature {typed}:")  # the typed id wins over the earlier click
     assert f"feature={typed}" in browser.current_url
+
+
+@pytest.mark.slow
+def test_a_crystal_links_its_features_and_a_finished_runs_training_page_settles(server, browser, workspace):
+    folder = workspace / "analyses/demo-mfr/sae_0"
+    labels = pd.read_parquet(folder / "features.parquet").label
+    browser.get(f"{server}/Geometry?analysis=demo-mfr/sae_0")
+    wait_for_text(browser, "Chance level")
+    link = wait_for(browser, lambda d: (d.find_elements(
+        "xpath", '//a[@data-testid="stPageLink-NavLink"][.//p[starts-with(text(), "a: ")]]') or [None])[0])
+    target = int(link.text.split("a: ")[1].split()[0])  # the drawn crystal's first corner
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", link)
+    time.sleep(0.5)
+    link.click()
+    wait_for_text(browser, f"Feature {target}: label {labels[target]}")
+    assert f"feature={target}" in browser.current_url and len(browser.window_handles) == 1
+    browser.get(f"{server}/Training?run=demo-mfr")
+    wait_for_text(browser, "logged steps")
+    busy = []
+    for _ in range(24):  # 6 s: a page that reran every 2 s would show its status widget
+        busy.append(bool(browser.find_elements("css selector", '[data-testid="stStatusWidget"]')))
+        time.sleep(0.25)
+    assert not any(busy)
