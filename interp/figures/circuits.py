@@ -149,7 +149,9 @@ def path_patching_figure(frame: pd.DataFrame, unit: str = "") -> go.Figure:
 
 def dla_positions_figure(frame: pd.DataFrame, tokens: Sequence[str] | None = None, unit: str = "logit") -> go.Figure:
     """Direct logit attribution of each head (rows ``L{layer}H{head}``) at each position (columns; labelled with
-    ``tokens`` when given) to the next token's logit, from the stored ``dla`` table (mean over prompts)."""
+    ``tokens`` when given) to the next token's logit, from the stored ``dla`` table (mean over prompts). The last
+    position is left out: it has no next token in the prompt (the table's target there is the token itself)."""
+    frame = frame[frame.pos < frame.pos.max()]
     frame = frame.assign(head_name=[f"L{l}H{h}" for l, h in zip(frame.layer, frame["head"])])
     table = frame.pivot(index="head_name", columns="pos", values="dla")
     table = table.reindex(frame.sort_values(["layer", "head"]).head_name.unique())
@@ -163,7 +165,9 @@ def dla_positions_figure(frame: pd.DataFrame, tokens: Sequence[str] | None = Non
 
 def logit_lens_table_figure(frame: pd.DataFrame, tokens: Sequence[str] | None = None) -> go.Figure:
     """The stored ``logit_lens`` table (``layer, pos, log_prob``; layer ``n_layers``: the final residual): one
-    line per residual read-out, mean log-probability of the next token at each position."""
+    line per residual read-out, mean log-probability of the next token at each position (the last position,
+    which has no next token in the prompt, left out)."""
+    frame = frame[frame.pos < frame.pos.max()]
     last = int(frame.layer.max())
     fig = go.Figure()
     for layer, rows in frame.sort_values(["layer", "pos"]).groupby("layer"):

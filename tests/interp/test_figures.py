@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.circuits.patching import grid_frame
 from interp.circuits.attention import composition_frame, dla_frame
+from interp.circuits.patching import grid_frame
 from interp.figures.circuits import (
     atp_agreement_figure,
     atp_scatter_figure,
@@ -19,9 +19,9 @@ from interp.figures.circuits import (
     dla_positions_figure,
     feature_circuit_figure,
     logit_lens_table_figure,
-    path_patching_figure,
     patching_figure,
     patching_table_figure,
+    path_patching_figure,
 )
 from interp.figures.compare import matched_cosine_figure
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure
@@ -142,7 +142,8 @@ def test_head_pair_figures_put_each_pair_score_in_its_cell():
     assert [t.name for t in fig.data] == ["Q-composition", "K-composition", "V-composition"]
     k = fig.data[1]
     assert list(k.y) == ["L0H0", "L0H1", "L0H2"] and list(k.x) == ["L1H0", "L1H1", "L1H2"]
-    assert np.allclose(np.asarray(k.z), scores["K"][0, :, 1, :].numpy()) and "chance level 0.050" in fig.layout.title.text
+    assert np.allclose(np.asarray(k.z), scores["K"][0, :, 1, :].numpy())
+    assert "chance level 0.050" in fig.layout.title.text
     effects = torch.randn(3, 2, 3, 2, 3, generator=g)  # [side, layer_a, head_a, layer_b, head_b]
     frame = grid_frame(effects, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
         side=lambda f: f.side.map(dict(enumerate("qkv"))))
@@ -153,15 +154,15 @@ def test_head_pair_figures_put_each_pair_score_in_its_cell():
 
 def test_dla_and_logit_lens_figures_label_positions_with_tokens():
     dla = torch.randn(2, 2, 5, 3, generator=torch.Generator().manual_seed(2))  # [layer, head, batch, pos]
-    fig = dla_positions_figure(dla_frame(dla), ["<bos>", " a", " b"])
-    assert list(fig.data[0].y) == ["L0H0", "L0H1", "L1H0", "L1H1"] and list(fig.data[0].x) == ["0:'<bos>'", "1:' a'",
-                                                                                                   "2:' b'"]
-    assert np.allclose(np.asarray(fig.data[0].z), dla.mean(2).reshape(4, 3).numpy())
+    fig = dla_positions_figure(dla_frame(dla), ["<bos>", " a", " b"])  # the last position has no next token
+    assert list(fig.data[0].y) == ["L0H0", "L0H1", "L1H0", "L1H1"] and list(fig.data[0].x) == ["0:'<bos>'", "1:' a'"]
+    assert np.allclose(np.asarray(fig.data[0].z), dla.mean(2).reshape(4, 3)[:, :2].numpy())
     assert fig.data[0].colorbar.title.text == "DLA (logit)"
-    lens = torch.randn(3, 2, generator=torch.Generator().manual_seed(3))  # [layer+1, pos]
-    fig = logit_lens_table_figure(grid_frame(lens, ("layer", "pos"), "log_prob"), ["x", "y"])
+    lens = torch.randn(3, 3, generator=torch.Generator().manual_seed(3))  # [layer+1, pos]
+    fig = logit_lens_table_figure(grid_frame(lens, ("layer", "pos"), "log_prob"), ["x", "y", "z"])
     assert [t.name for t in fig.data] == ["residual before L0", "residual before L1", "final residual"]
-    assert np.allclose(np.asarray(fig.data[2].y), lens[2].numpy()) and fig.layout.yaxis.title.text.endswith("(nats)")
+    assert np.allclose(np.asarray(fig.data[2].y), lens[2, :2].numpy())
+    assert fig.layout.yaxis.title.text.endswith("(nats)")
     no_tokens = logit_lens_table_figure(grid_frame(lens, ("layer", "pos"), "log_prob"))
     assert list(no_tokens.data[0].x) == [0, 1] and no_tokens.layout.xaxis.title.text == "position in the prompt"
 
