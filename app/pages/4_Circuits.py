@@ -9,9 +9,9 @@ import streamlit as st
 from app.ui import circuit_views, data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
-from interp.circuits.attention import CircuitInputError
 from interp.figures.circuits import attention_grid_figure, attention_pattern_figure
 from interp.store.analysis_folder import AnalysisFolder, circuit_sets
+from interp.store.errors import InputError  # CircuitInputError's base: opening the page imports no torch
 
 page("Circuits")
 root = workspace_root()
@@ -53,7 +53,7 @@ def typed_ioi(spec: str, prompt: str) -> dict | str:
 
     try:
         return ioi_logit_diff(model_for(spec), prompt)
-    except CircuitInputError as error:
+    except InputError as error:
         return str(error)
 
 
@@ -110,7 +110,7 @@ elif shown:
         tokens, patterns, top, model_name = prompt_attention(allowed, shown[1])
     except UnsafePathError as error:
         st.error(f"Refused: {error}")
-    except CircuitInputError as error:
+    except InputError as error:
         st.error(str(error))
     except Exception as error:  # a model that does not load is the user's to fix, not a traceback
         st.error(f"Could not run model '{shown[0]}': {error}")

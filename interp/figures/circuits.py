@@ -4,14 +4,22 @@ patching, feature circuits. A figure with several heat maps gives them one share
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from torch import Tensor
 
 from interp.store.errors import InputError
+
+if TYPE_CHECKING:  # the Circuits page draws stored tables without importing torch
+    from torch import Tensor
+
+
+def _colorbar(title: str) -> dict:
+    """A colour bar whose title runs along it (clear of the vertical toolbar), three quarters of the plot high."""
+    return dict(title=dict(text=title, side="right"), len=0.75, y=0.4, yanchor="middle")
 
 
 def _heatmap(values, x, y, title: str, colorscale: str = "RdBu", zmid: float | None = 0.0) -> go.Heatmap:
@@ -28,7 +36,7 @@ def attention_pattern_figure(pattern: Sequence[Sequence[float]] | np.ndarray, to
                          "pass one head's [query, key] pattern of this prompt")
     labels = [f"{i}:{t!r}" for i, t in enumerate(tokens)]
     fig = go.Figure(_heatmap(values, labels, labels, "attention", "Blues", None).update(
-        zmin=0, zmax=1, colorbar=dict(title="attention")))
+        zmin=0, zmax=1, colorbar=_colorbar("attention weight")))
     fig.update_layout(title=f"L{layer}H{head} attention ({len(tokens)} tokens)", height=480,
                       xaxis_title="key (attended to)", yaxis_title="query")
     return fig.update_yaxes(autorange="reversed")
@@ -74,7 +82,7 @@ def attention_grid_figure(patterns: Sequence | np.ndarray, tokens: Sequence[str]
         title=f"Attention of every head ({len(tokens)} tokens; rows: layers, columns: heads)",
         height=90 + 190 * n_layers, margin=dict(r=90),
         coloraxis=dict(colorscale="Blues", cmin=0, cmax=1,
-                       colorbar=dict(title="attention weight", len=0.75, y=0.4, yanchor="middle")))
+                       colorbar=_colorbar("attention weight")))
 
 
 def head_scores_figure(frame: pd.DataFrame) -> go.Figure:
@@ -88,7 +96,7 @@ def head_scores_figure(frame: pd.DataFrame) -> go.Figure:
     # one colour bar for all panels: every score is an attention weight in [0, 1]
     fig.update_layout(title="Head scores on repeated random tokens", height=320,
                       coloraxis=dict(colorscale="Blues", cmin=0, cmax=1,
-                                     colorbar=dict(title="score", len=0.75, y=0.4, yanchor="middle")))
+                                     colorbar=_colorbar("score (0–1)")))
     return fig.update_xaxes(title="head", dtick=1).update_yaxes(title="layer", autorange="reversed", dtick=1)
 
 
@@ -123,7 +131,7 @@ def head_pair_figure(frame: pd.DataFrame, panels: dict[str, str], title: str, va
     colours = dict(colorscale="RdBu", cmid=0) if signed else dict(colorscale="Blues")
     chance = f" (chance level {baseline:.3f})" if baseline is not None else ""
     fig.update_layout(title=title + chance, height=300 + 14 * len(rows),
-                      coloraxis=dict(**colours, colorbar=dict(title=value, len=0.75, y=0.4, yanchor="middle")))
+                      coloraxis=dict(**colours, colorbar=_colorbar(value)))
     return fig.update_xaxes(title="receiver head B", tickangle=-45).update_yaxes(
         title="sender head A", autorange="reversed")
 
@@ -157,7 +165,7 @@ def dla_positions_figure(frame: pd.DataFrame, tokens: Sequence[str] | None = Non
     table = table.reindex(frame.sort_values(["layer", "head"]).head_name.unique())
     x = _positions(list(table.columns), tokens)
     fig = go.Figure(_heatmap(table.values, x, list(table.index), "DLA").update(
-        colorbar=dict(title=f"DLA ({unit})", len=0.75, y=0.4, yanchor="middle")))
+        colorbar=_colorbar(f"DLA ({unit})")))
     return fig.update_layout(
         title="Direct logit attribution of each head to the next token", height=260 + 22 * len(table.index),
         xaxis_title=_position_title(tokens), yaxis_title="head").update_yaxes(autorange="reversed")
@@ -307,7 +315,7 @@ def patching_table_figure(
 
 def _effect_map(values, x, y, x_title: str, y_title: str, title: str, value: str = "effect") -> go.Figure:
     """A signed heat map centred on zero, first row on top; integer axes tick every integer."""
-    fig = go.Figure(_heatmap(values, x, y, title).update(colorbar=dict(title=value, len=0.75, y=0.4, yanchor="middle")))
+    fig = go.Figure(_heatmap(values, x, y, title).update(colorbar=_colorbar(value)))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title).update_yaxes(autorange="reversed", dtick=1)
     return fig.update_xaxes(dtick=1) if x_title in ("head", "layer", "pos") or x_title.startswith("position") else fig
 

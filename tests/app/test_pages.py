@@ -152,6 +152,20 @@ def test_circuits_page_opens_on_the_stored_prompts_and_draws_nothing_else(app_en
     assert not at.get("plotly_chart")  # the first paint reads one table and loads no chart
 
 
+def test_opening_the_circuits_page_imports_no_torch(app_env):
+    """The first render reads stored tables only: torch (seconds to import under load) waits for "Show attention"."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            f"at = AppTest.from_file({str(APP / 'pages/4_Circuits.py')!r}, default_timeout=120).run(); "
+            "assert not at.exception, [e.value for e in at.exception]; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "WORKBENCH_WORKSPACE": str(app_env)}, cwd=APP.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
 @pytest.mark.parametrize("view, key, check", [
     ("Patching", "patch_heads", "patch_heads"), ("Composition", "composition", "composition"),
     ("Path patching", "path_patch", "path_patch"), ("DLA", "dla", "dla"), ("Logit lens", "logit_lens", "logit_lens"),
