@@ -1,23 +1,17 @@
-"""Circuits: attention patterns of a typed prompt (computed on submit), stored circuit analyses of a prompt set."""
+"""Circuits: a typed prompt's attention (every head, the detected ones framed) and IO − S logit difference, computed
+on submit; then one view at a time of a stored circuit analysis (its prompts, head scores, composition, DLA, logit
+lens, patching, path patching, AtP agreement, SVD trace, feature circuit)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app.ui import data
-from app.ui import feature_circuit as feature_circuit_tab
+from app.ui import circuit_views, data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_caches, model_spec, workspace_root
-from interp.circuits.attention import CircuitInputError
-from interp.figures.circuits import (
-    attention_pattern_figure,
-    dimensionality_box_figure,
-    edge_graph_figure,
-    head_edges_from_svd,
-    head_scores_figure,
-    patching_table_figure,
-)
+from interp.figures.circuits import attention_grid_figure, attention_pattern_figure
 from interp.store.analysis_folder import AnalysisFolder, circuit_sets
+from interp.store.errors import InputError  # CircuitInputError's base: opening the page imports no torch
 
 page("Circuits")
 root = workspace_root()
@@ -31,22 +25,62 @@ def model_for(spec: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def prompt_attention(spec: str, prompt: str) -> tuple[list[str], list, list[tuple[str, float]]]:
-    """Tokens, attention patterns ``[layer][head][q][k]`` and the top next tokens of one prompt
+def prompt_attention(spec: str, prompt: str) -> tuple[list[str], list, list[tuple[str, float]], str]:
+    """Tokens, attention patterns ``[layer][head][q][k]``, the top next tokens of one prompt and the model's name
     (milliseconds on the demo model). A prompt longer than the context is refused, not cut."""
     from interp.circuits.attention import prompt_tokens, top_next_tokens
 
     model = model_for(spec)
     tokens = prompt_tokens(model, prompt)
     pattern, top = top_next_tokens(model, tokens)
-    return [model.tokenizer.decode([t]) for t in tokens[0].tolist()], pattern[:, 0].tolist(), top
+    return ([model.tokenizer.decode([t]) for t in tokens[0].tolist()], pattern[:, 0].tolist(), top,
+            model.cfg.model_name)
 
 
+@st.cache_data(show_spinner="Finding the model's previous-token and induction heads…", max_entries=4)
+def live_heads(spec: str) -> dict[str, list[int]]:
+    """The model's top previous-token and induction heads on repeated random tokens (as the stored analyses)."""
+    from interp.circuits.attention import detected_heads, head_scores_on_repeated_tokens
+
+    model = model_for(spec)
+    return detected_heads(head_scores_on_repeated_tokens(model, 16, min(20, (model.cfg.n_ctx - 1) // 2)))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def typed_ioi(spec: str, prompt: str) -> dict | str:
+    """``ioi_logit_diff`` of a typed prompt, or the one-line reason it has none."""
+    from interp.circuits.prompts import ioi_logit_diff
+
+    try:
+        return ioi_logit_diff(model_for(spec), prompt)
+    except InputError as error:
+        return str(error)
+
+
+def marked_heads(spec: str, model_name: str) -> dict[tuple[int, int], str]:
+    """The heads to frame in the grid: this model's previous-token and induction heads, and the roles the stored
+    analyses of the same model found (name movers, the repeated-name signal)."""
+    live = live_heads(spec)
+    marked = {tuple(live[role]): ROLE_NAMES[role] for role in ("induction", "previous_token")}  # induction first
+    for name in circuit_sets(root / "analyses"):
+        summary = data.read_json(AnalysisFolder.circuits(root / "analyses", name).summary_path)
+        if summary.get("model") == model_name:
+            for role, head in summary.get("heads", {}).items():
+                marked.setdefault(tuple(head), ROLE_NAMES.get(role, role))
+    return marked
+
+
+ROLE_NAMES = {
+    "previous_token": "previous-token head",
+    "induction": "induction head",
+    "name_mover": "name mover",
+    "s_signal": "repeated-name signal",
+}
 EXAMPLE_PROMPTS = {
     "Induction: a repeated line": "Now is the winter of our discontent made glorious summer by this sun of York. "
     "Now is the winter of our discontent made glorious summer by this sun of",
     "IOI: who gets the ring?": "When Romeo and Juliet went to the court, Romeo gave a ring to",
-    "IOI: a held-out template (the demo model does not solve these)":
+    "IOI: a template the demo model never trained on":
         "Once Hero and Paris had reached the palace, Paris offered a letter to",
     "Induction: repeated common words":
         "The cat sat on the mat and the dog ran to the door. The cat sat on the mat and the dog ran to the",
@@ -73,20 +107,38 @@ if shown and not shown[1].strip():
 elif shown:
     try:
         allowed = model_spec(root, shown[0])  # named by a workspace file: demo, a pretrained name, a folder inside
-        tokens, patterns, top = prompt_attention(allowed, shown[1])
+        tokens, patterns, top, model_name = prompt_attention(allowed, shown[1])
     except UnsafePathError as error:
         st.error(f"Refused: {error}")
-    except CircuitInputError as error:
+    except InputError as error:
         st.error(str(error))
     except Exception as error:  # a model that does not load is the user's to fix, not a traceback
         st.error(f"Could not run model '{shown[0]}': {error}")
     else:
-        n_layers, n_heads = len(patterns), len(patterns[0])
-        c1, c2 = st.columns(2)
-        layer = c1.selectbox("Layer", list(range(n_layers)), index=n_layers - 1, key="layer")
-        head = c2.selectbox("Head", list(range(n_heads)), key="head")
-        plot(attention_pattern_figure(patterns[layer][head], tokens, layer, head), key="attention")
+        ioi = typed_ioi(allowed, shown[1])
+        if isinstance(ioi, dict):
+            st.markdown(
+                f"**IO − S logit difference** after the last token: logit(' {ioi['io']}') − logit(' {ioi['s']}') = "
+                f"**{ioi['logit_diff']:+.2f}** (p(IO) {ioi['p_io']:.1%}, p(S) {ioi['p_s']:.1%}; IO: the name that "
+                "occurs once, S: the repeated subject)"
+            )
+        else:
+            st.caption(f"No IO − S logit difference: {ioi}")
+        marked = marked_heads(allowed, model_name)
         st.caption("Most likely next tokens: " + ", ".join(f"`{t!r}` {p:.0%}" for t, p in top))
+        plot(attention_grid_figure(patterns, tokens, marked), key="attention_grid")
+        st.caption("Rows: layers, columns: heads; in each panel the rows are queries and the columns the keys they "
+                   "attend to (hover for the tokens). Framed in red: " + (", ".join(
+                       f"L{l}H{h} {role}" for (l, h), role in marked.items()) or "no head detected")
+                   + " (found on repeated random tokens and by the stored analyses of this model).")
+        n_layers, n_heads = len(patterns), len(patterns[0])
+        options = [(l, h) for l in range(n_layers) for h in range(n_heads)]
+        first = next(iter(marked), (n_layers - 1, 0))  # the induction head
+        layer, head = st.selectbox(
+            "Head in detail", options, index=options.index(first) if first in options else 0, key="head",
+            format_func=lambda lh: f"L{lh[0]}H{lh[1]}" + (f" · {marked[lh]}" if lh in marked else ""),
+        )
+        plot(attention_pattern_figure(patterns[layer][head], tokens, layer, head), key="attention")
 
 st.divider()
 sets = circuit_sets(root / "analyses")
@@ -101,12 +153,6 @@ st.query_params["prompt_set"] = name
 folder = AnalysisFolder.circuits(root / "analyses", name)
 summary = data.read_json(folder.summary_path)
 heads = summary.get("heads", {})
-ROLE_NAMES = {
-    "previous_token": "previous-token head",
-    "induction": "induction head",
-    "name_mover": "name mover",
-    "s_signal": "repeated-name signal",
-}
 columns = st.columns(len(heads) + 2)
 for column, (role, (layer, head)) in zip(columns, heads.items()):
     column.metric(ROLE_NAMES.get(role, role), f"L{layer}H{head}")
@@ -117,51 +163,11 @@ if "ioi" in summary:
         f"{summary['ioi']['logit_diff']:.2f}",
         help=f"accuracy {summary['ioi']['accuracy']:.0%} (logit IO > logit S)",
     )
-if folder.has("ioi_heads"):
-    with st.expander("IOI head roles (per head)"):
-        st.dataframe(data.parquet(folder.table_path("ioi_heads")), hide_index=True, width="stretch", key="ioi_heads")
 
-tabs = st.tabs(["Head scores", "SVD decomposition", "Communication graph", "Patching", "Feature circuit"])
-with tabs[0]:
-    plot(head_scores_figure(data.parquet(folder.table_path("head_scores"))), key="head_scores")
-with tabs[1]:
-    plot(dimensionality_box_figure(data.parquet(folder.table_path("signal_dimensionality"))), key="svd_dims")
-    st.dataframe(
-        data.parquet(folder.table_path("svd_edges"), order="abs(contribution) desc"),
-        hide_index=True,
-        width="stretch",
-        key="svd_edges",
-    )
-with tabs[2]:
-    side = st.radio("Side", ["key", "query", "value"], horizontal=True, key="side")
-    edges = head_edges_from_svd(data.parquet(folder.table_path("svd_edges")), side=side)
-    if edges:
-        plot(edge_graph_figure(edges), key="graph")
-    else:
-        st.info(f"No head-to-head edge carries ≥ 5% of the {side} signal.")
-with tabs[3]:
-    metric_text = feature_circuit_tab.METRICS.get(summary.get("prompt_set", ""), "the prompt set's metric")
-    st.caption(
-        f"**effect** = {metric_text} on the clean prompts with that one activation taken from the corrupted "
-        "prompts, minus its clean value: a large negative effect marks an activation the task runs through."
-    )
-    c1, c2 = st.columns(2)
-    with c1:
-        plot(
-            patching_table_figure(
-                data.parquet(folder.table_path("patch_residual")),
-                "pos",
-                "Activation patching: residual stream before each layer",
-            ).update_layout(xaxis_title="position in the prompt"),
-            key="patch_resid",
-        )
-    with c2:
-        plot(
-            patching_table_figure(data.parquet(folder.table_path("patch_heads")), "head", "Activation patching: heads"),
-            key="patch_heads",
-        )
-with tabs[4]:
-    if folder.has_json("feature_circuit"):
-        feature_circuit_tab.show(root, folder, summary)
-    else:
-        missing("No SAE feature circuit for this prompt set.", COMMANDS["circuits"])
+views = [*circuit_views.VIEWS, "Feature circuit"]
+linked_view = st.query_params.get("view")
+if linked_view in views and linked_view != st.session_state.get("_linked_view"):  # ?view=… sets the choice once
+    st.session_state["_linked_view"] = st.session_state["view"] = linked_view
+view = st.radio("Show", views, horizontal=True, key="view", label_visibility="collapsed")
+st.query_params["view"] = view
+circuit_views.show(view, root, folder, summary)

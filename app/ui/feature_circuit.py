@@ -26,9 +26,11 @@ def site_name(hook: str) -> str:
 
 
 def labelled_nodes(root: Path, nodes: pd.DataFrame) -> pd.DataFrame:
-    """The stored nodes with each feature's label from its SAE's dashboards (error nodes: "SAE error")."""
+    """The stored nodes with each feature's label from its SAE's dashboards (error nodes: "SAE error") and, where
+    its SAE has them, its explanation; rows keep the stored index (largest |effect| first)."""
     frame = nodes.copy()
     frame["label"] = None
+    explained = False
     if "analysis" in frame:
         for analysis, rows in frame[frame.feature >= 0].groupby("analysis"):
             folder = AnalysisFolder(root / "analyses" / analysis)
@@ -37,11 +39,28 @@ def labelled_nodes(root: Path, nodes: pd.DataFrame) -> pd.DataFrame:
                 labels = data.parquet(folder.table_path("features"), columns="feature, label",
                                       where=f"feature in ({', '.join('?' * len(ids))})", params=ids)
                 frame.loc[rows.index, "label"] = rows.feature.map(dict(zip(labels.feature, labels.label))).to_numpy()
+            if folder.has_explanations:
+                explained = True
+                texts = {i: data.explanation(folder.path, i) for i in rows.feature.unique()}
+                frame.loc[rows.index, "explanation"] = [
+                    None if texts[i].empty else texts[i].explanation.iloc[0] for i in rows.feature]
     frame.loc[frame.feature < 0, "label"] = "SAE error (what the dictionary does not reconstruct)"
     frame["site"] = frame.hook.map(site_name)
     frame["position"] = frame.pos.map(lambda p: "all" if p < 0 else str(p))
-    columns = ["site", "position", "feature", "label", "effect"] + (["analysis"] if "analysis" in frame else [])
+    columns = (["site", "position", "feature", "label"] + (["explanation"] if explained else []) + ["effect"]
+               + (["analysis"] if "analysis" in frame else []))
     return frame.sort_values("effect", key=abs, ascending=False)[columns]
+
+
+def node_names(stored: pd.DataFrame, labelled: pd.DataFrame) -> dict[str, str]:
+    """The circuit figure's name of each node id: site, position, feature id and label (errors: "SAE error")."""
+    names = {}
+    for index, row in labelled.iterrows():
+        where = f"{row.site}" + ("" if row.position == "all" else f" @{row.position}")
+        label = row.label if isinstance(row.label, str) else ""
+        names[stored.id[index]] = (f"{where} SAE error" if row.feature < 0
+                                   else f"{where} #{int(row.feature)} {label[:32]}".rstrip())
+    return names
 
 
 def show(root: Path, folder: AnalysisFolder, summary: dict) -> None:
@@ -92,9 +111,11 @@ def show(root: Path, folder: AnalysisFolder, summary: dict) -> None:
             linked_table(sites, "feature_sites", open_sae, caption="Click a site to browse its SAE's features.")
         else:
             st.dataframe(sites, hide_index=True, width="stretch", key="feature_sites")
-    plot(feature_circuit_figure(graph), key="feature_circuit")
-    st.markdown("**Nodes** (largest |effect| first)")
-    nodes = labelled_nodes(root, data.parquet(folder.table_path("feature_nodes")))
+    stored_nodes = data.parquet(folder.table_path("feature_nodes"))
+    nodes = labelled_nodes(root, stored_nodes)
+    plot(feature_circuit_figure(graph, node_names(stored_nodes, nodes) if "id" in stored_nodes else None),
+         key="feature_circuit")
+    st.markdown("**Nodes** (largest |effect| first; each feature opens its dashboard)")
     feature_table(nodes, "feature_nodes")
     if folder.has("feature_faithfulness"):
         plot(faithfulness_figure(data.parquet(folder.table_path("feature_faithfulness"))), key="feature_faithfulness")

@@ -137,6 +137,15 @@ def head_scores_on_repeated_tokens(
     }
 
 
+def detected_heads(scores: dict[str, Float[Tensor, "layer head"]]) -> dict[str, list[int]]:
+    """The top previous-token head (below the last layer: an induction head reads it later) and the top induction
+    head of ``head_scores_on_repeated_tokens``, as ``{role: [layer, head]}``."""
+    n_heads = scores["induction"].shape[1]
+    previous = divmod(int(scores["previous_token"][:-1].flatten().argmax()), n_heads)
+    induction = divmod(int(scores["induction"].flatten().argmax()), n_heads)
+    return {"previous_token": list(previous), "induction": list(induction)}
+
+
 def default_vocab_range(model) -> tuple[int, int]:
     """Token ids for random prompts: the whole vocabulary except the special tokens at either end
     (the demo's BOS/EOS/PAD are ids 0-2, GPT-2's end-of-text is its last id)."""

@@ -395,47 +395,54 @@ def feature_circuit(
     }
 
 
-def ablated_metric(
-    model,
-    tokens,
-    metric: Metric,
-    sites: dict[str, Dictionary],
-    keep: dict[str, list],
-    complement: bool = False,
-    ablate_from: Tensor | None = None,
-) -> float:
-    """The metric with every node outside ``keep`` mean-ablated (the mean over the prompts of
-    ``ablate_from``, default the clean ones, per position). ``keep[hook]`` holds ``(pos, feature)``
-    nodes (feature -1: the error) or bare feature ids (every position); ``complement`` ablates ``keep``."""
-    tokens = check_tokens(model, tokens)
-    sites = _check_sites(model, sites)
-    clean = site_values(model, tokens, sites)
-    means = (
-        _patch_values(model, tokens, "mean", sites)
-        if ablate_from is None
-        else {h: _batch_mean(v) for h, v in _patch_values(model, tokens, ablate_from, sites).items()}
-    )
-    overrides = {}
-    for hook, value in clean.items():
-        f_mask = torch.zeros(value.features.shape[1:], dtype=torch.bool, device=value.features.device)
-        e_mask = torch.zeros(value.error.shape[1], dtype=torch.bool, device=value.error.device)
-        for node in keep.get(hook, []):
-            pos, j = (slice(None), node) if isinstance(node, int) else node
-            if j >= 0:
-                f_mask[pos, j] = True
-            else:
-                e_mask[pos] = True
-        if complement:
-            f_mask, e_mask = ~f_mask, ~e_mask
-        overrides[hook] = SiteValues(
-            torch.where(f_mask, value.features, means[hook].features),
-            torch.where(e_mask[:, None], value.error, means[hook].error),
+class MeanAblation:
+    """One prompt set's clean site values, their mean-ablation targets (the mean over the prompts of
+    ``ablate_from``, default the clean ones, per position) and the metric of the full and of the empty
+    circuit, computed once for every circuit measured against them."""
+
+    def __init__(self, model, tokens, metric: Metric, sites: dict[str, Dictionary],
+                 ablate_from: Tensor | None = None):
+        self.model, self.metric = model, metric
+        self.tokens = check_tokens(model, tokens)
+        self.sites = _check_sites(model, sites)
+        self.clean = site_values(model, self.tokens, self.sites)
+        self.means = (
+            _patch_values(model, self.tokens, "mean", self.sites)
+            if ablate_from is None
+            else {h: _batch_mean(v) for h, v in _patch_values(model, self.tokens, ablate_from, self.sites).items()}
         )
-    with torch.no_grad():
-        logits = model.run_with_hooks(
-            tokens, fwd_hooks=[(h, _splice(h, d, {}, overrides[h])) for h, d in sites.items()]
-        )
-        return float(metric(logits))
+        with torch.no_grad():
+            self.full = float(metric(model(self.tokens)))
+        self.empty = self.ablated({})
+
+    def ablated(self, keep: dict[str, list], complement: bool = False) -> float:
+        """The metric with every node outside ``keep`` mean-ablated. ``keep[hook]`` holds ``(pos, feature)``
+        nodes (feature -1: the error) or bare feature ids (every position); ``complement`` ablates ``keep``."""
+        overrides = {}
+        for hook, value in self.clean.items():
+            f_mask = torch.zeros(value.features.shape[1:], dtype=torch.bool, device=value.features.device)
+            e_mask = torch.zeros(value.error.shape[1], dtype=torch.bool, device=value.error.device)
+            for node in keep.get(hook, []):
+                pos, j = (slice(None), node) if isinstance(node, int) else node
+                if j >= 0:
+                    f_mask[pos, j] = True
+                else:
+                    e_mask[pos] = True
+            if complement:
+                f_mask, e_mask = ~f_mask, ~e_mask
+            overrides[hook] = SiteValues(
+                torch.where(f_mask, value.features, self.means[hook].features),
+                torch.where(e_mask[:, None], value.error, self.means[hook].error),
+            )
+        with torch.no_grad():
+            logits = self.model.run_with_hooks(
+                self.tokens, fwd_hooks=[(h, _splice(h, d, {}, overrides[h])) for h, d in self.sites.items()]
+            )
+            return float(self.metric(logits))
+
+    def faithfulness(self, circuit: dict[str, list], complement: bool = False) -> float:
+        """``(m(C) - m(∅)) / (m(M) - m(∅))``; ``complement=True`` gives the completeness measure ``m(M \\ C)``."""
+        return (self.ablated(circuit, complement) - self.empty) / (self.full - self.empty)
 
 
 def faithfulness(
@@ -447,12 +454,9 @@ def faithfulness(
     complement: bool = False,
     ablate_from: Tensor | None = None,
 ) -> float:
-    """``(m(C) - m(∅)) / (m(M) - m(∅))`` with the rest mean-ablated; ``complement=True`` gives the
-    completeness measure ``m(M \\ C)`` in the same units (near 0 for a complete circuit)."""
-    with torch.no_grad():
-        full = float(metric(model(check_tokens(model, tokens))))
-    empty = ablated_metric(model, tokens, metric, sites, {}, ablate_from=ablate_from)
-    return (ablated_metric(model, tokens, metric, sites, circuit, complement, ablate_from) - empty) / (full - empty)
+    """``(m(C) - m(∅)) / (m(M) - m(∅))`` with the rest mean-ablated (``MeanAblation``); ``complement=True``
+    gives the completeness measure ``m(M \\ C)`` in the same units (near 0 for a complete circuit)."""
+    return MeanAblation(model, tokens, metric, sites, ablate_from).faithfulness(circuit, complement)
 
 
 def faithfulness_curve(
@@ -468,8 +472,8 @@ def faithfulness_curve(
     """Faithfulness and completeness of the top-``n`` nodes by ``|effect|`` (features and errors,
     every site and position; ``over_positions``: nodes summed over positions), for each ``n`` in ``sizes``
     (default: doubling up to all nodes). Columns ``n_nodes, threshold, faithfulness, completeness``."""
-    sites = _check_sites(model, sites)
-    if over_positions:  # a bare id keeps the node at every position (ablated_metric)
+    ablation = MeanAblation(model, tokens, metric, sites, ablate_from)
+    if over_positions:  # a bare id keeps the node at every position (MeanAblation.ablated)
         summed = {hook: _over_positions(e) for hook, e in effects.items()}
         ranked = [
             (abs(float(e["features"][0, j])), hook, j)
@@ -491,15 +495,15 @@ def faithfulness_curve(
     sizes = sizes or sorted({min(2**i, total) for i in range(total.bit_length() + 1)} | {total})
     rows = []
     for n in sizes:
-        keep: dict[str, list] = {hook: [] for hook in sites}
+        keep: dict[str, list] = {hook: [] for hook in ablation.sites}
         for _, hook, node in ranked[:n]:
             keep[hook].append(node)
         rows.append(
             {
                 "n_nodes": n,
                 "threshold": ranked[n - 1][0] if n else float("inf"),
-                "faithfulness": faithfulness(model, tokens, metric, sites, keep, ablate_from=ablate_from),
-                "completeness": faithfulness(model, tokens, metric, sites, keep, True, ablate_from),
+                "faithfulness": ablation.faithfulness(keep),
+                "completeness": ablation.faithfulness(keep, True),
             }
         )
     return pd.DataFrame(rows)

@@ -7,13 +7,16 @@ patching functions take them as they are.
 from __future__ import annotations
 
 import random
+import re
+from collections import Counter
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from interp.circuits.attention import CircuitInputError, default_vocab_range, repeated_random_tokens
+from interp.circuits.attention import CircuitInputError, default_vocab_range, prompt_tokens, repeated_random_tokens
 from interp.circuits.patching import Metric, logit_diff_metric, next_token_metric
 from interp.features.principled_eval import Counterfactual, Task, aligned_tokens
 
@@ -515,3 +518,63 @@ def ioi_task(
         ids[labels["S"]].to(model.cfg.device),
         counterfactuals=counterfactuals,
     )
+
+
+def prompt_table(tokenizer, clean: Int[Tensor, "batch pos"], corrupt: Int[Tensor, "batch pos"],
+                 texts: list[str] | None = None, corrupt_texts: list[str] | None = None) -> pd.DataFrame:
+    """One row per prompt pair: ``prompt``, the ``clean`` and ``corrupt`` texts (given, else the decoded tokens)
+    and each side's tokens as strings (``clean_tokens``, ``corrupt_tokens``: what a position axis is labelled with)."""
+    def decoded(tokens: Tensor) -> list[list[str]]:
+        return [[tokenizer.decode([t]) for t in row] for row in tokens.tolist()]
+
+    clean_tokens, corrupt_tokens = decoded(clean), decoded(corrupt)
+    return pd.DataFrame({
+        "prompt": range(len(clean_tokens)),
+        "clean": texts if texts is not None else ["".join(row) for row in clean_tokens],
+        "corrupt": corrupt_texts if corrupt_texts is not None else ["".join(row) for row in corrupt_tokens],
+        "clean_tokens": clean_tokens,
+        "corrupt_tokens": corrupt_tokens,
+    })
+
+
+IOI_EXAMPLE = "When Mary and John went to the store, John gave a drink to"
+_CAPITALISED = re.compile(r"\b[A-Z][A-Za-z]*\b")
+_SENTENCE_END = re.compile(r"(^|[.!?;:\n])[\s\"'(]*$")
+
+
+def ioi_names(text: str) -> tuple[str, str]:
+    """``(IO, S)`` of an IOI-shaped prompt: of its capitalised words (a word that opens a sentence counts only
+    when it occurs again: *When*, *Then* are not names), exactly one occurs twice or more (the subject S) and
+    exactly one other occurs once (the indirect object IO)."""
+    found = [(m.group(), bool(_SENTENCE_END.search(text[: m.start()]))) for m in _CAPITALISED.finditer(text)]
+    counts = Counter(word for word, _ in found)
+    openers = {word for word, opens in found if opens and counts[word] == 1}
+    counts = Counter({word: n for word, n in counts.items() if word not in openers})
+    repeated = [w for w, n in counts.items() if n >= 2]
+    once = [w for w, n in counts.items() if n == 1]
+    if len(repeated) != 1 or len(once) != 1:
+        found = ", ".join(f"{w} ×{n}" for w, n in counts.items()) or "none"
+        raise CircuitInputError(
+            f"not an IOI-shaped prompt: it needs two names, one of them repeated (names found: {found}); "
+            f"e.g. '{IOI_EXAMPLE}'"
+        )
+    return once[0], repeated[0]
+
+
+def ioi_logit_diff(model, text: str) -> dict:
+    """``logit(IO) − logit(S)`` after the last token of a typed IOI-shaped prompt (``ioi_names``), both names
+    read as their single token after a space; keys ``io, s, logit_io, logit_s, logit_diff, p_io, p_s``."""
+    io, s = ioi_names(text)
+    for name in (io, s):
+        pieces = model.tokenizer.encode(" " + name, add_special_tokens=False)
+        if len(pieces) != 1:
+            raise CircuitInputError(
+                f"'{name}' is {len(pieces)} tokens for this model's tokenizer: logit(IO) − logit(S) needs names "
+                "that are one token after a space; try another name"
+            )
+    with torch.no_grad():
+        logits = model(prompt_tokens(model, text))[0, -1]
+    probs = logits.softmax(-1)
+    io_id, s_id = _name_id(model.tokenizer, io), _name_id(model.tokenizer, s)
+    return {"io": io, "s": s, "logit_io": float(logits[io_id]), "logit_s": float(logits[s_id]),
+            "logit_diff": float(logits[io_id] - logits[s_id]), "p_io": float(probs[io_id]), "p_s": float(probs[s_id])}

@@ -4,14 +4,22 @@ patching, feature circuits. A figure with several heat maps gives them one share
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from torch import Tensor
 
 from interp.store.errors import InputError
+
+if TYPE_CHECKING:  # the Circuits page draws stored tables without importing torch
+    from torch import Tensor
+
+
+def _colorbar(title: str) -> dict:
+    """A colour bar whose title runs along it (clear of the vertical toolbar), three quarters of the plot high."""
+    return dict(title=dict(text=title, side="right"), len=0.75, y=0.4, yanchor="middle")
 
 
 def _heatmap(values, x, y, title: str, colorscale: str = "RdBu", zmid: float | None = 0.0) -> go.Heatmap:
@@ -28,10 +36,53 @@ def attention_pattern_figure(pattern: Sequence[Sequence[float]] | np.ndarray, to
                          "pass one head's [query, key] pattern of this prompt")
     labels = [f"{i}:{t!r}" for i, t in enumerate(tokens)]
     fig = go.Figure(_heatmap(values, labels, labels, "attention", "Blues", None).update(
-        zmin=0, zmax=1, colorbar=dict(title="attention")))
+        zmin=0, zmax=1, colorbar=_colorbar("attention weight")))
     fig.update_layout(title=f"L{layer}H{head} attention ({len(tokens)} tokens)", height=480,
                       xaxis_title="key (attended to)", yaxis_title="query")
     return fig.update_yaxes(autorange="reversed")
+
+
+def position_labels(tokens: Sequence[str]) -> list[str]:
+    """``{position}:{token!r}`` for each token, so repeated tokens stay apart on an axis."""
+    return [f"{i}:{t!r}" for i, t in enumerate(tokens)]
+
+
+def attention_grid_figure(patterns: Sequence | np.ndarray, tokens: Sequence[str],
+                          marked: dict[tuple[int, int], str] | None = None) -> go.Figure:
+    """Every head's attention pattern of one prompt as small multiples (``patterns``: ``[layer, head, query, key]``;
+    rows: layers, columns: heads), one colour bar for all; the heads in ``marked`` (``{(layer, head): role}``)
+    are framed in red and titled with their role."""
+    values = np.asarray(patterns, dtype=float)
+    if values.ndim != 4 or values.shape[2:] != (len(tokens), len(tokens)):
+        raise InputError(f"attention patterns of shape {values.shape} do not match {len(tokens)} tokens: "
+                         "pass [layer, head, query, key] patterns of this prompt")
+    n_layers, n_heads = values.shape[:2]
+    marked = marked or {}
+    titles = [f"<b>L{l}H{h} · {marked[(l, h)]}</b>" if (l, h) in marked else f"L{l}H{h}"
+              for l in range(n_layers) for h in range(n_heads)]
+    fig = make_subplots(n_layers, n_heads, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=min(0.3 / max(n_layers - 1, 1), 0.12))
+    labels = position_labels(tokens)
+    for l in range(n_layers):
+        for h in range(n_heads):
+            fig.add_trace(go.Heatmap(z=values[l, h], x=labels, y=labels, coloraxis="coloraxis", name=f"L{l}H{h}",
+                                     hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.2f}<extra>%{fullData.name}"
+                                                   "</extra>"), l + 1, h + 1)
+    for l, h in marked:
+        if 0 <= l < n_layers and 0 <= h < n_heads:
+            axis = "" if l * n_heads + h == 0 else str(l * n_heads + h + 1)
+            fig.add_shape(type="rect", xref=f"x{axis} domain", yref=f"y{axis} domain", x0=0, x1=1, y0=0, y1=1,
+                          line=dict(color="#d62728", width=3))
+    fig.update_xaxes(showticklabels=False).update_yaxes(showticklabels=False, autorange="reversed")
+    for h in range(n_heads):
+        fig.update_xaxes(title_text="key", row=n_layers, col=h + 1)
+    for l in range(n_layers):
+        fig.update_yaxes(title_text="query", row=l + 1, col=1)
+    return fig.update_layout(
+        title=f"Attention of every head ({len(tokens)} tokens; rows: layers, columns: heads)",
+        height=90 + 190 * n_layers, margin=dict(r=90),
+        coloraxis=dict(colorscale="Blues", cmin=0, cmax=1,
+                       colorbar=_colorbar("attention weight")))
 
 
 def head_scores_figure(frame: pd.DataFrame) -> go.Figure:
@@ -45,7 +96,7 @@ def head_scores_figure(frame: pd.DataFrame) -> go.Figure:
     # one colour bar for all panels: every score is an attention weight in [0, 1]
     fig.update_layout(title="Head scores on repeated random tokens", height=320,
                       coloraxis=dict(colorscale="Blues", cmin=0, cmax=1,
-                                     colorbar=dict(title="score", len=0.75, y=0.4, yanchor="middle")))
+                                     colorbar=_colorbar("score (0–1)")))
     return fig.update_xaxes(title="head", dtick=1).update_yaxes(title="layer", autorange="reversed", dtick=1)
 
 
@@ -60,6 +111,121 @@ def composition_figure(scores: dict[str, Tensor]) -> go.Figure:
     fig.update_layout(title="Composition scores (rows: earlier head A, columns: later head B)", height=380,
                       coloraxis=dict(colorscale="Blues", colorbar=dict(title="score")))  # one shared colour bar
     return fig.update_yaxes(autorange="reversed")
+
+
+def head_pair_figure(frame: pd.DataFrame, panels: dict[str, str], title: str, value: str, signed: bool = True,
+                     baseline: float | None = None) -> go.Figure:
+    """One heat map per column of ``frame`` named in ``panels`` (``{column: panel title}``) over head pairs:
+    rows the earlier (sender) head A of ``layer_a, head_a``, columns the later (receiver) head B of ``layer_b,
+    head_b``; one shared colour bar titled ``value``; a pair the frame lacks is blank. ``baseline`` (chance
+    level) is written into the title."""
+    frame = frame.assign(a=[f"L{l}H{h}" for l, h in zip(frame.layer_a, frame.head_a)],
+                         b=[f"L{l}H{h}" for l, h in zip(frame.layer_b, frame.head_b)])
+    order = lambda side: frame.sort_values([f"layer_{side}", f"head_{side}"])[side].unique().tolist()  # noqa: E731
+    rows, cols = order("a"), order("b")
+    fig = make_subplots(1, len(panels), subplot_titles=list(panels.values()), horizontal_spacing=0.08)
+    for i, column in enumerate(panels):
+        table = frame.pivot(index="a", columns="b", values=column).reindex(index=rows, columns=cols)
+        fig.add_trace(go.Heatmap(z=table.values, x=cols, y=rows, coloraxis="coloraxis", name=panels[column],
+                                 hovertemplate="A %{y} → B %{x}<br>%{z:.3g}<extra></extra>"), 1, i + 1)
+    colours = dict(colorscale="RdBu", cmid=0) if signed else dict(colorscale="Blues")
+    chance = f" (chance level {baseline:.3f})" if baseline is not None else ""
+    fig.update_layout(title=title + chance, height=300 + 14 * len(rows),
+                      coloraxis=dict(**colours, colorbar=_colorbar(value)))
+    return fig.update_xaxes(title="receiver head B", tickangle=-45).update_yaxes(
+        title="sender head A", autorange="reversed")
+
+
+def composition_table_figure(frame: pd.DataFrame, baseline: float | None = None) -> go.Figure:
+    """Q/K/V composition scores of the stored ``composition`` table (``composition_frame``)."""
+    return head_pair_figure(frame, {m: f"{m.upper()}-composition" for m in "qkv"},
+                            "Composition scores ‖W_A W_B‖ / (‖W_A‖ ‖W_B‖)", "score (0–1)", signed=False,
+                            baseline=baseline)
+
+
+def path_patching_figure(frame: pd.DataFrame, unit: str = "") -> go.Figure:
+    """The stored ``path_patch`` table (``side, layer_a, head_a, layer_b, head_b, effect``): the effect of A's
+    corrupted output reaching B only through B's query, key or value, one panel per side (pairs with B in a
+    later layer than A: no other path exists)."""
+    frame = frame[frame.layer_b > frame.layer_a]
+    wide = frame.pivot_table(index=["layer_a", "head_a", "layer_b", "head_b"], columns="side", values="effect",
+                             aggfunc="first").reset_index()
+    sides = [s for s in ("q", "k", "v") if s in wide]
+    return head_pair_figure(wide, {s: f"through B's {dict(q='query', k='key', v='value')[s]}" for s in sides},
+                            "Path patching: sender A → receiver B", f"effect ({unit})" if unit else "effect")
+
+
+def dla_positions_figure(frame: pd.DataFrame, tokens: Sequence[str] | None = None, unit: str = "logit") -> go.Figure:
+    """Direct logit attribution of each head (rows ``L{layer}H{head}``) at each position (columns; labelled with
+    ``tokens`` when given) to the next token's logit, from the stored ``dla`` table (mean over prompts). The last
+    position is left out: it has no next token in the prompt (the table's target there is the token itself)."""
+    frame = frame[frame.pos < frame.pos.max()]
+    frame = frame.assign(head_name=[f"L{l}H{h}" for l, h in zip(frame.layer, frame["head"])])
+    table = frame.pivot(index="head_name", columns="pos", values="dla")
+    table = table.reindex(frame.sort_values(["layer", "head"]).head_name.unique())
+    x = _positions(list(table.columns), tokens)
+    fig = go.Figure(_heatmap(table.values, x, list(table.index), "DLA").update(
+        colorbar=_colorbar(f"DLA ({unit})")))
+    return fig.update_layout(
+        title="Direct logit attribution of each head to the next token", height=260 + 22 * len(table.index),
+        xaxis_title=_position_title(tokens), yaxis_title="head").update_yaxes(autorange="reversed")
+
+
+def logit_lens_table_figure(frame: pd.DataFrame, tokens: Sequence[str] | None = None) -> go.Figure:
+    """The stored ``logit_lens`` table (``layer, pos, log_prob``; layer ``n_layers``: the final residual): one
+    line per residual read-out, mean log-probability of the next token at each position (the last position,
+    which has no next token in the prompt, left out)."""
+    frame = frame[frame.pos < frame.pos.max()]
+    last = int(frame.layer.max())
+    fig = go.Figure()
+    for layer, rows in frame.sort_values(["layer", "pos"]).groupby("layer"):
+        fig.add_trace(go.Scatter(x=_positions(rows.pos.tolist(), tokens), y=rows.log_prob, mode="lines+markers",
+                                 name="final residual" if layer == last else f"residual before L{layer}"))
+    return fig.update_layout(title="Logit lens: the next token read off the residual stream",
+                             xaxis_title=_position_title(tokens), yaxis_title="log p(next token) (nats)",
+                             legend_title="read-out")
+
+
+def atp_agreement_figure(frame: pd.DataFrame) -> go.Figure:
+    """The stored ``atp_agreement`` table (``scale, method, pearson, ...``): each estimate's Pearson correlation
+    with exact head patching, one bar group per corruption scale."""
+    fig = go.Figure([
+        go.Bar(x=rows.method, y=rows.pearson, name=f"{scale:g} of the way to corrupt",
+               text=[f"{v:.2f}" for v in rows.pearson], textposition="outside")
+        for scale, rows in frame.groupby("scale")
+    ])
+    fig.add_hline(y=1.0, line_dash="dot")
+    return fig.update_layout(title="Attribution patching against exact head patching", barmode="group",
+                             xaxis_title="estimate", yaxis_title="Pearson r with exact patching",
+                             yaxis_range=[min(0.0, float(frame.pearson.min()) - 0.1), 1.15],
+                             legend_title="head outputs moved")
+
+
+def atp_scatter_figure(exact: pd.DataFrame, estimate: pd.DataFrame, unit: str = "") -> go.Figure:
+    """Each head's exact patching effect (``patch_heads``) against its attribution-patching estimate
+    (``attribution_heads``), one labelled point per head, with the diagonal."""
+    both = exact.merge(estimate, on=["layer", "head"], suffixes=("_exact", "_atp"))
+    labels = [f"L{l}H{h}" for l, h in zip(both.layer, both["head"])]
+    fig = go.Figure(go.Scatter(x=both.effect_exact, y=both.effect_atp, mode="markers+text", text=labels,
+                               textposition="top center", name="head"))
+    ends = [float(min(both.effect_exact.min(), both.effect_atp.min())),
+            float(max(both.effect_exact.max(), both.effect_atp.max()))]
+    fig.add_trace(go.Scatter(x=ends, y=ends, mode="lines", line=dict(dash="dot", color="grey"), name="equal"))
+    units = f" ({unit})" if unit else ""
+    return fig.update_layout(title="Each head: attribution patching against exact patching",
+                             xaxis_title=f"exact patching effect{units}", yaxis_title=f"AtP estimate{units}")
+
+
+def _positions(positions: list[int], tokens: Sequence[str] | None) -> list:
+    """Position axis values: ``{pos}:{token!r}`` where tokens are known, else the positions."""
+    if tokens is None or len(tokens) < len(positions):
+        return positions
+    labels = position_labels(tokens)
+    return [labels[p] for p in positions]
+
+
+def _position_title(tokens: Sequence[str] | None) -> str:
+    return "position: token of the first prompt" if tokens is not None else "position in the prompt"
 
 
 def dla_figure(frame: pd.DataFrame) -> go.Figure:
@@ -133,19 +299,25 @@ def patching_figure(values: Tensor, x_title: str, y_title: str, title: str) -> g
 
 
 def patching_table_figure(
-    frame: pd.DataFrame, columns: str, title: str, index: str = "layer", value: str = "effect"
+    frame: pd.DataFrame, columns: str, title: str, index: str = "layer", value: str = "effect",
+    tokens: Sequence[str] | None = None, unit: str = ""
 ) -> go.Figure:
     """Heat map of a stored patching table (``grid_frame`` rows: e.g. ``patch_residual`` with ``layer, pos, effect``
-    or ``patch_heads`` with ``layer, head, effect``): ``index`` down, ``columns`` across."""
+    or ``patch_heads`` with ``layer, head, effect``): ``index`` down, ``columns`` across; a ``pos`` axis is
+    labelled with ``tokens`` when given; ``unit`` goes into the colour bar's title."""
     table = frame.pivot(index=index, columns=columns, values=value)
-    return _effect_map(table.values, list(table.columns), list(table.index), columns, index, title, value)
+    x, x_title = list(table.columns), columns
+    if columns == "pos" and tokens is not None:
+        x, x_title = _positions(x, tokens), _position_title(tokens)
+    fig = _effect_map(table.values, x, list(table.index), x_title, index, title, f"{value} ({unit})" if unit else value)
+    return fig.update_xaxes(tickangle=-60) if columns == "pos" and tokens is not None else fig
 
 
 def _effect_map(values, x, y, x_title: str, y_title: str, title: str, value: str = "effect") -> go.Figure:
     """A signed heat map centred on zero, first row on top; integer axes tick every integer."""
-    fig = go.Figure(_heatmap(values, x, y, title).update(colorbar=dict(title=value, len=0.75, y=0.4, yanchor="middle")))
+    fig = go.Figure(_heatmap(values, x, y, title).update(colorbar=_colorbar(value)))
     fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title).update_yaxes(autorange="reversed", dtick=1)
-    return fig.update_xaxes(dtick=1) if x_title in ("head", "layer") else fig
+    return fig.update_xaxes(dtick=1) if x_title in ("head", "layer", "pos") or x_title.startswith("position") else fig
 
 
 def agreement_figure(exact: Tensor, approx: Tensor, title: str) -> go.Figure:
@@ -154,11 +326,16 @@ def agreement_figure(exact: Tensor, approx: Tensor, title: str) -> go.Figure:
     return fig.update_layout(title=title, xaxis_title="exact patching", yaxis_title="attribution patching")
 
 
-def feature_circuit_figure(graph: dict) -> go.Figure:
-    """Sankey of a ``feature_circuit`` graph (features and error nodes into the metric)."""
-    return edge_graph_figure(graph["edges"], weight="weight").update_layout(
-        title=f"Feature circuit ({graph['method']})"
+def feature_circuit_figure(graph: dict, labels: dict[str, str] | None = None) -> go.Figure:
+    """Sankey of a ``feature_circuit`` graph (features and error nodes into the metric); ``labels`` names nodes
+    by id (e.g. site, feature id and label), the rest keep their ids."""
+    fig = edge_graph_figure(graph["edges"], weight="weight").update_layout(
+        title=f"Feature circuit ({graph['method']}): node width = |effect|, blue positive, red negative"
     )
+    if labels:
+        sankey = fig.data[0]
+        sankey.node.label = [labels.get(name, name) for name in sankey.node.label]
+    return fig
 
 
 def faithfulness_figure(

@@ -18,10 +18,10 @@ from interp.circuits import attention, decomposition, patching
 from interp.circuits.attention import CircuitInputError
 from interp.circuits.circuit_helpers import head_pairs, pair_label, rank_agreement
 from interp.circuits.feature_circuits import (
+    MeanAblation,
     attribute,
     circuit_nodes,
     effect_error_shares,
-    faithfulness,
     faithfulness_curve,
     feature_circuit,
 )
@@ -33,6 +33,7 @@ from interp.circuits.prompts import (
     demo_ioi_prompts,
     ioi_prompts,
     ioi_scores,
+    prompt_table,
     single_token_names,
 )
 from interp.features.dictionary import load_dictionary
@@ -44,11 +45,12 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
                      sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction",
                      src_mask=None, cutoff: float = 0.7, extra: dict | None = None,
                      sae_sites: dict[str, Path] | None = None, over_positions: bool = False,
-                     node_threshold: float = 0.1) -> dict:
+                     node_threshold: float = 0.1, texts: tuple[list[str], list[str]] | None = None) -> dict:
     """Run every analysis on one prompt set, write the tables to ``out`` and return the summary.
 
     The feature circuit runs through ``sae_sites`` (``{hook: SAE folder}``, the sites where the circuit
     runs) or the one ``sae_folder`` at ``sae_hook``; ``over_positions`` sums its node effects over positions.
+    ``texts`` (clean, corrupt) name the prompts in ``prompts.parquet`` (default: the decoded tokens).
 
     The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
     by default the top induction head on the repeated tokens. ``extra`` entries go into the summary last
@@ -57,16 +59,18 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     with writing(out, "circuit analysis"):
         return _analyze_circuits(model, clean, corrupt, metric, dest_mask, Path(out), start_head, sae_folder,
                                  sae_hook, prompt_set, src_mask, cutoff, extra, sae_sites, over_positions,
-                                 node_threshold)
+                                 node_threshold, texts)
 
 
 def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head, sae_folder, sae_hook,
-                      prompt_set, src_mask, cutoff, extra, sae_sites, over_positions, node_threshold) -> dict:
+                      prompt_set, src_mask, cutoff, extra, sae_sites, over_positions, node_threshold,
+                      texts) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     L, H = model.cfg.n_layers, model.cfg.n_heads
     timings, summary = (
         {},
-        {"prompt_set": prompt_set, "n_prompts": int(clean.shape[0]), "n_positions": int(clean.shape[1])},
+        {"prompt_set": prompt_set, "model": model.cfg.model_name, "n_prompts": int(clean.shape[0]),
+         "n_positions": int(clean.shape[1])},
     )
 
     def timed(name, fn):
@@ -82,6 +86,9 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
     dla = timed("dla", lambda: attention.direct_logit_attribution(model, clean))
     lens = timed("logit_lens", lambda: attention.logit_lens(model, clean))
     folder = AnalysisFolder(out)
+    if model.tokenizer is not None:  # the prompts as text and tokens (the pages' position axes)
+        folder.write_tables({"prompts": prompt_table(model.tokenizer, clean, corrupt, *(texts or (None, None)))},
+                            by_feature=False)
     folder.write_tables(
         dict(
             head_scores=attention.head_scores_frame(scores),
@@ -91,9 +98,8 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
         ),
         by_feature=False,
     )
-    prev_head = divmod(int(scores["previous_token"][:-1].flatten().argmax()), H)
-    ind_layer, ind_head = divmod(int(scores["induction"].flatten().argmax()), H)
-    summary["heads"] = {"previous_token": list(prev_head), "induction": [ind_layer, ind_head]}
+    summary["heads"] = attention.detected_heads(scores)
+    ind_layer, ind_head = summary["heads"]["induction"]
     summary["composition_baseline"] = attention.composition_baseline(model.cfg.d_model, model.cfg.d_head)
 
     skipped = decomposition.unsupported_reason(model)  # rotary families (Llama, Gemma, Qwen...) have no SVD trace
@@ -215,6 +221,7 @@ def feature_circuit_step(
     write_feature_circuit(out, circuit, curve, analyses)
     shares = effect_error_shares(effects, over_positions)
     nodes = circuit_nodes(circuit)
+    ablation = MeanAblation(model, clean, metric, sites, corrupt)
     return {
         "sites": [{"hook": hook, "sae": str(sae_sites[hook]), "analysis": analyses[hook]} for hook in circuit["sites"]],
         "hook": circuit["sites"][-1],
@@ -226,8 +233,8 @@ def feature_circuit_step(
         "error_share": circuit["error_share"],
         "error_share_all_nodes": shares["all_nodes"],
         "error_share_by_site": shares["by_site"],
-        "faithfulness": faithfulness(model, clean, metric, sites, nodes, ablate_from=corrupt),
-        "completeness": faithfulness(model, clean, metric, sites, nodes, True, corrupt),
+        "faithfulness": ablation.faithfulness(nodes),
+        "completeness": ablation.faithfulness(nodes, True),
     }
 
 
@@ -297,11 +304,7 @@ def ioi_circuit_analysis(
             src_mask=io,
             extra=extra,
             sae_sites=sae_sites,
+            texts=(prompts.texts, prompts.corrupt_texts),
         )
-        AnalysisFolder(out).write_tables(
-            {
-                "ioi_heads": table,
-                "prompts": pd.DataFrame({"text": prompts.texts, "corrupt_text": prompts.corrupt_texts}),
-            }
-        )
+        AnalysisFolder(out).write_tables({"ioi_heads": table})
     return summary

@@ -149,25 +149,116 @@ def test_geometry_tables_equal_disk(app_env):
     assert metric(at, "firings") == f"{int(row.n_fires):,}"
 
 
-def test_circuits_page_shows_stored_results_and_a_typed_prompt(app_env):
+DEMO_WEIGHTS = (APP.parent / "interp/models/demo/weights/model.safetensors").exists() or os.environ.get("CI") == "true"
+
+
+def test_circuits_page_opens_on_the_stored_prompts_and_draws_nothing_else(app_env):
     at = run_page("pages/4_Circuits.py")
     folder = app_env / "analyses/circuits/demo"
     summary = json.loads((folder / "summary.json").read_text())
     assert metric(at, "induction head") == "L{}H{}".format(*summary["heads"]["induction"])
-    nodes = pd.read_parquet(folder / "feature_nodes.parquet")
-    assert sorted(table(at, "site", "effect").effect) == sorted(nodes.effect)
-    heads = pd.read_parquet(folder / "patch_heads.parquet").pivot(index="layer", columns="head", values="effect")
-    assert np.array_equal(array(chart(at, "patch_heads")["data"][0]["z"]), heads.values)
+    assert at.radio(key="view").value == "Prompts" and at.query_params["view"] == "Prompts"
+    stored = pd.read_parquet(folder / "prompts.parquet")
+    shown = table(at, "prompt", "clean", "corrupt")
+    assert shown.clean.tolist() == stored.clean.tolist() and shown.corrupt.tolist() == stored.corrupt.tolist()
+    half = (summary["n_positions"] - 1) // 2  # induction: only the first copy differs
+    assert all(set(map(int, d.split(", "))) <= set(range(1, half + 1)) for d in shown["differs at positions"] if d)
+    assert not at.get("plotly_chart")  # the first paint reads one table and loads no chart
+
+
+def test_opening_the_circuits_page_imports_no_torch(app_env):
+    """The first render reads stored tables only: torch (seconds to import under load) waits for "Show attention"."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from streamlit.testing.v1 import AppTest; "
+            f"at = AppTest.from_file({str(APP / 'pages/4_Circuits.py')!r}, default_timeout=120).run(); "
+            "assert not at.exception, [e.value for e in at.exception]; print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "WORKBENCH_WORKSPACE": str(app_env)}, cwd=APP.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("view, key, check", [
+    ("Patching", "patch_heads", "patch_heads"), ("Composition", "composition", "composition"),
+    ("Path patching", "path_patch", "path_patch"), ("DLA", "dla", "dla"), ("Logit lens", "logit_lens", "logit_lens"),
+    ("AtP agreement", "atp_agreement", "atp_agreement"), ("Head scores", "head_scores", "head_scores"),
+])
+def test_each_stored_circuit_view_draws_its_stored_table(app_env, view, key, check):
+    folder = app_env / "analyses/circuits/demo"
+    at = open_linked("pages/4_Circuits.py", prompt_set="demo", view=view)
+    assert at.radio(key="view").value == view
+    fig = chart(at, key)
+    frame = pd.read_parquet(folder / f"{check}.parquet")
+    tokens = list(pd.read_parquet(folder / "prompts.parquet").clean_tokens.iloc[0])
+    if check == "patch_heads":
+        assert np.array_equal(array(fig["data"][0]["z"]), frame.pivot(index="layer", columns="head", values="effect"))
+        resid = chart(at, "patch_resid")  # positions named by their tokens, effect in the metric's unit
+        assert resid["data"][0]["x"][1] == f"1:{tokens[1]!r}" and resid["data"][0]["colorbar"]["title"]["text"] == \
+            "effect (nats)"
+        assert any("**effect** =" in c.value for c in at.caption)
+    elif check == "composition":
+        k = fig["data"][1]
+        row = frame[(frame.layer_a == 0) & (frame.head_a == 1) & (frame.layer_b == 1) & (frame.head_b == 0)]
+        assert array(k["z"])[k["y"].index("L0H1")][k["x"].index("L1H0")] == pytest.approx(float(row.k.iloc[0]))
+    elif check == "path_patch":
+        v = fig["data"][2]
+        row = frame[(frame.side == "v") & (frame.layer_a == 0) & (frame.head_a == 1) & (frame.layer_b == 1)
+                    & (frame.head_b == 1)]
+        assert array(v["z"])[v["y"].index("L0H1")][v["x"].index("L1H1")] == pytest.approx(float(row.effect.iloc[0]))
+    elif check == "dla":
+        heat = fig["data"][0]
+        cell = frame[(frame.layer == 1) & (frame["head"] == 0) & (frame.pos == 2)].dla.iloc[0]
+        assert array(heat["z"])[heat["y"].index("L1H0")][heat["x"].index(f"2:{tokens[2]!r}")] == pytest.approx(cell)
+    elif check == "logit_lens":
+        final = frame[frame.layer == frame.layer.max()].sort_values("pos").log_prob.to_numpy()[:-1]
+        assert np.allclose(array(fig["data"][-1]["y"]), final) and fig["data"][-1]["name"] == "final residual"
+    elif check == "atp_agreement":
+        first = frame[frame.scale == frame.scale.min()]
+        assert np.allclose(array(fig["data"][0]["y"]), first.pearson) and chart(at, "atp_scatter")["data"][0]["text"]
+    else:
+        scores = frame.pivot(index="layer", columns="head", values="induction")
+        assert np.allclose(array(fig["data"][1]["z"]), scores.values)
+
+
+def test_circuits_page_shows_a_typed_prompts_heads_in_a_grid_with_the_detected_ones_framed(app_env):
+    at = run_page("pages/4_Circuits.py")
     at.text_input(key="prompt").input("one two three one two three")
     at.button[0].click().run()
     assert not at.exception
-    if (APP.parent / "interp/models/demo/weights/model.safetensors").exists() or os.environ.get("CI") == "true":
-        assert not at.error and at.selectbox(key="head").options
-        attention = chart(at, "attention")["data"][0]  # the tokens label both axes of the chosen head's pattern
-        assert attention["x"] == attention["y"] and attention["x"][1] == "1:'one'"  # after the BOS token
-        assert array(attention["z"]).shape == (len(attention["x"]),) * 2
-    else:  # the demo weights are built by a script; without them the page must say so, not crash
+    if not DEMO_WEIGHTS:  # the demo weights are built by a script; without them the page must say so, not crash
         assert any("demo weights missing" in e.value for e in at.error)
+        return
+    from interp.models.loading import demo_circuit
+
+    circuit = demo_circuit()  # the heads the demo model was trained to have
+    induction, previous = tuple(circuit["induction_head"]), tuple(circuit["previous_token_head"])
+    assert not at.error and at.selectbox(key="head").value == induction  # the detail opens on the induction head
+    grid = chart(at, "attention_grid")
+    assert len(grid["data"]) == 2 * 4 and grid["data"][induction[0] * 4 + induction[1]]["name"] == "L{}H{}".format(
+        *induction)
+    titles = [a["text"] for a in grid["layout"]["annotations"]]
+    assert titles[induction[0] * 4 + induction[1]] == "<b>L{}H{} · induction head</b>".format(*induction)
+    assert titles[previous[0] * 4 + previous[1]] == "<b>L{}H{} · previous-token head</b>".format(*previous)
+    assert len(grid["layout"]["shapes"]) >= 2
+    attention = chart(at, "attention")["data"][0]  # the tokens label both axes of the chosen head's pattern
+    assert attention["x"] == attention["y"] and attention["x"][1] == "1:'one'"  # after the BOS token
+    assert array(attention["z"]).shape == (len(attention["x"]),) * 2
+    assert any("No IO − S logit difference: not an IOI-shaped prompt" in c.value for c in at.caption)
+
+
+def test_circuits_page_gives_the_io_minus_s_logit_difference_of_a_typed_ioi_prompt(app_env, demo_model):
+    if not DEMO_WEIGHTS:
+        pytest.skip("the demo weights are not built")
+    text = "When Romeo and Juliet went to the court, Romeo gave a ring to"
+    at = run_page("pages/4_Circuits.py")
+    at.text_input(key="prompt").input(text)
+    at.button[0].click().run()
+    logits = demo_model(demo_model.to_tokens(text))[0, -1].detach()
+    expected = float(logits[demo_model.to_single_token(" Juliet")] - logits[demo_model.to_single_token(" Romeo")])
+    line = next(md.value for md in at.markdown if md.value.startswith("**IO − S logit difference**"))
+    assert "logit(' Juliet') − logit(' Romeo')" in line and f"**{expected:+.2f}**" in line
 
 
 @pytest.mark.parametrize("prompt, message", [("   ", "Type a prompt"),
@@ -298,7 +389,7 @@ def test_feature_circuit_nodes_are_labelled_linked_and_the_error_share_shown(app
     nodes = pd.read_parquet(folder / "feature_nodes.parquet")
     share = nodes[nodes.feature < 0].effect.abs().sum() / nodes.effect.abs().sum()
     assert summary["error_share"] == pytest.approx(share)
-    at = open_linked("pages/4_Circuits.py", prompt_set="demo")
+    at = open_linked("pages/4_Circuits.py", prompt_set="demo", view="Feature circuit")
     assert metric(at, "error share of the circuit") == f"{share:.0%}"
     assert any("error nodes carry" in w.value for w in at.warning) == (share > 0.5)
     shown = linked_frame(at, "feature_nodes")
@@ -306,6 +397,11 @@ def test_feature_circuit_nodes_are_labelled_linked_and_the_error_share_shown(app
     features = pd.read_parquet(app_env / "analyses" / SAE0 / "features.parquet").set_index("feature")
     for row in shown[shown.feature >= 0].itertuples():
         assert row.label == features.label[row.feature] and row.analysis == SAE0
+    names = chart(at, "feature_circuit")["data"][0]["node"]["label"]  # the figure names each node too
+    for row in nodes.itertuples():
+        site = "L{} {}".format(*row.hook.removeprefix("blocks.").split(".hook_"))
+        expected = f"{site} SAE error" if row.feature < 0 else f"{site} #{row.feature}"
+        assert any(name.startswith(expected) for name in names), (expected, names)
     if (shown.feature >= 0).any():
         row = int(np.flatnonzero(shown.feature.to_numpy() >= 0)[0])
         click_row(at, "feature_nodes", row)

@@ -7,12 +7,21 @@ import pandas as pd
 import pytest
 import torch
 
+from interp.circuits.attention import composition_frame, dla_frame
 from interp.circuits.patching import grid_frame
 from interp.figures.circuits import (
+    atp_agreement_figure,
+    atp_scatter_figure,
+    attention_grid_figure,
     attention_pattern_figure,
+    composition_table_figure,
     dimensionality_box_figure,
+    dla_positions_figure,
+    feature_circuit_figure,
+    logit_lens_table_figure,
     patching_figure,
     patching_table_figure,
+    path_patching_figure,
 )
 from interp.figures.compare import matched_cosine_figure
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure
@@ -126,3 +135,76 @@ def test_the_lobe_map_names_each_cluster_in_its_legend_and_keeps_feature_ids():
     fig = feature_map_figure(points, "pca", colour="cluster")
     assert {t.name: sorted(t.customdata) for t in fig.data} == {"lobe 0": [1], "lobe 1": [0, 2], "lobe 2": [3]}
     assert fig.layout.xaxis.title.text == "PCA 1"
+
+
+def test_attention_grid_draws_every_head_and_frames_the_marked_ones():
+    patterns = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)).numpy()  # [layer, head, q, k]
+    fig = attention_grid_figure(patterns, ["a", "b", "a", "c"], {(1, 2): "induction head"})
+    assert len(fig.data) == 6 and all(t.coloraxis == "coloraxis" for t in fig.data)
+    for trace in fig.data:  # each panel is its head's pattern, named L{layer}H{head}
+        layer, head = int(trace.name[1]), int(trace.name[3])
+        assert np.allclose(np.asarray(trace.z), patterns[layer, head]) and list(trace.x)[2] == "2:'a'"
+    assert [a.text for a in fig.layout.annotations][5] == "<b>L1H2 · induction head</b>"
+    (frame,) = fig.layout.shapes  # one frame, around the last panel (L1H2 is subplot 6)
+    assert (frame.xref, frame.yref) == ("x6 domain", "y6 domain")
+    assert (fig.layout.coloraxis.cmin, fig.layout.coloraxis.cmax) == (0, 1)
+    with pytest.raises(InputError, match="do not match 3 tokens"):
+        attention_grid_figure(patterns, ["a", "b", "c"])
+
+
+def test_head_pair_figures_put_each_pair_score_in_its_cell():
+    g = torch.Generator().manual_seed(1)
+    scores = {m: torch.rand(2, 3, 2, 3, generator=g) for m in "QKV"}
+    fig = composition_table_figure(composition_frame(scores), baseline=0.05)
+    assert [t.name for t in fig.data] == ["Q-composition", "K-composition", "V-composition"]
+    k = fig.data[1]
+    assert list(k.y) == ["L0H0", "L0H1", "L0H2"] and list(k.x) == ["L1H0", "L1H1", "L1H2"]
+    assert np.allclose(np.asarray(k.z), scores["K"][0, :, 1, :].numpy())
+    assert "chance level 0.050" in fig.layout.title.text
+    effects = torch.randn(3, 2, 3, 2, 3, generator=g)  # [side, layer_a, head_a, layer_b, head_b]
+    frame = grid_frame(effects, ("side", "layer_a", "head_a", "layer_b", "head_b"), "effect").assign(
+        side=lambda f: f.side.map(dict(enumerate("qkv"))))
+    fig = path_patching_figure(frame, "nats")
+    assert np.allclose(np.asarray(fig.data[2].z), effects[2, 0, :, 1, :].numpy())
+    assert fig.layout.coloraxis.colorbar.title.text == "effect (nats)" and fig.layout.coloraxis.cmid == 0
+
+
+def test_dla_and_logit_lens_figures_label_positions_with_tokens():
+    dla = torch.randn(2, 2, 5, 3, generator=torch.Generator().manual_seed(2))  # [layer, head, batch, pos]
+    fig = dla_positions_figure(dla_frame(dla), ["<bos>", " a", " b"])  # the last position has no next token
+    assert list(fig.data[0].y) == ["L0H0", "L0H1", "L1H0", "L1H1"] and list(fig.data[0].x) == ["0:'<bos>'", "1:' a'"]
+    assert np.allclose(np.asarray(fig.data[0].z), dla.mean(2).reshape(4, 3)[:, :2].numpy())
+    assert fig.data[0].colorbar.title.text == "DLA (logit)"
+    lens = torch.randn(3, 3, generator=torch.Generator().manual_seed(3))  # [layer+1, pos]
+    fig = logit_lens_table_figure(grid_frame(lens, ("layer", "pos"), "log_prob"), ["x", "y", "z"])
+    assert [t.name for t in fig.data] == ["residual before L0", "residual before L1", "final residual"]
+    assert np.allclose(np.asarray(fig.data[2].y), lens[2, :2].numpy())
+    assert fig.layout.yaxis.title.text.endswith("(nats)")
+    no_tokens = logit_lens_table_figure(grid_frame(lens, ("layer", "pos"), "log_prob"))
+    assert list(no_tokens.data[0].x) == [0, 1] and no_tokens.layout.xaxis.title.text == "position in the prompt"
+
+
+def test_patching_position_axis_names_every_token_and_the_unit():
+    effects = torch.tensor([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]])
+    fig = patching_table_figure(grid_frame(effects, ("layer", "pos"), "effect"), "pos", "Residual",
+                                tokens=["<bos>", " a", " a"], unit="nats")
+    assert list(fig.data[0].x) == ["0:'<bos>'", "1:' a'", "2:' a'"] and fig.layout.xaxis.dtick == 1
+    assert fig.data[0].colorbar.title.text == "effect (nats)"
+
+
+def test_atp_figures_carry_the_stored_agreement_and_each_head():
+    table = pd.DataFrame({"scale": [0.1, 0.1, 1.0, 1.0], "method": ["atp", "atp*", "atp", "atp*"],
+                          "pearson": [0.99, 0.98, 0.7, 0.8], "spearman": [0.9] * 4, "n": [8] * 4})
+    fig = atp_agreement_figure(table)
+    assert [list(t.y) for t in fig.data] == [[0.99, 0.98], [0.7, 0.8]] and list(fig.data[0].x) == ["atp", "atp*"]
+    exact = grid_frame(torch.tensor([[1.0, -2.0]]), ("layer", "head"), "effect")
+    estimate = grid_frame(torch.tensor([[0.5, -1.5]]), ("layer", "head"), "effect")
+    points = atp_scatter_figure(exact, estimate, "logits").data[0]
+    assert list(points.text) == ["L0H0", "L0H1"] and list(points.x) == [1.0, -2.0] and list(points.y) == [0.5, -1.5]
+
+
+def test_feature_circuit_nodes_take_their_labels():
+    graph = {"method": "ig", "edges": [{"source": "h/all/3", "target": "metric", "weight": 0.5},
+                                       {"source": "h/all/-1", "target": "metric", "weight": -0.2}]}
+    fig = feature_circuit_figure(graph, {"h/all/3": "L1 attn_out #3 · 'the'"})
+    assert sorted(fig.data[0].node.label) == sorted(["L1 attn_out #3 · 'the'", "h/all/-1", "metric"])

@@ -14,7 +14,14 @@ from circuit_toys import one_thread  # noqa: E402, F401
 from interp.circuits.attention import CircuitInputError
 from interp.circuits.decomposition import trace_circuit
 from interp.circuits.patching import patch_heads, path_patch
-from interp.circuits.prompts import induction_prompts, ioi_prompts, single_token_names
+from interp.circuits.prompts import (
+    induction_prompts,
+    ioi_logit_diff,
+    ioi_names,
+    ioi_prompts,
+    prompt_table,
+    single_token_names,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +87,7 @@ def test_ioi_pipeline_runs_on_a_tiny_local_gpt2(tiny_gpt2):
     assert all(edge["target"] == "L1H0" and edge["position"] <= int(prompts.end.max()) for edge in graph["edges"])
 
 
-def test_ioi_command_writes_results(tiny_gpt2_dir, tmp_path):
+def test_ioi_command_writes_results(tiny_gpt2_dir, tiny_gpt2, tmp_path):
     import json
 
     from typer.testing import CliRunner
@@ -95,6 +102,12 @@ def test_ioi_command_writes_results(tiny_gpt2_dir, tmp_path):
     assert summary["prompt_set"] == "ioi" and summary["n_prompts"] == 4
     assert summary["svd_trace"]["start_firings"] <= 4  # only firings END -> IO start the trace
     assert len(__import__("pandas").read_parquet(tmp_path / "path_patch.parquet")) == 3 * 2 * 4 * 2 * 4
+    stored = __import__("pandas").read_parquet(tmp_path / "prompts.parquet")  # the prompts the tables were made on
+    assert summary["model"] == tiny_gpt2.cfg.model_name
+    assert len(stored) == 4 and list(stored.prompt) == [0, 1, 2, 3]
+    for clean, corrupt in zip(stored.clean, stored.corrupt):  # ABC: the repeated subject replaced by a third name
+        assert corrupt != clean and corrupt.replace(f" {ioi_names(clean)[1]} ", " ", 1) != corrupt
+    assert all(len(tokens) == summary["n_positions"] for tokens in stored.clean_tokens)
 
 
 def test_induction_prompts_corrupt_only_the_first_copy(tiny_gpt2):
@@ -104,6 +117,45 @@ def test_induction_prompts_corrupt_only_the_first_copy(tiny_gpt2):
     assert torch.equal(prompts.clean[:, 1:11], prompts.clean[:, 11:])
     with pytest.raises(CircuitInputError, match="exceed the context"):
         induction_prompts(tiny_gpt2, half_length=40)
+
+
+def test_prompt_table_decodes_every_token_of_both_sides(tiny_model):
+    prompts = induction_prompts(tiny_model, n_prompts=3, half_length=5)
+    table = prompt_table(tiny_model.tokenizer, prompts.clean, prompts.corrupt)
+    assert len(table) == 3 and all(len(row) == 11 for row in table.clean_tokens)
+    for row, tokens, text in zip(prompts.clean.tolist(), table.clean_tokens, table.clean):
+        assert list(tokens) == [tiny_model.tokenizer.decode([t]) for t in row] and text == "".join(tokens)
+    assert [list(t[6:]) for t in table.corrupt_tokens] == [list(t[6:]) for t in table.clean_tokens]  # second copy
+
+
+@pytest.mark.parametrize("text, io, s", [
+    ("When Mary and John went to the store, John gave a drink to", "Mary", "John"),  # ABBA
+    ("When John and Mary went to the store, John gave a drink to", "Mary", "John"),  # BABA
+    ("Then Romeo and Juliet met. Romeo gave a ring to", "Juliet", "Romeo"),  # 'Then' opens a sentence: no name
+    ("Romeo and Juliet met. Romeo gave a ring to", "Juliet", "Romeo"),  # a repeated opener is a name
+])
+def test_ioi_names_finds_the_repeated_subject_and_the_other_name(text, io, s):
+    assert ioi_names(text) == (io, s)
+
+
+@pytest.mark.parametrize("text", ["The cat sat on the mat", "When Mary went out, Mary gave a drink to",
+                                  "When Mary and John met Anne, John gave a drink to",
+                                  "When Mary and John went out, Anne gave a drink to"])
+def test_a_prompt_that_is_not_ioi_shaped_is_named_so(text):
+    with pytest.raises(CircuitInputError, match="not an IOI-shaped prompt"):
+        ioi_names(text)
+
+
+def test_ioi_logit_diff_of_a_typed_prompt_is_the_direct_difference(tiny_model):
+    text = "When Romeo and Juliet went to the court, Romeo gave a ring to"
+    found = ioi_logit_diff(tiny_model, text)
+    logits = tiny_model(tiny_model.to_tokens(text))[0, -1]
+    io, s = tiny_model.to_single_token(" Juliet"), tiny_model.to_single_token(" Romeo")
+    assert (found["io"], found["s"]) == ("Juliet", "Romeo")
+    assert found["logit_diff"] == pytest.approx(float(logits[io] - logits[s]), abs=1e-5)
+    assert found["p_io"] == pytest.approx(float(logits.softmax(-1)[io]), rel=1e-4)
+    with pytest.raises(CircuitInputError, match="'Mary' is 2 tokens"):
+        ioi_logit_diff(tiny_model, "When Mary and Romeo went out, Romeo gave a drink to")
 
 
 def test_ioi_names_must_be_single_tokens(tiny_gpt2):
