@@ -2,7 +2,7 @@
 
 Stages: ``cache`` (activations to disk), ``train`` (SAEs, MFR ensembles), ``analyze``
 (features, geometry, evaluation, circuits), ``bench`` (benchmarks), ``app`` (Streamlit),
-``demo`` (everything on the embedded default). Sub-commands live in ``app/commands/``.
+``export`` (Neuronpedia), ``demo`` (everything on the embedded default). Sub-commands live in ``app/commands/``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from app.commands import circuits as circuits_commands
 from app.commands import demo as demo_commands
 from app.commands import evals as evals_commands
 from app.commands import explain as explain_commands
+from app.commands import export as export_commands
 from app.commands import graph as graph_commands
 from app.commands import live as live_commands
 from app.commands import train as train_commands
@@ -36,6 +37,7 @@ cache_commands.register(app)
 demo_commands.register(app)
 evals_commands.register(app)
 app_commands.register(app)
+export_commands.register(app)
 live_commands.register(app)
 analyze_commands.register(analyze_app)
 circuits_commands.register(analyze_app)

@@ -50,10 +50,12 @@ OWNED = {
     ),  # SAELens member folders
     "interp/store/jobs.py": ("job.json", "job_result.json", "job.log"),
     "interp/store/cache_manifest.py": ("manifest.json",),
+    "interp/store/neuronpedia_export.py": ("release.jsonl", "model.jsonl", "sourceset.jsonl", "source.jsonl"),
 }
 # name patterns of a folder kind that a plain substring cannot express -> their owner
 OWNED_PATTERNS = {
     "interp/store/run_folder.py": (re.compile(r"step_(?![a-z])"),),  # checkpoints/step_<9 digits>.safetensors
+    "interp/store/neuronpedia_export.py": (re.compile(r"batch-.*jsonl"),),  # features/batch-<n>.jsonl.gz
 }
 # Modules that spell an owned name for another reason; remove an entry when it is no longer needed.
 EXCEPTIONS = {

@@ -17,9 +17,10 @@ import typer
 from app.commands.errors import split_csv, user_errors
 from interp.store.analysis_folder import AnalysisFolder
 from interp.store.errors import InputError
+from interp.store.names import is_release_spec
 from interp.store.run_folder import SAE_CONFIG
 
-SAE_HELP = f"An SAE folder runs/<run_id>/sae_<i> (SAELens {SAE_CONFIG} + weights)."
+SAE_HELP = f"An SAE folder runs/<run_id>/sae_<i> (SAELens {SAE_CONFIG} + weights) or saelens:<release>/<sae_id>."
 MODEL_HELP = "Model spec; default: the model of the cache the SAE was trained on."
 
 
@@ -33,7 +34,8 @@ def _open(sae: Path, model: str | None, analyses: Path | None, device: str):
     if dictionary.hook_name is None:
         raise InputError(f"{sae} names no hook (metadata.hook_name in its {SAE_CONFIG}); it cannot be placed in the "
                          "model")
-    analyses = analyses if analyses is not None else sae.resolve().parents[2] / "analyses"
+    if analyses is None:  # a release SAE has no workspace of its own: the current one's
+        analyses = Path("analyses") if is_release_spec(sae) else sae.resolve().parents[2] / "analyses"
     labels = stored_labels(AnalysisFolder.of_sae(analyses, sae).path, dictionary.d_sae)
     spec = model or recorded_model_spec(sae)
     return load_model(spec, device=device), dictionary, labels
@@ -55,7 +57,7 @@ def probe_command(
     top_k: int = typer.Option(5, help="Features listed per token."),
     model: str = typer.Option(None, help=MODEL_HELP),
     analyses: Path = typer.Option(None, help="Analyses root with the SAE's dashboards (labels); default: "
-                                  "<workspace>/analyses beside runs/."),
+                                  "<workspace>/analyses beside runs/ (a release SAE: ./analyses)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (tokens, top features, windows, notes)."),
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:

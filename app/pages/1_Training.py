@@ -46,7 +46,7 @@ from sae_training.run_status import (
 page("Training")  # the title is on screen before the form's imports below load torch (seconds on a cold server)
 root = workspace_root()
 
-from app.commands.train import architecture_values  # noqa: E402
+from app.commands.train import architecture_values, fitted_defaults  # noqa: E402
 from sae_training.architectures import ARCHITECTURES, architecture_options  # noqa: E402
 from sae_training.config import TrainConfig  # noqa: E402
 
@@ -122,19 +122,41 @@ def start_run(config: TrainConfig, run_id: str) -> Path:
     return folder.path
 
 
+def form_defaults(cache_id: str | None) -> dict:
+    """The form's cache, hook and d_sae for a cache: the CLI's defaults (``fitted_defaults``: its hook, of several
+    the middle residual stream, and 16 x that hook's width), so the form follows the cache's model."""
+    fallback = {"cache_path": "", "hook": TrainConfig.default("hook"), "d_sae": TrainConfig.default("d_sae")}
+    if cache_id is None:
+        return fallback
+    try:
+        hook, d_sae = fitted_defaults(root / "cached_activations" / cache_id, None, None, None)
+    except (InputError, OSError):  # several hooks, none a residual stream: the user names one
+        hook, d_sae = fallback["hook"], fallback["d_sae"]
+    return {"cache_path": f"cached_activations/{cache_id}", "hook": hook, "d_sae": d_sae}
+
+
 caches = [cache for cache in list_caches(root) if cache.usable]
 with st.expander("Launch a run", expanded=not list_runs(root)):
     if not caches:
         missing("Training needs an activation cache.", COMMANDS["cache"])
+    else:
+        chosen = st.selectbox("Cache", [c.cache_id for c in caches], key="cache_choice",
+                              on_change=lambda: st.session_state.update(form_defaults(st.session_state.cache_choice)),
+                              help="The form's cache, hook and d_sae follow it: its hook (of several, the middle "
+                                   "residual stream) and 16 x that hook's width.")
+        manifest = read_manifest(root / "cached_activations" / chosen)
+        st.caption(f"Model `{manifest.model}`, {manifest.n_tokens:,} tokens in windows of "
+                   f"{manifest.config.get('context_size', '?')} (the training's context: the cache's).")
+    for name, value in form_defaults(caches[0].cache_id if caches else None).items():
+        st.session_state.setdefault(name, value)
     arch = st.selectbox("Architecture", list(ARCHITECTURES), index=list(ARCHITECTURES).index("topk"), key="arch",
                         help="Its options appear in the form below (from the architecture registry).")
     with st.form("launch"):
         c1, c2, c3 = st.columns(3)
-        cache_path = c1.text_input("Cache (inside the workspace)",
-                                   f"cached_activations/{caches[0].cache_id}" if caches else "", key="cache_path")
-        hook = c2.text_input("Hook", caches[0].hooks[-1] if caches else TrainConfig.default("hook"), key="hook")
+        cache_path = c1.text_input("Cache (inside the workspace)", key="cache_path")
+        hook = c2.text_input("Hook", key="hook")
         run_id = c3.text_input("Run id", "run-1", key="run_id")
-        d_sae = c1.number_input("d_sae", 16, 1 << 20, TrainConfig.default("d_sae"), key="d_sae")
+        d_sae = c1.number_input("d_sae", 16, 1 << 20, key="d_sae")
         ensemble = c2.number_input("Ensemble size", 1, 16, 2, key="ensemble")
         mfr = c3.number_input("MFR λ (ensembles only)", 0.0, 100.0, 1.0, key="mfr")
         tokens = c1.text_input("Tokens", "1M", key="tokens")

@@ -96,11 +96,16 @@ def test_a_conversion_that_disagrees_with_transformers_is_refused(checkpoints, o
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_whole_chain_runs_on_each_family(name, checkpoints, offline, tmp_path):
-    """cache -> TopK pair under MFR -> dashboards -> circuits, through the pipeline's own calls, on each family."""
+    """cache -> TopK pair under MFR -> dashboards -> probe -> circuits, through the pipeline's own calls, on each
+    family."""
+    import numpy as np
+
     from interp.cache.store import CacheFolder
     from interp.cache.writer import CacheConfig, build_cache
     from interp.circuits.prompts import induction_prompts
     from interp.features.dashboards import DashboardConfig
+    from interp.features.dictionary import load_dictionary
+    from interp.features.probe import probe_tokens
     from interp.pipeline import analyze_circuits, analyze_features
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
@@ -120,6 +125,16 @@ def test_whole_chain_runs_on_each_family(name, checkpoints, offline, tmp_path):
     folders = analyze_features(run, tmp_path / "analyses", cache_dir=cache, model_spec=model,
                                config=DashboardConfig(n_top=3), max_rows=512)
     assert len(folders) == 2 and all(len(folder.read_table("features")) == 64 for folder in folders)
+    # probing the first cached window's tokens gives the SAE's codes of their cached activations
+    store = CacheFolder(cache)
+    tokens, acts = store.tokens(0), store.activations(hook, 0).float()
+    rows = ((tokens["sequence"] == tokens["sequence"][0]) & (tokens["position"] > 0)).nonzero().flatten()
+    sae = load_dictionary(run / "sae_0")
+    probed = probe_tokens(model, {"sae_0": sae}, tokens["token_ids"][rows].tolist())
+    with torch.no_grad():
+        expected = sae.encode(acts[rows]).numpy()
+    assert probed.windows == [(0, len(rows))] and (expected > 0).any()
+    np.testing.assert_allclose(probed.codes["sae_0"].toarray(), expected, atol=1e-4)
     prompts = induction_prompts(model, 2, 6)
     summary = analyze_circuits(model, prompts.clean, prompts.corrupt, prompts.metric(), prompts.second_copy,
                                tmp_path / "analyses" / "circuits" / name, sae_folder=run / "sae_0", sae_hook=hook)
