@@ -8,10 +8,20 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from attribution_toys import A_SCALE, A_TOKEN, B_SCALE, TARGET, VOCAB, planted_path_model, random_model_and_transcoders
+from attribution_toys import (
+    A_SCALE,
+    A_TOKEN,
+    B_SCALE,
+    TARGET,
+    VOCAB,
+    planted_path_model,
+    planted_supernode_model,
+    random_model_and_transcoders,
+)
 
 from interp.circuits.attribution import attribute
 from interp.circuits.attribution.prune import graph_scores, prune_graph
+from interp.circuits.attribution.supernodes import group_features, group_scores
 from interp.circuits.attribution.verify import intervention_check, top_edges
 from interp.store.errors import InputError
 
@@ -128,8 +138,6 @@ def test_a_layer_with_no_active_feature_is_noted():
 def test_supernodes_group_one_feature_across_positions_and_score_as_one_node():
     """B fires at positions 1..3 (one decoder row): one supernode; only B@3 reaches the logit and the path is
     linear, so removing the group moves the logit exactly as the sum of its members does (ratio 1)."""
-    from interp.circuits.attribution.supernodes import group_features, group_scores
-
     model, transcoders, graph = planted_graph()
     everything = prune_graph(graph, node_threshold=1.0, edge_threshold=1.0)
     everything.node_mask[:] = True
@@ -141,13 +149,40 @@ def test_supernodes_group_one_feature_across_positions_and_score_as_one_node():
     assert score["group_change"] == pytest.approx(float(expected), abs=1e-5)
 
 
-def test_supernodes_of_a_random_model_are_scored():
-    from interp.circuits.attribution.supernodes import group_features, group_scores
+def test_two_cofiring_features_with_one_decoder_direction_are_one_supernode():
+    """A1 and A2 always fire together and write nearly the same direction: one supernode. C fires elsewhere and
+    writes elsewhere; D writes A's direction but never fires with A: neither joins A's group."""
+    model, transcoders = planted_supernode_model()
+    graph = attribute(model, transcoders, PROMPT)
+    a1, a2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 1, 1)
+    c, d = graph.feature_index(0, 3, 2), [graph.feature_index(0, pos, 3) for pos in (2, 3)]
+    pruned = prune_graph(graph, node_threshold=0.99)
+    assert pruned.node_mask[[a1, a2, c, *d]].all()  # all of them reach the logit
+    groups = group_features(graph, pruned, transcoders)
+    assert [a1, a2] in groups and d in groups  # D at two positions is one group of its own
+    assert not any(c in g for g in groups)
+    assert not any({a1, a2} & set(g) and set(g) - {a1, a2} for g in groups)
+    scores = {tuple(s["nodes"]): s for s in group_scores(model, graph, transcoders, groups)}
+    a_group = scores[(a1, a2)]
+    assert a_group["group_change"] < -1e-3 and a_group["ratio"] == pytest.approx(1.0, abs=1e-5)  # linear path
+    assert a_group["members"] == [graph.describe(a1)["label"], graph.describe(a2)["label"]]
 
+
+def test_without_coactivation_same_direction_features_stay_apart():
+    """A and D write the same direction; only the co-activation criterion keeps them apart."""
+    model, transcoders = planted_supernode_model()
+    graph = attribute(model, transcoders, PROMPT)
+    pruned = prune_graph(graph, node_threshold=0.99)
+    merged = group_features(graph, pruned, transcoders, coactivation_threshold=0.0)
+    a1, d2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 2, 3)
+    assert any(a1 in g and d2 in g for g in merged)
+
+
+def test_supernodes_of_a_random_model_are_scored():
     model, transcoders = random_model_and_transcoders()
     graph = attribute(model, transcoders, list(range(1, 13)))
     pruned = prune_graph(graph, node_threshold=0.95)
-    groups = group_features(graph, pruned, transcoders, threshold=0.99)  # the same feature at several positions
+    groups = group_features(graph, pruned, transcoders, decoder_threshold=0.99)  # one feature at several positions
     assert groups
     for group in groups:
         assert len({int(graph.active_features[n, 2]) for n in group}) == 1
