@@ -57,9 +57,14 @@ def one(args: argparse.Namespace, length: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.max_memory_allocated()
     estimates = []
+
+    def printed(estimate: dict) -> None:  # shown before the run starts
+        estimates.append(estimate)
+        print(json.dumps({"length": length, "estimate_before_run": estimate}), file=sys.stderr, flush=True)
+
     start = time.perf_counter()
     try:
-        graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=estimates.append)
+        graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=printed)
     except InputError as error:
         return {"length": length, "refused": str(error), "estimate_bytes": estimates[0]["total"] if estimates else None}
     seconds = time.perf_counter() - start
@@ -98,10 +103,11 @@ def main() -> None:
     results = []
     for length in args.lengths:
         out = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--one", str(length)], capture_output=True, text=True, check=False
-        )  # a failed length is reported, not raised
+            [sys.executable, __file__, *sys.argv[1:], "--one", str(length)], stdout=subprocess.PIPE, text=True,
+            check=False,
+        )  # a failed length is reported, not raised; its stderr (the estimate before the run) passes through
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        results.append(json.loads(lines[-1]) if lines else {"length": length, "error": out.stderr[-500:]})
+        results.append(json.loads(lines[-1]) if lines else {"length": length, "error": f"exit {out.returncode}"})
         print(json.dumps(results[-1]), file=sys.stderr)
     print(json.dumps({"config": vars(args), "results": results}, indent=2))
 

@@ -188,3 +188,28 @@ def test_supernodes_of_a_random_model_are_scored():
         assert len({int(graph.active_features[n, 2]) for n in group}) == 1
     scores = group_scores(model, graph, transcoders, groups)
     assert len(scores) == len(groups) and all("ratio" in s for s in scores)
+
+
+def test_token_nodes_are_token_embeddings_and_position_embeddings_are_constant():
+    """As circuit-tracer: a token node is W_E[t]; the position embedding (the same on every prompt) is in the
+    constant. A reads e0: 1 from token 1's embedding, 0.5 from position 1's embedding."""
+    model, transcoders = planted_path_model()
+    with torch.no_grad():
+        model.pos_embed.W_pos[1] = 0.5 * torch.eye(8)[0]
+    graph = attribute(model, transcoders, PROMPT)
+    a = graph.feature_index(0, 1, 0)
+    assert graph.activations[a] == pytest.approx(1.5)
+    assert graph.adjacency[a, graph.token_index(1)] == pytest.approx(1.0)
+    assert graph.constant[a] == pytest.approx(0.5) and graph.adjacency[a].sum() == pytest.approx(1.0)
+
+
+def test_the_bos_position_has_no_error_node_and_sits_in_the_constant():
+    """circuit-tracer zeroes the BOS position's errors (its MLP outputs are the same on every prompt): every edge
+    from an error at position 0 is 0 and the decomposition stays complete."""
+    model, transcoders = random_model_and_transcoders()
+    graph = attribute(model, transcoders, list(range(1, 13)))
+    bos_errors = [graph.error_index(layer, 0) for layer in range(graph.n_layers)]
+    assert graph.adjacency[:, bos_errors].abs().max() == 0
+    assert graph.adjacency[:, [graph.error_index(layer, 3) for layer in range(2)]].abs().max() > 0
+    targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
+    assert graph.completeness_residual()[targets].abs().max() < 1e-4

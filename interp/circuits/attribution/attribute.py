@@ -93,10 +93,10 @@ def _readout(stack: list[Tensor], layers: Tensor, positions: Tensor, vectors: Te
 
 
 def _constant(model, state: CleanState, layers: Tensor, positions: Tensor, vectors: Tensor) -> Tensor:
-    """Each target's value with every node at zero (token vectors 0, MLP outputs ``b_dec`` + skip): its bias part."""
+    """Each target's value with every node at zero (token vectors 0, MLP outputs ``b_dec`` + skip, the BOS
+    position's whole): its bias part, position embeddings included."""
     n_pos, d = state.token_vectors.shape
-    rest = [(state.transcoders[l].b_dec.expand(1, n_pos, d) if l in state.transcoders else torch.zeros(1, n_pos, d))
-            for l in range(state.n_layers)]
+    rest = [state.constant_rest(l)[None] for l in range(state.n_layers)]
     with torch.no_grad():
         inputs, u = frozen_forward(model, state, torch.zeros(1, n_pos, d), rest)
     stack = [x[0] for x in inputs] + [u[0]]
