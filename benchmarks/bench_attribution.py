@@ -62,9 +62,20 @@ def one(args: argparse.Namespace, length: int) -> dict:
         estimates.append(estimate)
         print(json.dumps({"length": length, "estimate_before_run": estimate}), file=sys.stderr, flush=True)
 
-    start = time.perf_counter()
+    start, cpu, reported = time.perf_counter(), time.process_time(), [0.0]
+
+    def progress(done: int, total: int) -> None:  # a line a minute: what a killed run had reached
+        if time.perf_counter() - reported[0] > 60 or done == total:
+            reported[0] = time.perf_counter()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            print(json.dumps({"length": length, "rows_done": done, "rows": total,
+                              "wall_s": round(time.perf_counter() - start, 1),
+                              "cpu_s": round(time.process_time() - cpu, 1), "peak_growth_bytes_so_far": rss - base}),
+                  file=sys.stderr, flush=True)
+
     try:
-        graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=printed)
+        graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=printed,
+                          on_progress=progress)
     except InputError as error:
         return {"length": length, "refused": str(error), "estimate_bytes": estimates[0]["total"] if estimates else None}
     seconds = time.perf_counter() - start
@@ -76,6 +87,7 @@ def one(args: argparse.Namespace, length: int) -> dict:
     return {
         "length": length,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
         "n_features": graph.n_features,
         "n_nodes": graph.n_nodes,
         "estimate_bytes": estimates[0]["total"],

@@ -80,6 +80,16 @@ def test_incoming_edges_sum_to_each_nodes_input(activation, skip):
     assert 0 < completeness < 1  # random transcoders: much of the input comes through error nodes
 
 
+def test_progress_is_reported_after_each_batch():
+    model, transcoders = random_model_and_transcoders()
+    seen = []
+    graph = attribute(model, transcoders, list(range(1, 13)), batch_size=7,
+                      on_progress=lambda done, total: seen.append((done, total)))
+    total = graph.n_features + graph.n_logits
+    assert seen[-1] == (total, total) and len(seen) == -(-total // 7)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
 def test_edges_equal_interventions_in_the_replacement_model():
     model, transcoders = random_model_and_transcoders(activation="topk", skip=True)
     graph = attribute(model, transcoders, list(range(1, 13)))

@@ -157,19 +157,20 @@ def gib(n: float) -> str:
 
 def attribute(model, transcoders, prompt: str | Tensor | list[int], *, max_n_logits: int = 10,
               desired_logit_prob: float = 0.95, batch_size: int = 64, max_bytes: int | None = None,
-              zero_bos: bool = True, on_estimate=None) -> AttributionGraph:
+              zero_bos: bool = True, on_estimate=None, on_progress=None) -> AttributionGraph:
     """The attribution graph of ``prompt`` (unpruned, dense). ``transcoders``: a list (one per layer, None for
     a layer without) or a dict by layer. The memory estimate is computed first (``on_estimate`` receives it)
-    and the run is refused when it exceeds ``max_bytes`` (default: the free memory)."""
+    and the run is refused when it exceeds ``max_bytes`` (default: the free memory). ``on_progress(done, total)``
+    is called after each batch of target rows."""
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     with frozen_parameters(model):
         return _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, batch_size, max_bytes,
-                          zero_bos, on_estimate)
+                          zero_bos, on_estimate, on_progress)
 
 
 def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, batch_size, max_bytes, zero_bos,
-               on_estimate) -> AttributionGraph:
+               on_estimate, on_progress) -> AttributionGraph:
     tokens = prompt_tokens(model, prompt)
     by_layer, notes = check_transcoders(model, transcoders)
     by_layer = {layer: tc.to(device=model.cfg.device) for layer, tc in by_layer.items()}
@@ -202,6 +203,8 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
         grads = torch.autograd.grad(readout.sum(), leaves, retain_graph=chunk.stop < len(layers), allow_unused=True)
         grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
         adjacency[rows[chunk]] = _edge_rows(grads, sources, nb, n_nodes, n_features, n_pos, n_layers).cpu()
+        if on_progress is not None:
+            on_progress(chunk.stop, len(layers))
     readout_values = torch.zeros(n_nodes)
     constant = torch.zeros(n_nodes)
     clean_stack = [x for x in state.inputs] + [state.unembed_input]
