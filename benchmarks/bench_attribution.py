@@ -57,9 +57,25 @@ def one(args: argparse.Namespace, length: int) -> dict:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.max_memory_allocated()
     estimates = []
-    start = time.perf_counter()
+
+    def printed(estimate: dict) -> None:  # shown before the run starts
+        estimates.append(estimate)
+        print(json.dumps({"length": length, "estimate_before_run": estimate}), file=sys.stderr, flush=True)
+
+    start, cpu, reported = time.perf_counter(), time.process_time(), [0.0]
+
+    def progress(done: int, total: int) -> None:  # a line a minute: what a killed run had reached
+        if time.perf_counter() - reported[0] > 60 or done == total:
+            reported[0] = time.perf_counter()
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            print(json.dumps({"length": length, "rows_done": done, "rows": total,
+                              "wall_s": round(time.perf_counter() - start, 1),
+                              "cpu_s": round(time.process_time() - cpu, 1), "peak_growth_bytes_so_far": rss - base}),
+                  file=sys.stderr, flush=True)
+
     try:
-        graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=estimates.append)
+        graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=printed,
+                          on_progress=progress)
     except InputError as error:
         return {"length": length, "refused": str(error), "estimate_bytes": estimates[0]["total"] if estimates else None}
     seconds = time.perf_counter() - start
@@ -71,6 +87,7 @@ def one(args: argparse.Namespace, length: int) -> dict:
     return {
         "length": length,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
         "n_features": graph.n_features,
         "n_nodes": graph.n_nodes,
         "estimate_bytes": estimates[0]["total"],
@@ -98,10 +115,11 @@ def main() -> None:
     results = []
     for length in args.lengths:
         out = subprocess.run(
-            [sys.executable, __file__, *sys.argv[1:], "--one", str(length)], capture_output=True, text=True, check=False
-        )  # a failed length is reported, not raised
+            [sys.executable, __file__, *sys.argv[1:], "--one", str(length)], stdout=subprocess.PIPE, text=True,
+            check=False,
+        )  # a failed length is reported, not raised; its stderr (the estimate before the run) passes through
         lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        results.append(json.loads(lines[-1]) if lines else {"length": length, "error": out.stderr[-500:]})
+        results.append(json.loads(lines[-1]) if lines else {"length": length, "error": f"exit {out.returncode}"})
         print(json.dumps(results[-1]), file=sys.stderr)
     print(json.dumps({"config": vars(args), "results": results}, indent=2))
 

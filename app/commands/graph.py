@@ -65,6 +65,10 @@ def describe(summary: dict) -> str:
               f"real model correlation {check['real_correlation']:.3f}"),
              f"top logit {top['token']!r} (p={top['probability']:.3f}); top paths:"]
     lines += ["  " + path_text(path) for path in summary["top_paths"]]
+    groups = summary.get("supernodes", [])
+    lines.append(f"supernodes: {len(groups)}" + "".join(
+        f"\n  {len(g['members'])} nodes of layer {g['layer']} (score {g['ratio']:.2f}): {', '.join(g['members'][:4])}"
+        + (" ..." if len(g["members"]) > 4 else "") for g in groups[:5] if g["ratio"] is not None))
     lines += [f"note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 

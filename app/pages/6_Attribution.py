@@ -1,5 +1,6 @@
-"""Attribution graphs: a stored graph's nodes by layer and position, edges by weight, pruning sliders; a clicked
-node shows its edges and, for a feature, its transcoder's dashboard when one was made."""
+"""Attribution graphs: a stored graph's nodes by layer and position, edges by weight, pruning sliders, its
+supernodes (listed with their scores; nodes coloured or collapsed by group); a clicked node shows its edges and,
+for a feature, its transcoder's dashboard when one was made."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import streamlit as st
 from app.ui import dashboard, data
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import workspace_root
-from interp.figures.attribution import attribution_graph_figure
+from interp.figures.attribution import attribution_graph_figure, collapse_supernodes, with_supernodes
 from interp.store.analysis_folder import AnalysisFolder, graph_slugs
 
 page("Attribution graphs")
@@ -37,11 +38,33 @@ for note in summary.get("notes", []):
     st.info(note)
 
 one, two = st.columns(2)
-node_threshold = one.slider("Node threshold (share of influence kept)", 0.1, 1.0, 0.8, 0.01)
-edge_threshold = two.slider("Edge threshold (share of influence kept)", 0.1, 1.0, 0.98, 0.01)
+node_threshold = one.slider("Node threshold (share of influence kept)", 0.1, 1.0,
+                            float(summary.get("node_threshold", 0.8)), 0.01)
+edge_threshold = two.slider("Edge threshold (share of influence kept)", 0.1, 1.0,
+                            float(summary.get("edge_threshold", 0.98)), 0.01)
 nodes, edges = data.pruned_graph(folder.path, node_threshold, edge_threshold)
-event = plot(attribution_graph_figure(nodes, edges, graph.token_strings), key="graph", on_select="rerun",
-             selection_mode="points")
+supernodes = summary.get("supernodes", [])
+groups = [[int(n) for n in group["nodes"]] for group in supernodes]
+view = st.radio("Supernodes", ["separate", "coloured", "collapsed"], index=1 if groups else 0, horizontal=True,
+                disabled=not groups, help="Groups of feature nodes of one layer that write the same decoder "
+                "direction and fire together on the prompt (found at the stored thresholds).")
+drawn_nodes, drawn_edges = nodes, edges
+if groups and view == "coloured":
+    drawn_nodes = with_supernodes(nodes, groups)
+elif groups and view == "collapsed":
+    drawn_nodes, drawn_edges = collapse_supernodes(nodes, edges, groups)
+event = plot(attribution_graph_figure(drawn_nodes, drawn_edges, graph.token_strings), key="graph",
+             on_select="rerun", selection_mode="points")
+if supernodes:
+    st.markdown(f"**Supernodes** ({len(supernodes)} groups)")
+    st.dataframe(pd.DataFrame([{"supernode": g["group"], "layer": g["layer"], "members": ", ".join(g["members"]),
+                                "removing the group": g["group_change"],
+                                "sum of removing each": g["sum_of_member_changes"], "score (ratio)": g["ratio"]}
+                               for g in supernodes]), hide_index=True)
+    st.caption("Score: the top logit's change in the real model when the whole group is removed, over the sum of "
+               "its changes when each member is removed alone (1: the group acts as one additive node).")
+elif "supernodes" in summary:
+    st.caption("No supernodes: no two kept features of a layer write the same direction and fire together here.")
 points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
     getattr(getattr(event, "selection", None), "points", []) or []
 clicked = [int(p["customdata"]) for p in points if p.get("customdata") is not None]

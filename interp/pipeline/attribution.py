@@ -19,6 +19,7 @@ import torch
 from interp.circuits.attribution import AttributionGraph, attribute
 from interp.circuits.attribution.export import circuit_tracer_json
 from interp.circuits.attribution.prune import PruneResult, graph_scores, prune_graph
+from interp.circuits.attribution.supernodes import COACTIVATION_THRESHOLD, DECODER_THRESHOLD, supernodes
 from interp.circuits.attribution.verify import intervention_check, top_edges
 from interp.features.transcoder import Transcoder, load_transcoder
 from interp.store.analysis_folder import GRAPH_CHECKS, GRAPH_EDGES, GRAPH_NODES, AnalysisFolder
@@ -85,8 +86,10 @@ def top_paths(graph: AttributionGraph, pruned: PruneResult, n: int = 3) -> list[
 def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[int], out_root: Path | str, *,
                   slug: str | None = None, node_threshold: float = 0.8, edge_threshold: float = 0.98,
                   n_checks: int = 20, batch_size: int = 64, max_bytes: int | None = None,
+                  decoder_threshold: float = DECODER_THRESHOLD, coactivation_threshold: float = COACTIVATION_THRESHOLD,
                   on_estimate=None) -> tuple[AnalysisFolder, dict]:
-    """Compute, prune, score, check and store one prompt's graph; returns its folder and summary."""
+    """Compute, prune, score, check, group (supernodes) and store one prompt's graph; returns its folder and
+    summary (the supernodes are in it, so they are stored with the graph or not at all)."""
     by_layer, sources = load_transcoder_set(transcoder_paths, model.cfg.device)
     slug = slug or default_slug(prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
     start = time.perf_counter()
@@ -95,6 +98,7 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
     pruned = prune_graph(graph, node_threshold, edge_threshold)
     replacement, completeness = graph_scores(graph)
     check = intervention_check(model, graph, by_layer, top_edges(graph, n_checks, node_threshold, edge_threshold))
+    groups = supernodes(model, graph, pruned, by_layer, decoder_threshold, coactivation_threshold)
     targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
     summary = {
         "slug": slug, "prompt": graph.prompt, "n_tokens": graph.n_pos, "n_features": graph.n_features,
@@ -106,9 +110,12 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
                                                                               graph.logit_probabilities)],
         "top_paths": top_paths(graph, pruned), "attribution_seconds": round(seconds, 3),
         "intervention": {k: v for k, v in check.items() if k != "rows"}, "notes": graph.notes,
+        "supernodes": groups, "supernode_thresholds": {"decoder_cosine": decoder_threshold,
+                                                       "coactivation_jaccard": coactivation_threshold},
         "transcoders": {str(k): v for k, v in sources.items()},
     }
     folder = AnalysisFolder.graph(out_root, slug)
+    folder.discard_graph()  # absent until write_graph's JSON lands: a kill never leaves old scores on new tables
     folder.write_tables({GRAPH_NODES: node_table(graph, pruned, sources), GRAPH_EDGES: edge_table(graph, pruned),
                          GRAPH_CHECKS: pd.DataFrame(check["rows"])}, by_feature=False)
     folder.write_circuit_tracer(slug, circuit_tracer_json(graph, pruned, slug, scan=f"workbench-{model.cfg.model_name}",

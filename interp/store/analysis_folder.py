@@ -302,10 +302,19 @@ class AnalysisFolder:
         return self.graph_tensors_path.exists() and self.json_path(GRAPH).exists()
 
     def write_graph(self, tensors: dict, meta: dict) -> AnalysisFolder:
-        """The graph's tensors and its metadata (the JSON last: a reader that finds it finds the tensors)."""
+        """The graph's tensors and its metadata (scores, supernodes, ...) whole or not at all: the old JSON removed
+        first, the new one written last, so a reader that finds it finds the tensors made with it."""
+        self.discard_graph()
         write_safetensors(self.graph_tensors_path, tensors)
         write_json(self.json_path(GRAPH), meta, durable=True)
         return self
+
+    def discard_graph(self) -> None:
+        """Mark the graph absent (its JSON removed) before any of its files is rewritten."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.json_path(GRAPH).exists():
+            self.json_path(GRAPH).unlink()
+            fsync_directory(self.path)
 
     def read_graph(self) -> tuple[dict, dict]:
         """``(tensors, meta)`` of a stored graph (safetensors and JSON only)."""

@@ -75,3 +75,40 @@ def random_model_and_transcoders(seed: int = 0, d_model: int = 16, n_layers: int
         )
         transcoders.append(tc)
     return model.eval(), transcoders
+
+
+def planted_supernode_model():
+    """The planted path with four layer-0 features: A1 and A2 both read e0 (they always fire together, at
+    ``A_TOKEN``) and write nearly the same direction (``A_SCALE`` e1, ``A_SCALE`` (e1 + 0.05 e4)); C reads e7
+    (every other token) and writes 2 ``B_SCALE`` e6, which the ``TARGET`` unembedding reads too (unrelated to A);
+    D reads e7 like C but writes ``A_SCALE`` e1 like A (same direction as A, never fires with it). B (layer 1)
+    reads e1 + e2 as before."""
+    cfg = HookedTransformerConfig(n_layers=2, d_model=D, n_ctx=8, d_head=4, n_heads=1, d_mlp=4, d_vocab=VOCAB,
+                                  act_fn="relu", normalization_type=None, seed=0)
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.embed.W_E[:] = e(7)
+        model.embed.W_E[A_TOKEN] = e(0)
+        model.blocks[1].attn.W_V[0, 1, 0] = 1.0
+        model.blocks[1].attn.W_O[0, 0, 2] = 1.0
+        model.unembed.W_U[3, TARGET] = 1.0
+        model.unembed.W_U[6, TARGET] = 1.0
+        transcoders = [Transcoder(torch.zeros(D, 4), torch.zeros(4), torch.zeros(4, D), torch.zeros(D), "relu",
+                                  hook_in=f"blocks.{layer}.hook_resid_mid", hook_out=f"blocks.{layer}.hook_mlp_out")
+                       for layer in range(2)]
+        first = transcoders[0]
+        first.W_enc[:, 0], first.W_dec[0] = e(0), A_SCALE * e(1)  # A1
+        first.W_enc[:, 1], first.W_dec[1] = e(0), A_SCALE * (e(1) + 0.05 * e(4))  # A2
+        first.W_enc[:, 2], first.W_dec[2] = e(7), 2 * B_SCALE * e(6)  # C
+        first.W_enc[:, 3], first.W_dec[3] = e(7), A_SCALE * e(1)  # D
+        transcoders[1].W_enc[:, 1] = e(1) + e(2)
+        transcoders[1].W_dec[1] = B_SCALE * e(3)
+        for layer, tc in enumerate(transcoders):
+            mlp = model.blocks[layer].mlp
+            mlp.W_in.copy_(tc.W_enc)
+            mlp.b_in.copy_(tc.b_enc)
+            mlp.W_out.copy_(tc.W_dec)
+            mlp.b_out.copy_(tc.b_dec)
+    return model.eval(), transcoders

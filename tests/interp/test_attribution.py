@@ -8,10 +8,20 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from attribution_toys import A_SCALE, A_TOKEN, B_SCALE, TARGET, VOCAB, planted_path_model, random_model_and_transcoders
+from attribution_toys import (
+    A_SCALE,
+    A_TOKEN,
+    B_SCALE,
+    TARGET,
+    VOCAB,
+    planted_path_model,
+    planted_supernode_model,
+    random_model_and_transcoders,
+)
 
 from interp.circuits.attribution import attribute
 from interp.circuits.attribution.prune import graph_scores, prune_graph
+from interp.circuits.attribution.supernodes import group_features, group_scores
 from interp.circuits.attribution.verify import intervention_check, top_edges
 from interp.store.errors import InputError
 
@@ -68,6 +78,16 @@ def test_incoming_edges_sum_to_each_nodes_input(activation, skip):
     assert graph.readout[0] == pytest.approx(float(cache[tc.hook_in][0, pos] @ tc.W_enc[:, feature]), abs=1e-5)
     _, completeness = graph_scores(graph)
     assert 0 < completeness < 1  # random transcoders: much of the input comes through error nodes
+
+
+def test_progress_is_reported_after_each_batch():
+    model, transcoders = random_model_and_transcoders()
+    seen = []
+    graph = attribute(model, transcoders, list(range(1, 13)), batch_size=7,
+                      on_progress=lambda done, total: seen.append((done, total)))
+    total = graph.n_features + graph.n_logits
+    assert seen[-1] == (total, total) and len(seen) == -(-total // 7)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
 
 
 def test_edges_equal_interventions_in_the_replacement_model():
@@ -128,8 +148,6 @@ def test_a_layer_with_no_active_feature_is_noted():
 def test_supernodes_group_one_feature_across_positions_and_score_as_one_node():
     """B fires at positions 1..3 (one decoder row): one supernode; only B@3 reaches the logit and the path is
     linear, so removing the group moves the logit exactly as the sum of its members does (ratio 1)."""
-    from interp.circuits.attribution.supernodes import group_features, group_scores
-
     model, transcoders, graph = planted_graph()
     everything = prune_graph(graph, node_threshold=1.0, edge_threshold=1.0)
     everything.node_mask[:] = True
@@ -141,15 +159,67 @@ def test_supernodes_group_one_feature_across_positions_and_score_as_one_node():
     assert score["group_change"] == pytest.approx(float(expected), abs=1e-5)
 
 
-def test_supernodes_of_a_random_model_are_scored():
-    from interp.circuits.attribution.supernodes import group_features, group_scores
+def test_two_cofiring_features_with_one_decoder_direction_are_one_supernode():
+    """A1 and A2 always fire together and write nearly the same direction: one supernode. C fires elsewhere and
+    writes elsewhere; D writes A's direction but never fires with A: neither joins A's group."""
+    model, transcoders = planted_supernode_model()
+    graph = attribute(model, transcoders, PROMPT)
+    a1, a2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 1, 1)
+    c, d = graph.feature_index(0, 3, 2), [graph.feature_index(0, pos, 3) for pos in (2, 3)]
+    pruned = prune_graph(graph, node_threshold=0.99)
+    assert pruned.node_mask[[a1, a2, c, *d]].all()  # all of them reach the logit
+    groups = group_features(graph, pruned, transcoders)
+    assert [a1, a2] in groups and d in groups  # D at two positions is one group of its own
+    assert not any(c in g for g in groups)
+    assert not any({a1, a2} & set(g) and set(g) - {a1, a2} for g in groups)
+    scores = {tuple(s["nodes"]): s for s in group_scores(model, graph, transcoders, groups)}
+    a_group = scores[(a1, a2)]
+    assert a_group["group_change"] < -1e-3 and a_group["ratio"] == pytest.approx(1.0, abs=1e-5)  # linear path
+    assert a_group["members"] == [graph.describe(a1)["label"], graph.describe(a2)["label"]]
 
+
+def test_without_coactivation_same_direction_features_stay_apart():
+    """A and D write the same direction; only the co-activation criterion keeps them apart."""
+    model, transcoders = planted_supernode_model()
+    graph = attribute(model, transcoders, PROMPT)
+    pruned = prune_graph(graph, node_threshold=0.99)
+    merged = group_features(graph, pruned, transcoders, coactivation_threshold=0.0)
+    a1, d2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 2, 3)
+    assert any(a1 in g and d2 in g for g in merged)
+
+
+def test_supernodes_of_a_random_model_are_scored():
     model, transcoders = random_model_and_transcoders()
     graph = attribute(model, transcoders, list(range(1, 13)))
     pruned = prune_graph(graph, node_threshold=0.95)
-    groups = group_features(graph, pruned, transcoders, threshold=0.99)  # the same feature at several positions
+    groups = group_features(graph, pruned, transcoders, decoder_threshold=0.99)  # one feature at several positions
     assert groups
     for group in groups:
         assert len({int(graph.active_features[n, 2]) for n in group}) == 1
     scores = group_scores(model, graph, transcoders, groups)
     assert len(scores) == len(groups) and all("ratio" in s for s in scores)
+
+
+def test_token_nodes_are_token_embeddings_and_position_embeddings_are_constant():
+    """As circuit-tracer: a token node is W_E[t]; the position embedding (the same on every prompt) is in the
+    constant. A reads e0: 1 from token 1's embedding, 0.5 from position 1's embedding."""
+    model, transcoders = planted_path_model()
+    with torch.no_grad():
+        model.pos_embed.W_pos[1] = 0.5 * torch.eye(8)[0]
+    graph = attribute(model, transcoders, PROMPT)
+    a = graph.feature_index(0, 1, 0)
+    assert graph.activations[a] == pytest.approx(1.5)
+    assert graph.adjacency[a, graph.token_index(1)] == pytest.approx(1.0)
+    assert graph.constant[a] == pytest.approx(0.5) and graph.adjacency[a].sum() == pytest.approx(1.0)
+
+
+def test_the_bos_position_has_no_error_node_and_sits_in_the_constant():
+    """circuit-tracer zeroes the BOS position's errors (its MLP outputs are the same on every prompt): every edge
+    from an error at position 0 is 0 and the decomposition stays complete."""
+    model, transcoders = random_model_and_transcoders()
+    graph = attribute(model, transcoders, list(range(1, 13)))
+    bos_errors = [graph.error_index(layer, 0) for layer in range(graph.n_layers)]
+    assert graph.adjacency[:, bos_errors].abs().max() == 0
+    assert graph.adjacency[:, [graph.error_index(layer, 3) for layer in range(2)]].abs().max() > 0
+    targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
+    assert graph.completeness_residual()[targets].abs().max() < 1e-4

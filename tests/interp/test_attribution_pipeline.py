@@ -10,9 +10,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: make the shared toys importable
-from attribution_toys import random_model_and_transcoders
+from attribution_toys import A_TOKEN, planted_supernode_model, random_model_and_transcoders
 
 from interp.circuits.attribution.export import cantor_pairing
+from interp.figures.attribution import collapse_supernodes, with_supernodes
 from interp.pipeline.attribution import analyze_graph, read_graph
 from interp.store.analysis_folder import AnalysisFolder, graph_slugs
 from sae_training.transcoder import save_transcoder
@@ -166,3 +167,81 @@ def test_demo_runs_the_transcoder_step_only_when_asked(tmp_path, monkeypatch):
     assert plain.exit_code == 0 and not ran
     with_graphs = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "b"), "--transcoders"])
     assert with_graphs.exit_code == 0 and ran == [tmp_path / "b"] and "graphs drawn" in with_graphs.output
+
+
+@pytest.fixture(scope="module")
+def planted_supernode(tmp_path_factory):
+    """The planted model with two co-firing same-direction features (A1, A2), drawn by the pipeline."""
+    root = tmp_path_factory.mktemp("planted")
+    model, transcoders = planted_supernode_model()
+    folders = [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=8)
+               for i, tc in enumerate(transcoders)]
+    folder, summary = analyze_graph(model, [f.parent for f in folders], [0, A_TOKEN, 2, 3], root / "analyses",
+                                    slug="planted", node_threshold=0.99, n_checks=5)
+    return root, folder, summary
+
+
+def test_the_pipeline_stores_the_planted_supernode_with_its_score(planted_supernode):
+    _, folder, summary = planted_supernode
+    graph, stored = read_graph(folder)
+    a1, a2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 1, 1)
+    groups = {tuple(g["nodes"]): g for g in stored["supernodes"]}
+    assert (a1, a2) in groups and stored["supernodes"] == json.loads(json.dumps(summary["supernodes"]))
+    assert groups[(a1, a2)]["ratio"] == pytest.approx(1.0, abs=1e-5)
+    c = graph.feature_index(0, 3, 2)  # the unrelated feature is in no group
+    assert not any(c in g["nodes"] for g in stored["supernodes"])
+
+
+def test_collapsing_a_supernode_sums_its_edges(planted_supernode):
+    _, folder, summary = planted_supernode
+    graph, _ = read_graph(folder)
+    nodes, edges = folder.read_table("graph_nodes"), folder.read_table("graph_edges")
+    nodes = nodes[nodes["kept"]]
+    a1, a2, b = graph.feature_index(0, 1, 0), graph.feature_index(0, 1, 1), graph.feature_index(1, 3, 1)
+    group = next(g["nodes"] for g in summary["supernodes"] if a1 in g["nodes"])
+    merged, moved = collapse_supernodes(nodes, edges, [group])
+    assert a1 in set(merged["node"]) and a2 not in set(merged["node"]) and len(merged) == len(nodes) - 1
+    weight = moved[(moved["target"] == b) & (moved["source"] == a1)]["weight"]
+    assert float(weight.iloc[0]) == pytest.approx(float(graph.adjacency[b, a1] + graph.adjacency[b, a2]))
+    assert with_supernodes(nodes, [group]).set_index("node").at[a2, "supernode"] == 0
+
+
+def test_the_page_lists_and_collapses_supernodes(planted_supernode, monkeypatch):
+    root, folder, summary = planted_supernode
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(frame.value for frame in at.dataframe if "score (ratio)" in frame.value.columns)
+    assert len(table) == len(summary["supernodes"]) and table["score (ratio)"].iloc[0] == pytest.approx(
+        summary["supernodes"][0]["ratio"])
+    names = {trace["name"] for trace in _figure(at)["data"] if trace.get("mode") == "markers"}
+    assert {f"supernode {g}" for g in range(len(summary["supernodes"]))} <= names  # coloured by group
+    at.radio[0].set_value("collapsed").run()
+    assert not at.exception
+    labels = [t for trace in _figure(at)["data"] if trace.get("mode") == "markers" for t in trace["text"]]
+    assert sum(label.startswith("supernode ") for label in labels) == len(summary["supernodes"])
+
+
+def _figure(at) -> dict:
+    chart = at.get("plotly_chart")[0]
+    return json.loads(chart.proto.spec if hasattr(chart, "proto") else chart.spec)
+
+
+def test_an_interrupted_rewrite_leaves_no_graph(tmp_path, monkeypatch):
+    """The graph JSON (scores, supernodes) goes first and comes back last: a failure between leaves no graph."""
+    from interp.store import analysis_folder
+
+    model, transcoders = planted_supernode_model()
+    folders = [save_transcoder(tmp_path / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=8)
+               for i, tc in enumerate(transcoders)]
+    paths = [f.parent for f in folders]
+    folder, _ = analyze_graph(model, paths, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="g", n_checks=2)
+    assert folder.has_graph
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(analysis_folder, "write_safetensors", fail)
+    with pytest.raises(OSError):
+        analyze_graph(model, paths, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="g", n_checks=2)
+    assert not folder.has_graph and graph_slugs(tmp_path / "analyses") == []

@@ -93,10 +93,10 @@ def _readout(stack: list[Tensor], layers: Tensor, positions: Tensor, vectors: Te
 
 
 def _constant(model, state: CleanState, layers: Tensor, positions: Tensor, vectors: Tensor) -> Tensor:
-    """Each target's value with every node at zero (token vectors 0, MLP outputs ``b_dec`` + skip): its bias part."""
+    """Each target's value with every node at zero (token vectors 0, MLP outputs ``b_dec`` + skip, the BOS
+    position's whole): its bias part, position embeddings included."""
     n_pos, d = state.token_vectors.shape
-    rest = [(state.transcoders[l].b_dec.expand(1, n_pos, d) if l in state.transcoders else torch.zeros(1, n_pos, d))
-            for l in range(state.n_layers)]
+    rest = [state.constant_rest(l)[None] for l in range(state.n_layers)]
     with torch.no_grad():
         inputs, u = frozen_forward(model, state, torch.zeros(1, n_pos, d), rest)
     stack = [x[0] for x in inputs] + [u[0]]
@@ -157,19 +157,20 @@ def gib(n: float) -> str:
 
 def attribute(model, transcoders, prompt: str | Tensor | list[int], *, max_n_logits: int = 10,
               desired_logit_prob: float = 0.95, batch_size: int = 64, max_bytes: int | None = None,
-              zero_bos: bool = True, on_estimate=None) -> AttributionGraph:
+              zero_bos: bool = True, on_estimate=None, on_progress=None) -> AttributionGraph:
     """The attribution graph of ``prompt`` (unpruned, dense). ``transcoders``: a list (one per layer, None for
     a layer without) or a dict by layer. The memory estimate is computed first (``on_estimate`` receives it)
-    and the run is refused when it exceeds ``max_bytes`` (default: the free memory)."""
+    and the run is refused when it exceeds ``max_bytes`` (default: the free memory). ``on_progress(done, total)``
+    is called after each batch of target rows."""
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     with frozen_parameters(model):
         return _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, batch_size, max_bytes,
-                          zero_bos, on_estimate)
+                          zero_bos, on_estimate, on_progress)
 
 
 def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, batch_size, max_bytes, zero_bos,
-               on_estimate) -> AttributionGraph:
+               on_estimate, on_progress) -> AttributionGraph:
     tokens = prompt_tokens(model, prompt)
     by_layer, notes = check_transcoders(model, transcoders)
     by_layer = {layer: tc.to(device=model.cfg.device) for layer, tc in by_layer.items()}
@@ -202,6 +203,8 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
         grads = torch.autograd.grad(readout.sum(), leaves, retain_graph=chunk.stop < len(layers), allow_unused=True)
         grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
         adjacency[rows[chunk]] = _edge_rows(grads, sources, nb, n_nodes, n_features, n_pos, n_layers).cpu()
+        if on_progress is not None:
+            on_progress(chunk.stop, len(layers))
     readout_values = torch.zeros(n_nodes)
     constant = torch.zeros(n_nodes)
     clean_stack = [x for x in state.inputs] + [state.unembed_input]

@@ -1,11 +1,12 @@
 """``AttributionGraph``: the direct-effect adjacency of one prompt's replacement model, with its node layout.
 
 Nodes are ordered as circuit-tracer's ``Graph``: active features (sorted by layer, position, feature), error
-nodes (layer-major: ``n_layers × n_pos``), token nodes (``n_pos``: token plus position embedding), logit nodes
-(the top output tokens). ``adjacency[target, source]`` is the direct effect of the source on the target's
-input (a feature's pre-activation ``x · w_enc``; a logit's demeaned logit); error and token rows are zero.
-``readout`` is each target's value on the prompt and ``constant`` the part of it that comes from biases
-(attention and layer-norm biases, transcoder ``b_dec``), so ``adjacency.sum(1) + constant == readout``.
+nodes (layer-major: ``n_layers × n_pos``; zero at BOS), token nodes (``n_pos``: the token embedding ``W_E[t]``),
+logit nodes (the top output tokens). ``adjacency[target, source]`` is the direct effect of the source on the
+target's input (a feature's pre-activation ``x · w_enc``; a logit's demeaned logit); error and token rows are
+zero. ``readout`` is each target's value on the prompt and ``constant`` the part of it that comes from constants
+(attention and layer-norm biases, transcoder ``b_dec``, position embeddings, the BOS position), so
+``adjacency.sum(1) + constant == readout``.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ and the MLP outputs, so direct effects are gradients.
 ``clean_state`` runs the model once and records what the replacement needs; ``frozen_forward`` runs the
 frozen model on given token vectors and MLP outputs (batched), returning each layer's transcoder input and
 the unembedding's input, from which targets are read.
+
+As circuit-tracer: a token node is the token's embedding ``W_E[t]`` (the position embedding is a constant of
+the prompt, like a bias), and the first position (BOS) has neither features nor error nodes: everything there
+is the same for every prompt, so its MLP outputs are constants too.
 """
 
 from __future__ import annotations
@@ -32,25 +36,40 @@ class CleanState:
     inputs: list[Float[Tensor, "pos d"]]  # per layer, the transcoder input
     mlp_outs: list[Float[Tensor, "pos d"]]
     frozen: dict[str, Tensor]  # attention patterns and normalisation scales by hook name
-    token_vectors: Float[Tensor, "pos d"]  # token + position embedding
+    token_vectors: Float[Tensor, "pos d"]  # token embeddings W_E[t] (the position embedding is a constant)
     unembed_input: Float[Tensor, "pos d"]
     logits: Float[Tensor, " vocab"]  # at the last position
     features: list[tuple[Tensor, Tensor, Tensor]]  # per layer: (positions, feature ids, activations)
     rest: list[Float[Tensor, "pos d"]]  # per layer: MLP output minus the skip term (features + b_dec + error)
+    zero_bos: bool = True  # position 0 has no feature and no error node (its MLP outputs are constants)
 
     @property
     def n_layers(self) -> int:
         return len(self.inputs)
 
     def errors(self, layer: int) -> Float[Tensor, "pos d"]:
-        """What the layer's transcoder misses: ``rest − (Σ features + b_dec)``; the whole MLP output without one."""
+        """What the layer's transcoder misses: ``rest − (Σ features + b_dec)``; the whole MLP output without one;
+        0 at position 0 with ``zero_bos`` (there it is part of the constant, as circuit-tracer's)."""
         transcoder = self.transcoders.get(layer)
         if transcoder is None:
-            return self.rest[layer]
-        positions, ids, values = self.features[layer]
-        reconstruction = transcoder.b_dec.expand_as(self.rest[layer]).clone()
-        reconstruction.index_add_(0, positions, values[:, None] * transcoder.W_dec[ids])
-        return self.rest[layer] - reconstruction
+            error = self.rest[layer].clone()
+        else:
+            positions, ids, values = self.features[layer]
+            reconstruction = transcoder.b_dec.expand_as(self.rest[layer]).clone()
+            reconstruction.index_add_(0, positions, values[:, None] * transcoder.W_dec[ids])
+            error = self.rest[layer] - reconstruction
+        if self.zero_bos:
+            error[0] = 0
+        return error
+
+    def constant_rest(self, layer: int) -> Float[Tensor, "pos d"]:
+        """The layer's MLP output (minus skip) with every node at zero: ``b_dec``, and the whole of it at BOS."""
+        transcoder = self.transcoders.get(layer)
+        rest = (transcoder.b_dec.expand_as(self.rest[layer]).clone() if transcoder is not None
+                else torch.zeros_like(self.rest[layer]))
+        if self.zero_bos:
+            rest[0] = self.rest[layer][0]
+        return rest
 
 
 def default_input_hook(model, layer: int) -> str:
@@ -93,8 +112,8 @@ def _frozen_names(model) -> list[str]:
 @torch.no_grad()
 def clean_state(model, tokens: Int[Tensor, " pos"], transcoders: dict[int, Transcoder],
                 zero_bos: bool = True) -> CleanState:
-    """One clean forward pass; active features per layer (none at position 0 with ``zero_bos``, as circuit-tracer:
-    the BOS position's outsized activations go to its error node)."""
+    """One clean forward pass; active features per layer (with ``zero_bos``, as circuit-tracer: no feature and no
+    error at position 0, whose outsized activations are the same on every prompt and so are constants)."""
     n_layers = model.cfg.n_layers
     input_hooks = [
         transcoders[l].hook_in if l in transcoders else default_input_hook(model, l) for l in range(n_layers)
@@ -113,7 +132,7 @@ def clean_state(model, tokens: Int[Tensor, " pos"], transcoders: dict[int, Trans
         logits = model.run_with_hooks(tokens[None], fwd_hooks=hooks)
     finally:
         handle.remove()
-    token_vectors = record["hook_embed"] + record.get("hook_pos_embed", 0.0)
+    token_vectors = record["hook_embed"]
     inputs = [record[name].float() for name in input_hooks]
     mlp_outs = [record[name].float() for name in output_hooks]
     features, rest = [], []
@@ -143,15 +162,17 @@ def clean_state(model, tokens: Int[Tensor, " pos"], transcoders: dict[int, Trans
         logits[0, -1].float(),
         features,
         rest,
+        zero_bos,
     )
 
 
 def frozen_forward(
     model, state: CleanState, token_vectors: Float[Tensor, "B pos d"], rest: list[Float[Tensor, "B pos d"]]
 ) -> tuple[list[Tensor], Tensor]:
-    """The replacement model on a batch: token vectors in place of the embeddings, each MLP's output replaced by
-    ``rest[l] + skip_l(x_l)``, patterns and scales the clean ones. Returns the transcoder inputs ``x_l`` and the
-    unembedding input, ``[B, pos, d]`` each, differentiable in ``token_vectors`` and ``rest``."""
+    """The replacement model on a batch: token vectors in place of the token embeddings (the position embedding
+    kept: a constant), each MLP's output replaced by ``rest[l] + skip_l(x_l)``, patterns and scales the clean ones.
+    Returns the transcoder inputs ``x_l`` and the unembedding input, ``[B, pos, d]`` each, differentiable in
+    ``token_vectors`` and ``rest``."""
     batch = token_vectors.shape[0]
     inputs: dict[int, Tensor] = {}
     captured = {}
@@ -169,8 +190,6 @@ def frozen_forward(
         return out.to(act.dtype)
 
     hooks = [("hook_embed", lambda act, hook: token_vectors.to(act.dtype))]
-    if "hook_pos_embed" in model.hook_dict:
-        hooks.append(("hook_pos_embed", lambda act, hook: torch.zeros_like(act)))
     hooks += [(name, frozen) for name in state.frozen]
     for layer in range(state.n_layers):
         hooks.append((state.input_hooks[layer], lambda act, hook, layer=layer: keep_input(act, hook, layer)))

@@ -1,0 +1,50 @@
+"""Run by ``test_circuit_tracer_peer.py`` with the python of a separate virtual environment holding circuit-tracer
+(it pins transformers <= 4.57): circuit-tracer's own replacement model, transcoder loader, ``attribute``,
+``prune_graph`` and ``compute_graph_scores`` on a model folder (``config.json``: a HookedTransformerConfig,
+``model.safetensors``, a tokenizer) and per-layer transcoder files in its layout, offline. Writes the graph's
+tensors (safetensors) and scores (JSON) next to the given output stem.
+
+    python circuit_tracer_peer.py MODEL_DIR OUT_STEM TOKENS_JSON LAYER0.safetensors LAYER1.safetensors ...
+"""
+
+import json
+import sys
+
+import torch
+from circuit_tracer import attribute
+from circuit_tracer.graph import compute_graph_scores, prune_graph
+from circuit_tracer.replacement_model.replacement_model_transformerlens import TransformerLensReplacementModel
+from circuit_tracer.transcoder.single_layer_transcoder import load_transcoder_set
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformerConfig
+from transformers import PreTrainedTokenizerFast
+
+
+def main() -> None:
+    model_dir, out_stem, tokens_json, *layers = sys.argv[1:]
+    cfg = HookedTransformerConfig(**json.load(open(f"{model_dir}/config.json")))
+    # the tokenizer file itself: its tokenizer_config.json names a transformers-5 class that 4.57 lacks
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{model_dir}/tokenizer.json")
+    model = TransformerLensReplacementModel(cfg, tokenizer=tokenizer)
+    model.load_state_dict(load_file(f"{model_dir}/model.safetensors"), strict=False)
+    transcoders = load_transcoder_set(dict(enumerate(layers)), scan="workbench-peer", feature_input_hook="mlp.hook_in",
+                                      feature_output_hook="mlp.hook_out", device=torch.device("cpu"),
+                                      lazy_encoder=False, lazy_decoder=False)
+    model._configure_replacement_model(transcoders)  # what ReplacementModel.from_config does after building
+    tokens = torch.tensor(json.load(open(tokens_json)))
+    graph = attribute(tokens, model, batch_size=16)
+    node_mask, edge_mask, cumulative = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
+    replacement, completeness = compute_graph_scores(graph)
+    save_file({"adjacency": graph.adjacency_matrix.float().contiguous(),
+               "active_features": graph.active_features.long().contiguous(),
+               "selected_features": graph.selected_features.long().contiguous(),
+               "activation_values": graph.activation_values.float().contiguous(),
+               "logit_targets": torch.tensor([int(t.vocab_idx) if hasattr(t, "vocab_idx") else int(t)
+                                              for t in graph.logit_targets]),
+               "logit_probabilities": graph.logit_probabilities.float().contiguous(),
+               "node_mask": node_mask.contiguous(), "edge_mask": edge_mask.contiguous()}, f"{out_stem}.safetensors")
+    json.dump({"replacement_score": replacement, "completeness_score": completeness}, open(f"{out_stem}.json", "w"))
+
+
+if __name__ == "__main__":
+    main()
