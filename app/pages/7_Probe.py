@@ -9,7 +9,7 @@ import streamlit as st
 
 from app.ui import data
 from app.ui.dashboard import choose_analysis
-from app.ui.links import feature_link
+from app.ui.links import feature_params, page_link
 from app.ui.live import probed, site_of, steered
 from app.ui.probe_view import feature_cells, member_columns, token_strip, with_member_matches
 from app.ui.theme import missing, page, plot
@@ -92,7 +92,8 @@ if result is not None:
             others[f"{match.other_analysis} #{match.other_feature} (cos {match.cosine:.2f})"] = result.feature(
                 match.other_analysis, int(match.other_feature))
     plot(activation_along_text(result.tokens, acts, feature, others), key="along")
-    feature_link(analysis_key, feature, f"Open feature {feature}'s dashboard")
+    page_link("Features", feature_params(analysis_key, feature), f"Open feature {feature}'s dashboard",
+              icon=":material/open_in_new:")
 
     with st.expander("Features most specific to this text (mean activation here over the corpus mean)"):
         stored = data.parquet(AnalysisFolder(folder).table_path("features"), columns="feature, mean_activation, "
@@ -106,17 +107,16 @@ if result is not None:
     columns = ["feature", "label", "activation", "share", "logit_effect"]
     tables = {by: with_member_matches(result.token_features(own, position, by, 20)[columns], matches, result.codes,
                                       position) for by in ("activation", "logit_effect")}
-    left, right = st.columns(2)
-    with left:
-        st.markdown("**By activation**")
-        feature_cells(tables["activation"], "by_activation", analysis_key,
-                      member_columns(tables["activation"], matches))
-    with right:
-        st.markdown(f"**By direct effect on the next token's logit** (next: `{result.tokens[position + 1]!r}`)"
-                    if position + 1 < len(result.tokens) else f"**By direct effect on the logit of the model's "
-                    f"prediction** (token id {nxt})")
-        feature_cells(tables["logit_effect"], "by_effect", analysis_key,
-                      member_columns(tables["logit_effect"], matches))
+    st.caption("Click a feature id to open its dashboard" + (", a member's match to open that member's."
+                                                             if member_columns(tables["activation"], matches) else "."))
+    st.markdown("**By activation**")
+    feature_cells(tables["activation"], "by_activation", analysis_key, member_columns(tables["activation"], matches),
+                  caption=False)
+    st.markdown(f"**By direct effect on the next token's logit** (next: `{result.tokens[position + 1]!r}`)"
+                if position + 1 < len(result.tokens) else f"**By direct effect on the logit of the model's "
+                f"prediction** (token id {nxt})")
+    feature_cells(tables["logit_effect"], "by_effect", analysis_key, member_columns(tables["logit_effect"], matches),
+                  caption=False)
 
 st.divider()
 st.subheader("Steer, clamp or ablate a feature")

@@ -90,16 +90,31 @@ def member_columns(frame: pd.DataFrame, matches: pd.DataFrame) -> dict[str, str]
             if f"{m.split('/')[-1]} match" in frame.columns} if not matches.empty else {}
 
 
+def column_formats(frame: pd.DataFrame) -> dict:
+    """Compact number formats for a probe table's columns (ids plain, shares in percent, values to 3 places)."""
+    formats = {}
+    for column in frame.columns:
+        if column == "feature" or column.endswith(" match"):
+            formats[column] = st.column_config.NumberColumn(format="%d")
+        elif column == "share":
+            formats[column] = st.column_config.NumberColumn(format="percent")
+        elif column == "logit_effect":
+            formats[column] = st.column_config.NumberColumn(format="%+.3f")
+        elif pd.api.types.is_float_dtype(frame[column]):
+            formats[column] = st.column_config.NumberColumn(format="%.3f")
+    return formats
+
+
 def feature_cells(frame: pd.DataFrame, key: str, analysis: str, members: dict[str, str] | None = None,
-                  **kwargs) -> None:
+                  caption: bool = True, **kwargs) -> None:
     """A table of features whose cell click opens a dashboard in this tab: a member's match column opens that
     member's feature, any other cell the row's ``feature`` of ``analysis``."""
     members = members or {}
-    if not frame.empty:
-        st.caption("Click a feature id to open its dashboard" + (" (a member's match opens that member's)."
+    if caption and not frame.empty:
+        st.caption("Click a feature id to open its dashboard" + (", a member's match to open that member's."
                                                                  if members else "."))
     event = st.dataframe(frame, key=key, on_select="rerun", selection_mode="single-cell", hide_index=True,
-                         width="stretch", **kwargs)
+                         width="stretch", column_config=column_formats(frame), **kwargs)
     cells = event.selection.cells if event is not None else []
     if not cells or not 0 <= cells[0][0] < len(frame):
         return
