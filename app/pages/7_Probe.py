@@ -20,6 +20,7 @@ from interp.store.analysis_folder import AnalysisFolder
 from interp.store.errors import InputError
 
 EXAMPLE = "Now is the winter of our discontent made glorious summer by this sun of York; and all the clouds"
+MATCHED = ["feature", "other_analysis", "other_feature", "cosine"]  # of the stored matching, what is shown
 FAILURES = (InputError, UnsafePathError, FileNotFoundError)  # bad input or a workspace it cannot use: a note
 
 page("Probe")
@@ -82,10 +83,9 @@ if result is not None:
     token_strip(result.tokens, acts, float(acts.max()), position, "probe_token")
     st.query_params["token"] = str(position)  # the address holds the clicked token: bookmark, share
     st.session_state["_linked_token"] = str(position)
-    matches = data.parquet(AnalysisFolder(folder).table_path("matches"),
-                           columns="feature, other_analysis, other_feature, cosine") \
-        if AnalysisFolder(folder).has("matches") else pd.DataFrame()
-    matches = matches[matches.other_analysis.isin(list(result.codes))] if not matches.empty else matches
+    matches = data.parquet(AnalysisFolder(folder).table_path("matches"), columns=", ".join(MATCHED)) \
+        if AnalysisFolder(folder).has("matches") else pd.DataFrame(columns=MATCHED)  # a one-SAE run: none
+    matches = matches[matches.other_analysis.isin(list(result.codes))]  # the members of the run, probed with it
     others = {}
     for match in matches[matches.feature == feature].itertuples():  # each member of the run, probed with it
         if match.other_feature >= 0:

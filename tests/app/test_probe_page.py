@@ -209,3 +209,50 @@ def test_token_labels_show_whitespace_and_escape_markdown():
     assert token_label(" *a*") == "\u00a0\\*a\\*" and token_label("\n") == "↵" and token_label("") == "∅"
     parts = strip_parts(600, 256)
     assert parts == [(0, 256), (256, 512), (512, 600)]
+
+
+SITE = "blocks.0.hook_attn_out"
+
+
+@pytest.fixture(scope="module")
+def site_workspace(tmp_path_factory, demo_model):
+    """A workspace whose only SAE is a one-member run at an attention output (a feature-circuit site SAE of the
+    demo's kind): no ensemble, so no stored matching."""
+    from interp.cache.writer import CacheConfig, build_cache
+    from interp.features.dashboards import DashboardConfig
+    from interp.pipeline import analyze_features
+    from sae_training.config import TrainConfig
+    from sae_training.trainer import train_saes
+
+    root = tmp_path_factory.mktemp("site")
+    cache = build_cache(CacheConfig(model="demo", hooks=(SITE,), n_tokens=2048, context_size=64, shard_tokens=2048),
+                        root=root / "cached_activations", cache_id="site", device="cpu", progress=False,
+                        model=demo_model)
+    config = TrainConfig(cache=str(cache), hook=SITE, architecture="topk", d_sae=64, k=4, n_members=1,
+                         n_tokens=512 * 4, batch_size=512, lr=4e-3, log_every=2, checkpoint_every=4,
+                         eval_batches=1, eval_ce_batches=0, buffer_tokens=2048)
+    train_saes(config, root / "runs" / "site", progress=False, model=demo_model)
+    analyze_features(root / "runs" / "site", root / "analyses", cache_dir=cache, model_spec=demo_model,
+                     config=DashboardConfig(n_top=5, cooccurrence=None), max_rows=2048)
+    return root
+
+
+def test_a_one_sae_site_run_probes_and_steers_at_its_own_hook(site_workspace, demo_model, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(site_workspace))
+    assert not AnalysisFolder(site_workspace / "analyses" / "site" / "sae_0").has("matches")
+    at = opened(analysis="site/sae_0", feature="2")
+    at.text_area(key="probe_text").input(TEXT)
+    submit(at, "Probe")
+    at.button(key="tok_3").click().run()
+    assert not at.exception and not at.error
+    sae = load_dictionary(site_workspace / "runs" / "site" / "sae_0")
+    assert sae.hook_name == SITE
+    expected = probe(demo_model, {"s": sae}, TEXT).token_features("s", 3, "activation", 20)
+    shown = token_tables(at)[0]
+    assert list(shown.columns) == ["feature", "label", "activation", "share", "logit_effect"]  # no member columns
+    assert shown.feature.tolist() == expected.feature.tolist()
+    at.text_input(key="steer_prompt").input("To be, or not to be")
+    at.slider(key="n_tokens").set_value(5)
+    submit(at, "Steer")
+    out = generate(demo_model, "To be, or not to be", [steer(sae, SITE, 2, 8.0)], max_new_tokens=5, seed=0)
+    assert [c.value for c in at.code] == ["To be, or not to be" + t for t in (out.default_text, out.steered_text)]
