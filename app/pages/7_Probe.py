@@ -9,9 +9,10 @@ import streamlit as st
 
 from app.ui import data
 from app.ui.dashboard import choose_analysis
+from app.ui.links import feature_params, page_link
 from app.ui.live import probed, site_of, steered
+from app.ui.probe_view import feature_cells, member_columns, token_strip, with_member_matches
 from app.ui.theme import missing, page, plot
-from app.ui.tokens import highlight
 from app.ui.workspace import COMMANDS, UnsafePathError, list_runs, workspace_root
 from interp.features.probe import specific_features
 from interp.figures.probe import METRICS, activation_along_text, dose_response_figure, kl_along_text, logit_change_bars
@@ -19,6 +20,7 @@ from interp.store.analysis_folder import AnalysisFolder
 from interp.store.errors import InputError
 
 EXAMPLE = "Now is the winter of our discontent made glorious summer by this sun of York; and all the clouds"
+MATCHED = ["feature", "other_analysis", "other_feature", "cosine"]  # of the stored matching, what is shown
 FAILURES = (InputError, UnsafePathError, FileNotFoundError)  # bad input or a workspace it cannot use: a note
 
 page("Probe")
@@ -57,43 +59,64 @@ if "probed_text" in st.session_state:
 if result is not None:
     codes = result.codes[own]
     start = params.get("feature")
+    if start is not None and not (str(start).isdigit() and int(start) < d_sae):
+        st.warning(f"Feature {start} of the link is not one of this SAE's {d_sae} features (0 to {d_sae - 1}); "
+                   "showing the text's most active feature.")
     default = int(start) if str(start).isdigit() and int(start) < d_sae else int(codes.max(0).toarray().argmax())
     feature = int(st.number_input(f"Colour the tokens by feature (0 to {d_sae - 1})", 0, d_sae - 1, default,
                                   key="colour_feature"))
     acts = result.feature(own, feature)
-    st.html(highlight(result.tokens, acts.tolist(), float(acts.max())))
-    matches = data.dashboard(folder, feature).get("matches", pd.DataFrame())
+    n_tokens = len(result.tokens)
+    linked = params.get("token")
+    if linked is not None and linked != st.session_state.get("_linked_token"):  # a link (?token=…) sets it once
+        st.session_state["_linked_token"] = linked
+        if str(linked).isdigit() and int(linked) < n_tokens:
+            st.session_state["probe_token"] = int(linked)
+        else:
+            st.warning(f"Token {linked} of the link is not one of the text's {n_tokens} tokens (0 to "
+                       f"{n_tokens - 1}); showing the token where the feature peaks.")
+    position = st.session_state.get("probe_token")
+    if position is None or not 0 <= position < n_tokens:
+        position = int(acts.argmax())
+    st.markdown(f"**Tokens coloured by feature {feature}** (darker: stronger; up to {float(acts.max()):.3g}). "
+                "Click a token to list its features.")
+    token_strip(result.tokens, acts, float(acts.max()), position, "probe_token")
+    st.query_params["token"] = str(position)  # the address holds the clicked token: bookmark, share
+    st.session_state["_linked_token"] = str(position)
+    matches = data.parquet(AnalysisFolder(folder).table_path("matches"), columns=", ".join(MATCHED)) \
+        if AnalysisFolder(folder).has("matches") else pd.DataFrame(columns=MATCHED)  # a one-SAE run: none
+    matches = matches[matches.other_analysis.isin(list(result.codes))]  # the members of the run, probed with it
     others = {}
-    for match in matches.itertuples() if not matches.empty else []:
-        if match.other_analysis in result.codes:  # a member of the same run, probed with it
+    for match in matches[matches.feature == feature].itertuples():  # each member of the run, probed with it
+        if match.other_feature >= 0:
             others[f"{match.other_analysis} #{match.other_feature} (cos {match.cosine:.2f})"] = result.feature(
                 match.other_analysis, int(match.other_feature))
     plot(activation_along_text(result.tokens, acts, feature, others), key="along")
-    st.markdown(f"[Open feature {feature}'s dashboard](/Features?analysis={analysis_key}&feature={feature})")
+    page_link("Features", feature_params(analysis_key, feature), f"Open feature {feature}'s dashboard",
+              icon=":material/open_in_new:")
 
     with st.expander("Features most specific to this text (mean activation here over the corpus mean)"):
         stored = data.parquet(AnalysisFolder(folder).table_path("features"), columns="feature, mean_activation, "
                               "frequency", order="feature")
         corpus_mean = (stored.mean_activation * stored.frequency).to_numpy()
-        st.dataframe(specific_features(result, own, corpus_mean, 20), hide_index=True, width="stretch",
-                     key="specific")
+        specific = with_member_matches(specific_features(result, own, corpus_mean, 20), matches, result.codes, None)
+        feature_cells(specific, "specific", analysis_key, member_columns(specific, matches))
 
-    st.subheader("Features of one token")
-    position = int(st.selectbox("Token", list(range(len(result.tokens))),
-                                format_func=lambda i: f"{i}: {result.tokens[i]!r}", key="token"))
     nxt = result.next_ids[position]
-    left, right = st.columns(2)
+    st.subheader(f"Features of token {position}: `{result.tokens[position]!r}`")
     columns = ["feature", "label", "activation", "share", "logit_effect"]
-    with left:
-        st.markdown("**By activation**")
-        st.dataframe(result.token_features(own, position, "activation", 20)[columns], hide_index=True,
-                     width="stretch", key="by_activation")
-    with right:
-        st.markdown(f"**By direct effect on the next token's logit** (next: `{result.tokens[position + 1]!r}`)"
-                    if position + 1 < len(result.tokens) else f"**By direct effect on the logit of the model's "
-                    f"prediction** (token id {nxt})")
-        st.dataframe(result.token_features(own, position, "logit_effect", 20)[columns], hide_index=True,
-                     width="stretch", key="by_effect")
+    tables = {by: with_member_matches(result.token_features(own, position, by, 20)[columns], matches, result.codes,
+                                      position) for by in ("activation", "logit_effect")}
+    st.caption("Click a feature id to open its dashboard" + (", a member's match to open that member's."
+                                                             if member_columns(tables["activation"], matches) else "."))
+    st.markdown("**By activation**")
+    feature_cells(tables["activation"], "by_activation", analysis_key, member_columns(tables["activation"], matches),
+                  caption=False)
+    st.markdown(f"**By direct effect on the next token's logit** (next: `{result.tokens[position + 1]!r}`)"
+                if position + 1 < len(result.tokens) else f"**By direct effect on the logit of the model's "
+                f"prediction** (token id {nxt})")
+    feature_cells(tables["logit_effect"], "by_effect", analysis_key, member_columns(tables["logit_effect"], matches),
+                  caption=False)
 
 st.divider()
 st.subheader("Steer, clamp or ablate a feature")
