@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,14 +53,18 @@ from pathlib import Path
 from bench_evals import random_model
 from interp.evals.absorption import AbsorptionConfig
 from interp.pipeline.evals import EvalConfig, evaluate_saes
+from interp.store.analysis_folder import AnalysisFolder
 model = random_model()
 config = EvalConfig(core_tokens={tokens}, ce_batches=2, ce_batch_size=4, probe_train=100, probe_test=50,
                     probe_context=32, principled_prompts=32, absorption=AbsorptionConfig(max_words=500))
 tic = time.perf_counter()
 evaluate_saes([Path({run!r})], Path({out!r}), ({metric!r},), config, progress=lambda _: None, model=model)
 usage = resource.getrusage(resource.RUSAGE_SELF)
+folder = AnalysisFolder.of_sae(Path({out!r}), Path({run!r}) / "sae_0")
+read = (folder.read_eval("core")["eval_result_metrics"]["token_stats"]["total_tokens_eval_sparsity_variance"]
+        if {metric!r} == "core" else None)
 print(json.dumps({{"wall_s": time.perf_counter() - tic, "cpu_s": usage.ru_utime + usage.ru_stime,
-                  "peak_rss_mb": usage.ru_maxrss / 1024}}))
+                  "peak_rss_mb": usage.ru_maxrss / 1024, "tokens_read": read, "written": folder.evals()}}))
 """
 
 
@@ -69,7 +74,8 @@ def measure(run: Path, out: Path, metric: str, tokens: int, threads: int) -> dic
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         return {"metric": metric, "error": done.stderr.strip().splitlines()[-1:]}
-    return {"metric": metric, "tokens": tokens, **json.loads(done.stdout.strip().splitlines()[-1])}
+    return {"metric": metric, "tokens": tokens, **json.loads(done.stdout.strip().splitlines()[-1]),
+            "load_avg_1min": os.getloadavg()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(t) for t in args.core_tokens.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tic = time.perf_counter()
-        run = build(Path(tmp), args.d_sae, args.k, max(counts))
+        run = build(Path(tmp), args.d_sae, args.k, max(counts) + max(counts) // 16)  # room for the BOS rows dropped
         print(json.dumps({"setup_s": time.perf_counter() - tic, "d_sae": args.d_sae, "d_in": 768}), flush=True)
         for tokens in counts:
             print(json.dumps(measure(run, Path(tmp) / f"analyses_{tokens}", "core", tokens, args.threads)), flush=True)

@@ -13,7 +13,8 @@ from interp.pipeline.evals import METRICS
 
 def eval_command(
     sae: list[Path] = typer.Argument(..., help="SAE folders runs/<id>/sae_<i> or run folders (every member)."),
-    metrics: str = typer.Option(",".join(METRICS), help=f"Comma-separated, from: {', '.join(METRICS)}."),
+    metrics: str = typer.Option(",".join(METRICS), help=f"Comma-separated, from: {', '.join(METRICS)} (explanations: "
+                                                         "the scores of `workbench explain`, where an SAE has them)."),
     out: Path = typer.Option(Path("analyses"), help="Analyses root: <out>/<run_id>/sae_<i>/eval/<metric>.json per SAE, "
                                                    "and one table of every result in <out>."),
     task_file: Path = typer.Option(None, help="Extra sparse-probing task: a .jsonl or .parquet file of text, label."),

@@ -6,9 +6,10 @@ from __future__ import annotations
 import streamlit as st
 
 from app.ui import data
+from app.ui.measurements import core_note
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import list_analyses, workspace_root
-from interp.figures.evals import DEFAULT_PLOTS, HEADLINE, HIGHER_IS_WORSE, pareto_figure
+from interp.figures.evals import DEFAULT_PLOTS, EXPLANATION_COLUMNS, HEADLINE, HIGHER_IS_WORSE, pareto_figure
 from interp.store.analysis_folder import eval_table_path, wide_eval_table
 
 page("Evaluate")
@@ -34,6 +35,13 @@ if wide.empty:
 shown = [c for c in HEADLINE if c in wide.columns]
 st.dataframe(wide[["sae", "architecture", "mfr_coefficient", *shown]].rename(columns=HEADLINE), hide_index=True,
              width="stretch", key="table")
+st.caption(core_note(wide))
+explained = [c for c in EXPLANATION_COLUMNS if c in wide.columns]
+if explained:
+    st.markdown("**Explanation scores** (`workbench explain`): medians over the explained latents, each beside its "
+                "random baseline (another latent's explanation scored on the same held-out windows)")
+    st.dataframe(wide.loc[wide[explained].notna().any(axis=1), ["sae", *explained]].rename(
+        columns=EXPLANATION_COLUMNS), hide_index=True, width="stretch", key="explanations")
 if "absorption.meaningful" in wide and (wide["absorption.meaningful"] == 0).any():
     st.warning("Absorption is flagged not meaningful for some SAEs (SAEBench's caveat: it needs a model that can "
                "spell, >= 1B parameters, 20 letters the probe finds, and >= 16k latents); see each SAE's "

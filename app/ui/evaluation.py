@@ -21,7 +21,7 @@ def eval_note(members: list[dict] | tuple[dict, ...]) -> str:
     tokens = eval_tokens(members)
     what = f"{tokens:,} tokens" if tokens else "its evaluation tokens"
     return (f"the final evaluation on {what} of the training cache, reshuffled with another seed (not held-out "
-            "text: the cache is also the training data)")
+            "text: the cache is also the training data; a different sample from the Evaluate page's core metrics)")
 
 
 def eval_source(run_id: str, members: list[dict] | tuple[dict, ...]) -> str:

@@ -5,8 +5,9 @@ Every output holds ``eval_type_id``, ``eval_config``, ``eval_id`` (a UUID), ``da
 ``eval_result_metrics`` (categories of flat metrics: SAEBench's ``BaseMetrics`` forbids nesting),
 ``eval_result_details`` (a list of flat records), ``sae_bench_commit_hash``, ``sae_lens_id``,
 ``sae_lens_release_id``, ``sae_lens_version``, ``sae_cfg_dict`` and ``eval_result_unstructured``.
-Core, sparse probing and absorption use SAEBench's own type ids and metric names; seed stability and
-the principled evaluation have no SAEBench counterpart and take new type ids in the same layout.
+Core, sparse probing and absorption use SAEBench's own type ids and metric names; seed stability, the
+principled evaluation and the explanation scores have no SAEBench counterpart and take new type ids in the
+same layout.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import uuid
 from interp.store.errors import InputError
 
 EVAL_TYPE_IDS = {"core": "core", "sparse_probing": "sparse_probing", "absorption": "absorption_first_letter",
-                 "principled": "principled_ioi", "stability": "seed_stability"}
+                 "principled": "principled_ioi", "stability": "seed_stability",
+                 "explanations": "explanation_scores"}
 # SAEBench records the commit of the SAEBench that ran; ours did not run SAEBench, and says so
 NOT_SAE_BENCH = "none: computed by interp-workbench's own implementation"
 

@@ -9,15 +9,26 @@ import plotly.graph_objects as go
 
 # the columns a reader looks at first (``<metric>.<name>`` of ``wide_eval_table``) and their labels
 HEADLINE = {"core.l0": "L0", "core.explained_variance": "explained variance", "core.ce_loss_score": "CE loss score",
-            "core.kl_div_score": "KL score", "core.l2_ratio": "shrinkage", "core.dead_fraction": "dead",
+            "core.kl_div_score": "KL score", "core.l2_ratio": "shrinkage", "core.dead_fraction": "dead (core eval)",
             "sparse_probing.sae_top_1_test_accuracy": "probe k=1",
             "sparse_probing.sae_top_5_test_accuracy": "probe k=5",
             "sparse_probing.llm_test_accuracy": "probe full", "absorption.mean_absorption_fraction_score": "absorption",
             "absorption.meaningful": "absorption meaningful", "principled.sufficiency": "sufficiency",
             "principled.necessity": "necessity", "stability.shared_fraction_0_7": "shared >0.7",
-            "stability.mmcs_live": "MMCS live", "stability.mmcs_all": "MMCS all"}
+            "stability.mmcs_live": "MMCS live", "stability.mmcs_all": "MMCS all",
+            "explanations.detection_median": "explanation detection"}
+# the explanation scores' own table: each median beside its random baseline's
+EXPLANATION_COLUMNS = {
+    "explanations.explained_fraction": "explained", "explanations.detection_median": "detection",
+    "explanations.detection_baseline_median": "detection baseline",
+    "explanations.detection_beats_baseline_0_2": "detection beats baseline +0.2",
+    "explanations.fuzzing_median": "fuzzing", "explanations.fuzzing_baseline_median": "fuzzing baseline",
+    "explanations.fuzzing_beats_baseline_0_2": "fuzzing beats baseline +0.2",
+    "explanations.simulation_median": "simulation", "explanations.simulation_baseline_median": "simulation baseline",
+    "explanations.simulation_beats_baseline_0_2": "simulation beats baseline +0.2"}
 DEFAULT_PLOTS = ("core.explained_variance", "core.ce_loss_score", "sparse_probing.sae_top_1_test_accuracy",
-                 "principled.sufficiency", "stability.shared_fraction_0_7", "stability.mmcs_live")
+                 "principled.sufficiency", "stability.shared_fraction_0_7", "stability.mmcs_live",
+                 "explanations.detection_median")
 HIGHER_IS_WORSE = {"core.dead_fraction", "absorption.mean_absorption_fraction_score", "core.l0"}
 
 

@@ -30,6 +30,7 @@ from interp.evals.absorption import (
     word_activations,
 )
 from interp.evals.core import core_output_parts, downstream_stats, encoder_matrix, reconstruction_stats, weight_stats
+from interp.evals.explanations import MARGIN, check_table, explanation_parts
 from interp.evals.principled import principled_parts, principled_tables
 from interp.evals.schema import eval_output, metric_rows
 from interp.evals.sparse_probing import pooled_features, sparse_probing_parts, task_indices
@@ -40,6 +41,7 @@ from interp.figures.evals import HEADLINE
 from interp.models.data import batched_windows, token_windows
 from interp.models.loading import load_model
 from interp.store.analysis_folder import (
+    EXPLANATIONS,
     AnalysisFolder,
     analysis_id,
     evaluated_analyses,
@@ -48,10 +50,13 @@ from interp.store.analysis_folder import (
     write_eval_table,
 )
 from interp.store.errors import InputError
+from interp.store.io import sha256_file
 from interp.store.run_folder import RunFolder, sae_members
 
-METRICS = ("core", "sparse_probing", "absorption", "principled", "stability")
+METRICS = ("core", "sparse_probing", "absorption", "principled", "stability", "explanations")
+NO_MODEL = {"explanations"}  # metrics read from stored tables only
 # run-config keys that do not change what a run learns: runs equal on every other key are seeds of one config
+CORE_CHUNK = 1024  # cached rows per core batch: its dense [rows, d_sae] codes bound the memory, not the token count
 NOT_CONFIG = {"seed", "log_every", "mmcs_log_every", "checkpoint_every", "eval_batches", "eval_ce_batches",
               "device", "autocast", "wandb_project"}
 
@@ -75,7 +80,7 @@ class EvalConfig:
         """The part of the config a metric's result depends on (stored as its ``eval_config``)."""
         keys = {"core": ("core_tokens", "ce_batches", "ce_batch_size"), "principled": ("principled_prompts", "seed"),
                 "sparse_probing": ("probe_train", "probe_test", "probe_context", "task_file", "seed"),
-                "absorption": (), "stability": ()}[metric]
+                "absorption": (), "stability": (), "explanations": ()}[metric]
         out = {k: getattr(self, k) for k in keys}
         return out | (self.absorption.as_dict() if metric == "absorption" else {})
 
@@ -156,16 +161,26 @@ def stability_partners(entry: SaeEntry, group: list[SaeEntry]) -> list[SaeEntry]
                                                                  if k not in NOT_CONFIG}))]
 
 
+def _eval_config(entry: SaeEntry, metric: str, config: EvalConfig) -> dict:
+    """What ``metric``'s result for ``entry`` depends on: its config part; for explanations, which table (its
+    sha256, so remade explanations are summarised again) and the margin."""
+    if metric == "explanations":
+        return {"explanations_sha256": sha256_file(entry.folder.table_path(EXPLANATIONS)), "margin": MARGIN}
+    return _json_safe(config.for_metric(metric))
+
+
 def _pending(entries: list[SaeEntry], metric: str, config: EvalConfig) -> list[SaeEntry]:
-    """The SAEs whose ``metric`` file is missing or was made with another config."""
-    wanted = _json_safe(config.for_metric(metric))
-    return [e for e in entries
-            if not e.folder.has_eval(metric) or e.folder.read_eval(metric).get("eval_config") != wanted]
+    """The SAEs whose ``metric`` file is missing or was made with another config (for explanations: only the
+    SAEs that have an explanations table)."""
+    if metric == "explanations":
+        entries = [e for e in entries if e.folder.has(EXPLANATIONS)]
+    return [e for e in entries if not e.folder.has_eval(metric)
+            or e.folder.read_eval(metric).get("eval_config") != _eval_config(e, metric, config)]
 
 
 def _write(entry: SaeEntry, metric: str, config: EvalConfig, parts: tuple[dict, list, dict]) -> None:
     metrics, details, unstructured = parts
-    entry.folder.write_eval(metric, eval_output(metric, _json_safe(config.for_metric(metric)), metrics, details,
+    entry.folder.write_eval(metric, eval_output(metric, _eval_config(entry, metric, config), metrics, details,
                                                 entry.id, entry.path.parent.name,
                                                 entry.sae_cfg, unstructured))
 
@@ -173,15 +188,16 @@ def _write(entry: SaeEntry, metric: str, config: EvalConfig, parts: tuple[dict, 
 def _activation_batches(entry: SaeEntry, model, n_tokens: int):
     """``(activations, sequence)`` batches without BOS, from the run's cache when it has one, else live."""
     if entry.run_config.get("cache") and Path(entry.run_config["cache"]).exists():
-        chunks = cache_chunks(CacheFolder(entry.run_config["cache"]), entry.hook, 4096)
+        chunks = cache_chunks(CacheFolder(entry.run_config["cache"]), entry.hook, CORE_CHUNK)
     else:
         chunks = model_chunks(model, entry.hook, entry.run_config.get("data", "demo"),
                               entry.run_config.get("context_size", 128), n_tokens)
     seen = 0
     for chunk in chunks:
         keep = chunk.position != 0
-        yield chunk.activations[keep], chunk.sequence[keep]
-        seen += int(keep.sum())
+        x, sequence = chunk.activations[keep][:n_tokens - seen], chunk.sequence[keep][:n_tokens - seen]
+        yield x, sequence
+        seen += len(x)
         if seen >= n_tokens:
             return
 
@@ -264,6 +280,22 @@ def run_stability(entries: list[SaeEntry], group: list[SaeEntry], model, config:
     return notes
 
 
+def run_explanations(entries: list[SaeEntry], config: EvalConfig) -> None:
+    """Each SAE's stored explanation scores (``workbench explain``) summarised in SAEBench's layout."""
+    for entry in entries:
+        table = entry.folder.read_table(EXPLANATIONS)
+        check_table(table, str(entry.folder.table_path(EXPLANATIONS)))
+        _write(entry, "explanations", config, explanation_parts(table))
+
+
+def _unexplained_note(group: list[SaeEntry]) -> list[str]:
+    missing = [e.id for e in group if not e.folder.has(EXPLANATIONS)]
+    if not missing:
+        return []
+    return [f"explanations: {', '.join(missing)} have no explanations table, so no explanation scores; make them "
+            f"with `workbench explain runs/<run_id>` and evaluate again"]
+
+
 def collect_eval_table(out_root: Path) -> pd.DataFrame:
     """Every evaluation file under ``out_root`` as rows: SAE, site, architecture, MFR, metric, category, name,
     value."""
@@ -299,13 +331,18 @@ def evaluate_saes(saes: list[Path], out_root: Path, metrics: tuple[str, ...] = M
     for (model_spec, hook, _), group in groups.items():
         model = given
         for metric in (m for m in METRICS if m in metrics):
+            if metric == "explanations":
+                notes += _unexplained_note(group)
             pending = _pending(group, metric, config)
             if not pending:
                 continue
-            model = model or load_model(model_spec, device=device)
+            if metric not in NO_MODEL:
+                model = model or load_model(model_spec, device=device)
             progress(f"{metric}: {', '.join(e.id for e in pending)} ({model_spec}, {hook})")
             try:
-                if metric == "stability":
+                if metric == "explanations":
+                    run_explanations(pending, config)
+                elif metric == "stability":
                     notes += run_stability(pending, group, model, config)
                 else:
                     {"core": run_core, "sparse_probing": run_sparse_probing, "absorption": run_absorption,

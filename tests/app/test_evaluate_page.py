@@ -66,3 +66,29 @@ def test_the_wide_table_has_one_row_per_sae(evaluated):
     assert wide.sae.tolist() == ["demo-mfr/sae_0", "demo-mfr/sae_1"] and (wide.mfr_coefficient == 1.0).all()
     fig = pareto_figure(wide, "core.explained_variance")
     assert [t.name for t in fig.data] == ["topk · MFR λ=1", "Pareto frontier"][:len(fig.data)]
+
+
+def test_the_page_shows_explanation_scores_and_says_which_tokens_core_read(evaluated, tmp_path, monkeypatch):
+    from interp.store.analysis_folder import EXPLANATIONS
+    from tests.interp.test_evals_explanations import planted_table
+
+    root = tmp_path / "ws"
+    shutil.copytree(evaluated, root)
+    AnalysisFolder.of_sae(root / "analyses", root / "runs" / "demo-mfr" / "sae_0").write_tables(
+        {EXPLANATIONS: planted_table()})
+    evaluate_saes([root / "runs" / "demo-mfr"], root / "analyses", ("explanations",), progress=lambda _: None)
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = next(f.value for f in at.dataframe if "detection baseline" in f.value.columns).set_index("sae")
+    saved = AnalysisFolder(root / "analyses" / "demo-mfr/sae_0").read_eval("explanations")["eval_result_metrics"]
+    assert shown.index.tolist() == ["demo-mfr/sae_0"]  # sae_1 has no explanations: no row
+    assert shown.loc["demo-mfr/sae_0", "detection"] == saved["detection"]["detection_median"]
+    assert shown.loc["demo-mfr/sae_0", "fuzzing baseline"] == saved["fuzzing"]["fuzzing_baseline_median"]
+    assert shown.loc["demo-mfr/sae_0", "detection beats baseline +0.2"] == 0.5
+    table = next(f.value for f in at.dataframe if "L0" in f.value.columns).set_index("sae")
+    core = AnalysisFolder(root / "analyses" / "demo-mfr/sae_0").read_eval("core")["eval_result_metrics"]
+    assert table.loc["demo-mfr/sae_0", "dead (core eval)"] == core["misc_metrics"]["dead_fraction"]
+    note = next(c.value for c in at.caption if "eval/core.json" in c.value)
+    assert f"first {core['token_stats']['total_tokens_eval_sparsity_variance']:,} tokens" in note
+    assert "eval.json" in note and "differ" in note
