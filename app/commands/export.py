@@ -30,13 +30,13 @@ def neuronpedia_command(
 ) -> None:
     """Write features (activation histogram, logits, neighbours), top and quantile examples with per-token
     activations, explanations and their scores; print each source's folder and row counts."""
-    from interp.pipeline.export import ExportOptions, export_neuronpedia, read_neuronpedia
+    from interp.pipeline.export import ExportOptions, export_neuronpedia
 
     with user_errors():
         options = ExportOptions(model_id=model_id, source_set=source_set, layer=layer, creator_id=creator_id,
                                 creator_name=creator_name, release=release, batch_features=batch_features)
         for export in export_neuronpedia(sae, analyses, out, options):
-            counts = {kind: len(rows) for kind, rows in read_neuronpedia(export)["records"].items()
+            counts = {kind: len(rows) for kind, rows in export.read().items()
                       if kind in ("features", "activations", "explanations", "explanation_scores")}
             typer.echo(f"neuronpedia: {export.path} (" + ", ".join(f"{n} {k}" for k, n in counts.items()) + ")")
 

@@ -83,12 +83,6 @@ def row_id(*parts) -> str:
     return "c" + hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
-def _finite(indices, values) -> tuple[list, list[float]]:
-    """Pairs with a finite value (JSON has no NaN)."""
-    keep = [(i, float(v)) for i, v in zip(indices, values) if math.isfinite(float(v))]
-    return [i for i, _ in keep], [v for _, v in keep]
-
-
 def metadata_rows(info: SourceInfo) -> dict[str, list[dict]]:
     """The release, model, source set and source rows (one each)."""
     t, who = info.created_at, info.creator_id
@@ -115,10 +109,21 @@ def metadata_rows(info: SourceInfo) -> dict[str, list[dict]]:
     return {"release": [release], "model": [model], "sourceset": [sourceset], "source": [source]}
 
 
-def _by_feature(frame: pd.DataFrame | None, order: list[str]) -> dict[int, pd.DataFrame]:
+def _lists(frame: pd.DataFrame | None, order: list[str], columns: tuple[str, ...],
+           finite: str | None = None) -> dict[int, tuple[list, ...]]:
+    """Each feature's ``columns`` as lists, rows in ``order``; with ``finite``, rows whose value there is not
+    finite are left out (JSON has no NaN)."""
     if frame is None or frame.empty:
         return {}
-    return {int(f): rows for f, rows in frame.sort_values(["feature", *order], kind="stable").groupby("feature")}
+    if finite is not None:
+        frame = frame[np.isfinite(frame[finite].to_numpy(dtype=float))]
+    frame = frame.sort_values(["feature", *order], kind="stable")
+    feature = frame.feature.to_numpy()
+    if not len(feature):
+        return {}
+    bounds = [*np.flatnonzero(np.r_[True, feature[1:] != feature[:-1]]).tolist(), len(feature)]
+    values = [frame[column].tolist() for column in columns]
+    return {int(feature[a]): tuple(v[a:b] for v in values) for a, b in zip(bounds[:-1], bounds[1:])}
 
 
 def feature_rows(info: SourceInfo, features: pd.DataFrame, histograms: pd.DataFrame,
@@ -126,35 +131,33 @@ def feature_rows(info: SourceInfo, features: pd.DataFrame, histograms: pd.DataFr
                  cooccurrence: pd.DataFrame | None = None) -> list[dict]:
     """One Neuron row per feature (dashboards' ``features``, ``histograms``, ``logits``, ``neighbours``,
     ``cooccurrence`` tables; see ``interp/ANALYSES.md``)."""
-    hist = _by_feature(histograms, ["bin"])
-    logit = _by_feature(logits, ["sign", "rank"])
-    near = _by_feature(neighbours, ["rank"])
-    coo = _by_feature(cooccurrence, ["rank"])
-    empty = pd.DataFrame()
+    hist = _lists(histograms.assign(center=(histograms.bin_left + histograms.bin_right) / 2), ["bin"],
+                  ("count", "center"))
+    pos = _lists(None if logits is None else logits[logits.sign == "positive"], ["rank"], ("token", "logit"))
+    neg = _lists(None if logits is None else logits[logits.sign == "negative"], ["rank"], ("token", "logit"))
+    near = _lists(neighbours, ["rank"], ("other", "cosine"), finite="cosine")
+    coo = _lists(cooccurrence, ["rank"], ("other", "phi"), finite="phi")
+    none = ([], [])
     rows = []
-    for f in features.sort_values("feature").itertuples(index=False):
-        i = int(f.feature)
-        h, lg, nb, co = hist.get(i, empty), logit.get(i, empty), near.get(i, empty), coo.get(i, empty)
-        pos = lg[lg.sign == "positive"] if len(lg) else empty
-        neg = lg[lg.sign == "negative"] if len(lg) else empty
-        cos_i, cos_v = _finite(nb.other.tolist(), nb.cosine.tolist()) if len(nb) else ([], [])
-        phi_i, phi_v = _finite(co.other.tolist(), co.phi.tolist()) if len(co) else ([], [])
+    features = features.sort_values("feature")
+    for i, top, freq in zip(features.feature.astype(int).tolist(), features.max_activation.astype(float).tolist(),
+                            features.frequency.astype(float).tolist()):
+        (counts, centers), (cos_i, cos_v), (phi_i, phi_v) = hist.get(i, none), near.get(i, none), coo.get(i, none)
+        (pos_s, pos_v), (neg_s, neg_v) = pos.get(i, none), neg.get(i, none)
         rows.append({
             "modelId": info.model_id, "layer": info.source_id, "index": str(i), "creatorId": info.creator_id,
-            "createdAt": info.created_at, "maxActApprox": float(f.max_activation), "hasVector": False, "vector": [],
+            "createdAt": info.created_at, "maxActApprox": top, "hasVector": False, "vector": [],
             "vectorLabel": None, "vectorDefaultSteerStrength": 10, "hookName": None,
-            "topkCosSimIndices": [int(x) for x in cos_i], "topkCosSimValues": cos_v,
+            "topkCosSimIndices": [int(x) for x in cos_i], "topkCosSimValues": [float(v) for v in cos_v],
             "neuron_alignment_indices": [], "neuron_alignment_values": [], "neuron_alignment_l1": [],
             "correlated_neurons_indices": [], "correlated_neurons_pearson": [], "correlated_neurons_l1": [],
-            "correlated_features_indices": [int(x) for x in phi_i], "correlated_features_pearson": phi_v,
-            "correlated_features_l1": [],
-            "neg_str": neg.token.tolist() if len(neg) else [],
-            "neg_values": [float(v) for v in neg.logit] if len(neg) else [],
-            "pos_str": pos.token.tolist() if len(pos) else [],
-            "pos_values": [float(v) for v in pos.logit] if len(pos) else [],
-            "frac_nonzero": float(f.frequency),
-            "freq_hist_data_bar_heights": [float(c) for c in h["count"]] if len(h) else [],
-            "freq_hist_data_bar_values": [float(v) for v in (h.bin_left + h.bin_right) / 2] if len(h) else [],
+            "correlated_features_indices": [int(x) for x in phi_i],
+            "correlated_features_pearson": [float(v) for v in phi_v], "correlated_features_l1": [],
+            "neg_str": list(neg_s), "neg_values": [float(v) for v in neg_v],
+            "pos_str": list(pos_s), "pos_values": [float(v) for v in pos_v],
+            "frac_nonzero": freq,
+            "freq_hist_data_bar_heights": [float(c) for c in counts],
+            "freq_hist_data_bar_values": [float(v) for v in centers],
             "logits_hist_data_bar_heights": [], "logits_hist_data_bar_values": [], "decoder_weights_dist": [],
             "sourceSetName": info.source_set,
         })
@@ -164,22 +167,18 @@ def feature_rows(info: SourceInfo, features: pd.DataFrame, histograms: pd.DataFr
 def activation_rows(info: SourceInfo, examples: pd.DataFrame, features: pd.DataFrame) -> list[dict]:
     """One Activation row per example of the dashboards' ``examples`` table: top examples by rank, then each
     quantile band from the strongest down (Neuronpedia shows sections by ``binMax``, highest first)."""
-    top_max = dict(zip(features.feature.astype(int), features.max_activation.astype(float)))
+    top_max = dict(zip(features.feature.astype(int).tolist(), features.max_activation.astype(float).tolist()))
+    top = examples[examples.kind == "top"].sort_values(["feature", "rank"], kind="stable")
+    top = top.assign(lo=-1.0, hi=top.feature.map(top_max), share=-1.0)
     quantile = examples[examples.kind == "quantile"]
-    bands = quantile.groupby(["feature", "band"]).activation.agg(["min", "max", "size"])
-    sampled = quantile.groupby("feature").size()
-    ordered = pd.concat([
-        examples[examples.kind == "top"].sort_values(["feature", "rank"], kind="stable"),
-        quantile.sort_values(["feature", "band", "rank"], ascending=[True, False, True], kind="stable"),
-    ]).sort_values("feature", kind="stable")
+    band = quantile.groupby(["feature", "band"]).activation
+    quantile = quantile.assign(lo=band.transform("min").astype(float), hi=band.transform("max").astype(float),
+                               share=band.transform("size") / quantile.groupby("feature").activation.transform("size"))
+    quantile = quantile.sort_values(["feature", "band", "rank"], ascending=[True, False, True], kind="stable")
+    ordered = pd.concat([top, quantile]).sort_values("feature", kind="stable")
     rows = []
     for e in ordered.itertuples(index=False):
         i, values = int(e.feature), [float(v) for v in e.context_acts]
-        if e.kind == "top":
-            lo, hi, share = -1.0, top_max[i], -1.0
-        else:
-            band = bands.loc[(e.feature, e.band)]
-            lo, hi, share = float(band["min"]), float(band["max"]), float(band["size"] / sampled[e.feature])
         peak = int(np.argmax(values))
         rows.append({
             "id": row_id(info.model_id, info.source_id, i, e.kind, e.band, e.rank), "tokens": list(e.context_tokens),
@@ -187,8 +186,8 @@ def activation_rows(info: SourceInfo, examples: pd.DataFrame, features: pd.DataF
             "maxValueTokenIndex": peak, "minValue": min(values), "values": values, "creatorId": info.creator_id,
             "dataSource": None, "dataIndex": str(int(e.sequence)), "dfaValues": [], "dfaTargetIndex": None,
             "dfaMaxValue": None, "createdAt": info.created_at, "lossValues": [], "logitContributions": None,
-            "binMin": lo, "binMax": hi, "binContains": share, "qualifyingTokenIndex": int(e.center),
-            "zIndices": None, "zValues": None,
+            "binMin": float(e.lo), "binMax": float(e.hi), "binContains": float(e.share),
+            "qualifyingTokenIndex": int(e.center), "zIndices": None, "zValues": None,
         })
     return rows
 
@@ -230,13 +229,13 @@ def explanation_rows(info: SourceInfo, explanations: pd.DataFrame,
     return rows, scores
 
 
-def export_rows(info: SourceInfo, tables: dict[str, pd.DataFrame], llm_model: str | None = None) -> dict[str, list]:
-    """Every kind of row of one source from an analysis folder's tables (``features``, ``examples``,
-    ``histograms``; ``logits``, ``neighbours``, ``cooccurrence``, ``explanations`` where present)."""
-    records = metadata_rows(info)
-    records["features"] = feature_rows(info, tables["features"], tables["histograms"], tables.get("logits"),
-                                       tables.get("neighbours"), tables.get("cooccurrence"))
-    records["activations"] = activation_rows(info, tables["examples"], tables["features"])
+def batch_rows(info: SourceInfo, tables: dict[str, pd.DataFrame], llm_model: str | None = None) -> dict[str, list]:
+    """The feature, activation, explanation and score rows of the features in ``tables`` (an analysis folder's
+    ``features``, ``examples``, ``histograms``; ``logits``, ``neighbours``, ``cooccurrence``, ``explanations``
+    where present), e.g. one batch of them."""
+    records = {"features": feature_rows(info, tables["features"], tables["histograms"], tables.get("logits"),
+                                        tables.get("neighbours"), tables.get("cooccurrence")),
+               "activations": activation_rows(info, tables["examples"], tables["features"])}
     if "explanations" in tables:
         records["explanations"], records["explanation_scores"] = explanation_rows(info, tables["explanations"],
                                                                                   llm_model)
@@ -277,9 +276,10 @@ def tables_from_rows(records: dict[str, list[dict]]) -> dict[str, pd.DataFrame]:
     examples["rank"] = examples.groupby(["feature", "kind"]).cumcount()
     quantile = examples.kind == "quantile"
     examples["band"] = 0
-    if quantile.any():
-        examples.loc[quantile, "band"] = examples[quantile].groupby("feature").interval.transform(
-            lambda s: s.rank(method="dense").astype(int) - 1)
+    if quantile.any():  # each feature's intervals numbered from its weakest: global sorted group numbers, offset
+        q = examples[quantile]
+        number = q.groupby([q.feature, q.interval.str[0], q.interval.str[1]], sort=True).ngroup()
+        examples.loc[quantile, "band"] = number - number.groupby(q.feature).transform("min")
     explained = {r["id"]: {"feature": int(r["index"]), "method": r["notes"], "explanation": r["description"]}
                  for r in records.get("explanations", [])}
     for s in records.get("explanation_scores", []):

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from interp.features.neuronpedia import SourceInfo, export_rows, hook_layer, slug, tables_from_rows
+from interp.features.neuronpedia import SourceInfo, batch_rows, hook_layer, metadata_rows, slug, tables_from_rows
 from interp.store.analysis_folder import EXPLAIN_RUN, EXPLANATIONS, AnalysisFolder, analysis_id
 from interp.store.cache_manifest import read_manifest
 from interp.store.errors import InputError
-from interp.store.neuronpedia_export import FALLBACK_CREATOR_ID, NeuronpediaExport
+from interp.store.neuronpedia_export import BATCHED, FALLBACK_CREATOR_ID, NeuronpediaExport
 from interp.store.run_folder import sae_members
 
 REQUIRED = ("features", "examples", "histograms")
@@ -89,7 +89,18 @@ def export_member(member: Path | str, analyses_root: Path, out_root: Path,
         if folder.has_json(EXPLAIN_RUN):
             llm_model = (folder.read_json(EXPLAIN_RUN).get("llm") or {}).get("model")
     export = NeuronpediaExport.of_source(out_root, info.model_id, info.source_id)
-    return export.write(export_rows(info, tables, llm_model), options.batch_features)
+    export.write_metadata(metadata_rows(info))
+    written: dict[str, set[int]] = {kind: set() for kind in BATCHED}
+    step = options.batch_features
+    for index in range(-(-len(tables["features"]) // step)):  # batch by batch: memory bounded by one batch's rows
+        part = {name: t[(t.feature >= index * step) & (t.feature < (index + 1) * step)] for name, t in tables.items()}
+        for kind, rows in batch_rows(info, part, llm_model).items():
+            if rows:
+                export.write_batch(kind, index, rows)
+                written[kind].add(index)
+    for kind, indices in written.items():
+        export.keep_batches(kind, indices)
+    return export
 
 
 def export_neuronpedia(sae_path: Path | str, analyses_root: Path, out_root: Path,

@@ -68,27 +68,22 @@ class NeuronpediaExport:
         found = [(int(m[1]), p) for p in (self.path / kind).glob("batch-*") if (m := BATCH.fullmatch(p.name))]
         return [p for _, p in sorted(found)]
 
-    def write(self, records: dict[str, list[dict]], batch_features: int = 1024) -> NeuronpediaExport:
-        """Write every kind of ``records`` (metadata kinds: one row list each; batched kinds: rows carrying the
-        feature ``index``, a score the ``explanationId`` of one of the explanations). A batch holds the rows of
-        ``batch_features`` consecutive features; batches a previous, larger export left are removed."""
-        unknown = set(records) - set(METADATA) - set(BATCHED)
-        if unknown:
-            raise ValueError(f"not a Neuronpedia export kind: {sorted(unknown)}")
+    def write_metadata(self, records: dict[str, list[dict]]) -> None:
+        """The release, model, source set and source rows (one list each)."""
         for kind, name in METADATA.items():
             write_bytes(self.path / name, jsonl(records.get(kind, [])))
-        explained = {row["id"]: int(row["index"]) for row in records.get("explanations", [])}
-        for kind in BATCHED:
-            batches: dict[int, list[dict]] = {}
-            for row in records.get(kind, []):
-                feature = explained[row["explanationId"]] if kind == "explanation_scores" else int(row["index"])
-                batches.setdefault(feature // batch_features, []).append(row)
-            for index, rows in batches.items():
-                write_bytes(self.batch_path(kind, index), gzip.compress(jsonl(rows), compresslevel=5, mtime=0))
-            for stale in self.batch_paths(kind):
-                if int(BATCH.fullmatch(stale.name)[1]) not in batches:
-                    stale.unlink()
-        return self
+
+    def write_batch(self, kind: str, index: int, rows: list[dict]) -> Path:
+        """One batch of ``kind``'s rows (the rows of one run of consecutive features)."""
+        if kind not in BATCHED:
+            raise ValueError(f"not a batched Neuronpedia export kind: {kind!r}")
+        return write_bytes(self.batch_path(kind, index), gzip.compress(jsonl(rows), compresslevel=5, mtime=0))
+
+    def keep_batches(self, kind: str, indices: set[int]) -> None:
+        """Remove the batches of ``kind`` not in ``indices`` (what a previous, larger export left)."""
+        for path in self.batch_paths(kind):
+            if int(BATCH.fullmatch(path.name)[1]) not in indices:
+                path.unlink()
 
     def read(self) -> dict[str, list[dict]]:
         """Every kind's rows, batches concatenated in order (an absent batched kind reads as no rows)."""

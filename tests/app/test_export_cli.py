@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import jsonschema
 from typer.testing import CliRunner
 
 from app.cli import app
 from interp.pipeline.export import read_neuronpedia
 from interp.store.analysis_folder import AnalysisFolder
+from tests.interp.test_neuronpedia_export import KINDS, db_models, json_schema
 
 
 def test_export_writes_one_source_per_member_that_reads_back(workspace, tmp_path):
@@ -25,6 +27,9 @@ def test_export_writes_one_source_per_member_that_reads_back(workspace, tmp_path
         features = folder.read_table("features").sort_values("feature")
         assert back["tables"]["features"].frequency.tolist() == features.frequency.tolist()
         assert back["records"]["explanations"] == []  # none made in this workspace
+        for kind, rows in back["records"].items():  # rows made from real dashboards fit Neuronpedia's row types
+            validator = jsonschema.Draft202012Validator(json_schema(getattr(db_models(), KINDS[kind])))
+            assert all(validator.is_valid(row) for row in rows), kind
 
 
 def test_export_without_dashboards_is_one_error_line(workspace, tmp_path):
