@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--core-tokens", default="8192,32768", help="token counts for core (memory flat in tokens)")
     parser.add_argument("--metrics", default="sparse_probing,absorption,principled,stability")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-core", action="store_true",
+                        help="skip the core runs (stability then finds the live latents over the first count)")
     args = parser.parse_args(argv)
     import torch
 
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         tic = time.perf_counter()
         run = build(Path(tmp), args.d_sae, args.k, max(counts) + max(counts) // 16)  # room for the BOS rows dropped
         print(json.dumps({"setup_s": time.perf_counter() - tic, "d_sae": args.d_sae, "d_in": 768}), flush=True)
-        for tokens in counts:
+        for tokens in [] if args.no_core else counts:
             print(json.dumps(measure(run, Path(tmp) / f"analyses_{tokens}", "core", tokens, args.threads)), flush=True)
         for metric in args.metrics.split(","):
             print(json.dumps(measure(run, Path(tmp) / f"analyses_{counts[0]}", metric, counts[0], args.threads)),

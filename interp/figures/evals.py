@@ -69,5 +69,7 @@ def pareto_figure(wide: pd.DataFrame, metric: str, x: str = "core.l0", title: st
         if len(front) > 1:
             fig.add_trace(go.Scatter(x=rows[x].to_numpy()[front], y=rows[metric].to_numpy()[front], mode="lines",
                                      line={"dash": "dash", "color": "gray"}, name="Pareto frontier", hoverinfo="skip"))
-    return fig.update_layout(title=title or f"{metric} vs {x}", xaxis_title=x, yaxis_title=metric,
-                             legend={"title": "architecture", "orientation": "h", "y": -0.25})
+    names = HEADLINE | {"d_sae": "width (latents)"}
+    return fig.update_layout(title=title or f"{names.get(metric, metric)} vs {names.get(x, x)}",
+                             xaxis_title=names.get(x, x), yaxis_title=names.get(metric, metric),
+                             legend={"title": "architecture · MFR", "orientation": "h", "y": -0.25})
