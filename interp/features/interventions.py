@@ -300,11 +300,20 @@ def generate(model, prompt: str | Sequence[int] | Tensor, interventions: Sequenc
                       logit_changes(first[0], first[1], decode, top_k), int(seed), float(temperature))
 
 
+TARGET_CANDIDATES = 50  # the default dose-response target is the first readable one of this many top promoted
+
+
+def readable_token(ids: Sequence[int], decode) -> int:
+    """The first of ``ids`` that decodes to visible text (not a lone byte of a multi-byte character, which
+    decodes to U+FFFD); the first of all when none does."""
+    return next((t for t in ids if decode(t).strip() and "\ufffd" not in decode(t)), ids[0])
+
+
 def dose_response(model, prompt: str | Sequence[int] | Tensor, intervention: Intervention, values: Sequence[float],
                   target: int | None = None) -> pd.DataFrame:
     """For each value of ``intervention`` (one batch): the target token's next-token probability after the
-    prompt (default: the feature's top promoted token when the SAE writes the residual, else the default
-    argmax), the feature's own mean activation at its hook after the edit, and the KL from the default
+    prompt (default: the feature's top promoted readable token when the SAE writes the residual, else the
+    default argmax), the feature's own mean activation at its hook after the edit, and the KL from the default
     next-token distribution."""
     check_sites(model, [intervention])
     tokens = prompt_tokens(model, prompt)
@@ -323,7 +332,8 @@ def dose_response(model, prompt: str | Sequence[int] | Tensor, intervention: Int
     if target is None:
         target = int(logits[0].argmax())
         if dictionary.d_in == model.cfg.d_model:
-            target = int((dictionary.W_dec[feature].detach().to(model.W_U.dtype) @ model.W_U).argmax())
+            order = (dictionary.W_dec[feature].detach().to(model.W_U.dtype) @ model.W_U).argsort(descending=True)
+            target = readable_token(order[:TARGET_CANDIDATES].tolist(), _decoder(model))
     probs = logits.float().softmax(-1)[:, target]
     return pd.DataFrame({"value": [float(v) for v in values], "probability": probs[1:].cpu().numpy(),
                          "default_probability": float(probs[0]), "activation": seen["activation"][1:].cpu().numpy(),

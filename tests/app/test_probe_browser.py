@@ -1,5 +1,6 @@
-"""End to end in headless Chromium: `workbench app` on a demo-model workspace, a text typed and probed, a
-feature steered; screenshots go to ``$WORKBENCH_SCREENSHOTS`` (``docs/screenshots/`` when refreshed)."""
+"""End to end in headless Chromium: `workbench app` on a demo-model workspace, a text typed and probed, a token
+clicked on the strip, a feature steered, a feature id followed to its dashboard; screenshots go to
+``$WORKBENCH_SCREENSHOTS`` (``docs/screenshots/`` when refreshed)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.test_browser import browser, running_app, wait_for_text  # noqa: F401  (browser: a fixture)
+from interp.features.dictionary import load_dictionary
+from interp.features.probe import probe
+from tests.app.test_browser import browser, click_at, running_app, wait_for, wait_for_text  # noqa: F401
 
 TEXT = "Now is the winter of our discontent made glorious summer by this sun of York"
 
@@ -40,7 +43,8 @@ def scroll_to(driver, text: str) -> None:
 
 
 @pytest.mark.slow
-def test_typing_a_text_and_steering_a_feature_in_a_real_browser(live_server, browser, tmp_path):  # noqa: F811
+def test_typing_a_text_and_steering_a_feature_in_a_real_browser(live_server, live_workspace, demo_model, browser,  # noqa: F811
+                                                                tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
@@ -52,13 +56,16 @@ def test_typing_a_text_and_steering_a_feature_in_a_real_browser(live_server, bro
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(TEXT)
     click(browser, "Probe")
-    wait_for_text(browser, "Features of one token")
+    wait_for_text(browser, "Features of token")
     assert "Traceback" not in browser.find_element("tag name", "body").text
     colour = element(browser, 'input[aria-label^="Colour the tokens by feature"]')
     feature = colour.get_attribute("value")  # the text's most active feature
-    time.sleep(1.0)  # plotly draws
-    scroll_to(browser, "Features of one token")
-    browser.execute_script("document.querySelector('[data-testid=\"stMain\"]').scrollBy(0, -520)")
+    element(browser, ".st-key-tok_3 button").click()  # a click on the strip's fourth token lists its features
+    wait_for_text(browser, "Features of token 3")
+    assert "token=3" in browser.current_url
+    time.sleep(1.0)  # plotly and the tables draw
+    browser.execute_script("document.querySelector('.st-key-strip').scrollIntoView()")
+    browser.execute_script("document.querySelector('[data-testid=\"stMain\"]').scrollBy(0, -40)")
     time.sleep(0.5)
     browser.save_screenshot(str(shots / "probe.png"))
     field = element(browser, 'input[aria-label^="Feature (0 to"]')
@@ -75,3 +82,25 @@ def test_typing_a_text_and_steering_a_feature_in_a_real_browser(live_server, bro
     scroll_to(browser, "Default")
     browser.save_screenshot(str(shots / "steer.png"))
     assert (shots / "probe.png").stat().st_size > 10_000 and (shots / "steer.png").stat().st_size > 10_000
+
+    browser.get(f"{live_server}/Probe?analysis=live/sae_0&token=3")  # the URL holds the token: it is listed again
+    wait_for_text(browser, "nothing runs until you click")
+    box = element(browser, 'textarea[aria-label="Your text"]')
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(TEXT)
+    click(browser, "Probe")
+    wait_for_text(browser, "Features of token 3")
+    css = ".st-key-by_activation [data-testid='stDataFrame']"  # the grid draws after the page's text
+    grid = wait_for(browser, lambda d: (d.find_elements("css selector", css) or [None])[0])
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", grid)
+    time.sleep(1.0)
+    left, top = browser.execute_script("const r = arguments[0].getBoundingClientRect(); return [r.left, r.top];",
+                                       grid)
+    click_at(browser, left + 20, top + 35 + 17)  # the first row's feature id (header row: 35 px)
+    wait_for_text(browser, "Top activating contexts")  # that feature's dashboard, same tab
+    target = int(browser.current_url.split("feature=")[1].split("&")[0])
+    sae = load_dictionary(live_workspace / "runs" / "live" / "sae_0")
+    assert target == int(probe(demo_model, {"s": sae}, TEXT).token_features("s", 3).feature.iloc[0])  # top of token 3
+    assert "/Features?" in browser.current_url and "analysis=live" in browser.current_url
+    assert len(browser.window_handles) == 1
+    wait_for_text(browser, f"Feature {target}")

@@ -230,3 +230,11 @@ def test_an_sae_that_does_not_fit_the_model_is_refused(tiny_model, sae):
 def test_bad_prompts_are_refused_with_a_message(tiny_model, sae, prompt, message):
     with pytest.raises(InputError, match=message):
         generate(tiny_model, prompt, [steer(sae, HOOK, 0, 1.0)], max_new_tokens=4)
+
+
+def test_the_default_dose_response_target_skips_tokens_that_do_not_decode_to_text():
+    from interp.features.interventions import readable_token
+
+    pieces = {5: "\ufffd", 6: "  ", 7: " thee", 8: " war"}
+    assert readable_token([5, 6, 7, 8], pieces.get) == 7  # a lone byte and bare whitespace skipped
+    assert readable_token([5, 6], pieces.get) == 5  # none readable: the top one
