@@ -24,14 +24,20 @@ def main() -> None:
     model_dir, out_stem, tokens_json, *layers = sys.argv[1:]
     cfg = HookedTransformerConfig(**json.load(open(f"{model_dir}/config.json")))
     # the tokenizer file itself: its tokenizer_config.json names a transformers-5 class that 4.57 lacks
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{model_dir}/tokenizer.json")
-    model = TransformerLensReplacementModel(cfg, tokenizer=tokenizer)
-    model.load_state_dict(load_file(f"{model_dir}/model.safetensors"), strict=False)
+    special = {k: v for k, v in json.load(open(f"{model_dir}/tokenizer_config.json")).items() if k.endswith("_token")}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=f"{model_dir}/tokenizer.json", **special)  # BOS known: kept
+    model = TransformerLensReplacementModel(cfg)
+    model.tokenizer = tokenizer  # set directly: TL's set_tokenizer would reload it by name (needs the hub)
+    weights = {k: v for k, v in load_file(f"{model_dir}/model.safetensors").items()
+               if not k.endswith(("attn.mask", "attn.IGNORE"))}  # buffers the model rebuilds (stored empty)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    assert not unexpected and all(k.endswith(("attn.mask", "attn.IGNORE")) for k in missing), (missing, unexpected)
     transcoders = load_transcoder_set(dict(enumerate(layers)), scan="workbench-peer", feature_input_hook="mlp.hook_in",
                                       feature_output_hook="mlp.hook_out", device=torch.device("cpu"),
                                       lazy_encoder=False, lazy_decoder=False)
     model._configure_replacement_model(transcoders)  # what ReplacementModel.from_config does after building
     tokens = torch.tensor(json.load(open(tokens_json)))
+    assert int(tokens[0]) in tokenizer.all_special_ids  # else circuit-tracer prepends one and the graphs differ
     graph = attribute(tokens, model, batch_size=16)
     node_mask, edge_mask, cumulative = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
     replacement, completeness = compute_graph_scores(graph)
