@@ -70,6 +70,11 @@ def marked_heads(spec: str, model_name: str) -> dict[tuple[int, int], str]:
     return marked
 
 
+def share(p: float) -> str:
+    """A probability as a percentage, small ones in scientific notation (never a bare 0.0 %)."""
+    return f"{p:.1%}" if p >= 0.001 else f"{p:.1e}"
+
+
 ROLE_NAMES = {
     "previous_token": "previous-token head",
     "induction": "induction head",
@@ -119,8 +124,8 @@ elif shown:
         if isinstance(ioi, dict):
             st.markdown(
                 f"**IO − S logit difference** after the last token: logit(' {ioi['io']}') − logit(' {ioi['s']}') = "
-                f"**{ioi['logit_diff']:+.2f}** (p(IO) {ioi['p_io']:.1%}, p(S) {ioi['p_s']:.1%}; IO: the name that "
-                "occurs once, S: the repeated subject)"
+                f"**{ioi['logit_diff']:+.2f}** (p(IO) {share(ioi['p_io'])}, p(S) {share(ioi['p_s'])}; IO: the name "
+                "that occurs once, S: the repeated subject)"
             )
         else:
             st.caption(f"No IO − S logit difference: {ioi}")

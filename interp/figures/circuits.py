@@ -132,8 +132,8 @@ def head_pair_figure(frame: pd.DataFrame, panels: dict[str, str], title: str, va
     chance = f" (chance level {baseline:.3f})" if baseline is not None else ""
     fig.update_layout(title=title + chance, height=300 + 14 * len(rows),
                       coloraxis=dict(**colours, colorbar=_colorbar(value)))
-    return fig.update_xaxes(title="receiver head B", tickangle=-45).update_yaxes(
-        title="sender head A", autorange="reversed")
+    return fig.update_xaxes(title="receiver head B", tickangle=-45).update_yaxes(autorange="reversed").update_yaxes(
+        title="sender head A", col=1)
 
 
 def composition_table_figure(frame: pd.DataFrame, baseline: float | None = None) -> go.Figure:
@@ -181,9 +181,10 @@ def logit_lens_table_figure(frame: pd.DataFrame, tokens: Sequence[str] | None = 
     for layer, rows in frame.sort_values(["layer", "pos"]).groupby("layer"):
         fig.add_trace(go.Scatter(x=_positions(rows.pos.tolist(), tokens), y=rows.log_prob, mode="lines+markers",
                                  name="final residual" if layer == last else f"residual before L{layer}"))
-    return fig.update_layout(title="Logit lens: the next token read off the residual stream",
-                             xaxis_title=_position_title(tokens), yaxis_title="log p(next token) (nats)",
-                             legend_title="read-out")
+    fig.update_layout(title="Logit lens: the next token read off the residual stream",
+                      xaxis_title=_position_title(tokens), yaxis_title="log p(next token) (nats)", height=420,
+                      legend=dict(title="read-out", orientation="h", x=0, y=1.0, yanchor="bottom"))
+    return fig.update_xaxes(tickangle=-60, dtick=1) if tokens is not None else fig
 
 
 def atp_agreement_figure(frame: pd.DataFrame) -> go.Figure:
