@@ -33,6 +33,7 @@ import contextlib
 import json
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -183,8 +184,8 @@ SCRIPTS = {"Home": "Home.py", "Training": "pages/1_Training.py", "Features": "pa
 SETTLED_JS = (
     "const charts = document.querySelectorAll('[data-testid=\"stPlotlyChart\"]');"
     "return !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-    " && document.querySelectorAll('[data-testid=\"stElementContainer\"]').length > 2"
-    " && Array.from(charts).every(c => c.querySelector('.main-svg'));"
+    " && document.querySelectorAll('[data-testid=\"stElementContainer\"]').length > 1"
+    " && Array.from(charts).filter(c => c.offsetParent !== null).every(c => c.querySelector('.main-svg'));"
 )
 
 
@@ -207,7 +208,10 @@ def serving(root: Path):
         yield f"http://localhost:{port}"
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 @contextlib.contextmanager
@@ -270,13 +274,16 @@ def first_paint(url: str, path: str, title: str) -> dict:
         driver.get(url + path)  # returns on the load event: the shell, before the script's first message
         wait(lambda: title_shown(driver, title))
         content = time.perf_counter() - tic
-        complete = settle(driver) + content
+        try:
+            complete = settle(driver) + content
+        except TimeoutError:  # the page never settled: say so, measure the others
+            complete = None
         scripts = driver.execute_script(
             "return performance.getEntriesByType('resource').filter(r => r.initiatorType === 'script' ||"
             " r.name.endsWith('.js')).map(r => [r.name.split('/').pop(), r.decodedBodySize || r.encodedBodySize])")
         fcp = driver.execute_script(
             "const p = performance.getEntriesByName('first-contentful-paint')[0]; return p ? p.startTime : null")
-    return {"first_content_s": round(content, 3), "complete_s": round(complete, 3),
+    return {"first_content_s": round(content, 3), "complete_s": None if complete is None else round(complete, 3),
             "browser_fcp_s": round(fcp / 1000, 3) if fcp else None,
             "js_mib": round(sum(size or 0 for _, size in scripts) / 2**20, 2),
             "plotly_fetched": any(name.startswith("PlotlyChart") for name, _ in scripts)}
@@ -337,8 +344,9 @@ def bench_first_paint(url: str, repeats: int) -> dict:
             runs[page].append(first_paint(url, path, title))
     out = {}
     for page, rows in runs.items():
-        out[page] = {key: round(statistics.median(r[key] for r in rows), 3) for key in
-                     ("first_content_s", "complete_s")}
+        out[page] = {key: round(statistics.median(r[key] for r in rows), 3) if all(r[key] is not None for r in rows)
+                     else None for key in ("first_content_s", "complete_s")}
+        print(json.dumps({page: out[page]}), file=sys.stderr, flush=True)  # progress
         out[page].update({key: rows[-1][key] for key in ("browser_fcp_s", "js_mib", "plotly_fetched")})
     return out
 
