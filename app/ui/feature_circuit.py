@@ -59,7 +59,7 @@ def node_names(stored: pd.DataFrame, labelled: pd.DataFrame) -> dict[str, str]:
         where = f"{row.site}" + ("" if row.position == "all" else f" @{row.position}")
         label = row.label if isinstance(row.label, str) else ""
         names[stored.id[index]] = (f"{where} SAE error" if row.feature < 0
-                                   else f"{where} #{int(row.feature)} {label[:32]}".rstrip())
+                                   else f"{where} #{int(row.feature)} {label[:24]}".rstrip())
     return names
 
 

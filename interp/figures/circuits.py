@@ -199,7 +199,7 @@ def atp_agreement_figure(frame: pd.DataFrame) -> go.Figure:
     return fig.update_layout(title="Attribution patching against exact head patching", barmode="group",
                              xaxis_title="estimate", yaxis_title="Pearson r with exact patching",
                              yaxis_range=[min(0.0, float(frame.pearson.min()) - 0.1), 1.15],
-                             legend_title="head outputs moved")
+                             legend=dict(title="head outputs moved", orientation="h", x=0, y=1.0, yanchor="bottom"))
 
 
 def atp_scatter_figure(exact: pd.DataFrame, estimate: pd.DataFrame, unit: str = "") -> go.Figure:
@@ -213,8 +213,9 @@ def atp_scatter_figure(exact: pd.DataFrame, estimate: pd.DataFrame, unit: str = 
             float(max(both.effect_exact.max(), both.effect_atp.max()))]
     fig.add_trace(go.Scatter(x=ends, y=ends, mode="lines", line=dict(dash="dot", color="grey"), name="equal"))
     units = f" ({unit})" if unit else ""
-    return fig.update_layout(title="Each head: attribution patching against exact patching",
-                             xaxis_title=f"exact patching effect{units}", yaxis_title=f"AtP estimate{units}")
+    return fig.update_layout(title="Each head: attribution patching against exact patching (dotted: equal)",
+                             xaxis_title=f"exact patching effect{units}", yaxis_title=f"AtP estimate{units}",
+                             showlegend=False)
 
 
 def _positions(positions: list[int], tokens: Sequence[str] | None) -> list:
@@ -333,10 +334,11 @@ def feature_circuit_figure(graph: dict, labels: dict[str, str] | None = None) ->
     fig = edge_graph_figure(graph["edges"], weight="weight").update_layout(
         title=f"Feature circuit ({graph['method']}): node width = |effect|, blue positive, red negative"
     )
+    sankey = fig.data[0]
     if labels:
-        sankey = fig.data[0]
         sankey.node.label = [labels.get(name, name) for name in sankey.node.label]
-    return fig
+    sankey.textfont = dict(size=10)
+    return fig.update_layout(height=int(min(1600, max(420, 16 * len(sankey.node.label)))))  # a line per node
 
 
 def faithfulness_figure(
