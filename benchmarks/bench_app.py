@@ -116,20 +116,28 @@ def set_widget(at, kind: str, key: str, value) -> None:
     widget.input(value) if kind == "text_input" else widget.set_value(value)
 
 
-def time_page(script: str, steps: list, repeats: int) -> dict:
-    """Median seconds of the cold first render and of each interaction's rerun."""
+def cold_render(script: str):
+    """One first render of ``script`` under ``AppTest`` with ``st.cache_data`` cleared: (the app, seconds)."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
+    st.cache_data.clear()
+    at = AppTest.from_file(str(APP / script), default_timeout=600)
+    tic = time.perf_counter()
+    at.run()
+    seconds = time.perf_counter() - tic
+    if at.exception:
+        raise RuntimeError(f"{script}: {[e.value for e in at.exception]}")
+    return at, seconds
+
+
+def time_page(script: str, steps: list, repeats: int) -> dict:
+    """Median seconds of the cold first render and of each interaction's rerun."""
+
     cold, clicks = [], []
     for _ in range(repeats):
-        st.cache_data.clear()
-        at = AppTest.from_file(str(APP / script), default_timeout=600)
-        tic = time.perf_counter()
-        at.run()
-        cold.append(time.perf_counter() - tic)
-        if at.exception:
-            raise RuntimeError(f"{script}: {[e.value for e in at.exception]}")
+        at, seconds = cold_render(script)
+        cold.append(seconds)
         for kind, key, value in steps:
             set_widget(at, kind, key, value)
             tic = time.perf_counter()
@@ -375,21 +383,11 @@ def bench_browser(root: Path, feature_ids: list[int]) -> dict:
 
 def bench_demo(root: Path, repeats: int, analysis: str) -> dict:
     """An existing workspace, read only: server-side cold script time per page, first paint, Probe timings."""
-    import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     os.environ["WORKBENCH_WORKSPACE"] = str(root)
     server = {}
     for page, script in SCRIPTS.items():
-        seconds = []
-        for _ in range(repeats):
-            st.cache_data.clear()
-            at = AppTest.from_file(str(APP / script), default_timeout=600)
-            tic = time.perf_counter()
-            at.run()
-            seconds.append(time.perf_counter() - tic)
-            if at.exception:
-                raise RuntimeError(f"{script}: {[e.value for e in at.exception]}")
+        seconds = [cold_render(script)[1] for _ in range(repeats)]
         server[page] = round(statistics.median(seconds), 3)
     load_before = os.getloadavg()[0]
     with serving(root) as url:
