@@ -37,7 +37,7 @@ from interp.circuits.prompts import (
     single_token_names,
 )
 from interp.features.dictionary import load_dictionary
-from interp.store.analysis_folder import SUMMARY, AnalysisFolder, analysis_id
+from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.locks import writing
 
 
@@ -45,12 +45,17 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
                      sae_folder: Path | None = None, sae_hook: str | None = None, prompt_set: str = "induction",
                      src_mask=None, cutoff: float = 0.7, extra: dict | None = None,
                      sae_sites: dict[str, Path] | None = None, over_positions: bool = False,
-                     node_threshold: float = 0.1, texts: tuple[list[str], list[str]] | None = None) -> dict:
+                     node_threshold: float = 0.1, texts: tuple[list[str], list[str]] | None = None,
+                     extra_tables: dict[str, pd.DataFrame] | None = None) -> dict:
     """Run every analysis on one prompt set, write the tables to ``out`` and return the summary.
 
     The feature circuit runs through ``sae_sites`` (``{hook: SAE folder}``, the sites where the circuit
     runs) or the one ``sae_folder`` at ``sae_hook``; ``over_positions`` sums its node effects over positions.
-    ``texts`` (clean, corrupt) name the prompts in ``prompts.parquet`` (default: the decoded tokens).
+    ``texts`` (clean, corrupt) name the prompts in ``prompts.parquet`` (default: the decoded tokens);
+    ``extra_tables`` (a task's own tables, such as IOI's head roles) are written with the others.
+
+    The prompt set is whole or absent: its earlier files are removed before the first is written and the
+    summary, which lists the set, is written last (``AnalysisFolder.begin_circuits`` / ``finish_circuits``).
 
     The SVD trace starts at ``start_head``'s firings at ``dest_mask`` (and ``src_mask`` when given);
     by default the top induction head on the repeated tokens. ``extra`` entries go into the summary last
@@ -59,13 +64,13 @@ def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_
     with writing(out, "circuit analysis"):
         return _analyze_circuits(model, clean, corrupt, metric, dest_mask, Path(out), start_head, sae_folder,
                                  sae_hook, prompt_set, src_mask, cutoff, extra, sae_sites, over_positions,
-                                 node_threshold, texts)
+                                 node_threshold, texts, extra_tables or {})
 
 
 def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head, sae_folder, sae_hook,
                       prompt_set, src_mask, cutoff, extra, sae_sites, over_positions, node_threshold,
-                      texts) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
+                      texts, extra_tables) -> dict:
+    before = AnalysisFolder(out).begin_circuits()
     L, H = model.cfg.n_layers, model.cfg.n_heads
     timings, summary = (
         {},
@@ -166,7 +171,9 @@ def _analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start
         )
     summary["timings_s"] = timings
     summary.update(extra or {})  # a task's own findings replace the generic ones (e.g. IOI's head roles)
-    AnalysisFolder(out).write_json(SUMMARY, summary, sort_keys=False)
+    if extra_tables:
+        AnalysisFolder(out).write_tables(extra_tables)
+    AnalysisFolder(out).finish_circuits(summary, before)
     return summary
 
 
@@ -289,22 +296,20 @@ def ioi_circuit_analysis(
         "heads": {"name_mover": roles["name_mover"], "s_signal": roles["s_signal"]},
         "ioi": ioi_scores(model, prompts),
     }
-    with writing(out, "circuit analysis"):
-        summary = analyze_circuits(
-            model,
-            prompts.clean,
-            prompts.corrupt,
-            prompts.metric(),
-            mask,
-            out,
-            start or tuple(roles["name_mover"]),
-            sae_folder,
-            sae_hook,
-            prompt_set="ioi",
-            src_mask=io,
-            extra=extra,
-            sae_sites=sae_sites,
-            texts=(prompts.texts, prompts.corrupt_texts),
-        )
-        AnalysisFolder(out).write_tables({"ioi_heads": table})
-    return summary
+    return analyze_circuits(
+        model,
+        prompts.clean,
+        prompts.corrupt,
+        prompts.metric(),
+        mask,
+        out,
+        start or tuple(roles["name_mover"]),
+        sae_folder,
+        sae_hook,
+        prompt_set="ioi",
+        src_mask=io,
+        extra=extra,
+        sae_sites=sae_sites,
+        texts=(prompts.texts, prompts.corrupt_texts),
+        extra_tables={"ioi_heads": table},
+    )

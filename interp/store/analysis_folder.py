@@ -24,7 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.store.errors import InputError
-from interp.store.io import fsync_directory, read_json, sha256_file, write_json, write_parquet, write_safetensors
+from interp.store.io import (
+    FileReadError,
+    fsync_directory,
+    read_json,
+    sha256_file,
+    write_json,
+    write_parquet,
+    write_safetensors,
+)
 from interp.store.jobs import Job
 from interp.store.names import is_release_spec, release_analysis_id
 
@@ -291,6 +299,39 @@ class AnalysisFolder:
         if name in RECORDS.values():
             raise ValueError(f"{name}.json is an analysis record: write_analysis writes it")
         return write_json(self.json_path(name), payload, sort_keys=sort_keys)
+
+    # a circuit analysis (analyses/circuits/<set>/): whole or absent, its summary written last
+    def begin_circuits(self) -> dict[str, tuple[int, int]]:
+        """Mark this prompt set's analysis absent before any of its files is rewritten: the summary (what lists the
+        set) removed first, then the files the earlier run's summary lists as its own (nothing else: ``--out`` may
+        name a folder that holds other files). A killed rerun then leaves the set absent, never an old summary over
+        a mix of old and new tables. Returns what else the folder holds (name -> inode, mtime) for
+        ``finish_circuits``; the caller holds the writer lock."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        earlier = []
+        if self.summary_path.exists():
+            try:
+                listed = read_json(self.summary_path, "circuit summary").get("files", [])
+                earlier = [name for name in listed if isinstance(name, str) and Path(name).name == name]
+            except (FileReadError, AttributeError):  # a damaged summary: remove it, keep the files it cannot name
+                earlier = []
+            self.summary_path.unlink()
+            fsync_directory(self.path)
+        for name in earlier:
+            if name.endswith((".parquet", ".json")):
+                (self.path / name).unlink(missing_ok=True)
+        return self._file_versions()
+
+    def _file_versions(self) -> dict[str, tuple[int, int]]:
+        """Tables and JSON files here, name -> (inode, mtime): an atomic rewrite (a rename) changes both."""
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in self.path.iterdir()
+                if p.is_file() and p.suffix in (".parquet", ".json") and p.name != self.summary_path.name}
+
+    def finish_circuits(self, summary: dict, before: dict[str, tuple[int, int]]) -> Path:
+        """The summary, durably and last, listing the files written since ``begin_circuits`` returned ``before``
+        (the next rerun removes those first): from here on the prompt set is listed (``circuit_sets``) and whole."""
+        made = sorted(name for name, version in self._file_versions().items() if before.get(name) != version)
+        return write_json(self.summary_path, {**summary, "files": made}, sort_keys=False, durable=True)
 
     # an attribution graph (analyses/graphs/<slug>/)
     @property

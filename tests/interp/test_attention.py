@@ -199,3 +199,36 @@ def test_a_typed_prompt_that_is_empty_or_too_long_is_a_clear_error(tiny_model):
     patterns, top = top_next_tokens(tiny_model, tokens, k=3)
     assert patterns.shape[:3] == (2, 1, 2) and len(top) == 3
     assert sorted((p for _, p in top), reverse=True) == [p for _, p in top] and 0 < sum(p for _, p in top) <= 1
+
+
+def test_a_rerun_killed_midway_leaves_the_prompt_set_absent_and_keeps_other_files(planted, tmp_path, monkeypatch):
+    """Whole or absent: a rerun removes the earlier run's files and summary before writing; killed after its first
+    tables, the set is not listed (no old summary over new tables); files the analysis did not make are kept."""
+    from interp.circuits import patching
+    from interp.pipeline import analyze_circuits
+    from interp.store.analysis_folder import circuit_sets
+
+    model, tokens, mask = planted
+    corrupt = tokens.clone()
+    corrupt[:, 1:6] = (tokens[:, 1:6] % 7) + 1
+    metric = patching.next_token_metric(tokens, slice(6, 10))
+    out = tmp_path / "circuits" / "planted"
+    analyze_circuits(model, tokens, corrupt, metric, mask, out)
+    files = json.loads((out / "summary.json").read_text())["files"]
+    assert {"head_scores.parquet", "svd_trace.json", "patch_heads.parquet"} <= set(files), files
+    assert circuit_sets(tmp_path) == ["planted"]
+    (out / "notes.json").write_text("{}")  # the user's own file in the same folder
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # as a kill after the head tables and the SVD trace were rewritten
+
+    monkeypatch.setattr(patching, "patch_residual", killed)
+    with pytest.raises(KeyboardInterrupt):
+        analyze_circuits(model, tokens, corrupt, metric, mask, out)
+    assert circuit_sets(tmp_path) == []
+    assert (out / "head_scores.parquet").exists() and not (out / "patch_heads.parquet").exists()
+    monkeypatch.undo()
+    analyze_circuits(model, tokens, corrupt, metric, mask, out)
+    assert circuit_sets(tmp_path) == ["planted"]
+    rerun = json.loads((out / "summary.json").read_text())["files"]
+    assert rerun == files and (out / "notes.json").exists()
