@@ -29,8 +29,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from interp.cache.store import TokenChunk
-from interp.features.dashboards import Examples
-from interp.features.dictionary import Dictionary, DictionaryError, check_fits
+from interp.features.dashboards import Examples, encoded_chunks
+from interp.features.dictionary import Dictionary, DictionaryError
 
 TRAIN_SETS = ("top", "train_sample", "train_random", "train_hard")
 TEST_SETS = ("test_sample", "test_random", "test_hard")
@@ -125,12 +125,7 @@ def collect_examples(dictionary: Dictionary, chunks: Iterable[TokenChunk], top_i
     n_tokens = {"train": 0, "test": 0}
     merge = lambda name, key, rows, feats: sets[name].merge(key, rows, feats, f, chunk, config.left,
                                                             config.right)
-    for chunk in chunks:
-        check_fits(dictionary, chunk.activations.shape[-1], where)
-        chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
-                                                    chunk.position)))
-        with torch.no_grad():
-            f = dictionary.encode(chunk.activations.to(dictionary.W_dec.dtype)).float()
+    for chunk, f in encoded_chunks(chunks, dictionary, device, where):
         not_bos = chunk.position != 0
         firing = (f > 0) & not_bos[:, None]
         test_row = held_out(chunk.sequence, config.seed)

@@ -141,6 +141,17 @@ class DashboardData:
     n_blocks: int = 0
 
 
+def encoded_chunks(chunks: Iterable[TokenChunk], dictionary: Dictionary, device, where: str):
+    """Each chunk moved to ``device`` with its float32 codes ``[tokens, d_sae]`` (no grad); the chunk's width is
+    checked against the dictionary first, naming ``where`` in the error."""
+    for chunk in chunks:
+        check_fits(dictionary, chunk.activations.shape[-1], where)
+        chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
+                                                    chunk.position)))
+        with torch.no_grad():
+            yield chunk, dictionary.encode(chunk.activations.to(dictionary.W_dec.dtype)).float()
+
+
 def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                        config: DashboardConfig = DashboardConfig(), where: str = "the activations",
                        progress: bool = False) -> DashboardData:
@@ -163,12 +174,7 @@ def feature_dashboards(dictionary: Dictionary, chunks: Iterable[TokenChunk],
                                config.keep_top_others, config.host_cooccurrence_max, config.cooccurrence_pass_bytes,
                                progress) if config.cooccurrence else None
     with cooc if cooc is not None else nullcontext():  # closing deletes a spill file, on error too
-        for chunk in chunks:
-            check_fits(dictionary, chunk.activations.shape[-1], where)
-            chunk = TokenChunk(*(t.to(device) for t in (chunk.activations, chunk.token_ids, chunk.sequence,
-                                                        chunk.position)))
-            with torch.no_grad():
-                f = dictionary.encode(chunk.activations.to(dictionary.W_dec.dtype)).float()
+        for chunk, f in encoded_chunks(chunks, dictionary, device, where):
             rows, feats = (f > 0).nonzero(as_tuple=True)
             if config.exclude_bos:
                 keep = chunk.position[rows] != 0
