@@ -25,13 +25,17 @@ NODE_FIELDS = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_
                "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation"}
 
 
+def saved_runs(root: Path, transcoders, context_size: int) -> list[Path]:
+    """The transcoders saved as run folders ``root/runs/tc-L<i>`` (what ``analyze_graph`` is given)."""
+    return [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy",
+                            context_size=context_size).parent for i, tc in enumerate(transcoders)]
+
+
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     root = tmp_path_factory.mktemp("ws")
     model, transcoders = random_model_and_transcoders()
-    folders = [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=16)
-               for i, tc in enumerate(transcoders)]
-    folder, summary = analyze_graph(model, [f.parent for f in folders], list(range(1, 12)), root / "analyses",
+    folder, summary = analyze_graph(model, saved_runs(root, transcoders, 16), list(range(1, 12)), root / "analyses",
                                     slug="toy", n_checks=10)
     return root, model, transcoders, folder, summary
 
@@ -174,9 +178,7 @@ def planted_supernode(tmp_path_factory):
     """The planted model with two co-firing same-direction features (A1, A2), drawn by the pipeline."""
     root = tmp_path_factory.mktemp("planted")
     model, transcoders = planted_supernode_model()
-    folders = [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=8)
-               for i, tc in enumerate(transcoders)]
-    folder, summary = analyze_graph(model, [f.parent for f in folders], [0, A_TOKEN, 2, 3], root / "analyses",
+    folder, summary = analyze_graph(model, saved_runs(root, transcoders, 8), [0, A_TOKEN, 2, 3], root / "analyses",
                                     slug="planted", node_threshold=0.99, n_checks=5)
     return root, folder, summary
 
@@ -232,9 +234,7 @@ def test_an_interrupted_rewrite_leaves_no_graph(tmp_path, monkeypatch):
     from interp.store import analysis_folder
 
     model, transcoders = planted_supernode_model()
-    folders = [save_transcoder(tmp_path / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=8)
-               for i, tc in enumerate(transcoders)]
-    paths = [f.parent for f in folders]
+    paths = saved_runs(tmp_path, transcoders, 8)
     folder, _ = analyze_graph(model, paths, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="g", n_checks=2)
     assert folder.has_graph
 
