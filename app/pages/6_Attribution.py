@@ -27,6 +27,11 @@ if not slugs:
 
 slug = st.selectbox("Graph", slugs)
 folder = AnalysisFolder.graph(analyses, slug)
+stale = data.stale_graph(folder.path)
+if stale is not None:  # older token/BOS conventions: its edges mean something else, so it is not drawn
+    st.error(f"The graph '{slug}' is not drawn: {stale.reason}. Rebuild it with:")
+    st.code(stale.command, language="bash")
+    st.stop()
 graph, summary = data.attribution_graph(folder.path)
 st.markdown(f"**Prompt:** {graph.prompt!r}")
 left, middle, right = st.columns(3)

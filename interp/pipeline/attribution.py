@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from interp.circuits.attribution import AttributionGraph, attribute
 from interp.circuits.attribution.export import circuit_tracer_json
+from interp.circuits.attribution.graph import format_problem
 from interp.circuits.attribution.prune import PruneResult, graph_scores, prune_graph
 from interp.circuits.attribution.supernodes import COACTIVATION_THRESHOLD, DECODER_THRESHOLD, supernodes
 from interp.circuits.attribution.verify import intervention_check, top_edges
@@ -124,13 +126,47 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
     return folder, summary
 
 
+DEMO_MODEL_NAME = "workbench-demo-2l"  # the embedded demo's cfg.model_name (``--model demo``, the CLI's default)
+
+
+class StaleGraphError(InputError):
+    """A stored graph written in another format version: it is rebuilt, not drawn."""
+
+    def __init__(self, folder: Path, reason: str, command: str):
+        super().__init__(f"the graph in {folder} cannot be drawn: {reason}; rebuild it with: {command}")
+        self.reason, self.command = reason, command
+
+
+def rebuild_command(folder: AnalysisFolder, meta: dict) -> str:
+    """The ``workbench analyze graph`` line that rewrites this graph in place (its prompt, transcoders, slug)."""
+    summary = meta.get("summary") or {}
+    transcoders = summary.get("transcoders") or meta.get("transcoders") or {}
+    parts = ["workbench analyze graph --prompt", shlex.quote(str(meta.get("prompt", "...")))]
+    parts += [f"-t {shlex.quote(str(path))}" for _, path in sorted(transcoders.items(), key=lambda kv: int(kv[0]))]
+    parts += [f"--slug {shlex.quote(folder.path.name)}", f"--out {shlex.quote(str(folder.path.parent.parent))}"]
+    model = meta.get("model") or DEMO_MODEL_NAME
+    return " ".join(parts + ([] if model == DEMO_MODEL_NAME else [f"--model {shlex.quote(model)}"]))
+
+
+def stale_graph(folder: Path | str | AnalysisFolder) -> StaleGraphError | None:
+    """The error a stored graph of another format version gets (None when this version draws it); JSON only."""
+    folder = folder if isinstance(folder, AnalysisFolder) else AnalysisFolder(folder)
+    meta = folder.read_graph_meta()
+    reason = format_problem(meta)
+    return None if reason is None else StaleGraphError(folder.path, reason, rebuild_command(folder, meta))
+
+
 def read_graph(folder: Path | str | AnalysisFolder) -> tuple[AttributionGraph, dict]:
-    """A stored graph and its summary."""
+    """A stored graph and its summary; a graph in another format version is refused (``StaleGraphError``, with
+    the command that rebuilds it)."""
     folder = folder if isinstance(folder, AnalysisFolder) else AnalysisFolder(folder)
     if not folder.has_graph:
         raise InputError(f"{folder.path} holds no attribution graph; make one with `workbench analyze graph`")
+    stale = stale_graph(folder)
+    if stale is not None:
+        raise stale
     tensors, meta = folder.read_graph()
     return AttributionGraph.from_parts(tensors, meta), meta.get("summary", {})
 
 
-__all__ = ["analyze_graph", "load_transcoder_set", "read_graph", "top_paths"]
+__all__ = ["StaleGraphError", "analyze_graph", "load_transcoder_set", "read_graph", "stale_graph", "top_paths"]

@@ -114,27 +114,27 @@ def test_the_page_on_an_empty_workspace_names_the_command(tmp_path, monkeypatch)
     assert any(code.value.startswith("workbench analyze graph") for code in at.code)
 
 
-def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
-    """Random transcoders of the demo model's width: the command runs end to end and says what it found."""
-    from typer.testing import CliRunner
-
-    from app.cli import app
+def demo_transcoder_flags(tmp_path: Path) -> list[str]:
+    """``-t`` flags of random TopK transcoders of the demo model's width, saved under ``tmp_path``."""
     from interp.features.transcoder import Transcoder
 
     g = torch.Generator().manual_seed(0)
     paths = []
     for layer in range(2):
-        tc = Transcoder(
-            torch.randn(128, 256, generator=g) / 11,
-            torch.zeros(256),
-            torch.randn(256, 128, generator=g) / 16,
-            torch.zeros(128),
-            "topk",
-            k=8,
-            hook_in=f"blocks.{layer}.ln2.hook_normalized",
-            hook_out=f"blocks.{layer}.hook_mlp_out",
-        )
+        tc = Transcoder(torch.randn(128, 256, generator=g) / 11, torch.zeros(256),
+                        torch.randn(256, 128, generator=g) / 16, torch.zeros(128), "topk", k=8,
+                        hook_in=f"blocks.{layer}.ln2.hook_normalized", hook_out=f"blocks.{layer}.hook_mlp_out")
         paths += ["-t", str(save_transcoder(tmp_path / f"L{layer}", tc, model_name="demo", context_size=128))]
+    return paths
+
+
+def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
+    """Random transcoders of the demo model's width: the command runs end to end and says what it found."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    paths = demo_transcoder_flags(tmp_path)
     result = CliRunner().invoke(
         app,
         [
@@ -245,3 +245,42 @@ def test_an_interrupted_rewrite_leaves_no_graph(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         analyze_graph(model, paths, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="g", n_checks=2)
     assert not folder.has_graph and graph_slugs(tmp_path / "analyses") == []
+
+
+def test_a_graph_of_an_older_format_is_refused_with_the_command_that_rebuilds_it(tmp_path, monkeypatch):
+    """A graph JSON without ``format_version`` (written before session 7's token/BOS conventions) is not drawn:
+    ``read_graph`` and the page name the ``workbench analyze graph`` line, and that line rebuilds it."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from interp.circuits.attribution.graph import GRAPH_FORMAT
+    from interp.pipeline.attribution import StaleGraphError, stale_graph
+
+    analyses = tmp_path / "analyses"
+    flags = demo_transcoder_flags(tmp_path)
+    made = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "Romeo gave a ring to", *flags,
+                                    "--out", str(analyses), "--slug", "old", "--checks", "2"])
+    assert made.exit_code == 0, made.output
+    folder = AnalysisFolder.graph(analyses, "old")
+    meta = folder.read_graph_meta()
+    assert meta["format_version"] == GRAPH_FORMAT
+    for version in (None, GRAPH_FORMAT + 1):  # older (no field) and newer
+        aged = {k: v for k, v in meta.items() if k != "format_version"}
+        folder.write_json("attribution_graph", aged if version is None else {**aged, "format_version": version})
+        with pytest.raises(StaleGraphError, match="rebuild it with: workbench analyze graph") as refused:
+            read_graph(folder)
+        assert ("format 1" if version is None else "newer workbench") in str(refused.value)
+    folder.write_json("attribution_graph", {k: v for k, v in meta.items() if k != "format_version"})
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception and at.error and "not drawn" in at.error[0].value and not at.get("plotly_chart")
+    command = at.code[0].value
+    assert command == stale_graph(folder).command and command.startswith("workbench analyze graph --prompt")
+    rebuilt = CliRunner().invoke(app, shlex.split(command)[1:])  # the line as printed, without "workbench"
+    assert rebuilt.exit_code == 0, rebuilt.output
+    graph, _ = read_graph(folder)
+    assert graph.prompt == "Romeo gave a ring to" and folder.read_graph_meta()["format_version"] == GRAPH_FORMAT
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception and not at.error and at.get("plotly_chart")
