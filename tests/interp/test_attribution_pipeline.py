@@ -153,6 +153,7 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "memory estimate" in result.output and "top paths" in result.output
+    assert "supernodes by lobes" in result.output and "has no geometry analysis" in result.output  # said, not failed
     assert AnalysisFolder.graph(tmp_path / "analyses", "ioi").has_graph
     bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x " * 200, *paths, "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "context" in bad.output
@@ -218,7 +219,7 @@ def test_the_page_lists_and_collapses_supernodes(planted_supernode, monkeypatch)
         summary["supernodes"][0]["ratio"])
     names = {trace["name"] for trace in _figure(at)["data"] if trace.get("mode") == "markers"}
     assert {f"supernode {g}" for g in range(len(summary["supernodes"]))} <= names  # coloured by group
-    at.radio[0].set_value("collapsed").run()
+    at.radio(key="view").set_value("collapsed").run()
     assert not at.exception
     labels = [t for trace in _figure(at)["data"] if trace.get("mode") == "markers" for t in trace["text"]]
     assert sum(label.startswith("supernode ") for label in labels) == len(summary["supernodes"])
@@ -284,3 +285,45 @@ def test_a_graph_of_an_older_format_is_refused_with_the_command_that_rebuilds_it
     assert graph.prompt == "Romeo gave a ring to" and folder.read_graph_meta()["format_version"] == GRAPH_FORMAT
     at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
     assert not at.exception and not at.error and at.get("plotly_chart")
+
+
+def test_supernodes_by_the_stored_lobes_and_crystals(tmp_path, monkeypatch):
+    """Layer 0's transcoder has a geometry analysis (planted lobes: C and D in one, A1 and A2 apart; one crystal
+    of A1 and A2), layer 1's has none: the lobe and crystal groups follow the planted geometry, layer 1 is named
+    in a note with the command that makes its geometry, and the page switches between the groupings."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    model, transcoders = planted_supernode_model()
+    runs = saved_runs(tmp_path, transcoders, 8)
+    geometry = AnalysisFolder.of_sae(tmp_path / "analyses", runs[0] / "sae_0")
+    geometry.write_analysis("geometry", {
+        "geometry_lobe_labels": pd.DataFrame({"feature": [0, 1, 2, 3], "lobe": [0, 1, 2, 2], "k": 3,
+                                              "affinity": "phi"}),
+        "geometry_crystals": pd.DataFrame({"a": [0], "b": [1], "c": [0], "d": [1], "cluster": [0]})},
+        {"options": {}, "counts_sha256": None})
+    folder, summary = analyze_graph(model, runs, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="geo",
+                                    node_threshold=0.99, n_checks=2)
+    graph, stored = read_graph(folder)
+    by = stored["supernode_groupings"]
+    assert set(by) == {"decoder", "lobes", "crystals"} and stored["supernodes"] == by["decoder"]["groups"]
+    a1, a2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 1, 1)
+    kept = set(folder.read_table("graph_nodes").query("kept").node)
+    c_and_d = sorted(n for n in kept if n < graph.n_features and graph.active_features[n, 0] == 0
+                     and graph.active_features[n, 2] in (2, 3))
+    assert [g["nodes"] for g in by["lobes"]["groups"]] == [c_and_d]
+    assert [a1, a2] in [g["nodes"] for g in by["crystals"]["groups"]]
+    for result in (by["lobes"], by["crystals"]):
+        assert all(g["ratio"] is not None for g in result["groups"])
+        assert len(result["notes"]) == 1 and "layer 1's transcoder" in result["notes"][0]
+        assert "workbench analyze geometry" in result["notes"][0] and by["decoder"]["notes"] == []
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    at.radio(key="grouping").set_value("lobes").run()
+    assert not at.exception and any("layer 1's transcoder" in info.value for info in at.info)
+    table = next(frame.value for frame in at.dataframe if "score (ratio)" in frame.value.columns)
+    assert len(table) == 1 and table["layer"].iloc[0] == 0
+    bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x", "-t", str(runs[0]), "--supernodes", "galaxy"])
+    assert bad.exit_code != 0 and "unknown supernode grouping" in bad.output and "Traceback" not in bad.output
