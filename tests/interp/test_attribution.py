@@ -197,7 +197,7 @@ def planted_nodes(graph, pruned) -> dict[int, list[int]]:
 def test_planted_lobes_give_the_lobe_groups():
     """Grouping by a known lobe assignment: A1 and A2 in different lobes stay apart (though their decoders agree);
     C and D in one lobe, firing at the same positions, form one group (though their decoders differ); a layer
-    without geometry has only each feature's own positions as groups."""
+    without geometry gets no lobe groups."""
     model, transcoders = planted_supernode_model()
     graph = attribute(model, transcoders, PROMPT)
     pruned = prune_graph(graph, node_threshold=0.99)
@@ -209,8 +209,7 @@ def test_planted_lobes_give_the_lobe_groups():
     joined = group_features(graph, pruned, transcoders, by="lobes",
                             geometry={0: FeatureGeometry(lobes={0: 5, 1: 5, 2: 6, 3: 7})})
     assert sorted(joined) == sorted([sorted(nodes[0] + nodes[1])] + [n for n in (nodes[2], nodes[3]) if len(n) > 1])
-    alone = group_features(graph, pruned, transcoders, by="lobes", geometry={})
-    assert sorted(alone) == sorted(n for n in nodes.values() if len(n) > 1)
+    assert group_features(graph, pruned, transcoders, by="lobes", geometry={}) == []  # no geometry: no lobe groups
     scores = group_scores(model, graph, transcoders, split)  # the same intervention score as the decoder groups
     assert scores[0]["nodes"] == split[0] and scores[0]["ratio"] is not None
 

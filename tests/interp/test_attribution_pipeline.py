@@ -159,7 +159,7 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
     assert bad.exit_code != 0 and "context" in bad.output
 
 
-def test_demo_runs_the_transcoder_step_only_when_asked(tmp_path, monkeypatch):
+def test_demo_runs_the_transcoder_step_unless_told_not_to(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from app.cli import app
@@ -168,10 +168,10 @@ def test_demo_runs_the_transcoder_step_only_when_asked(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(demo, "demo_steps", lambda tokens: [])
     monkeypatch.setattr(demo, "demo_transcoders_step", lambda workspace: ran.append(workspace) or "graphs drawn")
-    plain = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "a")])
-    assert plain.exit_code == 0 and not ran
-    with_graphs = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "b"), "--transcoders"])
-    assert with_graphs.exit_code == 0 and ran == [tmp_path / "b"] and "graphs drawn" in with_graphs.output
+    skipped = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "a"), "--no-transcoders"])
+    assert skipped.exit_code == 0 and not ran
+    default = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "b")])
+    assert default.exit_code == 0 and ran == [tmp_path / "b"] and "graphs drawn" in default.output
 
 
 @pytest.fixture(scope="module")

@@ -83,11 +83,15 @@ def group_features(graph: AttributionGraph, pruned: PruneResult, transcoders,
                    coactivation_threshold: float = COACTIVATION_THRESHOLD, by: str = "decoder",
                    geometry: dict[int, FeatureGeometry] | None = None) -> list[list[int]]:
     """Groups (sorted lists of feature nodes, two or more) of the kept features, by layer; ``geometry`` by layer
-    for ``lobes`` / ``crystals`` (a layer without one has only the same-feature groups)."""
+    for ``lobes`` / ``crystals`` (a layer without one gets no groups by them)."""
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown supernode grouping '{by}'; use one of {', '.join(GROUPINGS)}")
     by_layer = dict(enumerate(transcoders)) if isinstance(transcoders, (list, tuple)) else dict(transcoders)
     kept = [n for n in range(graph.n_features) if pruned.node_mask[n]]
     groups = []
     for layer in sorted({int(graph.active_features[n, 0]) for n in kept}):
+        if by != "decoder" and layer not in (geometry or {}):
+            continue
         nodes = [n for n in kept if int(graph.active_features[n, 0]) == layer]
         features = graph.active_features[nodes, 2]
         similar = alike(by, features, by_layer[layer].W_dec, (geometry or {}).get(layer), decoder_threshold)
