@@ -105,11 +105,12 @@ def stored_geometry(out_root: Path | str, sources: dict[int, str], by: str) -> t
         remake = (f"`workbench analyze features {quoted}` then " if by == "lobes" else "") + \
             f"`workbench analyze geometry {quoted}`"
         if folder.record("geometry") is None:
-            notes.append(f"layer {layer}'s transcoder ({source}) has no geometry analysis, so no {by} groups there; "
-                         f"make one with {remake}")
+            notes.append(f"layer {layer}'s transcoder ({source}) had no geometry analysis when this graph was made, so "
+                         f"no {by[:-1]} groups there; make one with {remake}, then rebuild the graph")
         elif not folder.has(GEOMETRY_TABLES[by]):
             notes.append(f"layer {layer}'s geometry analysis has no per-feature lobes (made without the dashboards' "
-                         f"co-occurrence counts, or before lobes were stored), so no lobe groups there; run {remake}")
+                         f"co-occurrence counts, or before lobes were stored), so no lobe groups there; run {remake}, "
+                         "then rebuild the graph")
         elif by == "lobes":
             frame = folder.read_table(GEOMETRY_TABLES[by], ["feature", "lobe"])
             geometry[layer] = FeatureGeometry(lobes=dict(zip(frame.feature.tolist(), frame.lobe.tolist())))

@@ -153,7 +153,7 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "memory estimate" in result.output and "top paths" in result.output
-    assert "supernodes by lobes" in result.output and "has no geometry analysis" in result.output  # said, not failed
+    assert "supernodes by lobes" in result.output and "had no geometry analysis" in result.output  # said, not failed
     assert AnalysisFolder.graph(tmp_path / "analyses", "ioi").has_graph
     bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x " * 200, *paths, "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "context" in bad.output
