@@ -33,21 +33,26 @@ def graph_command(
     checks: int = typer.Option(20, help="Top edges verified by intervention."),
     batch_size: int = typer.Option(64, help="Target nodes per backward pass."),
     max_gib: float = typer.Option(None, help="Refuse graphs needing more memory than this (default: what is free)."),
+    supernodes: str = typer.Option("decoder,lobes,crystals", help="Supernode groupings, comma-separated: decoder "
+                                   "(decoder cosine), lobes / crystals (the transcoders' stored geometry analyses)."),
     device: str = typer.Option("cpu"),
 ) -> None:
     """Attribution graph of one prompt: exact direct effects over transcoders, pruned, scored, checked."""
     from interp.models.loading import load_model
-    from interp.pipeline.attribution import analyze_graph
+    from interp.pipeline.attribution import analyze_graph, check_groupings
 
     def show(estimate: dict) -> None:
         typer.echo(f"memory estimate: {estimate['total'] / 2**20:,.1f} MiB "
                    f"(adjacency {estimate['adjacency'] / 2**20:,.1f} MiB)")
 
     with user_errors():
+        groupings = check_groupings(g.strip() for g in supernodes.split(",") if g.strip())
         loaded = load_model(model, device=device)
         folder, summary = analyze_graph(loaded, transcoders, prompt, out, slug=slug, node_threshold=node_threshold,
                                         edge_threshold=edge_threshold, n_checks=checks, batch_size=batch_size,
-                                        max_bytes=None if max_gib is None else int(max_gib * 2**30), on_estimate=show)
+                                        max_bytes=None if max_gib is None else int(max_gib * 2**30),
+                                        groupings=groupings,
+                                        on_estimate=show)
     typer.echo(describe(summary))
     typer.echo(f"graph: {folder.path}")
 
@@ -65,10 +70,14 @@ def describe(summary: dict) -> str:
               f"real model correlation {check['real_correlation']:.3f}"),
              f"top logit {top['token']!r} (p={top['probability']:.3f}); top paths:"]
     lines += ["  " + path_text(path) for path in summary["top_paths"]]
-    groups = summary.get("supernodes", [])
-    lines.append(f"supernodes: {len(groups)}" + "".join(
-        f"\n  {len(g['members'])} nodes of layer {g['layer']} (score {g['ratio']:.2f}): {', '.join(g['members'][:4])}"
-        + (" ..." if len(g["members"]) > 4 else "") for g in groups[:5] if g["ratio"] is not None))
+    groupings = summary.get("supernode_groupings") or {"decoder": {"groups": summary.get("supernodes", []),
+                                                                   "notes": []}}
+    for by, result in groupings.items():
+        groups = result["groups"]
+        lines.append(f"supernodes by {by}: {len(groups)}" + "".join(
+            f"\n  {len(g['members'])} nodes of layer {g['layer']} (score {g['ratio']:.2f}): "
+            f"{', '.join(g['members'][:4])}" + (" ..." if len(g["members"]) > 4 else "")
+            for g in groups[:5] if g["ratio"] is not None) + "".join(f"\n  note: {n}" for n in result["notes"]))
     lines += [f"note: {note}" for note in summary["notes"]]
     return "\n".join(lines)
 

@@ -27,6 +27,11 @@ if not slugs:
 
 slug = st.selectbox("Graph", slugs)
 folder = AnalysisFolder.graph(analyses, slug)
+stale = data.stale_graph(folder.path)
+if stale is not None:  # older token/BOS conventions: its edges mean something else, so it is not drawn
+    st.error(f"The graph '{slug}' is not drawn: {stale.reason}. Rebuild it with:")
+    st.code(stale.command, language="bash")
+    st.stop()
 graph, summary = data.attribution_graph(folder.path)
 st.markdown(f"**Prompt:** {graph.prompt!r}")
 left, middle, right = st.columns(3)
@@ -43,11 +48,22 @@ node_threshold = one.slider("Node threshold (share of influence kept)", 0.1, 1.0
 edge_threshold = two.slider("Edge threshold (share of influence kept)", 0.1, 1.0,
                             float(summary.get("edge_threshold", 0.98)), 0.01)
 nodes, edges = data.pruned_graph(folder.path, node_threshold, edge_threshold)
-supernodes = summary.get("supernodes", [])
+GROUPING_NAMES = {"decoder": "decoder cosine", "lobes": "lobes (stored geometry)",
+                  "crystals": "crystals (stored geometry)"}
+GROUPING_HELP = {"decoder": "write the same decoder direction", "lobes": "share a co-occurrence lobe of the "
+                 "transcoder's geometry analysis", "crystals": "belong to one crystal of the transcoder's geometry"}
+groupings = summary.get("supernode_groupings") or {"decoder": {"groups": summary.get("supernodes", []), "notes": []}}
+order = [g for g in GROUPING_NAMES if g in groupings] + sorted(set(groupings) - set(GROUPING_NAMES))  # JSON sorts keys
+by = st.radio("Group features by", order, format_func=lambda g: GROUPING_NAMES.get(g, g), horizontal=True,
+              key="grouping", help="Every grouping also needs the features to fire together on the prompt; each "
+              "group is scored by intervention the same way.")
+supernodes = groupings[by]["groups"]
+for note in groupings[by].get("notes", []):
+    st.info(note)
 groups = [[int(n) for n in group["nodes"]] for group in supernodes]
 view = st.radio("Supernodes", ["separate", "coloured", "collapsed"], index=1 if groups else 0, horizontal=True,
-                disabled=not groups, help="Groups of feature nodes of one layer that write the same decoder "
-                "direction and fire together on the prompt (found at the stored thresholds).")
+                key="view", disabled=not groups, help=f"Groups of feature nodes of one layer that "
+                f"{GROUPING_HELP.get(by, 'are alike')} and fire together on the prompt (at the stored thresholds).")
 drawn_nodes, drawn_edges = nodes, edges
 if groups and view == "coloured":
     drawn_nodes = with_supernodes(nodes, groups)
@@ -64,7 +80,8 @@ if supernodes:
     st.caption("Score: the top logit's change in the real model when the whole group is removed, over the sum of "
                "its changes when each member is removed alone (1: the group acts as one additive node).")
 elif "supernodes" in summary:
-    st.caption("No supernodes: no two kept features of a layer write the same direction and fire together here.")
+    st.caption(f"No supernodes: no two kept features of a layer {GROUPING_HELP.get(by, 'are alike')} and fire "
+               "together here.")
 points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
     getattr(getattr(event, "selection", None), "points", []) or []
 clicked = [int(p["customdata"]) for p in points if p.get("customdata") is not None]

@@ -196,6 +196,14 @@ def _graph(folder: str, stamp: float):
 
 
 @readable
+def stale_graph(folder: Path):
+    """The ``StaleGraphError`` of a stored graph in another format version, None when it can be drawn (JSON only)."""
+    from interp.pipeline.attribution import stale_graph as check
+
+    return check(folder)
+
+
+@readable
 def attribution_graph(folder: Path):
     """A stored attribution graph and its summary (``interp.pipeline.attribution.read_graph``)."""
     return _graph(str(folder), _stamp_folder(folder))

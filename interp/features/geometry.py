@@ -28,6 +28,7 @@ from interp.features.crystals import crystal_baseline, crystal_plane
 from interp.store.errors import InputError
 
 AFFINITIES = ("smc", "jaccard", "dice", "overlap", "phi")
+LOBE_AFFINITY = "phi"  # the affinity of the stored per-feature lobes (geometry_lobe_labels)
 # the map's spectral clusters are computed on at most this many features (a dense n x n affinity: 0.5 GB of float64
 # and ARPACK's LU factorisations at 8k, 4.8 GB at 24k); the others take the label of their nearest sampled feature
 MAP_CLUSTER_MAX = 4096
@@ -263,14 +264,28 @@ def geometry_predicts_lobes(
     return {"balanced_accuracy": float(scores.mean()), "chance": 1 / len(classes)}
 
 
+def lobe_maps(counts, n_blocks: int, n_components: int, seed: int = 0) -> dict[str, Float[np.ndarray, "n c"]]:
+    """``spectral_maps`` of every co-occurrence affinity (one eigen-decomposition each, reused for every k)."""
+    return {kind: spectral_maps(affinities(counts, n_blocks, kind), n_components, seed) for kind in AFFINITIES}
+
+
+def lobe_labels(features: Int[np.ndarray, "n"], maps: dict[str, Float[np.ndarray, "n c"]], k: int,
+                affinity: str = LOBE_AFFINITY) -> pd.DataFrame:
+    """Each feature's lobe at ``k`` clusters of one affinity (what attribution supernodes group by)."""
+    return pd.DataFrame({"feature": np.asarray(features, np.int64), "lobe": spectral_labels(None, k, 0, maps[affinity]),
+                         "k": k, "affinity": affinity})
+
+
 def lobe_table(
-    counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3, 4, 5), seed: int = 0, n_null: int = 20
+    counts, n_blocks: int, W_dec: Float[np.ndarray, "n d"], ks=(2, 3, 4, 5), seed: int = 0, n_null: int = 20,
+    maps: dict[str, Float[np.ndarray, "n c"]] | None = None,
 ) -> pd.DataFrame:
     """Per number of clusters and affinity: AMI of co-occurrence lobes with geometric clusters and the
-    logistic-regression accuracy of predicting the lobe from the decoder vector."""
+    logistic-regression accuracy of predicting the lobe from the decoder vector (``maps``: ``lobe_maps``, with
+    at least ``max(ks)`` components)."""
     rows, u = [], unit(W_dec)
     geo_maps = spectral_maps(u @ u.T, max(ks), seed)  # one eigen-decomposition per affinity, for every k
-    maps = {kind: spectral_maps(affinities(counts, n_blocks, kind), max(ks), seed) for kind in AFFINITIES}
+    maps = lobe_maps(counts, n_blocks, max(ks), seed) if maps is None else maps
     for k in ks:
         geo = geometric_labels(W_dec, k, seed, geo_maps)
         for kind in AFFINITIES:
@@ -422,5 +437,8 @@ def geometry_tables(
     crystals[[f"{c}_{axis}" for c in "abcd" for axis in "xy"]] = plane
     tables["crystals"], tables["crystal_baseline"] = crystals, baseline
     if counts is not None and len(keep) >= 2 * n_clusters:
-        tables["lobes"] = lobe_table(counts, n_blocks, W[keep], ks=tuple(range(2, n_clusters + 1)), seed=seed)
+        maps = lobe_maps(counts, n_blocks, n_clusters, seed)
+        ks = tuple(range(2, n_clusters + 1))
+        tables["lobes"] = lobe_table(counts, n_blocks, W[keep], ks=ks, seed=seed, maps=maps)
+        tables["lobe_labels"] = lobe_labels(keep, maps, n_clusters)
     return tables

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -18,8 +19,15 @@ import torch
 
 from interp.circuits.attribution import AttributionGraph, attribute
 from interp.circuits.attribution.export import circuit_tracer_json
+from interp.circuits.attribution.graph import format_problem
 from interp.circuits.attribution.prune import PruneResult, graph_scores, prune_graph
-from interp.circuits.attribution.supernodes import COACTIVATION_THRESHOLD, DECODER_THRESHOLD, supernodes
+from interp.circuits.attribution.supernodes import (
+    COACTIVATION_THRESHOLD,
+    DECODER_THRESHOLD,
+    GROUPINGS,
+    FeatureGeometry,
+    supernodes,
+)
 from interp.circuits.attribution.verify import intervention_check, top_edges
 from interp.features.transcoder import Transcoder, load_transcoder
 from interp.store.analysis_folder import GRAPH_CHECKS, GRAPH_EDGES, GRAPH_NODES, AnalysisFolder
@@ -83,13 +91,66 @@ def top_paths(graph: AttributionGraph, pruned: PruneResult, n: int = 3) -> list[
     return paths
 
 
+GEOMETRY_TABLES = {"lobes": "geometry_lobe_labels", "crystals": "geometry_crystals"}
+
+
+def stored_geometry(out_root: Path | str, sources: dict[int, str], by: str) -> tuple[dict[int, FeatureGeometry],
+                                                                                     list[str]]:
+    """Each layer's transcoder geometry for the grouping ``by`` (``lobes`` / ``crystals``), read from its analysis
+    folder under ``out_root``, and a note for each layer without it (no groups there, said so, never a failure)."""
+    geometry, notes = {}, []
+    for layer, source in sorted(sources.items()):
+        folder = AnalysisFolder.of_sae(out_root, source)
+        quoted = shlex.quote(source)
+        remake = (f"`workbench analyze features {quoted}` then " if by == "lobes" else "") + \
+            f"`workbench analyze geometry {quoted}`"
+        if folder.record("geometry") is None:
+            notes.append(f"layer {layer}'s transcoder ({source}) had no geometry analysis when this graph was made, so "
+                         f"no {by[:-1]} groups there; make one with {remake}, then rebuild the graph")
+        elif not folder.has(GEOMETRY_TABLES[by]):
+            notes.append(f"layer {layer}'s geometry analysis has no per-feature lobes (made without the dashboards' "
+                         f"co-occurrence counts, or before lobes were stored), so no lobe groups there; run {remake}, "
+                         "then rebuild the graph")
+        elif by == "lobes":
+            frame = folder.read_table(GEOMETRY_TABLES[by], ["feature", "lobe"])
+            geometry[layer] = FeatureGeometry(lobes=dict(zip(frame.feature.tolist(), frame.lobe.tolist())))
+        else:
+            frame = folder.read_table(GEOMETRY_TABLES[by], ["a", "b", "c", "d", "cluster"])
+            geometry[layer] = FeatureGeometry(crystals=[set(quads[list("abcd")].to_numpy().ravel().tolist())
+                                                        for _, quads in frame.groupby("cluster")])
+    return geometry, notes
+
+
+def check_groupings(groupings) -> tuple[str, ...]:
+    """The supernode groupings asked for, each one of ``GROUPINGS`` (else a one-line error)."""
+    groupings = tuple(groupings)
+    unknown = [by for by in groupings if by not in GROUPINGS]
+    if unknown:
+        raise InputError(f"unknown supernode grouping {', '.join(unknown)}; use any of {', '.join(GROUPINGS)}")
+    return groupings
+
+
+def grouped(model, graph: AttributionGraph, pruned: PruneResult, by_layer: dict[int, Transcoder],
+            sources: dict[int, str], out_root: Path | str, groupings: tuple[str, ...], decoder_threshold: float,
+            coactivation_threshold: float) -> dict[str, dict]:
+    """Per grouping: its scored supernodes and the notes on layers it could not group (no stored geometry)."""
+    out = {}
+    for by in groupings:
+        geometry, notes = stored_geometry(out_root, sources, by) if by != "decoder" else (None, [])
+        out[by] = {"groups": supernodes(model, graph, pruned, by_layer, decoder_threshold, coactivation_threshold,
+                                        by, geometry), "notes": notes}
+    return out
+
+
 def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[int], out_root: Path | str, *,
                   slug: str | None = None, node_threshold: float = 0.8, edge_threshold: float = 0.98,
                   n_checks: int = 20, batch_size: int = 64, max_bytes: int | None = None,
                   decoder_threshold: float = DECODER_THRESHOLD, coactivation_threshold: float = COACTIVATION_THRESHOLD,
-                  on_estimate=None) -> tuple[AnalysisFolder, dict]:
-    """Compute, prune, score, check, group (supernodes) and store one prompt's graph; returns its folder and
+                  groupings: tuple[str, ...] = GROUPINGS, on_estimate=None) -> tuple[AnalysisFolder, dict]:
+    """Compute, prune, score, check, group (supernodes, by each of ``groupings``; ``lobes`` and ``crystals`` from
+    the transcoders' geometry analyses under ``out_root``) and store one prompt's graph; returns its folder and
     summary (the supernodes are in it, so they are stored with the graph or not at all)."""
+    groupings = check_groupings(groupings)
     by_layer, sources = load_transcoder_set(transcoder_paths, model.cfg.device)
     slug = slug or default_slug(prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
     start = time.perf_counter()
@@ -98,7 +159,8 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
     pruned = prune_graph(graph, node_threshold, edge_threshold)
     replacement, completeness = graph_scores(graph)
     check = intervention_check(model, graph, by_layer, top_edges(graph, n_checks, node_threshold, edge_threshold))
-    groups = supernodes(model, graph, pruned, by_layer, decoder_threshold, coactivation_threshold)
+    by_grouping = grouped(model, graph, pruned, by_layer, sources, out_root, groupings, decoder_threshold,
+                          coactivation_threshold)
     targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
     summary = {
         "slug": slug, "prompt": graph.prompt, "n_tokens": graph.n_pos, "n_features": graph.n_features,
@@ -110,8 +172,8 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
                                                                               graph.logit_probabilities)],
         "top_paths": top_paths(graph, pruned), "attribution_seconds": round(seconds, 3),
         "intervention": {k: v for k, v in check.items() if k != "rows"}, "notes": graph.notes,
-        "supernodes": groups, "supernode_thresholds": {"decoder_cosine": decoder_threshold,
-                                                       "coactivation_jaccard": coactivation_threshold},
+        "supernodes": by_grouping.get("decoder", {}).get("groups", []), "supernode_groupings": by_grouping,
+        "supernode_thresholds": {"decoder_cosine": decoder_threshold, "coactivation_jaccard": coactivation_threshold},
         "transcoders": {str(k): v for k, v in sources.items()},
     }
     folder = AnalysisFolder.graph(out_root, slug)
@@ -124,13 +186,47 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
     return folder, summary
 
 
+DEMO_MODEL_NAME = "workbench-demo-2l"  # the embedded demo's cfg.model_name (``--model demo``, the CLI's default)
+
+
+class StaleGraphError(InputError):
+    """A stored graph written in another format version: it is rebuilt, not drawn."""
+
+    def __init__(self, folder: Path, reason: str, command: str):
+        super().__init__(f"the graph in {folder} cannot be drawn: {reason}; rebuild it with: {command}")
+        self.reason, self.command = reason, command
+
+
+def rebuild_command(folder: AnalysisFolder, meta: dict) -> str:
+    """The ``workbench analyze graph`` line that rewrites this graph in place (its prompt, transcoders, slug)."""
+    summary = meta.get("summary") or {}
+    transcoders = summary.get("transcoders") or meta.get("transcoders") or {}
+    parts = ["workbench analyze graph --prompt", shlex.quote(str(meta.get("prompt", "...")))]
+    parts += [f"-t {shlex.quote(str(path))}" for _, path in sorted(transcoders.items(), key=lambda kv: int(kv[0]))]
+    parts += [f"--slug {shlex.quote(folder.path.name)}", f"--out {shlex.quote(str(folder.path.parent.parent))}"]
+    model = meta.get("model") or DEMO_MODEL_NAME
+    return " ".join(parts + ([] if model == DEMO_MODEL_NAME else [f"--model {shlex.quote(model)}"]))
+
+
+def stale_graph(folder: Path | str | AnalysisFolder) -> StaleGraphError | None:
+    """The error a stored graph of another format version gets (None when this version draws it); JSON only."""
+    folder = folder if isinstance(folder, AnalysisFolder) else AnalysisFolder(folder)
+    meta = folder.read_graph_meta()
+    reason = format_problem(meta)
+    return None if reason is None else StaleGraphError(folder.path, reason, rebuild_command(folder, meta))
+
+
 def read_graph(folder: Path | str | AnalysisFolder) -> tuple[AttributionGraph, dict]:
-    """A stored graph and its summary."""
+    """A stored graph and its summary; a graph in another format version is refused (``StaleGraphError``, with
+    the command that rebuilds it)."""
     folder = folder if isinstance(folder, AnalysisFolder) else AnalysisFolder(folder)
     if not folder.has_graph:
         raise InputError(f"{folder.path} holds no attribution graph; make one with `workbench analyze graph`")
+    stale = stale_graph(folder)
+    if stale is not None:
+        raise stale
     tensors, meta = folder.read_graph()
     return AttributionGraph.from_parts(tensors, meta), meta.get("summary", {})
 
 
-__all__ = ["analyze_graph", "load_transcoder_set", "read_graph", "top_paths"]
+__all__ = ["StaleGraphError", "analyze_graph", "load_transcoder_set", "read_graph", "stale_graph", "top_paths"]

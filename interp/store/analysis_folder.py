@@ -357,11 +357,15 @@ class AnalysisFolder:
             self.json_path(GRAPH).unlink()
             fsync_directory(self.path)
 
+    def read_graph_meta(self) -> dict:
+        """A stored graph's metadata (its JSON: prompt, format version, summary) without its tensors."""
+        return read_json(self.json_path(GRAPH), f"attribution graph of {self.path}")
+
     def read_graph(self) -> tuple[dict, dict]:
         """``(tensors, meta)`` of a stored graph (safetensors and JSON only)."""
         from safetensors.torch import load_file  # torch only when a graph is read, not when the app lists folders
 
-        meta = read_json(self.json_path(GRAPH), f"attribution graph of {self.path}")
+        meta = self.read_graph_meta()
         return load_file(str(self.graph_tensors_path)), meta
 
     def circuit_tracer_dir(self) -> Path:

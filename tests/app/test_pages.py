@@ -310,7 +310,7 @@ def test_app_command_refuses_a_missing_workspace_and_demo_prints_the_open_comman
     result = CliRunner().invoke(app, ["app", "--workspace", str(tmp_path / "nope"), "--port", "8599"])
     assert result.exit_code == 2 and "workbench demo --workspace" in result.output
     monkeypatch.setattr(demo, "demo_steps", lambda tokens: [])
-    result = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "ws")])
+    result = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "ws"), "--no-transcoders"])
     assert result.exit_code == 0 and f"workbench app --workspace {tmp_path / 'ws'}" in result.output
 
 

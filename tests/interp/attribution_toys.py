@@ -16,36 +16,45 @@ def e(i: int) -> torch.Tensor:
     return torch.eye(D)[i]
 
 
-def planted_path_model():
-    """No normalisation, ReLU MLPs equal to their transcoders (error nodes are 0), two heads with constant
-    scores (uniform causal attention). Feature A (layer 0, id 0) reads e0 (token ``A_TOKEN``'s embedding) and
-    writes ``A_SCALE`` e1; layer 1's head copies e1 -> e2; feature B (layer 1, id 1) reads e1 + e2 and writes
-    ``B_SCALE`` e3 = the unembedding of ``TARGET``."""
+def _planted(layer0: list[tuple[torch.Tensor, torch.Tensor]], extra_unembed: tuple[int, ...] = ()):
+    """The planted set-up both toys share: no normalisation, every weight zero but those set here; every token
+    writes e7 except ``A_TOKEN`` (e0); layer 1's one head copies e1 -> e2 (constant scores: uniform causal
+    attention); the ``TARGET`` unembedding reads e3 (and ``extra_unembed``); layer 0's transcoder features are
+    ``layer0`` (encoder column, decoder row), layer 1's feature B (id 1) reads e1 + e2 and writes ``B_SCALE`` e3;
+    the real ReLU MLPs are the transcoders, so every error node is 0."""
     cfg = HookedTransformerConfig(n_layers=2, d_model=D, n_ctx=8, d_head=4, n_heads=1, d_mlp=4, d_vocab=VOCAB,
                                   act_fn="relu", normalization_type=None, seed=0)
     model = HookedTransformer(cfg)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-        model.embed.W_E[:] = e(7)  # every token but A_TOKEN writes a direction nothing reads
+        model.embed.W_E[:] = e(7)  # every token but A_TOKEN writes e7 (read only by the supernode toy's C and D)
         model.embed.W_E[A_TOKEN] = e(0)
         model.blocks[1].attn.W_V[0, 1, 0] = 1.0  # e1 -> head dim 0
         model.blocks[1].attn.W_O[0, 0, 2] = 1.0  # head dim 0 -> e2
-        model.unembed.W_U[3, TARGET] = 1.0
+        for direction in (3, *extra_unembed):
+            model.unembed.W_U[direction, TARGET] = 1.0
         transcoders = [Transcoder(torch.zeros(D, 4), torch.zeros(4), torch.zeros(4, D), torch.zeros(D), "relu",
                                   hook_in=f"blocks.{layer}.hook_resid_mid", hook_out=f"blocks.{layer}.hook_mlp_out")
                        for layer in range(2)]
-        transcoders[0].W_enc[:, 0] = e(0)
-        transcoders[0].W_dec[0] = A_SCALE * e(1)
+        for feature, (reads, writes) in enumerate(layer0):
+            transcoders[0].W_enc[:, feature], transcoders[0].W_dec[feature] = reads, writes
         transcoders[1].W_enc[:, 1] = e(1) + e(2)
         transcoders[1].W_dec[1] = B_SCALE * e(3)
-        for layer, tc in enumerate(transcoders):  # the real MLPs are the transcoders: nothing is left to error
+        for layer, tc in enumerate(transcoders):
             mlp = model.blocks[layer].mlp
             mlp.W_in.copy_(tc.W_enc)
             mlp.b_in.copy_(tc.b_enc)
             mlp.W_out.copy_(tc.W_dec)
             mlp.b_out.copy_(tc.b_dec)
     return model.eval(), transcoders
+
+
+def planted_path_model():
+    """Feature A (layer 0, id 0) reads e0 (token ``A_TOKEN``'s embedding) and writes ``A_SCALE`` e1; layer 1's
+    head copies e1 -> e2; feature B (layer 1, id 1) reads e1 + e2 and writes ``B_SCALE`` e3 = the unembedding of
+    ``TARGET``."""
+    return _planted([(e(0), A_SCALE * e(1))])
 
 
 def random_model_and_transcoders(seed: int = 0, d_model: int = 16, n_layers: int = 2, d_sae: int = 48,
@@ -83,32 +92,5 @@ def planted_supernode_model():
     (every other token) and writes 2 ``B_SCALE`` e6, which the ``TARGET`` unembedding reads too (unrelated to A);
     D reads e7 like C but writes ``A_SCALE`` e1 like A (same direction as A, never fires with it). B (layer 1)
     reads e1 + e2 as before."""
-    cfg = HookedTransformerConfig(n_layers=2, d_model=D, n_ctx=8, d_head=4, n_heads=1, d_mlp=4, d_vocab=VOCAB,
-                                  act_fn="relu", normalization_type=None, seed=0)
-    model = HookedTransformer(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.zero_()
-        model.embed.W_E[:] = e(7)
-        model.embed.W_E[A_TOKEN] = e(0)
-        model.blocks[1].attn.W_V[0, 1, 0] = 1.0
-        model.blocks[1].attn.W_O[0, 0, 2] = 1.0
-        model.unembed.W_U[3, TARGET] = 1.0
-        model.unembed.W_U[6, TARGET] = 1.0
-        transcoders = [Transcoder(torch.zeros(D, 4), torch.zeros(4), torch.zeros(4, D), torch.zeros(D), "relu",
-                                  hook_in=f"blocks.{layer}.hook_resid_mid", hook_out=f"blocks.{layer}.hook_mlp_out")
-                       for layer in range(2)]
-        first = transcoders[0]
-        first.W_enc[:, 0], first.W_dec[0] = e(0), A_SCALE * e(1)  # A1
-        first.W_enc[:, 1], first.W_dec[1] = e(0), A_SCALE * (e(1) + 0.05 * e(4))  # A2
-        first.W_enc[:, 2], first.W_dec[2] = e(7), 2 * B_SCALE * e(6)  # C
-        first.W_enc[:, 3], first.W_dec[3] = e(7), A_SCALE * e(1)  # D
-        transcoders[1].W_enc[:, 1] = e(1) + e(2)
-        transcoders[1].W_dec[1] = B_SCALE * e(3)
-        for layer, tc in enumerate(transcoders):
-            mlp = model.blocks[layer].mlp
-            mlp.W_in.copy_(tc.W_enc)
-            mlp.b_in.copy_(tc.b_enc)
-            mlp.W_out.copy_(tc.W_dec)
-            mlp.b_out.copy_(tc.b_dec)
-    return model.eval(), transcoders
+    return _planted([(e(0), A_SCALE * e(1)), (e(0), A_SCALE * (e(1) + 0.05 * e(4))), (e(7), 2 * B_SCALE * e(6)),
+                     (e(7), A_SCALE * e(1))], extra_unembed=(6,))

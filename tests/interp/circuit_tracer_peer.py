@@ -1,10 +1,12 @@
 """Run by ``test_circuit_tracer_peer.py`` with the python of a separate virtual environment holding circuit-tracer
 (it pins transformers <= 4.57): circuit-tracer's own replacement model, transcoder loader, ``attribute``,
 ``prune_graph`` and ``compute_graph_scores`` on a model folder (``config.json``: a HookedTransformerConfig,
-``model.safetensors``, a tokenizer) and per-layer transcoder files in its layout, offline. Writes the graph's
-tensors (safetensors) and scores (JSON) next to the given output stem.
+``model.safetensors``, a tokenizer) and per-layer transcoder files in its layout, offline. INPUT_HOOK is where the
+transcoders read, relative to a block (``mlp.hook_in``: circuit-tracer's wrapper on the MLP's input, after ln2's
+affine; ``ln2.hook_normalized``: before it). Writes the graph's tensors (safetensors) and scores (JSON) next to the
+given output stem.
 
-    python circuit_tracer_peer.py MODEL_DIR OUT_STEM TOKENS_JSON LAYER0.safetensors LAYER1.safetensors ...
+    python circuit_tracer_peer.py MODEL_DIR OUT_STEM TOKENS_JSON INPUT_HOOK LAYER0.safetensors LAYER1.safetensors ...
 """
 
 import json
@@ -21,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 
 
 def main() -> None:
-    model_dir, out_stem, tokens_json, *layers = sys.argv[1:]
+    model_dir, out_stem, tokens_json, input_hook, *layers = sys.argv[1:]
     cfg = HookedTransformerConfig(**json.load(open(f"{model_dir}/config.json")))
     # the tokenizer file itself: its tokenizer_config.json names a transformers-5 class that 4.57 lacks
     special = {k: v for k, v in json.load(open(f"{model_dir}/tokenizer_config.json")).items() if k.endswith("_token")}
@@ -32,7 +34,7 @@ def main() -> None:
                if not k.endswith(("attn.mask", "attn.IGNORE"))}  # buffers the model rebuilds (stored empty)
     missing, unexpected = model.load_state_dict(weights, strict=False)
     assert not unexpected and all(k.endswith(("attn.mask", "attn.IGNORE")) for k in missing), (missing, unexpected)
-    transcoders = load_transcoder_set(dict(enumerate(layers)), scan="workbench-peer", feature_input_hook="mlp.hook_in",
+    transcoders = load_transcoder_set(dict(enumerate(layers)), scan="workbench-peer", feature_input_hook=input_hook,
                                       feature_output_hook="mlp.hook_out", device=torch.device("cpu"),
                                       lazy_encoder=False, lazy_decoder=False)
     model._configure_replacement_model(transcoders)  # what ReplacementModel.from_config does after building

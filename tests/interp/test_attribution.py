@@ -21,7 +21,7 @@ from attribution_toys import (
 
 from interp.circuits.attribution import attribute
 from interp.circuits.attribution.prune import graph_scores, prune_graph
-from interp.circuits.attribution.supernodes import group_features, group_scores
+from interp.circuits.attribution.supernodes import FeatureGeometry, group_features, group_scores
 from interp.circuits.attribution.verify import intervention_check, top_edges
 from interp.store.errors import InputError
 
@@ -186,6 +186,48 @@ def test_without_coactivation_same_direction_features_stay_apart():
     merged = group_features(graph, pruned, transcoders, coactivation_threshold=0.0)
     a1, d2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 2, 3)
     assert any(a1 in g and d2 in g for g in merged)
+
+
+def planted_nodes(graph, pruned) -> dict[int, list[int]]:
+    """The kept layer-0 nodes of each planted feature (0 A1, 1 A2, 2 C, 3 D)."""
+    return {f: [n for n in range(graph.n_features) if pruned.node_mask[n] and graph.active_features[n, 0] == 0
+                and graph.active_features[n, 2] == f] for f in range(4)}
+
+
+def test_planted_lobes_give_the_lobe_groups():
+    """Grouping by a known lobe assignment: A1 and A2 in different lobes stay apart (though their decoders agree);
+    C and D in one lobe, firing at the same positions, form one group (though their decoders differ); a layer
+    without geometry gets no lobe groups."""
+    model, transcoders = planted_supernode_model()
+    graph = attribute(model, transcoders, PROMPT)
+    pruned = prune_graph(graph, node_threshold=0.99)
+    nodes = planted_nodes(graph, pruned)
+    assert all(nodes.values()) and len(nodes[3]) == 2
+    split = group_features(graph, pruned, transcoders, by="lobes",
+                           geometry={0: FeatureGeometry(lobes={0: 0, 1: 1, 2: 2, 3: 2})})
+    assert split == [sorted(nodes[2] + nodes[3])]
+    joined = group_features(graph, pruned, transcoders, by="lobes",
+                            geometry={0: FeatureGeometry(lobes={0: 5, 1: 5, 2: 6, 3: 7})})
+    assert sorted(joined) == sorted([sorted(nodes[0] + nodes[1])] + [n for n in (nodes[2], nodes[3]) if len(n) > 1])
+    assert group_features(graph, pruned, transcoders, by="lobes", geometry={}) == []  # no geometry: no lobe groups
+    scores = group_scores(model, graph, transcoders, split)  # the same intervention score as the decoder groups
+    assert scores[0]["nodes"] == split[0] and scores[0]["ratio"] is not None
+
+
+def test_planted_crystals_give_the_crystal_groups():
+    """A crystal holding A1 and C: they never fire together, so no group; one holding A1 and A2: their group."""
+    model, transcoders = planted_supernode_model()
+    graph = attribute(model, transcoders, PROMPT)
+    pruned = prune_graph(graph, node_threshold=0.99)
+    nodes = planted_nodes(graph, pruned)
+    own = sorted(n for n in nodes.values() if len(n) > 1)
+    apart = group_features(graph, pruned, transcoders, by="crystals", geometry={0: FeatureGeometry(crystals=[{0, 2}])})
+    assert sorted(apart) == own
+    together = group_features(graph, pruned, transcoders, by="crystals",
+                              geometry={0: FeatureGeometry(crystals=[{0, 1, 7}, {3}])})
+    assert sorted(together) == sorted([sorted(nodes[0] + nodes[1])] + own)
+    with pytest.raises(ValueError, match="unknown supernode grouping"):
+        group_features(graph, pruned, transcoders, by="galaxy", geometry={})
 
 
 def test_supernodes_of_a_random_model_are_scored():

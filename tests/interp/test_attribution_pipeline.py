@@ -25,13 +25,17 @@ NODE_FIELDS = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_
                "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation"}
 
 
+def saved_runs(root: Path, transcoders, context_size: int) -> list[Path]:
+    """The transcoders saved as run folders ``root/runs/tc-L<i>`` (what ``analyze_graph`` is given)."""
+    return [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy",
+                            context_size=context_size).parent for i, tc in enumerate(transcoders)]
+
+
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
     root = tmp_path_factory.mktemp("ws")
     model, transcoders = random_model_and_transcoders()
-    folders = [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=16)
-               for i, tc in enumerate(transcoders)]
-    folder, summary = analyze_graph(model, [f.parent for f in folders], list(range(1, 12)), root / "analyses",
+    folder, summary = analyze_graph(model, saved_runs(root, transcoders, 16), list(range(1, 12)), root / "analyses",
                                     slug="toy", n_checks=10)
     return root, model, transcoders, folder, summary
 
@@ -110,27 +114,27 @@ def test_the_page_on_an_empty_workspace_names_the_command(tmp_path, monkeypatch)
     assert any(code.value.startswith("workbench analyze graph") for code in at.code)
 
 
-def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
-    """Random transcoders of the demo model's width: the command runs end to end and says what it found."""
-    from typer.testing import CliRunner
-
-    from app.cli import app
+def demo_transcoder_flags(tmp_path: Path) -> list[str]:
+    """``-t`` flags of random TopK transcoders of the demo model's width, saved under ``tmp_path``."""
     from interp.features.transcoder import Transcoder
 
     g = torch.Generator().manual_seed(0)
     paths = []
     for layer in range(2):
-        tc = Transcoder(
-            torch.randn(128, 256, generator=g) / 11,
-            torch.zeros(256),
-            torch.randn(256, 128, generator=g) / 16,
-            torch.zeros(128),
-            "topk",
-            k=8,
-            hook_in=f"blocks.{layer}.ln2.hook_normalized",
-            hook_out=f"blocks.{layer}.hook_mlp_out",
-        )
+        tc = Transcoder(torch.randn(128, 256, generator=g) / 11, torch.zeros(256),
+                        torch.randn(256, 128, generator=g) / 16, torch.zeros(128), "topk", k=8,
+                        hook_in=f"blocks.{layer}.ln2.hook_normalized", hook_out=f"blocks.{layer}.hook_mlp_out")
         paths += ["-t", str(save_transcoder(tmp_path / f"L{layer}", tc, model_name="demo", context_size=128))]
+    return paths
+
+
+def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
+    """Random transcoders of the demo model's width: the command runs end to end and says what it found."""
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    paths = demo_transcoder_flags(tmp_path)
     result = CliRunner().invoke(
         app,
         [
@@ -149,12 +153,13 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "memory estimate" in result.output and "top paths" in result.output
+    assert "supernodes by lobes" in result.output and "had no geometry analysis" in result.output  # said, not failed
     assert AnalysisFolder.graph(tmp_path / "analyses", "ioi").has_graph
     bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x " * 200, *paths, "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "context" in bad.output
 
 
-def test_demo_runs_the_transcoder_step_only_when_asked(tmp_path, monkeypatch):
+def test_demo_runs_the_transcoder_step_unless_told_not_to(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from app.cli import app
@@ -163,10 +168,10 @@ def test_demo_runs_the_transcoder_step_only_when_asked(tmp_path, monkeypatch):
     ran = []
     monkeypatch.setattr(demo, "demo_steps", lambda tokens: [])
     monkeypatch.setattr(demo, "demo_transcoders_step", lambda workspace: ran.append(workspace) or "graphs drawn")
-    plain = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "a")])
-    assert plain.exit_code == 0 and not ran
-    with_graphs = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "b"), "--transcoders"])
-    assert with_graphs.exit_code == 0 and ran == [tmp_path / "b"] and "graphs drawn" in with_graphs.output
+    skipped = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "a"), "--no-transcoders"])
+    assert skipped.exit_code == 0 and not ran
+    default = CliRunner().invoke(app, ["demo", "--workspace", str(tmp_path / "b")])
+    assert default.exit_code == 0 and ran == [tmp_path / "b"] and "graphs drawn" in default.output
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +179,7 @@ def planted_supernode(tmp_path_factory):
     """The planted model with two co-firing same-direction features (A1, A2), drawn by the pipeline."""
     root = tmp_path_factory.mktemp("planted")
     model, transcoders = planted_supernode_model()
-    folders = [save_transcoder(root / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=8)
-               for i, tc in enumerate(transcoders)]
-    folder, summary = analyze_graph(model, [f.parent for f in folders], [0, A_TOKEN, 2, 3], root / "analyses",
+    folder, summary = analyze_graph(model, saved_runs(root, transcoders, 8), [0, A_TOKEN, 2, 3], root / "analyses",
                                     slug="planted", node_threshold=0.99, n_checks=5)
     return root, folder, summary
 
@@ -216,7 +219,7 @@ def test_the_page_lists_and_collapses_supernodes(planted_supernode, monkeypatch)
         summary["supernodes"][0]["ratio"])
     names = {trace["name"] for trace in _figure(at)["data"] if trace.get("mode") == "markers"}
     assert {f"supernode {g}" for g in range(len(summary["supernodes"]))} <= names  # coloured by group
-    at.radio[0].set_value("collapsed").run()
+    at.radio(key="view").set_value("collapsed").run()
     assert not at.exception
     labels = [t for trace in _figure(at)["data"] if trace.get("mode") == "markers" for t in trace["text"]]
     assert sum(label.startswith("supernode ") for label in labels) == len(summary["supernodes"])
@@ -232,9 +235,7 @@ def test_an_interrupted_rewrite_leaves_no_graph(tmp_path, monkeypatch):
     from interp.store import analysis_folder
 
     model, transcoders = planted_supernode_model()
-    folders = [save_transcoder(tmp_path / "runs" / f"tc-L{i}" / "sae_0", tc, model_name="toy", context_size=8)
-               for i, tc in enumerate(transcoders)]
-    paths = [f.parent for f in folders]
+    paths = saved_runs(tmp_path, transcoders, 8)
     folder, _ = analyze_graph(model, paths, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="g", n_checks=2)
     assert folder.has_graph
 
@@ -245,3 +246,84 @@ def test_an_interrupted_rewrite_leaves_no_graph(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         analyze_graph(model, paths, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="g", n_checks=2)
     assert not folder.has_graph and graph_slugs(tmp_path / "analyses") == []
+
+
+def test_a_graph_of_an_older_format_is_refused_with_the_command_that_rebuilds_it(tmp_path, monkeypatch):
+    """A graph JSON without ``format_version`` (written before session 7's token/BOS conventions) is not drawn:
+    ``read_graph`` and the page name the ``workbench analyze graph`` line, and that line rebuilds it."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from interp.circuits.attribution.graph import GRAPH_FORMAT
+    from interp.pipeline.attribution import StaleGraphError, stale_graph
+
+    analyses = tmp_path / "analyses"
+    flags = demo_transcoder_flags(tmp_path)
+    made = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "Romeo gave a ring to", *flags,
+                                    "--out", str(analyses), "--slug", "old", "--checks", "2"])
+    assert made.exit_code == 0, made.output
+    folder = AnalysisFolder.graph(analyses, "old")
+    meta = folder.read_graph_meta()
+    assert meta["format_version"] == GRAPH_FORMAT
+    for version in (None, GRAPH_FORMAT + 1):  # older (no field) and newer
+        aged = {k: v for k, v in meta.items() if k != "format_version"}
+        folder.write_json("attribution_graph", aged if version is None else {**aged, "format_version": version})
+        with pytest.raises(StaleGraphError, match="rebuild it with: workbench analyze graph") as refused:
+            read_graph(folder)
+        assert ("format 1" if version is None else "newer workbench") in str(refused.value)
+    folder.write_json("attribution_graph", {k: v for k, v in meta.items() if k != "format_version"})
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception and at.error and "not drawn" in at.error[0].value and not at.get("plotly_chart")
+    command = at.code[0].value
+    assert command == stale_graph(folder).command and command.startswith("workbench analyze graph --prompt")
+    rebuilt = CliRunner().invoke(app, shlex.split(command)[1:])  # the line as printed, without "workbench"
+    assert rebuilt.exit_code == 0, rebuilt.output
+    graph, _ = read_graph(folder)
+    assert graph.prompt == "Romeo gave a ring to" and folder.read_graph_meta()["format_version"] == GRAPH_FORMAT
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception and not at.error and at.get("plotly_chart")
+
+
+def test_supernodes_by_the_stored_lobes_and_crystals(tmp_path, monkeypatch):
+    """Layer 0's transcoder has a geometry analysis (planted lobes: C and D in one, A1 and A2 apart; one crystal
+    of A1 and A2), layer 1's has none: the lobe and crystal groups follow the planted geometry, layer 1 is named
+    in a note with the command that makes its geometry, and the page switches between the groupings."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    model, transcoders = planted_supernode_model()
+    runs = saved_runs(tmp_path, transcoders, 8)
+    geometry = AnalysisFolder.of_sae(tmp_path / "analyses", runs[0] / "sae_0")
+    geometry.write_analysis("geometry", {
+        "geometry_lobe_labels": pd.DataFrame({"feature": [0, 1, 2, 3], "lobe": [0, 1, 2, 2], "k": 3,
+                                              "affinity": "phi"}),
+        "geometry_crystals": pd.DataFrame({"a": [0], "b": [1], "c": [0], "d": [1], "cluster": [0]})},
+        {"options": {}, "counts_sha256": None})
+    folder, summary = analyze_graph(model, runs, [0, A_TOKEN, 2, 3], tmp_path / "analyses", slug="geo",
+                                    node_threshold=0.99, n_checks=2)
+    graph, stored = read_graph(folder)
+    by = stored["supernode_groupings"]
+    assert set(by) == {"decoder", "lobes", "crystals"} and stored["supernodes"] == by["decoder"]["groups"]
+    a1, a2 = graph.feature_index(0, 1, 0), graph.feature_index(0, 1, 1)
+    kept = set(folder.read_table("graph_nodes").query("kept").node)
+    c_and_d = sorted(n for n in kept if n < graph.n_features and graph.active_features[n, 0] == 0
+                     and graph.active_features[n, 2] in (2, 3))
+    assert [g["nodes"] for g in by["lobes"]["groups"]] == [c_and_d]
+    assert [a1, a2] in [g["nodes"] for g in by["crystals"]["groups"]]
+    for result in (by["lobes"], by["crystals"]):
+        assert all(g["ratio"] is not None for g in result["groups"])
+        assert len(result["notes"]) == 1 and "layer 1's transcoder" in result["notes"][0]
+        assert "workbench analyze geometry" in result["notes"][0] and by["decoder"]["notes"] == []
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    at.radio(key="grouping").set_value("lobes").run()
+    assert not at.exception and any("layer 1's transcoder" in info.value for info in at.info)
+    table = next(frame.value for frame in at.dataframe if "score (ratio)" in frame.value.columns)
+    assert len(table) == 1 and table["layer"].iloc[0] == 0
+    bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x", "-t", str(runs[0]), "--supernodes", "galaxy"])
+    assert bad.exit_code != 0 and "unknown supernode grouping" in bad.output and "Traceback" not in bad.output

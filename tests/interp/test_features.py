@@ -411,6 +411,7 @@ def test_cli_analyzes_a_run_end_to_end(tmp_path, tiny_model):
                                  "--clusters", "3", "--no-umap"])
     assert result.exit_code == 0, result.output
     assert folders[1].has("geometry_lobes") and folders[1].present() == ["dashboards", "geometry", "matches"]
+    assert sorted(folders[1].read_table("geometry_lobe_labels").lobe.unique()) == [0, 1, 2]  # at --clusters 3
     from interp.pipeline import analyze_eval
 
     summary = analyze_eval(run, tmp_path / "analyses", model_spec=tiny_model, n_prompts=32).read_table("eval_summary")

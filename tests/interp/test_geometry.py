@@ -216,9 +216,11 @@ def test_geometry_tables_from_planted_lobes():
     W, fired, group = planted_lobes()
     counts, n = block_counts(fired)
     tables = geometry_tables(W, counts, n, n_clusters=2, with_umap=False)
-    assert set(tables) == {"map", "spectrum", "galaxy", "crystals", "crystal_baseline", "lobes"}
+    assert set(tables) == {"map", "spectrum", "galaxy", "crystals", "crystal_baseline", "lobes", "lobe_labels"}
     best = tables["lobes"].query("affinity == 'phi'").ami.iloc[0]
     assert best > 0.95
+    labels = tables["lobe_labels"]  # each feature's lobe: the planted groups
+    assert labels.feature.tolist() == list(range(100)) and adjusted(labels.lobe.to_numpy(), group) > 0.95
     assert adjusted(tables["map"].cluster.to_numpy(), group) > 0.95
 
 

@@ -18,6 +18,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 KINDS = ("feature", "error", "token", "logit")
+# the stored graph's conventions: 1 (no ``format_version`` field; graphs made before session 7): a token node was
+# W_E[t] + W_pos[p] and the BOS position had error nodes; 2: circuit-tracer's (W_E[t] only, no BOS error nodes)
+GRAPH_FORMAT = 2
+FORMAT_CHANGES = {1: "token nodes then included the position embedding and the BOS position had error nodes"}
 TENSORS = ("tokens", "active_features", "activations", "logit_tokens", "logit_probabilities", "adjacency",
            "readout", "constant")
 
@@ -121,7 +125,7 @@ class AttributionGraph:
     def meta(self) -> dict:
         return {"prompt": self.prompt, "token_strings": self.token_strings, "n_layers": self.n_layers,
                 "logit_strings": self.logit_strings, "transcoders": {str(k): v for k, v in self.transcoders.items()},
-                "notes": self.notes, "model": self.model}
+                "notes": self.notes, "model": self.model, "format_version": GRAPH_FORMAT}
 
     @classmethod
     def from_parts(cls, tensors: dict[str, Tensor], meta: dict) -> AttributionGraph:
@@ -130,6 +134,20 @@ class AttributionGraph:
                    tensors["logit_probabilities"], tensors["adjacency"], tensors["readout"], tensors["constant"],
                    list(meta.get("logit_strings", [])), {int(k): v for k, v in meta.get("transcoders", {}).items()},
                    list(meta.get("notes", [])), meta.get("model", ""))
+
+
+def format_problem(meta: dict) -> str | None:
+    """Why a stored graph's metadata cannot be drawn as this version's graphs (None when it can): written in an
+    older format (no ``format_version``: 1) or a newer one."""
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or version < 1:
+        return f"its format_version is {version!r}, not a positive integer"
+    if version < GRAPH_FORMAT:
+        return (f"it was written in graph format {version} ({FORMAT_CHANGES.get(version, 'older conventions')}); "
+                f"this workbench reads format {GRAPH_FORMAT}")
+    if version > GRAPH_FORMAT:
+        return f"it was written in graph format {version} by a newer workbench; this one reads format {GRAPH_FORMAT}"
+    return None
 
 
 def empty_adjacency(n_nodes: int) -> Float[Tensor, "n n"]:

@@ -1,15 +1,21 @@
 """Supernodes: the pruned graph's feature nodes grouped automatically by decoder geometry and co-activation,
 each group scored by how well it behaves as one node.
 
-Grouping: two kept features of one layer are joined when their decoder rows have cosine ≥ ``decoder_threshold``
-(they write the same direction) and the positions where they fire on the prompt overlap with Jaccard ≥
-``coactivation_threshold`` (they fire together); groups are the connected components with two or more nodes
-(the same feature at several positions is one group: cosine and Jaccard 1). Score: in the real model, removing
-the whole group changes the top logit by ``Δ_group``; removing each member alone by ``Δ_i``. A group that acts
-as one additive node has ``Δ_group / Σ Δ_i = 1``; interactions (saturation, a shared non-linearity) move it away.
+Grouping: two kept features of one layer are joined when they are alike by the chosen geometry (``by``) and the
+positions where they fire on the prompt overlap with Jaccard ≥ ``coactivation_threshold`` (they fire together);
+groups are the connected components with two or more nodes (the same feature at several positions is one group).
+Alike: ``decoder``, decoder rows with cosine ≥ ``decoder_threshold`` (they write the same direction); ``lobes``,
+the same co-occurrence lobe in the transcoder's stored geometry analysis (``geometry_lobe_labels``); ``crystals``,
+members of one crystal (the ``cluster`` of the stored ``geometry_crystals`` quadruples they appear in).
+
+Score (the same for every grouping): in the real model, removing the whole group changes the top logit by
+``Δ_group``; removing each member alone by ``Δ_i``. A group that acts as one additive node has
+``Δ_group / Σ Δ_i = 1``; interactions (saturation, a shared non-linearity) move it away.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from jaxtyping import Float, Int
@@ -24,6 +30,34 @@ from interp.circuits.attribution.replacement import check_transcoders, clean_sta
 from interp.circuits.attribution.verify import real_changes
 
 DECODER_THRESHOLD, COACTIVATION_THRESHOLD = 0.8, 0.5
+GROUPINGS = ("decoder", "lobes", "crystals")
+
+
+@dataclass
+class FeatureGeometry:
+    """One transcoder's stored geometry, as grouping reads it: each feature's lobe and the crystals' members."""
+
+    lobes: dict[int, int] = field(default_factory=dict)  # feature -> lobe (features left out have none)
+    crystals: list[set[int]] = field(default_factory=list)  # each crystal's features
+
+
+def alike(by: str, features: Int[Tensor, " m"], W_dec: Float[Tensor, "d_sae d"], geometry: FeatureGeometry | None,
+          decoder_threshold: float = DECODER_THRESHOLD) -> torch.Tensor:
+    """``[m, m]`` bool: which pairs of these features the grouping ``by`` calls alike (a feature is always alike
+    itself, so its several positions group together)."""
+    same = features[:, None] == features[None, :]
+    if by == "decoder":
+        return same | (decoder_cosine(W_dec[features].cpu()) >= decoder_threshold)
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown supernode grouping '{by}'; use one of {', '.join(GROUPINGS)}")
+    if geometry is None:
+        return same
+    if by == "lobes":
+        lobe = torch.tensor([geometry.lobes.get(int(f), -1) for f in features])
+        return same | ((lobe[:, None] == lobe[None, :]) & (lobe[:, None] >= 0))
+    member = torch.tensor([[int(f) in crystal for crystal in geometry.crystals] for f in features],
+                          dtype=torch.float).reshape(len(features), len(geometry.crystals))
+    return same | ((member @ member.T) > 0)
 
 
 def decoder_cosine(rows: Float[Tensor, "m d"]) -> Float[Tensor, "m m"]:
@@ -46,15 +80,21 @@ def position_jaccard(graph: AttributionGraph, layer: int, features: Int[Tensor, 
 
 def group_features(graph: AttributionGraph, pruned: PruneResult, transcoders,
                    decoder_threshold: float = DECODER_THRESHOLD,
-                   coactivation_threshold: float = COACTIVATION_THRESHOLD) -> list[list[int]]:
-    """Groups (sorted lists of feature nodes, two or more) of the kept features, by layer."""
+                   coactivation_threshold: float = COACTIVATION_THRESHOLD, by: str = "decoder",
+                   geometry: dict[int, FeatureGeometry] | None = None) -> list[list[int]]:
+    """Groups (sorted lists of feature nodes, two or more) of the kept features, by layer; ``geometry`` by layer
+    for ``lobes`` / ``crystals`` (a layer without one gets no groups by them)."""
+    if by not in GROUPINGS:
+        raise ValueError(f"unknown supernode grouping '{by}'; use one of {', '.join(GROUPINGS)}")
     by_layer = dict(enumerate(transcoders)) if isinstance(transcoders, (list, tuple)) else dict(transcoders)
     kept = [n for n in range(graph.n_features) if pruned.node_mask[n]]
     groups = []
     for layer in sorted({int(graph.active_features[n, 0]) for n in kept}):
+        if by != "decoder" and layer not in (geometry or {}):
+            continue
         nodes = [n for n in kept if int(graph.active_features[n, 0]) == layer]
         features = graph.active_features[nodes, 2]
-        similar = decoder_cosine(by_layer[layer].W_dec[features].cpu()) >= decoder_threshold
+        similar = alike(by, features, by_layer[layer].W_dec, (geometry or {}).get(layer), decoder_threshold)
         together = position_jaccard(graph, layer, features) >= coactivation_threshold
         _, labels = connected_components(csr_matrix((similar & together).numpy()), directed=False)
         components: dict[int, list[int]] = {}
@@ -90,7 +130,8 @@ def group_scores(model, graph: AttributionGraph, transcoders, groups: list[list[
 
 def supernodes(model, graph: AttributionGraph, pruned: PruneResult, transcoders,
                decoder_threshold: float = DECODER_THRESHOLD,
-               coactivation_threshold: float = COACTIVATION_THRESHOLD) -> list[dict]:
+               coactivation_threshold: float = COACTIVATION_THRESHOLD, by: str = "decoder",
+               geometry: dict[int, FeatureGeometry] | None = None) -> list[dict]:
     """The kept features' groups with their scores (``group_features`` then ``group_scores``)."""
-    groups = group_features(graph, pruned, transcoders, decoder_threshold, coactivation_threshold)
+    groups = group_features(graph, pruned, transcoders, decoder_threshold, coactivation_threshold, by, geometry)
     return group_scores(model, graph, transcoders, groups)
