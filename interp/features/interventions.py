@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.features.dictionary import Dictionary, DictionaryError
+from interp.models.layout import use_decode_layout
 from interp.store.errors import InputError
 
 KINDS = ("add", "clamp", "ablate")
@@ -196,10 +197,12 @@ def _last_logits(model, step: Int[Tensor, "batch pos"], cache) -> Float[Tensor, 
 
 def sample(model, tokens: Int[Tensor, "batch pos"], rows: Sequence[Sequence[Intervention]], max_new_tokens: int,
            temperature: float = 1.0, seed: int = 0) -> tuple[Int[Tensor, "batch new"], Float[Tensor, "batch vocab"]]:
-    """Continue every row of ``tokens`` with its edits (key-value cache; coupled draws); returns the new
-    tokens and the logits after the prompt."""
+    """Continue every row of ``tokens`` with its edits (key-value cache, so each step runs only the new
+    position; coupled draws); returns the new tokens and the logits after the prompt. The model's attention
+    weights are re-stored once for decoding (``use_decode_layout``: same values, bit-identical outputs)."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+    use_decode_layout(model)
     device = model.cfg.device
     tokens = tokens.to(device)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
