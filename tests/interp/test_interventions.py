@@ -229,6 +229,12 @@ def test_generation_logits_and_kl_agree_with_full_forwards_at_every_step(tiny_mo
     assert out.steered_ids == uncached_continuation(tiny_model, tokens, edit, 5, 0.0, seed=0)[0]
 
 
+def test_unedited_logits_equal_the_models_own(tiny_model):
+    """``intervened_logits`` unembeds with ``W_U`` as stored (not TransformerLens' ``Unembed``): same logits."""
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    torch.testing.assert_close(intervened_logits(tiny_model, tokens, [[]]), tiny_model(tokens), atol=1e-5, rtol=1e-5)
+
+
 def test_the_decode_layout_keeps_weights_and_outputs_bit_identical():
     from interp.models.layout import use_decode_layout
     from tests.conftest import make_tiny_model
