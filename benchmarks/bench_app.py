@@ -308,39 +308,61 @@ def probe_text(n_tokens: int = 128) -> str:
     return tokenizer.decode(ids)
 
 
+REGION_TEXT_JS = "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText).join('\\n')"
+
+
+def present(driver, how: str, where: str):
+    """The element once it is on the page (Streamlit draws after the load event)."""
+    found = []
+    wait(lambda: found.append(driver.find_element(how, where)) or True)
+    return found[0]
+
+
+def timed_click(driver, label: str, region: str) -> float:
+    """Seconds from clicking the button ``label`` to the page showing a new answer: the text of the elements
+    matching CSS ``region`` changed from what it was before the click, and the page settled."""
+    before = driver.execute_script(REGION_TEXT_JS, region)
+    tic = time.perf_counter()
+    present(driver, "xpath", f'//button[.//p[text()="{label}"]]').click()
+    wait(lambda: driver.execute_script(REGION_TEXT_JS, region) not in ("", before))
+    return round(time.perf_counter() - tic + settle(driver, 0.5), 3)
+
+
+def replace_text(driver, css: str, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    field = present(driver, "css selector", css)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(text)
+    time.sleep(0.3)
+
+
 def bench_probe(url: str, analysis: str, n_tokens: int = 32) -> dict:
     """On the Probe page (fresh browser): seconds from the click to the result on screen, for Probe on a
-    128-token text and for a steered ``n_tokens``-token generation; the first click of each loads the model."""
+    128-token text and for a steered ``n_tokens``-token generation (default and steered); the first Probe
+    click loads the model and the SAE, the second probes another text (one word changed) on the loaded model;
+    the two Steer clicks differ by their seed."""
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
     text = probe_text()
     out = {"probe_tokens": 128, "steer_tokens": n_tokens}
     with chromium() as driver:
+        driver.set_window_size(1400, 1800)
         driver.get(f"{url}/Probe?analysis={analysis}")
         settle(driver)
         for attempt, words in (("first", text), ("second", text.replace("winter", "summer", 1))):
-            box = driver.find_element("css selector", 'textarea[aria-label="Your text"]')
-            box.send_keys(Keys.CONTROL, "a")
-            box.send_keys(words)
-            time.sleep(0.3)
-            tic = time.perf_counter()
-            driver.find_element("xpath", '//button[.//p[text()="Probe"]]').click()
-            wait(lambda: "Features of one token" in driver.execute_script("return document.body.innerText"))
-            out[f"probe_{attempt}_s"] = round(time.perf_counter() - tic + settle(driver, 0.5), 3)
-        thumb = driver.find_element(
-            "xpath", '//div[@data-testid="stSlider"][.//p[text()="Tokens to generate"]]//div[@role="slider"]')
-        while int(thumb.get_attribute("aria-valuenow")) < n_tokens:
-            thumb.send_keys(Keys.ARROW_RIGHT)
+            replace_text(driver, 'textarea[aria-label="Your text"]', words)
+            out[f"probe_{attempt}_s"] = timed_click(driver, "Probe", ".st-key-strip")
+        slider = present(driver, "css selector", 'input[type="range"][aria-label="Tokens to generate"]')
+        driver.execute_script("arguments[0].focus()", slider)  # the range input is visually hidden: keys go to it
+        keys = ActionChains(driver)
+        while int(float(slider.get_attribute("value"))) != n_tokens:
+            keys.send_keys(Keys.ARROW_RIGHT if int(float(slider.get_attribute("value"))) < n_tokens
+                           else Keys.ARROW_LEFT).perform()
         for attempt, seed in (("first", "1"), ("second", "2")):
-            field = driver.find_element("css selector", 'input[aria-label="Seed"]')
-            field.send_keys(Keys.CONTROL, "a")
-            field.send_keys(seed)
-            time.sleep(0.3)
-            tic = time.perf_counter()
-            driver.find_element("xpath", '//button[.//p[text()="Steer"]]').click()
-            wait(lambda: "Default" in driver.execute_script("return document.body.innerText")
-                 and not driver.find_elements("css selector", '[data-testid="stStatusWidget"]'))
-            out[f"steer_{attempt}_s"] = round(time.perf_counter() - tic + settle(driver, 0.5), 3)
+            replace_text(driver, 'input[aria-label="Seed"]', seed)
+            out[f"steer_{attempt}_s"] = timed_click(driver, "Steer", '[data-testid="stCode"]')
     return out
 
 

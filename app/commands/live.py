@@ -51,9 +51,41 @@ def _number(text: str, what: str) -> float:
     return value
 
 
+MAX_FILE_BYTES = 64 * 2**20  # a text file is read up to this size; the probe tokenises far less (see probe)
+
+
+def read_text_file(path: Path) -> tuple[str, list[str]]:
+    """A UTF-8 text file ('-': standard input) read up to ``MAX_FILE_BYTES``, with a note when cut; a binary or
+    non-UTF-8 file is refused with a one-line message."""
+    import codecs
+    import sys
+
+    if str(path) == "-":
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+    else:
+        if path.is_dir():
+            raise InputError(f"--file {path} is a folder; give a text file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    notes = []
+    if len(data) > MAX_FILE_BYTES:
+        notes.append(f"{path} is over {MAX_FILE_BYTES // 2**20} MiB; read its first {MAX_FILE_BYTES // 2**20} MiB")
+        data = data[:MAX_FILE_BYTES]
+    if b"\x00" in data:
+        raise InputError(f"{path} is not a text file (it has NUL bytes); give a UTF-8 text file")
+    try:  # not final: a multi-byte character cut by the size limit is dropped, not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(data, final=len(data) < MAX_FILE_BYTES)
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path} is not UTF-8 text (byte 0x{data[error.start]:02x} at offset {error.start}); "
+                         "save it as UTF-8") from None
+    return text, notes
+
+
 def probe_command(
-    text: str = typer.Argument(..., help="The text to probe (quote it)."),
+    text: str = typer.Argument(None, help="The text to probe (quote it); or give --file."),
     sae: Path = typer.Option(..., help=SAE_HELP),
+    file: Path = typer.Option(None, "--file", help="Read the text from this UTF-8 file ('-': standard input), "
+                              "for a text too long for the command line."),
     top_k: int = typer.Option(5, help="Features listed per token."),
     model: str = typer.Option(None, help=MODEL_HELP),
     analyses: Path = typer.Option(None, help="Analyses root with the SAE's dashboards (labels); default: "
@@ -67,8 +99,13 @@ def probe_command(
     with user_errors():
         if top_k < 1:
             raise InputError(f"--top-k must be at least 1; got {top_k}")
+        if (text is None) == (file is None):
+            raise InputError("give the text to probe as the argument or with --file PATH, not both"
+                             if file is not None else "give a text to probe (quote it) or --file PATH")
+        text, file_notes = read_text_file(file) if file is not None else (text, [])
         loaded, dictionary, labels = _open(sae, model, analyses, device)
         result = probe(loaded, {"sae": dictionary}, text, labels={"sae": labels})
+        result.notes[:0] = file_notes
     table = result.top_features("sae", k=top_k)
     if as_json:
         typer.echo(json.dumps({"tokens": result.tokens, "token_ids": result.token_ids, "windows": result.windows,
@@ -77,10 +114,12 @@ def probe_command(
         return
     for note in result.notes:
         typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"{len(result.tokens)} tokens; top {top_k} features of {sae} at {dictionary.hook_name} "
+    windows = f" in {len(result.windows)} overlapping windows" if len(result.windows) > 1 else ""
+    typer.echo(f"{len(result.tokens):,} tokens{windows}; top {top_k} features of {sae} at {dictionary.hook_name} "
                "(activation, share of the token's total, direct effect on the next token's logit)")
+    by_position = dict(list(table.groupby("position")))
     for position, token in enumerate(result.tokens):
-        rows = table[table.position == position]
+        rows = by_position.get(position, table.iloc[:0])
         cells = [f"{r.feature}" + (f" [{r.label}]" if r.label else "") + f" {r.activation:.2f} {r.share:.0%} "
                  f"{r.logit_effect:+.2f}" for r in rows.itertuples()]
         typer.echo(f"{position:5d} {token!r:>14}  " + (" | ".join(cells) or "(no feature fires)"))

@@ -33,12 +33,12 @@ def strip_parts(n_tokens: int, size: int = STRIP_TOKENS) -> list[tuple[int, int]
 
 def strip_css(key: str, alphas: np.ndarray, start: int, selected: int | None) -> str:
     """The strip's style: each button's background orange with opacity ``alphas[i - start]``, the selected one
-    outlined."""
+    outlined (``!important``: Streamlit's ``:focus`` rule removes the outline of the button just clicked)."""
     rules = [STRIP_CSS.format(key=key)]
     rules += [f".st-key-tok_{start + i} button{{background:rgba(255,120,0,{a:.2f})}}"
               for i, a in enumerate(alphas) if a >= 0.01]
     if selected is not None:
-        rules.append(f".st-key-tok_{selected} button{{outline:2px solid #1f77b4;outline-offset:1px}}")
+        rules.append(f".st-key-tok_{selected} button" + "{outline:2px solid #1f77b4 !important;outline-offset:1px}")
     return "<style>" + "".join(rules) + "</style>"
 
 

@@ -22,6 +22,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.features.dictionary import Dictionary, DictionaryError
+from interp.models.layout import use_decode_layout
 from interp.store.errors import InputError
 
 KINDS = ("add", "clamp", "ablate")
@@ -166,11 +167,21 @@ def _finite(logits: Tensor) -> Tensor:
     return logits
 
 
+def _unembed(model, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos vocab"]:
+    """Logits from the last block's residual, with ``W_U`` as stored: TransformerLens' ``Unembed`` copies
+    ``W_U``'s transpose on every call, which at GPT-2's vocabulary was 60 % of a 32-token generation."""
+    if getattr(model, "ln_final", None) is not None:
+        resid = model.ln_final(resid)
+    logits = resid @ model.W_U + model.b_U
+    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0)
+    return _finite(cap * torch.tanh(logits / cap) if cap and cap > 0 else logits)
+
+
 def intervened_logits(model, tokens: Int[Tensor, "batch pos"], rows: Sequence[Sequence[Intervention]]
                       ) -> Float[Tensor, "batch pos vocab"]:
     """The model's logits with ``rows`` applied (one row of edits for every prompt, or one per prompt)."""
     with torch.no_grad(), model.hooks(fwd_hooks=edit_hooks(rows)):
-        return _finite(model(tokens.to(model.cfg.device)))
+        return _unembed(model, model(tokens.to(model.cfg.device), stop_at_layer=model.cfg.n_layers))
 
 
 def _pick(logits: Float[Tensor, "batch vocab"], temperature: float, u: Tensor) -> Int[Tensor, " batch"]:
@@ -182,24 +193,20 @@ def _pick(logits: Float[Tensor, "batch vocab"], temperature: float, u: Tensor) -
 
 
 def _last_logits(model, step: Int[Tensor, "batch pos"], cache) -> Float[Tensor, "batch vocab"]:
-    """The next-token logits after ``step`` (one key-value cached forward). Only the last position is unembedded,
-    with ``W_U`` as stored: TransformerLens' ``Unembed`` copies ``W_U``'s transpose on every call, which at
-    GPT-2's vocabulary was 60 % of a 32-token generation."""
+    """The next-token logits after ``step`` (one key-value cached forward); only the last position is
+    unembedded."""
     resid = model(step, past_kv_cache=cache, attention_mask=torch.ones_like(step), stop_at_layer=model.cfg.n_layers)
-    resid = resid[:, -1:]
-    if getattr(model, "ln_final", None) is not None:
-        resid = model.ln_final(resid)
-    logits = resid[:, 0] @ model.W_U + model.b_U
-    cap = getattr(model.cfg, "output_logits_soft_cap", -1.0)
-    return _finite(cap * torch.tanh(logits / cap) if cap and cap > 0 else logits)
+    return _unembed(model, resid[:, -1:])[:, 0]
 
 
 def sample(model, tokens: Int[Tensor, "batch pos"], rows: Sequence[Sequence[Intervention]], max_new_tokens: int,
            temperature: float = 1.0, seed: int = 0) -> tuple[Int[Tensor, "batch new"], Float[Tensor, "batch vocab"]]:
-    """Continue every row of ``tokens`` with its edits (key-value cache; coupled draws); returns the new
-    tokens and the logits after the prompt."""
+    """Continue every row of ``tokens`` with its edits (key-value cache, so each step runs only the new
+    position; coupled draws); returns the new tokens and the logits after the prompt. The model's attention
+    weights are re-stored once for decoding (``use_decode_layout``: same values, bit-identical outputs)."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+    use_decode_layout(model)
     device = model.cfg.device
     tokens = tokens.to(device)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from app.cli import app
 from interp.features.dictionary import load_dictionary
-from interp.features.probe import probe
+from interp.features.probe import CHARS_PER_TOKEN, MAX_TOKENS, probe, windows_of
 from interp.store.analysis_folder import AnalysisFolder
 
 TEXT = "Now is the winter of our discontent made glorious summer by this sun of York"
@@ -83,4 +85,78 @@ def test_an_sae_of_another_model_is_one_error_line(workspace):
     result = invoke("probe", "--sae", str(workspace / "runs" / "demo-mfr" / "sae_0"), "--model", "demo", TEXT)
     assert result.exit_code == 2
     assert "expects width 32 but hook 'blocks.1.hook_resid_post' has width 128" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_probe_of_a_file_longer_than_the_context_equals_encoding_each_window_directly(live_workspace, demo_model,
+                                                                                      tmp_path):
+    """A text of several windows read with --file: each token's top features are those of encoding the cached
+    activations of its own window (BOS + the window's tokens) directly."""
+    sae_folder = live_workspace / "runs" / "live" / "sae_0"
+    text = " ".join([TEXT] * 30)
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    result = invoke("probe", "--sae", str(sae_folder), "--file", str(tmp_path / "text.txt"), "--json", "--top-k", "3")
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    ids = demo_model.tokenizer.encode(text, add_special_tokens=False)
+    body = demo_model.cfg.n_ctx - 1
+    spans = windows_of(len(ids), body, body // 4)
+    assert len(spans) > 2 and shown["windows"] == [[start, end] for start, end, _ in spans]
+    assert any(f"{len(spans)} windows overlapping by {body // 4} tokens" in note for note in shown["notes"])
+    sae = load_dictionary(sae_folder)
+    rows = pd.DataFrame(shown["top_features"])
+    for start, end, keep in spans:
+        window = torch.tensor([[demo_model.tokenizer.bos_token_id, *ids[start:end]]])
+        _, cache = demo_model.run_with_cache(window, names_filter=sae.hook_name)
+        codes = sae.encode(cache[sae.hook_name][0, 1 + keep - start:]).detach()
+        top = codes.topk(3, dim=-1)
+        for offset, position in enumerate(range(keep, end)):
+            mine = rows[rows.position == position]
+            firing = int((codes[offset] > 0).sum())
+            assert mine.feature.tolist() == top.indices[offset, :firing].tolist()
+            np.testing.assert_allclose(mine.activation, top.values[offset, :firing].numpy(), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_probe_of_a_1_mb_file_is_bounded_windowed_and_says_so(live_workspace, tmp_path):
+    sae = str(live_workspace / "runs" / "live" / "sae_0")
+    big = tmp_path / "big.txt"
+    big.write_text((TEXT + ". ") * (2**20 // (len(TEXT) + 2) + 1), encoding="utf-8")
+    assert big.stat().st_size >= 2**20
+    result = CliRunner().invoke(app, ["probe", "--sae", sae, "--file", str(big)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 + MAX_TOKENS and lines[0].startswith(f"{MAX_TOKENS:,} tokens in ")
+    notes = result.stderr
+    assert f"only the first {MAX_TOKENS * CHARS_PER_TOKEN:,} were tokenised" in notes
+    assert f"probed the first {MAX_TOKENS:,}" in notes and "windows overlapping by" in notes
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "the text is empty"),
+    (b" \n\t\n", "the text is empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "is not a text file (it has NUL bytes)"),
+    (bytes(range(128, 256)) * 4, "is not UTF-8 text (byte 0x80 at offset 0)"),
+])
+def test_a_bad_file_is_one_error_line(live_workspace, tmp_path, content, message):
+    path = tmp_path / "input.bin"
+    path.write_bytes(content)
+    result = invoke("probe", "--sae", str(live_workspace / "runs" / "live" / "sae_0"), "--file", str(path))
+    assert result.exit_code == 2, result.output
+    assert message in result.output and result.output.strip().startswith("error:")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give a text to probe"),
+    (["--file", "{missing}"], "No such file"),
+    (["--file", "{folder}"], "is a folder"),
+    (["--file", "{missing}", TEXT], "not both"),
+])
+def test_text_and_file_arguments_are_checked(live_workspace, tmp_path, args, message):
+    sae = str(live_workspace / "runs" / "live" / "sae_0")
+    args = [a.format(missing=tmp_path / "missing.txt", folder=tmp_path) for a in args]
+    result = invoke("probe", "--sae", sae, *args)
+    assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1

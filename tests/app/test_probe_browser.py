@@ -33,6 +33,18 @@ def click(driver, label: str) -> None:
     driver.find_element("xpath", f'//button[.//p[text()="{label}"]]').click()
 
 
+def probe_on_page(driver, url: str, text: str = TEXT) -> None:
+    """Open the Probe page at ``url``, type ``text`` and click Probe."""
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(url)
+    wait_for_text(driver, "nothing runs until you click")
+    box = element(driver, 'textarea[aria-label="Your text"]')
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(text)
+    click(driver, "Probe")
+
+
 def scroll_to(driver, text: str) -> None:
     element = driver.find_element("xpath", f'//*[text()="{text}"]')
     driver.execute_script(
@@ -50,12 +62,7 @@ def test_typing_a_text_and_steering_a_feature_in_a_real_browser(live_server, liv
     shots = Path(os.environ.get("WORKBENCH_SCREENSHOTS", tmp_path / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     browser.set_window_size(1280, 1300)
-    browser.get(f"{live_server}/Probe?analysis=live/sae_0")
-    wait_for_text(browser, "nothing runs until you click")
-    box = element(browser, 'textarea[aria-label="Your text"]')
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(TEXT)
-    click(browser, "Probe")
+    probe_on_page(browser, f"{live_server}/Probe?analysis=live/sae_0")
     wait_for_text(browser, "Features of token")
     assert "Traceback" not in browser.find_element("tag name", "body").text
     colour = element(browser, 'input[aria-label^="Colour the tokens by feature"]')
@@ -83,13 +90,8 @@ def test_typing_a_text_and_steering_a_feature_in_a_real_browser(live_server, liv
     browser.save_screenshot(str(shots / "steer.png"))
     assert (shots / "probe.png").stat().st_size > 10_000 and (shots / "steer.png").stat().st_size > 10_000
 
-    browser.get(f"{live_server}/Probe?analysis=live/sae_0&token=3")  # the URL holds the token: it is listed again
-    wait_for_text(browser, "nothing runs until you click")
-    box = element(browser, 'textarea[aria-label="Your text"]')
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(TEXT)
-    click(browser, "Probe")
-    wait_for_text(browser, "Features of token 3")
+    probe_on_page(browser, f"{live_server}/Probe?analysis=live/sae_0&token=3")  # the URL holds the token
+    wait_for_text(browser, "Features of token 3")  # it is listed again
     css = ".st-key-by_activation [data-testid='stDataFrame']"  # the grid draws after the page's text
     grid = wait_for(browser, lambda d: (d.find_elements("css selector", css) or [None])[0])
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", grid)

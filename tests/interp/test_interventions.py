@@ -171,20 +171,85 @@ def test_generation_shares_its_draws_and_an_identity_edit_changes_nothing(tiny_m
     np.testing.assert_allclose(up.change, up.steered_logit - up.default_logit, atol=1e-5)
 
 
-def test_key_value_cached_sampling_equals_sampling_with_full_forwards(tiny_model, sae):
-    """Each draw by inverse CDF at the seeded uniform: recompute it without the cache, token by token."""
-    tokens = prompt_tokens(tiny_model, PROMPT)
-    rows = [[steer(sae, HOOK, 5, 4.0)]]
-    new, _ = sample(tiny_model, tokens, rows, 6, temperature=0.8, seed=11)
-    g = torch.Generator().manual_seed(11)
-    sequence = tokens
-    for _ in range(6):
-        logits = intervened_logits(tiny_model, sequence, rows)[0, -1].double()
-        cdf = (logits / 0.8).softmax(-1).cumsum(-1)
+def uncached_continuation(model, tokens, row, steps, temperature, seed):
+    """The reference: every step a full forward of the whole sequence so far with ``row``'s edits (absolute
+    positions), the draw by inverse CDF at the seeded uniform; the new tokens and each step's next-token logits."""
+    g = torch.Generator().manual_seed(seed)
+    sequence, logits_seen = tokens, []
+    for _ in range(steps):
+        logits = intervened_logits(model, sequence, [row])[0, -1].double()
+        logits_seen.append(logits)
         u = torch.rand((1, 1), generator=g, dtype=torch.float64)
-        nxt = int(torch.searchsorted(cdf, u[0] * cdf[-1]).clamp_max(len(cdf) - 1))
+        if temperature == 0:
+            nxt = int(logits.argmax())
+        else:
+            cdf = (logits / temperature).softmax(-1).cumsum(-1)
+            nxt = int(torch.searchsorted(cdf, u[0] * cdf[-1]).clamp_max(len(cdf) - 1))
         sequence = torch.cat([sequence, torch.tensor([[nxt]])], 1)
-    assert new[0].tolist() == sequence[0, tokens.shape[1] :].tolist()
+    return sequence[0, tokens.shape[1]:].tolist(), torch.stack(logits_seen)
+
+
+EDITS = {
+    "add everywhere": lambda sae, n: [steer(sae, HOOK, 5, 4.0)],
+    "clamp everywhere": lambda sae, n: [clamp(sae, HOOK, 7, 3.0)],
+    "ablate everywhere": lambda sae, n: [ablate(sae, HOOK, 7)],
+    # positions past the prompt are edited when generation reaches them, as in a full forward of the sequence
+    "add at chosen positions": lambda sae, n: [steer(sae, HOOK, 5, 6.0, positions=(1, n, n + 2))],
+    "clamp and ablate at chosen positions": lambda sae, n: [clamp(sae, HOOK, 7, 5.0, positions=(n + 1, n + 3)),
+                                                           ablate(sae, HOOK, 9, positions=(2, n))],
+}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_cached_batched_sampling_equals_uncached_full_forwards(tiny_model, sae, edit, temperature):
+    """The default row and the edited row in one key-value cached batch give exactly the tokens, and to
+    float tolerance the logits, of the uncached one-row reference."""
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    rows = [[], EDITS[edit](sae, tokens.shape[1])]
+    new, first = sample(tiny_model, tokens.repeat(2, 1), rows, 6, temperature=temperature, seed=11)
+    for b, row in enumerate(rows):
+        ids, logits = uncached_continuation(tiny_model, tokens, row, 6, temperature, seed=11)
+        assert new[b].tolist() == ids
+        torch.testing.assert_close(first[b].double(), logits[0], atol=1e-4, rtol=1e-4)
+    assert new[0].tolist() != new[1].tolist() or not torch.equal(first[0], first[1])  # the edit did something
+
+
+def test_generation_logits_and_kl_agree_with_full_forwards_at_every_step(tiny_model, sae):
+    """``generate``'s KL along the default text is the KL of the uncached default and edited logits."""
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    edit = [clamp(sae, HOOK, 7, 3.0, positions=(tokens.shape[1] + 1,)), steer(sae, HOOK, 5, 2.0)]
+    out = generate(tiny_model, PROMPT, edit, max_new_tokens=5, temperature=0.0, seed=0)
+    ids, default_logits = uncached_continuation(tiny_model, tokens, [], 5, 0.0, seed=0)
+    assert out.default_ids == ids
+    full = torch.cat([tokens, torch.tensor([ids])], 1)
+    default, edited = (intervened_logits(tiny_model, full, [row])[0] for row in ([], edit))
+    expected = kl_divergence(default, edited)
+    np.testing.assert_allclose(out.kl, expected.numpy(), atol=1e-6)
+    assert out.steered_ids == uncached_continuation(tiny_model, tokens, edit, 5, 0.0, seed=0)[0]
+
+
+def test_unedited_logits_equal_the_models_own(tiny_model):
+    """``intervened_logits`` unembeds with ``W_U`` as stored (not TransformerLens' ``Unembed``): same logits."""
+    tokens = prompt_tokens(tiny_model, PROMPT)
+    torch.testing.assert_close(intervened_logits(tiny_model, tokens, [[]]), tiny_model(tokens), atol=1e-5, rtol=1e-5)
+
+
+def test_the_decode_layout_keeps_weights_and_outputs_bit_identical():
+    from interp.models.layout import use_decode_layout
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(seed=4)
+    tokens = prompt_tokens(model, PROMPT)
+    before = {name: w.clone() for name, w in model.named_parameters()}
+    logits = model(tokens)
+    use_decode_layout(model)
+    attn = model.blocks[0].attn
+    assert attn.W_Q.permute(0, 2, 1).is_contiguous() and attn.W_O.permute(2, 0, 1).is_contiguous()
+    assert all(torch.equal(w, before[name]) for name, w in model.named_parameters())
+    assert torch.equal(model(tokens), logits)
+    use_decode_layout(model)  # idempotent
+    assert torch.equal(model(tokens), logits)
 
 
 def test_kl_of_identical_logits_is_zero_and_positive_otherwise():
