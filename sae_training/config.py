@@ -8,7 +8,7 @@ import math
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
-from interp.models.loading import DEFAULT_HOOK
+from interp.store.cache_config import DEFAULT_HOOK
 from interp.store.errors import InputError
 from interp.store.io import write_json
 from interp.store.run_folder import CONFIG

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,9 +264,6 @@ def test_the_ground_floor_never_imports_torch():
         )
     ]
     assert not heavy, "interp/store imports torch at " + ", ".join(heavy)
-    import subprocess
-    import sys
-
     modules = [
         ".".join(p.relative_to(ROOT).with_suffix("").parts)
         for p in sorted((ROOT / "interp/store").glob("*.py"))
@@ -359,3 +358,13 @@ def test_the_model_class_rule_catches_imports_and_attributes():
         "m = transformer_lens.HookedTransformerConfig()\nfrom transformer_lens import FactoredMatrix"
     )
     assert model_class_uses(tree) == ["1 imports HookedTransformer", "3 uses .HookedTransformerConfig"]
+
+
+def test_the_command_line_loads_no_stage_to_show_its_help():
+    """`workbench --help` (and `workbench app`, which only launches the server) import the command modules, not the
+    stages: no TransformerLens, SAELens, model loading or pipeline until a command runs (torch itself still comes with
+    the training flags, read from the architecture registry)."""
+    heavy = ("transformer_lens", "sae_lens", "interp.models", "interp.pipeline", "interp.circuits", "streamlit")
+    code = f"import sys\nimport app.cli\nprint([m for m in {heavy!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", f"importing app.cli pulled in {out.stdout.strip()}"

@@ -13,8 +13,7 @@ from pathlib import Path
 import typer
 
 from app.commands.errors import user_errors
-from interp.pipeline.demo import DEMO_RUNS, demo_analyses
-from interp.pipeline.sae import analyze_compare, analyze_eval, analyze_features, analyze_geometry
+from interp.store.names import DEMO_RUNS
 from interp.store.run_folder import SAE_CONFIG
 
 
@@ -32,6 +31,7 @@ def features_command(
 ) -> None:
     """Feature dashboards: statistics, top and quantile examples, histograms, logit effects, labels."""
     from interp.features.dashboards import DashboardConfig
+    from interp.pipeline.sae import analyze_features
 
     with user_errors():
         config = DashboardConfig(n_top=n_top, cooccurrence=None if cooccurrence == "none" else cooccurrence)
@@ -47,6 +47,8 @@ def geometry_command(
     umap: bool = typer.Option(True, help="Also compute UMAP coordinates (slower)."),
 ) -> None:
     """Concept geometry: crystals, lobes (AMI vs geometry), galaxy power law and entropy, 2-D maps."""
+    from interp.pipeline.sae import analyze_geometry
+
     with user_errors():
         for folder in analyze_geometry(sae, out, clusters, max_features, umap):
             typer.echo(f"geometry: {folder.path}")
@@ -66,6 +68,8 @@ def eval_command(
     ),
 ) -> None:
     """Principled evaluation: supervised dictionary vs each SAE on sufficiency, necessity, control, F1."""
+    from interp.pipeline.sae import analyze_eval
+
     with user_errors():
         folder = analyze_eval(sae, out, model, hook, prompts, budget=budget, task=task)
         typer.echo(folder.read_table("eval_summary").to_string(index=False))
@@ -78,6 +82,8 @@ def compare_command(
     out: Path = typer.Option(Path("analyses"), help="Analyses root holding both SAEs' dashboards."),
 ) -> None:
     """Match any two analysed SAEs' features (Hungarian on decoder cosine, O(d_sae^3)); MMCS both ways."""
+    from interp.pipeline.sae import analyze_compare
+
     with user_errors():
         result = analyze_compare(sae_a, sae_b, out)
         for note in result.notes:
@@ -103,5 +109,7 @@ def register(analyze_app: typer.Typer) -> None:
 
 def demo_analysis_step(workspace: Path, run_ids: tuple[str, ...] = DEMO_RUNS) -> str:
     """Demo stage: dashboards and geometry of the demo pairs over the demo cache (``interp.pipeline.demo``)."""
+    from interp.pipeline.demo import demo_analyses
+
     folders = demo_analyses(workspace, run_ids)
     return f"dashboards and geometry: {', '.join(str(f.path) for f in folders)}"

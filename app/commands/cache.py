@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from app.commands.errors import split_csv, user_errors
-from interp.cache.writer import CacheConfig
+from interp.store.cache_config import CacheConfig
 
 DEFAULT = CacheConfig()  # the one place each cache setting's default is declared
 

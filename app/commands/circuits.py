@@ -13,9 +13,6 @@ from pathlib import Path
 import typer
 
 from app.commands.errors import user_errors
-from interp.circuits.attention import CircuitInputError
-from interp.pipeline.circuits import analyze_circuits, ioi_circuit_analysis
-from interp.pipeline.demo import demo_circuits
 
 
 def _prepare(model_spec: str, device: str):
@@ -41,9 +38,11 @@ def induction_command(
     """Induction circuit: head scores, composition, SVD tracing, patching (and a feature circuit with --sae)."""
     from interp.circuits.prompts import induction_prompts
 
-    with user_errors(CircuitInputError):
+    with user_errors():  # CircuitInputError is an InputError
         loaded = _prepare(model, device)
         prompts = induction_prompts(loaded, n_prompts, half_length)
+        from interp.pipeline.circuits import analyze_circuits
+
         summary = analyze_circuits(
             loaded,
             prompts.clean,
@@ -75,9 +74,11 @@ def ioi_command(
     device: str = typer.Option("cpu", help="Device."),
 ) -> None:
     """IOI: the same analyses on IOI prompts with ABC counterfactuals, traced at END, and the IOI head roles."""
-    with user_errors(CircuitInputError):
+    with user_errors():  # CircuitInputError is an InputError
         loaded = _prepare(model, device)
         start = (start_layer, start_head) if start_layer is not None and start_head is not None else None
+        from interp.pipeline.circuits import ioi_circuit_analysis
+
         summary = ioi_circuit_analysis(loaded, n_prompts, out, start, sae, sae_hook)
         typer.echo(f"circuits: {out} (heads {summary['heads']}, IOI {summary['ioi']})")
 
@@ -93,6 +94,8 @@ def register(analyze_app: typer.Typer) -> None:
 
 def demo_circuits_step(workspace: Path) -> str:
     """Demo stage: the demo model's induction and IOI circuits (``interp.pipeline.demo``)."""
+    from interp.pipeline.demo import demo_circuits
+
     out, induction, ioi = demo_circuits(workspace)
 
     def features(summary: dict) -> str:

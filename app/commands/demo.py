@@ -22,8 +22,8 @@ from app.commands.errors import user_errors
 from app.commands.evals import demo_eval_step
 from app.commands.explain import demo_explain_step
 from app.commands.graph import demo_transcoders_step
-from interp.pipeline.demo import DEMO_CIRCUIT_SITES, site_run_id
 from interp.store.jobs import STOPPED_EXIT
+from interp.store.names import DEMO_CIRCUIT_SITES, site_run_id
 
 
 class DemoStopped(Exception):

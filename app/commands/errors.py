@@ -9,8 +9,7 @@ from pathlib import Path
 
 import typer
 
-from interp.cache.format import CacheError
-from interp.store.errors import InputError
+from interp.store.errors import CacheError, InputError
 from interp.store.locks import FolderBusyError
 
 # bad input (every spec/config/path error derives from InputError), a broken cache, a missing file;

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from app.commands.errors import user_errors
-from interp.pipeline.evals import METRICS
+from interp.store.names import EVAL_METRICS as METRICS
 
 
 def eval_command(

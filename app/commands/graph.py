@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from transformer_lens.utilities import get_act_name
 
 from app.commands.errors import user_errors
 
@@ -93,6 +92,8 @@ def path_text(path: dict) -> str:
 def demo_transcoders_step(workspace: Path) -> str:
     """Demo stage: cache both demo layers' MLP inputs and outputs, train a TopK skip transcoder per layer, and
     draw the induction and IOI graphs over them (``analyses/graphs/demo-{induction,ioi}``)."""
+    from transformer_lens.utilities import get_act_name
+
     from interp.cache.writer import CacheConfig, build_cache
     from interp.features.transcoder import transcoder_ce_loss_recovered
     from interp.models.data import batched_windows, token_windows

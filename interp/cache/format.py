@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from interp.store.cache_manifest import MANIFEST  # noqa: F401 - re-exported: the writer and readers name it by this
+from interp.store.errors import CacheError  # noqa: F401 - re-exported: the cache's readers raise it
 from interp.store.io import sha256_file, write_json, write_safetensors  # noqa: F401  (sha256_file: part of this API)
 
 TOKENS_DIR = "tokens"
@@ -27,10 +28,6 @@ SAFETENSORS_DTYPES = {
     "I64": (np.int64, None),
     "I32": (np.int32, None),
 }
-
-
-class CacheError(RuntimeError):
-    """A cache that is missing, incomplete, corrupted or inconsistent; the message names the file."""
 
 
 def atomic_write_json(path: Path, payload: dict) -> None:

@@ -9,7 +9,6 @@ shard while the model computes the next.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import queue
@@ -34,8 +33,9 @@ from interp.cache.format import (
     write_shard,
 )
 from interp.models.data import batched_windows, data_changes, data_fingerprint, token_windows
-from interp.models.loading import DEFAULT_HOOK, check_hooks, load_model, model_fingerprint, resolve_device
+from interp.models.loading import check_hooks, load_model, model_fingerprint, resolve_device
 from interp.models.memory import MemoryEstimate, check_fits_memory, estimate_memory, model_size
+from interp.store.cache_config import CacheConfig  # noqa: F401 - re-exported: the cache's writer API
 from interp.store.cache_manifest import read_manifest
 from interp.store.errors import InputError
 from interp.store.locks import writing
@@ -44,66 +44,9 @@ from interp.store.names import check_name
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class CacheConfig:
-    """What a cache holds; its hash names the cache and guards resumes."""
-
-    model: str = "demo"
-    data: str = "demo"
-    hooks: tuple[str, ...] = (DEFAULT_HOOK,)
-    n_tokens: int = 200_000
-    context_size: int = 128
-    batch_size: int = 32
-    shard_tokens: int = 65_536
-    dtype: str = "float32"
-    seed: int = 0
-    model_dtype: str | None = None  # the model's precision; None: the storage dtype (a model passed in: its own)
-
-    @property
-    def torch_model_dtype(self) -> torch.dtype:
-        return STORAGE_DTYPES[self.model_dtype or self.dtype]
-
-    def __post_init__(self) -> None:
-        if self.dtype not in STORAGE_DTYPES:
-            raise InputError(f"unknown storage dtype '{self.dtype}'; use one of {sorted(STORAGE_DTYPES)}")
-        if self.model_dtype is not None and self.model_dtype not in STORAGE_DTYPES:
-            raise InputError(f"unknown model dtype '{self.model_dtype}'; use one of {sorted(STORAGE_DTYPES)}")
-        if not self.hooks:
-            raise InputError("give at least one hook name")
-        for name, value, least in (("n_tokens (--tokens)", self.n_tokens, 1), ("batch_size", self.batch_size, 1),
-                                   ("context_size", self.context_size, 2)):
-            if value < least:
-                raise InputError(f"{name} must be at least {least}, got {value}")
-        if self.shard_tokens < self.context_size:
-            raise InputError(f"shard_tokens ({self.shard_tokens}) must hold at least one window of context_size "
-                             f"{self.context_size} tokens; raise --shard-tokens (default 65536)")
-
-    def check_model(self, n_ctx: int) -> None:
-        """Refuse windows longer than the model's context (its positional embedding ends at ``n_ctx``)."""
-        if self.context_size > n_ctx:
-            raise InputError(f"context_size {self.context_size} is longer than the model's context of {n_ctx} "
-                             f"tokens; pass --context-size {n_ctx} or less")
-
-    @property
-    def windows_per_shard(self) -> int:
-        return max(1, self.shard_tokens // self.context_size)
-
-    @property
-    def n_windows(self) -> int:
-        return math.ceil(self.n_tokens / self.context_size)
-
-    @property
-    def n_shards(self) -> int:
-        return math.ceil(self.n_windows / self.windows_per_shard)
-
-    def config_hash(self) -> str:
-        fields = {k: v for k, v in asdict(self).items() if not (k == "model_dtype" and v is None)}  # older caches' ids
-        payload = json.dumps(fields, sort_keys=True).encode()
-        return hashlib.sha256(payload).hexdigest()[:12]
-
-    def default_cache_id(self) -> str:
-        model = Path(self.model).name or self.model
-        return f"{model}-{self.config_hash()}"
+def model_torch_dtype(config: CacheConfig) -> torch.dtype:
+    """The precision the model runs in for ``config`` (its ``model_dtype``, else the storage dtype)."""
+    return STORAGE_DTYPES[config.model_dtype or config.dtype]
 
 
 def cache_memory_estimate(config: CacheConfig) -> MemoryEstimate | None:
@@ -112,7 +55,7 @@ def cache_memory_estimate(config: CacheConfig) -> MemoryEstimate | None:
     size = model_size(config.model)
     if size is None:
         return None
-    return estimate_memory(size, config.torch_model_dtype, config.batch_size, config.context_size,
+    return estimate_memory(size, model_torch_dtype(config), config.batch_size, config.context_size,
                            len(config.hooks), config.shard_tokens, STORAGE_DTYPES[config.dtype])
 
 
@@ -173,10 +116,10 @@ class CacheWriter:
             estimate = cache_memory_estimate(config)
             if estimate is not None:
                 check_fits_memory(estimate, resolve_device(device), f"caching with '{config.model}'")
-            model = load_model(config.model, device=device, dtype=config.torch_model_dtype)
-        elif config.model_dtype is not None and model.cfg.dtype != config.torch_model_dtype:  # None: as given
+            model = load_model(config.model, device=device, dtype=model_torch_dtype(config))
+        elif config.model_dtype is not None and model.cfg.dtype != model_torch_dtype(config):  # None: as given
             raise InputError(f"the model given runs at {model.cfg.dtype} but the cache config asks for "
-                             f"{config.torch_model_dtype}; load it at that dtype or set model_dtype")
+                             f"{model_torch_dtype(config)}; load it at that dtype or set model_dtype")
         self.model = model
         config.check_model(self.model.cfg.n_ctx)
         check_hooks(self.model, list(config.hooks))

@@ -25,12 +25,10 @@ from interp.models.families import (
     tl_config,
     tl_config_dict,
 )
+from interp.store.cache_config import DEFAULT_HOOK  # noqa: F401 - re-exported: the API's default hook
 
 DEMO_WEIGHTS = Path(__file__).parent / "demo" / "weights"
 DEMO_CONFIG = DEMO_WEIGHTS / "config.json"
-DEFAULT_HOOK = (
-    "blocks.1.hook_resid_post"  # API default = the demo's middle layer, which the CLI's model-fitted default picks too
-)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 

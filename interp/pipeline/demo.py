@@ -18,24 +18,8 @@ from interp.pipeline.evals import EvalReport, evaluate_saes
 from interp.pipeline.explain import analyze_explain
 from interp.pipeline.sae import analyze_features, analyze_geometry
 from interp.store.analysis_folder import AnalysisFolder
+from interp.store.names import DEMO_CIRCUIT_SITES, DEMO_RUNS, DEMO_SAE_HOOK, site_run_id  # noqa: F401 - re-exported
 from interp.store.run_folder import RunFolder
-
-DEMO_RUNS = ("demo-mfr", "demo-plain")
-DEMO_SAE_HOOK = "blocks.1.hook_resid_post"  # the demo SAEs read layer 1's residual stream
-# the feature circuits' sites: each layer's attention and MLP outputs, as Marks et al. (the circuits run there:
-# previous-token head L0H0 -> induction head L1H2; the IOI name signal through layer 0 into the name mover L1H1)
-DEMO_CIRCUIT_SITES = (
-    "blocks.0.hook_attn_out",
-    "blocks.0.hook_mlp_out",
-    "blocks.1.hook_attn_out",
-    "blocks.1.hook_mlp_out",
-)
-
-
-def site_run_id(hook: str) -> str:
-    """The demo's run of one site SAE: ``blocks.0.hook_attn_out`` -> ``demo-site-L0-attn_out``."""
-    layer, _, name = hook.removeprefix("blocks.").partition(".hook_")
-    return f"demo-site-L{layer}-{name}"
 
 
 def site_saes(workspace: Path) -> dict[str, Path]:

@@ -51,9 +51,10 @@ from interp.store.analysis_folder import (
 )
 from interp.store.errors import InputError
 from interp.store.io import sha256_file
+from interp.store.names import EVAL_METRICS
 from interp.store.run_folder import RunFolder, sae_members
 
-METRICS = ("core", "sparse_probing", "absorption", "principled", "stability", "explanations")
+METRICS = EVAL_METRICS
 NO_MODEL = {"explanations"}  # metrics read from stored tables only
 # run-config keys that do not change what a run learns: runs equal on every other key are seeds of one config
 CORE_CHUNK = 1024  # cached rows per core batch: its dense [rows, d_sae] codes bound the memory, not the token count

@@ -7,6 +7,10 @@ Every error a user can cause and fix (a bad spec, option, path or config) derive
 from __future__ import annotations
 
 
+class CacheError(RuntimeError):
+    """A cache that is missing, incomplete, corrupted or inconsistent; the message names the file."""
+
+
 class InputError(ValueError):
     """A bad value given by the user (option, spec, path, config); the message says what to do."""
 

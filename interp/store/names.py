@@ -38,3 +38,26 @@ def is_release_spec(spec) -> bool:
 def release_analysis_id(spec) -> str:
     """``saelens/<release>--<sae_id>``: the two-part analysis id of a release SAE (slashes become ``--``)."""
     return "saelens/" + str(spec)[len(SAELENS_PREFIX):].strip("/").replace("/", "--")
+
+
+# the demo workspace's runs (``workbench demo``): names only, so the CLI can print them without loading a stage
+DEMO_RUNS = ("demo-mfr", "demo-plain")
+DEMO_SAE_HOOK = "blocks.1.hook_resid_post"  # the demo SAEs read layer 1's residual stream
+# the feature circuits' sites: each layer's attention and MLP outputs, as Marks et al. (the circuits run there:
+# previous-token head L0H0 -> induction head L1H2; the IOI name signal through layer 0 into the name mover L1H1)
+DEMO_CIRCUIT_SITES = (
+    "blocks.0.hook_attn_out",
+    "blocks.0.hook_mlp_out",
+    "blocks.1.hook_attn_out",
+    "blocks.1.hook_mlp_out",
+)
+
+
+def site_run_id(hook: str) -> str:
+    """The demo's run of one site SAE: ``blocks.0.hook_attn_out`` -> ``demo-site-L0-attn_out``."""
+    layer, _, name = hook.removeprefix("blocks.").partition(".hook_")
+    return f"demo-site-L{layer}-{name}"
+
+
+# the evaluation suite's metrics, in the order ``workbench eval`` runs them (each one eval/<metric>.json)
+EVAL_METRICS = ("core", "sparse_probing", "absorption", "principled", "stability", "explanations")
