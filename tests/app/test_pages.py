@@ -74,6 +74,13 @@ def test_home_shows_caches_and_runs_as_on_disk(app_env):
     assert set(table(at, "analysis", "kind").analysis) >= {SAE0, "demo-mfr/sae_1", "circuits/demo"}
 
 
+def test_home_names_the_workspace_by_its_folder_and_keeps_the_full_path_to_the_tooltip(app_env):
+    at = run_page("Home.py")
+    caption = next(c for c in at.caption if c.value.startswith("Workspace:"))
+    assert caption.value == f"Workspace: `{app_env.resolve().name}`"
+    assert str(app_env.resolve().parent) not in caption.value and caption.proto.help.endswith(str(app_env.resolve()))
+
+
 def test_pages_on_an_empty_workspace_say_which_command_makes_the_result(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))
     for page in ("Home.py", "pages/1_Training.py", "pages/2_Features.py", "pages/3_Geometry.py",
