@@ -156,6 +156,36 @@ def test_geometry_tables_equal_disk(app_env):
     assert metric(at, "firings") == f"{int(row.n_fires):,}"
 
 
+def test_geometry_says_which_command_adds_what_an_older_analysis_lacks(workspace, tmp_path, monkeypatch):
+    """An analysis made before crystals had a random baseline and a drawing: the page names both missing
+    tables and the command that writes them, and still lists the crystals (no traceback, no empty chart)."""
+    import hashlib
+    import shutil
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace / "analyses" / SAE0, root / "analyses" / SAE0)
+    folder = root / "analyses" / SAE0
+    (folder / "geometry_crystal_baseline.parquet").unlink()
+    crystals = pd.read_parquet(folder / "geometry_crystals.parquet")
+    drawing = [c for c in crystals if c[1:] in ("_x", "_y")]
+    crystals.drop(columns=drawing).to_parquet(folder / "geometry_crystals.parquet")
+    record = json.loads((folder / "geometry.json").read_text())  # as the older analysis recorded its tables
+    del record["tables"]["geometry_crystal_baseline"]
+    data = (folder / "geometry_crystals.parquet").read_bytes()
+    record["tables"]["geometry_crystals"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (folder / "geometry.json").write_text(json.dumps(record))
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    at = run_page("pages/3_Geometry.py")
+    at.number_input(key="hub_percent").set_value(100.0).run()
+    at.number_input(key="rare_fires").set_value(0).run()
+    (warning,) = [w.value for w in at.warning if "older `workbench analyze geometry`" in w.value]
+    assert "random baseline" in warning and "drawing" in warning
+    assert f"workbench analyze geometry runs/{SAE0.split('/')[0]}" in warning
+    shown = table(at, "parallelogram_error", "trapezoid_cosine")
+    assert "random as good" not in shown and shown.a.tolist() == crystals.sort_values("parallelogram_error").a.tolist()
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith(("-crystal", "-crystal_errors"))]
+
+
 DEMO_WEIGHTS = (APP.parent / "interp/models/demo/weights/model.safetensors").exists() or os.environ.get("CI") == "true"
 
 
