@@ -203,18 +203,24 @@ def test_circuits_page_opens_on_the_stored_prompts_and_draws_nothing_else(app_en
     assert not at.get("plotly_chart")  # the first paint reads one table and loads no chart
 
 
-def test_opening_the_circuits_page_imports_no_torch(app_env):
-    """The first render reads stored tables only: torch (seconds to import under load) waits for "Show attention"."""
+@pytest.mark.parametrize("name, shown", [("4_Circuits.py", "Stored prompt set"),
+                                         ("7_Probe.py", "nothing runs until you click")])
+def test_opening_a_model_page_imports_no_torch(app_env, name, shown):
+    """The first render reads stored files only: torch (seconds to import under load) waits for a click
+    ("Show attention", "Probe"); the page still drew its content (not an early error)."""
     import subprocess
     import sys
 
     code = ("import sys; from streamlit.testing.v1 import AppTest; "
-            f"at = AppTest.from_file({str(APP / 'pages/4_Circuits.py')!r}, default_timeout=120).run(); "
-            "assert not at.exception, [e.value for e in at.exception]; print('torch' in sys.modules)")
+            f"at = AppTest.from_file({str(APP / 'pages' / name)!r}, default_timeout=120).run(); "
+            "assert not at.exception, [e.value for e in at.exception]; "
+            "texts = [e.value for kind in ('caption', 'markdown', 'subheader') for e in at.get(kind)]; "
+            "print(repr(' '.join(texts + [s.label for s in at.selectbox]))); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "WORKBENCH_WORKSPACE": str(app_env)}, cwd=APP.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    *_, text, torch_loaded = result.stdout.strip().splitlines()
+    assert shown in text and torch_loaded == "False"
 
 
 @pytest.mark.parametrize("view, key, check", [
