@@ -219,3 +219,15 @@ def test_feature_circuit_nodes_take_their_labels():
                                        {"source": "h/all/-1", "target": "metric", "weight": -0.2}]}
     fig = feature_circuit_figure(graph, {"h/all/3": "L1 attn_out #3 · 'the'"})
     assert sorted(fig.data[0].node.label) == sorted(["L1 attn_out #3 · 'the'", "h/all/-1", "metric"])
+
+
+def test_an_activation_histogram_under_two_decades_labels_1_2_5_of_each_decade():
+    """A log axis labelled at decades alone shows one label (or none) for activations from 0.18 to 4."""
+    from interp.figures.features import activation_histogram
+
+    def bins(left, right):
+        edges = np.geomspace(left, right, 9)
+        return pd.DataFrame({"bin_left": edges[:-1], "bin_right": edges[1:], "count": np.arange(8)})
+
+    assert activation_histogram(bins(0.18, 4.0)).layout.xaxis.dtick == "D2"
+    assert activation_histogram(bins(1e-3, 10.0)).layout.xaxis.dtick == 1
