@@ -437,6 +437,9 @@ def test_feature_circuit_nodes_are_labelled_linked_and_the_error_share_shown(app
     assert any("error nodes carry" in w.value for w in at.warning) == (share > 0.5)
     shown = linked_frame(at, "feature_nodes")
     assert sorted(shown.effect) == sorted(nodes.effect)
+    stored_saes = [site.get("sae") for site in summary.get("sites", [])]
+    for stored, seen in zip(stored_saes, linked_frame(at, "feature_sites").sae):  # inside the workspace: relative
+        assert not Path(seen).is_absolute() and (app_env / seen).resolve() == (app_env / stored).resolve(), seen
     features = pd.read_parquet(app_env / "analyses" / SAE0 / "features.parquet").set_index("feature")
     for row in shown[shown.feature >= 0].itertuples():
         assert row.label == features.label[row.feature] and row.analysis == SAE0
