@@ -22,7 +22,8 @@ def analysis_page(row: pd.Series) -> tuple[str, dict]:
 
 page("Workbench")
 root = workspace_root()
-st.caption(f"Workspace: `{root}`")
+# the folder's name, its full path only in the tooltip: a screenshot or a shared screen shows no home directory
+st.caption(f"Workspace: `{root.name or root}`", help=f"Full path: {root}")
 
 st.subheader("Activation caches")
 caches = list_caches(root)

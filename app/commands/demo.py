@@ -122,7 +122,7 @@ def train_pair_step(workspace: Path, run_id: str, mfr_coefficient: float) -> str
         for i, m in enumerate(members)
     )
     return (
-        f"{run_id}: {run.directory} ({stats}; MMCS {evaluation.get('mmcs', float('nan')):.3f}; "
+        f"{run_id}: {run.directory} ({stats}; MMCS over all latents {evaluation.get('mmcs', float('nan')):.3f}; "
         f"FVU improved {last_fifth_improvement(metrics):.1%} over the last fifth of steps)"
     )
 

@@ -31,6 +31,13 @@ def crystals_section(analysis: AnalysisFolder, features: pd.DataFrame, here: str
     features), the chosen one drawn with its four features linked."""
     crystals = data.parquet(analysis.table_path("geometry_crystals"), order="parallelogram_error")
     by_id = features.set_index("feature")
+    stored_baseline = analysis.has("geometry_crystal_baseline")
+    absent = [what for what, there in (("the random baseline (the chance level of the error)", stored_baseline),
+                                       ("each crystal's drawing", "a_x" in crystals)) if not there]
+    if absent:  # tables an older `workbench analyze geometry` did not write: said once, up front
+        st.warning(f"These crystals were stored by an older `workbench analyze geometry`, without "
+                   f"{' and without '.join(absent)}. Rerun `{COMMANDS['geometry'].format(run_id=run_id)}` to add "
+                   f"{'them' if len(absent) > 1 else 'it'}.")
     c1, c2 = st.columns(2)
     percent = c1.number_input("Hide crystals with a feature firing on more than this % of tokens", 0.0, 100.0,
                               HUB_PERCENT, step=1.0, key="hub_percent",
@@ -47,17 +54,16 @@ def crystals_section(analysis: AnalysisFolder, features: pd.DataFrame, here: str
         st.info("No crystal left: raise the frequency limit or lower the firing count.")
         return
     baseline = pd.DataFrame()
-    if analysis.has("geometry_crystal_baseline"):
+    if stored_baseline:
         baseline = without_hubs(data.parquet(analysis.table_path("geometry_crystal_baseline")), by_id.frequency,
                                 percent / 100, int(rare), by_id.n_fires)
     columns = [*CORNERS, "parallelogram_error", "trapezoid_cosine", "cluster"]
     table = shown[columns].copy()
     for corner in CORNERS:
         table.insert(table.columns.get_loc(corner) + 1, f"{corner} label", table[corner].map(by_id.label))
-    if baseline.empty:
-        st.info("No random baseline stored with these crystals: rerun "
-                f"`{COMMANDS['geometry'].format(run_id=run_id)}` for the chance level of the error.")
-    else:
+    if stored_baseline and baseline.empty:
+        st.info("No random quadruple of the baseline is left after this filter: loosen it for the chance level.")
+    elif not baseline.empty:
         table.insert(table.columns.get_loc("parallelogram_error") + 1, "random as good",
                      chance_share(table.parallelogram_error, baseline.parallelogram_error))
         st.markdown(
@@ -65,7 +71,9 @@ def crystals_section(analysis: AnalysisFolder, features: pd.DataFrame, here: str
             f"parallelogram error of **{baseline.parallelogram_error.median():.2f}** (best 5 %: "
             f"{baseline.parallelogram_error.quantile(0.05):.2f}). *random as good*: the share of them with an "
             "error at or below the crystal's (0 = better than every random quadruple).")
-    st.caption("Click a row to draw that crystal; its four features link to their dashboards below the drawing.")
+    st.caption("Click a row to draw that crystal; its four features link to their dashboards below the drawing."
+               if "a_x" in shown else "Click a row to pick a crystal; its four features link to their dashboards "
+               "below.")
     event = st.dataframe(table, key="crystals", on_select="rerun", selection_mode="single-row", hide_index=True,
                          width="stretch", height=280,
                          column_config={"random as good": st.column_config.NumberColumn(format="%.3f"),
@@ -75,11 +83,8 @@ def crystals_section(analysis: AnalysisFolder, features: pd.DataFrame, here: str
     chosen = shown.iloc[rows[0] if rows and rows[0] < len(shown) else 0]
     left, right = st.columns(2)
     with left:
-        if "a_x" in shown:
+        if "a_x" in shown:  # else said in the warning above
             plot(crystal_figure(chosen, by_id.label.to_dict()), key="crystal")
-        else:
-            st.info(f"These crystals were stored without their drawing: rerun "
-                    f"`{COMMANDS['geometry'].format(run_id=run_id)}`.")
         links = st.columns(4)
         for column, corner in zip(links, CORNERS):
             with column:

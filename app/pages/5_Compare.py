@@ -214,6 +214,7 @@ with left:
         table_ab[table_ab.feature.isin(missing_in_b.feature)].sort_values("live_cosine", na_position="first")[columns],
         "missing_table",
         analysis=id_a,
+        others={"live_other_feature": id_b},
     )
 with right:
     st.markdown(f"**In B, missing in A** ({len(missing_in_a)}; lowest cosine first, unmatched on top)")
@@ -221,6 +222,7 @@ with right:
         table_ba[table_ba.feature.isin(missing_in_a.feature)].sort_values("live_cosine", na_position="first")[columns],
         "missing_in_a_table",
         analysis=id_b,
+        others={"live_other_feature": id_a},
     )
 pairs = (
     table_ab[table_ab.alive.astype(bool) & (table_ab.live_other_feature >= 0)]
@@ -237,7 +239,8 @@ pairs = (
 )
 st.markdown("**Matched pairs of live features** (highest cosine first)")
 feature_table(
-    pairs[["feature", "label", "live_other_feature", "other_label", "live_cosine"]], "pairs_table", analysis=id_a
+    pairs[["feature", "label", "live_other_feature", "other_label", "live_cosine"]], "pairs_table", analysis=id_a,
+    others={"live_other_feature": id_b},
 )
 
 st.subheader("Pair view")

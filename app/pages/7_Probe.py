@@ -14,7 +14,6 @@ from app.ui.live import probed, site_of, steered
 from app.ui.probe_view import feature_cells, member_columns, token_strip, with_member_matches
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import COMMANDS, UnsafePathError, list_runs, workspace_root
-from interp.features.probe import specific_features
 from interp.figures.probe import METRICS, activation_along_text, dose_response_figure, kl_along_text, logit_change_bars
 from interp.store.analysis_folder import AnalysisFolder
 from interp.store.errors import InputError
@@ -57,6 +56,9 @@ if "probed_text" in st.session_state:
         st.info(note)
 
 if result is not None:
+    # torch comes with this import: only after a probe ran (the model is loaded by then), never before the title
+    from interp.features.probe import specific_features
+
     codes = result.codes[own]
     start = params.get("feature")
     if start is not None and not (str(start).isdigit() and int(start) < d_sae):

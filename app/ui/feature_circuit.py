@@ -25,6 +25,17 @@ def site_name(hook: str) -> str:
     return f"L{layer} {name}" if name else hook
 
 
+def shown_path(root: Path, path: str | None) -> str | None:
+    """A stored path as the page shows it: relative to the workspace when it lies inside (an analysis run with an
+    absolute ``--workspace`` stores absolute paths), else as stored."""
+    if not isinstance(path, str) or not Path(path).is_absolute():
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return path
+
+
 def labelled_nodes(root: Path, nodes: pd.DataFrame) -> pd.DataFrame:
     """The stored nodes with each feature's label from its SAE's dashboards (error nodes: "SAE error") and, where
     its SAE has them, its explanation; rows keep the stored index (largest |effect| first)."""
@@ -101,6 +112,7 @@ def show(root: Path, folder: AnalysisFolder, summary: dict) -> None:
     if not sites.empty:
         by_site = stored.get("error_share_by_site", {})
         sites.insert(0, "site", sites.hook.map(site_name))
+        sites["sae"] = sites.sae.map(lambda path: shown_path(root, path))
         sites["error share (every node)"] = sites.hook.map(by_site)
         st.markdown("**The SAE at each site**")
         if "analysis" in sites:

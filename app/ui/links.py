@@ -63,29 +63,45 @@ def page_link(page: str, params: dict[str, str] | None = None, label: str | None
 
 
 def linked_table(frame: pd.DataFrame, key: str, target: Callable[[pd.Series], tuple[str, dict] | None],
-                 caption: str | None = "Click a row to open it.", **kwargs) -> None:
-    """``st.dataframe`` whose selected row opens ``target(row)`` (``(page, params)``; None: not a link)."""
+                 caption: str | None = "Click a row to open it.",
+                 cell_target: Callable[[pd.Series, str], tuple[str, dict] | None] | None = None, **kwargs) -> None:
+    """``st.dataframe`` whose selected row opens ``target(row)`` (``(page, params)``; None: not a link). With
+    ``cell_target``, a clicked cell opens ``cell_target(row, column)`` (None there: the row's ``target``)."""
     if caption and not frame.empty:
         st.caption(caption)
-    event = st.dataframe(frame, key=key, on_select="rerun", selection_mode="single-row", hide_index=True,
+    modes = ["single-row", "single-cell"] if cell_target is not None else "single-row"
+    event = st.dataframe(frame, key=key, on_select="rerun", selection_mode=modes, hide_index=True,
                          width="stretch", **kwargs)
-    rows = event.selection.rows if event is not None else []
-    if rows and rows[0] < len(frame):
+    rows = list(event.selection.rows) if event is not None else []
+    cells = list(event.selection.get("cells", [])) if event is not None and cell_target is not None else []
+    chosen = None
+    if cells and int(cells[0][0]) < len(frame):
+        row, column = frame.iloc[int(cells[0][0])], str(cells[0][1])
+        chosen = cell_target(row, column) or target(row)
+    elif rows and rows[0] < len(frame):
         chosen = target(frame.iloc[rows[0]])
-        if chosen is not None:
-            del st.session_state[key]  # the selection is spent: the page opened next starts with none
-            open_page(*chosen)
+    if chosen is not None:
+        del st.session_state[key]  # the selection is spent: the page opened next starts with none
+        open_page(*chosen)
 
 
 def feature_table(frame: pd.DataFrame, key: str, analysis: str | None = None, feature: str = "feature",
-                  analysis_column: str = "analysis", **kwargs) -> None:
+                  analysis_column: str = "analysis", others: dict[str, str] | None = None, **kwargs) -> None:
     """A table of features whose row click opens that feature's dashboard (``analysis`` for every row, else
-    each row's ``analysis_column``); rows whose feature is negative (SAE error nodes, unmatched) open nothing."""
-    def target(row: pd.Series):
-        where = analysis or row.get(analysis_column)
-        value = row[feature]
+    each row's ``analysis_column``); rows whose feature is negative (SAE error nodes, unmatched) open nothing.
+    ``others`` maps a column of another SAE's feature ids to that SAE's analysis: a click on such a cell opens
+    that feature instead."""
+    def open_feature(where, value):
         if where is None or pd.isna(where) or pd.isna(value) or int(value) < 0:
             return None
         return "Features", feature_params(where, int(value))
 
-    linked_table(frame, key, target, caption="Click a row to open that feature's dashboard.", **kwargs)
+    def target(row: pd.Series):
+        return open_feature(analysis or row.get(analysis_column), row[feature])
+
+    def cell_target(row: pd.Series, column: str):
+        return open_feature(others[column], row[column]) if column in others else None
+
+    caption = "Click a row to open that feature's dashboard" + (
+        f"; click an id in {', '.join(f'`{c}`' for c in others)} to open that SAE's feature." if others else ".")
+    linked_table(frame, key, target, caption=caption, cell_target=cell_target if others else None, **kwargs)

@@ -11,6 +11,7 @@ import streamlit as st
 from app.ui import data
 from app.ui.workspace import contained, inside, model_spec
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
+from interp.store.cache_manifest import read_manifest
 from interp.store.errors import InputError
 from interp.store.run_folder import SAE_CONFIG, RunFolder
 
@@ -28,8 +29,6 @@ class Site:
 def site_of(root: Path, folder: Path) -> Site:
     """The SAE behind an analysis folder (``meta.json``), its model spec from its run's cache; every path read
     must resolve inside the workspace and the model must be one the app may load."""
-    from interp.cache.store import CacheFolder
-
     analysis = AnalysisFolder(folder)
     meta = data.read_json(analysis.meta_path) if analysis.meta_path.exists() else {}
     if not meta.get("sae") or not meta.get("hook"):
@@ -40,7 +39,7 @@ def site_of(root: Path, folder: Path) -> Site:
         raise InputError(f"the SAE folder {meta['sae']} of {analysis.id} is missing; train it or rebuild the "
                          "dashboards")
     cache = inside(root, RunFolder(sae.parent).cache(for_what=str(sae)))
-    spec = model_spec(root, str(CacheFolder(cache, verify=False).config["model"]))
+    spec = model_spec(root, read_manifest(cache).model)  # the manifest alone: opening the page imports no torch
     members = tuple(m for m in RunFolder(sae.parent).members() if contained(root, m))
     return Site(sae, str(meta["hook"]), spec, members)
 

@@ -20,7 +20,7 @@ def _register() -> None:
         base = pio.templates["plotly_white"]
         pio.templates[TEMPLATE] = go.layout.Template(base).update(layout=dict(
             colorway=COLORWAY, font=dict(family="Inter, Segoe UI, sans-serif", size=13),
-            margin=dict(l=50, r=20, t=50, b=45), height=360,
+            margin=dict(l=50, r=45, t=50, b=45), height=360,  # r: a gutter for the vertical toolbar
             coloraxis=dict(colorscale="Viridis"), title=dict(x=0.02, font=dict(size=15)),
             modebar=dict(orientation="v")))  # a vertical toolbar never covers the title
     pio.templates.default = TEMPLATE

@@ -60,4 +60,5 @@ def explanation_score_figure(scores: dict[str, pd.DataFrame], score: str = "dete
         traces.append(go.Histogram(x=table[f"baseline_{score}"], nbinsx=30, name=f"{name}: random baseline",
                                    opacity=0.4))
     return go.Figure(traces).update_layout(title=f"Explanation {score} on held-out windows, against the baseline",
-                                           xaxis_title=score, yaxis_title="features", barmode="overlay")
+                                           xaxis_title=score, yaxis_title="features", barmode="overlay",
+                                           legend=dict(orientation="h", y=-0.25))  # below: clear of the toolbar

@@ -20,7 +20,10 @@ def activation_histogram(histogram: pd.DataFrame, feature: int | None = None) ->
     centre = np.sqrt(histogram.bin_left * histogram.bin_right)
     fig = go.Figure(go.Bar(x=centre, y=histogram["count"], width=histogram.bin_right - histogram.bin_left))
     title = "Activation histogram" + (f" of feature {feature}" if feature is not None else "")
-    return fig.update_layout(title=title, xaxis=dict(type="log", dtick=1, exponentformat="power"),
+    # decades alone label a range under two decades once or not at all: then 1, 2 and 5 of each decade too
+    span = np.log10(histogram.bin_right.max() / histogram.bin_left.min()) if len(histogram) else 0.0
+    ticks = 1 if span >= 2 else "D2"
+    return fig.update_layout(title=title, xaxis=dict(type="log", dtick=ticks, exponentformat="power"),
                              xaxis_title="activation (log scale)", yaxis_title="tokens", height=280)
 
 

@@ -171,3 +171,18 @@ def test_a_failed_matching_job_shows_its_log_and_can_be_retried(two_runs):
     assert any("The last matching job failed" in e.value for e in at.error)
     assert any("Error" in c.value for c in at.code) and at.button(key="compute")  # the log's end; retry offered
     assert not (two_runs / "analyses" / B / "matches.parquet").exists()
+
+
+def test_a_click_on_the_other_saes_id_opens_that_feature_and_elsewhere_the_rows(two_runs):
+    """In the matched pairs table, B's id is a link too: a click on its cell opens B's feature; a click on any
+    other cell (or the row) opens A's."""
+    other = "demo-mfr/sae_1"
+    at = open_pair(other)
+    pairs = frame(at, "pairs_table")
+    for column, analysis, feature in (("live_other_feature", other, pairs.live_other_feature.iloc[1]),
+                                      ("label", A, pairs.feature.iloc[1])):
+        at = open_pair(other)
+        at.session_state["pairs_table"] = {"selection": {"rows": [], "columns": [], "cells": [[1, column]]}}
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert (at.query_params["analysis"], at.query_params["feature"]) == (analysis, str(int(feature))), column

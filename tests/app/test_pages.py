@@ -74,6 +74,13 @@ def test_home_shows_caches_and_runs_as_on_disk(app_env):
     assert set(table(at, "analysis", "kind").analysis) >= {SAE0, "demo-mfr/sae_1", "circuits/demo"}
 
 
+def test_home_names_the_workspace_by_its_folder_and_keeps_the_full_path_to_the_tooltip(app_env):
+    at = run_page("Home.py")
+    caption = next(c for c in at.caption if c.value.startswith("Workspace:"))
+    assert caption.value == f"Workspace: `{app_env.resolve().name}`"
+    assert str(app_env.resolve().parent) not in caption.value and caption.proto.help.endswith(str(app_env.resolve()))
+
+
 def test_pages_on_an_empty_workspace_say_which_command_makes_the_result(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))
     for page in ("Home.py", "pages/1_Training.py", "pages/2_Features.py", "pages/3_Geometry.py",
@@ -149,6 +156,36 @@ def test_geometry_tables_equal_disk(app_env):
     assert metric(at, "firings") == f"{int(row.n_fires):,}"
 
 
+def test_geometry_says_which_command_adds_what_an_older_analysis_lacks(workspace, tmp_path, monkeypatch):
+    """An analysis made before crystals had a random baseline and a drawing: the page names both missing
+    tables and the command that writes them, and still lists the crystals (no traceback, no empty chart)."""
+    import hashlib
+    import shutil
+
+    root = tmp_path / "ws"
+    shutil.copytree(workspace / "analyses" / SAE0, root / "analyses" / SAE0)
+    folder = root / "analyses" / SAE0
+    (folder / "geometry_crystal_baseline.parquet").unlink()
+    crystals = pd.read_parquet(folder / "geometry_crystals.parquet")
+    drawing = [c for c in crystals if c[1:] in ("_x", "_y")]
+    crystals.drop(columns=drawing).to_parquet(folder / "geometry_crystals.parquet")
+    record = json.loads((folder / "geometry.json").read_text())  # as the older analysis recorded its tables
+    del record["tables"]["geometry_crystal_baseline"]
+    data = (folder / "geometry_crystals.parquet").read_bytes()
+    record["tables"]["geometry_crystals"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (folder / "geometry.json").write_text(json.dumps(record))
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(root))
+    at = run_page("pages/3_Geometry.py")
+    at.number_input(key="hub_percent").set_value(100.0).run()
+    at.number_input(key="rare_fires").set_value(0).run()
+    (warning,) = [w.value for w in at.warning if "older `workbench analyze geometry`" in w.value]
+    assert "random baseline" in warning and "drawing" in warning
+    assert f"workbench analyze geometry runs/{SAE0.split('/')[0]}" in warning
+    shown = table(at, "parallelogram_error", "trapezoid_cosine")
+    assert "random as good" not in shown and shown.a.tolist() == crystals.sort_values("parallelogram_error").a.tolist()
+    assert not [c for c in at.get("plotly_chart") if c.proto.id.endswith(("-crystal", "-crystal_errors"))]
+
+
 DEMO_WEIGHTS = (APP.parent / "interp/models/demo/weights/model.safetensors").exists() or os.environ.get("CI") == "true"
 
 
@@ -166,18 +203,24 @@ def test_circuits_page_opens_on_the_stored_prompts_and_draws_nothing_else(app_en
     assert not at.get("plotly_chart")  # the first paint reads one table and loads no chart
 
 
-def test_opening_the_circuits_page_imports_no_torch(app_env):
-    """The first render reads stored tables only: torch (seconds to import under load) waits for "Show attention"."""
+@pytest.mark.parametrize("name, shown", [("4_Circuits.py", "Stored prompt set"),
+                                         ("7_Probe.py", "nothing runs until you click")])
+def test_opening_a_model_page_imports_no_torch(app_env, name, shown):
+    """The first render reads stored files only: torch (seconds to import under load) waits for a click
+    ("Show attention", "Probe"); the page still drew its content (not an early error)."""
     import subprocess
     import sys
 
     code = ("import sys; from streamlit.testing.v1 import AppTest; "
-            f"at = AppTest.from_file({str(APP / 'pages/4_Circuits.py')!r}, default_timeout=120).run(); "
-            "assert not at.exception, [e.value for e in at.exception]; print('torch' in sys.modules)")
+            f"at = AppTest.from_file({str(APP / 'pages' / name)!r}, default_timeout=120).run(); "
+            "assert not at.exception, [e.value for e in at.exception]; "
+            "texts = [e.value for kind in ('caption', 'markdown', 'subheader') for e in at.get(kind)]; "
+            "print(repr(' '.join(texts + [s.label for s in at.selectbox]))); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             env={**os.environ, "WORKBENCH_WORKSPACE": str(app_env)}, cwd=APP.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "False"
+    *_, text, torch_loaded = result.stdout.strip().splitlines()
+    assert shown in text and torch_loaded == "False"
 
 
 @pytest.mark.parametrize("view, key, check", [
@@ -394,6 +437,9 @@ def test_feature_circuit_nodes_are_labelled_linked_and_the_error_share_shown(app
     assert any("error nodes carry" in w.value for w in at.warning) == (share > 0.5)
     shown = linked_frame(at, "feature_nodes")
     assert sorted(shown.effect) == sorted(nodes.effect)
+    stored_saes = [site.get("sae") for site in summary.get("sites", [])]
+    for stored, seen in zip(stored_saes, linked_frame(at, "feature_sites").sae):  # inside the workspace: relative
+        assert not Path(seen).is_absolute() and (app_env / seen).resolve() == (app_env / stored).resolve(), seen
     features = pd.read_parquet(app_env / "analyses" / SAE0 / "features.parquet").set_index("feature")
     for row in shown[shown.feature >= 0].itertuples():
         assert row.label == features.label[row.feature] and row.analysis == SAE0

@@ -25,7 +25,7 @@ from interp.figures.circuits import (
 )
 from interp.figures.compare import matched_cosine_figure
 from interp.figures.geometry import feature_map_figure, galaxy_figure, lobe_agreement_figure
-from interp.figures.training import metric_curve_figure, runs_overlay_figure
+from interp.figures.training import AXIS_TITLES, SHORT_TITLES, metric_curve_figure, runs_overlay_figure
 from interp.store.errors import InputError
 
 
@@ -45,6 +45,17 @@ def test_metric_curve_draws_one_line_per_member_else_the_run_column():
     run_level = metric_curve_figure(metrics, "loss", "loss")
     assert [t.name for t in run_level.data] == ["loss"] and run_level.data[0].connectgaps
     assert run_level.layout.yaxis.title.text.startswith("loss") and run_level.layout.xaxis.title.text == "training step"
+
+
+def test_a_small_curve_titles_the_plot_area_and_keeps_its_y_title_short():
+    """The chart's title starts over the plot area (x=0 of the paper), never over the y axis' title, and the y
+    title is the short name (the full one outgrew a 280 px chart and ran into the title)."""
+    metrics = pd.DataFrame({"step": [1, 2], "mmcs": [0.3, 0.4], "fvu": [0.5, 0.4]})
+    for column in ("mmcs", "fvu"):
+        fig = metric_curve_figure(metrics, column, column)
+        assert (fig.layout.title.xref, fig.layout.title.x, fig.layout.title.xanchor) == ("paper", 0, "left")
+        assert fig.layout.title.text == AXIS_TITLES[column] and fig.layout.yaxis.title.text == SHORT_TITLES[column]
+        assert len(SHORT_TITLES[column]) < len(AXIS_TITLES[column]) and fig.layout.margin.r >= 40  # toolbar clear
 
 
 def test_a_fraction_is_drawn_on_zero_to_one_even_when_it_is_all_zeros():
@@ -208,3 +219,15 @@ def test_feature_circuit_nodes_take_their_labels():
                                        {"source": "h/all/-1", "target": "metric", "weight": -0.2}]}
     fig = feature_circuit_figure(graph, {"h/all/3": "L1 attn_out #3 · 'the'"})
     assert sorted(fig.data[0].node.label) == sorted(["L1 attn_out #3 · 'the'", "h/all/-1", "metric"])
+
+
+def test_an_activation_histogram_under_two_decades_labels_1_2_5_of_each_decade():
+    """A log axis labelled at decades alone shows one label (or none) for activations from 0.18 to 4."""
+    from interp.figures.features import activation_histogram
+
+    def bins(left, right):
+        edges = np.geomspace(left, right, 9)
+        return pd.DataFrame({"bin_left": edges[:-1], "bin_right": edges[1:], "count": np.arange(8)})
+
+    assert activation_histogram(bins(0.18, 4.0)).layout.xaxis.dtick == "D2"
+    assert activation_histogram(bins(1e-3, 10.0)).layout.xaxis.dtick == 1
