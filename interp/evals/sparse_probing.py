@@ -55,11 +55,10 @@ def pooled_features(model, hook: str, texts: list[str], dictionaries: dict[str, 
         count = mask.sum(1, keepdim=True).clamp_min(1)
         flat = acts[mask]
         index = torch.arange(len(rows)).repeat_interleave(mask.sum(1))
-        pooled.setdefault("llm", torch.zeros(len(ids), acts.shape[-1]))
-        pooled["llm"][rows] = torch.zeros(len(rows), acts.shape[-1]).index_add_(0, index, flat) / count
-        for name, dictionary in dictionaries.items():
-            codes = dictionary.encode(flat.to(dictionary.W_dec.device)).float().cpu()
-            pooled.setdefault(name, torch.zeros(len(ids), codes.shape[-1]))
+        for name, dictionary in {"llm": None, **dictionaries}.items():
+            codes = flat if dictionary is None else dictionary.encode(flat.to(dictionary.W_dec.device)).float().cpu()
+            if name not in pooled:  # allocated once (not per batch: [n_texts, d_sae] is large at 24k latents)
+                pooled[name] = torch.zeros(len(ids), codes.shape[-1])
             pooled[name][rows] = torch.zeros(len(rows), codes.shape[-1]).index_add_(0, index, codes) / count
     return pooled
 
