@@ -1,6 +1,7 @@
 """The evaluation suite at scale: time and peak memory of each metric on a GPT-2-small-shaped random model
 (12 layers, d_model 768, 12 heads, d_mlp 3072; the bundled 4,096-token tokenizer) with a 24,576-latent TopK
-pair read at ``blocks.0.hook_resid_post``. Each metric runs in a fresh process, so its peak RSS is its own;
+pair read at ``blocks.0.hook_resid_post``. Each metric runs in a fresh process and reports its own peak RSS
+(``VmHWM``: ``ru_maxrss`` would carry over the parent's peak, which built the SAEs);
 core runs at several token counts to show its memory is flat in tokens (it streams the cache).
 
     python benchmarks/bench_evals.py --threads 1 > evals.json
@@ -60,11 +61,13 @@ config = EvalConfig(core_tokens={tokens}, ce_batches=2, ce_batch_size=4, probe_t
 tic = time.perf_counter()
 evaluate_saes([Path({run!r})], Path({out!r}), ({metric!r},), config, progress=lambda _: None, model=model)
 usage = resource.getrusage(resource.RUSAGE_SELF)
+# this process's own peak: VmHWM of its memory map (ru_maxrss keeps the parent's peak across fork and exec)
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 folder = AnalysisFolder.of_sae(Path({out!r}), Path({run!r}) / "sae_0")
 read = (folder.read_eval("core")["eval_result_metrics"]["token_stats"]["total_tokens_eval_sparsity_variance"]
         if {metric!r} == "core" else None)
 print(json.dumps({{"wall_s": time.perf_counter() - tic, "cpu_s": usage.ru_utime + usage.ru_stime,
-                  "peak_rss_mb": usage.ru_maxrss / 1024, "tokens_read": read, "written": folder.evals()}}))
+                  "peak_rss_mb": hwm / 1024, "tokens_read": read, "written": folder.evals()}}))
 """
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import sklearn
 import torch
 from jaxtyping import Float
+from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
@@ -158,14 +159,22 @@ def letter_probes(x: Float[Tensor, "n d"], letters: list[str]) -> dict[str, Lett
     return probes
 
 
+def live_columns(codes: Float[Tensor, "n d_sae"]) -> tuple[Tensor, sparse.csr_matrix]:
+    """The latents that fire on any row, and the codes restricted to them as a sparse matrix (liblinear drops
+    zero entries of dense input too, so the L1 fit is the same; a TopK code is mostly zeros)."""
+    live = torch.nonzero(codes.abs().sum(0) > 0).flatten()
+    return live, sparse.csr_matrix(codes[:, live].numpy())
+
+
 def k_sparse_f1(codes_train: Tensor, y_train: np.ndarray, codes_test: Tensor, y_test: np.ndarray,
-                max_k: int) -> list[tuple[list[int], float]]:
+                max_k: int, live: tuple[Tensor, sparse.csr_matrix] | None = None) -> list[tuple[list[int], float]]:
     """For k = 1..max_k: the k latents with the largest weights of an L1 probe and the test F1 of a balanced
-    logistic regression on them (SAEBench's ``train_k_sparse_probes``)."""
-    live = torch.nonzero(codes_train.abs().sum(0) > 0).flatten()
+    logistic regression on them (SAEBench's ``train_k_sparse_probes``). ``live``: ``live_columns(codes_train)``
+    when already made (it is the same for every letter)."""
+    live, live_codes = live if live is not None else live_columns(codes_train)
     if len(live) == 0:
         return []
-    l1 = _fit(codes_train[:, live].numpy(), y_train, solver="liblinear", C=0.1, **_l1())
+    l1 = _fit(live_codes, y_train, solver="liblinear", C=0.1, **_l1())
     ranked = live[torch.argsort(torch.as_tensor(l1.coef_[0]), descending=True, stable=True)]
     out = []
     for k in range(1, min(max_k, len(ranked)) + 1):
@@ -222,6 +231,7 @@ def absorption_from_activations(dictionary: Dictionary, train_x: Tensor, train_w
     W_dec = dictionary.W_dec.detach().float().cpu()
     norms = W_dec.norm(dim=-1)
     y_train, y_test = np.array(train_letters), np.array(test_letters)
+    live = live_columns(codes_train)
     letters, words = [], []
     for letter, probe in probes.items():
         truth = y_test == letter
@@ -230,7 +240,7 @@ def absorption_from_activations(dictionary: Dictionary, train_x: Tensor, train_w
         scores = probe.scores(test_x)
         probe_f1 = float(f1_score(truth, scores > 0))
         f1_by_k = k_sparse_f1(codes_train, (y_train == letter).astype(int), codes_test, truth.astype(int),
-                              config.max_k_value)
+                              config.max_k_value, live)
         main = split_features(f1_by_k, config.f1_jump_threshold)
         direction = probe.weight / probe.weight.norm()
         cos = torch.nn.functional.cosine_similarity(W_dec, direction[None], dim=-1)

@@ -127,11 +127,8 @@ def _kl(clean: Tensor, other: Tensor) -> Tensor:
     return (clean.softmax(-1) * (clean.log_softmax(-1) - other.log_softmax(-1))).sum(-1)
 
 
-@torch.no_grad()
-def downstream_stats(model, hook: str, dictionary: Dictionary, token_batches: Iterable[Int[Tensor, "batch seq"]]
-                     ) -> dict[str, float]:
-    """CE loss and KL divergence (to the clean run) with the SAE spliced in at ``hook`` (BOS kept clean) and
-    with the hook zero-ablated; SAEBench's scores ``ce_loss_score`` and ``kl_div_score``."""
+def _splice_hook(dictionary: Dictionary):
+    """A hook that replaces the activation by the SAE's reconstruction at every position but BOS."""
 
     def splice(act: Tensor, hook=None) -> Tensor:
         out = act.clone()
@@ -139,27 +136,18 @@ def downstream_stats(model, hook: str, dictionary: Dictionary, token_batches: It
         out[:, 1:] = dictionary.decode(dictionary.encode(flat)).reshape(out[:, 1:].shape).to(act.dtype)
         return out
 
-    def zero(act: Tensor, hook=None) -> Tensor:
-        return torch.zeros_like(act)
+    return splice
 
-    totals = dict.fromkeys(("ce_loss_without_sae", "ce_loss_with_sae", "ce_loss_with_ablation", "kl_div_with_sae",
-                            "kl_div_with_ablation"), 0.0)
-    n_loss = n_kl = 0
-    for tokens in token_batches:
-        clean_logits, clean_loss = model(tokens, return_type="both", loss_per_token=True)
-        sae_logits, sae_loss = model.run_with_hooks(tokens, return_type="both", loss_per_token=True,
-                                                    fwd_hooks=[(hook, splice)])
-        zero_logits, zero_loss = model.run_with_hooks(tokens, return_type="both", loss_per_token=True,
-                                                      fwd_hooks=[(hook, zero)])
-        totals["ce_loss_without_sae"] += float(clean_loss.sum())
-        totals["ce_loss_with_sae"] += float(sae_loss.sum())
-        totals["ce_loss_with_ablation"] += float(zero_loss.sum())
-        totals["kl_div_with_sae"] += float(_kl(clean_logits, sae_logits).sum())
-        totals["kl_div_with_ablation"] += float(_kl(clean_logits, zero_logits).sum())
-        n_loss += clean_loss.numel()
-        n_kl += clean_logits.shape[0] * clean_logits.shape[1]
-    if n_loss == 0:
-        raise InputError("CE evaluation got no token batches; raise --ce-batches or check the data spec")
+
+def _zero(act: Tensor, hook=None) -> Tensor:
+    return torch.zeros_like(act)
+
+
+CE_KEYS = ("ce_loss_without_sae", "ce_loss_with_sae", "ce_loss_with_ablation", "kl_div_with_sae",
+           "kl_div_with_ablation")
+
+
+def _scores(totals: dict[str, float], n_loss: int, n_kl: int) -> dict[str, float]:
     out = {key: value / (n_loss if key.startswith("ce") else n_kl) for key, value in totals.items()}
     ce_gap = out["ce_loss_with_ablation"] - out["ce_loss_without_sae"]
     out["ce_loss_score"] = (out["ce_loss_with_ablation"] - out["ce_loss_with_sae"]) / ce_gap if abs(ce_gap) > 1e-12 \
@@ -168,6 +156,42 @@ def downstream_stats(model, hook: str, dictionary: Dictionary, token_batches: It
     out["kl_div_score"] = (kl_zero - out["kl_div_with_sae"]) / kl_zero if kl_zero > 1e-12 else float("nan")
     out["n_tokens"] = n_kl
     return out
+
+
+@torch.no_grad()
+def downstream_stats_many(model, hook: str, dictionaries: dict[str, Dictionary],
+                          token_batches: Iterable[Int[Tensor, "batch seq"]]) -> dict[str, dict[str, float]]:
+    """``downstream_stats`` for several dictionaries of one hook: the clean and zero-ablated runs of each batch
+    are made once and shared (one batch of logits in memory at a time)."""
+    totals = {name: dict.fromkeys(CE_KEYS, 0.0) for name in dictionaries}
+    n_loss = n_kl = 0
+    for tokens in token_batches:
+        clean_logits, clean_loss = model(tokens, return_type="both", loss_per_token=True)
+        zero_logits, zero_loss = model.run_with_hooks(tokens, return_type="both", loss_per_token=True,
+                                                      fwd_hooks=[(hook, _zero)])
+        kl_zero = float(_kl(clean_logits, zero_logits).sum())
+        del zero_logits
+        for name, dictionary in dictionaries.items():
+            sae_logits, sae_loss = model.run_with_hooks(tokens, return_type="both", loss_per_token=True,
+                                                        fwd_hooks=[(hook, _splice_hook(dictionary))])
+            t = totals[name]
+            t["ce_loss_without_sae"] += float(clean_loss.sum())
+            t["ce_loss_with_sae"] += float(sae_loss.sum())
+            t["ce_loss_with_ablation"] += float(zero_loss.sum())
+            t["kl_div_with_sae"] += float(_kl(clean_logits, sae_logits).sum())
+            t["kl_div_with_ablation"] += kl_zero
+        n_loss += clean_loss.numel()
+        n_kl += clean_logits.shape[0] * clean_logits.shape[1]
+    if n_loss == 0:
+        raise InputError("CE evaluation got no token batches; raise --ce-batches or check the data spec")
+    return {name: _scores(t, n_loss, n_kl) for name, t in totals.items()}
+
+
+def downstream_stats(model, hook: str, dictionary: Dictionary, token_batches: Iterable[Int[Tensor, "batch seq"]]
+                     ) -> dict[str, float]:
+    """CE loss and KL divergence (to the clean run) with the SAE spliced in at ``hook`` (BOS kept clean) and
+    with the hook zero-ablated; SAEBench's scores ``ce_loss_score`` and ``kl_div_score``."""
+    return downstream_stats_many(model, hook, {"sae": dictionary}, token_batches)["sae"]
 
 
 def weight_stats(dictionary: Dictionary) -> dict[str, Tensor]:

@@ -55,11 +55,10 @@ def pooled_features(model, hook: str, texts: list[str], dictionaries: dict[str, 
         count = mask.sum(1, keepdim=True).clamp_min(1)
         flat = acts[mask]
         index = torch.arange(len(rows)).repeat_interleave(mask.sum(1))
-        pooled.setdefault("llm", torch.zeros(len(ids), acts.shape[-1]))
-        pooled["llm"][rows] = torch.zeros(len(rows), acts.shape[-1]).index_add_(0, index, flat) / count
-        for name, dictionary in dictionaries.items():
-            codes = dictionary.encode(flat.to(dictionary.W_dec.device)).float().cpu()
-            pooled.setdefault(name, torch.zeros(len(ids), codes.shape[-1]))
+        for name, dictionary in {"llm": None, **dictionaries}.items():
+            codes = flat if dictionary is None else dictionary.encode(flat.to(dictionary.W_dec.device)).float().cpu()
+            if name not in pooled:  # allocated once (not per batch: [n_texts, d_sae] is large at 24k latents)
+                pooled[name] = torch.zeros(len(ids), codes.shape[-1])
             pooled[name][rows] = torch.zeros(len(rows), codes.shape[-1]).index_add_(0, index, codes) / count
     return pooled
 
@@ -82,23 +81,40 @@ def probe_accuracy(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     return float((probe.predict(x_test) == y_test).mean())
 
 
-def probe_task(llm: tuple[Tensor, Tensor], sae: tuple[Tensor, Tensor], y_train: Int[Tensor, " n"],
-               y_test: Int[Tensor, " m"], ks: tuple[int, ...] = K_VALUES) -> dict[str, float | None]:
-    """SAEBench's per-class results for one binary task: the full probes and the top-k probes on the pooled
-    activations (``llm``: train, test) and latents (``sae``: train, test)."""
+def top_k_accuracies(train: Tensor, test: Tensor, y_train: Int[Tensor, " n"], y_test: Int[Tensor, " m"],
+                     prefix: str, ks: tuple[int, ...] = K_VALUES) -> dict[str, float | None]:
+    """``<prefix>_top_<k>_test_accuracy`` for each k: a probe on the k columns of largest class-mean difference
+    (None where k exceeds the width)."""
     yt, ye = y_train.numpy(), y_test.numpy()
-    out: dict[str, float | None] = {"llm_test_accuracy": probe_accuracy(llm[0].numpy(), yt, llm[1].numpy(), ye, True)}
-    out["sae_test_accuracy"] = probe_accuracy(sae[0].numpy(), yt, sae[1].numpy(), ye, True) \
-        if sae[0].shape[1] <= FULL_SAE_PROBE_MAX else None
-    for prefix, (train, test) in (("llm", llm), ("sae", sae)):
-        for k in ks:
-            if k > train.shape[1]:
-                out[f"{prefix}_top_{k}_test_accuracy"] = None
-                continue
-            cols = top_k_mean_diff(train, y_train, k)
-            out[f"{prefix}_top_{k}_test_accuracy"] = probe_accuracy(train[:, cols].numpy(), yt,
-                                                                    test[:, cols].numpy(), ye)
+    out: dict[str, float | None] = {}
+    for k in ks:
+        if k > train.shape[1]:
+            out[f"{prefix}_top_{k}_test_accuracy"] = None
+            continue
+        cols = top_k_mean_diff(train, y_train, k)
+        out[f"{prefix}_top_{k}_test_accuracy"] = probe_accuracy(train[:, cols].numpy(), yt, test[:, cols].numpy(), ye)
     return out
+
+
+def llm_probes(llm: tuple[Tensor, Tensor], y_train: Int[Tensor, " n"], y_test: Int[Tensor, " m"],
+               ks: tuple[int, ...] = K_VALUES) -> dict[str, float | None]:
+    """The activation-side results of one task (the same for every SAE of a hook: computed once per group)."""
+    full = probe_accuracy(llm[0].numpy(), y_train.numpy(), llm[1].numpy(), y_test.numpy(), True)
+    return {"llm_test_accuracy": full, **top_k_accuracies(*llm, y_train, y_test, "llm", ks)}
+
+
+def probe_task(llm: tuple[Tensor, Tensor], sae: tuple[Tensor, Tensor], y_train: Int[Tensor, " n"],
+               y_test: Int[Tensor, " m"], ks: tuple[int, ...] = K_VALUES,
+               llm_results: dict[str, float | None] | None = None) -> dict[str, float | None]:
+    """SAEBench's per-class results for one binary task: the full probes and the top-k probes on the pooled
+    activations (``llm``: train, test) and latents (``sae``: train, test); ``llm_results``: the activation
+    side already computed (``llm_probes``)."""
+    mine = llm_results if llm_results is not None else llm_probes(llm, y_train, y_test, ks)
+    full = probe_accuracy(sae[0].numpy(), y_train.numpy(), sae[1].numpy(), y_test.numpy(), True) \
+        if sae[0].shape[1] <= FULL_SAE_PROBE_MAX else None
+    return {"llm_test_accuracy": mine["llm_test_accuracy"], "sae_test_accuracy": full,
+            **{k: v for k, v in mine.items() if k != "llm_test_accuracy"},
+            **top_k_accuracies(*sae, y_train, y_test, "sae", ks)}
 
 
 def task_indices(tasks: list[BinaryTask]) -> tuple[list[str], list[tuple[list[int], list[int]]]]:
@@ -122,14 +138,24 @@ def mean_results(results: list[dict]) -> dict[str, float | None]:
     return out
 
 
+def task_llm_probes(tasks: list[BinaryTask], rows: list[tuple[list[int], list[int]]], llm: Tensor,
+                    ks: tuple[int, ...] = K_VALUES) -> list[dict[str, float | None]]:
+    """``llm_probes`` of every task: what all SAEs of one hook share."""
+    return [llm_probes((llm[train], llm[test]), torch.tensor(task.train_labels), torch.tensor(task.test_labels), ks)
+            for task, (train, test) in zip(tasks, rows)]
+
+
 def sparse_probing_parts(tasks: list[BinaryTask], rows: list[tuple[list[int], list[int]]], llm: Tensor, sae: Tensor,
-                         ks: tuple[int, ...] = K_VALUES) -> tuple[dict[str, dict], list[dict], dict]:
+                         ks: tuple[int, ...] = K_VALUES, llm_results: list[dict] | None = None
+                         ) -> tuple[dict[str, dict], list[dict], dict]:
     """SAEBench's output parts: metrics ``llm`` / ``sae`` (mean over datasets of the mean over their tasks),
-    one detail per dataset, and every task's own results (unstructured)."""
+    one detail per dataset, and every task's own results (unstructured). ``llm_results``: ``task_llm_probes``
+    already computed for this hook (else computed here)."""
+    llm_results = llm_results if llm_results is not None else task_llm_probes(tasks, rows, llm, ks)
     per_task, by_dataset = {}, {}
-    for task, (train, test) in zip(tasks, rows):
+    for task, (train, test), mine in zip(tasks, rows, llm_results):
         result = probe_task((llm[train], llm[test]), (sae[train], sae[test]), torch.tensor(task.train_labels),
-                            torch.tensor(task.test_labels), ks)
+                            torch.tensor(task.test_labels), ks, mine)
         per_task[task.name] = result | {"dataset": task.dataset, "n_train": len(train), "n_test": len(test)}
         by_dataset.setdefault(task.dataset, []).append(result)
     details = [{"dataset_name": name, **mean_results(results)} for name, results in by_dataset.items()]

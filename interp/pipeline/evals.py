@@ -29,11 +29,17 @@ from interp.evals.absorption import (
     split_words,
     word_activations,
 )
-from interp.evals.core import core_output_parts, downstream_stats, encoder_matrix, reconstruction_stats, weight_stats
+from interp.evals.core import (
+    core_output_parts,
+    downstream_stats_many,
+    encoder_matrix,
+    reconstruction_stats,
+    weight_stats,
+)
 from interp.evals.explanations import MARGIN, check_table, explanation_parts
 from interp.evals.principled import principled_parts, principled_tables
 from interp.evals.schema import eval_output, metric_rows
-from interp.evals.sparse_probing import pooled_features, sparse_probing_parts, task_indices
+from interp.evals.sparse_probing import pooled_features, sparse_probing_parts, task_indices, task_llm_probes
 from interp.evals.stability import stability_pair, stability_parts
 from interp.evals.tasks import corpus_tasks, file_tasks
 from interp.features.dictionary import load_dictionary
@@ -215,11 +221,14 @@ def _ce_tokens(entry: SaeEntry, model, config: EvalConfig) -> list:
 
 def run_core(entries: list[SaeEntry], model, config: EvalConfig) -> None:
     tokens = _ce_tokens(entries[0], model, config) if config.ce_batches > 0 else []
+    # the clean and zero-ablated runs are the same for every SAE of the group: made once per batch
+    down = downstream_stats_many(model, entries[0].hook, {e.id: e.dictionary for e in entries}, tokens) \
+        if tokens else {}
     for entry in entries:
         batches = _activation_batches(entry, model, config.core_tokens)
         recon, per_latent = reconstruction_stats(entry.dictionary, batches)
-        down = downstream_stats(model, entry.hook, entry.dictionary, tokens) if tokens else None
-        _write(entry, "core", config, core_output_parts(recon, per_latent, weight_stats(entry.dictionary), down))
+        _write(entry, "core", config, core_output_parts(recon, per_latent, weight_stats(entry.dictionary),
+                                                        down.get(entry.id)))
 
 
 def run_sparse_probing(entries: list[SaeEntry], model, config: EvalConfig) -> None:
@@ -229,8 +238,10 @@ def run_sparse_probing(entries: list[SaeEntry], model, config: EvalConfig) -> No
     texts, rows = task_indices(tasks)
     pooled = pooled_features(model, entries[0].hook, texts, {e.id: e.dictionary for e in entries},
                              config.probe_context)
+    shared = task_llm_probes(tasks, rows, pooled["llm"])  # the activation-side probes: once per hook
     for entry in entries:
-        _write(entry, "sparse_probing", config, sparse_probing_parts(tasks, rows, pooled["llm"], pooled[entry.id]))
+        _write(entry, "sparse_probing", config,
+               sparse_probing_parts(tasks, rows, pooled["llm"], pooled[entry.id], llm_results=shared))
 
 
 def run_absorption(entries: list[SaeEntry], model, config: EvalConfig) -> None:

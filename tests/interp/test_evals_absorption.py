@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,8 @@ from interp.evals.absorption import (
     absorption_parts,
     caveat,
     icl_prompt,
+    k_sparse_f1,
+    live_columns,
     split_features,
 )
 from tests.interp.evals_toys import LinearDictionary
@@ -53,6 +56,20 @@ def test_the_snake_latent_absorbs_snake_and_no_other_s_word():
     assert metrics["mean"]["mean_full_absorption_score"] == pytest.approx(1 / 6 / 26)
     assert extra["caveat"]["reasons"] == [f"the SAE has {dictionary.d_sae} latents; SAEBench recommends >= 16k "
                                           "for absorption to show"]
+
+
+def test_the_sparse_l1_fit_ranks_latents_as_the_dense_fit_does():
+    """The k-sparse probes take the live codes as a sparse matrix; the planted s latent still ranks first, and
+    the ranking and F1s equal those of the dense codes (liblinear drops zeros of dense input too)."""
+    dictionary, train_x, train_words, test_x, test_words = planted_world()
+    codes_train, codes_test = dictionary.encode(train_x), dictionary.encode(test_x)
+    y_train = np.array([w[1] == "s" for w in train_words]).astype(int)
+    y_test = np.array([w[1] == "s" for w in test_words]).astype(int)
+    live, matrix = live_columns(codes_train)
+    assert torch.equal(torch.as_tensor(matrix.toarray()), codes_train[:, live])
+    sparse_fit = k_sparse_f1(codes_train, y_train, codes_test, y_test, 3, (live, matrix))
+    dense_fit = k_sparse_f1(codes_train, y_train, codes_test, y_test, 3, (live, codes_train[:, live].numpy()))
+    assert sparse_fit == dense_fit and sparse_fit[0][0] == [LETTERS.index("s")]
 
 
 def test_the_caveat_and_the_splitting_rule():

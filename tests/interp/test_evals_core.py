@@ -11,6 +11,7 @@ from interp.evals.core import (
     core_output_parts,
     density_metrics,
     downstream_stats,
+    downstream_stats_many,
     max_other_cosine,
     reconstruction_stats,
     weight_stats,
@@ -79,3 +80,16 @@ def test_spliced_exact_dictionary_keeps_the_model_and_the_output_is_saebench_sha
     assert len(details) == 2 * d and details[3]["index"] == 3 and "max_encoder_cosine_sim" in details[3]
     assert sum(extra["density_histogram"]["counts"]) == 2 * d
     assert all(not isinstance(v, dict) for category in metrics.values() for v in category.values())
+
+
+def test_one_pass_for_several_dictionaries_gives_each_its_own_scores(tiny_model):
+    """The clean and zero-ablated runs are shared; each dictionary's scores equal its run alone."""
+    tokens = torch.randint(1, 4096, (2, 12))
+    tokens[:, 0] = tiny_model.tokenizer.bos_token_id
+    hook, d = "blocks.0.hook_resid_post", tiny_model.cfg.d_model
+    dictionaries = {"exact": exact_dictionary(d), "half": exact_dictionary(d, 0.5)}
+    together = downstream_stats_many(tiny_model, hook, dictionaries, [tokens, tokens.flip(0)])
+    for name, dictionary in dictionaries.items():
+        assert together[name] == downstream_stats(tiny_model, hook, dictionary, [tokens, tokens.flip(0)])
+    assert together["exact"]["kl_div_score"] == pytest.approx(1.0, abs=1e-3)
+    assert together["half"]["kl_div_with_sae"] > 1e-4

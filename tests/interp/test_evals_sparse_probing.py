@@ -8,7 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from interp.evals.sparse_probing import pooled_features, probe_task, sparse_probing_parts, task_indices
+from interp.evals.sparse_probing import (
+    pooled_features,
+    probe_task,
+    sparse_probing_parts,
+    task_indices,
+    task_llm_probes,
+)
 from interp.evals.tasks import BinaryTask, file_tasks, read_task_file, verse_or_prose
 from interp.store.errors import InputError
 from tests.interp.evals_toys import LinearDictionary, exact_dictionary
@@ -51,6 +57,20 @@ def test_outputs_average_tasks_within_datasets_then_datasets():
     assert metrics["sae"]["sae_top_1_test_accuracy"] == 1.0 == per_task["a"]["sae_top_1_test_accuracy"]
     assert set(metrics["llm"]) >= {"llm_test_accuracy", "llm_top_1_test_accuracy", "llm_top_20_test_accuracy"}
 
+
+def test_activation_probes_made_once_serve_every_dictionary():
+    """``task_llm_probes`` shared across SAEs gives the same outputs as each SAE's own activation probes."""
+    (x_tr, z_tr, y_tr), (x_te, z_te, y_te) = planted(200, 0), planted(100, 1)
+    texts = [f"t{i}" for i in range(300)]
+    task = BinaryTask("a", "set1", texts[:200], y_tr.tolist(), texts[200:], y_te.tolist())
+    _, rows = task_indices([task])
+    llm = torch.cat([x_tr, x_te])
+    shared = task_llm_probes([task], rows, llm)
+    for sae in (torch.cat([z_tr, z_te]), torch.cat([z_tr, z_te])[:, 1:]):
+        assert sparse_probing_parts([task], rows, llm, sae, llm_results=shared) == sparse_probing_parts(
+            [task], rows, llm, sae)
+    with_it = sparse_probing_parts([task], rows, llm, torch.cat([z_tr, z_te]), llm_results=shared)
+    assert with_it[0]["sae"]["sae_top_1_test_accuracy"] == 1.0
 
 def test_pooling_averages_each_texts_tokens_without_bos(tiny_model):
     hook = "blocks.0.hook_resid_post"
