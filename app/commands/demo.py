@@ -127,41 +127,60 @@ def train_pair_step(workspace: Path, run_id: str, mfr_coefficient: float) -> str
     )
 
 
-# one SAE per site, 512 latents (k 16), 300 steps (measured in the README). At 2,048 latents (k 32) the IOI
-# circuit's layer-0 error nodes carried less (0.46 of its |effect| instead of 0.65 with 512 in one experiment),
-# but training them takes minutes more on 2 cores
-DEMO_SITE_STEPS, DEMO_SITE_LATENTS, DEMO_SITE_K = 300, 512, 16
+# one SAE per site, 300 steps. Layer 0's two sites carry the IOI circuit's name signal: at 512 latents (k 16)
+# their error nodes carried 0.69 of the IOI feature circuit's |effect|, at 2,048 latents (k 32) 0.46 (measured on
+# the demo workspace, README), for about two minutes more of the demo on 2 cores; layer 1's sites keep 512 (k 16)
+DEMO_SITE_STEPS = 300
+DEMO_SITE_SHAPES = {  # hook -> (d_sae, k)
+    "blocks.0.hook_attn_out": (2048, 32),
+    "blocks.0.hook_mlp_out": (2048, 32),
+    "blocks.1.hook_attn_out": (512, 16),
+    "blocks.1.hook_mlp_out": (512, 16),
+}
+
+
+def site_config(workspace: Path, hook: str):
+    """The demo's training config of the SAE at ``hook`` (``DEMO_SITE_SHAPES``)."""
+    from sae_training.config import TrainConfig
+
+    d_sae, k = DEMO_SITE_SHAPES[hook]
+    return TrainConfig(
+        cache=str(workspace / "cached_activations" / DEMO_CACHE_ID),
+        hook=hook,
+        architecture="topk",
+        d_sae=d_sae,
+        k=k,
+        n_tokens=2048 * DEMO_SITE_STEPS,
+        batch_size=2048,
+        lr=4e-3,
+        log_every=10,
+        mmcs_log_every=1000,
+        checkpoint_every=100,
+        eval_ce_batches=2,
+        seed=2,
+    )
 
 
 def train_sites_step(workspace: Path) -> str:
-    """Train (or resume) one SAE at each feature-circuit site (each layer's attention and MLP outputs)."""
+    """Train (or resume) one SAE at each feature-circuit site (each layer's attention and MLP outputs). A site run
+    an earlier demo made with another shape is finished as it was made (its saved config), and said so."""
     from interp.store.run_folder import RunFolder
     from sae_training.config import TrainConfig
     from sae_training.trainer import train_saes
 
     parts = []
     for hook in DEMO_CIRCUIT_SITES:
-        folder = workspace / "runs" / site_run_id(hook)
-        config = TrainConfig(
-            cache=str(workspace / "cached_activations" / DEMO_CACHE_ID),
-            hook=hook,
-            architecture="topk",
-            d_sae=DEMO_SITE_LATENTS,
-            k=DEMO_SITE_K,
-            n_tokens=2048 * DEMO_SITE_STEPS,
-            batch_size=2048,
-            lr=4e-3,
-            log_every=10,
-            mmcs_log_every=1000,
-            checkpoint_every=100,
-            eval_ce_batches=2,
-            seed=2,
-        )
-        member = (train_saes(config, folder, resume=RunFolder(folder).exists()).evaluation or {}).get("members", [{}])[
-            0
-        ]
+        folder = RunFolder(workspace / "runs" / site_run_id(hook))
+        config = site_config(workspace, hook)
+        note = ""
+        if folder.exists():
+            saved = TrainConfig.load(folder.config_path)
+            if (saved.d_sae, getattr(saved.options, "k", None)) != (config.d_sae, getattr(config.options, "k", None)):
+                config, note = saved, f" (kept as an earlier demo made it: {saved.d_sae} latents)"
+        member = (train_saes(config, folder.path, resume=folder.exists()).evaluation or {}).get("members", [{}])[0]
         parts.append(
             f"{hook}: FVU {member.get('fvu', float('nan')):.3f}, dead {member.get('dead_fraction', float('nan')):.1%}"
+            + note
         )
     return "site SAEs (runs/demo-site-*): " + "; ".join(parts)
 
