@@ -69,28 +69,20 @@ DEMO_SEEDS = {
 }  # different seeds: a cross-run match then measures learning, not a shared init
 
 
-def demo_train_config(workspace: Path, mfr_coefficient: float, seed: int = 0):
-    """The demo's SAE pair: 2 TopK SAEs of 512 latents (k 16) on layer 1's residual stream, from ``seed``."""
+def demo_topk_config(workspace: Path, hook: str, d_sae: int, k: int, steps: int, seed: int, **extra):
+    """A TopK training config on the demo cache with the demo's shared settings (batch 2,048, lr 4e-3, logging,
+    checkpoints); ``extra`` sets the rest (members, MFR, MMCS logging)."""
     from sae_training.config import TrainConfig
 
-    return TrainConfig(
-        cache=str(workspace / "cached_activations" / DEMO_CACHE_ID),
-        hook=DEMO_HOOKS[1],
-        architecture="topk",
-        d_sae=512,
-        k=16,
-        n_members=2,
-        mfr_coefficient=mfr_coefficient,
-        mfr_warmup_steps=20,
-        n_tokens=2048 * DEMO_SAE_STEPS,
-        batch_size=2048,
-        lr=4e-3,
-        log_every=10,
-        mmcs_log_every=50,
-        checkpoint_every=100,
-        eval_ce_batches=2,
-        seed=seed,
-    )
+    return TrainConfig(cache=str(workspace / "cached_activations" / DEMO_CACHE_ID), hook=hook, architecture="topk",
+                       d_sae=d_sae, k=k, n_tokens=2048 * steps, batch_size=2048, lr=4e-3, log_every=10,
+                       checkpoint_every=100, eval_ce_batches=2, seed=seed, **extra)
+
+
+def demo_train_config(workspace: Path, mfr_coefficient: float, seed: int = 0):
+    """The demo's SAE pair: 2 TopK SAEs of 512 latents (k 16) on layer 1's residual stream, from ``seed``."""
+    return demo_topk_config(workspace, DEMO_HOOKS[1], 512, 16, DEMO_SAE_STEPS, seed, n_members=2,
+                            mfr_coefficient=mfr_coefficient, mfr_warmup_steps=20, mmcs_log_every=50)
 
 
 def last_fifth_improvement(metrics: list[dict]) -> float:
@@ -141,24 +133,8 @@ DEMO_SITE_SHAPES = {  # hook -> (d_sae, k)
 
 def site_config(workspace: Path, hook: str):
     """The demo's training config of the SAE at ``hook`` (``DEMO_SITE_SHAPES``)."""
-    from sae_training.config import TrainConfig
-
     d_sae, k = DEMO_SITE_SHAPES[hook]
-    return TrainConfig(
-        cache=str(workspace / "cached_activations" / DEMO_CACHE_ID),
-        hook=hook,
-        architecture="topk",
-        d_sae=d_sae,
-        k=k,
-        n_tokens=2048 * DEMO_SITE_STEPS,
-        batch_size=2048,
-        lr=4e-3,
-        log_every=10,
-        mmcs_log_every=1000,
-        checkpoint_every=100,
-        eval_ce_batches=2,
-        seed=2,
-    )
+    return demo_topk_config(workspace, hook, d_sae, k, DEMO_SITE_STEPS, seed=2, mmcs_log_every=1000)
 
 
 def train_sites_step(workspace: Path) -> str:
