@@ -22,7 +22,8 @@ def _register() -> None:
             colorway=COLORWAY, font=dict(family="Inter, Segoe UI, sans-serif", size=13),
             margin=dict(l=50, r=45, t=50, b=45), height=360,  # r: a gutter for the vertical toolbar
             coloraxis=dict(colorscale="Viridis"), title=dict(x=0.02, font=dict(size=15)),
-            modebar=dict(orientation="v")))  # a vertical toolbar never covers the title
+            modebar=dict(orientation="v"),  # a vertical toolbar never covers the title
+            legend=dict(orientation="h", y=-0.25)))  # below the plot: a right-hand legend sits under the toolbar
     pio.templates.default = TEMPLATE
 
 
