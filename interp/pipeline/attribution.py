@@ -32,6 +32,7 @@ from interp.circuits.attribution.verify import intervention_check, top_edges
 from interp.features.transcoder import Transcoder, load_transcoder
 from interp.store.analysis_folder import GRAPH_CHECKS, GRAPH_EDGES, GRAPH_NODES, AnalysisFolder
 from interp.store.errors import InputError
+from interp.store.names import DEMO_MODEL_NAME
 from interp.store.run_folder import sae_members
 
 
@@ -184,9 +185,6 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
                                                           node_threshold=node_threshold))
     folder.write_graph(graph.tensors(), {**graph.meta(), "summary": summary})
     return folder, summary
-
-
-DEMO_MODEL_NAME = "workbench-demo-2l"  # the embedded demo's cfg.model_name (``--model demo``, the CLI's default)
 
 
 class StaleGraphError(InputError):

@@ -39,6 +39,7 @@ from interp.circuits.prompts import (
 from interp.features.dictionary import load_dictionary
 from interp.store.analysis_folder import AnalysisFolder, analysis_id
 from interp.store.locks import writing
+from interp.store.names import DEMO_MODEL_NAME
 
 
 def analyze_circuits(model, clean, corrupt, metric, dest_mask, out: Path, start_head: tuple[int, int] | None = None,
@@ -276,7 +277,7 @@ def ioi_circuit_analysis(
 ) -> dict:
     """IOI prompts (for the demo model: its held-out names on one training template), every circuit
     analysis traced at END, and the IOI head roles (``ioi_heads.parquet``)."""
-    if model.cfg.model_name == "workbench-demo-2l":
+    if model.cfg.model_name == DEMO_MODEL_NAME:
         prompts = demo_ioi_prompts(model, n_prompts, template=0)
     else:  # one template and single-token fillers: every prompt has one length
         places, objects = (tuple(single_token_names(model.tokenizer, words)) for words in (IOI_PLACES, IOI_OBJECTS))

@@ -40,6 +40,8 @@ def release_analysis_id(spec) -> str:
     return "saelens/" + str(spec)[len(SAELENS_PREFIX):].strip("/").replace("/", "--")
 
 
+DEMO_MODEL_NAME = "workbench-demo-2l"  # the embedded demo model's cfg.model_name (``--model demo``)
+
 # the demo workspace's runs (``workbench demo``): names only, so the CLI can print them without loading a stage
 DEMO_RUNS = ("demo-mfr", "demo-plain")
 DEMO_SAE_HOOK = "blocks.1.hook_resid_post"  # the demo SAEs read layer 1's residual stream

@@ -57,6 +57,7 @@ from interp.models.data import iter_texts, pack_token_stream
 from interp.models.demo.general_phase import COMMITTED_PHASES, EXTRA_PHASES, PHASE_3, train_general_phase
 from interp.models.loading import demo_tokenizer
 from interp.store.io import write_json, write_safetensors
+from interp.store.names import DEMO_MODEL_NAME
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SPECIAL_TOKENS = ["<|bos|>", "<|endoftext|>", "<|pad|>"]
@@ -72,7 +73,7 @@ MODEL_CONFIG = dict(
     act_fn="gelu",
     normalization_type="LN",
     positional_embedding_type="standard",
-    model_name="workbench-demo-2l",
+    model_name=DEMO_MODEL_NAME,
     tokenizer_name=None,
     default_prepend_bos=True,
 )
