@@ -66,7 +66,7 @@ else:
 
 st.subheader("Quick start")
 st.markdown(
-    "Everything at once on the bundled model and corpus (a few minutes on 2 CPU cores):\n\n"
+    "Everything at once on the bundled model and corpus (about 10 minutes on 2 CPU cores):\n\n"
     "```bash\nworkbench demo --workspace demo-workspace\nworkbench app --workspace demo-workspace\n```\n"
     "Then open **Features** to browse dashboards, **Geometry** for the map of decoder directions, "
     "**Circuits** to type a prompt, **Compare** for the ensemble's matching, **Training** to launch a run.")

@@ -213,7 +213,7 @@ def demo(
                                      help="Train a transcoder per layer and draw the induction and IOI attribution "
                                           "graphs (about 70 s on one loaded core); --no-transcoders skips them."),
 ) -> None:
-    """Run every stage on the bundled demo model and corpus (a few minutes on 2 CPU cores)."""
+    """Run every stage on the bundled demo model and corpus (about 10 minutes on 2 CPU cores)."""
     summaries = []
     with user_errors(), stop_on_signals() as received:
         if workspace.exists() and not workspace.is_dir():
