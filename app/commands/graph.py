@@ -31,6 +31,9 @@ def graph_command(
     edge_threshold: float = typer.Option(0.98, help="Keep edges carrying this share of the influence."),
     checks: int = typer.Option(20, help="Top edges verified by intervention."),
     batch_size: int = typer.Option(64, help="Target nodes per backward pass."),
+    max_feature_nodes: int = typer.Option(None, help="Keep at most this many active features as nodes, the most "
+                                          "influential on the logits (default: every one). Memory then grows with "
+                                          "the active features times this cap, not with their square."),
     max_gib: float = typer.Option(None, help="Refuse graphs needing more memory than this (default: what is free)."),
     supernodes: str = typer.Option("decoder,lobes,crystals", help="Supernode groupings, comma-separated: decoder "
                                    "(decoder cosine), lobes / crystals (the transcoders' stored geometry analyses)."),
@@ -50,7 +53,7 @@ def graph_command(
         folder, summary = analyze_graph(loaded, transcoders, prompt, out, slug=slug, node_threshold=node_threshold,
                                         edge_threshold=edge_threshold, n_checks=checks, batch_size=batch_size,
                                         max_bytes=None if max_gib is None else int(max_gib * 2**30),
-                                        groupings=groupings,
+                                        max_feature_nodes=max_feature_nodes, groupings=groupings,
                                         on_estimate=show)
     typer.echo(describe(summary))
     typer.echo(f"graph: {folder.path}")
@@ -60,7 +63,10 @@ def describe(summary: dict) -> str:
     """A few lines: size, scores, checks, the top logit and the top paths into it."""
     check = summary["intervention"]
     top = summary["top_logits"][0] if summary["top_logits"] else {"token": "?", "probability": float("nan")}
-    lines = [(f"{summary['n_features']} active features, {summary['n_nodes']} nodes; kept {summary['kept_nodes']} "
+    active = summary.get("n_active_features", summary["n_features"])
+    features = (f"{summary['n_features']} active features" if active == summary["n_features"] else
+                f"{summary['n_features']} of {active} active features (max feature nodes)")
+    lines = [(f"{features}, {summary['n_nodes']} nodes; kept {summary['kept_nodes']} "
               f"nodes and {summary['kept_edges']} edges ({summary['attribution_seconds']:.1f}s)"),
              (f"replacement score {summary['replacement_score']:.3f}, completeness score "
               f"{summary['completeness_score']:.3f}; sum of incoming edges = input to "

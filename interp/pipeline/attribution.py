@@ -146,7 +146,8 @@ def grouped(model, graph: AttributionGraph, pruned: PruneResult, by_layer: dict[
 def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[int], out_root: Path | str, *,
                   slug: str | None = None, node_threshold: float = 0.8, edge_threshold: float = 0.98,
                   n_checks: int = 20, batch_size: int = 64, max_bytes: int | None = None,
-                  decoder_threshold: float = DECODER_THRESHOLD, coactivation_threshold: float = COACTIVATION_THRESHOLD,
+                  max_feature_nodes: int | None = None, decoder_threshold: float = DECODER_THRESHOLD,
+                  coactivation_threshold: float = COACTIVATION_THRESHOLD,
                   groupings: tuple[str, ...] = GROUPINGS, on_estimate=None) -> tuple[AnalysisFolder, dict]:
     """Compute, prune, score, check, group (supernodes, by each of ``groupings``; ``lobes`` and ``crystals`` from
     the transcoders' geometry analyses under ``out_root``) and store one prompt's graph; returns its folder and
@@ -155,7 +156,8 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
     by_layer, sources = load_transcoder_set(transcoder_paths, model.cfg.device)
     slug = slug or default_slug(prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
     start = time.perf_counter()
-    graph = attribute(model, by_layer, prompt, batch_size=batch_size, max_bytes=max_bytes, on_estimate=on_estimate)
+    graph = attribute(model, by_layer, prompt, batch_size=batch_size, max_bytes=max_bytes,
+                      max_feature_nodes=max_feature_nodes, on_estimate=on_estimate)
     seconds = time.perf_counter() - start
     pruned = prune_graph(graph, node_threshold, edge_threshold)
     replacement, completeness = graph_scores(graph)
@@ -165,6 +167,7 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
     targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
     summary = {
         "slug": slug, "prompt": graph.prompt, "n_tokens": graph.n_pos, "n_features": graph.n_features,
+        "n_active_features": graph.n_active_features, "max_feature_nodes": max_feature_nodes,
         "n_nodes": graph.n_nodes, "kept_nodes": int(pruned.node_mask.sum()), "kept_edges": int(pruned.edge_mask.sum()),
         "node_threshold": node_threshold, "edge_threshold": edge_threshold,
         "replacement_score": replacement, "completeness_score": completeness,

@@ -265,3 +265,76 @@ def test_the_bos_position_has_no_error_node_and_sits_in_the_constant():
     assert graph.adjacency[:, [graph.error_index(layer, 3) for layer in range(2)]].abs().max() > 0
     targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
     assert graph.completeness_residual()[targets].abs().max() < 1e-4
+
+
+def test_a_capped_graph_is_the_full_graph_on_the_chosen_features():
+    """``max_feature_nodes``: the kept rows and columns are the uncapped graph's, the left-out features' edges are
+    summed in ``dropped``, and the completeness identity still holds with them."""
+    model, transcoders = random_model_and_transcoders(activation="topk", skip=True)
+    prompt = list(range(1, 13))
+    full = attribute(model, transcoders, prompt, batch_size=7)
+    capped = attribute(model, transcoders, prompt, batch_size=5, max_feature_nodes=17, update_interval=1)
+    assert capped.n_features == 17 and capped.n_active_features == full.n_features > 17
+    assert any("17 of the" in note for note in capped.notes)
+    chosen = torch.tensor([full.feature_index(*map(int, row)) for row in capped.active_features])
+    assert torch.equal(chosen, chosen.sort().values)  # node order stays (layer, position, feature)
+    keep = torch.cat([chosen, torch.arange(full.n_features, full.n_nodes)])
+    left_out = torch.tensor(sorted(set(range(full.n_features)) - set(chosen.tolist())))
+    torch.testing.assert_close(capped.adjacency, full.adjacency[keep][:, keep], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(capped.dropped, full.adjacency[keep][:, left_out].sum(1), atol=1e-5, rtol=1e-5)
+    targets = torch.cat([torch.arange(capped.n_features), capped.logit_start + torch.arange(capped.n_logits)])
+    assert capped.dropped[targets].abs().max() > 1e-3  # something really was left out
+    assert capped.completeness_residual()[targets].abs().max() < 1e-4
+    torch.testing.assert_close(capped.readout, full.readout[keep])
+
+
+def test_the_cap_picks_the_features_on_the_path_to_the_logit():
+    """Planted path: only B at the last position writes the logit and only A feeds it, so a cap of 2 keeps
+    exactly A and that B (the B at positions 1 and 2 reach no logit)."""
+    model, transcoders = planted_path_model()
+    full = attribute(model, transcoders, PROMPT)
+    capped = attribute(model, transcoders, PROMPT, max_feature_nodes=2, batch_size=1, update_interval=1)
+    assert full.n_features == 4
+    assert capped.active_features.tolist() == [[0, 1, 0], [1, 3, 1]]
+    logit, a, b = capped.logit_index(0), capped.feature_index(0, 1, 0), capped.feature_index(1, 3, 1)
+    assert capped.adjacency[b, a] == pytest.approx(A_SCALE / 4)
+    assert capped.adjacency[logit, b] == pytest.approx(full.adjacency[full.logit_index(0), full.feature_index(1, 3, 1)])
+
+
+def test_partial_influence_with_every_row_is_the_graph_influence():
+    """The capped loop's influence estimate, given every target row (in any order), is prune's node influence."""
+    from interp.circuits.attribution.prune import node_influence
+    from interp.circuits.attribution.selection import PartialInfluence
+
+    model, transcoders = random_model_and_transcoders(activation="relu", skip=False)
+    graph = attribute(model, transcoders, list(range(1, 13)))
+    targets = torch.cat([torch.arange(graph.n_features), graph.logit_start + torch.arange(graph.n_logits)])
+    rows = PartialInfluence(len(targets), graph.n_nodes, graph.logit_start + torch.arange(graph.n_logits),
+                            graph.logit_probabilities)
+    for chunk in targets[torch.randperm(len(targets), generator=torch.Generator().manual_seed(0))].split(6):
+        rows.add(graph.adjacency[chunk], chunk)
+    expected = node_influence(graph)
+    torch.testing.assert_close(rows.influence(), expected, atol=1e-6, rtol=1e-4)
+    assert expected[: graph.n_features].max() > 0
+
+
+def test_a_graph_refused_dense_fits_when_capped():
+    """The estimate of a capped graph grows with the active features times the cap; a memory limit that refuses
+    the dense graph (naming --max-feature-nodes) lets the capped one run."""
+    model, transcoders = random_model_and_transcoders(activation="relu", n_layers=4, d_sae=96)  # ~2,000 features
+    prompt = list(range(1, 13))
+    seen = []
+    attribute(model, transcoders, prompt, max_feature_nodes=8, batch_size=4, on_estimate=seen.append)
+    full = attribute(model, transcoders, prompt, batch_size=4, on_estimate=seen.append)
+    capped, dense = seen
+    assert dense["adjacency"] == 4 * full.n_nodes**2
+    assert capped["edge_rows"] == 4 * (8 + full.n_logits) * full.n_nodes
+    assert capped["adjacency"] == 4 * (full.n_nodes - full.n_features + 8) ** 2
+    assert capped["total"] < dense["total"]
+    limit = (capped["total"] + dense["total"]) // 2
+    with pytest.raises(InputError, match="max-feature-nodes"):
+        attribute(model, transcoders, prompt, batch_size=4, max_bytes=limit)
+    graph = attribute(model, transcoders, prompt, batch_size=4, max_bytes=limit, max_feature_nodes=8)
+    assert graph.n_features == 8
+    with pytest.raises(InputError, match="max_feature_nodes"):
+        attribute(model, transcoders, prompt, max_feature_nodes=-1)

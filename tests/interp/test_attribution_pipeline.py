@@ -59,6 +59,19 @@ def test_the_stored_graph_round_trips_and_its_tables_agree(stored):
         assert all(w != 0 for w in path["weights"])
 
 
+def test_a_capped_graph_stores_what_it_left_out(tmp_path):
+    """``max_feature_nodes`` through the pipeline: the stored graph has the cap's features, the dropped input per
+    target and the count of active features, and its completeness identity holds with them."""
+    model, transcoders = random_model_and_transcoders()
+    folder, summary = analyze_graph(model, saved_runs(tmp_path, transcoders, 16), list(range(1, 12)),
+                                    tmp_path / "analyses", slug="capped", n_checks=5, max_feature_nodes=10)
+    graph, read_summary = read_graph(folder)
+    assert graph.n_features == summary["n_features"] == 10 < graph.n_active_features == summary["n_active_features"]
+    assert summary["max_feature_nodes"] == 10 and any("10 of the" in note for note in read_summary["notes"])
+    assert graph.dropped.abs().max() > 0 and summary["max_completeness_residual"] < 1e-4
+    assert len(folder.read_table("graph_nodes")) == graph.n_nodes
+
+
 def test_the_circuit_tracer_export_follows_its_schema(stored):
     _, _, _, folder, summary = stored
     graph, _ = read_graph(folder)
@@ -155,6 +168,11 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
     assert "memory estimate" in result.output and "top paths" in result.output
     assert "supernodes by lobes" in result.output and "had no geometry analysis" in result.output  # said, not failed
     assert AnalysisFolder.graph(tmp_path / "analyses", "ioi").has_graph
+    capped = CliRunner().invoke(app, ["analyze", "graph", "--prompt", IOI_PROMPT, *paths, "--out",
+                                      str(tmp_path / "analyses"), "--slug", "ioi-capped", "--checks", "3",
+                                      "--max-feature-nodes", "12"])
+    assert capped.exit_code == 0, capped.output
+    assert "12 of " in capped.output and "active features (max feature nodes)" in capped.output
     bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x " * 200, *paths, "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "context" in bad.output
 

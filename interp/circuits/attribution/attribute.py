@@ -19,6 +19,7 @@ from torch import Tensor
 
 from interp.circuits.attribution.graph import AttributionGraph
 from interp.circuits.attribution.replacement import CleanState, check_transcoders, clean_state, frozen_forward
+from interp.circuits.attribution.selection import PartialInfluence, next_features
 from interp.store.errors import InputError
 
 EINSUM_FLOATS = 1 << 23  # scratch per feature-edge contraction (32 MiB)
@@ -129,19 +130,34 @@ def _leaves(state: CleanState, batch: int) -> list[Tensor]:
     return [t.float()[None].expand(batch, *t.shape).clone().requires_grad_(True) for t in tensors]
 
 
-def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, batch_size: int) -> dict[str, int]:
-    """Bytes the attribution will hold: the dense adjacency, the kept forward of ``batch_size`` rows, the
-    backward pass's working gradients (as large again), the gradients at the leaves and the contraction scratch
-    (``benchmarks/bench_attribution.py`` compares the total with the measured peak)."""
+def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, batch_size: int,
+                    max_feature_nodes: int | None = None) -> dict[str, int]:
+    """Bytes the attribution will hold (``benchmarks/bench_attribution.py`` compares ``total`` with the measured
+    peak): the kept forward of ``batch_size`` rows, the backward pass's working gradients (as large again), the
+    gradients at the leaves, the contraction scratch, and the adjacency. Uncapped, the dense adjacency over every
+    node (``4 n²``) is allocated first and ``total`` is the sum. Capped (``max_feature_nodes`` below the number
+    of active features), the target rows over every node (``edge_rows``: ``4 (cap + n_logits) n``, linear in the
+    active features), the influence block (``4 (cap + n_logits)²``) and, once the rows are done and the forward
+    is freed, the kept graph's adjacency; ``total`` is the larger of the two phases' sums."""
     n_pos, d = state.token_vectors.shape
-    n_nodes = n_features + (state.n_layers + 1) * n_pos + n_logits
+    others = (state.n_layers + 1) * n_pos + n_logits
+    n_nodes = n_features + others
     forward = batch_size * saved_bytes_per_row(model, state)
-    parts = {"adjacency": 4 * n_nodes * n_nodes,
-             "forward": forward,
-             "backward": forward,  # a backward pass materialises a gradient about as large as what the forward kept
-             "gradients": 2 * 4 * (state.n_layers + 1) * batch_size * n_pos * d,
-             "scratch": 4 * EINSUM_FLOATS}
-    parts["total"] = sum(parts.values())
+    widest = max([len(ids) for _, ids, _ in state.features] + [0])
+    run = {"forward": forward,
+           "backward": forward,  # a backward pass materialises a gradient about as large as what the forward kept
+           "gradients": 2 * 4 * (state.n_layers + 1) * batch_size * n_pos * d,
+           "scratch": 4 * min(EINSUM_FLOATS, batch_size * widest * d)}  # one einsum's gathered gradients
+    if max_feature_nodes is None or max_feature_nodes >= n_features:
+        parts = {"adjacency": 4 * n_nodes * n_nodes, **run}
+        parts["total"] = sum(parts.values())
+        return parts
+    n_rows, n_kept = max_feature_nodes + n_logits, max_feature_nodes + others
+    parts = {"edge_rows": 4 * n_rows * n_nodes, "influence": 4 * n_rows * n_rows, **run,
+             "adjacency": 4 * n_kept * n_kept}
+    computing = parts["edge_rows"] + parts["influence"] + sum(run.values())
+    packing = parts["edge_rows"] + parts["adjacency"] + parts["scratch"]
+    parts["total"] = max(computing, packing)
     return parts
 
 
@@ -157,20 +173,28 @@ def gib(n: float) -> str:
 
 def attribute(model, transcoders, prompt: str | Tensor | list[int], *, max_n_logits: int = 10,
               desired_logit_prob: float = 0.95, batch_size: int = 64, max_bytes: int | None = None,
-              zero_bos: bool = True, on_estimate=None, on_progress=None) -> AttributionGraph:
-    """The attribution graph of ``prompt`` (unpruned, dense). ``transcoders``: a list (one per layer, None for
-    a layer without) or a dict by layer. The memory estimate is computed first (``on_estimate`` receives it)
-    and the run is refused when it exceeds ``max_bytes`` (default: the free memory). ``on_progress(done, total)``
-    is called after each batch of target rows."""
+              max_feature_nodes: int | None = None, update_interval: int = 4, zero_bos: bool = True,
+              on_estimate=None, on_progress=None) -> AttributionGraph:
+    """The attribution graph of ``prompt``. ``transcoders``: a list (one per layer, None for a layer without) or
+    a dict by layer. ``max_feature_nodes``: keep at most that many active features as nodes, the most influential
+    on the logits (circuit-tracer's cap: re-ranked from the rows computed so far every ``update_interval``
+    batches); the others' direct effects are summed per target in ``graph.dropped``. The memory estimate is
+    computed first (``on_estimate`` receives it) and the run is refused when it exceeds ``max_bytes`` (default:
+    the free memory). ``on_progress(done, total)`` is called after each batch of target rows."""
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
+    if max_feature_nodes is not None and max_feature_nodes < 0:
+        raise InputError(f"max_feature_nodes must be 0 or more (or None for every active feature), got "
+                         f"{max_feature_nodes}")
+    if update_interval < 1:
+        raise InputError(f"update_interval must be at least 1, got {update_interval}")
     with frozen_parameters(model):
         return _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, batch_size, max_bytes,
-                          zero_bos, on_estimate, on_progress)
+                          max_feature_nodes, update_interval, zero_bos, on_estimate, on_progress)
 
 
-def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, batch_size, max_bytes, zero_bos,
-               on_estimate, on_progress) -> AttributionGraph:
+def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, batch_size, max_bytes,
+               max_feature_nodes, update_interval, zero_bos, on_estimate, on_progress) -> AttributionGraph:
     tokens = prompt_tokens(model, prompt)
     by_layer, notes = check_transcoders(model, transcoders)
     by_layer = {layer: tc.to(device=model.cfg.device) for layer, tc in by_layer.items()}
@@ -178,39 +202,47 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
     notes += [f"layer {l}: no feature is active on this prompt" for l in by_layer if not len(state.features[l][1])]
     logit_ids, logit_probs, logit_vectors = salient_logits(state.logits, model.W_U, max_n_logits, desired_logit_prob)
     layers, positions, vectors = _targets(state, logit_vectors)
-    n_features, n_pos, n_layers = len(layers) - len(logit_ids), len(tokens), state.n_layers
-    estimate = memory_estimate(model, state, n_features, len(logit_ids), min(batch_size, len(layers)))
+    n_features, n_pos, n_layers, n_logits = len(layers) - len(logit_ids), len(tokens), state.n_layers, len(logit_ids)
+    capped = max_feature_nodes is not None and max_feature_nodes < n_features
+    batch = min(batch_size, len(layers))
+    estimate = memory_estimate(model, state, n_features, n_logits, batch, max_feature_nodes if capped else None)
     if on_estimate is not None:
         on_estimate(estimate)
     limit = available_bytes(model.cfg.device) if max_bytes is None else max_bytes
     if estimate["total"] > limit:
-        raise InputError(f"this graph ({n_features} active features x {n_pos} positions) needs about "
+        cap = f"at most {max_feature_nodes} of them as nodes" if capped else "every one a node"
+        raise InputError(f"this graph ({n_features} active features x {n_pos} positions, {cap}) needs about "
                          f"{gib(estimate['total'])} (adjacency {gib(estimate['adjacency'])}, forward "
                          f"{gib(estimate['forward'])}) but {gib(limit)} is available; use a shorter prompt, a "
-                         "smaller --batch-size, or transcoders with fewer active features")
-    n_nodes = n_features + (n_layers + 1) * n_pos + len(logit_ids)
-    adjacency = torch.zeros(n_nodes, n_nodes)
-    rows = torch.cat([torch.arange(n_features), n_nodes - len(logit_ids) + torch.arange(len(logit_ids))])
-    batch = min(batch_size, len(layers))
-    leaves = _leaves(state, batch)
-    inputs, u = frozen_forward(model, state, leaves[0], leaves[1:])
-    stack = inputs + [u]
-    sources = _sources(state)
-    for start in range(0, len(layers), batch):
-        chunk = slice(start, min(start + batch, len(layers)))
-        nb = chunk.stop - chunk.start
-        readout = _readout(stack, layers[chunk], positions[chunk], vectors[chunk].to(u.device))
-        grads = torch.autograd.grad(readout.sum(), leaves, retain_graph=chunk.stop < len(layers), allow_unused=True)
-        grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, leaves)]
-        adjacency[rows[chunk]] = _edge_rows(grads, sources, nb, n_nodes, n_features, n_pos, n_layers).cpu()
-        if on_progress is not None:
-            on_progress(chunk.stop, len(layers))
-    readout_values = torch.zeros(n_nodes)
-    constant = torch.zeros(n_nodes)
+                         "smaller --batch-size, a smaller --max-feature-nodes, or transcoders with fewer active "
+                         "features")
+    n_nodes = n_features + (n_layers + 1) * n_pos + n_logits
+    compute = RowComputer(model, state, layers, positions, vectors, batch, n_nodes, n_features)
+    if capped:
+        adjacency, selected, dropped = _capped_rows(compute, n_features, n_logits, n_nodes, max_feature_nodes,
+                                                    batch, update_interval, logit_probs, on_progress)
+        notes.append(f"{len(selected)} of the {n_features} active features are nodes (max_feature_nodes, chosen "
+                     "by influence on the logits); the others' direct effects are left out of the edges and summed "
+                     "per target in `dropped`")
+    else:
+        adjacency = torch.zeros(n_nodes, n_nodes)
+        node_of_target = torch.cat([torch.arange(n_features), n_nodes - n_logits + torch.arange(n_logits)])
+        for start in range(0, len(layers), batch):
+            chunk = torch.arange(start, min(start + batch, len(layers)))
+            adjacency[node_of_target[chunk]] = compute(chunk)
+            if on_progress is not None:
+                on_progress(int(chunk[-1]) + 1, len(layers))
+        selected, dropped = torch.arange(n_features), torch.zeros(n_nodes)
+    del compute  # frees the kept forward
+    kept_targets = torch.cat([selected, n_features + torch.arange(n_logits)])
+    kept_rows = torch.cat([torch.arange(len(selected)), adjacency.shape[0] - n_logits + torch.arange(n_logits)])
+    readout_values = torch.zeros(adjacency.shape[0])
+    constant = torch.zeros(adjacency.shape[0])
     clean_stack = [x for x in state.inputs] + [state.unembed_input]
-    readout_values[rows] = torch.stack([(clean_stack[int(l)][int(p)] * v).sum()
-                                        for l, p, v in zip(layers, positions, vectors)]).cpu()
-    constant[rows] = _constant(model, state, layers, positions, vectors).cpu()
+    t_layers, t_positions, t_vectors = layers[kept_targets], positions[kept_targets], vectors[kept_targets]
+    readout_values[kept_rows] = torch.stack([(clean_stack[int(l)][int(p)] * v).sum()
+                                             for l, p, v in zip(t_layers, t_positions, t_vectors)]).cpu()
+    constant[kept_rows] = _constant(model, state, t_layers, t_positions, t_vectors).cpu()
     active = torch.cat([torch.stack([torch.full_like(pos, l), pos, ids], 1) for l, (pos, ids, _) in
                         enumerate(state.features)]) if n_features else torch.zeros(0, 3, dtype=torch.long)
     activations = torch.cat([values for _, _, values in state.features]) if n_features else torch.zeros(0)
@@ -223,8 +255,8 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
         tokens.cpu(),
         token_strings,
         n_layers,
-        active.cpu(),
-        activations.cpu(),
+        active[selected.to(active.device)].cpu(),
+        activations[selected.to(activations.device)].cpu(),
         logit_ids.cpu(),
         logit_probs.cpu(),
         adjacency,
@@ -234,7 +266,65 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
         {l: tc.hook_in for l, tc in by_layer.items()},
         notes,
         model.cfg.model_name,
+        dropped=dropped,
+        n_active_features=n_features,
     )
+
+
+class RowComputer:
+    """Adjacency rows for any batch of targets (indices into the target list: features, then logits), each batch
+    one backward pass through one kept ``batch``-row frozen forward (retained for the next batch)."""
+
+    def __init__(self, model, state: CleanState, layers: Tensor, positions: Tensor, vectors: Tensor, batch: int,
+                 n_nodes: int, n_features: int):
+        self.layers, self.positions, self.vectors = layers, positions, vectors
+        self.n_nodes, self.n_features, self.n_pos, self.n_layers = n_nodes, n_features, state.tokens.shape[0], \
+            state.n_layers
+        self.leaves = _leaves(state, batch)
+        inputs, u = frozen_forward(model, state, self.leaves[0], self.leaves[1:])
+        self.stack = inputs + [u]
+        self.sources = _sources(state)
+
+    def __call__(self, targets: Int[Tensor, " b"]) -> Float[Tensor, "b n_nodes"]:
+        nb = len(targets)
+        vectors = self.vectors[targets].to(self.stack[-1].device)
+        readout = _readout(self.stack, self.layers[targets], self.positions[targets], vectors)
+        grads = torch.autograd.grad(readout.sum(), self.leaves, retain_graph=True, allow_unused=True)
+        grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, self.leaves)]
+        return _edge_rows(grads, self.sources, nb, self.n_nodes, self.n_features, self.n_pos, self.n_layers).cpu()
+
+
+def _capped_rows(compute: RowComputer, n_features: int, n_logits: int, n_nodes: int, cap: int, batch: int,
+                 update_interval: int, logit_probs: Tensor, on_progress) -> tuple[Tensor, Tensor, Tensor]:
+    """The logit rows, then feature rows in order of their influence estimated from the rows so far, until
+    ``cap`` features have rows; returns the square adjacency over the chosen features and every other node,
+    the chosen features (ascending) and, per row, the summed edges from the features left out."""
+    logit_nodes = n_nodes - n_logits + torch.arange(n_logits)
+    rows = PartialInfluence(cap + n_logits, n_nodes, logit_nodes, logit_probs.cpu())
+    total = cap + n_logits
+    for chunk in torch.arange(n_features, n_features + n_logits).split(batch):
+        rows.add(compute(chunk), logit_nodes[chunk - n_features])
+    visited = torch.zeros(n_features, dtype=torch.bool)
+    while int(visited.sum()) < cap:
+        pending = next_features(rows.influence(), visited, min(update_interval * batch, cap - int(visited.sum())))
+        for chunk in pending.split(batch):
+            rows.add(compute(chunk), chunk)
+            visited[chunk] = True
+            if on_progress is not None:
+                on_progress(rows.filled, total)
+    del rows.block
+    selected, left_out = visited.nonzero().flatten(), (~visited).nonzero().flatten()
+    keep = torch.cat([selected, torch.arange(n_features, n_nodes)])
+    new_index = torch.full((n_nodes,), -1, dtype=torch.long)
+    new_index[keep] = torch.arange(len(keep))
+    destination = new_index[rows.row_nodes[: rows.filled]]
+    adjacency, dropped = torch.zeros(len(keep), len(keep)), torch.zeros(len(keep))
+    step = max(1, EINSUM_FLOATS // max(1, n_nodes))
+    for begin in range(0, rows.filled, step):
+        block = rows.rows[begin : begin + step]
+        adjacency[destination[begin : begin + step]] = block[:, keep]
+        dropped[destination[begin : begin + step]] = block[:, left_out].sum(1)
+    return adjacency, selected, dropped
 
 
 def _sources(state: CleanState) -> dict:

@@ -6,7 +6,9 @@ logit nodes (the top output tokens). ``adjacency[target, source]`` is the direct
 target's input (a feature's pre-activation ``x · w_enc``; a logit's demeaned logit); error and token rows are
 zero. ``readout`` is each target's value on the prompt and ``constant`` the part of it that comes from constants
 (attention and layer-norm biases, transcoder ``b_dec``, position embeddings, the BOS position), so
-``adjacency.sum(1) + constant == readout``.
+``adjacency.sum(1) + constant == readout``. A graph capped at ``max_feature_nodes`` keeps only the most
+influential active features as nodes; ``dropped`` is each target's summed input from the features left out (0
+when none is), so ``adjacency.sum(1) + dropped + constant == readout`` holds either way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ KINDS = ("feature", "error", "token", "logit")
 GRAPH_FORMAT = 2
 FORMAT_CHANGES = {1: "token nodes then included the position embedding and the BOS position had error nodes"}
 TENSORS = ("tokens", "active_features", "activations", "logit_tokens", "logit_probabilities", "adjacency",
-           "readout", "constant")
+           "readout", "constant", "dropped")
 
 
 @dataclass
@@ -43,6 +45,14 @@ class AttributionGraph:
     transcoders: dict[int, str] = field(default_factory=dict)  # layer -> where its transcoder came from
     notes: list[str] = field(default_factory=list)  # what the graph leaves out (a layer without a transcoder, ...)
     model: str = ""
+    dropped: Float[Tensor, " n_nodes"] | None = None  # input from active features that are not nodes (capped graph)
+    n_active_features: int | None = None  # active features on the prompt (more than ``n_features`` when capped)
+
+    def __post_init__(self):
+        if self.dropped is None:
+            self.dropped = torch.zeros(self.adjacency.shape[0])
+        if self.n_active_features is None:
+            self.n_active_features = self.n_features
 
     @property
     def n_features(self) -> int:
@@ -116,8 +126,9 @@ class AttributionGraph:
         return {"kind": kind, "layer": layer, "pos": pos, "feature": feature, "label": label}
 
     def completeness_residual(self) -> Float[Tensor, " n_nodes"]:
-        """``readout − (Σ incoming edges + constant)`` per node: 0 up to rounding when the graph is exact."""
-        return self.readout - (self.adjacency.sum(1) + self.constant)
+        """``readout − (Σ incoming edges + dropped + constant)`` per node: 0 up to rounding when the graph is
+        exact."""
+        return self.readout - (self.adjacency.sum(1) + self.dropped + self.constant)
 
     def tensors(self) -> dict[str, Tensor]:
         return {name: getattr(self, name).contiguous() for name in TENSORS}
@@ -125,7 +136,8 @@ class AttributionGraph:
     def meta(self) -> dict:
         return {"prompt": self.prompt, "token_strings": self.token_strings, "n_layers": self.n_layers,
                 "logit_strings": self.logit_strings, "transcoders": {str(k): v for k, v in self.transcoders.items()},
-                "notes": self.notes, "model": self.model, "format_version": GRAPH_FORMAT}
+                "notes": self.notes, "model": self.model, "format_version": GRAPH_FORMAT,
+                "n_active_features": self.n_active_features}
 
     @classmethod
     def from_parts(cls, tensors: dict[str, Tensor], meta: dict) -> AttributionGraph:
@@ -133,7 +145,8 @@ class AttributionGraph:
                    tensors["active_features"], tensors["activations"], tensors["logit_tokens"],
                    tensors["logit_probabilities"], tensors["adjacency"], tensors["readout"], tensors["constant"],
                    list(meta.get("logit_strings", [])), {int(k): v for k, v in meta.get("transcoders", {}).items()},
-                   list(meta.get("notes", [])), meta.get("model", ""))
+                   list(meta.get("notes", [])), meta.get("model", ""), tensors.get("dropped"),
+                   meta.get("n_active_features"))
 
 
 def format_problem(meta: dict) -> str | None:
