@@ -4,6 +4,7 @@ peak is its own).
 
     python benchmarks/bench_attribution.py --lengths 16 32 --layers 2 --d-model 128 --d-sae 512 --k 16
     python benchmarks/bench_attribution.py --gpt2 --lengths 64 256 1024 --k 32 --device cuda   # the shape
+    python benchmarks/bench_attribution.py --gpt2 --lengths 256 --k 32 --max-feature-nodes 4096   # capped, on a CPU
 
 ``--gpt2``: 12 layers, d_model 768, 12 heads, d_mlp 3072, vocabulary 50,257, 24,576-latent TopK transcoders (random
 weights). A length whose estimate exceeds the free memory is reported as refused, with the estimate.
@@ -75,7 +76,8 @@ def one(args: argparse.Namespace, length: int) -> dict:
 
     try:
         graph = attribute(model, transcoders, tokens, batch_size=args.batch_size, on_estimate=printed,
-                          on_progress=progress)
+                          on_progress=progress, max_feature_nodes=args.max_feature_nodes,
+                          update_interval=args.update_interval)
     except InputError as error:
         return {"length": length, "refused": str(error), "estimate_bytes": estimates[0]["total"] if estimates else None}
     seconds = time.perf_counter() - start
@@ -89,6 +91,7 @@ def one(args: argparse.Namespace, length: int) -> dict:
         "seconds": round(seconds, 2),
         "cpu_seconds": round(time.process_time() - cpu, 2),
         "n_features": graph.n_features,
+        "n_active_features": graph.n_active_features,
         "n_nodes": graph.n_nodes,
         "estimate_bytes": estimates[0]["total"],
         "estimate_parts": estimates[0],
@@ -106,6 +109,9 @@ def main() -> None:
     parser.add_argument("--d-sae", type=int, default=512)
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-feature-nodes", type=int, default=None,
+                        help="cap on feature nodes (most influential first); default: every active feature")
+    parser.add_argument("--update-interval", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # run one length in this process
     args = parser.parse_args()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 
 import torch
 from jaxtyping import Float, Int
@@ -106,17 +107,22 @@ def _constant(model, state: CleanState, layers: Tensor, positions: Tensor, vecto
 
 
 def saved_bytes(model, state: CleanState, batch: int) -> int:
-    """Bytes of the tensors autograd keeps for a ``batch``-row frozen forward (each storage counted once)."""
-    seen: dict[int, int] = {}
+    """Bytes of the tensors autograd keeps for a ``batch``-row frozen forward (each storage counted once; tensors
+    saved by parts of the graph that the forward then discards, such as TransformerLens' own attention mix, are
+    not counted)."""
+    saved: dict[int, weakref.ref] = {}
 
     def pack(t: Tensor):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        saved[t.untyped_storage().data_ptr()] = weakref.ref(t)
         return t
 
     leaves = _leaves(state, batch)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        frozen_forward(model, state, leaves[0], leaves[1:])
-    return sum(seen.values()) + sum(leaf.nbytes for leaf in leaves)
+        kept = frozen_forward(model, state, leaves[0], leaves[1:])
+    alive = {ptr: ref() for ptr, ref in saved.items()}
+    total = sum(t.untyped_storage().nbytes() for t in alive.values() if t is not None)
+    del kept
+    return total + sum(leaf.nbytes for leaf in leaves)
 
 
 def saved_bytes_per_row(model, state: CleanState) -> int:
@@ -133,21 +139,23 @@ def _leaves(state: CleanState, batch: int) -> list[Tensor]:
 def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, batch_size: int,
                     max_feature_nodes: int | None = None) -> dict[str, int]:
     """Bytes the attribution will hold (``benchmarks/bench_attribution.py`` compares ``total`` with the measured
-    peak): the kept forward of ``batch_size`` rows, the backward pass's working gradients (as large again), the
-    gradients at the leaves, the contraction scratch, and the adjacency. Uncapped, the dense adjacency over every
-    node (``4 n²``) is allocated first and ``total`` is the sum. Capped (``max_feature_nodes`` below the number
-    of active features), the target rows over every node (``edge_rows``: ``4 (cap + n_logits) n``, linear in the
-    active features), the influence block (``4 (cap + n_logits)²``) and, once the rows are done and the forward
-    is freed, the kept graph's adjacency; ``total`` is the larger of the two phases' sums."""
+    peak): the kept forward of ``batch_size`` rows (what autograd keeps, measured), the backward pass's working
+    gradients (one layer's share of the kept forward at a time), the gradients at the leaves, the contraction
+    scratch, the source vectors, and the adjacency. Uncapped, the dense adjacency over every node (``4 n²``) is
+    allocated first and ``total`` is the sum. Capped (``max_feature_nodes`` below the number of active features),
+    the target rows over every node (``edge_rows``: ``4 (cap + n_logits) n``, linear in the active features), the
+    influence block (``4 (cap + n_logits)²``) and, once the rows are done and the forward is freed, the kept
+    graph's adjacency; ``total`` is the larger of the two phases' sums."""
     n_pos, d = state.token_vectors.shape
     others = (state.n_layers + 1) * n_pos + n_logits
     n_nodes = n_features + others
     forward = batch_size * saved_bytes_per_row(model, state)
     widest = max([len(ids) for _, ids, _ in state.features] + [0])
     run = {"forward": forward,
-           "backward": forward,  # a backward pass materialises a gradient about as large as what the forward kept
-           "gradients": 2 * 4 * (state.n_layers + 1) * batch_size * n_pos * d,
-           "scratch": 4 * min(EINSUM_FLOATS, batch_size * widest * d)}  # one einsum's gathered gradients
+           "backward": forward // max(1, state.n_layers),  # the engine frees each layer's gradients as it goes
+           "gradients": 4 * (state.n_layers + 1) * batch_size * n_pos * d,  # at the leaves
+           "scratch": 4 * min(EINSUM_FLOATS, batch_size * widest * d),  # one einsum's gathered gradients
+           "sources": 4 * n_features * d}  # every active feature's activation times decoder row
     if max_feature_nodes is None or max_feature_nodes >= n_features:
         parts = {"adjacency": 4 * n_nodes * n_nodes, **run}
         parts["total"] = sum(parts.values())
@@ -156,7 +164,7 @@ def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, ba
     parts = {"edge_rows": 4 * n_rows * n_nodes, "influence": 4 * n_rows * n_rows, **run,
              "adjacency": 4 * n_kept * n_kept}
     computing = parts["edge_rows"] + parts["influence"] + sum(run.values())
-    packing = parts["edge_rows"] + parts["adjacency"] + parts["scratch"]
+    packing = parts["edge_rows"] + parts["adjacency"] + parts["scratch"] + parts["sources"]
     parts["total"] = max(computing, packing)
     return parts
 
