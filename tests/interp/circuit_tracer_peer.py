@@ -4,12 +4,14 @@
 ``model.safetensors``, a tokenizer) and per-layer transcoder files in its layout, offline. INPUT_HOOK is where the
 transcoders read, relative to a block (``mlp.hook_in``: circuit-tracer's wrapper on the MLP's input, after ln2's
 affine; ``ln2.hook_normalized``: before it). Writes the graph's tensors (safetensors) and scores (JSON) next to the
-given output stem.
+given output stem. ``PEER_MAX_FEATURE_NODES`` (environment) caps the feature nodes as circuit-tracer's
+``max_feature_nodes`` (batch 16, update interval 4).
 
     python circuit_tracer_peer.py MODEL_DIR OUT_STEM TOKENS_JSON INPUT_HOOK LAYER0.safetensors LAYER1.safetensors ...
 """
 
 import json
+import os
 import sys
 
 import torch
@@ -40,7 +42,8 @@ def main() -> None:
     model._configure_replacement_model(transcoders)  # what ReplacementModel.from_config does after building
     tokens = torch.tensor(json.load(open(tokens_json)))
     assert int(tokens[0]) in tokenizer.all_special_ids  # else circuit-tracer prepends one and the graphs differ
-    graph = attribute(tokens, model, batch_size=16)
+    cap = os.environ.get("PEER_MAX_FEATURE_NODES")
+    graph = attribute(tokens, model, batch_size=16, max_feature_nodes=int(cap) if cap else None, update_interval=4)
     node_mask, edge_mask, cumulative = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
     replacement, completeness = compute_graph_scores(graph)
     save_file({"adjacency": graph.adjacency_matrix.float().contiguous(),

@@ -45,14 +45,16 @@ def before_ln_affine(tc: Transcoder, w: Tensor, b: Tensor) -> Transcoder:
                       tc.hook_in.replace("mlp.hook_in", "ln2.hook_normalized"), tc.hook_out)
 
 
-def run_peer(tmp_path: Path, transcoders: list[Transcoder], tokens: list[int]) -> tuple[dict, dict]:
+def run_peer(tmp_path: Path, transcoders: list[Transcoder], tokens: list[int],
+             max_feature_nodes: int | None = None) -> tuple[dict, dict]:
     paths = []
     for layer, tc in enumerate(transcoders):
         paths.append(tmp_path / f"layer_{layer}.safetensors")
         save_file(tc.circuit_tracer_tensors(), str(paths[-1]))
     (tmp_path / "tokens.json").write_text(json.dumps(tokens))
     input_hook = transcoders[0].hook_in.split(".", 2)[2]  # relative to the block, as circuit-tracer names it
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "PEER_MAX_FEATURE_NODES": "" if max_feature_nodes is None else str(max_feature_nodes)}
     done = subprocess.run([os.environ["CIRCUIT_TRACER_PYTHON"], str(PEER), str(DEMO_WEIGHTS), str(tmp_path / "peer"),
                            str(tmp_path / "tokens.json"), input_hook, *map(str, paths)], capture_output=True,
                           text=True, timeout=1200, env=env)
@@ -104,3 +106,24 @@ def test_our_adjacency_is_circuit_tracers(tmp_path, activation, skip, where):
     assert torch.equal(pruned.node_mask, theirs["node_mask"])
     agree = (pruned.edge_mask == theirs["edge_mask"]).float().mean()
     assert agree > 0.9999
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CIRCUIT_TRACER_PYTHON"),
+                    reason="set CIRCUIT_TRACER_PYTHON to a venv with circuit-tracer")
+def test_a_capped_graph_keeps_the_features_circuit_tracer_keeps(tmp_path):
+    """``max_feature_nodes`` with the same batch (16) and update interval (4): the same features are chosen by
+    the partial influences, and the capped adjacency over them is circuit-tracer's."""
+    model = load_model("demo", device="cpu")
+    tokens = model.to_tokens(PROMPT)[0].tolist()
+    theirs, scores = run_peer(tmp_path, demo_transcoders("relu", True), tokens, max_feature_nodes=200)
+    graph = attribute(model, demo_transcoders("relu", True), tokens, batch_size=16, max_feature_nodes=200,
+                      update_interval=4)
+    assert graph.n_features == 200 and len(theirs["selected_features"]) == 200
+    assert graph.n_active_features == len(theirs["active_features"]) > 400
+    torch.testing.assert_close(graph.active_features, theirs["active_features"][theirs["selected_features"]])
+    scale = float(graph.adjacency.abs().max())
+    torch.testing.assert_close(graph.adjacency, theirs["adjacency"], atol=1e-4 * scale, rtol=0)
+    replacement, completeness = graph_scores(graph)
+    assert replacement == pytest.approx(scores["replacement_score"], abs=1e-4)
+    assert completeness == pytest.approx(scores["completeness_score"], abs=1e-4)

@@ -14,6 +14,7 @@ is the same for every prompt, so its MLP outputs are constants too.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -179,16 +180,6 @@ def frozen_forward(
     def frozen(act, hook):
         return state.frozen[hook.name].expand(batch, *state.frozen[hook.name].shape).to(act.dtype)
 
-    values: dict[str, Tensor] = {}
-
-    def keep_values(act, hook):  # TL's own z (replaced below) is computed from a detached copy: no graph kept
-        values[hook.name] = act
-        return act.detach()
-
-    def frozen_mix(act, hook):  # z from the clean pattern, shared by every batch row (see ``mix_values``)
-        prefix = hook.name[: -len("hook_z")]
-        return mix_values(state.frozen[prefix + "hook_pattern"], values.pop(prefix + "hook_v")).to(act.dtype)
-
     def keep_input(act, hook, layer):
         inputs[layer] = act
         return act
@@ -199,28 +190,51 @@ def frozen_forward(
         return out.to(act.dtype)
 
     hooks = [("hook_embed", lambda act, hook: token_vectors.to(act.dtype))]
-    hooks += [(name, frozen) for name in state.frozen]
-    for name in state.frozen:
-        if name.endswith("attn.hook_pattern"):
-            prefix = name[: -len("hook_pattern")]
-            hooks += [(prefix + "hook_v", keep_values), (prefix + "hook_z", frozen_mix)]
-            hooks += [(prefix + name, lambda act, hook: act.detach()) for name in ("hook_q", "hook_k")]  # frozen
+    hooks += [(name, frozen) for name in state.frozen if not name.endswith("hook_pattern")]
     for layer in range(state.n_layers):
         hooks.append((state.input_hooks[layer], lambda act, hook, layer=layer: keep_input(act, hook, layer)))
         if get_act_name("pre", layer) in model.hook_dict:  # the MLP is replaced: no graph through it
             hooks.append((get_act_name("pre", layer), lambda act, hook: act.detach()))
         hooks.append((state.output_hooks[layer], lambda act, hook, layer=layer: replace_out(act, hook, layer)))
-    with model.hooks(fwd_hooks=hooks):  # no logits: [B, pos, vocab] would be the forward's largest tensor
+    with model.hooks(fwd_hooks=hooks), frozen_attention(model, state):  # no logits: [B, pos, vocab] is large
         residual = model(state.tokens[None].expand(batch, -1), stop_at_layer=state.n_layers)
         u = model.ln_final(residual) if model.cfg.normalization_type is not None else residual
     return [inputs[layer] for layer in range(state.n_layers)], u
 
 
+@contextlib.contextmanager
+def frozen_attention(model, state: CleanState):
+    """Every attention layer computes ``z`` from its values and the clean pattern (``mix_values``) and writes
+    ``z W_O + b_O``, skipping the scores, softmax and TransformerLens' per-row pattern copies (at 1,024 tokens
+    each batch row's patterns are 0.6 GB at GPT-2-small shape, kept by autograd and copied again for the mix)."""
+    patched = []
+    try:
+        for layer, block in enumerate(model.blocks):
+            pattern = state.frozen[get_act_name("pattern", layer)]
+            block.attn.forward = _frozen_attention_forward(block.attn, pattern)
+            patched.append(block.attn)
+        yield
+    finally:
+        for attn in patched:
+            del attn.forward  # the class's forward again
+
+
+def _frozen_attention_forward(attn, pattern: Float[Tensor, "head q k"]):
+    def forward(query_input, key_input, value_input, *args, **kwargs):
+        _, _, v = attn.calculate_qkv_matrices(query_input, key_input, value_input)  # q, k unused: dropped
+        if attn.cfg.clip_qkv is not None:
+            v = v.clamp(min=-attn.cfg.clip_qkv, max=attn.cfg.clip_qkv)
+        z = attn.hook_z(mix_values(pattern, v))
+        return torch.einsum("bqhd,hdm->bqm", z, attn.W_O.to(z.dtype)) + attn.b_O.to(z.dtype)
+
+    return forward
+
+
 def mix_values(pattern: Float[Tensor, "head q k"],
                v: Float[Tensor, "B k kv_head d_head"]) -> Float[Tensor, "B q head d_head"]:
     """``z[b, q, h] = Σ_k pattern[h, q, k] v[b, k, h]`` with one pattern for the whole batch: one matmul per head
-    over every row's values, so autograd keeps the pattern once instead of once per batch row (at 1,024 tokens
-    a GPT-2-small row's patterns alone are 0.6 GB). Grouped-query values are repeated to the heads."""
+    over every row's values, so autograd keeps the pattern once instead of once per batch row. Grouped-query
+    values are repeated to the heads."""
     B, k, kv_heads, d_head = v.shape
     heads = pattern.shape[0]
     if kv_heads != heads:
