@@ -68,20 +68,39 @@ def prompt_tokens(model, prompt: str | Tensor | list[int]) -> Int[Tensor, " pos"
     return tokens.to(model.cfg.device)
 
 
-def _targets(state: CleanState, logit_vectors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Every target's (layer, position, readout vector): features (layer l: its encoder column), then logits
-    (layer n_layers: the unembedding input at the last position)."""
-    layers, positions, vectors = [], [], []
-    for layer, (pos, ids, _) in enumerate(state.features):
-        if len(ids):
-            layers.append(torch.full_like(pos, layer))
-            positions.append(pos)
-            vectors.append(state.transcoders[layer].W_enc[:, ids].T)
-    n_pos = state.tokens.shape[0]
-    layers.append(torch.full((len(logit_vectors),), state.n_layers, dtype=torch.long))
-    positions.append(torch.full((len(logit_vectors),), n_pos - 1, dtype=torch.long))
-    vectors.append(logit_vectors)
-    return torch.cat(layers), torch.cat(positions), torch.cat(vectors).float()
+class Targets:
+    """Every target's layer and position (features first, sorted by layer, then logits: layer ``n_layers``, the
+    last position) and, on demand for a batch, its readout vector: a feature's encoder column (read from its
+    transcoder, not copied: ``n_features × d`` floats at a long prompt), a logit's demeaned unembedding."""
+
+    def __init__(self, state: CleanState, logit_vectors: Tensor):
+        layers, positions, ids = [], [], []
+        for layer, (pos, feature_ids, _) in enumerate(state.features):
+            if len(feature_ids):
+                layers.append(torch.full_like(pos, layer))
+                positions.append(pos)
+                ids.append(feature_ids)
+        n_pos = state.tokens.shape[0]
+        layers.append(torch.full((len(logit_vectors),), state.n_layers, dtype=torch.long))
+        positions.append(torch.full((len(logit_vectors),), n_pos - 1, dtype=torch.long))
+        self.layers, self.positions = torch.cat(layers), torch.cat(positions)
+        self.feature_ids = torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long)
+        self.logit_vectors = logit_vectors.float()
+        self.n_features = len(self.feature_ids)
+        self.encoders = {layer: tc.W_enc for layer, tc in state.transcoders.items()}
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def vectors(self, index: Int[Tensor, " b"]) -> Float[Tensor, "b d"]:
+        out = self.logit_vectors.new_empty(len(index), self.logit_vectors.shape[1])
+        logits = index >= self.n_features
+        out[logits] = self.logit_vectors[index[logits] - self.n_features]
+        layers = self.layers[index]
+        for layer in layers[~logits].unique().tolist():
+            mask = (layers == layer) & ~logits
+            out[mask] = self.encoders[layer][:, self.feature_ids[index[mask]]].T.float()
+        return out
 
 
 def _readout(stack: list[Tensor], layers: Tensor, positions: Tensor, vectors: Tensor) -> Float[Tensor, " B"]:
@@ -138,22 +157,24 @@ def _leaves(state: CleanState, batch: int) -> list[Tensor]:
 
 def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, batch_size: int,
                     max_feature_nodes: int | None = None) -> dict[str, int]:
-    """Bytes the attribution will hold (``benchmarks/bench_attribution.py`` compares ``total`` with the measured
-    peak): the kept forward of ``batch_size`` rows (what autograd keeps, measured), the backward pass's working
-    gradients (one layer's share of the kept forward at a time), the gradients at the leaves, the contraction
-    scratch, the source vectors, and the adjacency. Uncapped, the dense adjacency over every node (``4 n²``) is
-    allocated first and ``total`` is the sum. Capped (``max_feature_nodes`` below the number of active features),
-    the target rows over every node (``edge_rows``: ``4 (cap + n_logits) n``, linear in the active features), the
-    influence block (``4 (cap + n_logits)²``) and, once the rows are done and the forward is freed, the kept
-    graph's adjacency; ``total`` is the larger of the two phases' sums."""
+    """Bytes the attribution will hold (``benchmarks/bench_attribution.py`` compares ``total`` with the measured peak):
+    the kept forward of ``batch_size`` rows (what autograd keeps, measured on a one- and a two-row forward), its
+    outputs, the backward pass's working gradients (about two layers' share of the kept forward at a time), the
+    gradients at the leaves, the contraction scratch, the source vectors, and the adjacency. Uncapped, the dense
+    adjacency over every node (``4 n²``) is allocated first and ``total`` is the sum. Capped (``max_feature_nodes``
+    below the number of active features), the target rows over every node (``edge_rows``: ``4 (cap + n_logits) n``,
+    linear in the active features), the influence block (``4 (cap + n_logits)²``) and, once the rows are done and
+    the forward is freed, the kept graph's adjacency; ``total`` is the larger of the two phases' sums."""
     n_pos, d = state.token_vectors.shape
     others = (state.n_layers + 1) * n_pos + n_logits
     n_nodes = n_features + others
     forward = batch_size * saved_bytes_per_row(model, state)
     widest = max([len(ids) for _, ids, _ in state.features] + [0])
+    stream = 4 * (state.n_layers + 1) * batch_size * n_pos * d  # one [batch, pos, d] tensor per layer and the end
     run = {"forward": forward,
-           "backward": forward // max(1, state.n_layers),  # the engine frees each layer's gradients as it goes
-           "gradients": 4 * (state.n_layers + 1) * batch_size * n_pos * d,  # at the leaves
+           "outputs": stream,  # each layer's transcoder input and the unembedding input, read by the targets
+           "backward": 2 * forward // max(1, state.n_layers),  # working gradients: about two layers' share at a time
+           "gradients": stream,  # at the leaves, held until the pass ends
            "scratch": 4 * min(EINSUM_FLOATS, batch_size * widest * d),  # one einsum's gathered gradients
            "sources": 4 * n_features * d}  # every active feature's activation times decoder row
     if max_feature_nodes is None or max_feature_nodes >= n_features:
@@ -209,10 +230,10 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
     state = clean_state(model, tokens, by_layer, zero_bos)
     notes += [f"layer {l}: no feature is active on this prompt" for l in by_layer if not len(state.features[l][1])]
     logit_ids, logit_probs, logit_vectors = salient_logits(state.logits, model.W_U, max_n_logits, desired_logit_prob)
-    layers, positions, vectors = _targets(state, logit_vectors)
-    n_features, n_pos, n_layers, n_logits = len(layers) - len(logit_ids), len(tokens), state.n_layers, len(logit_ids)
+    targets = Targets(state, logit_vectors)
+    n_features, n_pos, n_layers, n_logits = targets.n_features, len(tokens), state.n_layers, len(logit_ids)
     capped = max_feature_nodes is not None and max_feature_nodes < n_features
-    batch = min(batch_size, len(layers))
+    batch = min(batch_size, len(targets))
     estimate = memory_estimate(model, state, n_features, n_logits, batch, max_feature_nodes if capped else None)
     if on_estimate is not None:
         on_estimate(estimate)
@@ -225,7 +246,7 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
                          "smaller --batch-size, a smaller --max-feature-nodes, or transcoders with fewer active "
                          "features")
     n_nodes = n_features + (n_layers + 1) * n_pos + n_logits
-    compute = RowComputer(model, state, layers, positions, vectors, batch, n_nodes, n_features)
+    compute = RowComputer(model, state, targets, batch, n_nodes)
     if capped:
         adjacency, selected, dropped = _capped_rows(compute, n_features, n_logits, n_nodes, max_feature_nodes,
                                                     batch, update_interval, logit_probs, on_progress)
@@ -235,11 +256,11 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
     else:
         adjacency = torch.zeros(n_nodes, n_nodes)
         node_of_target = torch.cat([torch.arange(n_features), n_nodes - n_logits + torch.arange(n_logits)])
-        for start in range(0, len(layers), batch):
-            chunk = torch.arange(start, min(start + batch, len(layers)))
+        for start in range(0, len(targets), batch):
+            chunk = torch.arange(start, min(start + batch, len(targets)))
             adjacency[node_of_target[chunk]] = compute(chunk)
             if on_progress is not None:
-                on_progress(int(chunk[-1]) + 1, len(layers))
+                on_progress(int(chunk[-1]) + 1, len(targets))
         selected, dropped = torch.arange(n_features), torch.zeros(n_nodes)
     del compute  # frees the kept forward
     kept_targets = torch.cat([selected, n_features + torch.arange(n_logits)])
@@ -247,7 +268,8 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
     readout_values = torch.zeros(adjacency.shape[0])
     constant = torch.zeros(adjacency.shape[0])
     clean_stack = [x for x in state.inputs] + [state.unembed_input]
-    t_layers, t_positions, t_vectors = layers[kept_targets], positions[kept_targets], vectors[kept_targets]
+    t_layers, t_positions = targets.layers[kept_targets], targets.positions[kept_targets]
+    t_vectors = targets.vectors(kept_targets)
     readout_values[kept_rows] = torch.stack([(clean_stack[int(l)][int(p)] * v).sum()
                                              for l, p, v in zip(t_layers, t_positions, t_vectors)]).cpu()
     constant[kept_rows] = _constant(model, state, t_layers, t_positions, t_vectors).cpu()
@@ -283,20 +305,18 @@ class RowComputer:
     """Adjacency rows for any batch of targets (indices into the target list: features, then logits), each batch
     one backward pass through one kept ``batch``-row frozen forward (retained for the next batch)."""
 
-    def __init__(self, model, state: CleanState, layers: Tensor, positions: Tensor, vectors: Tensor, batch: int,
-                 n_nodes: int, n_features: int):
-        self.layers, self.positions, self.vectors = layers, positions, vectors
-        self.n_nodes, self.n_features, self.n_pos, self.n_layers = n_nodes, n_features, state.tokens.shape[0], \
-            state.n_layers
+    def __init__(self, model, state: CleanState, targets: Targets, batch: int, n_nodes: int):
+        self.targets, self.n_nodes, self.n_features = targets, n_nodes, targets.n_features
+        self.n_pos, self.n_layers = state.tokens.shape[0], state.n_layers
         self.leaves = _leaves(state, batch)
         inputs, u = frozen_forward(model, state, self.leaves[0], self.leaves[1:])
         self.stack = inputs + [u]
         self.sources = _sources(state)
 
-    def __call__(self, targets: Int[Tensor, " b"]) -> Float[Tensor, "b n_nodes"]:
-        nb = len(targets)
-        vectors = self.vectors[targets].to(self.stack[-1].device)
-        readout = _readout(self.stack, self.layers[targets], self.positions[targets], vectors)
+    def __call__(self, index: Int[Tensor, " b"]) -> Float[Tensor, "b n_nodes"]:
+        nb = len(index)
+        vectors = self.targets.vectors(index).to(self.stack[-1].device)
+        readout = _readout(self.stack, self.targets.layers[index], self.targets.positions[index], vectors)
         grads = torch.autograd.grad(readout.sum(), self.leaves, retain_graph=True, allow_unused=True)
         grads = [torch.zeros_like(leaf) if g is None else g for g, leaf in zip(grads, self.leaves)]
         return _edge_rows(grads, self.sources, nb, self.n_nodes, self.n_features, self.n_pos, self.n_layers).cpu()
@@ -341,7 +361,7 @@ def _sources(state: CleanState) -> dict:
     features = []
     for layer, (pos, ids, values) in enumerate(state.features):
         tc = state.transcoders.get(layer)
-        features.append((pos, values[:, None] * tc.W_dec[ids]) if tc is not None and len(ids) else None)
+        features.append((pos, tc.W_dec[ids].float().mul_(values[:, None])) if tc is not None and len(ids) else None)
     errors = [state.errors(layer) for layer in range(state.n_layers)]
     return {"features": features, "errors": errors, "tokens": state.token_vectors.float()}
 
