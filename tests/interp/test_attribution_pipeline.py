@@ -59,7 +59,7 @@ def test_the_stored_graph_round_trips_and_its_tables_agree(stored):
         assert all(w != 0 for w in path["weights"])
 
 
-def test_a_capped_graph_stores_what_it_left_out(tmp_path):
+def test_a_capped_graph_stores_what_it_left_out(tmp_path, monkeypatch):
     """``max_feature_nodes`` through the pipeline: the stored graph has the cap's features, the dropped input per
     target and the count of active features, and its completeness identity holds with them."""
     model, transcoders = random_model_and_transcoders()
@@ -70,6 +70,10 @@ def test_a_capped_graph_stores_what_it_left_out(tmp_path):
     assert summary["max_feature_nodes"] == 10 and any("10 of the" in note for note in read_summary["notes"])
     assert graph.dropped.abs().max() > 0 and summary["max_completeness_residual"] < 1e-4
     assert len(folder.read_table("graph_nodes")) == graph.n_nodes
+    monkeypatch.setenv("WORKBENCH_WORKSPACE", str(tmp_path))  # the page says the graph is capped
+    at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"10 of the {graph.n_active_features} active features" in info.value for info in at.info)
 
 
 def test_the_circuit_tracer_export_follows_its_schema(stored):
