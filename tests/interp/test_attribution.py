@@ -1,6 +1,7 @@
 """Attribution graphs: a planted path's edges carry the planted weights, the decomposition is complete, pruning
 keeps the path, edges equal interventions in the replacement model, and bad input is refused."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -332,9 +333,13 @@ def test_a_graph_refused_dense_fits_when_capped():
     assert capped["adjacency"] == 4 * (full.n_nodes - full.n_features + 8) ** 2
     assert capped["total"] < dense["total"]
     limit = (capped["total"] + dense["total"]) // 2
-    with pytest.raises(InputError, match="max-feature-nodes"):
+    with pytest.raises(InputError, match="max-feature-nodes") as refused:
         attribute(model, transcoders, prompt, batch_size=4, max_bytes=limit)
     graph = attribute(model, transcoders, prompt, batch_size=4, max_bytes=limit, max_feature_nodes=8)
     assert graph.n_features == 8
+    suggested = int(re.search(r"--max-feature-nodes (\d+) ", str(refused.value)).group(1))  # the cap it names fits
+    assert 64 <= suggested < full.n_features
+    assert attribute(model, transcoders, prompt, batch_size=4, max_bytes=limit,
+                     max_feature_nodes=suggested).n_features == suggested
     with pytest.raises(InputError, match="max_feature_nodes"):
         attribute(model, transcoders, prompt, max_feature_nodes=-1)

@@ -156,7 +156,7 @@ def _leaves(state: CleanState, batch: int) -> list[Tensor]:
 
 
 def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, batch_size: int,
-                    max_feature_nodes: int | None = None) -> dict[str, int]:
+                    max_feature_nodes: int | None = None, per_row: int | None = None) -> dict[str, int]:
     """Bytes the attribution will hold (``benchmarks/bench_attribution.py`` compares ``total`` with the measured peak):
     the kept forward of ``batch_size`` rows (what autograd keeps, measured on a one- and a two-row forward), its
     outputs, the backward pass's working gradients (about two layers' share of the kept forward at a time), the
@@ -168,7 +168,7 @@ def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, ba
     n_pos, d = state.token_vectors.shape
     others = (state.n_layers + 1) * n_pos + n_logits
     n_nodes = n_features + others
-    forward = batch_size * saved_bytes_per_row(model, state)
+    forward = batch_size * (saved_bytes_per_row(model, state) if per_row is None else per_row)
     widest = max([len(ids) for _, ids, _ in state.features] + [0])
     stream = 4 * (state.n_layers + 1) * batch_size * n_pos * d  # one [batch, pos, d] tensor per layer and the end
     run = {"forward": forward,
@@ -188,6 +188,21 @@ def memory_estimate(model, state: CleanState, n_features: int, n_logits: int, ba
     packing = parts["edge_rows"] + parts["adjacency"] + parts["scratch"] + parts["sources"]
     parts["total"] = max(computing, packing)
     return parts
+
+
+def fitting_cap(model, state: CleanState, n_features: int, n_logits: int, batch: int, per_row: int, limit: int,
+                below: int) -> str:
+    """What to change when a graph does not fit: the largest power-of-two ``--max-feature-nodes`` under ``below``
+    whose estimate fits ``limit`` (with the estimate), else the other levers."""
+    cap = 1 << max(0, (below - 1).bit_length() - 1) if below > 1 else 0
+    while cap >= 64:
+        total = memory_estimate(model, state, n_features, n_logits, batch, cap, per_row)["total"]
+        if total <= limit:
+            return (f"--max-feature-nodes {cap} (max_feature_nodes={cap}) would need about {gib(total)}; or use a "
+                    "shorter prompt or a smaller --batch-size")
+        cap //= 2
+    return ("use a shorter prompt, a smaller --batch-size, a smaller --max-feature-nodes, or transcoders with fewer "
+            "active features")
 
 
 def available_bytes(device: str) -> int:
@@ -234,7 +249,9 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
     n_features, n_pos, n_layers, n_logits = targets.n_features, len(tokens), state.n_layers, len(logit_ids)
     capped = max_feature_nodes is not None and max_feature_nodes < n_features
     batch = min(batch_size, len(targets))
-    estimate = memory_estimate(model, state, n_features, n_logits, batch, max_feature_nodes if capped else None)
+    per_row = saved_bytes_per_row(model, state)
+    estimate = memory_estimate(model, state, n_features, n_logits, batch, max_feature_nodes if capped else None,
+                               per_row)
     if on_estimate is not None:
         on_estimate(estimate)
     limit = available_bytes(model.cfg.device) if max_bytes is None else max_bytes
@@ -242,9 +259,9 @@ def _attribute(model, transcoders, prompt, max_n_logits, desired_logit_prob, bat
         cap = f"at most {max_feature_nodes} of them as nodes" if capped else "every one a node"
         raise InputError(f"this graph ({n_features} active features x {n_pos} positions, {cap}) needs about "
                          f"{gib(estimate['total'])} (adjacency {gib(estimate['adjacency'])}, forward "
-                         f"{gib(estimate['forward'])}) but {gib(limit)} is available; use a shorter prompt, a "
-                         "smaller --batch-size, a smaller --max-feature-nodes, or transcoders with fewer active "
-                         "features")
+                         f"{gib(estimate['forward'])}) but {gib(limit)} is available; "
+                         + fitting_cap(model, state, n_features, n_logits, batch, per_row, limit,
+                                       max_feature_nodes if capped else n_features))
     n_nodes = n_features + (n_layers + 1) * n_pos + n_logits
     compute = RowComputer(model, state, targets, batch, n_nodes)
     if capped:
