@@ -5,14 +5,17 @@
 transcoders read, relative to a block (``mlp.hook_in``: circuit-tracer's wrapper on the MLP's input, after ln2's
 affine; ``ln2.hook_normalized``: before it). Writes the graph's tensors (safetensors) and scores (JSON) next to the
 given output stem. ``PEER_MAX_FEATURE_NODES`` (environment) caps the feature nodes as circuit-tracer's
-``max_feature_nodes`` (batch 16, update interval 4).
+``max_feature_nodes`` (update interval 4); ``PEER_BATCH_SIZE`` is its batch (16). The JSON also holds the seconds
+``attribute`` took and the growth of the process's peak resident memory over it.
 
     python circuit_tracer_peer.py MODEL_DIR OUT_STEM TOKENS_JSON INPUT_HOOK LAYER0.safetensors LAYER1.safetensors ...
 """
 
 import json
 import os
+import resource
 import sys
+import time
 
 import torch
 from circuit_tracer import attribute
@@ -43,7 +46,11 @@ def main() -> None:
     tokens = torch.tensor(json.load(open(tokens_json)))
     assert int(tokens[0]) in tokenizer.all_special_ids  # else circuit-tracer prepends one and the graphs differ
     cap = os.environ.get("PEER_MAX_FEATURE_NODES")
-    graph = attribute(tokens, model, batch_size=16, max_feature_nodes=int(cap) if cap else None, update_interval=4)
+    base, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, time.perf_counter()
+    graph = attribute(tokens, model, batch_size=int(os.environ.get("PEER_BATCH_SIZE") or 16),
+                      max_feature_nodes=int(cap) if cap else None, update_interval=4)
+    seconds = time.perf_counter() - start
+    peak_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     node_mask, edge_mask, cumulative = prune_graph(graph, node_threshold=0.8, edge_threshold=0.98)
     replacement, completeness = compute_graph_scores(graph)
     save_file({"adjacency": graph.adjacency_matrix.float().contiguous(),
@@ -54,7 +61,8 @@ def main() -> None:
                                               for t in graph.logit_targets]),
                "logit_probabilities": graph.logit_probabilities.float().contiguous(),
                "node_mask": node_mask.contiguous(), "edge_mask": edge_mask.contiguous()}, f"{out_stem}.safetensors")
-    json.dump({"replacement_score": replacement, "completeness_score": completeness}, open(f"{out_stem}.json", "w"))
+    json.dump({"replacement_score": replacement, "completeness_score": completeness, "attribute_seconds": seconds,
+               "peak_growth_bytes": peak_growth}, open(f"{out_stem}.json", "w"))
 
 
 if __name__ == "__main__":
