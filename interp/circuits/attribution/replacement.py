@@ -193,8 +193,6 @@ def frozen_forward(
     hooks += [(name, frozen) for name in state.frozen if not name.endswith("hook_pattern")]
     for layer in range(state.n_layers):
         hooks.append((state.input_hooks[layer], lambda act, hook, layer=layer: keep_input(act, hook, layer)))
-        if get_act_name("pre", layer) in model.hook_dict:  # the MLP is replaced: no graph through it
-            hooks.append((get_act_name("pre", layer), lambda act, hook: act.detach()))
         hooks.append((state.output_hooks[layer], lambda act, hook, layer=layer: replace_out(act, hook, layer)))
     with model.hooks(fwd_hooks=hooks), frozen_attention(model, state):  # no logits: [B, pos, vocab] is large
         residual = model(state.tokens[None].expand(batch, -1), stop_at_layer=state.n_layers)
@@ -206,17 +204,27 @@ def frozen_forward(
 def frozen_attention(model, state: CleanState):
     """Every attention layer computes ``z`` from its values and the clean pattern (``mix_values``) and writes
     ``z W_O + b_O``, skipping the scores, softmax and TransformerLens' per-row pattern copies (at 1,024 tokens
-    each batch row's patterns are 0.6 GB at GPT-2-small shape, kept by autograd and copied again for the mix)."""
+    each batch row's patterns are 0.6 GB at GPT-2-small shape, kept by autograd and copied again for the mix);
+    each MLP whose output the frozen forward replaces is not run."""
     patched = []
     try:
         for layer, block in enumerate(model.blocks):
             pattern = state.frozen[get_act_name("pattern", layer)]
             block.attn.forward = _frozen_attention_forward(block.attn, pattern)
             patched.append(block.attn)
+            if not state.input_hooks[layer].startswith(f"blocks.{layer}.mlp."):  # the MLP's output is replaced
+                block.mlp.forward = _skipped_mlp_forward
+                patched.append(block.mlp)
         yield
     finally:
-        for attn in patched:
-            del attn.forward  # the class's forward again
+        for module in patched:
+            del module.forward  # the class's forward again
+
+
+def _skipped_mlp_forward(x: Tensor) -> Tensor:
+    """An MLP whose output ``hook_mlp_out`` replaces: not computed (two thirds of a block's forward, and its
+    ``[batch, pos, d_mlp]`` activations)."""
+    return torch.zeros_like(x)
 
 
 def _frozen_attention_forward(attn, pattern: Float[Tensor, "head q k"]):
