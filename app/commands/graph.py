@@ -44,8 +44,9 @@ def graph_command(
     from interp.pipeline.attribution import analyze_graph, check_groupings
 
     def show(estimate: dict) -> None:
+        rows = f", target rows {estimate['edge_rows'] / 2**20:,.1f} MiB" if "edge_rows" in estimate else ""
         typer.echo(f"memory estimate: {estimate['total'] / 2**20:,.1f} MiB "
-                   f"(adjacency {estimate['adjacency'] / 2**20:,.1f} MiB)")
+                   f"(adjacency {estimate['adjacency'] / 2**20:,.1f} MiB{rows})")
 
     with user_errors():
         groupings = check_groupings(g.strip() for g in supernodes.split(",") if g.strip())

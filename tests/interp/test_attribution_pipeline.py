@@ -177,6 +177,7 @@ def test_the_cli_draws_a_graph_on_the_demo_model(tmp_path):
                                       "--max-feature-nodes", "12"])
     assert capped.exit_code == 0, capped.output
     assert "12 of " in capped.output and "active features (max feature nodes)" in capped.output
+    assert "target rows" in capped.output
     bad = CliRunner().invoke(app, ["analyze", "graph", "--prompt", "x " * 200, *paths, "--out", str(tmp_path)])
     assert bad.exit_code != 0 and "context" in bad.output
 
