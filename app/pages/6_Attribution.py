@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app.ui import dashboard, data
+from app.ui.feature_circuit import shown_path
 from app.ui.theme import missing, page, plot
 from app.ui.workspace import workspace_root
 from interp.figures.attribution import attribution_graph_figure, collapse_supernodes, with_supernodes
@@ -132,5 +133,6 @@ with st.expander("Top paths into the top logit"):
             )
         )
 st.caption(
-    f"circuit-tracer's viewer reads `{folder.circuit_tracer_dir()}` (`<slug>.json` + its graph index) unchanged."
+    f"circuit-tracer's viewer reads `{shown_path(root, str(folder.circuit_tracer_dir()))}` (`<slug>.json` + "
+    "its graph index) unchanged."
 )

@@ -74,6 +74,8 @@ def test_a_capped_graph_stores_what_it_left_out(tmp_path, monkeypatch):
     at = AppTest.from_file(str(APP / "pages" / "6_Attribution.py"), default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"10 of the {graph.n_active_features} active features" in info.value for info in at.info)
+    viewer = [c.value for c in at.caption if "viewer reads" in c.value]  # the export's folder, workspace-relative
+    assert viewer and "analyses/graphs/capped/circuit_tracer" in viewer[0] and str(tmp_path) not in viewer[0]
 
 
 def test_the_circuit_tracer_export_follows_its_schema(stored):
