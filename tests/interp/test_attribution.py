@@ -343,3 +343,34 @@ def test_a_graph_refused_dense_fits_when_capped():
                      max_feature_nodes=suggested).n_features == suggested
     with pytest.raises(InputError, match="max_feature_nodes"):
         attribute(model, transcoders, prompt, max_feature_nodes=-1)
+
+
+def test_mixing_values_with_one_pattern_is_the_per_row_attention_mix():
+    """``mix_values`` equals ``pattern @ v`` per batch row and head, grouped-query values repeated to the heads."""
+    from interp.circuits.attribution.replacement import mix_values
+
+    g = torch.Generator().manual_seed(0)
+    pattern = torch.softmax(torch.randn(4, 5, 5, generator=g), -1)  # [head, q, k]
+    for kv_heads in (4, 2):
+        v = torch.randn(3, 5, kv_heads, 6, generator=g)  # [B, k, kv_head, d_head]
+        full = v.repeat_interleave(4 // kv_heads, dim=2)
+        expected = torch.einsum("hqk,bkhd->bqhd", pattern, full)
+        torch.testing.assert_close(mix_values(pattern, v), expected)
+
+
+def test_the_frozen_forward_leaves_the_model_as_it_was():
+    """The patched attention and skipped MLPs are the frozen forward's only: afterwards the model computes its
+    own logits again, and an instance-level forward someone set before is put back."""
+    from interp.circuits.attribution.attribute import _leaves
+    from interp.circuits.attribution.replacement import clean_state, frozen_forward
+
+    model, transcoders = random_model_and_transcoders()
+    tokens = torch.tensor(list(range(1, 9)))
+    before = model(tokens[None])
+    marker = model.blocks[0].mlp.forward
+    model.blocks[0].mlp.forward = marker  # an instance attribute now
+    state = clean_state(model, tokens, dict(enumerate(transcoders)))
+    leaves = _leaves(state, 2)
+    frozen_forward(model, state, leaves[0], leaves[1:])
+    assert model.blocks[0].mlp.__dict__["forward"] is marker and "forward" not in model.blocks[1].attn.__dict__
+    torch.testing.assert_close(model(tokens[None]), before)

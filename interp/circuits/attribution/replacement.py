@@ -206,19 +206,24 @@ def frozen_attention(model, state: CleanState):
     ``z W_O + b_O``, skipping the scores, softmax and TransformerLens' per-row pattern copies (at 1,024 tokens
     each batch row's patterns are 0.6 GB at GPT-2-small shape, kept by autograd and copied again for the mix);
     each MLP whose output the frozen forward replaces is not run."""
-    patched = []
+    patched: list[tuple[torch.nn.Module, object]] = []  # (module, the instance forward it had, if any)
+
+    def patch(module, forward) -> None:
+        patched.append((module, module.__dict__.get("forward")))
+        module.forward = forward
+
     try:
         for layer, block in enumerate(model.blocks):
-            pattern = state.frozen[get_act_name("pattern", layer)]
-            block.attn.forward = _frozen_attention_forward(block.attn, pattern)
-            patched.append(block.attn)
+            patch(block.attn, _frozen_attention_forward(block.attn, state.frozen[get_act_name("pattern", layer)]))
             if not state.input_hooks[layer].startswith(f"blocks.{layer}.mlp."):  # the MLP's output is replaced
-                block.mlp.forward = _skipped_mlp_forward
-                patched.append(block.mlp)
+                patch(block.mlp, _skipped_mlp_forward)
         yield
     finally:
-        for module in patched:
-            del module.forward  # the class's forward again
+        for module, before in reversed(patched):
+            if before is None:
+                del module.forward  # the class's forward again
+            else:
+                module.forward = before
 
 
 def _skipped_mlp_forward(x: Tensor) -> Tensor:
