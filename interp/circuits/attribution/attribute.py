@@ -163,8 +163,8 @@ def _constant(model, state: CleanState, layers: Tensor, positions: Tensor, vecto
 
 def saved_bytes(model, state: CleanState, batch: int) -> int:
     """Bytes of the tensors autograd keeps for a ``batch``-row frozen forward (each storage counted once; tensors
-    saved by parts of the graph that the forward then discards, such as TransformerLens' own attention mix, are
-    not counted)."""
+    saved by branches of the graph that the forward then discards, such as the layer norms' own scale computation
+    that the frozen scales replace, are not counted)."""
     saved: dict[int, weakref.ref] = {}
 
     def pack(t: Tensor):
