@@ -45,18 +45,18 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, list[Path], Path]
     from safetensors.torch import save_file
 
     from interp.features.transcoder import Transcoder
-    from interp.models.loading import DEMO_WEIGHTS, demo_tokenizer, random_model
+    from interp.models.loading import DEMO_CONFIG, DEMO_WEIGHTS, demo_tokenizer, random_model
 
     torch.manual_seed(0)
     cfg = model_config(args)
     model = random_model(cfg, seed=0)
     folder = work / "model"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / DEMO_CONFIG.name).write_text(json.dumps(cfg))  # a HookedTransformerConfig, as the peer script reads
     save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))},
               str(folder / "model.safetensors"))
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(DEMO_WEIGHTS / name, folder / name)
+    for path in DEMO_WEIGHTS.glob("tokenizer*"):  # the demo tokenizer's files, as a Hugging Face folder holds them
+        shutil.copy(path, folder / path.name)
     d, g = args.d_model, torch.Generator().manual_seed(1)
     paths = []
     for layer in range(args.layers):
@@ -72,16 +72,17 @@ def build(args: argparse.Namespace, work: Path) -> tuple[Path, list[Path], Path]
 
 def ours(args: argparse.Namespace, work: Path) -> dict:
     """Our side, in this (sub)process: load what ``build`` wrote, attribute, write the graph's tensors."""
+    import torch
     from safetensors.torch import load_file, save_file
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     from interp.circuits.attribution import attribute
     from interp.features.transcoder import Transcoder
+    from interp.models.loading import DEMO_CONFIG, random_model
 
-    cfg = json.loads((work / "model" / "config.json").read_text())
-    model = HookedTransformer(HookedTransformerConfig(**cfg))
-    model.load_state_dict(load_file(str(work / "model" / "model.safetensors")), strict=False)
-    model.eval()
+    cfg = json.loads((work / "model" / DEMO_CONFIG.name).read_text())
+    model = random_model(cfg, seed=0)  # the weights ``build`` saved for circuit-tracer, rebuilt from the seed
+    saved = load_file(str(work / "model" / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items() if k in saved), "weights differ"
     transcoders = []
     for layer in range(cfg["n_layers"]):
         t = load_file(str(work / f"layer_{layer}.safetensors"))
