@@ -3,6 +3,7 @@ and the demo's step that trains a transcoder for each demo layer and draws the i
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -48,6 +49,15 @@ def graph_command(
         typer.echo(f"memory estimate: {estimate['total'] / 2**20:,.1f} MiB "
                    f"(adjacency {estimate['adjacency'] / 2**20:,.1f} MiB{rows})")
 
+    from tqdm import tqdm
+
+    bar: list[tqdm] = []
+
+    def progress(done: int, total: int) -> None:  # target rows, one backward pass per batch
+        if not bar:
+            bar.append(tqdm(total=total, desc="attribution rows", unit="row", file=sys.stderr))
+        bar[0].update(done - bar[0].n)
+
     with user_errors():
         groupings = check_groupings(g.strip() for g in supernodes.split(",") if g.strip())
         loaded = load_model(model, device=device)
@@ -55,7 +65,9 @@ def graph_command(
                                         edge_threshold=edge_threshold, n_checks=checks, batch_size=batch_size,
                                         max_bytes=None if max_gib is None else int(max_gib * 2**30),
                                         max_feature_nodes=max_feature_nodes, groupings=groupings,
-                                        on_estimate=show)
+                                        on_estimate=show, on_progress=progress)
+    for b in bar:
+        b.close()
     typer.echo(describe(summary))
     typer.echo(f"graph: {folder.path}")
 

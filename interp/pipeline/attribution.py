@@ -148,7 +148,8 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
                   n_checks: int = 20, batch_size: int = 64, max_bytes: int | None = None,
                   max_feature_nodes: int | None = None, decoder_threshold: float = DECODER_THRESHOLD,
                   coactivation_threshold: float = COACTIVATION_THRESHOLD,
-                  groupings: tuple[str, ...] = GROUPINGS, on_estimate=None) -> tuple[AnalysisFolder, dict]:
+                  groupings: tuple[str, ...] = GROUPINGS, on_estimate=None,
+                  on_progress=None) -> tuple[AnalysisFolder, dict]:
     """Compute, prune, score, check, group (supernodes, by each of ``groupings``; ``lobes`` and ``crystals`` from
     the transcoders' geometry analyses under ``out_root``) and store one prompt's graph; returns its folder and
     summary (the supernodes are in it, so they are stored with the graph or not at all)."""
@@ -157,7 +158,7 @@ def analyze_graph(model, transcoder_paths: list[Path | str], prompt: str | list[
     slug = slug or default_slug(prompt if isinstance(prompt, str) else " ".join(map(str, prompt)))
     start = time.perf_counter()
     graph = attribute(model, by_layer, prompt, batch_size=batch_size, max_bytes=max_bytes,
-                      max_feature_nodes=max_feature_nodes, on_estimate=on_estimate)
+                      max_feature_nodes=max_feature_nodes, on_estimate=on_estimate, on_progress=on_progress)
     seconds = time.perf_counter() - start
     pruned = prune_graph(graph, node_threshold, edge_threshold)
     replacement, completeness = graph_scores(graph)
